@@ -1,0 +1,32 @@
+"""``saip demo``: the whole pipeline on the embedded local default (no cloud, no service)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from saip.context import get_state
+from saip.pipeline import PipelineContext, Step, prepare_data_dir, run_steps, write_report
+
+
+def _steps() -> list[tuple[str, Step]]:
+    return [("prepare the data directory", prepare_data_dir)]
+
+
+def demo(
+    seed: Annotated[int, typer.Option(help="Seed for data generation and training.")] = 0,
+) -> None:
+    """Run every pipeline step on the local default and print what each one did."""
+    state = get_state()
+    ctx = PipelineContext(
+        data_dir=state.data_dir, config=state.config, console=state.console, seed=seed
+    )
+    results = run_steps(ctx, _steps())
+    report = write_report(ctx, results)
+    state.console.print(f"[bold green]demo finished[/]: {len(results)} steps; report at {report}")
+
+
+def register(root: typer.Typer) -> None:
+    """Attach ``demo`` to the root app."""
+    root.command("demo")(demo)

@@ -1,0 +1,92 @@
+"""The ``--config FILE`` TOML settings, validated by pydantic at start-up.
+
+Unknown keys are rejected with their dotted name, so a typo never silently falls back to a
+default. Every section is optional; CLI options override the file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from saip.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EncryptionSection(_Section):
+    """Master key used for data at rest, as a key URI (``local:PATH``, ``aws-kms:ARN``, ...)."""
+
+    key: str | None = None
+    context: dict[str, str] = Field(default_factory=dict)
+
+
+class IngestSection(_Section):
+    """Ingestion backend and its endpoints (private/VPC endpoints go here)."""
+
+    backend: Literal["local", "aws", "gcp", "azure"] = "local"
+    endpoint_url: str | None = None
+    region: str | None = None
+    stream: str | None = None
+    bucket: str | None = None
+
+
+class ScanSection(_Section):
+    """Poisoning gate before training: the pipeline stops above ``max_risk`` (0–100)."""
+
+    max_risk: Annotated[float, Field(ge=0, le=100)] = 40.0
+
+
+class FLSection(_Section):
+    """Federated run settings file used by ``saip demo`` (``saip fl run --config`` takes its own)."""
+
+    run_config: Path | None = None
+
+
+class SaipConfig(_Section):
+    """Top-level settings file."""
+
+    data_dir: Path | None = None
+    encryption: EncryptionSection = Field(default_factory=EncryptionSection)
+    ingest: IngestSection = Field(default_factory=IngestSection)
+    scan: ScanSection = Field(default_factory=ScanSection)
+    fl: FLSection = Field(default_factory=FLSection)
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown setting '{loc}'")
+        else:
+            parts.append(f"setting '{loc}': {err['msg']}")
+    return "; ".join(parts)
+
+
+def load_config(path: Path | None) -> SaipConfig:
+    """Read and validate a TOML settings file; ``None`` gives the defaults.
+
+    Raises
+    ------
+    ConfigError
+        The file is missing, is not valid TOML, or holds an unknown or invalid setting
+        (the message names it).
+    """
+    if path is None:
+        return SaipConfig()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    try:
+        return SaipConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"config file {path}: {_describe(exc)}") from None

@@ -1,0 +1,20 @@
+"""Error types of the ``saip`` CLI layer.
+
+Each capability package raises its own error type at its security boundary (for example
+``saip_encryption.DecryptionError``); the CLI turns any of them into one clear line and a
+non-zero exit code. Errors defined here are the CLI's own: configuration and usage.
+"""
+
+from __future__ import annotations
+
+
+class SaipError(Exception):
+    """Base class of errors raised by the ``saip`` CLI layer itself."""
+
+
+class ConfigError(SaipError):
+    """The configuration file or a setting is invalid; the message names the setting."""
+
+
+class PipelineError(SaipError):
+    """A pipeline step failed or a gate (e.g. the poisoning risk gate) refused to continue."""
