@@ -77,7 +77,9 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Services]:
 
 
 def _post(url: str, body: bytes = b"") -> None:
-    req = urllib.request.Request(url, data=body, method="POST")  # noqa: S310 - loopback
+    req = urllib.request.Request(  # noqa: S310 - loopback only
+        url, data=body, method="POST", headers={"Content-Type": "text/plain"}
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
         json.loads(resp.read() or b"{}")
 

@@ -26,7 +26,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode=None,
 )
 
 
@@ -35,14 +34,13 @@ def _root(
     ctx: typer.Context,
     data_dir: Annotated[
         Path | None,
-        typer.Option("--data-dir", envvar="SAIP_DATA_DIR", help="Data directory [default: ./.saip]."),
+        typer.Option("--data-dir", envvar="SAIP_DATA_DIR", help="Data directory (default ./.saip)."),
     ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="TOML settings file (unknown keys are rejected).")
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
 ) -> None:
-    ctx.obj = AppState(data_dir=Path(".saip"), config=load_config(None), debug=debug)
     cfg = load_config(config)
     resolved = data_dir or cfg.data_dir or Path(".saip")
     ctx.obj = AppState(data_dir=resolved, config=cfg, debug=debug)
