@@ -1,0 +1,411 @@
+"""Record envelope and payload schemas, defined once.
+
+Every record on the wire is one JSON object (one line in a JSONL file or one stream message)::
+
+    {"record_id": "...", "producer_id": "...", "seq": 7, "ts": 1764100000000,
+     "schema": {"name": "image-sample", "version": 1},
+     "payload": {...}, "sig": {...}}
+
+The pydantic v2 models below are the single source of truth. The same models export
+
+* JSON Schema (``ingestion/schemas/*.schema.json``) for producers and reviewers, and
+* the Avro schema ``ingestion/schemas/record.v1.avsc`` used as the Pub/Sub topic schema
+  (binary encoding; :func:`avro_encode` / :func:`avro_decode` convert a record dict), so the cloud
+  schema registry and the code cannot disagree: ``python -m saip_ingestion.schemas export``
+  regenerates the files and ``python -m saip_ingestion.schemas check`` (run by the test suite)
+  fails when a committed file is stale.
+
+Unknown fields are rejected everywhere (``extra="forbid"``), types are strict (no ``"1"`` → 1
+coercion), floats must be finite, and identifiers must match strict ASCII patterns: an identifier
+that does not match is rejected, never repaired.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StringConstraints,
+    Tag,
+    TypeAdapter,
+    model_validator,
+)
+
+__all__ = [
+    "MAX_LINE_BYTES",
+    "PAYLOAD_MODELS",
+    "RECORD_ADAPTER",
+    "ImageRecordV1",
+    "ImageSampleV1",
+    "Record",
+    "SchemaRef",
+    "Signature",
+    "TabularRecordV1",
+    "TabularSampleV1",
+    "TextRecordV1",
+    "TextSampleV1",
+    "avro_decode",
+    "avro_encode",
+    "avro_schema",
+    "export_schemas",
+    "json_schemas",
+]
+
+#: upper bound of one serialized record (bytes); longer lines are quarantined as ``oversized``
+MAX_LINE_BYTES: Final = 256 * 1024
+
+#: ``producer_id``: lower-case ASCII, starts with a letter, 2–63 characters
+PRODUCER_ID_PATTERN: Final = r"^[a-z][a-z0-9-]{1,62}$"
+#: ``record_id``: ASCII letters, digits, ``_`` and ``-``; safe as an object-key component
+RECORD_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
+#: tabular column names
+FIELD_NAME_PATTERN: Final = r"^[a-z][a-z0-9_]{0,63}$"
+#: Ed25519 key identifier: first 8 bytes of SHA-256(raw public key), hex
+KEY_ID_PATTERN: Final = r"^[0-9a-f]{16}$"
+_B64_32: Final = r"^[A-Za-z0-9+/]{43}=$"
+_B64_64: Final = r"^[A-Za-z0-9+/]{86}==$"
+
+ProducerId = Annotated[str, StringConstraints(pattern=PRODUCER_ID_PATTERN)]
+RecordId = Annotated[str, StringConstraints(pattern=RECORD_ID_PATTERN)]
+FieldName = Annotated[str, StringConstraints(pattern=FIELD_NAME_PATTERN)]
+KeyId = Annotated[str, StringConstraints(pattern=KEY_ID_PATTERN)]
+Hash32B64 = Annotated[str, StringConstraints(pattern=_B64_32)]
+Sig64B64 = Annotated[str, StringConstraints(pattern=_B64_64)]
+
+#: limits of ``text-sample/v1`` (characters, after sanitization too)
+TEXT_INSTRUCTION_MAX: Final = 8192
+TEXT_RESPONSE_MAX: Final = 16384
+#: largest image / tabular feature vector accepted by the schema
+IMAGE_MAX_SIDE: Final = 256
+TABULAR_MAX_FEATURES: Final = 1024
+#: largest Merkle batch a producer may sign (inclusion proofs stay ≤ 16 hashes)
+MAX_TREE_SIZE: Final = 65536
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, allow_inf_nan=False, populate_by_name=True
+    )
+
+
+class ImageSampleV1(_Model):
+    """``image-sample/v1``: a fixed-size vector of finite floats (row-major pixels) and a label.
+
+    ``len(features) == width * height``; the value range and the class set are declared by the
+    consumer's :class:`saip_ingestion.engine.ImageSpec` (for example digits: 8×8, 0–16, 0–9).
+    """
+
+    width: Annotated[int, Field(ge=1, le=IMAGE_MAX_SIDE)]
+    height: Annotated[int, Field(ge=1, le=IMAGE_MAX_SIDE)]
+    features: Annotated[list[float], Field(min_length=1, max_length=IMAGE_MAX_SIDE**2)]
+    label: Annotated[int, Field(ge=0, le=65535)]
+
+    @model_validator(mode="after")
+    def _shape(self) -> ImageSampleV1:
+        if len(self.features) != self.width * self.height:
+            raise ValueError(
+                f"shape mismatch: {len(self.features)} features for {self.width}x{self.height}"
+            )
+        return self
+
+
+class TabularSampleV1(_Model):
+    """``tabular-sample/v1``: named finite numeric features and an optional integer label."""
+
+    features: Annotated[
+        dict[FieldName, float], Field(min_length=1, max_length=TABULAR_MAX_FEATURES)
+    ]
+    label: Annotated[int, Field(ge=0, le=65535)] | None = None
+
+
+class TextSampleV1(_Model):
+    """``text-sample/v1``: one instruction/response pair for LLM fine-tuning.
+
+    Length limits hold before and after sanitization (characters); empty text is rejected.
+    """
+
+    instruction: Annotated[str, StringConstraints(min_length=1, max_length=TEXT_INSTRUCTION_MAX)]
+    response: Annotated[str, StringConstraints(min_length=1, max_length=TEXT_RESPONSE_MAX)]
+
+
+class SchemaRef(_Model):
+    """Which payload schema a record carries (name and major version)."""
+
+    name: Literal["image-sample", "tabular-sample", "text-sample"]
+    version: Literal[1]
+
+
+class Signature(_Model):
+    """Provenance: an Ed25519 signature over a Merkle root plus this record's inclusion proof.
+
+    See :mod:`saip_ingestion.provenance` (RFC 8032 Ed25519, RFC 6962/9162 Merkle hashing).
+    """
+
+    alg: Literal["ed25519-merkle-sha256"]
+    key_id: KeyId
+    tree_size: Annotated[int, Field(ge=1, le=MAX_TREE_SIZE)]
+    index: Annotated[int, Field(ge=0, lt=MAX_TREE_SIZE)]
+    path: Annotated[list[Hash32B64], Field(max_length=16)]
+    root_sig: Sig64B64
+
+    @model_validator(mode="after")
+    def _index(self) -> Signature:
+        if self.index >= self.tree_size:
+            raise ValueError("index must be below tree_size")
+        return self
+
+
+class _Envelope(_Model):
+    record_id: RecordId
+    producer_id: ProducerId
+    seq: Annotated[int, Field(ge=0, le=2**63 - 1)]
+    #: producer time, milliseconds since the Unix epoch (UTC)
+    ts: Annotated[int, Field(ge=0, le=2**53)]
+    schema_: SchemaRef = Field(alias="schema")
+    sig: Signature
+
+
+class ImageRecordV1(_Envelope):
+    """A record whose payload is ``image-sample/v1``."""
+
+    payload: ImageSampleV1
+
+
+class TabularRecordV1(_Envelope):
+    """A record whose payload is ``tabular-sample/v1``."""
+
+    payload: TabularSampleV1
+
+
+class TextRecordV1(_Envelope):
+    """A record whose payload is ``text-sample/v1``."""
+
+    payload: TextSampleV1
+
+
+def _schema_tag(value: Any) -> str | None:
+    ref = value.get("schema") if isinstance(value, dict) else getattr(value, "schema_", None)
+    if isinstance(ref, dict):
+        name, version = ref.get("name"), ref.get("version")
+    elif isinstance(ref, SchemaRef):
+        name, version = ref.name, ref.version
+    else:
+        return None
+    return f"{name}/v{version}"
+
+
+Record = Annotated[
+    Union[  # noqa: UP007 - tagged members
+        Annotated[ImageRecordV1, Tag("image-sample/v1")],
+        Annotated[TabularRecordV1, Tag("tabular-sample/v1")],
+        Annotated[TextRecordV1, Tag("text-sample/v1")],
+    ],
+    Discriminator(
+        _schema_tag,
+        custom_error_type="unknown_schema",
+        custom_error_message="unknown or missing schema name/version",
+    ),
+]
+
+#: validates one record (``RECORD_ADAPTER.validate_json(line)``)
+RECORD_ADAPTER: TypeAdapter[ImageRecordV1 | TabularRecordV1 | TextRecordV1] = TypeAdapter(Record)
+
+#: payload model by ``"<name>/v<version>"``
+PAYLOAD_MODELS: Final[Mapping[str, type[_Model]]] = {
+    "image-sample/v1": ImageSampleV1,
+    "tabular-sample/v1": TabularSampleV1,
+    "text-sample/v1": TextSampleV1,
+}
+
+# --------------------------------------------------------------------------- JSON Schema / Avro
+
+_NAMESPACE: Final = "saip.ingest.v1"
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """JSON Schemas by file name: one per payload schema plus the record envelope."""
+    out: dict[str, dict[str, Any]] = {}
+    for tag, model in PAYLOAD_MODELS.items():
+        name, version = tag.split("/")
+        schema = model.model_json_schema(by_alias=True)
+        schema["$id"] = f"https://saip.example/schemas/{name}.{version}.schema.json"
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        out[f"{name}.{version}.schema.json"] = schema
+    record = TypeAdapter(Record).json_schema(by_alias=True)
+    record["$id"] = "https://saip.example/schemas/record.v1.schema.json"
+    record["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    record["title"] = "saip ingestion record v1"
+    out["record.v1.schema.json"] = record
+    return out
+
+
+def _unwrap(tp: Any) -> Any:
+    while typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    return tp
+
+
+def _avro_type(tp: Any, named: dict[str, Any]) -> Any:
+    tp = _unwrap(tp)
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return ["null", _avro_type(args[0], named)]
+        raise TypeError(f"unsupported union {tp!r}")
+    if origin is Literal:
+        values = typing.get_args(tp)
+        if all(isinstance(v, str) for v in values):
+            return "string"
+        if all(isinstance(v, int) for v in values):
+            return "int"
+        raise TypeError(f"unsupported literal {tp!r}")
+    if origin is list:
+        return {"type": "array", "items": _avro_type(typing.get_args(tp)[0], named)}
+    if origin is dict:
+        return {"type": "map", "values": _avro_type(typing.get_args(tp)[1], named)}
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return _avro_record(tp, named)
+    simple = {str: "string", int: "long", float: "double", bool: "boolean", bytes: "bytes"}
+    if tp in simple:
+        return simple[tp]
+    raise TypeError(f"no Avro mapping for {tp!r}")
+
+
+def _avro_record(model: type[BaseModel], named: dict[str, Any], *, name: str | None = None) -> Any:
+    rec_name = name or model.__name__
+    if rec_name in named:
+        return f"{_NAMESPACE}.{rec_name}"
+    named[rec_name] = True
+    hints = typing.get_type_hints(model, include_extras=True)
+    fields = []
+    for attr, info in model.model_fields.items():
+        field: dict[str, Any] = {"name": info.alias or attr}
+        if attr == "payload" and name == "Record":
+            field["type"] = [_avro_record(m, named) for m in PAYLOAD_MODELS.values()]
+        else:
+            field["type"] = _avro_type(hints[attr], named)
+        if not info.is_required():
+            field["default"] = info.default
+        fields.append(field)
+    doc = (model.__doc__ or "").strip().splitlines()
+    out: dict[str, Any] = {"type": "record", "name": rec_name, "namespace": _NAMESPACE}
+    if doc and name is None:
+        out["doc"] = doc[0]
+    out["fields"] = fields
+    return out
+
+
+def avro_schema() -> dict[str, Any]:
+    """The Avro schema of one record (``record.v1.avsc``); ``payload`` is a union of payloads."""
+    schema = _avro_record(ImageRecordV1, {}, name="Record")
+    assert isinstance(schema, dict)
+    schema["doc"] = (
+        "saip ingestion record v1 (generated from saip_ingestion.schemas; do not edit by hand)"
+    )
+    return schema
+
+
+_PARSED_AVRO: Any = None
+
+
+def _parsed_avro() -> Any:
+    global _PARSED_AVRO
+    if _PARSED_AVRO is None:
+        import fastavro
+
+        _PARSED_AVRO = fastavro.parse_schema(avro_schema())
+    return _PARSED_AVRO
+
+
+def avro_encode(record: Mapping[str, Any]) -> bytes:
+    """Encode a record dict (the JSON form) as Avro binary for a schema-bound Pub/Sub topic.
+
+    The provenance signature covers a transport-independent encoding
+    (:func:`saip_ingestion.provenance.leaf_data`), so it survives the Avro round trip.
+    """
+    import fastavro
+
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, _parsed_avro(), dict(record))
+    return buf.getvalue()
+
+
+def avro_decode(data: bytes) -> dict[str, Any]:
+    """Decode Avro binary back to the record dict (JSON form); raises ``ValueError`` on garbage."""
+    import fastavro
+
+    try:
+        out = fastavro.schemaless_reader(io.BytesIO(data), _parsed_avro(), None)
+    except Exception as exc:
+        raise ValueError(f"not an Avro record v1: {type(exc).__name__}") from None
+    if not isinstance(out, dict):
+        raise ValueError("not an Avro record v1")
+    return out
+
+
+def _rendered() -> dict[str, str]:
+    files = {
+        name: json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        for name, schema in json_schemas().items()
+    }
+    files["record.v1.avsc"] = json.dumps(avro_schema(), indent=2, ensure_ascii=False) + "\n"
+    return files
+
+
+def default_schema_dir() -> Path:
+    """``ingestion/schemas`` in a source checkout."""
+    return Path(__file__).resolve().parents[2] / "schemas"
+
+
+def export_schemas(directory: Path, *, check: bool = False) -> list[str]:
+    """Write the JSON Schema and Avro files to ``directory``; with ``check``, compare only.
+
+    Returns
+    -------
+    list[str]
+        With ``check=False`` the files written; with ``check=True`` the stale or missing files
+        (empty when everything is current).
+    """
+    stale: list[str] = []
+    for name, text in _rendered().items():
+        path = directory / name
+        if check:
+            if not path.is_file() or path.read_text(encoding="utf-8") != text:
+                stale.append(name)
+            continue
+        directory.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        stale.append(name)
+    return stale
+
+
+def _main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("export", "check"):
+        print("usage: python -m saip_ingestion.schemas export|check [DIR]", file=sys.stderr)
+        return 2
+    directory = Path(argv[1]) if len(argv) > 1 else default_schema_dir()
+    names = export_schemas(directory, check=argv[0] == "check")
+    if argv[0] == "check":
+        if names:
+            print(f"stale schema files in {directory}: {', '.join(names)}", file=sys.stderr)
+            return 1
+        return 0
+    for name in names:
+        print(directory / name)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))
