@@ -12,7 +12,6 @@ import os
 import boto3
 import pytest
 from botocore.stub import Stubber
-
 from saip_encryption.errors import DecryptionError, EncryptionConfigError, KeyProviderError
 from saip_encryption.providers import aws
 from saip_encryption.providers.base import KeyProvider, WrappedKey
@@ -38,8 +37,10 @@ def test_generate_and_unwrap_records_full_arn(moto_url: str) -> None:
     assert isinstance(provider, KeyProvider)
     assert provider.uri == "aws-kms:alias/saip-records"
     data_key, wrapped = provider.generate_data_key(context=CTX)
-    assert isinstance(data_key, bytearray) and len(data_key) == 32
-    assert wrapped.provider == "aws-kms" and wrapped.key_id == arn
+    assert isinstance(data_key, bytearray)
+    assert len(data_key) == 32
+    assert wrapped.provider == "aws-kms"
+    assert wrapped.key_id == arn
     assert bytes(data_key) not in wrapped.ciphertext
     assert provider.unwrap(wrapped, context=dict(reversed(list(CTX.items())))) == data_key
 
@@ -116,7 +117,8 @@ def test_reencrypt_moves_a_data_key_to_another_kms_key_inside_kms(moto_url: str)
     new = aws.from_uri(f"aws-kms:{new_arn}", endpoint_url=moto_url)
     data_key, wrapped = old.generate_data_key(context=CTX)
     moved = new.reencrypt(wrapped, context=CTX, new_context={**CTX, "purpose": "archive"})
-    assert moved.key_id == new_arn and moved.ciphertext != wrapped.ciphertext
+    assert moved.key_id == new_arn
+    assert moved.ciphertext != wrapped.ciphertext
     assert new.unwrap(moved, context={**CTX, "purpose": "archive"}) == data_key
     with pytest.raises(DecryptionError):
         new.unwrap(moved, context=CTX)
@@ -144,7 +146,8 @@ def test_key_state_errors_name_provider_and_key_stubbed(code: str, phrase: str) 
         with pytest.raises(KeyProviderError) as info:
             provider.unwrap(secret, context=CTX)
     assert str(info.value).startswith(f"aws-kms: key {arn} {phrase}")
-    assert "Decrypt" in str(info.value) and code in str(info.value)
+    assert "Decrypt" in str(info.value)
+    assert code in str(info.value)
 
 
 def test_wrong_provider_and_bad_data_keys_rejected(moto_url: str) -> None:
