@@ -1,0 +1,192 @@
+"""The client side of a run: local data, training, update clipping, DP noise, simulated attacks.
+
+Flower-facing glue is :class:`SaipClient` (a ``NumPyClient``) built by :func:`client_fn`; the
+work itself is done by the plain functions in :mod:`saip_fl.model`, :mod:`saip_fl.data`,
+:mod:`saip_fl.dp` and :mod:`saip_fl.attacks`.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+from typing import Any, cast
+
+import numpy as np
+import torch
+from flwr.app import Context
+from flwr.client import Client, NumPyClient
+
+from saip_fl import attacks, dp
+from saip_fl.config import RunConfig
+from saip_fl.data import Dataset, apply_filter, client_partition, load_dataset, split_dataset
+from saip_fl.errors import FLConfigError, UpdateRejectedError
+from saip_fl.model import (
+    build_model,
+    clip_update,
+    delta,
+    get_weights,
+    set_weights,
+    train,
+    train_dpsgd,
+)
+from saip_fl.protocols import ClientDataFilter
+
+log = logging.getLogger(__name__)
+
+#: metrics key carrying the client's partition id (reported only without SecAgg+)
+PARTITION_KEY = "partition-id"
+
+
+@functools.lru_cache(maxsize=4)
+def _split(dataset: str, test_fraction: float, root_size: int, seed: int) -> Any:
+    return split_dataset(load_dataset(dataset), test_fraction=test_fraction, root_size=root_size, seed=seed)
+
+
+def local_data(cfg: RunConfig, partition_id: int) -> Dataset:
+    """The local dataset of client ``partition_id`` (deterministic in ``cfg.seed``)."""
+    split = _split(cfg.dataset, cfg.test_fraction, cfg.root_size, cfg.seed)
+    return client_partition(
+        split,
+        partition_id,
+        cfg.num_clients,
+        kind=cfg.partition,
+        alpha=cfg.dirichlet_alpha,
+        seed=cfg.seed,
+    )
+
+
+def load_filter(path: str) -> ClientDataFilter:
+    """Import a client data filter given as ``module:attribute``.
+
+    Raises
+    ------
+    FLConfigError
+        The module or attribute cannot be imported or is not callable.
+    """
+    module, _, attr = path.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise FLConfigError(f"client_filter '{path}' cannot be imported: {exc}") from None
+    if not callable(fn):
+        raise FLConfigError(f"client_filter '{path}' is not callable")
+    return cast(ClientDataFilter, fn)
+
+
+class SaipClient(NumPyClient):
+    """One federated client: trains locally and returns a clipped update (``local - global``)."""
+
+    def __init__(self, cfg: RunConfig, partition_id: int) -> None:
+        self.cfg = cfg
+        self.partition_id = partition_id
+        self.malicious = partition_id in cfg.attack.clients and cfg.attack.kind != "none"
+
+    def _data(self) -> Dataset:
+        data = local_data(self.cfg, self.partition_id)
+        if self.cfg.client_filter:
+            keep = load_filter(self.cfg.client_filter)(data.x, data.y)
+            before = len(data.y)
+            data = apply_filter(data, keep)
+            log.info("client %s: data filter kept %d of %d samples", self.partition_id, len(data.y), before)
+        return data
+
+    def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:  # type: ignore[override]
+        """Initial weights (same seed everywhere)."""
+        data = self._data()
+        return get_weights(build_model(data.num_features, data.num_classes, hidden=self.cfg.hidden, seed=self.cfg.seed))
+
+    def fit(  # type: ignore[override]
+        self, parameters: list[np.ndarray], config: dict[str, Any]
+    ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+        """Train on the local data from ``parameters`` and return the (clipped, noised) update."""
+        torch.set_num_threads(1)
+        cfg = self.cfg
+        rnd = int(config.get("server-round", 0))
+        kind = cfg.attack.kind if self.malicious else "none"
+        if kind == "dropout":
+            raise attacks.SimulatedDropout(f"client {self.partition_id} dropped out in round {rnd}")
+        data = self._data()
+        if kind in ("label_flip", "backdoor"):
+            data = attacks.poison_data(
+                data,
+                kind,
+                target_label=cfg.attack.target_label,
+                poison_fraction=cfg.attack.poison_fraction,
+                trigger_size=cfg.attack.trigger_size,
+                seed=cfg.seed + 1000 * rnd + self.partition_id,
+            )
+        model = build_model(data.num_features, data.num_classes, hidden=cfg.hidden)
+        set_weights(model, [np.asarray(p, dtype=np.float32) for p in parameters])
+        seed = cfg.seed * 7919 + 104729 * rnd + self.partition_id
+        if cfg.dp.mode == "dpsgd":
+            sigma = float(config["dp-noise-multiplier"])
+            # the server's accountant assumed this Poisson rate: never sample more than that
+            rate = float(config["dp-sample-rate"])
+            result = train_dpsgd(
+                model,
+                data,
+                epochs=cfg.local_epochs,
+                batch_size=max(1, int(rate * len(data.y))),
+                lr=cfg.learning_rate,
+                seed=seed,
+                noise_multiplier=sigma,
+                max_grad_norm=cfg.dp.max_grad_norm,
+            )
+        else:
+            result = train(
+                model, data, epochs=cfg.local_epochs, batch_size=cfg.batch_size, lr=cfg.learning_rate, seed=seed
+            )
+        update = delta(get_weights(model), [np.asarray(p, dtype=np.float32) for p in parameters])
+        bound = cfg.validation.update_norm_bound
+        if kind != "none":
+            # a malicious client runs its own code: no clipping, no range check
+            update = attacks.tamper_update(update, kind, scale=cfg.attack.scale)
+            norm = float("nan")
+        else:
+            update, norm = clip_update(update, bound)
+            noise_std = float(config.get("dp-noise-std", 0.0))
+            if noise_std > 0:
+                rng = np.random.default_rng(seed + 1)
+                update = [(u + rng.normal(0.0, noise_std, u.shape)).astype(np.float32) for u in update]
+            if cfg.secagg.enabled:
+                peak = max(float(np.max(np.abs(u))) for u in update)
+                if peak > cfg.secagg.clipping_range:
+                    raise UpdateRejectedError(
+                        f"update coordinate {peak:.3g} outside secagg.clipping_range "
+                        f"{cfg.secagg.clipping_range}: refusing to let SecAgg+ clip it silently"
+                    )
+        if cfg.secagg.enabled:
+            # equal weights: self-reported example counts are ignored under SecAgg+,
+            # and no per-client metric leaves the client
+            n = 10**6 if kind == "free_rider" else 1
+            return update, n, {}
+        n = 10**6 if kind == "free_rider" else min(result.num_examples, cfg.validation.max_examples)
+        metrics: dict[str, Any] = {
+            PARTITION_KEY: self.partition_id,
+            "train-loss": result.loss,
+            "update-norm": norm,
+        }
+        return update, n, metrics
+
+
+def client_fn(context: Context) -> Client:
+    """Build the client of this node from Flower's ``run_config`` and ``node_config``.
+
+    ``node_config["partition-id"]`` selects the local shard (simulation sets it; in deployment
+    start the SuperNode with ``--node-config "partition-id=N num-partitions=M"``).
+    """
+    cfg = RunConfig.from_flower(dict(context.run_config))
+    if "partition-id" not in context.node_config:
+        raise FLConfigError("node_config lacks 'partition-id' (start the SuperNode with --node-config)")
+    pid = int(context.node_config["partition-id"])
+    return SaipClient(cfg, pid).to_client()
+
+
+def dpsgd_schedule(cfg: RunConfig, n_examples: int) -> tuple[float, float, int]:
+    """``(noise_multiplier, sample_rate, steps_per_round)`` of DP-SGD for a client holding ``n_examples``."""
+    q, steps = dp.dpsgd_steps(n_examples, batch_size=cfg.batch_size, epochs=cfg.local_epochs)
+    sigma = cfg.dp.noise_multiplier or dp.dpsgd_noise_multiplier(
+        target_epsilon=cfg.dp.target_epsilon, delta=cfg.dp.delta, sample_rate=q, steps=steps * cfg.num_rounds
+    )
+    return sigma, q, steps

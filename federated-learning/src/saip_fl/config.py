@@ -1,0 +1,268 @@
+"""Run configuration of a federated training run, validated at start-up.
+
+One pydantic model (:class:`RunConfig`, unknown keys rejected) describes a run. It is read from a
+TOML file by ``saip fl run --config FILE`` and travels to the Flower apps as Flower's flat
+``run_config`` (see :meth:`RunConfig.to_flower` / :meth:`RunConfig.from_flower`): nested sections
+become dotted keys and underscores become dashes, e.g. ``secagg.num-shares = 5``; lists become
+comma-separated strings. Safety rules Flower does not enforce (odd ``num_shares``, a reconstruction
+threshold above half the shares, honest update norms inside the SecAgg+ clipping range, no
+per-client robust rule under SecAgg+, a meaningful DP guarantee) are checked here, eagerly, and a
+violation raises :class:`~saip_fl.errors.FLConfigError` naming the setting.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from saip_fl.errors import FLConfigError
+
+#: rules that look at each client's update; SecAgg+ hides those, so Flower would silently run FedAvg
+PER_CLIENT_RULES = frozenset({"krum", "multikrum", "median", "trimmed_mean", "bulyan"})
+#: run_config keys that are not part of :class:`RunConfig` (set by the runner or the deployment)
+RUNTIME_KEYS = frozenset({"out-dir", "run-token"})
+
+Aggregation = Literal["fedavg", "krum", "multikrum", "median", "trimmed_mean", "bulyan"]
+AttackKind = Literal[
+    "none", "label_flip", "sign_flip", "scale", "backdoor", "nan", "free_rider", "dropout"
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecAggConfig(_Section):
+    """SecAgg+ (Bell et al., CCS 2020) inside random groups of clients.
+
+    ``groups = 1`` is Flower's flat SecAgg+; ``groups = k`` splits the sampled clients into ``k``
+    random groups each round, runs one SecAgg+ instance per group concurrently, and combines the
+    group aggregates robustly (FLTrust-style scoring against the server's root data).
+    """
+
+    enabled: bool = False
+    num_shares: Annotated[int, Field(ge=3)] = 3
+    reconstruction_threshold: Annotated[int, Field(ge=2)] = 2
+    clipping_range: Annotated[float, Field(gt=0)] = 8.0
+    quantization_range: Annotated[int, Field(gt=0)] = 4194304
+    groups: Annotated[int, Field(ge=1)] = 1
+    timeout: Annotated[float, Field(gt=0)] | None = None
+    min_cosine: Annotated[float, Field(ge=-1, le=1)] = 0.0
+    loss_tolerance: Annotated[float, Field(ge=0)] = 0.05
+
+    @model_validator(mode="after")
+    def _shares(self) -> SecAggConfig:
+        if self.num_shares % 2 == 0:
+            raise ValueError(
+                f"secagg.num_shares={self.num_shares} is even: SecAgg+ needs an odd number of "
+                "shares (an even value halts the protocol every round while Flower exits 0)"
+            )
+        if not self.num_shares / 2 < self.reconstruction_threshold < self.num_shares:
+            raise ValueError(
+                f"secagg.reconstruction_threshold={self.reconstruction_threshold} must be above "
+                f"half the shares ({self.num_shares}/2) and below num_shares, otherwise a minority "
+                "of colluding neighbours can rebuild a client's mask"
+            )
+        return self
+
+
+class DPConfig(_Section):
+    """Client-side differential privacy.
+
+    ``mode = "dpsgd"``: example-level DP-SGD with Opacus in each client (Abadi et al., CCS 2016),
+    noise calibrated to ``target_epsilon`` over the whole run. ``mode = "user"``: user-level DP
+    (McMahan et al., ICLR 2018): each client clips its update to ``update_norm_bound`` and adds its
+    share of Gaussian noise so that every (group) aggregate carries ``noise_multiplier × bound``.
+    """
+
+    mode: Literal["none", "dpsgd", "user"] = "none"
+    target_epsilon: Annotated[float, Field(gt=0)] = 8.0
+    delta: Annotated[float, Field(gt=0, lt=1)] = 1e-5
+    max_grad_norm: Annotated[float, Field(gt=0)] = 1.0
+    noise_multiplier: Annotated[float, Field(gt=0)] | None = None
+    max_epsilon: Annotated[float, Field(gt=0)] = 10.0
+    allow_weak: bool = False
+
+
+class AttackConfig(_Section):
+    """Simulated malicious clients (evaluation only)."""
+
+    kind: AttackKind = "none"
+    clients: list[int] = Field(default_factory=list)
+    scale: Annotated[float, Field(gt=0)] = 10.0
+    target_label: Annotated[int, Field(ge=0)] = 0
+    poison_fraction: Annotated[float, Field(gt=0, le=1)] = 0.5
+    trigger_size: Annotated[int, Field(ge=1)] = 2
+
+    @field_validator("clients", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [int(v) for v in value.split(",") if v.strip()]
+        return value
+
+
+class ValidationConfig(_Section):
+    """Server-side checks on each update (without SecAgg) and client exclusion."""
+
+    update_norm_bound: Annotated[float, Field(gt=0)] = 3.0
+    min_cosine: Annotated[float, Field(ge=-1, le=1)] = 0.0
+    max_examples: Annotated[int, Field(ge=1)] = 1000
+    exclude_after: Annotated[int, Field(ge=1)] = 2
+    num_malicious: Annotated[int, Field(ge=0)] = 0
+    trim_fraction: Annotated[float, Field(ge=0, lt=0.5)] = 0.2
+    multikrum_keep: Annotated[int, Field(ge=0)] = 0
+
+
+class RunConfig(_Section):
+    """One federated training run (see the module docstring for the Flower key mapping)."""
+
+    dataset: str = "digits"
+    partition: Literal["iid", "dirichlet"] = "iid"
+    dirichlet_alpha: Annotated[float, Field(gt=0)] = 0.5
+    num_clients: Annotated[int, Field(ge=2)] = 10
+    num_rounds: Annotated[int, Field(ge=1)] = 3
+    fraction_fit: Annotated[float, Field(gt=0, le=1)] = 1.0
+    local_epochs: Annotated[int, Field(ge=1)] = 1
+    batch_size: Annotated[int, Field(ge=1)] = 16
+    learning_rate: Annotated[float, Field(gt=0)] = 0.1
+    hidden: Annotated[int, Field(ge=1)] = 64
+    seed: int = 0
+    test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    root_size: Annotated[int, Field(ge=10)] = 100
+    aggregation: Aggregation = "fedavg"
+    client_filter: str | None = None
+    secagg: SecAggConfig = Field(default_factory=SecAggConfig)
+    dp: DPConfig = Field(default_factory=DPConfig)
+    attack: AttackConfig = Field(default_factory=AttackConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, value: str) -> str:
+        if value in ("digits", "mnist5k") or (value.startswith("npz:") and len(value) > 4):
+            return value
+        raise ValueError("dataset must be 'digits', 'mnist5k' or 'npz:PATH'")
+
+    @field_validator("client_filter")
+    @classmethod
+    def _filter(cls, value: str | None) -> str | None:
+        if value is not None and ":" not in value:
+            raise ValueError("client_filter must be an import path 'module:attribute'")
+        return value
+
+    @model_validator(mode="after")
+    def _cross(self) -> RunConfig:
+        sa = self.secagg
+        if sa.enabled:
+            if self.aggregation in PER_CLIENT_RULES:
+                raise ValueError(
+                    f"aggregation='{self.aggregation}' cannot run with secagg.enabled: SecAgg+ hides "
+                    "individual updates, so Flower silently replaces a per-client robust rule by "
+                    "FedAvg. Use aggregation='fedavg' with secagg.groups > 1 (robust combination "
+                    "across group aggregates) instead"
+                )
+            per_round = max(2, round(self.fraction_fit * self.num_clients))
+            size = per_round // sa.groups
+            if size < sa.num_shares:
+                raise ValueError(
+                    f"secagg.groups={sa.groups} leaves groups of {size} clients, fewer than "
+                    f"secagg.num_shares={sa.num_shares}: use fewer groups or fewer shares"
+                )
+            if self.validation.update_norm_bound > sa.clipping_range:
+                raise ValueError(
+                    f"validation.update_norm_bound={self.validation.update_norm_bound} exceeds "
+                    f"secagg.clipping_range={sa.clipping_range}: honest updates would be clipped "
+                    "coordinate-wise by the SecAgg+ mod and silently distorted"
+                )
+        if self.dp.mode == "user" and self.dp.noise_multiplier is None:
+            raise ValueError("dp.mode='user' needs dp.noise_multiplier (noise std / update bound)")
+        bad = [c for c in self.attack.clients if not 0 <= c < self.num_clients]
+        if bad:
+            raise ValueError(f"attack.clients {bad} are outside 0..{self.num_clients - 1}")
+        if self.attack.kind != "none" and not self.attack.clients:
+            raise ValueError("attack.kind is set but attack.clients is empty")
+        return self
+
+    # ----------------------------------------------------------------- Flower run_config mapping
+    def to_flower(self) -> dict[str, bool | int | float | str]:
+        """Flatten to Flower's ``run_config`` (dotted keys, dashes, lists as comma strings)."""
+        flat: dict[str, bool | int | float | str] = {}
+
+        def walk(prefix: str, data: dict[str, Any]) -> None:
+            for key, value in data.items():
+                name = prefix + key.replace("_", "-")
+                if isinstance(value, dict):
+                    walk(name + ".", value)
+                elif value is None:
+                    continue
+                elif isinstance(value, list):
+                    flat[name] = ",".join(str(v) for v in value)
+                else:
+                    flat[name] = value
+
+        walk("", self.model_dump())
+        return flat
+
+    @classmethod
+    def from_flower(cls, run_config: dict[str, Any]) -> RunConfig:
+        """Rebuild from Flower's flat ``run_config`` (runtime keys such as ``out-dir`` ignored)."""
+        nested: dict[str, Any] = {}
+        for key, value in run_config.items():
+            if key in RUNTIME_KEYS:
+                continue
+            parts = [p.replace("-", "_") for p in key.split(".")]
+            node = nested
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = value
+        return validate_run_config(nested, source="run_config")
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown setting '{loc}'")
+        else:
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            parts.append(f"setting '{loc}': {msg}" if loc != "<root>" else msg)
+    return "; ".join(parts)
+
+
+def validate_run_config(data: dict[str, Any], *, source: str = "config") -> RunConfig:
+    """Validate a mapping into a :class:`RunConfig`.
+
+    Raises
+    ------
+    FLConfigError
+        An unknown or invalid setting (the message names it).
+    """
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise FLConfigError(f"{source}: {_describe(exc)}") from None
+
+
+def load_run_config(path: Path) -> RunConfig:
+    """Read a TOML (or JSON, by suffix) run configuration file.
+
+    Raises
+    ------
+    FLConfigError
+        Missing file, unparsable file, or an unknown/invalid setting.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FLConfigError(f"run config not found: {path}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise FLConfigError(f"run config {path} cannot be parsed: {exc}") from None
+    return validate_run_config(data, source=str(path))

@@ -1,0 +1,225 @@
+"""Model, local training and evaluation as plain functions (no Flower imports).
+
+Weights travel as a list of NumPy arrays in ``model.state_dict()`` order. Clients send *updates*
+(``local - global``), never raw weights: :func:`delta` and :func:`clip_update` implement the
+norm bound that honest clients apply (McMahan et al., ICLR 2018, "Learning Differentially Private
+Recurrent Language Models", Alg. 1 ``ClipFn``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import nn
+
+from saip_fl.data import Dataset
+
+log = logging.getLogger(__name__)
+
+Weights = list[NDArray[np.float32]]
+
+
+def build_model(num_features: int, num_classes: int, *, hidden: int = 64, seed: int = 0) -> nn.Module:
+    """A two-layer MLP (``Linear → ReLU → Linear``), initialised deterministically from ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    model = nn.Sequential(nn.Linear(num_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+    with torch.no_grad():
+        for p in model.parameters():
+            bound = 1.0 / math.sqrt(p.shape[-1] if p.ndim > 1 else hidden)
+            p.copy_(torch.empty_like(p).uniform_(-bound, bound, generator=gen))
+    return model
+
+
+def get_weights(model: nn.Module) -> Weights:
+    """The model's parameters as float32 NumPy arrays (copies)."""
+    return [v.detach().cpu().numpy().astype(np.float32).copy() for v in model.state_dict().values()]
+
+
+def set_weights(model: nn.Module, weights: Weights) -> None:
+    """Load ``weights`` (same order and shapes as :func:`get_weights`) into ``model``."""
+    keys = list(model.state_dict().keys())
+    if len(keys) != len(weights):
+        raise ValueError(f"expected {len(keys)} arrays, got {len(weights)}")
+    state = {k: torch.as_tensor(np.asarray(w, dtype=np.float32)) for k, w in zip(keys, weights, strict=True)}
+    model.load_state_dict(state, strict=True)
+
+
+def delta(new: Weights, old: Weights) -> Weights:
+    """``new - old`` array by array."""
+    return [np.asarray(n, np.float32) - np.asarray(o, np.float32) for n, o in zip(new, old, strict=True)]
+
+
+def add(base: Weights, update: Weights, scale: float = 1.0) -> Weights:
+    """``base + scale * update`` array by array."""
+    return [(b + scale * u).astype(np.float32) for b, u in zip(base, update, strict=True)]
+
+
+def flatten(arrays: Weights) -> NDArray[np.float64]:
+    """All arrays as one float64 vector."""
+    return np.concatenate([np.asarray(a, np.float64).ravel() for a in arrays]) if arrays else np.zeros(0)
+
+
+def l2_norm(arrays: Weights) -> float:
+    """Euclidean norm of all arrays together."""
+    return float(np.linalg.norm(flatten(arrays)))
+
+
+def clip_update(update: Weights, bound: float) -> tuple[Weights, float]:
+    """Scale ``update`` down so its L2 norm is at most ``bound``; return it and the original norm."""
+    norm = l2_norm(update)
+    factor = min(1.0, bound / norm) if norm > 0 else 1.0
+    return [(u * factor).astype(np.float32) for u in update], norm
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What local training did."""
+
+    num_examples: int
+    loss: float
+    steps: int
+    #: DP-SGD only: noise multiplier and Poisson sample rate used (for the server's accountant)
+    noise_multiplier: float = 0.0
+    sample_rate: float = 0.0
+
+
+def _tensors(data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(np.ascontiguousarray(data.x)), torch.from_numpy(data.y)
+
+
+def train(
+    model: nn.Module,
+    data: Dataset,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+) -> TrainResult:
+    """Plain mini-batch SGD (momentum 0.9) with cross-entropy for ``epochs`` epochs."""
+    x, y = _tensors(data)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    steps, total = 0, 0.0
+    for _ in range(epochs):
+        order = torch.randperm(len(y), generator=gen)
+        for start in range(0, len(y), batch_size):
+            idx = order[start : start + batch_size]
+            opt.zero_grad()
+            loss = loss_fn(model(x[idx]), y[idx])
+            loss.backward()
+            opt.step()
+            steps += 1
+            total += float(loss.item())
+    return TrainResult(len(y), total / max(steps, 1), steps)
+
+
+def train_dpsgd(
+    model: nn.Module,
+    data: Dataset,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    noise_multiplier: float,
+    max_grad_norm: float,
+) -> TrainResult:
+    """DP-SGD with Opacus (Abadi et al., CCS 2016): per-sample clipping, Gaussian noise, Poisson batches.
+
+    ``noise_multiplier`` is calibrated by the caller for the whole run
+    (:func:`saip_fl.dp.dpsgd_noise_multiplier`), so that the server's accountant can report (ε, δ)
+    after every round. The trained weights are written back into ``model``.
+    """
+    from opacus import PrivacyEngine
+
+    x, y = _tensors(data)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, y),
+        batch_size=batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    work = build_model(data.num_features, _out_features(model), hidden=_hidden(model))
+    work.load_state_dict(model.state_dict())
+    opt = torch.optim.SGD(work.parameters(), lr=lr, momentum=0.9)
+    engine = PrivacyEngine(accountant="rdp", secure_mode=False)
+    gen = torch.Generator().manual_seed(seed + 7)
+    private_model, private_opt, private_loader = engine.make_private(
+        module=work,
+        optimizer=opt,
+        data_loader=loader,
+        noise_multiplier=noise_multiplier,
+        max_grad_norm=max_grad_norm,
+        noise_generator=gen,
+    )
+    loss_fn = nn.CrossEntropyLoss()
+    private_model.train()
+    steps, total = 0, 0.0
+    for _ in range(epochs):
+        for xb, yb in private_loader:
+            if len(yb) == 0:
+                continue
+            private_opt.zero_grad()
+            loss = loss_fn(private_model(xb), yb)
+            loss.backward()
+            private_opt.step()
+            steps += 1
+            total += float(loss.item())
+    state = {k.removeprefix("_module."): v for k, v in private_model.state_dict().items()}
+    model.load_state_dict(state)
+    return TrainResult(
+        len(y), total / max(steps, 1), steps, noise_multiplier, batch_size / max(len(y), 1)
+    )
+
+
+def _out_features(model: nn.Module) -> int:
+    last = list(model.modules())[-1]
+    return int(last.out_features) if isinstance(last, nn.Linear) else 10
+
+
+def _hidden(model: nn.Module) -> int:
+    first = next(m for m in model.modules() if isinstance(m, nn.Linear))
+    return int(first.out_features)
+
+
+def evaluate(model: nn.Module, data: Dataset) -> tuple[float, float]:
+    """Mean cross-entropy loss and accuracy of ``model`` on ``data``."""
+    x, y = _tensors(data)
+    model.eval()
+    with torch.no_grad():
+        logits = model(x)
+        loss = float(nn.functional.cross_entropy(logits, y).item())
+        acc = float((logits.argmax(1) == y).float().mean().item())
+    return loss, acc
+
+
+def predict(model: nn.Module, x: NDArray[np.float32]) -> NDArray[np.int64]:
+    """Predicted labels for ``x``."""
+    model.eval()
+    with torch.no_grad():
+        return model(torch.from_numpy(np.ascontiguousarray(x))).argmax(1).numpy().astype(np.int64)
+
+
+def weights_to_bytes(weights: Weights) -> bytes:
+    """Serialise weights as an ``.npz`` archive (``arr_0``, ``arr_1``, ...; no pickle)."""
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, *weights)
+    return buf.getvalue()
+
+
+def weights_from_bytes(blob: bytes) -> Weights:
+    """Inverse of :func:`weights_to_bytes`."""
+    import io
+
+    with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+        return [npz[f"arr_{i}"].astype(np.float32) for i in range(len(npz.files))]

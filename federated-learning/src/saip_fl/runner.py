@@ -1,0 +1,198 @@
+"""Run a federated training in Flower's simulation runtime (Ray), cleanly.
+
+:func:`run` writes a small Flower app project (``pyproject.toml`` with the run's
+``[tool.flwr.app.config]``) into the run directory so that server and clients receive the same
+``run_config`` as under ``flwr run``; starts Ray with its temp directory *inside* the run
+directory; runs :data:`saip_fl.apps.server_app` / :data:`saip_fl.apps.client_app`; shuts Ray down
+(no stray processes); and writes ``metrics.json`` plus the final model — envelope-encrypted when an
+:class:`~saip_fl.protocols.Encryptor` is given (``model.saipenc``), plain ``model.npz`` otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from saip_fl.config import RunConfig
+from saip_fl.errors import FLError, ProtocolHaltedError
+from saip_fl.model import weights_to_bytes
+from saip_fl.protocols import Encryptor
+
+log = logging.getLogger(__name__)
+
+_MAX_RAY_TMP = 40
+MODEL_CONTEXT = {"purpose": "saip-fl-model", "format": "npz"}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Outcome of :func:`run`."""
+
+    run_dir: Path
+    metrics_path: Path
+    model_path: Path
+    encrypted: bool
+    metrics: dict[str, Any]
+    seconds: float
+
+
+def write_app_project(directory: Path, cfg: RunConfig, extra: Mapping[str, str] | None = None) -> Path:
+    """Write a Flower app ``pyproject.toml`` whose ``[tool.flwr.app.config]`` is ``cfg``.
+
+    The same file serves ``flwr run`` in deployment (components point at :mod:`saip_fl.apps`).
+    """
+    lines = [
+        "[build-system]",
+        'requires = ["hatchling"]',
+        'build-backend = "hatchling.build"',
+        "",
+        "[project]",
+        'name = "saip-fl-app"',
+        'version = "1.0.0"',
+        "dependencies = []",
+        "",
+        "[tool.hatch.build.targets.wheel]",
+        'packages = ["."]',
+        "",
+        "[tool.flwr.app]",
+        'publisher = "saip"',
+        "",
+        "[tool.flwr.app.components]",
+        'serverapp = "saip_fl.apps:server_app"',
+        'clientapp = "saip_fl.apps:client_app"',
+        "",
+        "[tool.flwr.app.config]",
+    ]
+    flat: dict[str, Any] = {**cfg.to_flower(), **dict(extra or {})}
+    for key, value in sorted(flat.items()):
+        lines.append(f'"{key}" = {json.dumps(value)}')
+    lines += ["", "[tool.flwr.federations]", 'default = "local"', "", "[tool.flwr.federations.local]",
+              f"options.num-supernodes = {cfg.num_clients}", ""]
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "pyproject.toml"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def run(
+    cfg: RunConfig,
+    run_dir: Path,
+    *,
+    encryptor: Encryptor | None = None,
+    num_cpus: int = 2,
+    verbose: bool = False,
+) -> RunResult:
+    """Run ``cfg`` in the simulation runtime under ``run_dir``.
+
+    Raises
+    ------
+    ProtocolHaltedError
+        A round produced no aggregate (e.g. SecAgg+ halted); ``metrics.json`` says ``failed``.
+    FLError
+        Any other failure of the run (the message says what; ``metrics.json`` records it).
+    """
+    import ray
+    from flwr.app import Context, RecordDict
+    from flwr.simulation.run_simulation import _run_simulation
+
+    from saip_fl import apps
+
+    run_dir = run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.chmod(0o700)
+    app_dir = run_dir / "app"
+    token = secrets.token_hex(8)
+    extra = {"out-dir": str(run_dir), "run-token": token}
+    write_app_project(app_dir, cfg, extra)
+    run_config = {**cfg.to_flower(), **extra}
+    ray_dir = run_dir / "ray"
+    ray_dir.mkdir(mode=0o700, exist_ok=True)
+    ray_tmp = ray_dir
+    link: Path | None = None
+    if len(str(ray_dir)) > _MAX_RAY_TMP:
+        # Ray's unix-socket paths must stay under 107 bytes: hand Ray a short symlink to the
+        # directory inside the run directory (the files stay there); the link is removed below
+        link = Path(tempfile.gettempdir()) / f"saip-ray-{token}"
+        link.symlink_to(ray_dir, target_is_directory=True)
+        ray_tmp = link
+    metrics_path = run_dir / "metrics.json"
+    metrics_path.unlink(missing_ok=True)
+    started = time.perf_counter()
+    old_threads = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    # clients read run_config from app_dir/pyproject.toml, the server from this context
+    server_ctx = Context(run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config=run_config)
+    backend_config: dict[str, Any] = {
+        "init_args": {
+            "_temp_dir": str(ray_tmp),
+            "num_cpus": num_cpus,
+            "include_dashboard": False,
+            "logging_level": logging.INFO if verbose else logging.ERROR,
+            "log_to_driver": verbose,
+        },
+        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+    }
+    try:
+        _run_simulation(
+            num_supernodes=cfg.num_clients,
+            exit_event=_exit_event(),
+            client_app=apps.client_app,
+            server_app=apps.server_app,
+            backend_config=backend_config,
+            server_app_context=server_ctx,
+            app_dir=str(app_dir),
+            verbose_logging=verbose,
+        )
+    except FLError:
+        raise
+    except Exception as exc:  # the simulation runtime wraps app errors
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, FLError):
+            raise cause from None
+        raise FLError(f"federated run failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        if old_threads is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = old_threads
+        if link is not None:
+            link.unlink(missing_ok=True)
+        shutil.rmtree(ray_dir, ignore_errors=True)
+    seconds = time.perf_counter() - started
+    weights = apps.take_result(token)
+    if not metrics_path.exists():
+        raise FLError("the server app wrote no metrics.json: the run did not complete")
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    if metrics.get("status") != "ok" or weights is None:
+        err = metrics.get("error") or "the run ended without a final model"
+        raise ProtocolHaltedError(err) if "halted" in err or "no aggregate" in err else FLError(err)
+    blob = weights_to_bytes(weights)
+    if encryptor is not None:
+        model_path = run_dir / "model.saipenc"
+        model_path.write_bytes(encryptor.encrypt(blob, context={**MODEL_CONTEXT, "run": token}))
+    else:
+        model_path = run_dir / "model.npz"
+        model_path.write_bytes(blob)
+        log.warning("no encryptor given: final model stored UNENCRYPTED at %s", model_path)
+    model_path.chmod(0o600)
+    metrics["model"] = {"path": str(model_path), "encrypted": encryptor is not None, "context": {**MODEL_CONTEXT, "run": token} if encryptor else None}
+    metrics["seconds"] = seconds
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    return RunResult(run_dir, metrics_path, model_path, encryptor is not None, metrics, seconds)
+
+
+def _exit_event() -> Any:
+    from flwr.supercore.telemetry import EventType
+
+    return EventType.PYTHON_API_RUN_SIMULATION_LEAVE

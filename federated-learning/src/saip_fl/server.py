@@ -1,0 +1,633 @@
+"""The server side of a run: strategy, update validation, grouped SecAgg+, guards, metrics.
+
+Flow of one round (``DefaultWorkflow`` with our fit workflow plugged in):
+
+* without SecAgg+: Flower's ``default_fit_workflow`` collects each client's update and
+  :meth:`SaipStrategy.aggregate_fit` screens it (:func:`saip_fl.validation.screen_updates`),
+  records offences, excludes repeat offenders, and aggregates the rest with the configured
+  robust rule;
+* with SecAgg+: :class:`GroupedSecAggWorkflow` splits the sampled clients into random groups,
+  runs Flower's own :class:`~flwr.server.workflow.SecAggPlusWorkflow` once per group
+  **concurrently** (each group on its own copy of the state records and its own
+  ``LegacyContext``), scores every group aggregate against the server's root update and holdout
+  loss (FLTrust, Cao et al. NDSS 2021), combines the trusted ones, and rolls the round back if the
+  combined update still degrades the holdout;
+* :class:`GuardedFitWorkflow` wraps either and fails the run with
+  :class:`~saip_fl.errors.ProtocolHaltedError` when a round produced no aggregate (e.g. SecAgg+
+  halted) instead of finishing "successfully" with an untrained model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import flwr.compat.common.recorddict_compat as compat
+import numpy as np
+from flwr.app import ConfigRecord, Context, RecordDict
+from flwr.common import (
+    EvaluateIns,
+    EvaluateRes,
+    FitIns,
+    FitRes,
+    Parameters,
+    Scalar,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
+from flwr.server import LegacyContext, ServerConfig
+from flwr.server.client_manager import ClientManager
+from flwr.server.client_proxy import ClientProxy
+from flwr.server.strategy import FedAvg, Strategy
+from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
+from flwr.serverapp import Grid
+
+from saip_fl import attacks, dp, validation
+from saip_fl.client import dpsgd_schedule
+from saip_fl.config import RunConfig
+from saip_fl.data import Split, client_partition, load_dataset, split_dataset
+from saip_fl.errors import FLError, ProtocolHaltedError
+from saip_fl.model import (
+    Weights,
+    add,
+    build_model,
+    clip_update,
+    delta,
+    evaluate,
+    get_weights,
+    predict,
+    set_weights,
+    train,
+)
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------- metrics
+@dataclass
+class RoundRecord:
+    """What happened in one round (one entry of ``metrics.json``)."""
+
+    round: int
+    accuracy: float = math.nan
+    loss: float = math.nan
+    epsilon: float | None = None
+    delta: float | None = None
+    accepted: int = 0
+    rejected: dict[str, str] = field(default_factory=dict)
+    failures: int = 0
+    groups: list[dict[str, Any]] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)
+    rolled_back: bool = False
+    aggregate_received: bool = False
+    backdoor_asr: float | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class RunLog:
+    """All rounds of a run; written to ``metrics.json`` after every round and at the end."""
+
+    config: dict[str, Any]
+    path: Path | None
+    rounds: list[RoundRecord] = field(default_factory=list)
+    status: str = "running"
+    error: str | None = None
+    dp_warning: str | None = None
+    excluded_clients: dict[str, list[str]] = field(default_factory=dict)
+    final_weights: Weights | None = None
+
+    def current(self, rnd: int) -> RoundRecord:
+        """The record of round ``rnd`` (created on first use)."""
+        if not self.rounds or self.rounds[-1].round != rnd:
+            self.rounds.append(RoundRecord(rnd))
+        return self.rounds[-1]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able summary (NaN written as null)."""
+        final = self.rounds[-1] if self.rounds else None
+        doc = {
+            "status": self.status,
+            "error": self.error,
+            "config": self.config,
+            "rounds": [asdict(r) for r in self.rounds],
+            "final": {
+                "accuracy": final.accuracy if final else None,
+                "loss": final.loss if final else None,
+                "epsilon": final.epsilon if final else None,
+                "delta": final.delta if final else None,
+                "backdoor_asr": final.backdoor_asr if final else None,
+            },
+            "dp_warning": self.dp_warning,
+            "excluded_clients": self.excluded_clients,
+        }
+        return cast(dict[str, Any], _nan_to_none(doc))
+
+    def write(self) -> None:
+        """Write ``metrics.json`` atomically (no-op without a path)."""
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.as_dict(), indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, self.path)
+
+
+def _nan_to_none(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_nan_to_none(v) for v in obj]
+    return obj
+
+
+# ------------------------------------------------------------------------------- strategy
+class SaipStrategy(FedAvg):
+    """FedAvg-shaped strategy with update screening, robust rules, exclusion, DP accounting.
+
+    Parameters
+    ----------
+    cfg
+        The validated run configuration.
+    runlog
+        Where per-round records go.
+    """
+
+    def __init__(self, cfg: RunConfig, runlog: RunLog) -> None:
+        self.cfg = cfg
+        self.runlog = runlog
+        data = load_dataset(cfg.dataset)
+        self.split: Split = split_dataset(
+            data, test_fraction=cfg.test_fraction, root_size=cfg.root_size, seed=cfg.seed
+        )
+        half = len(self.split.root.y) // 2
+        order = np.arange(len(self.split.root.y), dtype=np.int64)
+        self.root_train = self.split.root.subset(order[:half])
+        self.holdout = self.split.root.subset(order[half:])
+        self.model = build_model(data.num_features, data.num_classes, hidden=cfg.hidden, seed=cfg.seed)
+        initial = get_weights(self.model)
+        self.shapes = [tuple(w.shape) for w in initial]
+        self._global: Weights = initial
+        self.reputation = validation.ClientReputation(exclude_after=cfg.validation.exclude_after)
+        self.ledger, self._fit_extra = self._privacy_setup()
+        per_round = max(2, round(cfg.fraction_fit * cfg.num_clients))
+        super().__init__(
+            fraction_fit=cfg.fraction_fit,
+            fraction_evaluate=0.0,
+            min_fit_clients=min(per_round, cfg.num_clients),
+            min_evaluate_clients=0,
+            min_available_clients=cfg.num_clients,
+            initial_parameters=ndarrays_to_parameters(initial),
+            on_fit_config_fn=self._fit_config,
+            accept_failures=True,
+        )
+
+    # -- differential privacy
+    def _privacy_setup(self) -> tuple[dp.PrivacyLedger | None, dict[str, Scalar]]:
+        cfg = self.cfg
+        if cfg.dp.mode == "none":
+            return None, {}
+        sizes = [
+            len(client_partition(self.split, i, cfg.num_clients, kind=cfg.partition, alpha=cfg.dirichlet_alpha, seed=cfg.seed).y)
+            for i in range(cfg.num_clients)
+        ]
+        if cfg.dp.mode == "dpsgd":
+            sigma, q, steps = dpsgd_schedule(cfg, min(sizes))
+            ledger = dp.PrivacyLedger(sigma, q, steps, cfg.dp.delta)
+            extra: dict[str, Scalar] = {"dp-noise-multiplier": sigma, "dp-sample-rate": q}
+            records = min(sizes)
+        else:
+            sigma = float(cfg.dp.noise_multiplier or 0.0)
+            ledger = dp.PrivacyLedger(sigma, cfg.fraction_fit, 1, cfg.dp.delta)
+            per_round = max(2, round(cfg.fraction_fit * cfg.num_clients))
+            smallest_group = per_round // cfg.secagg.groups if cfg.secagg.enabled else per_round
+            std = sigma * cfg.validation.update_norm_bound / math.sqrt(smallest_group)
+            extra = {"dp-noise-std": std}
+            records = cfg.num_clients
+        total = dp.epsilon(
+            noise_multiplier=ledger.noise_multiplier,
+            sample_rate=ledger.sample_rate,
+            steps=ledger.steps_per_round * cfg.num_rounds,
+            delta=cfg.dp.delta,
+        )
+        self.runlog.dp_warning = dp.check_guarantee(
+            epsilon_total=total,
+            delta=cfg.dp.delta,
+            num_records=records,
+            max_epsilon=cfg.dp.max_epsilon,
+            allow_weak=cfg.dp.allow_weak,
+        )
+        log.info("DP %s: noise multiplier %.3f, planned ε=%.2f at δ=%g", cfg.dp.mode, sigma, total, cfg.dp.delta)
+        return ledger, extra
+
+    def _fit_config(self, rnd: int) -> dict[str, Scalar]:
+        return {"server-round": rnd, **self._fit_extra}
+
+    # -- sampling: repeat offenders are excluded
+    def configure_fit(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, FitIns]]:
+        """Sample clients as FedAvg does, minus excluded ones."""
+        pairs = super().configure_fit(server_round, parameters, client_manager)
+        banned = self.reputation.excluded()
+        return [(proxy, ins) for proxy, ins in pairs if proxy.cid not in banned]
+
+    def configure_evaluate(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, EvaluateIns]]:
+        """No federated evaluation: the server evaluates on its own test split."""
+        return []
+
+    # -- aggregation without SecAgg+
+    def aggregate_fit(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, FitRes]],
+        failures: list[tuple[ClientProxy, FitRes] | BaseException],
+    ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        """Screen each update, exclude repeat offenders, aggregate the rest robustly."""
+        rec = self.runlog.current(server_round)
+        rec.failures = len(failures)
+        if not results:
+            return None, {}
+        rec.aggregate_received = True
+        global_w = self.global_weights
+        updates: dict[str, Weights] = {}
+        counts: dict[str, int] = {}
+        for proxy, res in results:
+            label = proxy.cid
+            pid = res.metrics.get("partition-id")
+            if pid is not None:
+                label = f"{proxy.cid}(partition {pid})"
+            updates[label] = [np.asarray(a) for a in parameters_to_ndarrays(res.parameters)]
+            counts[label] = int(res.num_examples)
+        screening = validation.screen_updates(
+            updates,
+            shapes=self.shapes,
+            norm_bound=self.cfg.validation.update_norm_bound,
+            min_cosine=self.cfg.validation.min_cosine,
+        )
+        for label, reason in screening.rejected.items():
+            self.reputation.record(label.split("(")[0], reason)
+        rec.rejected = dict(screening.rejected)
+        rec.accepted = len(screening.accepted)
+        rec.excluded = sorted(self.reputation.excluded())
+        self.runlog.excluded_clients = self.reputation.report()
+        if not screening.accepted:
+            log.warning("round %d: every update was rejected; global model kept", server_round)
+            rec.rolled_back = True
+            return None, {}
+        v = self.cfg.validation
+        agg = validation.robust_aggregate(
+            self.cfg.aggregation,
+            list(screening.accepted.values()),
+            [counts[c] for c in screening.accepted],
+            max_examples=v.max_examples,
+            num_malicious=v.num_malicious,
+            trim_fraction=v.trim_fraction,
+            multikrum_keep=v.multikrum_keep,
+        )
+        return ndarrays_to_parameters(add(global_w, agg)), {"accepted": rec.accepted}
+
+    # -- global weights (kept in sync by the workflows)
+    @property
+    def global_weights(self) -> Weights:
+        """The global model weights at the start of the current round."""
+        return [w.copy() for w in self._global]
+
+    def _loss_of(self, weights: Weights) -> float:
+        set_weights(self.model, weights)
+        return evaluate(self.model, self.holdout)[0]
+
+    def root_update(self, global_w: Weights, rnd: int) -> Weights:
+        """The server's own update on its clean root data (FLTrust's server model update)."""
+        set_weights(self.model, global_w)
+        train(
+            self.model,
+            self.root_train,
+            epochs=self.cfg.local_epochs,
+            batch_size=self.cfg.batch_size,
+            lr=self.cfg.learning_rate,
+            seed=self.cfg.seed + 31 * rnd,
+        )
+        upd, _ = clip_update(delta(get_weights(self.model), global_w), self.cfg.validation.update_norm_bound)
+        set_weights(self.model, global_w)
+        return upd
+
+    def combine_groups(
+        self,
+        rnd: int,
+        global_w: Weights,
+        group_updates: dict[int, Weights],
+        group_members: dict[int, list[str]],
+        failed: dict[int, str],
+    ) -> Weights | None:
+        """Score and combine group aggregates; ``None`` means keep the global model (rollback)."""
+        rec = self.runlog.current(rnd)
+        root = self.root_update(global_w, rnd)
+        base_loss = self._loss_of(global_w)
+        sa = self.cfg.secagg
+        scores: dict[int, validation.GroupScore] = {}
+        for g, upd in group_updates.items():
+            scores[g] = validation.score_group(
+                g,
+                upd,
+                shapes=self.shapes,
+                root_update=root,
+                global_weights=global_w,
+                holdout_loss=self._loss_of,
+                base_loss=base_loss,
+                norm_bound=self.cfg.validation.update_norm_bound,
+                clipping_range=sa.clipping_range,
+                min_cosine=sa.min_cosine,
+                loss_tolerance=sa.loss_tolerance,
+            )
+        for g in sorted(set(group_members)):
+            s = scores.get(g)
+            entry: dict[str, Any] = {"group": g, "size": len(group_members[g])}
+            if s is None:
+                entry.update(accepted=False, reason=f"protocol failed: {failed.get(g, 'no aggregate')}")
+            else:
+                entry.update(
+                    accepted=s.accepted, reason=s.reason, cosine=s.cosine, norm=s.norm,
+                    holdout_loss=s.holdout_loss, weight=s.weight,
+                )
+            rec.groups.append(entry)
+            if not entry["accepted"]:
+                rec.rejected[f"group {g}"] = entry["reason"]
+        rec.accepted = sum(1 for s in scores.values() if s.accepted)
+        combined = validation.combine_trusted(group_updates, scores, root)
+        if combined is None:
+            log.warning("round %d: no group aggregate trusted; global model kept", rnd)
+            rec.rolled_back = True
+            return None
+        candidate = add(global_w, combined)
+        cand_loss = self._loss_of(candidate)
+        set_weights(self.model, global_w)
+        if cand_loss > base_loss + sa.loss_tolerance:
+            log.warning("round %d: combined update raises holdout loss %.3f → %.3f; rolled back", rnd, base_loss, cand_loss)
+            rec.rolled_back = True
+            rec.rejected["combined"] = f"holdout loss {cand_loss:.3f} > {base_loss:.3f} + {sa.loss_tolerance:g}"
+            return None
+        return candidate
+
+    # -- centralised evaluation: also closes the round record
+    def evaluate(
+        self, server_round: int, parameters: Parameters
+    ) -> tuple[float, dict[str, Scalar]] | None:
+        """Test loss/accuracy on the server's test split; ε so far; write ``metrics.json``."""
+        weights = [np.asarray(a, dtype=np.float32) for a in parameters_to_ndarrays(parameters)]
+        set_weights(self.model, weights)
+        loss, acc = evaluate(self.model, self.split.test)
+        metrics: dict[str, Scalar] = {"accuracy": acc}
+        if server_round == 0:
+            log.info("initial model: accuracy %.3f loss %.3f", acc, loss)
+            return loss, metrics
+        rec = self.runlog.current(server_round)
+        rec.loss, rec.accuracy = loss, acc
+        if self.ledger is not None:
+            rec.epsilon = self.ledger.step_round()
+            rec.delta = self.cfg.dp.delta
+            metrics["epsilon"] = rec.epsilon
+        if self.cfg.attack.kind == "backdoor":
+            rec.backdoor_asr = attacks.attack_success_rate(
+                lambda x: predict(self.model, x),
+                self.split.test,
+                target_label=self.cfg.attack.target_label,
+                trigger_size=self.cfg.attack.trigger_size,
+            )
+        self.runlog.final_weights = weights
+        self.runlog.write()
+        eps = f", ε={rec.epsilon:.2f}" if rec.epsilon is not None else ""
+        log.info("round %d: accuracy %.3f loss %.3f%s (%.2fs)", server_round, acc, loss, eps, rec.seconds)
+        return loss, metrics
+
+
+# ------------------------------------------------------------------------------- workflows
+def _weights_of(context: Context) -> Weights:
+    arr = context.state.array_records[MAIN_PARAMS_RECORD]
+    return [np.asarray(a, dtype=np.float32) for a in parameters_to_ndarrays(compat.arrayrecord_to_parameters(arr, keep_input=True))]
+
+
+def _round_of(context: Context) -> int:
+    return int(cast(int, context.state.config_records[MAIN_CONFIGS_RECORD][Key.CURRENT_ROUND]))
+
+
+class GuardedFitWorkflow:
+    """Run ``inner`` and fail loudly if the round produced no aggregate.
+
+    Flower's SecAgg+ workflow logs "Secure aggregation halted." and returns; the run then
+    continues and exits 0 with an untrained model. Here a round without an aggregate (and without
+    a deliberate rollback) raises :class:`ProtocolHaltedError`.
+    """
+
+    def __init__(self, inner: Callable[[Grid, Context], None], strategy: SaipStrategy) -> None:
+        self.inner = inner
+        self.strategy = strategy
+
+    def __call__(self, grid: Grid, context: Context) -> None:
+        """Run one fit round and check that the global model changed."""
+        rnd = _round_of(context)
+        before = _weights_of(context)
+        rec = self.strategy.runlog.current(rnd)
+        self.strategy._global = before
+        started = time.perf_counter()
+        self.inner(grid, context)
+        rec.seconds = time.perf_counter() - started
+        after = _weights_of(context)
+        unchanged = all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+        if not rec.aggregate_received:
+            raise ProtocolHaltedError(
+                f"round {rnd}: no aggregate was produced ({rec.failures} client failures; "
+                f"{'; '.join(str(g.get('reason')) for g in rec.groups) or 'no results'}) — "
+                "SecAgg+ halted (too few clients left for the reconstruction threshold?) or every "
+                "client failed; the global model did not change, so the run is failed"
+            )
+        if unchanged and not rec.rolled_back:
+            raise ProtocolHaltedError(f"round {rnd}: the aggregate left the global model unchanged")
+        self.strategy._global = after
+
+
+class _GroupStrategy(Strategy):
+    """Inner strategy of one SecAgg+ group: hands out the group's instructions, captures the mean."""
+
+    def __init__(self, instructions: list[tuple[ClientProxy, FitIns]]) -> None:
+        self.instructions = instructions
+        self.result: Weights | None = None
+        self.received = 0
+
+    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
+        return None
+
+    def configure_fit(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, FitIns]]:
+        return self.instructions
+
+    def aggregate_fit(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, FitRes]],
+        failures: list[tuple[ClientProxy, FitRes] | BaseException],
+    ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        if results:
+            # SecAgg+ writes the same unmasked group mean into every result
+            self.result = [np.asarray(a, dtype=np.float32) for a in parameters_to_ndarrays(results[0][1].parameters)]
+            self.received = len(results)
+        return None, {}
+
+    def configure_evaluate(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, EvaluateIns]]:
+        return []
+
+    def aggregate_evaluate(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, EvaluateRes]],
+        failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
+    ) -> tuple[float | None, dict[str, Scalar]]:
+        return None, {}
+
+    def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Scalar]] | None:
+        return None
+
+
+class GroupedSecAggWorkflow:
+    """SecAgg+ inside random groups, run concurrently, combined robustly (see module docstring).
+
+    Parameters
+    ----------
+    strategy
+        The outer strategy: samples clients, scores and combines the group aggregates.
+    rng
+        Randomness of the grouping (injectable for tests).
+
+    Notes
+    -----
+    Privacy: each released aggregate is the mean of one group (≥ ``num_shares`` clients), so the
+    server learns k group means instead of one global mean. Robustness: an attacker can only move
+    its own group's mean; FLTrust scoring drops groups whose mean points away from the root update
+    or raises the holdout loss. Grouping alone fails once half the groups hold an attacker.
+    """
+
+    def __init__(self, strategy: SaipStrategy, *, rng: np.random.Generator | None = None) -> None:
+        sa = strategy.cfg.secagg
+        self.strategy = strategy
+        self.groups = sa.groups
+        self.rng = rng or np.random.default_rng(strategy.cfg.seed + 17)
+        self.secagg = SecAggPlusWorkflow(
+            num_shares=sa.num_shares,
+            reconstruction_threshold=sa.reconstruction_threshold,
+            max_weight=1.0,
+            clipping_range=sa.clipping_range,
+            quantization_range=sa.quantization_range,
+            timeout=sa.timeout,
+        )
+
+    def __call__(self, grid: Grid, context: Context) -> None:
+        """One fit round: group, aggregate each group with SecAgg+, combine."""
+        if not isinstance(context, LegacyContext):
+            raise TypeError(f"expected a LegacyContext, got {type(context).__name__}")
+        rnd = _round_of(context)
+        rec = self.strategy.runlog.current(rnd)
+        arr = context.state.array_records[MAIN_PARAMS_RECORD]
+        global_w = _weights_of(context)
+        params = compat.arrayrecord_to_parameters(arr, keep_input=True)
+        instructions = context.strategy.configure_fit(rnd, params, context.client_manager)
+        k = min(self.groups, max(1, len(instructions) // self.strategy.cfg.secagg.num_shares))
+        if len(instructions) < 2 or k < 1:
+            rec.groups.append({"group": -1, "size": len(instructions), "accepted": False, "reason": "too few clients sampled"})
+            return
+        order = self.rng.permutation(len(instructions))
+        members = {g: [instructions[int(i)] for i in part] for g, part in enumerate(np.array_split(order, k))}
+        grid.get_node_ids()  # initialise the grid's node list before threads share it
+        captures = {g: _GroupStrategy(m) for g, m in members.items()}
+        errors: dict[int, str] = {}
+        lock = threading.Lock()
+
+        def run_group(g: int) -> None:
+            state = RecordDict()
+            state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord(dict(context.state.config_records[MAIN_CONFIGS_RECORD]))
+            state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(
+                params, keep_input=True
+            )
+            base = Context(
+                run_id=context.run_id,
+                node_id=context.node_id,
+                node_config=context.node_config,
+                state=state,
+                run_config=context.run_config,
+            )
+            sub = LegacyContext(base, config=context.config, strategy=captures[g], client_manager=context.client_manager)
+            try:
+                self.secagg(grid, sub)
+            except Exception as exc:  # noqa: BLE001 - one group's failure must not sink the round
+                with lock:
+                    errors[g] = f"{type(exc).__name__}: {exc}"
+
+        with ThreadPoolExecutor(max_workers=k, thread_name_prefix="secagg-group") as pool:
+            list(pool.map(run_group, list(members)))
+        results = {g: c.result for g, c in captures.items() if c.result is not None}
+        failed = {g: errors.get(g, "SecAgg+ halted (too few surviving clients)") for g in members if g not in results}
+        group_members = {g: [p.cid for p, _ in m] for g, m in members.items()}
+        rec.failures = sum(len(m) - captures[g].received for g, m in members.items())
+        if not results:
+            return  # GuardedFitWorkflow turns this into ProtocolHaltedError
+        rec.aggregate_received = True
+        new = self.strategy.combine_groups(rnd, global_w, results, group_members, failed)
+        if new is not None:
+            context.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(
+                ndarrays_to_parameters(new), keep_input=True
+            )
+
+
+def _plain_fit(strategy: SaipStrategy) -> Callable[[Grid, Context], None]:
+    from flwr.server.workflow.default_workflows import default_fit_workflow
+
+    def fit(grid: Grid, context: Context) -> None:
+        default_fit_workflow(grid, context)
+
+    return fit
+
+
+def run_server(grid: Grid, context: Context, cfg: RunConfig, runlog: RunLog) -> Weights:
+    """Run the whole federated training; return the final global weights.
+
+    Raises
+    ------
+    ProtocolHaltedError
+        A round produced no aggregate (``metrics.json`` records ``status = "failed"``).
+    """
+    strategy = SaipStrategy(cfg, runlog)
+    inner: Callable[[Grid, Context], None]
+    inner = GroupedSecAggWorkflow(strategy) if cfg.secagg.enabled else _plain_fit(strategy)
+    legacy = LegacyContext(context, config=ServerConfig(num_rounds=cfg.num_rounds), strategy=strategy)
+    workflow = DefaultWorkflow(fit_workflow=GuardedFitWorkflow(inner, strategy))
+    try:
+        workflow(grid, legacy)
+    except FLError as exc:
+        runlog.status, runlog.error = "failed", str(exc)
+        runlog.write()
+        raise
+    except Exception as exc:
+        runlog.status, runlog.error = "failed", f"{type(exc).__name__}: {exc}"
+        runlog.write()
+        raise
+    final = _weights_of(legacy)
+    runlog.final_weights = final
+    runlog.status = "ok"
+    runlog.write()
+    return final

@@ -1,0 +1,244 @@
+"""Model-update validation and robust combination (pure functions + one small tracker).
+
+Without secure aggregation the server sees each client's update and applies, in order:
+
+1. structural checks — right number of arrays, right shapes, finite values;
+2. a norm bound (honest clients clip to it, so a larger update is malicious or broken);
+3. direction — cosine similarity to the coordinate-wise median of the surviving updates;
+4. a robust rule over what is left: Flower's Krum / multi-Krum (Blanchard et al., NeurIPS 2017),
+   coordinate-wise median and trimmed mean (Yin et al., ICML 2018), Bulyan (El Mhamdi et al.,
+   ICML 2018), or FedAvg with self-reported example counts capped.
+
+Clients that fail checks repeatedly are excluded from later rounds (:class:`ClientReputation`).
+
+With SecAgg+ the server only sees group aggregates; :func:`score_group` applies FLTrust-style
+checks (Cao et al., NDSS 2021): each aggregate's cosine to the server's *root update* (trained on
+server-held clean data) and the holdout loss after applying it; :func:`combine_trusted` weights
+the surviving aggregates by ReLU(cosine) with their norm capped at the root update's norm.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from saip_fl.model import Weights, add, flatten, l2_norm
+
+
+def cosine(a: Weights, b: Weights) -> float:
+    """Cosine similarity of two updates (0 when either is zero)."""
+    fa, fb = flatten(a), flatten(b)
+    na, nb = float(np.linalg.norm(fa)), float(np.linalg.norm(fb))
+    return float(fa @ fb / (na * nb)) if na > 0 and nb > 0 else 0.0
+
+
+def check_structure(update: Weights, shapes: Sequence[tuple[int, ...]]) -> str | None:
+    """Reason the update is malformed (array count, shapes, non-finite values), else ``None``."""
+    if len(update) != len(shapes):
+        return f"wrong number of arrays ({len(update)} != {len(shapes)})"
+    for i, (arr, shape) in enumerate(zip(update, shapes, strict=True)):
+        if tuple(np.shape(arr)) != tuple(shape):
+            return f"array {i} has shape {np.shape(arr)}, expected {tuple(shape)}"
+        if not np.all(np.isfinite(arr)):
+            return f"array {i} holds NaN/Inf"
+    return None
+
+
+def robust_centre(updates: Sequence[Weights]) -> Weights:
+    """Coordinate-wise median of ``updates``."""
+    return [
+        np.median(np.stack([u[i] for u in updates]), axis=0).astype(np.float32)
+        for i in range(len(updates[0]))
+    ]
+
+
+@dataclass(frozen=True)
+class Screening:
+    """Result of :func:`screen_updates`: accepted updates and rejection reasons, by client id."""
+
+    accepted: dict[str, Weights]
+    rejected: dict[str, str]
+
+
+def screen_updates(
+    updates: Mapping[str, Weights],
+    *,
+    shapes: Sequence[tuple[int, ...]],
+    norm_bound: float,
+    min_cosine: float,
+) -> Screening:
+    """Apply structure, norm and direction checks to each client's update."""
+    rejected: dict[str, str] = {}
+    survivors: dict[str, Weights] = {}
+    for cid, upd in updates.items():
+        reason = check_structure(upd, shapes)
+        if reason is None:
+            norm = l2_norm(upd)
+            if norm > norm_bound * (1 + 1e-6):
+                reason = f"norm {norm:.3g} > bound {norm_bound:g}"
+            elif norm == 0.0:
+                reason = "zero update (free-rider)"
+        if reason is None:
+            survivors[cid] = upd
+        else:
+            rejected[cid] = reason
+    if len(survivors) >= 3:
+        centre = robust_centre(list(survivors.values()))
+        for cid in list(survivors):
+            cos = cosine(survivors[cid], centre)
+            if cos < min_cosine:
+                rejected[cid] = f"cosine {cos:.2f} to robust centre < {min_cosine:g}"
+                del survivors[cid]
+    return Screening(survivors, rejected)
+
+
+def robust_aggregate(
+    rule: str,
+    updates: Sequence[Weights],
+    counts: Sequence[int],
+    *,
+    max_examples: int,
+    num_malicious: int = 0,
+    trim_fraction: float = 0.2,
+    multikrum_keep: int = 0,
+) -> Weights:
+    """Aggregate ``updates`` with one of Flower's rules; example counts are capped at ``max_examples``.
+
+    Rules: ``fedavg``, ``krum`` (one update), ``multikrum`` (average of the ``multikrum_keep`` best,
+    default ``n - num_malicious``), ``median``, ``trimmed_mean``, ``bulyan``.
+    """
+    from flwr.server.strategy.aggregate import (
+        aggregate,
+        aggregate_bulyan,
+        aggregate_krum,
+        aggregate_median,
+        aggregate_trimmed_avg,
+    )
+
+    if not updates:
+        raise ValueError("no updates to aggregate")
+    capped = [min(int(c), max_examples) for c in counts]
+    pairs = [([np.asarray(a) for a in u], max(c, 1)) for u, c in zip(updates, capped, strict=True)]
+    n = len(pairs)
+    f = min(num_malicious, max(0, (n - 3) // 2))
+    if rule == "fedavg":
+        out = aggregate(pairs)
+    elif rule == "median":
+        out = aggregate_median(pairs)
+    elif rule == "trimmed_mean":
+        out = aggregate_trimmed_avg(pairs, trim_fraction)
+    elif rule == "krum":
+        out = aggregate_krum(pairs, f, 0)
+    elif rule == "multikrum":
+        out = aggregate_krum(pairs, f, multikrum_keep or max(1, n - f))
+    elif rule == "bulyan":
+        if n < 4 * f + 3:
+            out = aggregate_krum(pairs, f, max(1, n - f))
+        else:
+            out = aggregate_bulyan(pairs, f, aggregate_median, to_keep=max(1, n - 2 * f))
+    else:
+        raise ValueError(f"unknown aggregation rule '{rule}'")
+    return [np.asarray(a, dtype=np.float32) for a in out]
+
+
+@dataclass
+class ClientReputation:
+    """Counts failed checks per client and excludes repeat offenders.
+
+    Parameters
+    ----------
+    exclude_after
+        A client is excluded from later rounds once it has failed this many checks.
+    """
+
+    exclude_after: int
+    offences: dict[str, list[str]] = field(default_factory=dict)
+
+    def record(self, cid: str, reason: str) -> None:
+        """Note one failed check of client ``cid``."""
+        self.offences.setdefault(cid, []).append(reason)
+
+    def excluded(self) -> set[str]:
+        """Clients no longer allowed to take part."""
+        return {c for c, r in self.offences.items() if len(r) >= self.exclude_after}
+
+    def report(self) -> dict[str, list[str]]:
+        """Offences of every excluded client."""
+        return {c: list(self.offences[c]) for c in sorted(self.excluded())}
+
+
+# --------------------------------------------------------------------------- group aggregates
+@dataclass(frozen=True)
+class GroupScore:
+    """FLTrust-style verdict on one group aggregate."""
+
+    group: int
+    accepted: bool
+    reason: str
+    cosine: float
+    norm: float
+    holdout_loss: float
+    weight: float
+
+
+def score_group(
+    group: int,
+    update: Weights,
+    *,
+    shapes: Sequence[tuple[int, ...]],
+    root_update: Weights,
+    global_weights: Weights,
+    holdout_loss: Callable[[Weights], float],
+    base_loss: float,
+    norm_bound: float,
+    clipping_range: float,
+    min_cosine: float,
+    loss_tolerance: float,
+) -> GroupScore:
+    """Score one group's mean update against the root update and the holdout loss.
+
+    The mean of honest updates bounded by ``norm_bound`` is itself bounded by it (triangle
+    inequality), so a larger group mean means a member sent an out-of-bound update.
+    """
+    reason = check_structure(update, shapes)
+    if reason is not None:
+        return GroupScore(group, False, reason, 0.0, math.nan, math.nan, 0.0)
+    norm = l2_norm(update)
+    peak = max(float(np.max(np.abs(a))) if a.size else 0.0 for a in update)
+    cos = cosine(update, root_update)
+    loss = holdout_loss(add(global_weights, update))
+    if peak > clipping_range:
+        reason = f"coordinate {peak:.3g} outside clipping range {clipping_range:g}"
+    elif norm > norm_bound * 1.01:
+        reason = f"norm {norm:.3g} > bound {norm_bound:g}"
+    elif norm == 0.0:
+        reason = "zero aggregate"
+    elif cos <= min_cosine:
+        reason = f"cosine to root update {cos:.2f} <= {min_cosine:g}"
+    elif loss > base_loss + loss_tolerance:
+        reason = f"holdout loss {loss:.3f} > {base_loss:.3f} + {loss_tolerance:g}"
+    if reason is not None:
+        return GroupScore(group, False, reason, cos, norm, loss, 0.0)
+    return GroupScore(group, True, "accepted", cos, norm, loss, max(cos, 0.0))
+
+
+def combine_trusted(
+    updates: Mapping[int, Weights], scores: Mapping[int, GroupScore], root_update: Weights
+) -> Weights | None:
+    """FLTrust combination: ReLU(cosine)-weighted mean, each norm capped at the root update's norm."""
+    root_norm = l2_norm(root_update)
+    total = sum(scores[g].weight for g in updates if scores[g].accepted)
+    if total <= 0:
+        return None
+    out = [np.zeros_like(a, dtype=np.float32) for a in root_update]
+    for g, upd in updates.items():
+        s = scores[g]
+        if not s.accepted or s.weight <= 0:
+            continue
+        cap = min(1.0, root_norm / s.norm) if s.norm > 0 else 0.0
+        for o, a in zip(out, upd, strict=True):
+            o += (s.weight / total) * cap * a
+    return out
