@@ -4,7 +4,10 @@ A provider wraps and unwraps 256-bit data keys under its master key, binding the
 context as additional authenticated data wherever the service supports it (AWS KMS
 ``EncryptionContext``, Cloud KMS ``additional_authenticated_data``; Key Vault's wrap has no AAD,
 so the envelope binds the context itself). Providers are addressed by URI
-(``local:PATH``, ``aws-kms:ARN_OR_ALIAS``, ``azure-kv:KEY_ID``, ``gcp-kms:projects/.../cryptoKeys/...``).
+(``local:PATH``, ``aws-kms:ARN_OR_ALIAS``, ``azure-kv:KEY_ID``,
+``gcp-kms:projects/.../cryptoKeys/...``). The contract each provider module follows (which errors
+mean what, the optional ``accepts(key_id)`` allow-list hook) is in
+:mod:`saip_encryption.providers`.
 """
 
 from __future__ import annotations
@@ -53,5 +56,5 @@ class KeyProvider(Protocol):
         ...
 
     def unwrap(self, wrapped: WrappedKey, *, context: Mapping[str, str]) -> bytearray:
-        """Recover the data key; raises the package's key error naming the key version on failure."""
+        """Recover the data key; on failure raise the package's key error naming the key version."""
         ...

@@ -1,0 +1,136 @@
+"""Fixtures of the encryption tests: a local master key, and two labelled test doubles.
+
+``StaticProvider`` is a FAKE key provider for wire-format tests only: it hands out one fixed data
+key so ciphertexts are deterministic (with a fixed RNG) and can be compared to golden digests.
+``CountingProvider`` wraps a real provider and counts calls (the "one KMS call per batch" tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+from saip_encryption.errors import DecryptionError, KeyProviderError
+from saip_encryption.providers.base import KeyProvider, WrappedKey
+from saip_encryption.providers.local import LocalKeyProvider, create_local_key
+
+
+class StaticProvider:
+    """FAKE provider: the data key is fixed and "wrapping" is XOR with a fixed pad (tests only)."""
+
+    def __init__(self, data_key: bytes = bytes(range(32)), key_id: str = "static-key/v1") -> None:
+        self._key = bytes(data_key)
+        self._key_id = key_id
+        self.fail_with: Exception | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"static:{self._key_id.split('/')[0]}"
+
+    def accepts(self, key_id: str) -> bool:
+        return key_id == self._key_id
+
+    def _pad(self, data: bytes) -> bytes:
+        return bytes(b ^ 0x5C for b in data)
+
+    def generate_data_key(self, *, context: Mapping[str, str]) -> tuple[bytearray, WrappedKey]:
+        return bytearray(self._key), self.wrap(self._key, context=context)
+
+    def wrap(self, data_key: bytes | bytearray, *, context: Mapping[str, str]) -> WrappedKey:
+        return WrappedKey("static", self._key_id, self._pad(bytes(data_key)))
+
+    def unwrap(self, wrapped: WrappedKey, *, context: Mapping[str, str]) -> bytearray:
+        if self.fail_with is not None:
+            raise self.fail_with
+        return bytearray(self._pad(wrapped.ciphertext))
+
+
+class CountingProvider:
+    """Wraps a provider and counts generate/wrap/unwrap calls."""
+
+    def __init__(self, inner: KeyProvider) -> None:
+        self.inner = inner
+        self.generated = 0
+        self.wrapped = 0
+        self.unwrapped = 0
+
+    @property
+    def uri(self) -> str:
+        return self.inner.uri
+
+    def accepts(self, key_id: str) -> bool:
+        return bool(getattr(self.inner, "accepts")(key_id))  # noqa: B009
+
+    def generate_data_key(self, *, context: Mapping[str, str]) -> tuple[bytearray, WrappedKey]:
+        self.generated += 1
+        return self.inner.generate_data_key(context=context)
+
+    def wrap(self, data_key: bytes | bytearray, *, context: Mapping[str, str]) -> WrappedKey:
+        self.wrapped += 1
+        return self.inner.wrap(data_key, context=context)
+
+    def unwrap(self, wrapped: WrappedKey, *, context: Mapping[str, str]) -> bytearray:
+        self.unwrapped += 1
+        return self.inner.unwrap(wrapped, context=context)
+
+
+class UnavailableProvider:
+    """A provider whose key is "disabled": every call raises KeyProviderError naming a version."""
+
+    def __init__(self, inner: LocalKeyProvider, version: str = "v1") -> None:
+        self.inner = inner
+        self.version = version
+
+    @property
+    def uri(self) -> str:
+        return self.inner.uri
+
+    def accepts(self, key_id: str) -> bool:
+        return self.inner.accepts(key_id)
+
+    def generate_data_key(self, *, context: Mapping[str, str]) -> tuple[bytearray, WrappedKey]:
+        raise KeyProviderError(f"local: key version {self.version} is disabled")
+
+    def wrap(self, data_key: bytes | bytearray, *, context: Mapping[str, str]) -> WrappedKey:
+        raise KeyProviderError(f"local: key version {self.version} is disabled")
+
+    def unwrap(self, wrapped: WrappedKey, *, context: Mapping[str, str]) -> bytearray:
+        raise KeyProviderError(f"local: key {wrapped.key_id} version {self.version} is disabled")
+
+
+@pytest.fixture
+def key_path(tmp_path: Path) -> Path:
+    path = tmp_path / "keys" / "master.key"
+    create_local_key(path)
+    return path
+
+
+@pytest.fixture
+def local(key_path: Path) -> LocalKeyProvider:
+    return LocalKeyProvider(key_path)
+
+
+@pytest.fixture
+def other_local(tmp_path: Path) -> LocalKeyProvider:
+    path = tmp_path / "keys" / "other.key"
+    create_local_key(path)
+    return LocalKeyProvider(path)
+
+
+@pytest.fixture
+def static_provider_cls() -> type[StaticProvider]:
+    return StaticProvider
+
+
+@pytest.fixture
+def counting_cls() -> type[CountingProvider]:
+    return CountingProvider
+
+
+@pytest.fixture
+def unavailable_cls() -> type[UnavailableProvider]:
+    return UnavailableProvider
+
+
+__all__ = ["DecryptionError"]

@@ -1,0 +1,213 @@
+"""Wire format of SAIP v1: layout, key derivation (RFC 5869), golden vector, round trips."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import itertools
+import struct
+import zlib
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from saip_encryption import EnvelopeEncryptor, wire
+from saip_encryption.envelope import DEFAULT_KEY_SLOT_CAPACITY
+
+CTX = {"dataset": "digits", "tenant": "acme", "purpose": "training"}
+
+
+def counter_rng():
+    counter = itertools.count()
+
+    def rng(n: int) -> bytes:
+        return bytes([next(counter) & 0xFF]) * n
+
+    return rng
+
+
+def test_hkdf_expand_matches_rfc5869_test_case_1() -> None:
+    # RFC 5869 Appendix A.1 (SHA-256)
+    ikm = bytes.fromhex("0b" * 22)
+    salt = bytes.fromhex("000102030405060708090a0b0c")
+    info = bytes.fromhex("f0f1f2f3f4f5f6f7f8f9")
+    prk = hmac.digest(salt, ikm, "sha256")
+    assert prk.hex() == "077709362c2e32df0ddc3f0dc47bba6390b6c73bb50f9c3122ec844ad7c2b3e5"
+    okm = wire.hkdf_expand(hmac.new(prk, digestmod=hashlib.sha256), info, 42)
+    assert okm.hex() == (
+        "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
+    )
+
+
+def test_message_keys_equal_cryptography_hkdf_sha512() -> None:
+    data_key = bytes(range(32))
+    prefix = wire.pack_prefix(4096, b"\x07" * 32, wire.encode_context(CTX))
+    k_msg, commitment = wire.message_keys(wire.hkdf_extract(data_key), prefix)
+    okm = HKDF(
+        algorithm=hashes.SHA512(),
+        length=64,
+        salt=b"SAIP-v1 HKDF-Extract",
+        info=b"SAIP-v1 AES-256-GCM" + prefix,
+    ).derive(data_key)
+    assert k_msg + commitment == okm
+
+
+def test_context_encoding_is_canonical_and_injective() -> None:
+    a = wire.encode_context({"b": "1", "a": "2"})
+    assert a == wire.encode_context({"a": "2", "b": "1"})
+    assert a == b"\x00\x02" + b"\x00\x01a\x00\x012" + b"\x00\x01b\x00\x011"
+    assert wire.decode_context(a) == {"a": "2", "b": "1"}
+    assert wire.encode_context({"a": "bc"}) != wire.encode_context({"ab": "c"})
+    assert wire.encode_context({}) == b"\x00\x00"
+    with pytest.raises(ValueError):
+        wire.encode_context({"": "x"})
+    with pytest.raises(TypeError):
+        wire.encode_context({"a": 1})  # type: ignore[dict-item]
+    with pytest.raises(wire.MalformedError):  # unsorted keys are not canonical
+        wire.decode_context(b"\x00\x02\x00\x01b\x00\x00\x00\x01a\x00\x00")
+
+
+def test_record_layout_byte_by_byte(static_provider_cls) -> None:
+    provider = static_provider_cls()
+    enc = EnvelopeEncryptor(provider, rng=counter_rng(), cache=False, segment_size=1024)
+    plaintext = b"hello, envelope"
+    blob = enc.encrypt(plaintext, context=CTX)
+    ctx = wire.encode_context(CTX)
+    message_id = b"\x00" * 32
+    # A: magic, version, suite, segment size, message ID, context
+    assert blob[:4] == b"SAIP"
+    assert blob[4] == 1
+    assert blob[5] == 1
+    assert struct.unpack(">I", blob[6:10])[0] == 1024
+    assert blob[10:42] == message_id
+    assert struct.unpack(">H", blob[42:44])[0] == len(ctx)
+    end = 44 + len(ctx)
+    assert blob[44:end] == ctx
+    # C: commitment = OKM[32:64]
+    k_msg, commitment = wire.message_keys(wire.hkdf_extract(bytes(range(32))), blob[:end])
+    assert blob[end : end + 32] == commitment
+    # K: one slot, exactly the size it needs
+    pos = end + 32
+    slot_count, capacity = struct.unpack(">BH", blob[pos : pos + 3])
+    assert slot_count == 1
+    slot = blob[pos + 3 : pos + 3 + capacity]
+    gen, count = struct.unpack(">IB", slot[:5])
+    assert (gen, count) == (1, 1)
+    edk = (
+        b"\x06static" + b"\x00\x0dstatic-key/v1" + b"\x00\x20" + bytes(b ^ 0x5C for b in range(32))
+    )
+    assert slot[5 : 5 + len(edk)] == edk
+    assert capacity == 5 + len(edk) + 4
+    assert struct.unpack(">I", slot[-4:])[0] == zlib.crc32(slot[:-4])
+    # P: one final segment, nonce = 0^7 || uint32(0) || 0x01
+    body = blob[pos + 3 + capacity :]
+    assert len(body) == len(plaintext) + 16
+    nonce = bytes(7) + b"\x00\x00\x00\x00" + b"\x01"
+    assert AESGCM(k_msg).decrypt(nonce, body, None) == plaintext
+
+
+def test_golden_vectors_lock_the_wire_format(static_provider_cls) -> None:
+    """Any change of layout, derivation or nonce scheme changes these digests: bump VERSION."""
+    enc = EnvelopeEncryptor(static_provider_cls(), rng=counter_rng(), cache=False, segment_size=64)
+    record = enc.encrypt(bytes(range(200)), context=CTX)
+    assert hashlib.sha256(record).hexdigest() == GOLDEN_RECORD
+    out = io.BytesIO()
+    enc2 = EnvelopeEncryptor(
+        static_provider_cls(), rng=counter_rng(), cache=False, stream_segment_size=64
+    )
+    enc2.encrypt_stream(io.BytesIO(bytes(range(200))), out, context=CTX)
+    assert hashlib.sha256(out.getvalue()).hexdigest() == GOLDEN_STREAM
+    assert enc.decrypt(record, context=CTX) == bytes(range(200))
+
+
+GOLDEN_RECORD = "249797791b343772ff6c8706286fafe4cdfd1ea86efa6fbdb75431e91d8f7331"
+GOLDEN_STREAM = "ee7994cb622c799df04f97a911f7e20f93290d37ff8f97f8cef958030ba14652"
+
+
+def test_artifact_has_two_slots_with_reserved_capacity(static_provider_cls) -> None:
+    enc = EnvelopeEncryptor(static_provider_cls(), cache=False)
+    out = io.BytesIO()
+    enc.encrypt_stream(io.BytesIO(b"x" * 10), out, context=CTX)
+    header = wire.parse_header(out.getvalue())
+    assert header.slot_count == 2
+    assert header.slot_capacity == DEFAULT_KEY_SLOT_CAPACITY
+    assert header.slots[0].generation == 1
+    assert len(header.slots[0].keys) == 1
+    assert header.slots[1].generation == 0
+    assert header.slots[1].keys == ()
+
+
+@pytest.mark.parametrize("size", [0, 1, 63, 64, 65, 127, 128, 129, 1000])
+def test_record_round_trip_at_segment_edges(static_provider_cls, size: int) -> None:
+    enc = EnvelopeEncryptor(static_provider_cls(), segment_size=64)
+    data = bytes(i % 251 for i in range(size))
+    blob = enc.encrypt(data, context=CTX)
+    # every segment but the last is full; the last is shorter (possibly empty)
+    segments = size // 64 + 1
+    header = wire.parse_header(blob)
+    assert len(blob) - header.payload_offset == size + 16 * segments
+    assert enc.decrypt(blob, context=CTX) == data
+
+
+@pytest.mark.parametrize("size", [0, 1, 255, 256, 257, 1024, 5000])
+def test_stream_round_trip_at_segment_edges(static_provider_cls, size: int) -> None:
+    enc = EnvelopeEncryptor(static_provider_cls(), stream_segment_size=256)
+    data = bytes(i % 253 for i in range(size))
+    out = io.BytesIO()
+    assert enc.encrypt_stream(io.BytesIO(data), out, context=CTX) == size
+    back = io.BytesIO()
+    assert enc.decrypt_stream(io.BytesIO(out.getvalue()), back, context=CTX) == size
+    assert back.getvalue() == data
+    # a stream ciphertext is also a valid record (one format)
+    assert enc.decrypt(out.getvalue(), context=CTX) == data
+
+
+class _Trickle(io.RawIOBase):
+    """A pipe-like reader that returns at most 7 bytes per call."""
+
+    def __init__(self, data: bytes) -> None:
+        self._buf = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[no-untyped-def,override]
+        chunk = self._buf.read(min(7, len(b)))
+        b[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def test_stream_handles_short_reads(static_provider_cls) -> None:
+    enc = EnvelopeEncryptor(static_provider_cls(), stream_segment_size=100)
+    data = bytes(range(256)) * 3
+    out = io.BytesIO()
+    enc.encrypt_stream(_Trickle(data), out, context=CTX)
+    back = io.BytesIO()
+    enc.decrypt_stream(_Trickle(out.getvalue()), back, context=CTX)
+    assert back.getvalue() == data
+
+
+def test_message_ids_differ_and_keys_are_per_message(local) -> None:
+    enc = EnvelopeEncryptor(local)
+    a = wire.parse_header(enc.encrypt(b"same", context=CTX))
+    b = wire.parse_header(enc.encrypt(b"same", context=CTX))
+    assert a.message_id != b.message_id
+    assert a.commitment != b.commitment
+    assert a.slots[0].raw == b.slots[0].raw  # same cached data key, different message keys
+
+
+def test_constructor_validates_eagerly(local) -> None:
+    with pytest.raises(ValueError, match="segment_size"):
+        EnvelopeEncryptor(local, segment_size=1)
+    with pytest.raises(TypeError, match="segment_size"):
+        EnvelopeEncryptor(local, segment_size=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_wrapped_keys"):
+        EnvelopeEncryptor(local, max_wrapped_keys=0)
+    with pytest.raises(TypeError):
+        EnvelopeEncryptor([object()])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="at least one"):
+        EnvelopeEncryptor([])
+    with pytest.raises(TypeError, match="cache"):
+        EnvelopeEncryptor(local, cache="yes")  # type: ignore[arg-type]
