@@ -1,0 +1,768 @@
+"""The ingestion engine: stream → validate → sanitize → verify → dedupe → encrypt → store.
+
+For each polled batch of raw records the engine
+
+1. rejects oversized lines, then parses and validates each line with the one schema
+   (:data:`saip_ingestion.schemas.RECORD_ADAPTER`, pydantic-core's JSON parser);
+2. computes the record's signing input and RFC 6962 leaf hash and verifies provenance
+   (inclusion proof + batch Ed25519 signature, cached per batch);
+3. checks content against the declared dataset spec — vectorised over the batch with NumPy for
+   images (range, label set, shape) — and sanitizes text fields with an audit trail;
+4. decides in arrival order: exact duplicate of an accepted record (counted, stored once),
+   same ``record_id`` with other content (``conflict``), ``ts`` window, ``seq`` anti-replay;
+5. commits: quarantined records to the encrypted dead-letter store (content-addressed keys),
+   accepted records as ONE encrypted batch object ``accepted/<consumer>/<batch>`` (one
+   :class:`Encryptor` call per batch), then a journal line, then the stream checkpoint.
+
+Crash safety (at-least-once delivery + idempotent writes): the checkpoint follows the durable
+writes; on start the engine rolls forward a batch object written before a crash whose journal
+line is missing; re-delivered records are then recognised as duplicates, so nothing is lost and
+nothing is stored twice. Conservation: every received record ends as exactly one of accepted
+(``duplicates`` included) or quarantined.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+from pydantic import ValidationError
+from pydantic_core import from_json
+
+from saip_ingestion.backends.base import ObjectStore, RecordStream, StreamMessage
+from saip_ingestion.errors import IngestError
+from saip_ingestion.health import HealthTracker
+from saip_ingestion.protocols import Encryptor
+from saip_ingestion.provenance import (
+    ProducerRegistry,
+    ReplayGuard,
+    Verifier,
+    image_payload_bytes,
+    leaf_data,
+    leaf_hash,
+    payload_bytes,
+)
+from saip_ingestion.quarantine import QuarantineStore
+from saip_ingestion.sanitize import AuditEntry, sanitize_text
+from saip_ingestion.schemas import (
+    MAX_LINE_BYTES,
+    PRODUCER_ID_PATTERN,
+    RECORD_ADAPTER,
+    RECORD_ID_PATTERN,
+    TEXT_INSTRUCTION_MAX,
+    TEXT_RESPONSE_MAX,
+    ImageRecordV1,
+    ImageSampleV1,
+    TabularSampleV1,
+    TextRecordV1,
+    TextSampleV1,
+)
+from saip_ingestion.state import ConsumerState
+
+__all__ = ["DATASET_SPECS", "ImageSpec", "IngestEngine", "IngestSummary", "TabularSpec"]
+
+_log = logging.getLogger(__name__)
+_TAGS: Final = frozenset({"image-sample/v1", "tabular-sample/v1", "text-sample/v1"})
+ACCEPTED_PREFIX: Final = "accepted/"
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """What the consumer accepts for ``image-sample/v1``: shape, value range, class set."""
+
+    width: int
+    height: int
+    value_min: float
+    value_max: float
+    classes: frozenset[int]
+
+    def __post_init__(self) -> None:
+        if self.width < 1 or self.height < 1:
+            raise ValueError("width and height must be >= 1")
+        if not np.isfinite([self.value_min, self.value_max]).all():
+            raise ValueError("value_min/value_max must be finite")
+        if self.value_min > self.value_max:
+            raise ValueError("value_min must be <= value_max")
+        if not self.classes:
+            raise ValueError("classes must not be empty")
+
+
+@dataclass(frozen=True)
+class TabularSpec:
+    """What the consumer accepts for ``tabular-sample/v1`` (``None`` = no constraint)."""
+
+    columns: frozenset[str] | None = None
+    value_min: float | None = None
+    value_max: float | None = None
+    classes: frozenset[int] | None = None
+
+
+#: built-in dataset specs (``--dataset``)
+DATASET_SPECS: Final[dict[str, ImageSpec]] = {
+    "digits": ImageSpec(8, 8, 0.0, 16.0, frozenset(range(10))),
+    "mnist": ImageSpec(28, 28, 0.0, 1.0, frozenset(range(10))),
+}
+
+
+@dataclass
+class IngestSummary:
+    """Counts of one run; ``received == accepted + quarantined`` (duplicates are accepted)."""
+
+    received: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    stored: int = 0
+    quarantined: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    batches: int = 0
+    seconds: float = 0.0
+    signature_checks: int = 0
+    producers: dict[str, Any] = field(default_factory=dict)
+    recovered_batches: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form (the ``--json`` summary)."""
+        return {
+            "received": self.received,
+            "accepted": self.accepted,
+            "quarantined": self.quarantined,
+            "duplicates": self.duplicates,
+            "stored": self.stored,
+            "reasons": dict(sorted(self.reasons.items())),
+            "producers": self.producers,
+            "batches": self.batches,
+            "recovered_batches": self.recovered_batches,
+            "signature_checks": self.signature_checks,
+            "seconds": round(self.seconds, 3),
+            "rec_per_s": round(self.received / self.seconds, 1) if self.seconds else None,
+            "conserved": self.received == self.accepted + self.quarantined,
+        }
+
+
+@dataclass
+class _Candidate:
+    i: int
+    msg: StreamMessage
+    rec: Any
+    leaf: bytes
+    pixels: bytes | None = None
+    verdict: tuple[str, str] | None = None
+    audit: tuple[AuditEntry, ...] = ()
+    sanitized: Any = None
+
+
+@dataclass
+class _Batch:
+    stored: list[bytes] = field(default_factory=list)
+    index: list[list[Any]] = field(default_factory=list)
+    seqs: list[list[Any]] = field(default_factory=list)
+    quarantine: list[dict[str, Any]] = field(default_factory=list)
+    outcomes: list[tuple[str, str | None]] = field(default_factory=list)
+
+
+def _ms_clock() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _claimed(data: bytes) -> tuple[str | None, str | None]:
+    """Best-effort (producer_id, record_id) of an invalid record, only if they match patterns."""
+    import re
+
+    try:
+        doc = from_json(data)
+    except ValueError:
+        return None, None
+    if not isinstance(doc, dict):
+        return None, None
+    pid, rid = doc.get("producer_id"), doc.get("record_id")
+    pid = pid if isinstance(pid, str) and re.fullmatch(PRODUCER_ID_PATTERN[1:-1], pid) else None
+    rid = rid if isinstance(rid, str) and re.fullmatch(RECORD_ID_PATTERN[1:-1], rid) else None
+    return pid, rid
+
+
+def classify_validation_error(exc: ValidationError, data: bytes) -> tuple[str, str]:
+    """Map a pydantic validation error to a reason code and a short detail."""
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    types = {e["type"] for e in errors}
+
+    def where(e: Any) -> str:
+        loc = list(e["loc"])
+        if loc and loc[0] in _TAGS:
+            loc = loc[1:]
+        return ".".join(str(x) for x in loc) or "<record>"
+
+    detail = "; ".join(f"{where(e)}: {e['msg']}" for e in errors[:3])
+    if len(errors) > 3:
+        detail += f"; … ({len(errors)} errors)"
+    if "json_invalid" in types:
+        return "malformed_json", detail
+    if "unknown_schema" in types:
+        try:
+            is_obj = isinstance(from_json(data), dict)
+        except ValueError:
+            is_obj = False
+        return ("unknown_schema" if is_obj else "schema_invalid"), detail
+    if "finite_number" in types:
+        return "non_finite", detail
+    if "string_pattern_mismatch" in types:
+        return "bad_identifier", detail
+    if any(e["type"] == "missing" and tuple(e["loc"][1:]) == ("sig",) for e in errors):
+        return "missing_signature", detail
+    if types & {"string_too_long", "too_long"}:
+        return "oversized_field", detail
+    return "schema_invalid", detail
+
+
+class IngestEngine:
+    """Consume a :class:`RecordStream`; write accepted and quarantined records to a store.
+
+    Parameters
+    ----------
+    store:
+        Where encrypted batch objects and quarantine entries land.
+    encryptor:
+        Envelope encryption (``saip_encryption``); context bound as AAD.
+    registry:
+        Producers' public keys.
+    state_dir:
+        The consumer's durable state (dedupe index, replay windows, batch counter, lock).
+    image_spec, tabular_spec:
+        What content is accepted (declared range, class set, shape).
+    clock:
+        Milliseconds since the epoch; injectable (freshness checks depend on it).
+    max_line_bytes, max_age_ms, max_skew_ms, seq_window:
+        Limits (see :class:`~saip_ingestion.provenance.ReplayGuard`).
+    health_window_ms:
+        Window of the per-producer health view.
+    snapshot_every:
+        Batches between state snapshots (the journal is replayed on start).
+    """
+
+    def __init__(
+        self,
+        *,
+        store: ObjectStore,
+        encryptor: Encryptor,
+        registry: ProducerRegistry,
+        state_dir: Path,
+        image_spec: ImageSpec = DATASET_SPECS["digits"],
+        tabular_spec: TabularSpec | None = None,
+        clock: Callable[[], int] | None = None,
+        max_line_bytes: int = MAX_LINE_BYTES,
+        max_age_ms: int = 24 * 3600 * 1000,
+        max_skew_ms: int = 5 * 60 * 1000,
+        seq_window: int = 65536,
+        health_window_ms: int = 3_600_000,
+        snapshot_every: int = 64,
+    ) -> None:
+        if not isinstance(encryptor, Encryptor):
+            raise TypeError("encryptor must implement saip_ingestion.protocols.Encryptor")
+        if not isinstance(image_spec, ImageSpec):
+            raise TypeError("image_spec must be an ImageSpec")
+        if not 1 <= max_line_bytes <= 64 * 1024 * 1024:
+            raise ValueError("max_line_bytes must be in 1..64 MiB")
+        if snapshot_every < 1:
+            raise ValueError("snapshot_every must be >= 1")
+        self.store = store
+        self.encryptor = encryptor
+        self.registry = registry
+        self.verifier = Verifier(registry)
+        self.image_spec = image_spec
+        self.tabular_spec = tabular_spec or TabularSpec()
+        self.clock = clock or _ms_clock
+        self.max_line_bytes = max_line_bytes
+        self.replay = ReplayGuard(
+            clock=self.clock, max_age_ms=max_age_ms, max_skew_ms=max_skew_ms, seq_window=seq_window
+        )
+        self.health = HealthTracker(window_ms=health_window_ms)
+        self.quarantine = QuarantineStore(store, encryptor)
+        self.snapshot_every = snapshot_every
+        self.state = ConsumerState(Path(state_dir), replay=self.replay)
+        self.summary = IngestSummary()
+        self._classes = np.array(sorted(image_spec.classes), dtype=np.int64)
+        self._recover()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Snapshot the state and release the consumer lock."""
+        try:
+            self.state.snapshot(prune_before_ms=self._prune_bound())
+        finally:
+            self.state.close()
+
+    def __enter__(self) -> IngestEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _prune_bound(self) -> int:
+        return self.clock() - self.replay.max_age_ms - self.replay.max_skew_ms
+
+    def _batch_key(self, batch: int) -> str:
+        return f"{ACCEPTED_PREFIX}{self.state.consumer_id}/{batch:012d}"
+
+    @staticmethod
+    def _context(key: str) -> dict[str, str]:
+        return {"saip:purpose": "ingest-accepted", "saip:object": key}
+
+    def _recover(self) -> None:
+        """Roll forward batch objects that were written before a crash but not journaled."""
+        while True:
+            batch = self.state.last_batch + 1
+            key = self._batch_key(batch)
+            if not self.store.exists(key):
+                return
+            entries = list(read_batch(self.store, self.encryptor, key))
+            index = [[e["record_id"], e["leaf"], e["ts"], "a"] for e in entries]
+            seqs = [[e["producer_id"], e["seq"]] for e in entries]
+            for rid, leaf, ts, outcome in index:
+                self.state.index[rid] = (leaf, ts, outcome)
+            self.replay.apply((p, s) for p, s in seqs)
+            self.state.commit({"batch": batch, "key": key, "index": index, "seqs": seqs})
+            self.summary.recovered_batches += 1
+            _log.warning("recovered batch %s (%d records) written before a crash", key, len(index))
+
+    # ------------------------------------------------------------------ processing
+
+    def run(
+        self,
+        stream: RecordStream,
+        *,
+        batch_size: int = 2000,
+        max_records: int | None = None,
+        poll_timeout: float = 1.0,
+        idle_polls: int = 1,
+        on_batch: Callable[[IngestSummary], None] | None = None,
+    ) -> IngestSummary:
+        """Process ``stream`` until ``idle_polls`` consecutive polls return nothing.
+
+        Returns the cumulative :class:`IngestSummary` (with per-producer health).
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if idle_polls < 1:
+            raise ValueError("idle_polls must be >= 1")
+        started = time.perf_counter()
+        idle = 0
+        while max_records is None or self.summary.received < max_records:
+            want = batch_size
+            if max_records is not None:
+                want = min(want, max_records - self.summary.received)
+            messages = stream.poll(max_messages=want, timeout=poll_timeout)
+            if not messages:
+                idle += 1
+                if idle >= idle_polls:
+                    break
+                continue
+            idle = 0
+            self.process_and_commit(messages)
+            stream.checkpoint(messages)
+            if on_batch is not None:
+                on_batch(self.summary)
+        self.summary.seconds += time.perf_counter() - started
+        return self.finish()
+
+    def finish(self) -> IngestSummary:
+        """Fill in the derived parts of the summary."""
+        self.summary.signature_checks = self.verifier.signature_checks
+        self.summary.producers = self.health.summary()
+        return self.summary
+
+    def process_and_commit(
+        self, messages: Sequence[StreamMessage], *, now: int | None = None
+    ) -> list[tuple[str, str | None]]:
+        """Process one batch and make it durable (everything but the stream checkpoint).
+
+        Returns the outcome of each message: ``("accepted"|"duplicate"|"quarantined", reason)``.
+        """
+        received_at = self.clock() if now is None else now
+        batch = self._process(messages, received_at)
+        self._commit(batch, received_at)
+        return batch.outcomes
+
+    def _quarantine(
+        self,
+        batch: _Batch,
+        i: int,
+        msg: StreamMessage,
+        reason: str,
+        detail: str,
+        *,
+        producer: str | None,
+        record_id: str | None,
+        ts: int,
+        authenticated: bool,
+    ) -> None:
+        batch.quarantine.append(
+            {
+                "raw": bytes(msg.data),
+                "reason": reason,
+                "detail": detail,
+                "producer_id": producer,
+                "record_id": record_id,
+                "partition": msg.partition,
+                "position": msg.position,
+            }
+        )
+        batch.outcomes[i] = ("quarantined", reason)
+        self.summary.quarantined += 1
+        self.summary.reasons[reason] += 1
+        bucket = producer if authenticated and producer else "(unauthenticated)"
+        self.health.observe(bucket, ts, "quarantined", reason=reason)
+
+    def _process(self, messages: Sequence[StreamMessage], now: int) -> _Batch:
+        batch = _Batch(outcomes=[("", None)] * len(messages))
+        cands: list[_Candidate] = []
+        max_line = self.max_line_bytes
+        validate = RECORD_ADAPTER.validate_json
+        verify = self.verifier.verify
+        self.summary.received += len(messages)
+        # phase 1: size, schema, signing input, provenance (per record)
+        for i, msg in enumerate(messages):
+            data = msg.data
+            if len(data) > max_line:
+                self._quarantine(
+                    batch,
+                    i,
+                    msg,
+                    "oversized",
+                    f"{len(data)}+ bytes > limit {max_line}",
+                    producer=None,
+                    record_id=None,
+                    ts=now,
+                    authenticated=False,
+                )
+                continue
+            try:
+                rec = validate(data)
+            except ValidationError as exc:
+                reason, detail = classify_validation_error(exc, data)
+                pid, rid = _claimed(data)
+                self._quarantine(
+                    batch,
+                    i,
+                    msg,
+                    reason,
+                    detail,
+                    producer=pid,
+                    record_id=rid,
+                    ts=now,
+                    authenticated=False,
+                )
+                continue
+            payload = rec.payload
+            pixels = None
+            if type(payload) is ImageSampleV1:
+                pb = image_payload_bytes(payload)
+                pixels = pb
+            else:
+                pb = payload_bytes(payload)
+            ref = rec.schema_
+            leaf = leaf_hash(
+                leaf_data(
+                    record_id=rec.record_id,
+                    producer_id=rec.producer_id,
+                    seq=rec.seq,
+                    ts=rec.ts,
+                    schema_name=ref.name,
+                    schema_version=ref.version,
+                    payload=pb,
+                )
+            )
+            sig = rec.sig
+            err = verify(
+                producer_id=rec.producer_id,
+                key_id=sig.key_id,
+                tree_size=sig.tree_size,
+                index=sig.index,
+                path=sig.path,
+                root_sig=sig.root_sig,
+                leaf=leaf,
+            )
+            if err is not None:
+                self._quarantine(
+                    batch,
+                    i,
+                    msg,
+                    err[0],
+                    err[1],
+                    producer=rec.producer_id,
+                    record_id=rec.record_id,
+                    ts=now,
+                    authenticated=False,
+                )
+                continue
+            cands.append(_Candidate(i, msg, rec, leaf, pixels))
+        # phase 2: content checks (vectorised for images), sanitization (text)
+        self._check_content(cands)
+        # phase 3: dedupe, freshness, anti-replay, decision (arrival order)
+        index = self.state.index
+        for c in cands:
+            rec = c.rec
+            rid, pid, ts = rec.record_id, rec.producer_id, rec.ts
+            leaf_hex = c.leaf.hex()
+            prev = index.get(rid)
+            if prev is not None:
+                if prev[0] != leaf_hex:
+                    self._quarantine(
+                        batch,
+                        c.i,
+                        c.msg,
+                        "conflict",
+                        f"record_id {rid} was already seen with different content",
+                        producer=pid,
+                        record_id=rid,
+                        ts=ts,
+                        authenticated=True,
+                    )
+                elif prev[2] == "a":
+                    batch.outcomes[c.i] = ("duplicate", None)
+                    self.summary.accepted += 1
+                    self.summary.duplicates += 1
+                    self.health.observe(pid, ts, "duplicate")
+                else:  # re-delivery of a record quarantined for its content
+                    self._quarantine(
+                        batch,
+                        c.i,
+                        c.msg,
+                        prev[2],
+                        f"re-delivered; {prev[2]} on first receipt",
+                        producer=pid,
+                        record_id=rid,
+                        ts=ts,
+                        authenticated=True,
+                    )
+                continue
+            err = self.replay.check_ts(ts, now) or self.replay.check_seq(pid, rec.seq)
+            if err is not None:
+                self._quarantine(
+                    batch,
+                    c.i,
+                    c.msg,
+                    err[0],
+                    err[1],
+                    producer=pid,
+                    record_id=rid,
+                    ts=ts,
+                    authenticated=True,
+                )
+                continue
+            self.replay.mark(pid, rec.seq)
+            batch.seqs.append([pid, rec.seq])
+            if c.verdict is not None:
+                index[rid] = (leaf_hex, ts, c.verdict[0])
+                batch.index.append([rid, leaf_hex, ts, c.verdict[0]])
+                self._quarantine(
+                    batch,
+                    c.i,
+                    c.msg,
+                    c.verdict[0],
+                    c.verdict[1],
+                    producer=pid,
+                    record_id=rid,
+                    ts=ts,
+                    authenticated=True,
+                )
+                continue
+            index[rid] = (leaf_hex, ts, "a")
+            batch.index.append([rid, leaf_hex, ts, "a"])
+            batch.stored.append(self._stored_line(c, leaf_hex))
+            batch.outcomes[c.i] = ("accepted", None)
+            self.summary.accepted += 1
+            self.summary.stored += 1
+            label = getattr(rec.payload, "label", None)
+            self.health.observe(pid, ts, "accepted", label=label)
+        return batch
+
+    def _check_content(self, cands: list[_Candidate]) -> None:
+        spec = self.image_spec
+        images: list[_Candidate] = []
+        for c in cands:
+            payload = c.rec.payload
+            if type(payload) is ImageSampleV1:
+                if payload.width != spec.width or payload.height != spec.height:
+                    c.verdict = (
+                        "shape_mismatch",
+                        f"{payload.width}x{payload.height}, declared {spec.width}x{spec.height}",
+                    )
+                elif payload.label not in spec.classes:
+                    c.verdict = ("label_invalid", f"label {payload.label} not in the class set")
+                else:
+                    images.append(c)
+            elif type(payload) is TextSampleV1:
+                self._sanitize_text(c)
+            elif type(payload) is TabularSampleV1:
+                c.verdict = self._check_tabular(payload)
+        if images:
+            d = spec.width * spec.height
+            raw = b"".join(c.pixels[12:] for c in images if c.pixels is not None)
+            x = np.frombuffer(raw, dtype="<f8").reshape(len(images), d)
+            ok = ((x >= spec.value_min) & (x <= spec.value_max)).all(axis=1)
+            for i in np.flatnonzero(~ok):
+                row = x[i]
+                bad = np.flatnonzero((row < spec.value_min) | (row > spec.value_max))
+                j = int(bad[0])
+                images[i].verdict = (
+                    "out_of_range",
+                    f"payload.features[{j}] = {float(row[j])!r} outside "
+                    f"[{spec.value_min}, {spec.value_max}] ({bad.size} values)",
+                )
+
+    def _check_tabular(self, payload: TabularSampleV1) -> tuple[str, str] | None:
+        spec = self.tabular_spec
+        if spec.columns is not None and set(payload.features) != spec.columns:
+            missing = sorted(spec.columns - set(payload.features))
+            extra = sorted(set(payload.features) - spec.columns)
+            return "schema_invalid", f"columns differ: missing {missing}, unexpected {extra}"
+        for name, value in payload.features.items():
+            if (spec.value_min is not None and value < spec.value_min) or (
+                spec.value_max is not None and value > spec.value_max
+            ):
+                return "out_of_range", f"payload.features.{name} = {value!r} outside the range"
+        if (
+            spec.classes is not None
+            and payload.label is not None
+            and payload.label not in spec.classes
+        ):
+            return "label_invalid", f"label {payload.label} not in the class set"
+        return None
+
+    def _sanitize_text(self, c: _Candidate) -> None:
+        payload = c.rec.payload
+        ins = sanitize_text(
+            payload.instruction, field="payload.instruction", max_length=TEXT_INSTRUCTION_MAX
+        )
+        res = sanitize_text(
+            payload.response, field="payload.response", max_length=TEXT_RESPONSE_MAX
+        )
+        c.audit = ins.audit + res.audit
+        c.verdict = ins.error or res.error
+        if c.verdict is None and c.audit:
+            new_payload = TextSampleV1(instruction=ins.text, response=res.text)
+            c.sanitized = TextRecordV1.model_construct(**{**dict(c.rec), "payload": new_payload})
+
+    def _stored_line(self, c: _Candidate, leaf_hex: str) -> bytes:
+        rec = c.rec
+        if c.sanitized is None:
+            head = (
+                f'{{"record_id":"{rec.record_id}","producer_id":"{rec.producer_id}",'
+                f'"seq":{rec.seq},"ts":{rec.ts},"leaf":"{leaf_hex}","audit":[],"record":'
+            ).encode()
+            return head + bytes(c.msg.data).strip() + b"}"
+        doc = {
+            "record_id": rec.record_id,
+            "producer_id": rec.producer_id,
+            "seq": rec.seq,
+            "ts": rec.ts,
+            "leaf": leaf_hex,
+            "audit": [a.as_dict() for a in c.audit],
+            "record": c.sanitized.model_dump(mode="json", by_alias=True),
+            "original": bytes(c.msg.data).decode("utf-8"),
+        }
+        return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def _commit(self, batch: _Batch, received_at: int) -> None:
+        for q in batch.quarantine:
+            self.quarantine.put(received_at=received_at, **q)
+        number = self.state.last_batch + 1
+        key = None
+        if batch.stored:
+            key = self._batch_key(number)
+            plain = b"\n".join(batch.stored) + b"\n"
+            blob = self.encryptor.encrypt(plain, context=self._context(key))
+            self.store.put(
+                key,
+                blob,
+                metadata={"format": "saip.accepted.v1", "records": str(len(batch.stored))},
+            )
+        if key is not None or batch.index or batch.seqs:
+            self.state.commit(
+                {"batch": number, "key": key, "index": batch.index, "seqs": batch.seqs}
+            )
+            self.summary.batches += 1
+            if self.state.last_batch % self.snapshot_every == 0:
+                self.state.snapshot(prune_before_ms=self._prune_bound())
+
+    # ------------------------------------------------------------------ quarantine release
+
+    def release(self, qid: str) -> tuple[str, str | None]:
+        """Re-run every check on a quarantined record (freshness as of its receipt time).
+
+        Nothing is bypassed: a record is released only if it now passes (e.g. its producer was
+        registered since). Returns the new outcome; marks the entry released if accepted.
+        """
+        entry = self.quarantine.get(qid)
+        if entry.released:
+            raise IngestError(f"quarantine entry {qid} was already released")
+        msg = StreamMessage(entry.raw, "quarantine-release", qid)
+        outcome = self.process_and_commit([msg], now=entry.received_at)[0]
+        if outcome[0] in ("accepted", "duplicate"):
+            self.quarantine.mark_released(qid, outcome=outcome[0], at=self.clock())
+        return outcome
+
+
+def read_batch(store: ObjectStore, encryptor: Encryptor, key: str) -> list[dict[str, Any]]:
+    """Decrypt one accepted batch object into its entries (one dict per record)."""
+    plain = encryptor.decrypt(store.get(key), context=IngestEngine._context(key))
+    return [json.loads(line) for line in plain.split(b"\n") if line]
+
+
+def iter_accepted(store: ObjectStore, encryptor: Encryptor) -> list[dict[str, Any]]:
+    """Every accepted entry in the store (all consumers), in key order."""
+    out: list[dict[str, Any]] = []
+    for key in store.list(ACCEPTED_PREFIX):
+        out.extend(read_batch(store, encryptor, key))
+    return out
+
+
+def export_npz(store: ObjectStore, encryptor: Encryptor, out: Path) -> dict[str, Any]:
+    """Write accepted ``image-sample/v1`` records to ``out`` (npz: x, y, producer, record_id).
+
+    Each stored record is re-validated with the schema after decryption. Raises
+    :class:`IngestError` if there is nothing to export or the shapes differ.
+    """
+    xs: list[list[float]] = []
+    ys: list[int] = []
+    producers: list[str] = []
+    ids: list[str] = []
+    shapes: set[tuple[int, int]] = set()
+    skipped = 0
+    seen: set[str] = set()
+    for entry in iter_accepted(store, encryptor):
+        rec = RECORD_ADAPTER.validate_python(entry["record"], strict=False, by_alias=True)
+        if not isinstance(rec, ImageRecordV1):
+            skipped += 1
+            continue
+        if rec.record_id in seen:
+            raise IngestError(f"record {rec.record_id} is stored twice")
+        seen.add(rec.record_id)
+        shapes.add((rec.payload.width, rec.payload.height))
+        xs.append(rec.payload.features)
+        ys.append(rec.payload.label)
+        producers.append(rec.producer_id)
+        ids.append(rec.record_id)
+    if not xs:
+        raise IngestError("no accepted image records to export")
+    if len(shapes) != 1:
+        raise IngestError(f"accepted images have different shapes {sorted(shapes)}")
+    (width, height) = shapes.pop()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        out,
+        x=np.asarray(xs, dtype=np.float32),
+        y=np.asarray(ys, dtype=np.int64),
+        producer=np.asarray(producers),
+        record_id=np.asarray(ids),
+        width=np.int64(width),
+        height=np.int64(height),
+    )
+    return {"records": len(xs), "skipped_non_image": skipped, "width": width, "height": height}

@@ -1,0 +1,18 @@
+"""Error types of :mod:`saip_ingestion` (one per boundary)."""
+
+from __future__ import annotations
+
+
+class IngestError(Exception):
+    """Ingestion could not run: bad configuration, unreadable state, a failed backend write.
+
+    A record that is merely invalid never raises: it is quarantined with a reason code.
+    """
+
+
+class ProvenanceError(IngestError):
+    """A producer key or the producer registry is missing, malformed or inconsistent."""
+
+
+class QuarantineError(IngestError):
+    """A quarantine entry is unknown or cannot be read (decryption failures included)."""

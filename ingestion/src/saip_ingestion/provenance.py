@@ -1,0 +1,539 @@
+"""Record provenance: Ed25519 signatures over Merkle batches with per-record inclusion proofs.
+
+A producer signs a batch of ``n`` records once:
+
+1. Each record's *signing input* :func:`leaf_data` is a transport-independent binary encoding of
+   every field except ``sig`` (so the signature survives JSON and Avro transport alike).
+2. Leaf hashes and the Merkle Tree Hash follow RFC 6962 §2.1 (= RFC 9162 §2.1.1):
+   ``leaf = SHA-256(0x00 || leaf_data)``, ``node = SHA-256(0x01 || left || right)``, split at the
+   largest power of two below ``n``.
+3. The producer signs ``b"saip.batch.v1\\x00" || u16 len || producer_id || u64 n || root`` with
+   Ed25519 (RFC 8032, pyca/cryptography).
+4. Every record carries ``sig = {alg, key_id, tree_size, index, path, root_sig}``: its RFC 6962
+   audit path, so **each record stays verifiable on its own** (RFC 9162 §2.1.3.2 inclusion-proof
+   verification recomputes the root, then the root signature is checked).
+
+The consumer holds only public keys (:class:`ProducerRegistry`). Verifying costs one Ed25519
+verification per *batch* (results are cached by ``(producer, key_id, tree_size, root, root_sig)``)
+plus ``log2(n)`` SHA-256 per record, instead of one Ed25519 verification (~50–70 µs) per record.
+
+Freshness (:class:`ReplayGuard`) bounds ``ts`` to a window around the injectable clock and
+tracks ``seq`` per producer with a sliding anti-replay window (the IPsec scheme of RFC 4303
+§3.4.3): a sequence number already used, or older than the window, is refused.
+
+Notes
+-----
+The producer's private key never needs to be on the consumer; this module's :class:`Signer` is
+the reference producer's side. Revocation is by removing or marking a key revoked in the
+registry; records signed before revocation are then refused too (no signing-time proof exists).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import struct
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from saip_ingestion.errors import ProvenanceError
+from saip_ingestion.schemas import (
+    PRODUCER_ID_PATTERN,
+    ImageSampleV1,
+    TabularSampleV1,
+    TextSampleV1,
+)
+
+__all__ = [
+    "ALG",
+    "ProducerRegistry",
+    "ReplayGuard",
+    "Signer",
+    "Verifier",
+    "inclusion_root",
+    "key_id_of",
+    "leaf_data",
+    "leaf_hash",
+    "merkle_proofs",
+    "merkle_root",
+]
+
+ALG: Final = "ed25519-merkle-sha256"
+_LEAF_PREFIX: Final = b"saip.record.v1\x00"
+_ROOT_PREFIX: Final = b"saip.batch.v1\x00"
+_sha256 = hashlib.sha256
+_pack_u16 = struct.Struct("<H").pack
+_pack_hdr = struct.Struct("<QQH").pack
+_pack_img = struct.Struct("<III").pack
+_B64: Final = base64.b64decode
+
+
+def _str16(value: str) -> bytes:
+    raw = value.encode("utf-8")
+    return _pack_u16(len(raw)) + raw
+
+
+def _str32(value: str) -> bytes:
+    raw = value.encode("utf-8")
+    return struct.pack("<I", len(raw)) + raw
+
+
+def image_payload_bytes(payload: ImageSampleV1) -> bytes:
+    """Canonical bytes of an ``image-sample/v1`` payload: u32 width, height, label, f64[] LE."""
+    n = len(payload.features)
+    return _pack_img(payload.width, payload.height, payload.label) + struct.pack(
+        f"<{n}d", *payload.features
+    )
+
+
+def payload_bytes(payload: ImageSampleV1 | TabularSampleV1 | TextSampleV1) -> bytes:
+    """Canonical bytes of any payload (see ``docs/ingestion-format.md``)."""
+    if isinstance(payload, ImageSampleV1):
+        return image_payload_bytes(payload)
+    if isinstance(payload, TabularSampleV1):
+        parts = [struct.pack("<I", len(payload.features))]
+        for name in sorted(payload.features):
+            parts.append(_str16(name) + struct.pack("<d", payload.features[name]))
+        label = payload.label
+        parts.append(b"\x00" if label is None else b"\x01" + struct.pack("<I", label))
+        return b"".join(parts)
+    return _str32(payload.instruction) + _str32(payload.response)
+
+
+def leaf_data(
+    *,
+    record_id: str,
+    producer_id: str,
+    seq: int,
+    ts: int,
+    schema_name: str,
+    schema_version: int,
+    payload: bytes,
+) -> bytes:
+    """The signing input of one record (every field except ``sig``), transport independent.
+
+    Layout: ``"saip.record.v1\\0" || str16 record_id || str16 producer_id || u64 seq || u64 ts ||
+    u16 schema_version || str16 schema_name || payload`` (little-endian; ``str16`` is a u16
+    byte length followed by UTF-8).
+    """
+    return b"".join(
+        (
+            _LEAF_PREFIX,
+            _str16(record_id),
+            _str16(producer_id),
+            _pack_hdr(seq, ts, schema_version),
+            _str16(schema_name),
+            payload,
+        )
+    )
+
+
+def leaf_hash(data: bytes) -> bytes:
+    """RFC 6962 leaf hash ``SHA-256(0x00 || data)``."""
+    return _sha256(b"\x00" + data).digest()
+
+
+def _node(left: bytes, right: bytes) -> bytes:
+    return _sha256(b"\x01" + left + right).digest()
+
+
+def _split(n: int) -> int:
+    k = 1
+    while k << 1 < n:
+        k <<= 1
+    return k
+
+
+def merkle_root(leaves: Sequence[bytes]) -> bytes:
+    """RFC 6962 Merkle Tree Hash of already-hashed leaves (``n >= 1``)."""
+    if not leaves:
+        raise ValueError("a Merkle tree needs at least one leaf")
+    if len(leaves) == 1:
+        return leaves[0]
+    k = _split(len(leaves))
+    return _node(merkle_root(leaves[:k]), merkle_root(leaves[k:]))
+
+
+def merkle_proofs(leaves: Sequence[bytes]) -> tuple[bytes, list[list[bytes]]]:
+    """Root and the RFC 6962 §2.1.1 audit path of every leaf (``O(n log n)``)."""
+    if not leaves:
+        raise ValueError("a Merkle tree needs at least one leaf")
+    if len(leaves) == 1:
+        return leaves[0], [[]]
+    k = _split(len(leaves))
+    left_root, left_paths = merkle_proofs(leaves[:k])
+    right_root, right_paths = merkle_proofs(leaves[k:])
+    paths = [[*p, right_root] for p in left_paths] + [[*p, left_root] for p in right_paths]
+    return _node(left_root, right_root), paths
+
+
+def inclusion_root(index: int, tree_size: int, leaf: bytes, path: Sequence[bytes]) -> bytes | None:
+    """Root implied by an inclusion proof (RFC 9162 §2.1.3.2), or ``None`` if malformed."""
+    if index >= tree_size or index < 0:
+        return None
+    fn, sn, r = index, tree_size - 1, leaf
+    for p in path:
+        if sn == 0:
+            return None
+        if fn & 1 or fn == sn:
+            r = _sha256(b"\x01" + p + r).digest()
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = _sha256(b"\x01" + r + p).digest()
+        fn >>= 1
+        sn >>= 1
+    return r if sn == 0 else None
+
+
+def root_message(producer_id: str, tree_size: int, root: bytes) -> bytes:
+    """What the producer's Ed25519 key signs for one batch."""
+    return _ROOT_PREFIX + _str16(producer_id) + struct.pack("<Q", tree_size) + root
+
+
+def key_id_of(public_key: Ed25519PublicKey) -> str:
+    """Key identifier: hex of the first 8 bytes of SHA-256 of the raw 32-byte public key."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- producer side
+
+
+class Signer:
+    """Reference producer signing: one Ed25519 signature per batch, one proof per record.
+
+    Parameters
+    ----------
+    producer_id:
+        The producer's identifier (must match the strict pattern).
+    private_key:
+        The producer's Ed25519 private key.
+    """
+
+    def __init__(self, *, producer_id: str, private_key: Ed25519PrivateKey) -> None:
+        import re
+
+        if not isinstance(producer_id, str) or not re.fullmatch(
+            PRODUCER_ID_PATTERN.strip("^$"), producer_id
+        ):
+            raise ValueError(f"producer_id {producer_id!r} does not match {PRODUCER_ID_PATTERN}")
+        if not isinstance(private_key, Ed25519PrivateKey):
+            raise TypeError("private_key must be an Ed25519PrivateKey")
+        self.producer_id = producer_id
+        self._key = private_key
+        self.key_id = key_id_of(private_key.public_key())
+
+    def sign_batch(self, leaf_datas: Sequence[bytes]) -> list[dict[str, Any]]:
+        """Return the ``sig`` object of each record of one batch (in order)."""
+        leaves = [leaf_hash(d) for d in leaf_datas]
+        root, paths = merkle_proofs(leaves)
+        n = len(leaves)
+        signature = self._key.sign(root_message(self.producer_id, n, root))
+        root_sig = base64.b64encode(signature).decode("ascii")
+        return [
+            {
+                "alg": ALG,
+                "key_id": self.key_id,
+                "tree_size": n,
+                "index": i,
+                "path": [base64.b64encode(h).decode("ascii") for h in path],
+                "root_sig": root_sig,
+            }
+            for i, path in enumerate(paths)
+        ]
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class ProducerKey:
+    """One registered public key of a producer."""
+
+    key_id: str
+    public_key: Ed25519PublicKey
+    revoked: bool = False
+
+
+class ProducerRegistry:
+    """Public keys of known producers, one JSON file per producer under ``directory``.
+
+    File ``<producer_id>.json``: ``{"producer_id": ..., "keys": [{"key_id", "public_key"
+    (base64 raw 32 bytes), "revoked"}]}``. The consumer never holds private keys.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self._keys: dict[str, dict[str, ProducerKey]] = {}
+        self.reload()
+
+    def reload(self) -> None:
+        """Re-read every producer file (malformed files raise :class:`ProvenanceError`)."""
+        keys: dict[str, dict[str, ProducerKey]] = {}
+        if self.directory.is_dir():
+            for path in sorted(self.directory.glob("*.json")):
+                producer_id, entries = self._read(path)
+                keys[producer_id] = entries
+        self._keys = keys
+
+    def _read(self, path: Path) -> tuple[str, dict[str, ProducerKey]]:
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            producer_id = doc["producer_id"]
+            if path.stem != producer_id:
+                raise ValueError("file name does not match producer_id")
+            entries: dict[str, ProducerKey] = {}
+            for item in doc["keys"]:
+                pub = Ed25519PublicKey.from_public_bytes(_B64(item["public_key"], validate=True))
+                kid = key_id_of(pub)
+                if kid != item["key_id"]:
+                    raise ValueError("key_id does not match the public key")
+                entries[kid] = ProducerKey(kid, pub, bool(item.get("revoked", False)))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ProvenanceError(f"producer registry file {path} is invalid: {exc}") from None
+        return str(producer_id), entries
+
+    def register(self, producer_id: str, public_key: Ed25519PublicKey) -> str:
+        """Add ``public_key`` for ``producer_id`` (idempotent); return its key id."""
+        import re
+
+        if not re.fullmatch(PRODUCER_ID_PATTERN.strip("^$"), producer_id):
+            raise ProvenanceError(f"producer_id {producer_id!r} does not match the pattern")
+        kid = key_id_of(public_key)
+        current = dict(self._keys.get(producer_id, {}))
+        if kid in current:
+            return kid
+        current[kid] = ProducerKey(kid, public_key)
+        doc = {
+            "producer_id": producer_id,
+            "keys": [
+                {
+                    "key_id": k.key_id,
+                    "public_key": base64.b64encode(
+                        k.public_key.public_bytes(
+                            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+                        )
+                    ).decode("ascii"),
+                    "revoked": k.revoked,
+                }
+                for k in current.values()
+            ],
+        }
+        self.directory.mkdir(parents=True, exist_ok=True)
+        _atomic_write(self.directory / f"{producer_id}.json", json.dumps(doc, indent=2).encode())
+        self._keys[producer_id] = current
+        return kid
+
+    def producers(self) -> list[str]:
+        """Registered producer ids."""
+        return sorted(self._keys)
+
+    def key(self, producer_id: str, key_id: str) -> ProducerKey | None:
+        """The registered key, or ``None``."""
+        return self._keys.get(producer_id, {}).get(key_id)
+
+    def knows(self, producer_id: str) -> bool:
+        """Whether ``producer_id`` has at least one registered key."""
+        return bool(self._keys.get(producer_id))
+
+
+def _atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- consumer side
+
+
+class Verifier:
+    """Verify a record's inclusion proof and its batch root signature (cached per batch).
+
+    Returns a reason code (``unknown_producer``, ``unknown_key``, ``revoked_key``,
+    ``bad_signature``) or ``None`` when the record is authentic.
+    """
+
+    def __init__(self, registry: ProducerRegistry, *, cache_size: int = 4096) -> None:
+        if cache_size < 1:
+            raise ValueError("cache_size must be >= 1")
+        self.registry = registry
+        self._cache: dict[tuple[str, str, int, bytes, str], bool] = {}
+        self._cache_size = cache_size
+        self.signature_checks = 0
+
+    def verify(
+        self,
+        *,
+        producer_id: str,
+        key_id: str,
+        tree_size: int,
+        index: int,
+        path: Sequence[str],
+        root_sig: str,
+        leaf: bytes,
+    ) -> tuple[str, str] | None:
+        """``None`` if authentic, else ``(reason_code, detail)``."""
+        if not self.registry.knows(producer_id):
+            return "unknown_producer", f"producer {producer_id!r} is not registered"
+        key = self.registry.key(producer_id, key_id)
+        if key is None:
+            return "unknown_key", f"key {key_id} is not registered for {producer_id!r}"
+        if key.revoked:
+            return "revoked_key", f"key {key_id} of {producer_id!r} is revoked"
+        try:
+            hashes = [_B64(p) for p in path]
+        except ValueError:
+            return "bad_signature", "inclusion path is not base64"
+        root = inclusion_root(index, tree_size, leaf, hashes)
+        if root is None:
+            return "bad_signature", "malformed inclusion proof"
+        cache_key = (producer_id, key_id, tree_size, root, root_sig)
+        ok = self._cache.get(cache_key)
+        if ok is None:
+            self.signature_checks += 1
+            try:
+                key.public_key.verify(_B64(root_sig), root_message(producer_id, tree_size, root))
+                ok = True
+            except (InvalidSignature, ValueError):
+                ok = False
+            if len(self._cache) >= self._cache_size:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[cache_key] = ok
+        if not ok:
+            return "bad_signature", "Ed25519 signature over the batch root does not verify"
+        return None
+
+
+@dataclass
+class _ProducerSeqs:
+    highest: int = -1
+    seen: set[int] = field(default_factory=set)
+
+
+class ReplayGuard:
+    """Freshness of ``ts`` and per-producer anti-replay of ``seq`` (RFC 4303 §3.4.3 window).
+
+    Parameters
+    ----------
+    clock:
+        Returns the current time in milliseconds since the epoch (injectable for tests).
+    max_age_ms:
+        Records older than this (by ``ts``) are refused as ``ts_out_of_window``.
+    max_skew_ms:
+        Records dated further in the future than this are refused as ``ts_out_of_window``.
+    seq_window:
+        How far below the highest seen ``seq`` a late (reordered) record may still arrive.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], int],
+        max_age_ms: int = 24 * 3600 * 1000,
+        max_skew_ms: int = 5 * 60 * 1000,
+        seq_window: int = 65536,
+    ) -> None:
+        if not callable(clock):
+            raise TypeError("clock must be callable")
+        for name, value in (
+            ("max_age_ms", max_age_ms),
+            ("max_skew_ms", max_skew_ms),
+            ("seq_window", seq_window),
+        ):
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative int")
+        self.clock = clock
+        self.max_age_ms = max_age_ms
+        self.max_skew_ms = max_skew_ms
+        self.seq_window = seq_window
+        self._seqs: dict[str, _ProducerSeqs] = {}
+
+    def check_ts(self, ts: int, now: int) -> tuple[str, str] | None:
+        """``None`` if ``ts`` is inside the window around ``now``."""
+        if ts < now - self.max_age_ms:
+            return "ts_out_of_window", f"ts {ts} older than {self.max_age_ms} ms"
+        if ts > now + self.max_skew_ms:
+            return "ts_out_of_window", f"ts {ts} more than {self.max_skew_ms} ms in the future"
+        return None
+
+    def check_seq(self, producer_id: str, seq: int) -> tuple[str, str] | None:
+        """``None`` if ``seq`` is new for ``producer_id`` and inside the window."""
+        state = self._seqs.get(producer_id)
+        if state is None:
+            return None
+        if seq in state.seen:
+            return "replay", f"seq {seq} of {producer_id!r} was already used by another record"
+        if seq <= state.highest - self.seq_window:
+            return "seq_out_of_window", f"seq {seq} is below the window (highest {state.highest})"
+        return None
+
+    def mark(self, producer_id: str, seq: int) -> None:
+        """Record ``seq`` as used."""
+        state = self._seqs.get(producer_id)
+        if state is None:
+            state = self._seqs[producer_id] = _ProducerSeqs()
+        state.seen.add(seq)
+        if seq > state.highest:
+            state.highest = seq
+        if len(state.seen) > 2 * self.seq_window:
+            floor = state.highest - self.seq_window
+            state.seen = {s for s in state.seen if s > floor}
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-able state (for the consumer's state file)."""
+        return {p: {"highest": s.highest, "seen": sorted(s.seen)} for p, s in self._seqs.items()}
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Load a :meth:`snapshot`."""
+        self._seqs = {
+            p: _ProducerSeqs(int(v["highest"]), {int(x) for x in v["seen"]})
+            for p, v in data.items()
+        }
+
+    def apply(self, marks: Iterable[tuple[str, int]]) -> None:
+        """Mark several ``(producer_id, seq)`` pairs."""
+        for producer_id, seq in marks:
+            self.mark(producer_id, seq)
+
+
+def generate_key() -> Ed25519PrivateKey:
+    """A new Ed25519 private key (OS randomness, via pyca/cryptography)."""
+    return Ed25519PrivateKey.generate()
+
+
+def save_private_key(key: Ed25519PrivateKey, path: Path) -> None:
+    """Write ``key`` as unencrypted PKCS#8 PEM, owner-only (0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    _atomic_write(path, pem, mode=0o600)
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    """Read a PKCS#8 PEM Ed25519 key (raises :class:`ProvenanceError`)."""
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ProvenanceError(f"cannot read producer key {path}: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ProvenanceError(f"producer key {path} is not an Ed25519 key")
+    return key

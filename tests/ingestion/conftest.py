@@ -1,0 +1,201 @@
+"""Fixtures of the ingestion tests (core slice).
+
+``encryptor`` is the real ``saip_encryption.EnvelopeEncryptor`` over a local key when that package
+provides it; otherwise :class:`TestOnlyAesGcmEncryptor`, a TEST-ONLY stand-in (labelled as such)
+that satisfies the same ``saip_ingestion.protocols.Encryptor`` protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from saip_ingestion.backends.base import StreamMessage
+from saip_ingestion.backends.local import LocalObjectStore
+from saip_ingestion.engine import IngestEngine
+from saip_ingestion.provenance import (
+    ProducerRegistry,
+    Signer,
+    generate_key,
+    leaf_data,
+    payload_bytes,
+)
+from saip_ingestion.schemas import RECORD_ADAPTER, ImageSampleV1, TabularSampleV1, TextSampleV1
+
+NOW_MS = 1_764_100_000_000
+
+
+class TestOnlyAesGcmEncryptor:
+    """TEST-ONLY encryptor (a FAKE of saip_encryption): AES-256-GCM, context as sorted-JSON AAD.
+
+    Used only when the real ``saip_encryption.EnvelopeEncryptor`` is not importable.
+    """
+
+    __test__ = False
+
+    def __init__(self) -> None:
+        self._aead = AESGCM(AESGCM.generate_key(bit_length=256))
+
+    @staticmethod
+    def _aad(context: Mapping[str, str]) -> bytes:
+        return json.dumps(dict(context), sort_keys=True).encode()
+
+    def encrypt(self, plaintext: bytes, *, context: Mapping[str, str]) -> bytes:
+        nonce = os.urandom(12)
+        return nonce + self._aead.encrypt(nonce, plaintext, self._aad(context))
+
+    def decrypt(self, ciphertext: bytes, *, context: Mapping[str, str]) -> bytes:
+        try:
+            return self._aead.decrypt(ciphertext[:12], ciphertext[12:], self._aad(context))
+        except (InvalidTag, ValueError):
+            raise ValueError("decryption failed") from None
+
+
+def make_encryptor(tmp: Path) -> Any:
+    """The real envelope encryptor over a fresh local key, or the test-only stand-in."""
+    try:
+        from saip_encryption import EnvelopeEncryptor, from_uri
+        from saip_encryption.providers.local import create_local_key
+    except ImportError:
+        return TestOnlyAesGcmEncryptor()
+    key = tmp / "keys" / "master.key"
+    key.parent.mkdir(parents=True, exist_ok=True)
+    create_local_key(key)
+    return EnvelopeEncryptor([from_uri(f"local:{key}")])
+
+
+@pytest.fixture
+def encryptor(tmp_path: Path) -> Any:
+    return make_encryptor(tmp_path)
+
+
+class Producer:
+    """Builds signed records for tests (uses the library's Signer)."""
+
+    __test__ = False
+
+    def __init__(self, name: str, registry: ProducerRegistry | None) -> None:
+        self.name = name
+        self.key = generate_key()
+        self.signer = Signer(producer_id=name, private_key=self.key)
+        if registry is not None:
+            registry.register(name, self.key.public_key())
+        self.seq = 0
+
+    def record(
+        self,
+        payload: dict[str, Any] | None = None,
+        *,
+        schema: str = "image-sample",
+        label: int = 1,
+        ts: int = NOW_MS,
+        **over: Any,
+    ) -> dict[str, Any]:
+        if payload is None:
+            payload = {
+                "width": 8,
+                "height": 8,
+                "features": [float(i % 17) for i in range(64)],
+                "label": label,
+            }
+        rec = {
+            "record_id": f"{self.name}-{self.seq:06d}",
+            "producer_id": self.name,
+            "seq": self.seq,
+            "ts": ts,
+            "schema": {"name": schema, "version": 1},
+            "payload": payload,
+        }
+        self.seq += 1
+        rec.update(over)
+        return rec
+
+    def sign(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        models = {
+            "image-sample": ImageSampleV1,
+            "tabular-sample": TabularSampleV1,
+            "text-sample": TextSampleV1,
+        }
+        leaves = []
+        for r in records:
+            p = models[r["schema"]["name"]].model_validate(r["payload"])
+            leaves.append(
+                leaf_data(
+                    record_id=r["record_id"],
+                    producer_id=r["producer_id"],
+                    seq=r["seq"],
+                    ts=r["ts"],
+                    schema_name=r["schema"]["name"],
+                    schema_version=1,
+                    payload=payload_bytes(p),
+                )
+            )
+        for r, s in zip(records, self.signer.sign_batch(leaves), strict=True):
+            r["sig"] = s
+        return records
+
+
+def line(rec: dict[str, Any]) -> bytes:
+    return json.dumps(rec, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def msgs(lines: list[bytes]) -> list[StreamMessage]:
+    return [StreamMessage(x, "test", str(i)) for i, x in enumerate(lines)]
+
+
+class Env:
+    """A consumer wired to a local store in a temp dir, with a fixed clock."""
+
+    __test__ = False
+
+    def __init__(self, tmp: Path, encryptor: Any) -> None:
+        self.tmp = tmp
+        self.encryptor = encryptor
+        self.registry = ProducerRegistry(tmp / "ingest" / "producers")
+        self.store = LocalObjectStore(tmp / "ingest" / "objects")
+        self.now = NOW_MS
+        self.engine: IngestEngine | None = None
+
+    def producer(self, name: str, *, register: bool = True) -> Producer:
+        return Producer(name, self.registry if register else None)
+
+    def open(self, **kw: Any) -> IngestEngine:
+        if self.engine is not None:
+            self.engine.close()
+        self.registry.reload()
+        clock: Callable[[], int] = lambda: self.now  # noqa: E731
+        self.engine = IngestEngine(
+            store=self.store,
+            encryptor=self.encryptor,
+            registry=self.registry,
+            state_dir=self.tmp / "state",
+            clock=clock,
+            **kw,
+        )
+        return self.engine
+
+    def ingest(self, lines: list[bytes]) -> list[tuple[str, str | None]]:
+        engine = self.engine or self.open()
+        return engine.process_and_commit(msgs(lines))
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+
+
+@pytest.fixture
+def env(tmp_path: Path, encryptor: Any) -> Any:
+    e = Env(tmp_path, encryptor)
+    yield e
+    e.close()
+
+
+def validate(rec: dict[str, Any]) -> Any:
+    return RECORD_ADAPTER.validate_python(rec)
