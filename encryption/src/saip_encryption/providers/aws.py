@@ -121,6 +121,7 @@ class AwsKmsProvider:
                 f"aws-kms region {region!r} contradicts the key ARN's region {arn_region!r}"
             )
         self._key = key
+        self._resolved: str | None = None
         if client is not None:
             if any(v is not None for v in (endpoint_url, region, session, ca_bundle)):
                 raise TypeError("pass either client or endpoint_url/region/session/ca_bundle")
@@ -143,6 +144,24 @@ class AwsKmsProvider:
     def client(self) -> Any:
         """The boto3 KMS client (for administration in tests and tools)."""
         return self._client
+
+    def accepts(self, key_id: str) -> bool:
+        """Whether a wrapped key's ``key_id`` (a key ARN) is this provider's key.
+
+        A key ARN or key ID is compared directly; an alias is resolved once with
+        ``DescribeKey`` (which needs ``kms:DescribeKey``; consumers holding only ``kms:Decrypt``
+        should name the key ARN). An alias re-pointed to a new key accepts only the new key.
+        """
+        if not isinstance(key_id, str) or not _ARN.match(key_id) or ":key/" not in key_id:
+            return False
+        if _ARN.match(self._key) and ":key/" in self._key:
+            return key_id == self._key
+        if _KEY_UUID.match(self._key):
+            return key_id.endswith(f":key/{self._key}")
+        if self._resolved is None:
+            response = self._call("DescribeKey", self._key, KeyId=self._key)
+            self._resolved = str(response["KeyMetadata"]["Arn"])
+        return key_id == self._resolved
 
     def generate_data_key(self, *, context: Mapping[str, str]) -> tuple[bytearray, WrappedKey]:
         """``GenerateDataKey`` (AES_256) under the key, bound to ``context``."""
@@ -239,6 +258,7 @@ class AwsKmsProvider:
             "Encrypt": self._client.encrypt,
             "Decrypt": self._client.decrypt,
             "ReEncrypt": self._client.re_encrypt,
+            "DescribeKey": self._client.describe_key,
         }[operation]
         try:
             result: dict[str, Any] = method(**params)

@@ -157,6 +157,16 @@ class AzureKeyVaultProvider:
         """The wrap algorithm (``RSA-OAEP-256`` or ``A256KW``)."""
         return self._algorithm
 
+    def accepts(self, key_id: str) -> bool:
+        """Whether ``key_id`` is a version of this key (the pinned version, if one is pinned)."""
+        try:
+            vault, name, version = parse_key_id(key_id)
+        except (EncryptionConfigError, TypeError):
+            return False
+        if (vault, name) != (self._vault, self._name) or version is None:
+            return False
+        return self._version is None or version == self._version
+
     def generate_data_key(self, *, context: Mapping[str, str]) -> tuple[bytearray, WrappedKey]:
         """Draw 32 random bytes locally and wrap them with :meth:`wrap`."""
         data_key = bytearray(secrets.token_bytes(DATA_KEY_BYTES))
@@ -204,11 +214,7 @@ class AzureKeyVaultProvider:
             raise KeyProviderError(
                 f"azure-kv: cannot unwrap a key wrapped by provider {wrapped.provider!r}"
             )
-        try:
-            vault, name, version = parse_key_id(wrapped.key_id)
-        except EncryptionConfigError:
-            vault, name, version = "", "", None
-        if (vault, name) != (self._vault, self._name) or version is None:
+        if not self.accepts(wrapped.key_id):
             raise KeyProviderError(
                 f"azure-kv: key version {wrapped.key_id!r} is not a version of {self._key_id}"
             )

@@ -127,6 +127,11 @@ class GcpKmsProvider:
         """The ``KeyManagementServiceClient`` (for administration in tests and tools)."""
         return self._client
 
+    def accepts(self, key_id: str) -> bool:
+        """Whether ``key_id`` is a ``cryptoKeyVersions/N`` of this CryptoKey."""
+        match = _VERSION.match(key_id) if isinstance(key_id, str) else None
+        return match is not None and match.group("key") == self._key
+
     def generate_data_key(self, *, context: Mapping[str, str]) -> tuple[bytearray, WrappedKey]:
         """Draw 32 random bytes locally and wrap them with :meth:`wrap`."""
         data_key = bytearray(secrets.token_bytes(DATA_KEY_BYTES))
