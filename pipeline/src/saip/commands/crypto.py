@@ -1,12 +1,327 @@
-"""``saip keys``, ``saip encrypt``, ``saip decrypt``, ``saip inspect``: envelope encryption."""
+"""``saip keys``, ``saip encrypt``, ``saip decrypt``, ``saip inspect``: envelope encryption.
+
+``encrypt``/``decrypt`` stream in constant memory (``-`` is stdin/stdout). Output goes to a
+temporary file next to the destination (mode 0600) and is renamed into place only after the
+whole input was processed — for ``decrypt`` that means after every segment authenticated, so a
+failed decryption leaves no output file and prints one opaque line (exit code 1).
+"""
 
 from __future__ import annotations
 
-import typer
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Annotated, Any, cast
 
-keys_app = typer.Typer(no_args_is_help=True, help="Master keys: create a local key, re-wrap, audit.")
+import typer
+from rich.table import Table
+from saip_encryption import EnvelopeEncryptor, KeyProvider, from_uri, wire
+from saip_encryption.envelope import Readable
+from saip_encryption.errors import EncryptionConfigError
+from saip_encryption.providers import scheme_of
+from saip_encryption.providers.local import create_local_key
+from saip_encryption.rotation import audit, read_header, rewrap_file, split_key_version
+
+from saip.context import get_state
+
+keys_app = typer.Typer(
+    no_args_is_help=True, help="Master keys: create a local key, re-wrap, audit."
+)
+
+KeyOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--key",
+        help="Master key URI (local:PATH, aws-kms:ARN, azure-kv:KEY_ID, gcp-kms:...). "
+        "Repeat to wrap under several keys / try several on decrypt. Default: [encryption] key.",
+    ),
+]
+ContextOpt = Annotated[
+    list[str] | None,
+    typer.Option("--context", help="Encryption context entry KEY=VALUE (repeatable)."),
+]
+EndpointOpt = Annotated[
+    str | None, typer.Option("--endpoint-url", help="Cloud KMS endpoint (stand-in, VPC endpoint).")
+]
+RegionOpt = Annotated[str | None, typer.Option("--region", help="Cloud region for KMS.")]
+
+
+def _options(endpoint_url: str | None, region: str | None) -> dict[str, Any]:
+    opts: dict[str, Any] = {}
+    if endpoint_url is not None:
+        opts["endpoint_url"] = endpoint_url
+    if region is not None:
+        opts["region"] = region
+    return opts
+
+
+def _provider(uri: str, options: dict[str, Any]) -> KeyProvider:
+    if scheme_of(uri) == "local":
+        return from_uri(uri)
+    return from_uri(uri, **options)
+
+
+def _providers(keys: list[str] | None, options: dict[str, Any]) -> list[KeyProvider]:
+    uris = list(keys or [])
+    if not uris:
+        configured = get_state().config.encryption.key
+        if configured is None:
+            raise EncryptionConfigError(
+                "no master key: pass --key URI (or set [encryption] key in the config file)"
+            )
+        uris = [configured]
+    return [_provider(u, options) for u in uris]
+
+
+def _context(entries: list[str] | None) -> dict[str, str]:
+    ctx = dict(get_state().config.encryption.context)
+    for entry in entries or []:
+        key, sep, value = entry.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {entry!r}", param_hint="--context")
+        ctx[key] = value
+    return ctx
+
+
+@contextmanager
+def _input(path: str) -> Iterator[Readable]:
+    if path == "-":
+        yield cast(Readable, sys.stdin.buffer)
+        return
+    with open(path, "rb") as fh:
+        yield fh
+
+
+def _write_atomically(output: str, force: bool, produce: Callable[[IO[bytes]], int]) -> int:
+    """Run ``produce(tmp)`` and rename ``tmp`` to ``output`` only if it returns normally."""
+    if output == "-":
+        with tempfile.TemporaryFile() as spool:  # anonymous, removed even on a crash
+            n = produce(spool)
+            spool.seek(0)
+            shutil.copyfileobj(spool, sys.stdout.buffer, 1 << 20)
+            sys.stdout.buffer.flush()
+        return n
+    dest = Path(output)
+    if dest.exists() and not force:
+        raise FileExistsError(f"output {dest} exists (use --force to replace it)")
+    parent = dest.parent if str(dest.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            n = produce(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return n
+
+
+def encrypt_cmd(
+    input_path: Annotated[str, typer.Argument(metavar="IN", help="Plaintext file or - (stdin).")],
+    output: Annotated[str, typer.Argument(metavar="OUT", help="Envelope file or - (stdout).")],
+    key: KeyOpt = None,
+    context: ContextOpt = None,
+    endpoint_url: EndpointOpt = None,
+    region: RegionOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+) -> None:
+    """Encrypt IN to OUT (streamed, constant memory) under one or more master keys."""
+    state = get_state()
+    enc = EnvelopeEncryptor(_providers(key, _options(endpoint_url, region)), cache=False)
+    ctx = _context(context)
+    with _input(input_path) as src:
+        n = _write_atomically(output, force, lambda dst: enc.encrypt_stream(src, dst, context=ctx))
+    state.console.print(
+        f"encrypted {n:,} bytes → {output} under {len(enc.providers)} key(s)", highlight=False
+    )
+
+
+def decrypt_cmd(
+    input_path: Annotated[str, typer.Argument(metavar="IN", help="Envelope file or - (stdin).")],
+    output: Annotated[str, typer.Argument(metavar="OUT", help="Plaintext file or - (stdout).")],
+    key: KeyOpt = None,
+    context: ContextOpt = None,
+    endpoint_url: EndpointOpt = None,
+    region: RegionOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+) -> None:
+    """Decrypt IN to OUT; OUT appears only after every segment authenticated."""
+    state = get_state()
+    enc = EnvelopeEncryptor(_providers(key, _options(endpoint_url, region)), cache=False)
+    ctx = _context(context)
+    with _input(input_path) as src:
+        n = _write_atomically(output, force, lambda dst: enc.decrypt_stream(src, dst, context=ctx))
+    state.console.print(f"decrypted and authenticated {n:,} bytes → {output}", highlight=False)
+
+
+def _describe(path: Path) -> dict[str, Any]:
+    try:
+        header = read_header(path, strict=False)
+    except wire.MalformedError as exc:
+        raise EncryptionConfigError(f"{path} is not a readable SAIP envelope ({exc})") from None
+    payload = path.stat().st_size - header.payload_offset
+    seg = header.segment_size + wire.TAG_LEN
+    return {
+        "file": str(path),
+        "format": "SAIP",
+        "version": header.version,
+        "suite": wire.SUITE_NAMES.get(header.suite, f"unknown ({header.suite})"),
+        "segment_size": header.segment_size,
+        "segments": payload // seg + (1 if payload % seg else 0),
+        "ciphertext_bytes": payload,
+        "message_id": header.message_id.hex(),
+        "context": header.context,
+        "key_slots": [
+            {
+                "slot": s.index,
+                "generation": s.generation,
+                "valid": s.valid,
+                "wrapped_keys": [
+                    {
+                        "provider": w.provider,
+                        "key_id": w.key_id,
+                        "key": split_key_version(w.provider, w.key_id)[0],
+                        "version": split_key_version(w.provider, w.key_id)[1],
+                        "wrapped_bytes": len(w.ciphertext),
+                    }
+                    for w in s.keys
+                ],
+            }
+            for s in header.slots
+        ],
+        "slot_capacity": header.slot_capacity,
+        "authenticated": False,
+    }
+
+
+def inspect_cmd(
+    file: Annotated[Path, typer.Argument(help="Envelope file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+) -> None:
+    """Show an envelope's header: format, context, providers and key IDs (no decryption)."""
+    state = get_state()
+    info = _describe(file)
+    if as_json:
+        state.out.print_json(json.dumps(info))
+        return
+    table = Table(title=f"{file} (header only: nothing is authenticated without the key)")
+    table.add_column("field")
+    table.add_column("value", overflow="fold")
+    for name in ("version", "suite", "segment_size", "segments", "ciphertext_bytes", "message_id"):
+        table.add_row(name, str(info[name]))
+    table.add_row("context", ", ".join(f"{k}={v}" for k, v in info["context"].items()) or "-")
+    for slot in info["key_slots"]:
+        for w in slot["wrapped_keys"]:
+            table.add_row(
+                f"slot {slot['slot']} gen {slot['generation']}",
+                f"{w['provider']}: {w['key']} (version {w['version']})",
+            )
+        if not slot["valid"]:
+            table.add_row(f"slot {slot['slot']}", "BROKEN (interrupted re-wrap? run keys rewrap)")
+    state.out.print(table)
+
+
+@keys_app.command("create-local")
+def create_local_cmd(
+    path: Annotated[Path, typer.Argument(help="Key file to create (mode 0600).")],
+    rotate: Annotated[
+        bool, typer.Option("--rotate", help="Add a new key version to an existing key file.")
+    ] = False,
+) -> None:
+    """Create a local master key file (0600), or add a version to it with --rotate."""
+    key_id = create_local_key(path, rotate=rotate)
+    get_state().console.print(
+        f"{'rotated' if rotate else 'created'} local key {path} (key id {key_id}); "
+        f"use it as --key local:{path}",
+        highlight=False,
+    )
+
+
+@keys_app.command("rewrap")
+def rewrap_cmd(
+    files: Annotated[list[Path], typer.Argument(help="Envelope files to re-wrap.")],
+    to: Annotated[
+        list[str], typer.Option("--to", help="New master key URI (repeatable: multi-provider).")
+    ],
+    from_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--from",
+            help="Key URI able to unwrap the current data keys (repeatable). "
+            "Default: [encryption] key, plus the cloud keys named in each header.",
+        ),
+    ] = None,
+    endpoint_url: EndpointOpt = None,
+    region: RegionOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+) -> None:
+    """Re-wrap data keys under new master key(s); payloads are never decrypted or rewritten."""
+    state = get_state()
+    opts = _options(endpoint_url, region)
+    targets = [_provider(u, opts) for u in to]
+    base: list[KeyProvider] = [_provider(u, opts) for u in (from_ or [])]
+    if not from_ and state.config.encryption.key:
+        base.append(_provider(state.config.encryption.key, opts))
+    results = []
+    for f in files:
+        sources = list(base)
+        if not from_:
+            for w in read_header(f, strict=False).wrapped_keys():
+                if w.provider != "local":
+                    try:
+                        sources.append(_provider(f"{w.provider}:{w.key_id}", opts))
+                    except (EncryptionConfigError, TypeError):
+                        continue
+        if not sources:
+            raise EncryptionConfigError(
+                f"{f}: name a key that can unwrap its current data key with --from URI"
+            )
+        result = rewrap_file(f, unwrap_with=sources, wrap_with=targets)
+        old = [w.key_id for w in result.old_keys]
+        new = [w.key_id for w in result.new_keys]
+        results.append({"file": result.path, "in_place": result.in_place, "old": old, "new": new})
+        state.console.print(
+            f"re-wrapped {f} ({'header slot, in place' if result.in_place else 'header rewritten'})"
+            f": {', '.join(old)} → {', '.join(new)}",
+            highlight=False,
+        )
+    if as_json:
+        state.out.print_json(json.dumps({"rewrapped": results}))
+
+
+@keys_app.command("audit")
+def audit_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="Files or directories to scan.")],
+    as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
+) -> None:
+    """List, per master key and version, which artifacts depend on it (headers only)."""
+    state = get_state()
+    report = audit(paths)
+    if as_json:
+        state.out.print_json(json.dumps(report.to_dict()))
+    else:
+        table = Table(
+            title=f"key dependencies: {report.envelopes} envelope(s) in {report.scanned} file(s)"
+        )
+        for col in ("provider", "master key", "version", "artifacts"):
+            table.add_column(col, overflow="fold")
+        for use in report.keys:
+            table.add_row(use.provider, use.key, use.version, str(len(use.files)))
+        state.out.print(table)
+    for path, problem in report.problems.items():
+        state.console.print(f"[yellow]warning:[/] {path}: {problem}", highlight=False)
 
 
 def register(root: typer.Typer) -> None:
     """Attach the key group and the encrypt/decrypt/inspect commands to the root app."""
     root.add_typer(keys_app, name="keys")
+    root.command("encrypt")(encrypt_cmd)
+    root.command("decrypt")(decrypt_cmd)
+    root.command("inspect")(inspect_cmd)
