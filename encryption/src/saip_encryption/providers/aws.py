@@ -65,6 +65,9 @@ _KEY_STATE_ERRORS = {
     "UnsupportedOperationException": "does not support this operation",
     "InvalidGrantTokenException": "grant token rejected",
 }
+_XML_ERROR = re.compile(
+    r"<Code>(?P<code>[A-Za-z.]{1,100})</Code>\s*<Message>(?P<message>[^<]{0,500})</Message>"
+)
 _OPTIONS = frozenset({"endpoint_url", "region", "session", "client", "ca_bundle"})
 
 
@@ -264,8 +267,15 @@ class AwsKmsProvider:
             result: dict[str, Any] = method(**params)
             return result
         except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", "Unknown"))
-            message = exc.response.get("Error", {}).get("Message", "")
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", "Unknown"))
+            message = str(error.get("Message", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            inner = _XML_ERROR.search(message)  # an IAM-style XML error body (moto's IAM check)
+            if inner:
+                code, message = inner.group("code"), inner.group("message")
+            if code == "AccessDenied" or (status == 403 and code == "403"):
+                code = "AccessDeniedException"
             self._raise_for_code(operation, key_id, code, message)
         except NoCredentialsError:
             raise KeyProviderError(
