@@ -222,3 +222,14 @@ def test_live_gcp_kms_roundtrip() -> None:
     assert provider.unwrap(wrapped, context=CTX) == data_key
     with pytest.raises(DecryptionError):
         provider.unwrap(wrapped, context={**CTX, "tenant": "other"})
+
+
+def test_cli_shared_options_endpoint_url_and_region(kms_server: object, provider: object) -> None:
+    target = kms_server.target  # type: ignore[attr-defined]
+    p = gcp.from_uri(f"gcp-kms:{KEY}", endpoint_url=f"http://{target}", region="europe-west1")
+    data_key, wrapped = p.generate_data_key(context=CTX)
+    assert p.unwrap(wrapped, context=CTX) == data_key
+    with pytest.raises(EncryptionConfigError, match="contradicts the key's location"):
+        gcp.from_uri(f"gcp-kms:{KEY}", region="us-east1")
+    with pytest.raises(EncryptionConfigError, match="endpoint_url: plaintext"):
+        gcp.from_uri(f"gcp-kms:{KEY}", endpoint_url="http://kms.example.com:80")

@@ -27,6 +27,7 @@ import re
 import secrets
 from collections.abc import Mapping
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 from saip_encryption import tls
 from saip_encryption.errors import DecryptionError, EncryptionConfigError, KeyProviderError
@@ -317,8 +318,30 @@ def from_uri(uri: str, **options: Any) -> GcpKmsProvider:
     """Build a :class:`GcpKmsProvider` from ``gcp-kms:projects/.../cryptoKeys/K``.
 
     Options: ``client``, ``api_endpoint``, ``insecure``, ``credentials``, ``root_certificates``,
-    ``timeout`` (see the class).
+    ``timeout`` (see the class), and the CLI's shared ``endpoint_url`` (``https://host[:port]``,
+    or ``http://`` to a loopback test server, which means ``insecure``) and ``region`` (must equal
+    the key's location: Cloud KMS keys name their location).
     """
     key = split_uri(uri, SCHEME)
-    check_options(options, _OPTIONS, SCHEME)
+    check_options(options, _OPTIONS | {"endpoint_url", "region"}, SCHEME)
+    endpoint_url = options.pop("endpoint_url", None)
+    region = options.pop("region", None)
+    if region is not None:
+        location = key.split("/")[3] if _KEY.match(key) else None
+        if region != location:
+            raise EncryptionConfigError(
+                f"gcp-kms region {region!r} contradicts the key's location {location!r}"
+            )
+    if endpoint_url is not None:
+        if "api_endpoint" in options:
+            raise TypeError("pass either endpoint_url or api_endpoint")
+        tls.check_endpoint(endpoint_url, setting="endpoint_url")
+        parts = urlsplit(endpoint_url)
+        if parts.path not in ("", "/") or parts.query:
+            raise EncryptionConfigError(
+                f"endpoint_url: expected scheme://host[:port], got {endpoint_url!r}"
+            )
+        options["api_endpoint"] = parts.netloc
+        if parts.scheme == "http":
+            options["insecure"] = True
     return GcpKmsProvider(key=key, **options)
