@@ -1,7 +1,8 @@
 """Malicious-client behaviours for evaluation (pure functions, no Flower imports).
 
 * ``label_flip`` — train on ``y → C-1-y`` (Tolpegin et al., ESORICS 2020).
-* ``sign_flip`` — send ``-scale × update`` (a sign-flipping Byzantine client).
+* ``sign_flip`` — send ``-scale × update`` (a sign-flipping Byzantine client); ``flip_sign``
+  trains on flipped labels first, then sign-flips and scales.
 * ``scale`` — model replacement: send ``scale × update`` (Bagdasaryan et al., AISTATS 2020).
 * ``backdoor`` — stamp a ``trigger_size`` patch of 1.0 in the bottom-right corner on a fraction of
   local samples, relabel them ``target_label``, and boost the update by ``scale`` (model
@@ -47,7 +48,7 @@ def poison_data(
     seed: int,
 ) -> Dataset:
     """The local dataset a malicious client trains on (unchanged for update-level attacks)."""
-    if kind == "label_flip":
+    if kind in ("label_flip", "flip_sign"):
         return Dataset(data.x, (data.num_classes - 1 - data.y).astype(np.int64), data.num_classes, data.image_side)
     if kind == "backdoor":
         rng = np.random.default_rng(seed)
@@ -63,7 +64,7 @@ def poison_data(
 
 def tamper_update(update: Weights, kind: str, *, scale: float) -> Weights:
     """The update a malicious client sends instead of its honest one."""
-    if kind == "sign_flip":
+    if kind in ("sign_flip", "flip_sign"):
         return [(-scale * u).astype(np.float32) for u in update]
     if kind in ("scale", "backdoor"):
         return [(scale * u).astype(np.float32) for u in update]

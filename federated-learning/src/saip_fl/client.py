@@ -107,7 +107,7 @@ class SaipClient(NumPyClient):
         if kind == "dropout":
             raise attacks.SimulatedDropout(f"client {self.partition_id} dropped out in round {rnd}")
         data = self._data()
-        if kind in ("label_flip", "backdoor"):
+        if kind in ("label_flip", "flip_sign", "backdoor"):
             data = attacks.poison_data(
                 data,
                 kind,

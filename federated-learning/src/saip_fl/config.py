@@ -28,7 +28,15 @@ RUNTIME_KEYS = frozenset({"out-dir", "run-token"})
 
 Aggregation = Literal["fedavg", "krum", "multikrum", "median", "trimmed_mean", "bulyan"]
 AttackKind = Literal[
-    "none", "label_flip", "sign_flip", "scale", "backdoor", "nan", "free_rider", "dropout"
+    "none",
+    "label_flip",
+    "sign_flip",
+    "flip_sign",
+    "scale",
+    "backdoor",
+    "nan",
+    "free_rider",
+    "dropout",
 ]
 
 
@@ -107,8 +115,12 @@ class AttackConfig(_Section):
 
 
 class ValidationConfig(_Section):
-    """Server-side checks on each update (without SecAgg) and client exclusion."""
+    """Server-side checks on each update (without SecAgg) and client exclusion.
 
+    ``enabled = false`` turns screening off (an *undefended* baseline for benchmarks).
+    """
+
+    enabled: bool = True
     update_norm_bound: Annotated[float, Field(gt=0)] = 3.0
     min_cosine: Annotated[float, Field(ge=-1, le=1)] = 0.0
     max_examples: Annotated[int, Field(ge=1)] = 1000
@@ -184,6 +196,8 @@ class RunConfig(_Section):
         bad = [c for c in self.attack.clients if not 0 <= c < self.num_clients]
         if bad:
             raise ValueError(f"attack.clients {bad} are outside 0..{self.num_clients - 1}")
+        if not self.validation.enabled and (sa.enabled or self.aggregation != "fedavg"):
+            raise ValueError("validation.enabled=false is only for the undefended FedAvg baseline")
         if self.attack.kind != "none" and not self.attack.clients:
             raise ValueError("attack.kind is set but attack.clients is empty")
         return self
@@ -211,6 +225,11 @@ class RunConfig(_Section):
     @classmethod
     def from_flower(cls, run_config: dict[str, Any]) -> RunConfig:
         """Rebuild from Flower's flat ``run_config`` (runtime keys such as ``out-dir`` ignored)."""
+        if "num-clients" not in run_config:
+            raise FLConfigError(
+                "run_config lacks 'num-clients': the app's [tool.flwr.app.config] was not "
+                "delivered (refusing to train on silent defaults)"
+            )
         nested: dict[str, Any] = {}
         for key, value in run_config.items():
             if key in RUNTIME_KEYS:

@@ -428,6 +428,7 @@ class DeploymentResult:
     result_dir: str | None = None
     result_files: list[str] = field(default_factory=list)
     rounds_completed: int | None = None
+    app_status: str | None = None
     final_metrics: dict[str, Any] = field(default_factory=dict)
     process_groups: list[int] = field(default_factory=list)
     processes_left: list[int] = field(default_factory=list)
@@ -772,7 +773,8 @@ class LocalFederation:
         except (ValueError, KeyError, TypeError) as exc:
             raise DeploymentError(
                 f"'flwr run' failed (exit {done.returncode}): "
-                f"{(done.stdout + done.stderr).strip()[-800:]}"
+                f"{(done.stdout + done.stderr).strip()[-800:]}\nSuperLink log "
+                f"{self.logs / 'superlink.log'}:\n{_log_tail(self.logs / 'superlink.log', 6)}"
             ) from exc
         _LOG.info("submitted run %d (%s)", run_id, app_dir)
         return run_id
@@ -837,18 +839,26 @@ def _signals_raise() -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def _find_metrics(result_dir: Path) -> tuple[list[str], int | None, dict[str, Any]]:
+def _read_metrics(result_dir: Path) -> tuple[list[str], int | None, dict[str, Any], str | None]:
+    """Files the app wrote, and from ``metrics.json``: rounds done, final metrics, status."""
     files = sorted(str(p.relative_to(result_dir)) for p in result_dir.rglob("*") if p.is_file())
-    for candidate in sorted(result_dir.rglob("metrics.json")):
-        try:
-            data = json.loads(candidate.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        rounds = data.get("rounds") if isinstance(data, dict) else data
-        if isinstance(rounds, list):
-            final = rounds[-1] if rounds and isinstance(rounds[-1], dict) else {}
-            return files, len(rounds), dict(final)
-    return files, None, {}
+    path = result_dir / "metrics.json"
+    if not path.is_file():
+        return files, None, {}, None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DeploymentError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("rounds"), list):
+        raise DeploymentError(f"{path} has no 'rounds' list")
+    final = data.get("final")
+    status = data.get("status")
+    return (
+        files,
+        len(data["rounds"]),
+        dict(final) if isinstance(final, dict) else {},
+        str(status) if status is not None else None,
+    )
 
 
 def run_local_deployment(
@@ -857,7 +867,7 @@ def run_local_deployment(
     app_dir: Path = DEFAULT_APP_DIR,
     num_supernodes: int = 3,
     run_config: Mapping[str, ConfigValue] | None = None,
-    result_config_key: str | None = "output-dir",
+    result_config_key: str | None = "out-dir",
     run_timeout: float = 300.0,
     startup_timeout: float = 60.0,
     bin_dir: Path | None = None,
@@ -952,12 +962,16 @@ def run_local_deployment(
                     )
                 if result_config_key:
                     result.result_dir = str(result_dir)
-                    files, rounds, final = _find_metrics(result_dir)
+                    files, rounds, final, status = _read_metrics(result_dir)
                     result.result_files, result.rounds_completed = files, rounds
-                    result.final_metrics = final
+                    result.final_metrics, result.app_status = final, status
                     if not files:
                         raise DeploymentError(
                             f"run {result.run_id} completed but wrote nothing to {result_dir}"
+                        )
+                    if status is not None and status != "ok":
+                        raise DeploymentError(
+                            f"run {result.run_id}: metrics.json reports status {status!r}"
                         )
                     if rounds is not None and rounds < 1:
                         raise DeploymentError(f"run {result.run_id} completed 0 rounds")

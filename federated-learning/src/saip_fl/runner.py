@@ -150,6 +150,7 @@ def run(
             backend_config=backend_config,
             server_app_context=server_ctx,
             app_dir=str(app_dir),
+            is_app=True,
             verbose_logging=verbose,
         )
     except FLError:

@@ -273,12 +273,16 @@ class SaipStrategy(FedAvg):
                 label = f"{proxy.cid}(partition {pid})"
             updates[label] = [np.asarray(a) for a in parameters_to_ndarrays(res.parameters)]
             counts[label] = int(res.num_examples)
-        screening = validation.screen_updates(
-            updates,
-            shapes=self.shapes,
-            norm_bound=self.cfg.validation.update_norm_bound,
-            min_cosine=self.cfg.validation.min_cosine,
-        )
+        if self.cfg.validation.enabled:
+            screening = validation.screen_updates(
+                updates,
+                shapes=self.shapes,
+                norm_bound=self.cfg.validation.update_norm_bound,
+                min_cosine=self.cfg.validation.min_cosine,
+            )
+        else:  # undefended baseline: only drop what cannot be added at all
+            bad = {c: r for c, u in updates.items() if (r := validation.check_structure(u, self.shapes))}
+            screening = validation.Screening({c: u for c, u in updates.items() if c not in bad}, bad)
         for label, reason in screening.rejected.items():
             self.reputation.record(label.split("(")[0], reason)
         rec.rejected = dict(screening.rejected)

@@ -138,7 +138,7 @@ def robust_aggregate(
         if n < 4 * f + 3:
             out = aggregate_krum(pairs, f, max(1, n - f))
         else:
-            out = aggregate_bulyan(pairs, f, aggregate_median, to_keep=max(1, n - 2 * f))
+            out = aggregate_bulyan(pairs, f, aggregate_krum, to_keep=0)
     else:
         raise ValueError(f"unknown aggregation rule '{rule}'")
     return [np.asarray(a, dtype=np.float32) for a in out]

@@ -1,12 +1,129 @@
-"""``saip fl``: see the fl package README."""
+"""``saip fl``: federated training with Flower — SecAgg+, client-side DP, update validation.
+
+``saip fl run --config RUN.toml [--key URI] [--name NAME] [--json]`` validates the run
+configuration (see ``federated-learning/README.md``; unknown keys are rejected by name), runs the
+Flower simulation with Ray's temp directory inside ``<data-dir>/fl/<name>/``, writes
+``metrics.json`` there and seals the final model with the envelope encryptor of ``--key`` (default:
+``[encryption] key`` of the settings file, else ``local:<data-dir>/keys/master.key``).
+A run whose protocol halted or failed exits 1 with one line.
+
+``saip fl check --config RUN.toml`` validates a configuration without running it.
+"""
 
 from __future__ import annotations
 
-import typer
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
 
-app = typer.Typer(no_args_is_help=True, help="Federated learning with Flower: SecAgg+, differential privacy, update validation.")
+import typer
+from rich.table import Table
+
+from saip.context import get_state
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Federated learning with Flower: SecAgg+, differential privacy, update validation.",
+)
+
+ConfigOpt = Annotated[
+    Path, typer.Option("--config", help="Run configuration (TOML or JSON; unknown keys rejected).")
+]
+KeyOpt = Annotated[
+    str | None,
+    typer.Option("--key", help="Master key URI sealing the model (default: [encryption] key)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the metrics summary as JSON on stdout.")]
+
+#: hook for the deployment slice (``saip fl deploy``), attached by :func:`register` if present
+DEPLOY_MODULE = "saip.commands.fl_deploy"
+
+
+def encryptor_for(uri: str | None, data_dir: Path) -> Any:
+    """Envelope encryptor for ``uri`` (``None``: local key under ``data_dir``, created if missing).
+
+    Composes ``saip_encryption`` for ``saip_fl`` (which only knows its ``Encryptor`` protocol).
+    """
+    from saip_encryption import EnvelopeEncryptor, from_uri
+    from saip_encryption.providers.local import create_local_key
+
+    if uri is None:
+        path = data_dir / "keys" / "master.key"
+        if not path.exists():
+            create_local_key(path)
+        uri = f"local:{path}"
+    return EnvelopeEncryptor([from_uri(uri)])
+
+
+def rounds_table(metrics: dict[str, Any]) -> Table:
+    """Rich table of the per-round metrics."""
+    table = Table(title="federated rounds")
+    for col in ("round", "accuracy", "loss", "ε", "accepted", "rejected (reasons)", "seconds"):
+        table.add_column(col)
+    for r in metrics["rounds"]:
+        eps = "-" if r.get("epsilon") is None else f"{r['epsilon']:.2f}"
+        reasons = "; ".join(f"{k}: {v}" for k, v in r["rejected"].items()) or "-"
+        if r.get("rolled_back"):
+            reasons += " [rolled back]"
+        acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.3f}"
+        loss = "-" if r["loss"] is None else f"{r['loss']:.3f}"
+        table.add_row(str(r["round"]), acc, loss, eps, str(r["accepted"]), reasons, f"{r['seconds']:.2f}")
+    return table
+
+
+@app.command("run")
+def run_cmd(config: ConfigOpt, key: KeyOpt = None, name: Annotated[str | None, typer.Option("--name", help="Run directory name under <data-dir>/fl/ (default: a timestamp).")] = None, json_out: JsonOpt = False) -> None:
+    """Run a federated training (Flower simulation) described by a run configuration file."""
+    from saip_fl import runner
+    from saip_fl.config import load_run_config
+
+    state = get_state()
+    cfg = load_run_config(config)
+    run_name = name or time.strftime("run-%Y%m%d-%H%M%S")
+    if "/" in run_name or run_name.startswith("."):
+        raise ValueError(f"--name must be a plain directory name, got '{run_name}'")
+    run_dir = state.data_dir / "fl" / run_name
+    state.data_dir.mkdir(parents=True, exist_ok=True)
+    encryptor = encryptor_for(key or state.config.encryption.key, state.data_dir)
+    with state.console.status(f"federated run: {cfg.num_clients} clients, {cfg.num_rounds} rounds"):
+        result = runner.run(cfg, run_dir, encryptor=encryptor)
+    metrics = result.metrics
+    state.console.print(rounds_table(metrics))
+    final = metrics["final"]
+    eps = "" if final["epsilon"] is None else f", ε={final['epsilon']:.2f} at δ={final['delta']:g}"
+    state.console.print(
+        f"[green]✓[/] final accuracy {final['accuracy']:.3f}{eps}; model sealed at "
+        f"{result.model_path}; metrics at {result.metrics_path}"
+    )
+    if json_out:
+        summary = {
+            "status": metrics["status"],
+            "final": final,
+            "rounds": metrics["rounds"],
+            "excluded_clients": metrics["excluded_clients"],
+            "model": metrics["model"],
+            "metrics_path": str(result.metrics_path),
+            "seconds": result.seconds,
+        }
+        state.out.print(json.dumps(summary), soft_wrap=True)
+
+
+@app.command("check")
+def check_cmd(config: ConfigOpt) -> None:
+    """Validate a run configuration (all safety guards) without running it."""
+    from saip_fl.config import load_run_config
+
+    cfg = load_run_config(config)
+    get_state().console.print(f"[green]✓[/] {config}: valid ({cfg.num_clients} clients, {cfg.num_rounds} rounds, secagg={'on' if cfg.secagg.enabled else 'off'}, dp={cfg.dp.mode})")
 
 
 def register(root: typer.Typer) -> None:
-    """Attach this command group to the root app."""
+    """Attach this command group to the root app (plus ``fl deploy`` if that module exists)."""
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec(DEPLOY_MODULE) is not None:
+        module = importlib.import_module(DEPLOY_MODULE)
+        module.register(app)
     root.add_typer(app, name="fl")
