@@ -19,14 +19,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from saip_ingestion.backends.base import StreamMessage
 from saip_ingestion.backends.local import LocalObjectStore
 from saip_ingestion.engine import IngestEngine
-from saip_ingestion.provenance import (
-    ProducerRegistry,
-    Signer,
-    generate_key,
-    leaf_data,
-    payload_bytes,
-)
-from saip_ingestion.schemas import RECORD_ADAPTER, ImageSampleV1, TabularSampleV1, TextSampleV1
+from saip_ingestion.provenance import ProducerRegistry, Signer, generate_key, record_leaf_data
+from saip_ingestion.schemas import PAYLOAD_ADAPTERS, RECORD_ADAPTER
 
 NOW_MS = 1_764_100_000_000
 
@@ -117,25 +111,11 @@ class Producer:
         return rec
 
     def sign(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        models = {
-            "image-sample": ImageSampleV1,
-            "tabular-sample": TabularSampleV1,
-            "text-sample": TextSampleV1,
-        }
         leaves = []
         for r in records:
-            p = models[r["schema"]["name"]].model_validate(r["payload"])
-            leaves.append(
-                leaf_data(
-                    record_id=r["record_id"],
-                    producer_id=r["producer_id"],
-                    seq=r["seq"],
-                    ts=r["ts"],
-                    schema_name=r["schema"]["name"],
-                    schema_version=1,
-                    payload=payload_bytes(p),
-                )
-            )
+            tag = f"{r['schema']['name']}/v1"
+            payload = PAYLOAD_ADAPTERS[tag].validate_python(r["payload"])
+            leaves.append(record_leaf_data({**r, "payload": payload}))
         for r, s in zip(records, self.signer.sign_batch(leaves), strict=True):
             r["sig"] = s
         return records

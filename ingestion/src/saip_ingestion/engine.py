@@ -52,17 +52,15 @@ from saip_ingestion.provenance import (
 from saip_ingestion.quarantine import QuarantineStore
 from saip_ingestion.sanitize import AuditEntry, sanitize_text
 from saip_ingestion.schemas import (
+    IMAGE_RECORD_ADAPTER,
     MAX_LINE_BYTES,
     PRODUCER_ID_PATTERN,
     RECORD_ADAPTER,
     RECORD_ID_PATTERN,
     TEXT_INSTRUCTION_MAX,
     TEXT_RESPONSE_MAX,
-    ImageRecordV1,
-    ImageSampleV1,
+    AnyRecord,
     TabularSampleV1,
-    TextRecordV1,
-    TextSampleV1,
 )
 from saip_ingestion.state import ConsumerState
 
@@ -424,6 +422,7 @@ class IngestEngine:
         cands: list[_Candidate] = []
         max_line = self.max_line_bytes
         validate = RECORD_ADAPTER.validate_json
+        validate_image = IMAGE_RECORD_ADAPTER.validate_json
         verify = self.verifier.verify
         self.summary.received += len(messages)
         # phase 1: size, schema, signing input, provenance (per record)
@@ -442,50 +441,49 @@ class IngestEngine:
                     authenticated=False,
                 )
                 continue
+            rec: AnyRecord
             try:
-                rec = validate(data)
-            except ValidationError as exc:
-                reason, detail = classify_validation_error(exc, data)
-                pid, rid = _claimed(data)
-                self._quarantine(
-                    batch,
-                    i,
-                    msg,
-                    reason,
-                    detail,
-                    producer=pid,
-                    record_id=rid,
-                    ts=now,
-                    authenticated=False,
-                )
-                continue
-            payload = rec.payload
+                rec = validate_image(data)
+            except ValidationError:
+                try:
+                    rec = validate(data)
+                except ValidationError as exc:
+                    reason, detail = classify_validation_error(exc, data)
+                    pid, rid = _claimed(data)
+                    self._quarantine(
+                        batch, i, msg, reason, detail, producer=pid, record_id=rid, ts=now,
+                        authenticated=False,
+                    )  # fmt: skip
+                    continue
+            ref = rec["schema"]
+            name = ref["name"]
+            payload = rec["payload"]
             pixels = None
-            if type(payload) is ImageSampleV1:
-                pb = image_payload_bytes(payload)
-                pixels = pb
+            if name == "image-sample":
+                pb = pixels = image_payload_bytes(payload)  # type: ignore[arg-type]
             else:
-                pb = payload_bytes(payload)
-            ref = rec.schema_
+                pb = payload_bytes(name, payload)
+            pid = rec["producer_id"]
+            rid = rec["record_id"]
             leaf = leaf_hash(
                 leaf_data(
-                    record_id=rec.record_id,
-                    producer_id=rec.producer_id,
-                    seq=rec.seq,
-                    ts=rec.ts,
-                    schema_name=ref.name,
-                    schema_version=ref.version,
+                    record_id=rid,
+                    producer_id=pid,
+                    seq=rec["seq"],
+                    ts=rec["ts"],
+                    schema_name=name,
+                    schema_version=ref["version"],
                     payload=pb,
                 )
             )
-            sig = rec.sig
+            sig = rec["sig"]
             err = verify(
-                producer_id=rec.producer_id,
-                key_id=sig.key_id,
-                tree_size=sig.tree_size,
-                index=sig.index,
-                path=sig.path,
-                root_sig=sig.root_sig,
+                producer_id=pid,
+                key_id=sig["key_id"],
+                tree_size=sig["tree_size"],
+                index=sig["index"],
+                path=sig["path"],
+                root_sig=sig["root_sig"],
                 leaf=leaf,
             )
             if err is not None:
@@ -495,8 +493,8 @@ class IngestEngine:
                     msg,
                     err[0],
                     err[1],
-                    producer=rec.producer_id,
-                    record_id=rec.record_id,
+                    producer=pid,
+                    record_id=rid,
                     ts=now,
                     authenticated=False,
                 )
@@ -508,7 +506,7 @@ class IngestEngine:
         index = self.state.index
         for c in cands:
             rec = c.rec
-            rid, pid, ts = rec.record_id, rec.producer_id, rec.ts
+            rid, pid, ts, seq = rec["record_id"], rec["producer_id"], rec["ts"], rec["seq"]
             leaf_hex = c.leaf.hex()
             prev = index.get(rid)
             if prev is not None:
@@ -542,7 +540,7 @@ class IngestEngine:
                         authenticated=True,
                     )
                 continue
-            err = self.replay.check_ts(ts, now) or self.replay.check_seq(pid, rec.seq)
+            err = self.replay.check_ts(ts, now) or self.replay.check_seq(pid, seq)
             if err is not None:
                 self._quarantine(
                     batch,
@@ -556,8 +554,8 @@ class IngestEngine:
                     authenticated=True,
                 )
                 continue
-            self.replay.mark(pid, rec.seq)
-            batch.seqs.append([pid, rec.seq])
+            self.replay.mark(pid, seq)
+            batch.seqs.append([pid, seq])
             if c.verdict is not None:
                 index[rid] = (leaf_hex, ts, c.verdict[0])
                 batch.index.append([rid, leaf_hex, ts, c.verdict[0]])
@@ -579,28 +577,32 @@ class IngestEngine:
             batch.outcomes[c.i] = ("accepted", None)
             self.summary.accepted += 1
             self.summary.stored += 1
-            label = getattr(rec.payload, "label", None)
-            self.health.observe(pid, ts, "accepted", label=label)
+            label = rec["payload"].get("label")
+            self.health.observe(
+                pid, ts, "accepted", label=label if isinstance(label, int) else None
+            )
         return batch
 
     def _check_content(self, cands: list[_Candidate]) -> None:
         spec = self.image_spec
         images: list[_Candidate] = []
         for c in cands:
-            payload = c.rec.payload
-            if type(payload) is ImageSampleV1:
-                if payload.width != spec.width or payload.height != spec.height:
+            payload = c.rec["payload"]
+            name = c.rec["schema"]["name"]
+            if name == "image-sample":
+                w, h, label = payload["width"], payload["height"], payload["label"]
+                if w != spec.width or h != spec.height:
                     c.verdict = (
                         "shape_mismatch",
-                        f"{payload.width}x{payload.height}, declared {spec.width}x{spec.height}",
+                        f"{w}x{h}, declared {spec.width}x{spec.height}",
                     )
-                elif payload.label not in spec.classes:
-                    c.verdict = ("label_invalid", f"label {payload.label} not in the class set")
+                elif label not in spec.classes:
+                    c.verdict = ("label_invalid", f"label {label} not in the class set")
                 else:
                     images.append(c)
-            elif type(payload) is TextSampleV1:
+            elif name == "text-sample":
                 self._sanitize_text(c)
-            elif type(payload) is TabularSampleV1:
+            else:
                 c.verdict = self._check_tabular(payload)
         if images:
             d = spec.width * spec.height
@@ -619,53 +621,50 @@ class IngestEngine:
 
     def _check_tabular(self, payload: TabularSampleV1) -> tuple[str, str] | None:
         spec = self.tabular_spec
-        if spec.columns is not None and set(payload.features) != spec.columns:
-            missing = sorted(spec.columns - set(payload.features))
-            extra = sorted(set(payload.features) - spec.columns)
+        features = payload["features"]
+        label = payload.get("label")
+        if spec.columns is not None and set(features) != spec.columns:
+            missing = sorted(spec.columns - set(features))
+            extra = sorted(set(features) - spec.columns)
             return "schema_invalid", f"columns differ: missing {missing}, unexpected {extra}"
-        for name, value in payload.features.items():
+        for name, value in features.items():
             if (spec.value_min is not None and value < spec.value_min) or (
                 spec.value_max is not None and value > spec.value_max
             ):
                 return "out_of_range", f"payload.features.{name} = {value!r} outside the range"
-        if (
-            spec.classes is not None
-            and payload.label is not None
-            and payload.label not in spec.classes
-        ):
-            return "label_invalid", f"label {payload.label} not in the class set"
+        if spec.classes is not None and label is not None and label not in spec.classes:
+            return "label_invalid", f"label {label} not in the class set"
         return None
 
     def _sanitize_text(self, c: _Candidate) -> None:
-        payload = c.rec.payload
+        payload = c.rec["payload"]
         ins = sanitize_text(
-            payload.instruction, field="payload.instruction", max_length=TEXT_INSTRUCTION_MAX
+            payload["instruction"], field="payload.instruction", max_length=TEXT_INSTRUCTION_MAX
         )
         res = sanitize_text(
-            payload.response, field="payload.response", max_length=TEXT_RESPONSE_MAX
+            payload["response"], field="payload.response", max_length=TEXT_RESPONSE_MAX
         )
         c.audit = ins.audit + res.audit
         c.verdict = ins.error or res.error
         if c.verdict is None and c.audit:
-            new_payload = TextSampleV1(instruction=ins.text, response=res.text)
-            c.sanitized = TextRecordV1.model_construct(**{**dict(c.rec), "payload": new_payload})
+            c.sanitized = {**c.rec, "payload": {"instruction": ins.text, "response": res.text}}
 
     def _stored_line(self, c: _Candidate, leaf_hex: str) -> bytes:
         rec = c.rec
         if c.sanitized is None:
             head = (
-                f'{{"record_id":"{rec.record_id}","producer_id":"{rec.producer_id}",'
-                f'"seq":{rec.seq},"ts":{rec.ts},"leaf":"{leaf_hex}","audit":[],"record":'
+                f'{{"record_id":"{rec["record_id"]}","producer_id":"{rec["producer_id"]}",'
+                f'"seq":{rec["seq"]},"ts":{rec["ts"]},"leaf":"{leaf_hex}","audit":[],"record":'
             ).encode()
             return head + bytes(c.msg.data).strip() + b"}"
         doc = {
-            "record_id": rec.record_id,
-            "producer_id": rec.producer_id,
-            "seq": rec.seq,
-            "ts": rec.ts,
+            "record_id": rec["record_id"],
+            "producer_id": rec["producer_id"],
+            "seq": rec["seq"],
+            "ts": rec["ts"],
             "leaf": leaf_hex,
             "audit": [a.as_dict() for a in c.audit],
-            "record": c.sanitized.model_dump(mode="json", by_alias=True),
+            "record": c.sanitized,
             "original": bytes(c.msg.data).decode("utf-8"),
         }
         return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
@@ -738,18 +737,19 @@ def export_npz(store: ObjectStore, encryptor: Encryptor, out: Path) -> dict[str,
     skipped = 0
     seen: set[str] = set()
     for entry in iter_accepted(store, encryptor):
-        rec = RECORD_ADAPTER.validate_python(entry["record"], strict=False, by_alias=True)
-        if not isinstance(rec, ImageRecordV1):
+        rec = RECORD_ADAPTER.validate_python(entry["record"])
+        if rec["schema"]["name"] != "image-sample":
             skipped += 1
             continue
-        if rec.record_id in seen:
-            raise IngestError(f"record {rec.record_id} is stored twice")
-        seen.add(rec.record_id)
-        shapes.add((rec.payload.width, rec.payload.height))
-        xs.append(rec.payload.features)
-        ys.append(rec.payload.label)
-        producers.append(rec.producer_id)
-        ids.append(rec.record_id)
+        payload = rec["payload"]
+        if rec["record_id"] in seen:
+            raise IngestError(f"record {rec['record_id']} is stored twice")
+        seen.add(rec["record_id"])
+        shapes.add((payload["width"], payload["height"]))
+        xs.append(payload["features"])
+        ys.append(payload["label"])
+        producers.append(rec["producer_id"])
+        ids.append(rec["record_id"])
     if not xs:
         raise IngestError("no accepted image records to export")
     if len(shapes) != 1:

@@ -39,12 +39,11 @@ from saip_ingestion.provenance import (
     ProducerRegistry,
     Signer,
     generate_key,
-    image_payload_bytes,
-    leaf_data,
     load_private_key,
+    record_leaf_data,
     save_private_key,
 )
-from saip_ingestion.schemas import PRODUCER_ID_PATTERN, ImageSampleV1
+from saip_ingestion.schemas import PAYLOAD_ADAPTERS, PRODUCER_ID_PATTERN
 
 __all__ = ["AttackSpec", "ProducerResult", "load_dataset", "parse_poison", "produce"]
 
@@ -214,9 +213,7 @@ def produce(
                 ]
             )
             k = round(spec.rate * len(y))
-            pick = (
-                rng.choice(cand, size=min(k, cand.size), replace=False).tolist() if k else []
-            )
+            pick = rng.choice(cand, size=min(k, cand.size), replace=False).tolist() if k else []
             for j in pick:
                 if spec.target is not None:
                     y[j] = spec.target
@@ -329,16 +326,10 @@ def produce(
 
 
 def _leaf(r: dict[str, Any]) -> bytes:
-    payload = ImageSampleV1.model_validate(r["payload"])
-    return leaf_data(
-        record_id=r["record_id"],
-        producer_id=r["producer_id"],
-        seq=r["seq"],
-        ts=r["ts"],
-        schema_name=r["schema"]["name"],
-        schema_version=r["schema"]["version"],
-        payload=image_payload_bytes(payload),
-    )
+    """Signing input of a record being produced (the payload is validated first)."""
+    tag = f"{r['schema']['name']}/v{r['schema']['version']}"
+    payload = PAYLOAD_ADAPTERS[tag].validate_python(r["payload"])
+    return record_leaf_data({**r, "payload": payload})
 
 
 def _malformed(src: dict[str, Any], k: int, vmax: float) -> str:

@@ -31,6 +31,7 @@ registry; records signed before revocation are then refused too (no signing-time
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import os
@@ -64,6 +65,7 @@ __all__ = [
     "leaf_hash",
     "merkle_proofs",
     "merkle_root",
+    "record_leaf_data",
 ]
 
 ALG: Final = "ed25519-merkle-sha256"
@@ -74,6 +76,7 @@ _pack_u16 = struct.Struct("<H").pack
 _pack_hdr = struct.Struct("<QQH").pack
 _pack_img = struct.Struct("<III").pack
 _B64: Final = base64.b64decode
+_a2b: Final = binascii.a2b_base64
 
 
 def _str16(value: str) -> bytes:
@@ -88,24 +91,51 @@ def _str32(value: str) -> bytes:
 
 def image_payload_bytes(payload: ImageSampleV1) -> bytes:
     """Canonical bytes of an ``image-sample/v1`` payload: u32 width, height, label, f64[] LE."""
-    n = len(payload.features)
-    return _pack_img(payload.width, payload.height, payload.label) + struct.pack(
-        f"<{n}d", *payload.features
+    features = payload["features"]
+    return _pack_img(payload["width"], payload["height"], payload["label"]) + struct.pack(
+        f"<{len(features)}d", *features
     )
 
 
-def payload_bytes(payload: ImageSampleV1 | TabularSampleV1 | TextSampleV1) -> bytes:
-    """Canonical bytes of any payload (see ``docs/ingestion-format.md``)."""
-    if isinstance(payload, ImageSampleV1):
+def tabular_payload_bytes(payload: TabularSampleV1) -> bytes:
+    """Canonical bytes of ``tabular-sample/v1``: u32 n, (str16 name, f64) sorted by name, label."""
+    features = payload["features"]
+    parts = [struct.pack("<I", len(features))]
+    for name in sorted(features):
+        parts.append(_str16(name) + struct.pack("<d", features[name]))
+    label = payload.get("label")
+    parts.append(b"\x00" if label is None else b"\x01" + struct.pack("<I", label))
+    return b"".join(parts)
+
+
+def text_payload_bytes(payload: TextSampleV1) -> bytes:
+    """Canonical bytes of ``text-sample/v1``: str32 instruction, str32 response."""
+    return _str32(payload["instruction"]) + _str32(payload["response"])
+
+
+def payload_bytes(schema_name: str, payload: Any) -> bytes:
+    """Canonical bytes of a validated payload (see ``docs/ingestion-format.md``)."""
+    if schema_name == "image-sample":
         return image_payload_bytes(payload)
-    if isinstance(payload, TabularSampleV1):
-        parts = [struct.pack("<I", len(payload.features))]
-        for name in sorted(payload.features):
-            parts.append(_str16(name) + struct.pack("<d", payload.features[name]))
-        label = payload.label
-        parts.append(b"\x00" if label is None else b"\x01" + struct.pack("<I", label))
-        return b"".join(parts)
-    return _str32(payload.instruction) + _str32(payload.response)
+    if schema_name == "tabular-sample":
+        return tabular_payload_bytes(payload)
+    if schema_name == "text-sample":
+        return text_payload_bytes(payload)
+    raise ValueError(f"unknown schema {schema_name!r}")
+
+
+def record_leaf_data(record: Any) -> bytes:
+    """Signing input of a validated record dict (``sig`` ignored)."""
+    ref = record["schema"]
+    return leaf_data(
+        record_id=record["record_id"],
+        producer_id=record["producer_id"],
+        seq=record["seq"],
+        ts=record["ts"],
+        schema_name=ref["name"],
+        schema_version=ref["version"],
+        payload=payload_bytes(ref["name"], record["payload"]),
+    )
 
 
 def leaf_data(
@@ -397,8 +427,8 @@ class Verifier:
         if key.revoked:
             return "revoked_key", f"key {key_id} of {producer_id!r} is revoked"
         try:
-            hashes = [_B64(p) for p in path]
-        except ValueError:
+            hashes = [_a2b(p, strict_mode=True) for p in path]
+        except (ValueError, binascii.Error):
             return "bad_signature", "inclusion path is not base64"
         root = inclusion_root(index, tree_size, leaf, hashes)
         if root is None:
@@ -408,9 +438,11 @@ class Verifier:
         if ok is None:
             self.signature_checks += 1
             try:
-                key.public_key.verify(_B64(root_sig), root_message(producer_id, tree_size, root))
+                key.public_key.verify(
+                    _a2b(root_sig, strict_mode=True), root_message(producer_id, tree_size, root)
+                )
                 ok = True
-            except (InvalidSignature, ValueError):
+            except (InvalidSignature, ValueError, binascii.Error):
                 ok = False
             if len(self._cache) >= self._cache_size:
                 self._cache.pop(next(iter(self._cache)))
