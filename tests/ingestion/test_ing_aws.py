@@ -357,8 +357,11 @@ def test_options_are_validated_eagerly(
 
 def test_unknown_option_and_wrong_types_fail(aws_env: None) -> None:
     offline = {"url": "http://127.0.0.1:9", "key_arn": None}
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match=r"unsupported option.*access_key"):
         _open(offline, access_key="AKIA...")  # credentials are never options
+    _open(offline, data_dir="/tmp/ignored")  # every backend accepts data_dir
+    with pytest.raises(ValueError, match="stream: required"):
+        aws.open_backend(bucket="b-b-b", region=REGION)
     with pytest.raises(TypeError, match="botocore_config"):
         _open(offline, botocore_config={"retries": 3})
 

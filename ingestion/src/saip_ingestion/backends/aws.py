@@ -730,8 +730,8 @@ class FirehoseObjectStore(ObjectStore):
 
 def open_backend(
     *,
-    stream: str,
-    bucket: str,
+    stream: str | None = None,
+    bucket: str | None = None,
     region: str | None = None,
     prefix: str = "",
     kms_key_id: str | None = None,
@@ -749,6 +749,7 @@ def open_backend(
     session: Any = None,
     botocore_config: Config | None = None,
     backoff: Backoff | None = None,
+    **unsupported: Any,
 ) -> tuple[RecordStream, ObjectStore]:
     """Build the AWS stream and store from keyword options (validated here, eagerly).
 
@@ -774,7 +775,20 @@ def open_backend(
         chain) and ``botocore.config.Config`` (e.g. TLS settings from ``saip_encryption.tls``).
     backoff:
         Retry timing for partial failures.
+
+    Raises
+    ------
+    ValueError
+        A missing, malformed or unsupported option (named in the message). ``data_dir``, which
+        the CLI passes to every backend, is accepted and unused.
     """
+    unsupported.pop("data_dir", None)
+    if unsupported:
+        raise ValueError(f"aws backend: unsupported option(s) {', '.join(sorted(unsupported))}")
+    if stream is None:
+        raise ValueError("stream: required for the aws backend (Kinesis stream name)")
+    if bucket is None:
+        raise ValueError("bucket: required for the aws backend (landing S3 bucket)")
     check_name("stream", stream, _STREAM_NAME, hint="1-128 of [A-Za-z0-9_.-]")
     check_name("bucket", bucket, _BUCKET_NAME, hint="S3 bucket naming rules")
     if prefix:
