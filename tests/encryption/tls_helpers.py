@@ -114,6 +114,7 @@ def _default_responder(
 class Seen:
     handshakes: list[str] = field(default_factory=list)  # "TLSv1.3" or "error: <reason>"
     requests: list[tuple[str, str]] = field(default_factory=list)
+    auth: list[str] = field(default_factory=list)  # Authorization header of each request
 
 
 class TlsHttpServer:
@@ -146,6 +147,7 @@ class TlsHttpServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 seen.requests.append((self.command, self.path))
+                seen.auth.append(self.headers.get("Authorization", ""))
                 status, headers, payload = respond(
                     self.command, self.path, dict(self.headers.items()), body
                 )
@@ -156,7 +158,7 @@ class TlsHttpServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            do_GET = do_POST = do_PUT = _serve
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
             def log_message(self, format: str, *args: object) -> None:
                 return

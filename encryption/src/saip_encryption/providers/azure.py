@@ -60,7 +60,15 @@ _VAULT_SUFFIXES = (
 )
 _PATH = re.compile(r"^/keys/(?P<name>[A-Za-z0-9-]{1,127})(?:/(?P<version>[A-Za-z0-9]{1,64}))?/?$")
 _OPTIONS = frozenset(
-    {"algorithm", "credential", "client", "client_for_version", "ca_bundle", "transport"}
+    {
+        "algorithm",
+        "credential",
+        "client",
+        "client_for_version",
+        "ca_bundle",
+        "transport",
+        "client_options",
+    }
 )
 
 #: Resolves a *versioned* key ID to a ``CryptographyClient`` for that version.
@@ -116,6 +124,9 @@ class AzureKeyVaultProvider:
     ca_bundle, transport:
         TLS trust for a private endpoint, or a ready azure-core transport (TLS ≥ 1.2 is the
         caller's responsibility then).
+    client_options:
+        Extra keyword arguments for the service ``CryptographyClient`` (e.g. ``api_version``,
+        ``retry_total``, ``verify_challenge_resource``).
     """
 
     def __init__(
@@ -128,6 +139,7 @@ class AzureKeyVaultProvider:
         client_for_version: VersionResolver | None = None,
         ca_bundle: str | None = None,
         transport: Any = None,
+        client_options: Mapping[str, Any] | None = None,
     ) -> None:
         self._vault, self._name, self._version = parse_key_id(key_id)
         if algorithm not in ALGORITHMS:
@@ -143,6 +155,9 @@ class AzureKeyVaultProvider:
         self._credential = credential
         self._ca_bundle = ca_bundle
         self._transport = transport
+        if client_options is not None and not isinstance(client_options, Mapping):
+            raise TypeError("client_options must be a mapping of keyword arguments")
+        self._client_options = dict(client_options or {})
         self._resolver = client_for_version
         self._clients: dict[str, Any] = {}
         self._wrap_client = client
@@ -254,7 +269,7 @@ class AzureKeyVaultProvider:
                 self._credential = DefaultAzureCredential()
             transport = self._transport or tls.azure_transport(ca_bundle=self._ca_bundle)
             self._clients[key_id] = CryptographyClient(
-                key_id, self._credential, transport=transport
+                key_id, self._credential, transport=transport, **self._client_options
             )
         return self._clients[key_id]
 
