@@ -142,6 +142,16 @@ class Env:
         self.now = NOW_MS
         self.engine: IngestEngine | None = None
 
+    NOW = NOW_MS
+
+    @staticmethod
+    def line(rec: dict[str, Any]) -> bytes:
+        return line(rec)
+
+    @staticmethod
+    def msgs(lines: list[bytes]) -> list[StreamMessage]:
+        return msgs(lines)
+
     def producer(self, name: str, *, register: bool = True) -> Producer:
         return Producer(name, self.registry if register else None)
 

@@ -115,8 +115,6 @@ def _codepoints(chars: list[str]) -> str:
 def _strip_controls(text: str) -> tuple[str, list[str]]:
     if text.isprintable():
         return text, []
-    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\u2028", "\n")
-    text = text.replace("\u2029", "\n")
     kept: list[str] = []
     removed: list[str] = []
     for ch in text:
@@ -172,6 +170,12 @@ def sanitize_text(value: str, *, field: str, max_length: int) -> SanitizeResult:
             shown = ", ".join(dict.fromkeys(tags[:_MAX_LISTED])) or "character references"
             audit.append(AuditEntry(field, "strip_markup", f"removed {shown}"))
             text = stripped
+        newlines = (text.replace("\r\n", "\n").replace("\r", "\n").replace("\u2028", "\n")).replace(
+            "\u2029", "\n"
+        )
+        if newlines != text:
+            audit.append(AuditEntry(field, "normalize_newlines", "CR, CRLF, U+2028/9 -> LF"))
+            text = newlines
         cleaned, removed = _strip_controls(text)
         if cleaned != text:
             op = "strip_control" if any(unicodedata.category(c) == "Cc" for c in removed) else ""
