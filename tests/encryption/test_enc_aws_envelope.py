@@ -115,3 +115,24 @@ def test_multi_provider_aws_and_gcp_either_one_decrypts(moto_url: str, gcp_provi
     assert "was not found" in message
     assert aws.uri in message
     assert f"key version {version} is not enabled" in message
+
+
+def test_cli_encrypt_decrypt_inspect_with_aws_kms(
+    moto_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from saip.cli import main
+
+    arn = _arn(moto_url)
+    data = os.urandom(100_000)
+    (tmp_path / "in.bin").write_bytes(data)
+    common = ["--key", f"aws-kms:{arn}", "--endpoint-url", moto_url, "--context", "dataset=d1"]
+    sealed, opened = tmp_path / "in.saip", tmp_path / "out.bin"
+    assert main(["encrypt", *common, str(tmp_path / "in.bin"), str(sealed)]) == 0
+    assert main(["decrypt", *common, str(sealed), str(opened)]) == 0
+    assert opened.read_bytes() == data
+    capsys.readouterr()
+    assert main(["inspect", "--json", str(sealed)]) == 0
+    assert arn in capsys.readouterr().out  # the key ARN is recorded in the header
+    wrong = ["--key", f"aws-kms:{arn}", "--endpoint-url", moto_url, "--context", "dataset=d2"]
+    assert main(["decrypt", *wrong, str(sealed), str(tmp_path / "bad.bin")]) == 1
+    assert not (tmp_path / "bad.bin").exists()
