@@ -28,7 +28,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 __all__ = ["CacheStats", "DataKeyCache"]
@@ -45,7 +45,7 @@ class CacheStats:
     evictions: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry(Generic[T]):
     data_key: bytearray
     prk: hmac.HMAC
@@ -53,7 +53,6 @@ class _Entry(Generic[T]):
     created: float
     messages: int = 0
     nbytes: int = 0
-    keys: list[bytearray] = field(default_factory=list)
 
 
 class DataKeyCache(Generic[T]):
@@ -68,8 +67,8 @@ class DataKeyCache(Generic[T]):
     max_bytes:
         Plaintext bytes an entry may protect (>= 1).
     max_entries:
-        Distinct entries kept (one per encryption context on encrypt); least recently used
-        first out.
+        Distinct entries kept (one per encryption context on encrypt); the oldest entry is
+        evicted first.
     clock:
         Monotonic clock in seconds (injectable for tests).
 
@@ -146,7 +145,6 @@ class DataKeyCache(Generic[T]):
                 return None
             entry.messages += 1
             entry.nbytes += nbytes
-            self._entries.move_to_end(key)
             self.stats.hits += 1
             return entry.prk, entry.extra
 

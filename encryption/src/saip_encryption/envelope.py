@@ -263,7 +263,8 @@ class EnvelopeEncryptor:
         self._max_wrapped_keys = max_wrapped_keys
         self._allowed_key_ids = frozenset(allowed_key_ids) if allowed_key_ids is not None else None
         self._rng = rng
-        self._ctx_memo: dict[tuple[tuple[str, str], ...], bytes] = {}
+        self._ctx_memo: dict[tuple[tuple[str, str], ...], tuple[bytes, bytes]] = {}
+        self._prefix_head = wire.pack_prefix(segment_size, bytes(32), b"")[:10]
 
     # -- properties -----------------------------------------------------------------------------
 
@@ -285,18 +286,28 @@ class EnvelopeEncryptor:
     # -- helpers --------------------------------------------------------------------------------
 
     def _context_bytes(self, context: Mapping[str, str]) -> bytes:
-        memo_key = tuple(context.items())
+        return self._context_parts(context)[0]
+
+    def _context_parts(self, context: Mapping[str, str]) -> tuple[bytes, bytes]:
+        """``(encoded context, uint16 length || encoded context)``, memoised per context."""
         try:
+            memo_key = tuple(context.items())
             return self._ctx_memo[memo_key]
         except KeyError:
             pass
-        except TypeError:  # unhashable values: let encode_context raise the right error
-            return wire.encode_context(context)
+        except (TypeError, AttributeError):  # unhashable or not a mapping: raise the right error
+            if not isinstance(context, Mapping):
+                raise TypeError(
+                    f"context must be a mapping of str to str, got {type(context).__name__}"
+                ) from None
+            encoded = wire.encode_context(context)
+            return encoded, len(encoded).to_bytes(2, "big") + encoded
         encoded = wire.encode_context(context)
         if len(self._ctx_memo) >= 1024:
             self._ctx_memo.clear()
-        self._ctx_memo[memo_key] = encoded
-        return encoded
+        parts = (encoded, len(encoded).to_bytes(2, "big") + encoded)
+        self._ctx_memo[memo_key] = parts
+        return parts
 
     def _new_data_key(self, context: Mapping[str, str]) -> tuple[bytearray, list[WrappedKey]]:
         data_key, first = self._providers[0].generate_data_key(context=context)
@@ -357,10 +368,13 @@ class EnvelopeEncryptor:
         """
         if not isinstance(plaintext, bytes | bytearray | memoryview):
             raise TypeError(f"plaintext must be bytes, got {type(plaintext).__name__}")
-        ctx_bytes = self._context_bytes(context)
+        ctx_bytes, ctx_tail = self._context_parts(context)
         seg = self._segment_size
         prk, area = self._record_material(ctx_bytes, context, len(plaintext))
-        prefix = wire.pack_prefix(seg, self._rng(wire.MESSAGE_ID_LEN), ctx_bytes)
+        message_id = self._rng(wire.MESSAGE_ID_LEN)
+        if len(message_id) != wire.MESSAGE_ID_LEN:
+            raise ValueError("rng returned the wrong number of bytes")
+        prefix = self._prefix_head + message_id + ctx_tail
         k_msg, commitment = wire.message_keys(prk, prefix)
         aead = AESGCM(k_msg)
         if len(plaintext) < seg:
