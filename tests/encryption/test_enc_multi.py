@@ -92,3 +92,17 @@ def test_satisfies_the_ingestion_encryptor_protocol(local) -> None:
     from saip_ingestion.protocols import Encryptor
 
     assert isinstance(EnvelopeEncryptor(local), Encryptor)
+
+
+def test_accepts_failure_is_reported_not_raised_early(local, other_local, unavailable_cls) -> None:
+    """A provider whose key-ID check itself fails (alias lookup down) is one listed failure."""
+    blob = EnvelopeEncryptor([local, other_local], cache=False).encrypt(b"x", context=CTX)
+
+    class Unresolvable(unavailable_cls):  # type: ignore[misc,valid-type]
+        def accepts(self, key_id: str) -> bool:
+            raise KeyProviderError("aws-kms: alias/a cannot be resolved (DescribeKey → denied)")
+
+    flaky = Unresolvable(local)
+    assert EnvelopeEncryptor([flaky, other_local], cache=False).decrypt(blob, context=CTX) == b"x"
+    with pytest.raises(KeyProviderError, match="cannot be resolved"):
+        EnvelopeEncryptor([flaky], cache=False).decrypt(blob, context=CTX)

@@ -131,7 +131,11 @@ def recover_data_key(
         for wrapped in keys:
             if allowed_key_ids is not None and wrapped.key_id not in allowed_key_ids:
                 continue
-            if not accepts(provider, wrapped):
+            try:
+                if not accepts(provider, wrapped):
+                    continue
+            except KeyProviderError as exc:  # e.g. an alias that cannot be resolved now
+                failures.append(f"{provider.uri} (key {wrapped.key_id}): {exc}")
                 continue
             try:
                 data_key = provider.unwrap(wrapped, context=context)
