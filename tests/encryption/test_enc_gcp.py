@@ -233,3 +233,17 @@ def test_cli_shared_options_endpoint_url_and_region(kms_server: object, provider
         gcp.from_uri(f"gcp-kms:{KEY}", region="us-east1")
     with pytest.raises(EncryptionConfigError, match="endpoint_url: plaintext"):
         gcp.from_uri(f"gcp-kms:{KEY}", endpoint_url="http://kms.example.com:80")
+
+
+def test_missing_application_default_credentials_is_a_named_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
+    monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")  # never probe a metadata server
+    monkeypatch.setenv("GCE_METADATA_IP", "127.0.0.1:9")
+    monkeypatch.setenv("NO_GCE_CHECK", "True")
+    with pytest.raises(KeyProviderError, match="no Application Default Credentials"):
+        gcp.from_uri(f"gcp-kms:{KEY}")

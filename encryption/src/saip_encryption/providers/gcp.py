@@ -306,11 +306,18 @@ def _build_client(
             channel=grpc.secure_channel(host, channel_credentials)
         )
     else:
-        transport = KeyManagementServiceGrpcTransport(
-            host=host,
-            credentials=credentials,
-            ssl_channel_credentials=tls.grpc_channel_credentials(),
-        )
+        from google.auth import exceptions as auth_exceptions
+
+        try:
+            transport = KeyManagementServiceGrpcTransport(
+                host=host,
+                credentials=credentials,
+                ssl_channel_credentials=tls.grpc_channel_credentials(),
+            )
+        except auth_exceptions.DefaultCredentialsError as exc:
+            raise KeyProviderError(
+                f"gcp-kms: no Application Default Credentials for {host}: {short(exc, 120)}"
+            ) from None
     return kms_v1.KeyManagementServiceClient(transport=transport)
 
 
