@@ -26,6 +26,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import boto3
 import pytest
 import requests
 from azure.core.credentials import AccessToken
@@ -144,6 +145,28 @@ def test_boto3_connects_over_tls12_and_13(modern_server: Any, pki: Any, aws_env:
     before = len(modern_server.seen.handshakes)
     assert _boto(modern_server.url, pki).list_keys()["Keys"] == []
     _assert_connected(modern_server, before, "/")
+
+
+def test_boto3_session_pins_every_client_it_builds(
+    legacy_server: Any, modern_server: Any, pki: Any, aws_env: None
+) -> None:
+    """``tls.boto3_session`` is for code that builds its own clients (ingestion backends)."""
+    session = tls.boto3_session(session=boto3.session.Session(region_name="us-east-1"))
+    config = Config(retries={"max_attempts": 1, "mode": "standard"})
+    before = len(legacy_server.seen.handshakes)
+    kinesis = session.client(
+        "kinesis", endpoint_url=legacy_server.url, verify=str(pki.ca_pem), config=config
+    )
+    with pytest.raises(BotoSSLError):
+        kinesis.list_streams()
+    s3 = session.resource("s3", endpoint_url=legacy_server.url, verify=str(pki.ca_pem))
+    with pytest.raises(BotoSSLError):
+        s3.meta.client.list_buckets()
+    _assert_refused_for_version(legacy_server, before)
+    kms = session.client("kms", endpoint_url=modern_server.url, verify=str(pki.ca_pem))
+    assert kms.list_keys()["Keys"] == []
+    with pytest.raises(EncryptionConfigError, match="endpoint_url: plaintext"):
+        session.client("kinesis", endpoint_url="http://kinesis.example.com")
 
 
 def test_boto3_client_refuses_plaintext_to_remote_host(aws_env: None) -> None:

@@ -6,6 +6,8 @@ One small API, reused by the ingestion slice's cloud adapters:
     A verifying client ``ssl.SSLContext`` whose ``minimum_version`` is TLS 1.2.
 ``boto3_client(service, *, endpoint_url=None, region=None, session=None, ca_bundle=None, ...)``
     A boto3 client whose HTTPS connections refuse anything below TLS 1.2.
+``boto3_session(*, session=None)``
+    A boto3 session whose clients are all pinned (for code that builds its own clients).
 ``azure_transport(*, ca_bundle=None)``
     An ``azure.core`` ``RequestsTransport`` for any azure-* client (``transport=``).
 ``requests_session(*, ca_bundle=None)``
@@ -57,11 +59,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MINIMUM_TLS_VERSION",
+    "TlsPinnedSession",
     "azure_transport",
     "boto3_client",
+    "boto3_session",
     "check_endpoint",
     "grpc_channel_credentials",
     "is_loopback_host",
+    "pin_boto3_client",
     "requests_session",
     "ssl_context",
 ]
@@ -132,6 +137,85 @@ def check_endpoint(url: str, *, setting: str) -> str:
     return url
 
 
+def pin_boto3_client(client: Any) -> Any:
+    """Raise the TLS floor of an existing boto3/botocore client to TLS 1.2, in place.
+
+    Raises
+    ------
+    RuntimeError
+        botocore's internals moved and the client's SSL context cannot be reached: fail closed
+        rather than hand out an unpinned client.
+    """
+    from botocore.httpsession import URLLib3Session
+
+    http_session = getattr(getattr(client, "_endpoint", None), "http_session", None)
+    manager = getattr(http_session, "_manager", None)
+    pool_kw = getattr(manager, "connection_pool_kw", None)
+    context = pool_kw.get("ssl_context") if isinstance(pool_kw, dict) else None
+    if not isinstance(http_session, URLLib3Session) or not isinstance(context, ssl.SSLContext):
+        raise RuntimeError(
+            "botocore internals changed: cannot pin TLS >= 1.2 on the client's SSL context; "
+            "refusing to build an unpinned client"
+        )
+    _harden(context)
+    if not getattr(http_session, "_saip_tls_pinned", False):
+        make_context = http_session._get_ssl_context
+
+        def _pinned_context() -> ssl.SSLContext:  # used for proxy connections created later
+            return _harden(make_context())
+
+        http_session._get_ssl_context = _pinned_context
+        http_session._saip_tls_pinned = True
+    return client
+
+
+class TlsPinnedSession:
+    """A ``boto3.session.Session`` stand-in whose ``client()``/``resource()`` are TLS ≥ 1.2 pinned.
+
+    Every other attribute (``region_name``, ``get_credentials``, ...) is the wrapped session's.
+    """
+
+    def __init__(self, session: Any) -> None:
+        self._saip_session = session
+
+    def client(self, *args: Any, **kwargs: Any) -> Any:
+        """``Session.client`` with :func:`check_endpoint` and :func:`pin_boto3_client`."""
+        _check_boto_endpoint(args, kwargs)
+        return pin_boto3_client(self._saip_session.client(*args, **kwargs))
+
+    def resource(self, *args: Any, **kwargs: Any) -> Any:
+        """``Session.resource`` whose underlying client is pinned."""
+        _check_boto_endpoint(args, kwargs)
+        res = self._saip_session.resource(*args, **kwargs)
+        pin_boto3_client(res.meta.client)
+        return res
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._saip_session, name)
+
+
+def _check_boto_endpoint(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    # Session.client(service_name, region_name, api_version, use_ssl, verify, endpoint_url, ...)
+    endpoint_url = kwargs.get("endpoint_url", args[5] if len(args) > 5 else None)
+    if endpoint_url is not None:
+        check_endpoint(endpoint_url, setting="endpoint_url")
+
+
+def boto3_session(*, session: Any = None) -> TlsPinnedSession:
+    """Return a session whose ``client()``/``resource()`` refuse TLS < 1.2.
+
+    For code that takes a session and builds its own clients (the ingestion backends): it wraps
+    ``session`` (default: a new ``boto3.session.Session`` on the SDK's default credential chain),
+    so credentials and region are the session's; every client it builds refuses TLS < 1.2 and a
+    plaintext ``endpoint_url`` to a non-loopback host.
+    """
+    import boto3
+
+    if isinstance(session, TlsPinnedSession):
+        return session
+    return TlsPinnedSession(session if session is not None else boto3.session.Session())
+
+
 def boto3_client(
     service: str,
     *,
@@ -158,38 +242,17 @@ def boto3_client(
     config:
         Optional ``botocore.config.Config``.
     """
-    import boto3
-    from botocore.httpsession import URLLib3Session
-
     if not isinstance(service, str) or not service:
         raise TypeError("service must be a non-empty string")
     if endpoint_url is not None:
         check_endpoint(endpoint_url, setting="endpoint_url")
-    session = session if session is not None else boto3.session.Session()
-    client = session.client(
+    return boto3_session(session=session).client(
         service,
         endpoint_url=endpoint_url,
         region_name=region,
         verify=None if ca_bundle is None else str(ca_bundle),
         config=config,
     )
-    http_session = getattr(getattr(client, "_endpoint", None), "http_session", None)
-    manager = getattr(http_session, "_manager", None)
-    pool_kw = getattr(manager, "connection_pool_kw", None)
-    context = pool_kw.get("ssl_context") if isinstance(pool_kw, dict) else None
-    if not isinstance(http_session, URLLib3Session) or not isinstance(context, ssl.SSLContext):
-        raise RuntimeError(
-            "botocore internals changed: cannot pin TLS >= 1.2 on the client's SSL context; "
-            "refusing to build an unpinned client"
-        )
-    _harden(context)
-    make_context = http_session._get_ssl_context
-
-    def _pinned_context() -> ssl.SSLContext:  # used for proxy connections created later
-        return _harden(make_context())
-
-    http_session._get_ssl_context = _pinned_context
-    return client
 
 
 def _adapter_class() -> type[Any]:
