@@ -1,10 +1,13 @@
 """Per-producer health per time window: rejection rate, duplicate rate, label drift.
 
-Drift compares a producer's label distribution (accepted records) in a window with the pooled
-distribution of *all other* producers in the same window (leave-one-out, so a producer cannot
-dilute its own reference): total variation distance ``TV = ½ Σ |p_i − q_i|`` and Pearson's
-chi-square goodness-of-fit statistic against the others' proportions (add-one smoothed), with
-its p-value from :func:`scipy.stats.chi2.sf`. A producer is ``flagged`` when its rejection rate
+Drift compares a producer's label distribution (accepted records) in a window with a robust
+reference: the per-class *median* of all producers' label proportions in that window
+(renormalised, add-one smoothed). A pooled reference would be dragged towards a compromised
+producer and make the honest ones look drifted; the median is robust while fewer than half of
+the producers are compromised (with two producers it is their mean, and a drift cannot be
+attributed to either). Reported per window: total variation distance ``TV = ½ Σ |p_i − q_i|``
+and Pearson's chi-square goodness-of-fit statistic against the reference, with its p-value from
+:func:`scipy.stats.chi2.sf`. A producer is ``flagged`` when its rejection rate
 exceeds ``max_rejection_rate`` or its labels drift (``p < alpha`` and ``TV > min_tv``); the flags
 are a signal for the poisoning gate, not a verdict.
 """
@@ -87,26 +90,50 @@ class HealthTracker:
             if reason:
                 w.reasons[reason] += 1
 
-    def _drift(self, own: Counter[int], others: Counter[int]) -> dict[str, Any]:
+    def _drift(self, own: Counter[int], reference: dict[int, float]) -> dict[str, Any]:
         from scipy.stats import chi2  # type: ignore[import-untyped]
 
-        n, m = sum(own.values()), sum(others.values())
-        if n == 0 or m == 0:
+        n = sum(own.values())
+        if n == 0 or not reference:
             return {"tv": None, "chi2": None, "p_value": None}
-        classes = sorted(set(own) | set(others))
+        classes = sorted(set(own) | set(reference))
         k = len(classes)
-        q = [(others[c] + 1) / (m + k) for c in classes]
+        q = [reference.get(c, 0.0) for c in classes]
         p = [own[c] / n for c in classes]
         tv = 0.5 * sum(abs(a - b) for a, b in zip(p, q, strict=True))
         stat = sum((own[c] - n * qc) ** 2 / (n * qc) for c, qc in zip(classes, q, strict=True))
         pval = float(chi2.sf(stat, k - 1)) if k > 1 else 1.0
         return {"tv": round(tv, 4), "chi2": round(stat, 3), "p_value": pval}
 
+    @staticmethod
+    def _reference(windows: dict[str, _Window]) -> dict[int, float]:
+        """Per-class median of the producers' label proportions (smoothed, renormalised)."""
+        import statistics
+
+        dists = []
+        for w in windows.values():
+            total = sum(w.labels.values())
+            if total:
+                dists.append({c: v / total for c, v in w.labels.items()})
+        if len(dists) < 2:
+            return {}
+        classes = sorted({c for d in dists for c in d})
+        med: dict[int, float] = {
+            c: float(statistics.median(d.get(c, 0.0) for d in dists)) for c in classes
+        }
+        eps = 1.0 / (1000 * len(classes))
+        total = sum(med.values()) + eps * len(classes)
+        return {c: (v + eps) / total for c, v in med.items()}
+
     def summary(self) -> dict[str, Any]:
         """``{producer: {totals..., flagged, windows: [...]}}``."""
         by_window: dict[int, dict[str, _Window]] = defaultdict(dict)
         for (producer, start), w in self._w.items():
             by_window[start][producer] = w
+        references = {
+            start: self._reference({p: w for p, w in ws.items() if not p.startswith("(")})
+            for start, ws in by_window.items()
+        }
         out: dict[str, Any] = {}
         for producer in sorted({p for p, _ in self._w}):
             windows: list[dict[str, Any]] = []
@@ -118,11 +145,7 @@ class HealthTracker:
                 if found is None:
                     continue
                 w = found
-                others: Counter[int] = Counter()
-                for other, ow in by_window[start].items():
-                    if other != producer:
-                        others.update(ow.labels)
-                drift = self._drift(w.labels, others)
+                drift = self._drift(w.labels, references[start])
                 rejection = w.quarantined / w.received if w.received else 0.0
                 dup = w.duplicates / w.received if w.received else 0.0
                 drifted = (
