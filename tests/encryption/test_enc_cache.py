@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-
 import pytest
-from saip_encryption import DataKeyCache, EnvelopeEncryptor
+from saip_encryption import DataKeyCache, EnvelopeEncryptor, wire
 from saip_encryption.providers.local import LocalKeyProvider
 
 CTX = {"dataset": "d"}
@@ -74,7 +71,7 @@ def test_max_bytes(local, counting_cls) -> None:
 def test_eviction_zeroes_the_data_key() -> None:
     cache: DataKeyCache[None] = DataKeyCache(max_messages=2, max_entries=1)
     key = bytearray(b"\x11" * 32)
-    prk = hmac.new(b"k", digestmod=hashlib.sha512)
+    prk = wire.HmacKey(b"k")
     cache.put("a", data_key=key, prk=prk, extra=None, nbytes=1)
     assert cache.use("a", 1) is not None
     assert cache.use("a", 1) is None  # third message exceeds max_messages=2

@@ -35,10 +35,17 @@ def test_hkdf_expand_matches_rfc5869_test_case_1() -> None:
     info = bytes.fromhex("f0f1f2f3f4f5f6f7f8f9")
     prk = hmac.digest(salt, ikm, "sha256")
     assert prk.hex() == "077709362c2e32df0ddc3f0dc47bba6390b6c73bb50f9c3122ec844ad7c2b3e5"
-    okm = wire.hkdf_expand(hmac.new(prk, digestmod=hashlib.sha256), info, 42)
+    okm = wire.hkdf_expand(wire.HmacKey(prk, "sha256"), info, 42, hash_len=32)
     assert okm.hex() == (
         "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
     )
+
+
+def test_hmac_key_equals_stdlib_hmac() -> None:
+    for key in (b"", b"k", bytes(64), bytes(range(200))):
+        for name in ("sha256", "sha512"):
+            for msg in (b"", b"abc", bytes(300)):
+                assert wire.HmacKey(key, name).digest(msg) == hmac.digest(key, msg, name)
 
 
 def test_message_keys_equal_cryptography_hkdf_sha512() -> None:
@@ -211,3 +218,16 @@ def test_constructor_validates_eagerly(local) -> None:
         EnvelopeEncryptor([])
     with pytest.raises(TypeError, match="cache"):
         EnvelopeEncryptor(local, cache="yes")  # type: ignore[arg-type]
+
+
+def test_bytes_like_inputs(local) -> None:
+    enc = EnvelopeEncryptor(local)
+    blob = enc.encrypt(bytearray(b"abc"), context=CTX)
+    for form in (blob, bytearray(blob), memoryview(blob)):
+        assert enc.decrypt(form, context=CTX) == b"abc"  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        enc.decrypt("text", context=CTX)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        enc.encrypt("text", context=CTX)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        enc.encrypt(b"x", context=[("a", "b")])  # type: ignore[arg-type]

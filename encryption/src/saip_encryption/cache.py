@@ -23,13 +23,14 @@ so tests can move time.
 
 from __future__ import annotations
 
-import hmac
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+from saip_encryption.wire import HmacKey
 
 __all__ = ["CacheStats", "DataKeyCache"]
 
@@ -48,7 +49,7 @@ class CacheStats:
 @dataclass(slots=True)
 class _Entry(Generic[T]):
     data_key: bytearray
-    prk: hmac.HMAC
+    prk: HmacKey
     extra: T
     created: float
     messages: int = 0
@@ -124,7 +125,7 @@ class DataKeyCache(Generic[T]):
     def __len__(self) -> int:
         return len(self._entries)
 
-    def use(self, key: Hashable, nbytes: int) -> tuple[hmac.HMAC, T] | None:
+    def use(self, key: Hashable, nbytes: int) -> tuple[HmacKey, T] | None:
         """Account one message of ``nbytes`` against ``key``'s entry and return it.
 
         Returns ``None`` (and evicts the entry) when the entry is missing or using it would
@@ -149,7 +150,7 @@ class DataKeyCache(Generic[T]):
             return entry.prk, entry.extra
 
     def put(
-        self, key: Hashable, *, data_key: bytearray, prk: hmac.HMAC, extra: T, nbytes: int
+        self, key: Hashable, *, data_key: bytearray, prk: HmacKey, extra: T, nbytes: int
     ) -> None:
         """Insert an entry that has just protected (or unwrapped for) one message of ``nbytes``.
 

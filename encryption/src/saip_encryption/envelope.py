@@ -57,6 +57,7 @@ DEFAULT_KEY_SLOT_CAPACITY = 2048
 _TAG = wire.TAG_LEN
 _FINAL0 = wire.segment_nonce(0, final=True)
 _MAX_SEGMENTS = 1 << 32
+_BYTES_LIKE = (bytes, bytearray, memoryview)
 _PREFIX = struct.Struct(">4sBBI32sH")
 _AREA = struct.Struct(">BH")
 
@@ -103,7 +104,7 @@ def recover_data_key(
     *,
     allowed_key_ids: Collection[str] | None = None,
     max_wrapped_keys: int = 8,
-) -> tuple[bytearray, hmac.HMAC, bytes]:
+) -> tuple[bytearray, wire.HmacKey, bytes]:
     """Unwrap and verify a message's data key.
 
     Tries each provider in order on each wrapped key it accepts; a data key counts only if its
@@ -290,7 +291,10 @@ class EnvelopeEncryptor:
     # -- helpers --------------------------------------------------------------------------------
 
     def _context_bytes(self, context: Mapping[str, str]) -> bytes:
-        return self._context_parts(context)[0]
+        try:
+            return self._ctx_memo[tuple(context.items())][0]
+        except (KeyError, TypeError, AttributeError):
+            return self._context_parts(context)[0]
 
     def _context_parts(self, context: Mapping[str, str]) -> tuple[bytes, bytes]:
         """``(encoded context, uint16 length || encoded context)``, memoised per context."""
@@ -328,7 +332,7 @@ class EnvelopeEncryptor:
 
     def _record_material(
         self, ctx_bytes: bytes, context: Mapping[str, str], nbytes: int
-    ) -> tuple[hmac.HMAC, bytes]:
+    ) -> tuple[wire.HmacKey, bytes]:
         if self._cache is not None:
             hit = self._cache.use(ctx_bytes, nbytes)
             if hit is not None:
@@ -370,7 +374,7 @@ class EnvelopeEncryptor:
         KeyProviderError
             The primary provider could not generate (or another could not wrap) a data key.
         """
-        if not isinstance(plaintext, bytes | bytearray | memoryview):
+        if not isinstance(plaintext, _BYTES_LIKE):
             raise TypeError(f"plaintext must be bytes, got {type(plaintext).__name__}")
         ctx_bytes, ctx_tail = self._context_parts(context)
         seg = self._segment_size
@@ -426,6 +430,10 @@ class EnvelopeEncryptor:
             The ciphertext is intact but no provider could unwrap its data key (lists each).
         """
         ctx_bytes = self._context_bytes(context)
+        if not isinstance(ciphertext, bytes):
+            if not isinstance(ciphertext, _BYTES_LIKE):
+                raise TypeError(f"ciphertext must be bytes, got {type(ciphertext).__name__}")
+            ciphertext = bytes(ciphertext)
         try:
             k_msg, offset, seg = self._record_key(ciphertext, ctx_bytes, context)
             body = memoryview(ciphertext)[offset:]

@@ -79,6 +79,7 @@ __all__ = [
     "TAG_LEN",
     "VERSION",
     "Header",
+    "HmacKey",
     "KeySlot",
     "MalformedError",
     "decode_context",
@@ -194,37 +195,64 @@ def decode_context(data: bytes) -> dict[str, str]:
 # --------------------------------------------------------------------------------------------
 
 
-def hkdf_extract(ikm: bytes | bytearray, *, salt: bytes = _EXTRACT_SALT) -> hmac.HMAC:
-    """HKDF-Extract (RFC 5869 §2.2) with SHA-512, returned as a pre-keyed HMAC state.
+_TRANS_36 = bytes(x ^ 0x36 for x in range(256))
+_TRANS_5C = bytes(x ^ 0x5C for x in range(256))
 
-    The returned object is ``HMAC(PRK, ·)``; :func:`hkdf_expand` copies it, so the PRK's key
-    schedule is computed once per data key rather than once per message.
+
+class HmacKey:
+    """HMAC (RFC 2104) under one fixed key, from precomputed inner and outer hash states.
+
+    ``HMAC(K, m) = H((K' xor opad) || H((K' xor ipad) || m))``: the two padded-key blocks are
+    hashed once here and each :meth:`digest` only copies the two ``hashlib`` states — the
+    construction the standard library's ``hmac`` module uses without OpenSSL, and about twice as
+    fast per message as copying an OpenSSL HMAC context. Checked against ``hmac`` and the
+    RFC 5869 vectors in ``tests/encryption/test_enc_format.py``.
     """
-    prk = hmac.digest(salt, bytes(ikm), "sha512")
-    return hmac.new(prk, digestmod=hashlib.sha512)
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes, hash_name: str = "sha512") -> None:
+        probe = hashlib.new(hash_name)
+        if len(key) > probe.block_size:
+            key = hashlib.new(hash_name, key).digest()
+        padded = key.ljust(probe.block_size, b"\0")
+        self._inner = hashlib.new(hash_name, padded.translate(_TRANS_36))
+        self._outer = hashlib.new(hash_name, padded.translate(_TRANS_5C))
+
+    def digest(self, message: bytes) -> bytes:
+        """``HMAC(K, message)``."""
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
 
 
-def hkdf_expand(prk: hmac.HMAC, info: bytes, length: int) -> bytes:
-    """HKDF-Expand (RFC 5869 §2.3) from a pre-keyed ``HMAC(PRK, ·)`` state."""
-    if not 0 < length <= 255 * 64:
+def hkdf_extract(ikm: bytes | bytearray, *, salt: bytes = _EXTRACT_SALT) -> HmacKey:
+    """HKDF-Extract (RFC 5869 §2.2) with SHA-512, returned as ``HMAC(PRK, ·)``.
+
+    The PRK's padded-key hash states are computed once per data key rather than per message.
+    """
+    return HmacKey(hmac.digest(salt, bytes(ikm), "sha512"))
+
+
+def hkdf_expand(prk: HmacKey, info: bytes, length: int, *, hash_len: int = 64) -> bytes:
+    """HKDF-Expand (RFC 5869 §2.3) with ``prk`` = ``HMAC(PRK, ·)``."""
+    if not 0 < length <= 255 * hash_len:
         raise ValueError("HKDF-Expand length out of range")
     out = b""
     block = b""
     counter = 1
     while len(out) < length:
-        h = prk.copy()
-        h.update(block + info + bytes((counter,)))
-        block = h.digest()
+        block = prk.digest(block + info + bytes((counter,)))
         out += block
         counter += 1
     return out[:length]
 
 
-def message_keys(prk: hmac.HMAC, prefix: bytes) -> tuple[bytes, bytes]:
+def message_keys(prk: HmacKey, prefix: bytes) -> tuple[bytes, bytes]:
     """Return ``(K_msg, commitment)`` for the authenticated prefix ``A`` of one message."""
-    h = prk.copy()
-    h.update(_EXPAND_LABEL + prefix + b"\x01")
-    okm = h.digest()  # SHA-512: one block = 64 bytes
+    okm = prk.digest(_EXPAND_LABEL + prefix + b"\x01")  # T(1) of SHA-512: 64 bytes
     return okm[:KEY_LEN], okm[KEY_LEN:]
 
 
