@@ -62,6 +62,7 @@ from saip_fl.pki import NodeKeyPair, RunPki, create_node_keypair, create_run_pki
 
 __all__ = [
     "DEFAULT_APP_DIR",
+    "AppRun",
     "DeploymentError",
     "DeploymentInterruptedError",
     "DeploymentResult",
@@ -299,6 +300,12 @@ class ProcessSupervisor:
                 return True
         return False
 
+    @property
+    def process_groups(self) -> list[int]:
+        """Every process group seen (started ones and those their children opened)."""
+        with self._lock:
+            return sorted(self._groups)
+
     # -- stopping --------------------------------------------------------------------------
     def _signal_groups(self, sig: signal.Signals) -> None:
         for pgid in sorted(self._groups):
@@ -336,9 +343,55 @@ class ProcessSupervisor:
                 _LOG.info("stopped %d process group(s)", len(self._groups))
             return left
 
+    def stop(self, name: str) -> list[int]:
+        """Stop one started process's group and the groups its descendants opened.
+
+        Returns the PIDs of that tree still alive afterwards (empty on success).
+        """
+        with self._lock:
+            self.refresh()
+            root = self._managed[name].pid
+            tree = self._tree(root)
+            groups = {root} | {self._seen[pid].pgid for pid in tree if pid in self._seen}
+            for sig, wait in ((signal.SIGTERM, self._grace), (signal.SIGKILL, 5.0)):
+                for pgid in sorted(groups):
+                    if self._group_is_ours(pgid):
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.killpg(pgid, sig)
+                deadline = time.monotonic() + wait
+                while time.monotonic() < deadline and self._live_in(groups):
+                    self._reap()
+                    time.sleep(0.1)
+                if not self._live_in(groups):
+                    break
+            self._reap()
+            return self._live_in(groups)
+
+    def _tree(self, root: int) -> set[int]:
+        children: dict[int, list[int]] = {}
+        for info in self._seen.values():
+            children.setdefault(info.ppid, []).append(info.pid)
+        out, stack = set(), [root]
+        while stack:
+            pid = stack.pop()
+            if pid not in out:
+                out.add(pid)
+                stack.extend(children.get(pid, []))
+        return out
+
+    @staticmethod
+    def _live_in(groups: set[int]) -> list[int]:
+        return sorted(i.pid for i in _all_procs() if i.pgid in groups and not i.zombie)
+
     def _reap(self) -> None:
         for proc in self._procs.values():
             proc.poll()
+        # descendants re-parented to us (only when we are a child subreaper, see main())
+        started = {p.pid for p in self._procs.values()}
+        for pid in list(self._seen):
+            if pid not in started:
+                with contextlib.suppress(ChildProcessError, OSError):
+                    os.waitpid(pid, os.WNOHANG)
 
     def _write_state(self, *, stopped: bool = False) -> None:
         state = {
@@ -414,6 +467,22 @@ class SuperNodeHandle:
 
 
 @dataclass
+class AppRun:
+    """One ``flwr run`` on a :class:`LocalFederation` (filled in step by step)."""
+
+    app_dir: str
+    run_id: int | None = None
+    status: str | None = None
+    seconds: float | None = None
+    log: str | None = None
+    result_dir: str | None = None
+    result_files: list[str] = field(default_factory=list)
+    rounds_completed: int | None = None
+    app_status: str | None = None
+    final_metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class DeploymentResult:
     """What :func:`run_local_deployment` did; also written to ``deployment.json``."""
 
@@ -421,15 +490,7 @@ class DeploymentResult:
     superlink_address: str
     ca_certificate: str
     supernodes: list[dict[str, Any]]
-    run_id: int | None = None
-    run_status: str | None = None
-    run_seconds: float | None = None
-    run_log: str | None = None
-    result_dir: str | None = None
-    result_files: list[str] = field(default_factory=list)
-    rounds_completed: int | None = None
-    app_status: str | None = None
-    final_metrics: dict[str, Any] = field(default_factory=dict)
+    run: dict[str, Any] | None = None
     process_groups: list[int] = field(default_factory=list)
     processes_left: list[int] = field(default_factory=list)
     error: str | None = None
@@ -506,6 +567,7 @@ class LocalFederation:
         self.supervisor = ProcessSupervisor(run_dir=self.run_dir, env=env)
         self.supernodes: dict[str, SuperNodeHandle] = {}
         self.node_ids: dict[str, int] = {}
+        self.last_run: AppRun | None = None
         self._write_flower_config()
 
     # -- context manager -------------------------------------------------------------------
@@ -710,6 +772,10 @@ class LocalFederation:
         self.supernodes[name] = handle
         return handle
 
+    def stop_supernode(self, name: str) -> list[int]:
+        """Stop SuperNode ``name`` and its SuperExec/ClientApp children; PIDs left (none)."""
+        return self.supervisor.stop(f"supernode-{name}")
+
     def supernode_exit_code(self, name: str, timeout: float) -> int | None:
         """Wait up to ``timeout`` s for SuperNode ``name`` to exit; its code or ``None``."""
         return self.supervisor.wait(f"supernode-{name}", timeout)
@@ -805,6 +871,50 @@ class LocalFederation:
         with contextlib.suppress(DeploymentError):
             self.flwr("stop", str(run_id), CONNECTION)
         raise DeploymentError(f"run {run_id} did not finish within {timeout} s (stopped it)")
+
+    def run_app(
+        self,
+        app_dir: Path,
+        run_config: Mapping[str, ConfigValue],
+        *,
+        run_timeout: float,
+        out_dir: Path | None,
+        out_key: str = "out-dir",
+    ) -> AppRun:
+        """Submit the app, wait for it, save its log and check what it wrote to ``out_dir``.
+
+        Raises :class:`DeploymentError` unless the run is ``finished:completed``, wrote files
+        to ``out_dir`` and (when it writes ``metrics.json``) reports status ``ok`` with at least
+        one round. Progress is kept in :attr:`last_run` even when it fails.
+        """
+        run = self.last_run = AppRun(app_dir=str(app_dir))
+        config = dict(run_config)
+        if out_dir is not None:
+            out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            config.setdefault(out_key, str(out_dir))
+            run.result_dir = str(out_dir)
+        started = time.monotonic()
+        run.run_id = self.submit(app_dir, config)
+        run.status = self.wait_run(run.run_id, timeout=run_timeout)
+        run.seconds = round(time.monotonic() - started, 2)
+        run.log = str(self.save_run_log(run.run_id))
+        if run.status != _RUN_COMPLETED:
+            raise DeploymentError(
+                f"run {run.run_id} ended as {run.status}; "
+                f"log {run.log}:\n{_log_tail(Path(run.log), 25)}"
+            )
+        if out_dir is None:
+            return run
+        files, rounds, final, status = _read_metrics(out_dir)
+        run.result_files, run.rounds_completed = files, rounds
+        run.final_metrics, run.app_status = final, status
+        if not files:
+            raise DeploymentError(f"run {run.run_id} completed but wrote nothing to {out_dir}")
+        if status is not None and status != "ok":
+            raise DeploymentError(f"run {run.run_id}: metrics.json reports status {status!r}")
+        if rounds is not None and rounds < 1:
+            raise DeploymentError(f"run {run.run_id} completed 0 rounds")
+        return run
 
     def save_run_log(self, run_id: int) -> Path:
         """``flwr log RUN --show`` into ``logs/run-<id>.log``."""
@@ -927,9 +1037,6 @@ def run_local_deployment(
     )
     config: dict[str, ConfigValue] = dict(run_config or {})
     result_dir = fed.run_dir / "result"
-    if result_config_key:
-        result_dir.mkdir(mode=0o700)
-        config.setdefault(result_config_key, str(result_dir))
     guard = _signals_raise() if install_signal_handlers else contextlib.nullcontext()
     try:
         with guard:
@@ -950,34 +1057,17 @@ def run_local_deployment(
                     }
                     for h in fed.supernodes.values()
                 ]
-                run_started = time.monotonic()
-                result.run_id = fed.submit(app_dir, config)
-                result.run_status = fed.wait_run(result.run_id, timeout=run_timeout)
-                result.run_seconds = round(time.monotonic() - run_started, 2)
-                result.run_log = str(fed.save_run_log(result.run_id))
-                if result.run_status != _RUN_COMPLETED:
-                    raise DeploymentError(
-                        f"run {result.run_id} ended as {result.run_status}; "
-                        f"log {result.run_log}:\n{_log_tail(Path(result.run_log), 25)}"
-                    )
-                if result_config_key:
-                    result.result_dir = str(result_dir)
-                    files, rounds, final, status = _read_metrics(result_dir)
-                    result.result_files, result.rounds_completed = files, rounds
-                    result.final_metrics, result.app_status = final, status
-                    if not files:
-                        raise DeploymentError(
-                            f"run {result.run_id} completed but wrote nothing to {result_dir}"
-                        )
-                    if status is not None and status != "ok":
-                        raise DeploymentError(
-                            f"run {result.run_id}: metrics.json reports status {status!r}"
-                        )
-                    if rounds is not None and rounds < 1:
-                        raise DeploymentError(f"run {result.run_id} completed 0 rounds")
+                fed.run_app(
+                    app_dir,
+                    config,
+                    run_timeout=run_timeout,
+                    out_dir=result_dir if result_config_key else None,
+                    out_key=result_config_key or "out-dir",
+                )
             finally:
                 result.processes_left = fed.close()
-                result.process_groups = sorted(fed.supervisor._groups)
+                result.process_groups = fed.supervisor.process_groups
+                result.run = asdict(fed.last_run) if fed.last_run else None
     except DeploymentError as exc:
         result.error = str(exc)
         raise
@@ -1017,6 +1107,21 @@ def _parse_config(items: Sequence[str]) -> dict[str, ConfigValue]:
     return out
 
 
+def _become_subreaper() -> None:
+    """Linux ``PR_SET_CHILD_SUBREAPER``: orphaned descendants (e.g. ``flower-superexec`` when the
+    SuperLink exits first) are re-parented to this process, which reaps them, instead of to PID 1
+    (which in some containers never reaps, leaving zombies)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        _LOG.debug("could not become a child subreaper; orphans go to PID 1")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m saip_fl.deploy``: one local deployment; exit 0 only if it completed cleanly."""
     from rich.console import Console  # CLI-only dependency
@@ -1041,6 +1146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
+    _become_subreaper()
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     run_dir = args.run_dir / f"run-{stamp}"
     try:
@@ -1055,19 +1161,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print(f"[bold red]fl-deploy: FAILED[/]: {exc}")
         err.print(f"run directory (logs, processes.json, deployment.json): {run_dir}")
         return 1
-    out.print(f"[bold green]fl-deploy: run {result.run_id} {result.run_status}[/]")
+    run = result.run or {}
+    out.print(f"[bold green]fl-deploy: run {run.get('run_id')} {run.get('status')}[/]")
     out.print(f"  SuperLink     {result.superlink_address} (TLS, CA {result.ca_certificate})")
     for node in result.supernodes:
         out.print(
             f"  SuperNode     {node['name']}: node {node['node_id']}, pid {node['pid']}, "
-            f"runtime API 127.0.0.1:{node['runtime_port']} (key {node['public_key']} registered)"
+            f"runtime API https://127.0.0.1:{node['runtime_port']} "
+            f"(key {node['public_key']} registered)"
         )
-    out.print(f"  run seconds   {result.run_seconds}")
-    out.print(f"  rounds        {result.rounds_completed}")
-    if result.final_metrics:
-        out.print(f"  final round   {json.dumps(result.final_metrics, default=str)[:300]}")
-    out.print(f"  results       {result.result_dir}: {', '.join(result.result_files)}")
-    out.print(f"  run log       {result.run_log}")
+    out.print(f"  run seconds   {run.get('seconds')}")
+    out.print(f"  rounds        {run.get('rounds_completed')} (app status {run.get('app_status')})")
+    if run.get("final_metrics"):
+        out.print(f"  final         {json.dumps(run['final_metrics'], default=str)[:300]}")
+    out.print(f"  results       {run.get('result_dir')}: {', '.join(run.get('result_files', []))}")
+    out.print(f"  run log       {run.get('log')}")
     out.print(
         f"  stopped       {len(result.process_groups)} process groups; "
         f"processes left: {len(result.processes_left)}"
