@@ -34,7 +34,7 @@ fake = _load_fake("fake_eventhubs")
 
 
 @pytest.fixture
-def env(azurite: Any) -> Iterator[dict[str, Any]]:
+def az(azurite: Any) -> Iterator[dict[str, Any]]:
     service = BlobServiceClient.from_connection_string(azurite.connection_string)
     name = f"landing-{uuid.uuid4().hex[:8]}"
     landing = service.create_container(name)
@@ -45,19 +45,19 @@ def env(azurite: Any) -> Iterator[dict[str, Any]]:
     service.delete_container(f"{name}-checkpoints")
 
 
-def _open(env: dict[str, Any], **extra: Any) -> tuple[azure.EventHubStream, ObjectStore]:
+def _open(az: dict[str, Any], **extra: Any) -> tuple[azure.EventHubStream, ObjectStore]:
     store = BlobCheckpointStore.from_connection_string(
-        env["azurite"].connection_string, f"{env['name']}-checkpoints"
+        az["azurite"].connection_string, f"{az['name']}-checkpoints"
     )
-    hub = env["hub"]
+    hub = az["hub"]
     opts: dict[str, Any] = {
         "eventhub": hub.name,
-        "container": env["name"],
+        "container": az["name"],
         "prefix": "landing/",
         "producer": fake.FakeProducerClient(hub),
         "consumer": fake.FakeConsumerClient(hub, consumer_group="$Default", checkpoint_store=store),
         "checkpoint_store": store,
-        "container_client": env["landing"],
+        "container_client": az["landing"],
         "data_dir": "/tmp/unused",
     }
     opts.update(extra)
@@ -75,12 +75,12 @@ def _drain(stream: RecordStream, want: int, rounds: int = 40) -> list[StreamMess
     return got
 
 
-def test_publish_batches_by_real_sdk_size_accounting(env: dict[str, Any]) -> None:
-    env["hub"].max_batch_bytes = 64 * 1024
-    stream, _ = _open(env)
+def test_publish_batches_by_real_sdk_size_accounting(az: dict[str, Any]) -> None:
+    az["hub"].max_batch_bytes = 64 * 1024
+    stream, _ = _open(az)
     assert isinstance(stream, RecordStream)
     stream.publish([os.urandom(1000) for _ in range(200)], partition_key="cam-1")
-    batches = env["hub"].sent_batches
+    batches = az["hub"].sent_batches
     assert sum(batches) == 200
     assert len(batches) >= 4  # 200 KB cannot fit in 64 KiB batches
     with pytest.raises(ValueError, match="does not fit one Event Hubs batch"):
@@ -88,19 +88,19 @@ def test_publish_batches_by_real_sdk_size_accounting(env: dict[str, Any]) -> Non
     stream.close()
 
 
-def test_send_failure_raises_with_unsent_indexes(env: dict[str, Any]) -> None:
-    env["hub"].max_batch_bytes = 8 * 1024
-    stream, _ = _open(env)
-    env["hub"].fail_sends = 1
+def test_send_failure_raises_with_unsent_indexes(az: dict[str, Any]) -> None:
+    az["hub"].max_batch_bytes = 8 * 1024
+    stream, _ = _open(az)
+    az["hub"].fail_sends = 1
     with pytest.raises(PublishError, match="send failed") as info:
         stream.publish([b"y" * 1000 for _ in range(20)], partition_key="k")
     assert info.value.failed == list(range(20))  # first batch failed: nothing after it sent
     stream.close()
 
 
-def test_checkpoints_in_blob_store_survive_restart(env: dict[str, Any]) -> None:
-    stream, _ = _open(env)
-    hub = env["hub"]
+def test_checkpoints_in_blob_store_survive_restart(az: dict[str, Any]) -> None:
+    stream, _ = _open(az)
+    hub = az["hub"]
     key_a = "p-1"
     key_b = next(
         f"p-{n}" for n in range(2, 99) if hub.partition_for(f"p-{n}") != hub.partition_for(key_a)
@@ -118,23 +118,23 @@ def test_checkpoints_in_blob_store_survive_restart(env: dict[str, Any]) -> None:
     stream.checkpoint(done)
     stream.close()
     # the checkpoints are blobs on Azurite, written by the real BlobCheckpointStore
-    cps = env["service"].get_container_client(f"{env['name']}-checkpoints")
+    cps = az["service"].get_container_client(f"{az['name']}-checkpoints")
     names = list(cps.list_blob_names())
     assert any("/checkpoint/" in n for n in names)
-    restarted, _ = _open(env)
+    restarted, _ = _open(az)
     again = _drain(restarted, 16)
     assert sorted(m.data for m in again) == sorted(
         [f"a{i}".encode() for i in range(3, 10)] + [f"b{i}".encode() for i in range(1, 10)]
     )
     restarted.checkpoint(again)
     restarted.close()
-    third, _ = _open(env)
+    third, _ = _open(az)
     assert third.poll(max_messages=10, timeout=0.5) == []
     third.close()
 
 
-def test_adls_store_idempotent_conflict_safe_and_listed(env: dict[str, Any]) -> None:
-    _, store = _open(env)
+def test_adls_store_idempotent_conflict_safe_and_listed(az: dict[str, Any]) -> None:
+    _, store = _open(az)
     assert isinstance(store, ObjectStore)
     store.put("accepted/cam-1/r1", b"cipher-1", metadata={"producer": "cam-1"})
     store.put("accepted/cam-1/r1", b"cipher-1")
@@ -148,7 +148,7 @@ def test_adls_store_idempotent_conflict_safe_and_listed(env: dict[str, Any]) -> 
     assert not store.exists("quarantine/q2")
     with pytest.raises(KeyError):
         store.get("missing")
-    props = env["landing"].get_blob_client("landing/accepted/cam-1/r1").get_blob_properties()
+    props = az["landing"].get_blob_client("landing/accepted/cam-1/r1").get_blob_properties()
     assert props.metadata == {"producer": "cam-1"}
     with pytest.raises(ValueError, match="object key"):
         store.put("../escape", b"x")
@@ -169,10 +169,10 @@ def test_adls_store_idempotent_conflict_safe_and_listed(env: dict[str, Any]) -> 
     ],
 )
 def test_options_validated_eagerly(
-    env: dict[str, Any], override: dict[str, Any], message: str
+    az: dict[str, Any], override: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(ValueError, match=message):
-        _open(env, **override)
+        _open(az, **override)
 
 
 @pytest.mark.live("azure")
