@@ -205,3 +205,20 @@ def test_live_aws_kms_roundtrip() -> None:
     assert provider.unwrap(wrapped, context=CTX) == data_key
     with pytest.raises(DecryptionError):
         provider.unwrap(wrapped, context={**CTX, "tenant": "other"})
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=pytest.fail.Exception,  # only "DID NOT RAISE" counts as the known gap
+    reason="moto 5.2.5 gap: a disabled KMS key still decrypts (real KMS: DisabledException). "
+    "Strict: when moto fixes it this XPASSes and fails, so the test gets promoted.",
+)
+def test_disabled_key_refuses_unwrap_naming_the_key_moto_gap(moto_url: str) -> None:
+    kms = _kms(moto_url)
+    key_id = kms.create_key()["KeyMetadata"]["KeyId"]  # type: ignore[attr-defined]
+    arn = kms.describe_key(KeyId=key_id)["KeyMetadata"]["Arn"]  # type: ignore[attr-defined]
+    provider = aws.from_uri(f"aws-kms:{arn}", endpoint_url=moto_url)
+    _, wrapped = provider.generate_data_key(context=CTX)
+    kms.disable_key(KeyId=key_id)  # type: ignore[attr-defined]  (by ARN moto answers HTTP 500)
+    with pytest.raises(KeyProviderError, match=f"aws-kms: key {arn} is disabled"):
+        provider.unwrap(wrapped, context=CTX)
