@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from saip.cli import main
 
 
@@ -80,7 +79,8 @@ def test_produce_registers_key_and_run_accepts(produced: dict[str, Any], capsys:
     assert npz["x"].shape == (s["accepted"] - s["duplicates"], 64)
     assert set(npz["producer"]) == {"alpha", "beta", "gamma"}
     assert len(set(npz["record_id"])) == len(npz["record_id"])
-    assert (npz["x"] >= 0).all() and (npz["x"] <= 16).all()
+    assert (npz["x"] >= 0).all()
+    assert (npz["x"] <= 16).all()
 
 
 def test_quarantine_list_show_release(

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from saip_ingestion.backends.base import StreamMessage
-from saip_ingestion.backends.local import FileRecordStream, LocalObjectStore, LocalStream
+from saip_ingestion.backends.local import LocalObjectStore, LocalStream
 from saip_ingestion.engine import IngestEngine, iter_accepted
 from saip_ingestion.errors import IngestError
 from saip_ingestion.quarantine import QuarantineStore

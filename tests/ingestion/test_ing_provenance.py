@@ -68,7 +68,7 @@ def test_every_inclusion_proof_verifies(n: int) -> None:
     for i, path in enumerate(paths):
         assert inclusion_root(i, n, leaves[i], path) == root
         if path:  # any altered sibling, index or size breaks it
-            bad = [bytes(32)] + path[1:]
+            bad = [bytes(32), *path[1:]]
             assert inclusion_root(i, n, leaves[i], bad) != root
         if n > 1:
             assert inclusion_root((i + 1) % n, n, leaves[i], path) != root
@@ -138,14 +138,15 @@ def test_other_producers_key_or_name_fails() -> None:
     registry.register("mallory", mallory.public_key())
     forged = dict(recs[0], producer_id="mallory")
     reason = _verify(Verifier(registry), forged)
-    assert reason is not None and reason[0] == "unknown_key"
+    assert reason is not None
+    assert reason[0] == "unknown_key"
     other = Signer(producer_id="alpha", private_key=mallory)
     resigned = dict(recs[0], sig=other.sign_batch([record_leaf_data(recs[0])])[0])
     assert _verify(Verifier(registry), resigned)[0] == "unknown_key"
 
 
 def test_revoked_key(tmp_path: Any) -> None:
-    registry, key, recs, _signer = _signed_batch(2)
+    registry, _key, recs, _signer = _signed_batch(2)
     path = registry.directory / "alpha.json"
     doc = json.loads(path.read_text())
     doc["keys"][0]["revoked"] = True

@@ -59,7 +59,8 @@ def test_line_breaks_are_kept_but_normalised() -> None:
 )
 def test_unfixable_text(text: str, reason: str) -> None:
     result = sanitize_text(text, field="payload.response", max_length=100)
-    assert result.error is not None and result.error[0] == reason
+    assert result.error is not None
+    assert result.error[0] == reason
 
 
 def test_other_scripts_alone_are_fine() -> None:

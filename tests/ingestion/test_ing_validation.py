@@ -34,7 +34,8 @@ def test_valid_record_is_accepted_and_stored_encrypted(env: Env) -> None:
     keys = list(env.store.list("accepted/"))
     assert len(keys) == 1
     blob = env.store.get(keys[0])
-    assert b"alpha-000000" not in blob and b"features" not in blob  # encrypted at rest
+    assert b"alpha-000000" not in blob  # encrypted at rest
+    assert b"features" not in blob
 
 
 def _mutate(raw: bytes, fn: Any) -> bytes:
@@ -292,7 +293,7 @@ def test_mixed_batch_conserves_counts(env: Env) -> None:
     s = env.engine.finish()  # type: ignore[union-attr]
     assert s.received == len(out) == 55
     assert s.received == s.accepted + s.quarantined
-    assert s.accepted == 51 and s.duplicates == 1 and s.stored == 50
+    assert (s.accepted, s.duplicates, s.stored) == (51, 1, 50)
     assert sum(s.reasons.values()) == s.quarantined == 4
     assert len(list(QuarantineStore(env.store, env.encryptor).keys())) == 4
 

@@ -284,6 +284,7 @@ class IngestEngine:
         self.snapshot_every = snapshot_every
         self.state = ConsumerState(Path(state_dir), replay=self.replay)
         self.summary = IngestSummary()
+        self._received_at = self.clock()
         self._classes = np.array(sorted(image_spec.classes), dtype=np.int64)
         self._recover()
 
@@ -415,10 +416,12 @@ class IngestEngine:
         self.summary.quarantined += 1
         self.summary.reasons[reason] += 1
         bucket = producer if authenticated and producer else "(unauthenticated)"
-        self.health.observe(bucket, ts, "quarantined", reason=reason)
+        # windowed by receipt time: a rejected record's own ts may be far outside the window
+        self.health.observe(bucket, self._received_at, "quarantined", reason=reason)
 
     def _process(self, messages: Sequence[StreamMessage], now: int) -> _Batch:
         batch = _Batch(outcomes=[("", None)] * len(messages))
+        self._received_at = now
         cands: list[_Candidate] = []
         max_line = self.max_line_bytes
         validate = RECORD_ADAPTER.validate_json

@@ -110,7 +110,7 @@ class HealthTracker:
         """Per-class median of the producers' label proportions (smoothed, renormalised)."""
         import statistics
 
-        dists = []
+        dists: list[dict[int, float]] = []
         for w in windows.values():
             total = sum(w.labels.values())
             if total:
@@ -122,8 +122,8 @@ class HealthTracker:
             c: float(statistics.median(d.get(c, 0.0) for d in dists)) for c in classes
         }
         eps = 1.0 / (1000 * len(classes))
-        total = sum(med.values()) + eps * len(classes)
-        return {c: (v + eps) / total for c, v in med.items()}
+        norm = sum(med.values()) + eps * len(classes)
+        return {c: (v + eps) / norm for c, v in med.items()}
 
     def summary(self) -> dict[str, Any]:
         """``{producer: {totals..., flagged, windows: [...]}}``."""
