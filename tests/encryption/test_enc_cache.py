@@ -117,3 +117,25 @@ def test_uncached_data_keys_are_zeroed_after_use(local) -> None:
 def test_cache_caps_are_validated(kwargs, exc) -> None:
     with pytest.raises(exc):
         DataKeyCache(**kwargs)
+
+
+def test_close_zeroes_both_caches(local) -> None:
+    seen: list[bytearray] = []
+    real_gen, real_unwrap = local.generate_data_key, local.unwrap
+
+    def gen(*, context):  # type: ignore[no-untyped-def]
+        key, wrapped = real_gen(context=context)
+        seen.append(key)
+        return key, wrapped
+
+    def unwrap(wrapped, *, context):  # type: ignore[no-untyped-def]
+        key = real_unwrap(wrapped, context=context)
+        seen.append(key)
+        return key
+
+    local.generate_data_key, local.unwrap = gen, unwrap
+    with EnvelopeEncryptor(local) as enc:
+        enc.decrypt(enc.encrypt(b"x", context=CTX), context=CTX)
+        assert len(seen) == 2
+        assert all(k != bytearray(32) for k in seen)
+    assert seen == [bytearray(32), bytearray(32)]

@@ -288,6 +288,18 @@ class EnvelopeEncryptor:
         """The decrypt-side cache of unwrapped data keys."""
         return self._dcache
 
+    def close(self) -> None:
+        """Evict both data-key caches, zeroing every cached data key."""
+        for cache in (self._cache, self._dcache):
+            if cache is not None:
+                cache.clear()
+
+    def __enter__(self) -> EnvelopeEncryptor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- helpers --------------------------------------------------------------------------------
 
     def _context_bytes(self, context: Mapping[str, str]) -> bytes:
