@@ -38,7 +38,8 @@ KeyOpt = Annotated[
     typer.Option(
         "--key",
         help="Master key URI (local:PATH, aws-kms:ARN, azure-kv:KEY_ID, gcp-kms:...). "
-        "Repeat to wrap under several keys / try several on decrypt. Default: [encryption] key.",
+        "Repeat to wrap under several keys / try several on decrypt. "
+        "Default: the encryption.key setting.",
     ),
 ]
 ContextOpt = Annotated[
@@ -255,7 +256,7 @@ def rewrap_cmd(
         typer.Option(
             "--from",
             help="Key URI able to unwrap the current data keys (repeatable). "
-            "Default: [encryption] key, plus the cloud keys named in each header.",
+            "Default: the encryption.key setting, plus the cloud keys named in each header.",
         ),
     ] = None,
     endpoint_url: EndpointOpt = None,
