@@ -568,6 +568,8 @@ class LocalFederation:
         self.supernodes: dict[str, SuperNodeHandle] = {}
         self.node_ids: dict[str, int] = {}
         self.last_run: AppRun | None = None
+        self._extra_keys: dict[str, NodeKeyPair] = {}
+        self._serving: set[str] = set()  # SuperNodes that came online and must stay up
         self._write_flower_config()
 
     # -- context manager -------------------------------------------------------------------
@@ -665,7 +667,9 @@ class LocalFederation:
         for node in self.pki.nodes:
             if node.name == name:
                 return node
-        return create_node_keypair(directory=self.pki.directory, name=name)
+        if name not in self._extra_keys:
+            self._extra_keys[name] = create_node_keypair(directory=self.pki.directory, name=name)
+        return self._extra_keys[name]
 
     def register(self, name: str) -> int:
         """Register node ``name``'s public key with ``flwr supernode register``; its node ID."""
@@ -774,6 +778,7 @@ class LocalFederation:
 
     def stop_supernode(self, name: str) -> list[int]:
         """Stop SuperNode ``name`` and its SuperExec/ClientApp children; PIDs left (none)."""
+        self._serving.discard(name)
         return self.supervisor.stop(f"supernode-{name}")
 
     def supernode_exit_code(self, name: str, timeout: float) -> int | None:
@@ -812,6 +817,7 @@ class LocalFederation:
             self._check_alive(names, "during start-up")
             online = self.online_node_ids()
             if set(wanted) <= online:
+                self._serving.update(names)
                 self.supervisor.refresh()
                 _LOG.info("SuperNodes online: %s", ", ".join(sorted(names)))
                 return
@@ -864,7 +870,7 @@ class LocalFederation:
             status = self.run_status(run_id)
             if status.startswith(_RUN_FINISHED):
                 return status
-            self._check_alive(list(self.supernodes), f"during run {run_id}")
+            self._check_alive(sorted(self._serving), f"during run {run_id}")
             if self.supervisor.returncode("superlink") is not None:
                 raise DeploymentError(f"flower-superlink exited during run {run_id}")
             time.sleep(poll)
@@ -942,6 +948,21 @@ def _signals_raise() -> Iterator[None]:
     previous = {
         s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     }
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def _signals_ignored(active: bool) -> Iterator[None]:
+    """Ignore SIGINT/SIGTERM/SIGHUP while stopping processes (main thread only)."""
+    if not active or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in signals}
     try:
         yield
     finally:
@@ -1039,8 +1060,8 @@ def run_local_deployment(
     result_dir = fed.run_dir / "result"
     guard = _signals_raise() if install_signal_handlers else contextlib.nullcontext()
     try:
-        with guard:
-            try:
+        try:
+            with guard:
                 fed.start_superlink()
                 fed.register_all(names)
                 for i, name in enumerate(names):
@@ -1064,10 +1085,12 @@ def run_local_deployment(
                     out_dir=result_dir if result_config_key else None,
                     out_key=result_config_key or "out-dir",
                 )
-            finally:
+        finally:
+            # a second signal while stopping must not cut the stop short
+            with _signals_ignored(install_signal_handlers):
                 result.processes_left = fed.close()
-                result.process_groups = fed.supervisor.process_groups
-                result.run = asdict(fed.last_run) if fed.last_run else None
+            result.process_groups = fed.supervisor.process_groups
+            result.run = asdict(fed.last_run) if fed.last_run else None
     except DeploymentError as exc:
         result.error = str(exc)
         raise

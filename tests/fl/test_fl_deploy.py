@@ -1,0 +1,215 @@
+"""Flower on real processes (saip_fl.deploy): who the TLS + SuperNode-auth SuperLink lets in.
+
+One SuperLink (TLS with the run CA, ``--enable-supernode-auth``) is started for the module, with
+node-0..2 registered through ``flwr supernode register``. Each refusal test starts one real
+``flower-supernode`` that must be turned away, and checks the refusal on BOTH sides: the
+SuperNode exits with an error and the SuperLink never lists it as online. After each test, no
+process of that test is left (its process group and its children's groups are empty). The last
+tests start the three registered SuperNodes and run the real app (saip_fl.apps, digits MLP,
+one FedAvg round) with ``flwr run``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from saip_fl import deploy
+from saip_fl.deploy import DEFAULT_APP_DIR, LocalFederation
+from saip_fl.pki import create_ca
+
+pytestmark = pytest.mark.slow
+
+NODES = ("node-0", "node-1", "node-2")
+REFUSAL_TIMEOUT = 90.0
+
+
+def _live_pids_in_groups(groups: set[int]) -> list[int]:
+    return sorted(i.pid for i in deploy._all_procs() if i.pgid in groups and not i.zombie)
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
+    fed = LocalFederation(run_dir=tmp_path_factory.mktemp("fl-deploy") / "run", node_names=NODES)
+    try:
+        fed.start_superlink()
+        fed.register_all(NODES)
+        yield fed
+    finally:
+        left = fed.close()
+        groups = set(fed.supervisor.process_groups)
+        assert left == []
+        assert _live_pids_in_groups(groups) == []
+
+
+@contextlib.contextmanager
+def _node_is_cleaned_up(fed: LocalFederation, name: str) -> Iterator[None]:
+    """After the block: stop the node's tree and prove none of its process groups remains."""
+    try:
+        yield
+    finally:
+        if name in fed.supernodes:
+            assert fed.stop_supernode(name) == []
+            fed.supervisor.refresh()
+            root = fed.supernodes[name].pid
+            groups = {root} | {
+                info.pgid
+                for pid, info in fed.supervisor._seen.items()
+                if pid in fed.supervisor._tree(root)
+            }
+            assert _live_pids_in_groups(groups) == []
+
+
+def _plaintext_post(conn: http.client.HTTPConnection) -> None:
+    conn.request("POST", "/v1/fleet/activate-node", body=b"{}")
+    conn.getresponse()
+
+
+def _refused(fed: LocalFederation, name: str) -> tuple[int | None, str]:
+    code = fed.supernode_exit_code(name, timeout=REFUSAL_TIMEOUT)
+    return code, fed.supernodes[name].log.read_text(errors="replace")
+
+
+def test_unregistered_node_is_refused(federation: LocalFederation) -> None:
+    """Valid TLS, valid P-384 key, but the key was never registered: activation is refused."""
+    rogue = federation.node_key("rogue")  # generated now, never registered
+    with _node_is_cleaned_up(federation, "rogue"):
+        federation.start_supernode("rogue", max_retries=1)
+        code, log = _refused(federation, "rogue")
+        assert code is not None, "an unregistered SuperNode must not stay connected"
+        assert code != 0
+        assert "Failed to activate SuperNode" in log
+        superlink_log = (federation.logs / "superlink.log").read_text(errors="replace")
+        assert "No SuperNode found with the given public key" in superlink_log
+        assert 'activate-node HTTP/1.1" 412' in superlink_log
+        registered = {int(n["node-id"]) for n in federation.list_nodes()}
+        assert registered == set(federation.node_ids.values())  # the rogue key got no node
+        assert rogue.public_key_path.exists()
+
+
+def test_plaintext_connection_fails(federation: LocalFederation) -> None:
+    """A SuperNode with ``--insecure`` (plaintext HTTP) cannot talk to the TLS SuperLink."""
+    with _node_is_cleaned_up(federation, "plain"):
+        federation.start_supernode("plain", insecure=True, authenticate=False, max_retries=1)
+        code, log = _refused(federation, "plain")
+        assert code is not None
+        assert code != 0
+        assert "Starting insecure channel" in log
+        assert "could not establish a connection to the SuperLink" in log
+        assert federation.online_node_ids() == set()
+    # the same at the wire: a plaintext HTTP request gets no HTTP answer from the TLS port
+    conn = http.client.HTTPConnection("127.0.0.1", federation.port, timeout=10)
+    try:
+        with pytest.raises((http.client.HTTPException, ConnectionError)):
+            _plaintext_post(conn)
+    finally:
+        conn.close()
+
+
+def test_node_without_auth_key_is_refused(federation: LocalFederation) -> None:
+    """TLS is fine but the node signs nothing: SuperNode authentication turns it away."""
+    with _node_is_cleaned_up(federation, "anonymous"):
+        federation.start_supernode("anonymous", authenticate=False, max_retries=1)
+        code, log = _refused(federation, "anonymous")
+        assert code is not None
+        assert code != 0
+        assert federation.online_node_ids() == set()
+        assert "All SuperNodes must be registered via the CLI" in log
+        superlink_log = (federation.logs / "superlink.log").read_text(errors="replace")
+        assert 'register-node HTTP/1.1" 412' in superlink_log
+
+
+def test_node_trusting_another_ca_refuses_the_superlink(
+    federation: LocalFederation, tmp_path: Path
+) -> None:
+    """Server authentication: a node pinned to another CA does not accept our SuperLink."""
+    other = create_ca(directory=tmp_path / "other-ca")
+    with _node_is_cleaned_up(federation, "pinned-elsewhere"):
+        federation.start_supernode(
+            "pinned-elsewhere",
+            authenticate=False,
+            root_certificates=other.cert_path,
+            max_retries=1,
+        )
+        code, log = _refused(federation, "pinned-elsewhere")
+        assert code is not None
+        assert code != 0
+        assert "CERTIFICATE_VERIFY_FAILED" in log
+        assert federation.online_node_ids() == set()
+
+
+@pytest.fixture(scope="module")
+def online(federation: LocalFederation) -> LocalFederation:
+    for i, name in enumerate(NODES):
+        federation.start_supernode(name, partition_id=i, num_partitions=len(NODES))
+    federation.wait_online(NODES)
+    return federation
+
+
+def test_registered_nodes_connect(online: LocalFederation) -> None:
+    assert online.online_node_ids() == set(online.node_ids.values())
+    for name in NODES:
+        assert online.supervisor.returncode(f"supernode-{name}") is None
+
+
+def test_full_run_on_three_supernodes(online: LocalFederation, tmp_path: Path) -> None:
+    """``flwr run`` of the real app: one FedAvg round over the three authenticated SuperNodes."""
+    run = online.run_app(
+        DEFAULT_APP_DIR,
+        {"num-rounds": 1, "secagg.enabled": False},
+        run_timeout=300,
+        out_dir=tmp_path / "result",
+    )
+    assert run.status == "finished:completed"
+    assert run.app_status == "ok"
+    assert run.rounds_completed == 1
+    metrics = json.loads((tmp_path / "result" / "metrics.json").read_text())
+    assert metrics["rounds"][0]["accepted"] == len(NODES)  # every SuperNode's update arrived
+    assert metrics["final"]["accuracy"] > 0.5  # 10 classes: chance is 0.1
+    assert (tmp_path / "result" / "model.npz").stat().st_size > 0
+    run_log = Path(str(run.log)).read_text(errors="replace")
+    assert "Successfully installed saip-fl-deploy" in run_log
+
+
+def test_sigterm_stops_every_process_group(tmp_path: Path) -> None:
+    """``python -m saip_fl.deploy`` killed mid-start: exit 1, no process left behind."""
+    env = dict(os.environ)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "saip_fl.deploy", "--run-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        state: dict[str, object] = {}
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            files = list(tmp_path.glob("run-*/processes.json"))
+            if files:
+                with contextlib.suppress(ValueError, OSError):
+                    state = json.loads(files[0].read_text())
+                if len(state.get("process_groups", [])) >= 2:  # type: ignore[arg-type]
+                    break  # SuperLink and its detached SuperExec are up
+            time.sleep(0.2)
+        assert proc.poll() is None, "deployment ended before it could be interrupted"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 1
+    assert b"interrupted by SIGTERM" in err
+    final = json.loads(next(tmp_path.glob("run-*/processes.json")).read_text())
+    assert final["stopped"] is True
+    assert _live_pids_in_groups(set(final["process_groups"])) == []
