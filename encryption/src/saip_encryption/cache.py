@@ -28,13 +28,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
 
 from saip_encryption.wire import HmacKey
 
 __all__ = ["CacheStats", "DataKeyCache"]
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -47,16 +44,16 @@ class CacheStats:
 
 
 @dataclass(slots=True)
-class _Entry(Generic[T]):
+class _Entry:
     data_key: bytearray
     prk: HmacKey
-    extra: T
+    extra: object
     created: float
     messages: int = 0
     nbytes: int = 0
 
 
-class DataKeyCache(Generic[T]):
+class DataKeyCache:
     """Bounded cache of data keys.
 
     Parameters
@@ -108,11 +105,11 @@ class DataKeyCache(Generic[T]):
         self.max_bytes = max_bytes
         self.max_entries = max_entries
         self._clock = clock
-        self._entries: OrderedDict[Hashable, _Entry[T]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
         self._lock = threading.Lock()
         self.stats = CacheStats()
 
-    def sibling(self) -> DataKeyCache[T]:
+    def sibling(self) -> DataKeyCache:
         """An empty cache with the same caps and clock (the decrypt side's own cache)."""
         return DataKeyCache(
             max_age=self.max_age,
@@ -125,7 +122,7 @@ class DataKeyCache(Generic[T]):
     def __len__(self) -> int:
         return len(self._entries)
 
-    def use(self, key: Hashable, nbytes: int) -> tuple[HmacKey, T] | None:
+    def use(self, key: Hashable, nbytes: int) -> tuple[HmacKey, object] | None:
         """Account one message of ``nbytes`` against ``key``'s entry and return it.
 
         Returns ``None`` (and evicts the entry) when the entry is missing or using it would
@@ -150,7 +147,7 @@ class DataKeyCache(Generic[T]):
             return entry.prk, entry.extra
 
     def put(
-        self, key: Hashable, *, data_key: bytearray, prk: HmacKey, extra: T, nbytes: int
+        self, key: Hashable, *, data_key: bytearray, prk: HmacKey, extra: object, nbytes: int
     ) -> None:
         """Insert an entry that has just protected (or unwrapped for) one message of ``nbytes``.
 

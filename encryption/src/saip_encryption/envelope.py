@@ -30,7 +30,7 @@ import os
 import struct
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -209,7 +209,7 @@ class EnvelopeEncryptor:
         self,
         providers: KeyProvider | Sequence[KeyProvider],
         *,
-        cache: DataKeyCache[_Material] | bool = True,
+        cache: DataKeyCache | bool = True,
         segment_size: int = wire.DEFAULT_SEGMENT_SIZE,
         stream_segment_size: int = DEFAULT_STREAM_SEGMENT_SIZE,
         key_slot_capacity: int = DEFAULT_KEY_SLOT_CAPACITY,
@@ -245,12 +245,12 @@ class EnvelopeEncryptor:
         if not callable(rng):
             raise TypeError("rng must be callable")
         if isinstance(cache, bool):
-            self._cache: DataKeyCache[_Material] | None = DataKeyCache() if cache else None
+            self._cache: DataKeyCache | None = DataKeyCache() if cache else None
         elif isinstance(cache, DataKeyCache):
             self._cache = cache
         else:
             raise TypeError("cache must be a DataKeyCache or a bool")
-        self._dcache: DataKeyCache[None] | None = (
+        self._dcache: DataKeyCache | None = (
             DataKeyCache(
                 max_age=self._cache.max_age,
                 max_messages=self._cache.max_messages,
@@ -279,12 +279,12 @@ class EnvelopeEncryptor:
         return self._providers
 
     @property
-    def cache(self) -> DataKeyCache[_Material] | None:
+    def cache(self) -> DataKeyCache | None:
         """The encrypt-side data-key cache (``None`` when caching is off)."""
         return self._cache
 
     @property
-    def decrypt_cache(self) -> DataKeyCache[None] | None:
+    def decrypt_cache(self) -> DataKeyCache | None:
         """The decrypt-side cache of unwrapped data keys."""
         return self._dcache
 
@@ -348,7 +348,7 @@ class EnvelopeEncryptor:
         if self._cache is not None:
             hit = self._cache.use(ctx_bytes, nbytes)
             if hit is not None:
-                return hit[0], hit[1].key_area
+                return hit[0], cast(_Material, hit[1]).key_area
         data_key, wrapped = self._new_data_key(context)
         prk = wire.hkdf_extract(data_key)
         need = wire.slot_size(wrapped)
