@@ -1,6 +1,7 @@
 """Demo step "keys": the local master key, one artifact round trip, one rejected tamper.
 
-Creates (or reuses) ``<data_dir>/keys/master.key`` (mode 0600), publishes its URI as
+Creates (or reuses) ``<data_dir>/keys/master.key`` (mode 0600) — or uses the ``encryption.key``
+setting when one is configured — and publishes the key URI as
 ``ctx.artifacts["key_uri"]`` for the later steps (ingest encrypts records with it, fl seals the
 model), then proves the envelope works on this machine: a sample artifact is encrypted as a
 stream, decrypted and compared, and a copy with one flipped ciphertext bit is rejected with the
@@ -26,10 +27,10 @@ def run(ctx: PipelineContext) -> StepResult:
     """Create or reuse the local master key and show a round trip and a rejected tamper."""
     key_dir = ctx.data_dir / "keys"
     key_path = key_dir / "master.key"
-    created = not key_path.exists()
+    key_uri = ctx.config.encryption.key or f"local:{key_path}"
+    created = key_uri == f"local:{key_path}" and not key_path.exists()
     if created:
         create_local_key(key_path)
-    key_uri = ctx.config.encryption.key or f"local:{key_path}"
     provider = from_uri(key_uri)
     ctx.artifacts["key_uri"] = key_uri
     context = {"dataset": "demo-sample", "purpose": "keys-step", **ctx.config.encryption.context}
