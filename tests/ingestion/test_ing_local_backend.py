@@ -134,3 +134,13 @@ def test_quarantine_entries_are_encrypted_and_tamper_evident(
     (other / ("0" * 32)).write_bytes(json.dumps({}).encode())
     with pytest.raises(QuarantineError):
         qs.get("0" * 32)
+
+
+def test_file_source_line_longer_than_the_read_chunk(tmp_path: Path) -> None:
+    src = tmp_path / "big.jsonl"
+    src.write_bytes(b'{"a":1}\n' + b"y" * (3 << 20) + b'\n{"b":2}')  # last line: no newline
+    fs = FileRecordStream(src, checkpoint_dir=tmp_path / "ck", max_line_bytes=1000)
+    msgs = fs.poll(max_messages=10, timeout=0)
+    assert [len(m.data) for m in msgs] == [7, 1001, 7]
+    assert int(msgs[-1].position) == src.stat().st_size
+    fs.close()

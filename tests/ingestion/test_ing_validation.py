@@ -310,3 +310,23 @@ def test_oversized_text_field(env: Env) -> None:
         }
     )
     assert _one(env, raw) == ("quarantined", "oversized_field")
+
+
+def test_complete_merkle_batch_is_verified_at_once_and_falls_back_on_tampering(env: Env) -> None:
+    p = env.producer("alpha")
+    recs = p.sign([p.record(label=i % 10) for i in range(32)])
+    lines = [line(r) for r in recs]
+    assert env.ingest(lines[:16] + lines[16:]) == [("accepted", None)] * 32
+    assert env.engine.verifier.signature_checks == 1  # type: ignore[union-attr]
+    # a complete batch with one tampered payload and one swapped path entry: per-record verdicts
+    recs = p.sign([p.record(label=i % 10) for i in range(8)])
+    tampered = _mutate(line(recs[2]), lambda d: d["payload"].update(label=9))
+    swapped = _mutate(
+        line(recs[5]), lambda d: d["sig"].update(path=list(reversed(d["sig"]["path"])))
+    )
+    batch = [line(r) for r in recs]
+    batch[2], batch[5] = tampered, swapped
+    out = env.ingest(batch)
+    assert out[2] == ("quarantined", "bad_signature")
+    assert out[5] == ("quarantined", "bad_signature")
+    assert [o for k, o in enumerate(out) if k not in (2, 5)] == [("accepted", None)] * 6

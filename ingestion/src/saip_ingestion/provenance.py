@@ -154,13 +154,19 @@ def leaf_data(
     u16 schema_version || str16 schema_name || payload`` (little-endian; ``str16`` is a u16
     byte length followed by UTF-8).
     """
+    rid = record_id.encode()
+    pid = producer_id.encode()
+    name = schema_name.encode()
     return b"".join(
         (
             _LEAF_PREFIX,
-            _str16(record_id),
-            _str16(producer_id),
+            _pack_u16(len(rid)),
+            rid,
+            _pack_u16(len(pid)),
+            pid,
             _pack_hdr(seq, ts, schema_version),
-            _str16(schema_name),
+            _pack_u16(len(name)),
+            name,
             payload,
         )
     )
@@ -433,6 +439,44 @@ class Verifier:
         root = inclusion_root(index, tree_size, leaf, hashes)
         if root is None:
             return "bad_signature", "malformed inclusion proof"
+        if not self._root_ok(key, producer_id, key_id, tree_size, root, root_sig):
+            return "bad_signature", "Ed25519 signature over the batch root does not verify"
+        return None
+
+    def verify_tree(
+        self,
+        *,
+        producer_id: str,
+        key_id: str,
+        root_sig: str,
+        leaves: Sequence[bytes],
+        paths: Sequence[Sequence[str]],
+    ) -> bool:
+        """Verify a *complete* Merkle batch at once (leaves in index order).
+
+        Recomputes the tree (``n − 1`` node hashes instead of ``n log n``), checks that every
+        record's stored audit path is exactly its RFC 6962 path (so each stays verifiable on
+        its own) and verifies the root signature once. ``False`` means "not proven": the caller
+        falls back to :meth:`verify` per record for exact reasons.
+        """
+        key = self.registry.key(producer_id, key_id)
+        if key is None or key.revoked or len(leaves) != len(paths) or not leaves:
+            return False
+        root, expected = tree_paths_b64(leaves)
+        for got, want in zip(paths, expected, strict=True):
+            if list(got) != want:
+                return False
+        return self._root_ok(key, producer_id, key_id, len(leaves), root, root_sig)
+
+    def _root_ok(
+        self,
+        key: ProducerKey,
+        producer_id: str,
+        key_id: str,
+        tree_size: int,
+        root: bytes,
+        root_sig: str,
+    ) -> bool:
         cache_key = (producer_id, key_id, tree_size, root, root_sig)
         ok = self._cache.get(cache_key)
         if ok is None:
@@ -447,9 +491,26 @@ class Verifier:
             if len(self._cache) >= self._cache_size:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[cache_key] = ok
-        if not ok:
-            return "bad_signature", "Ed25519 signature over the batch root does not verify"
-        return None
+        return ok
+
+
+def tree_paths_b64(leaves: Sequence[bytes]) -> tuple[bytes, list[list[str]]]:
+    """Root and every leaf's audit path, base64-encoded, encoding each node once."""
+    b64 = base64.b64encode
+
+    def rec(lo: int, hi: int) -> tuple[bytes, str, list[list[str]]]:
+        if hi - lo == 1:
+            leaf = leaves[lo]
+            return leaf, b64(leaf).decode("ascii"), [[]]
+        k = _split(hi - lo)
+        left, left64, lp = rec(lo, lo + k)
+        right, right64, rp = rec(lo + k, hi)
+        node = _node(left, right)
+        paths = [[*p, right64] for p in lp] + [[*p, left64] for p in rp]
+        return node, b64(node).decode("ascii"), paths
+
+    root, _root64, paths = rec(0, len(leaves))
+    return root, paths
 
 
 @dataclass

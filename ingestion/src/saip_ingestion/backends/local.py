@@ -257,7 +257,10 @@ class FileRecordStream:
         ident = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:16]
         self._checkpoint_path = Path(checkpoint_dir) / f"file-{ident}.json"
         self._fh = open(self.path, "rb")  # noqa: SIM115 - closed by close()
-        self._fh.seek(self._load_checkpoint())
+        self._offset = self._load_checkpoint()
+        self._fh.seek(self._offset)
+        self._buf = b""
+        self._pos = 0
         self.partition = self.path.name
 
     def _load_checkpoint(self) -> int:
@@ -279,23 +282,57 @@ class FileRecordStream:
         raise IngestError("a file source cannot be published to")
 
     def poll(self, *, max_messages: int, timeout: float) -> list[StreamMessage]:
-        """Next ``max_messages`` non-empty lines (blank lines are skipped)."""
+        """Next ``max_messages`` non-empty lines (blank lines are skipped).
+
+        Reads in 1 MiB chunks; a line longer than the limit is delivered as its first
+        ``limit + 1`` bytes (the engine quarantines it as ``oversized``) and the rest is skipped.
+        """
         out: list[StreamMessage] = []
-        fh, limit = self._fh, self.max_line_bytes
+        limit, part = self.max_line_bytes, self.partition
         while len(out) < max_messages:
-            line = fh.readline(limit + 2)
-            if not line:
-                break
-            if len(line) > limit + 1 or (len(line) == limit + 2 and not line.endswith(b"\n")):
-                while line and not line.endswith(b"\n"):  # skip the rest of an oversized line
-                    line = fh.readline(1 << 20)
-                out.append(StreamMessage(line[: limit + 1], self.partition, str(fh.tell())))
+            nl = self._buf.find(b"\n", self._pos)
+            if nl < 0:
+                if len(self._buf) - self._pos > limit:  # oversized line in progress
+                    self._skip_oversized(out)
+                    continue
+                chunk = self._fh.read(1 << 20)
+                if not chunk:
+                    rest = self._buf[self._pos :]
+                    if rest.strip():  # last line without a newline
+                        self._offset += len(rest)
+                        self._buf, self._pos = b"", 0
+                        out.append(StreamMessage(rest.rstrip(b"\r"), part, str(self._offset)))
+                    break
+                self._buf = self._buf[self._pos :] + chunk
+                self._pos = 0
                 continue
-            data = line.rstrip(b"\r\n")
-            if not data.strip():
-                continue
-            out.append(StreamMessage(data, self.partition, str(fh.tell())))
+            line = self._buf[self._pos : nl]
+            self._offset += nl + 1 - self._pos
+            self._pos = nl + 1
+            if len(line) > limit + 1:
+                line = line[: limit + 1]
+            elif line.endswith(b"\r"):
+                line = line[:-1]
+            if line.strip():
+                out.append(StreamMessage(line, part, str(self._offset)))
         return out
+
+    def _skip_oversized(self, out: list[StreamMessage]) -> None:
+        head = self._buf[self._pos : self._pos + self.max_line_bytes + 1]
+        consumed = len(self._buf) - self._pos
+        while True:
+            chunk = self._fh.read(1 << 20)
+            if not chunk:
+                self._buf, self._pos = b"", 0
+                break
+            nl = chunk.find(b"\n")
+            if nl >= 0:
+                consumed += nl + 1
+                self._buf, self._pos = chunk[nl + 1 :], 0
+                break
+            consumed += len(chunk)
+        self._offset += consumed
+        out.append(StreamMessage(head, self.partition, str(self._offset)))
 
     def checkpoint(self, messages: Sequence[StreamMessage]) -> None:
         """Persist the byte offset after the last of ``messages``."""
