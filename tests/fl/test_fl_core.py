@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 
 import numpy as np
 import pytest
 import torch
-
 from saip_fl import attacks, dp, validation
 from saip_fl.config import RunConfig, load_run_config, validate_run_config
 from saip_fl.data import (
@@ -40,7 +40,7 @@ SECAGG = {"enabled": True, "num_shares": 5, "reconstruction_threshold": 3, "grou
 
 # ----------------------------------------------------------------------------- config guards
 def test_fl_config_rejects_unknown_key_by_name() -> None:
-    with pytest.raises(FLConfigError, match="unknown setting 'secagg.num_share'"):
+    with pytest.raises(FLConfigError, match=r"unknown setting 'secagg\.num_share'"):
         validate_run_config({"secagg": {"num_share": 5}})
 
 
@@ -60,19 +60,19 @@ def test_fl_config_rejects_per_client_rule_with_secagg() -> None:
 
 
 def test_fl_config_rejects_norm_bound_outside_clipping_range() -> None:
-    with pytest.raises(FLConfigError, match="exceeds secagg.clipping_range"):
+    with pytest.raises(FLConfigError, match=r"exceeds secagg\.clipping_range"):
         validate_run_config(
             {"secagg": {**SECAGG, "clipping_range": 1.0}, "validation": {"update_norm_bound": 3.0}}
         )
 
 
 def test_fl_config_rejects_groups_smaller_than_shares() -> None:
-    with pytest.raises(FLConfigError, match="fewer than secagg.num_shares"):
+    with pytest.raises(FLConfigError, match=r"fewer than secagg\.num_shares"):
         validate_run_config({"num_clients": 10, "secagg": {**SECAGG, "groups": 3}})
 
 
 def test_fl_config_rejects_attackers_out_of_range_and_bad_dataset() -> None:
-    with pytest.raises(FLConfigError, match="outside 0..9"):
+    with pytest.raises(FLConfigError, match=r"outside 0\.\.9"):
         validate_run_config({"attack": {"kind": "nan", "clients": [12]}})
     with pytest.raises(FLConfigError, match="setting 'dataset'"):
         validate_run_config({"dataset": "cifar"})
@@ -80,7 +80,11 @@ def test_fl_config_rejects_attackers_out_of_range_and_bad_dataset() -> None:
 
 def test_fl_config_flower_round_trip_and_empty_run_config() -> None:
     cfg = validate_run_config(
-        {"secagg": SECAGG, "attack": {"kind": "sign_flip", "clients": [1, 3]}, "dp": {"mode": "dpsgd"}}
+        {
+            "secagg": SECAGG,
+            "attack": {"kind": "sign_flip", "clients": [1, 3]},
+            "dp": {"mode": "dpsgd"},
+        }
     )
     flat = cfg.to_flower()
     assert flat["secagg.num-shares"] == 5
@@ -100,14 +104,19 @@ def test_fl_config_file_errors(tmp_path) -> None:
     with pytest.raises(FLConfigError, match="cannot be parsed"):
         load_run_config(bad)
     ok = tmp_path / "ok.toml"
-    ok.write_text('num_rounds = 2\n[secagg]\nenabled = true\nnum_shares = 5\nreconstruction_threshold = 3\n', encoding="utf-8")
+    ok.write_text(
+        "num_rounds = 2\n[secagg]\nenabled = true\nnum_shares = 5\nreconstruction_threshold = 3\n",
+        encoding="utf-8",
+    )
     assert load_run_config(ok).secagg.num_shares == 5
 
 
 # ----------------------------------------------------------------------------- data
 def test_fl_data_digits_split_and_partitions_are_disjoint_and_deterministic() -> None:
     data = load_dataset("digits")
-    assert data.x.shape == (1797, 64) and data.x.min() >= 0 and data.x.max() <= 1
+    assert data.x.shape == (1797, 64)
+    assert data.x.min() >= 0
+    assert data.x.max() <= 1
     split = split_dataset(data, test_fraction=0.2, root_size=100, seed=0)
     assert len(split.test.y) + len(split.root.y) + len(split.pool.y) == 1797
     parts = partition_iid(len(split.pool.y), 10, seed=1)
@@ -125,7 +134,9 @@ def test_fl_data_dirichlet_is_skewed() -> None:
     # with alpha=0.1 most clients are dominated by few classes
     top_share = [np.bincount(y[p], minlength=10).max() / len(p) for p in parts]
     assert np.median(top_share) > 0.5
-    iid_share = [np.bincount(y[p], minlength=10).max() / len(p) for p in partition_iid(1000, 10, seed=0)]
+    iid_share = [
+        np.bincount(y[p], minlength=10).max() / len(p) for p in partition_iid(1000, 10, seed=0)
+    ]
     assert np.median(iid_share) < 0.25
 
 
@@ -134,7 +145,8 @@ def test_fl_data_npz_and_filter(tmp_path) -> None:
     path = tmp_path / "d.npz"
     np.savez(path, x=rng.random((50, 16)), y=rng.integers(0, 3, 50))
     data = load_dataset(f"npz:{path}")
-    assert data.image_side == 4 and data.num_classes <= 3
+    assert data.image_side == 4
+    assert data.num_classes <= 3
     kept = apply_filter(data, data.y != 0)
     assert np.all(kept.y != 0)
     with pytest.raises(FLConfigError, match="bool mask"):
@@ -147,7 +159,8 @@ def test_fl_data_npz_and_filter(tmp_path) -> None:
 
 def test_fl_data_mnist5k_loads() -> None:
     data = load_dataset("mnist5k")
-    assert data.x.shape == (5000, 784) and data.image_side == 28
+    assert data.x.shape == (5000, 784)
+    assert data.image_side == 28
 
 
 # ----------------------------------------------------------------------------- model
@@ -161,7 +174,8 @@ def test_fl_model_trains_and_weights_round_trip() -> None:
     before = evaluate(model, split.test)
     train(model, split.pool, epochs=2, batch_size=32, lr=0.1, seed=0)
     loss, acc = evaluate(model, split.test)
-    assert acc > 0.85 and loss < before[0]
+    assert acc > 0.85
+    assert loss < before[0]
     w = get_weights(model)
     other = build_model(64, 10, hidden=32, seed=1)
     set_weights(other, weights_from_bytes(weights_to_bytes(w)))
@@ -181,8 +195,18 @@ def test_fl_dpsgd_training_learns_with_opacus() -> None:
     split = _digits_split()
     model = build_model(64, 10, hidden=32, seed=0)
     start = get_weights(model)
-    res = train_dpsgd(model, split.pool, epochs=2, batch_size=64, lr=0.5, seed=0, noise_multiplier=1.0, max_grad_norm=1.0)
-    assert res.noise_multiplier == 1.0 and 0 < res.sample_rate < 1
+    res = train_dpsgd(
+        model,
+        split.pool,
+        epochs=2,
+        batch_size=64,
+        lr=0.5,
+        seed=0,
+        noise_multiplier=1.0,
+        max_grad_norm=1.0,
+    )
+    assert res.noise_multiplier == 1.0
+    assert 0 < res.sample_rate < 1
     assert l2_norm(delta(get_weights(model), start)) > 0
     assert evaluate(model, split.test)[1] > 0.5
 
@@ -190,25 +214,40 @@ def test_fl_dpsgd_training_learns_with_opacus() -> None:
 # ----------------------------------------------------------------------------- DP accounting
 def test_fl_dp_noise_calibration_reaches_target_epsilon() -> None:
     q, steps = dp.dpsgd_steps(70, batch_size=16, epochs=2)
-    sigma = dp.dpsgd_noise_multiplier(target_epsilon=8.0, delta=1e-5, sample_rate=q, steps=steps * 10)
+    sigma = dp.dpsgd_noise_multiplier(
+        target_epsilon=8.0, delta=1e-5, sample_rate=q, steps=steps * 10
+    )
     eps = dp.epsilon(noise_multiplier=sigma, sample_rate=q, steps=steps * 10, delta=1e-5)
-    assert eps <= 8.0 and eps > 7.0
+    assert eps <= 8.0
+    assert eps > 7.0
     ledger = dp.PrivacyLedger(sigma, q, steps, 1e-5)
     per_round = [ledger.step_round() for _ in range(10)]
-    assert all(a < b for a, b in zip(per_round, per_round[1:], strict=False))
+    assert all(a < b for a, b in itertools.pairwise(per_round))
     assert per_round[-1] == pytest.approx(eps)
 
 
 def test_fl_dp_weak_guarantee_refused_or_loudly_warned(caplog) -> None:
     weak = dp.epsilon(noise_multiplier=0.3, sample_rate=1.0, steps=20, delta=1e-5)
     with pytest.raises(PrivacyGuaranteeError, match="no meaningful guarantee"):
-        dp.check_guarantee(epsilon_total=weak, delta=1e-5, num_records=100, max_epsilon=10, allow_weak=False)
+        dp.check_guarantee(
+            epsilon_total=weak, delta=1e-5, num_records=100, max_epsilon=10, allow_weak=False
+        )
     with caplog.at_level(logging.WARNING):
-        msg = dp.check_guarantee(epsilon_total=weak, delta=1e-5, num_records=100, max_epsilon=10, allow_weak=True)
-    assert msg and "no meaningful guarantee" in caplog.text
+        msg = dp.check_guarantee(
+            epsilon_total=weak, delta=1e-5, num_records=100, max_epsilon=10, allow_weak=True
+        )
+    assert msg
+    assert "no meaningful guarantee" in caplog.text
     with pytest.raises(PrivacyGuaranteeError, match="not below 1/n"):
-        dp.check_guarantee(epsilon_total=1.0, delta=0.1, num_records=100, max_epsilon=10, allow_weak=False)
-    assert dp.check_guarantee(epsilon_total=2.0, delta=1e-5, num_records=100, max_epsilon=10, allow_weak=False) is None
+        dp.check_guarantee(
+            epsilon_total=1.0, delta=0.1, num_records=100, max_epsilon=10, allow_weak=False
+        )
+    assert (
+        dp.check_guarantee(
+            epsilon_total=2.0, delta=1e-5, num_records=100, max_epsilon=10, allow_weak=False
+        )
+        is None
+    )
 
 
 def test_fl_dp_strategy_refuses_weak_user_level_noise() -> None:
@@ -236,12 +275,16 @@ def test_fl_screen_updates_rejects_nan_shape_norm_direction_and_free_rider() -> 
     updates["zero"] = [np.zeros((4, 3), np.float32)]
     res = validation.screen_updates(updates, shapes=[(4, 3)], norm_bound=10.0, min_cosine=0.0)
     assert set(res.accepted) == {f"h{i}" for i in range(6)}
-    assert "NaN" in res.rejected["nan"] and "shape" in res.rejected["shape"]
-    assert "norm" in res.rejected["big"] and "cosine" in res.rejected["flip"]
+    assert "NaN" in res.rejected["nan"]
+    assert "shape" in res.rejected["shape"]
+    assert "norm" in res.rejected["big"]
+    assert "cosine" in res.rejected["flip"]
     assert "free-rider" in res.rejected["zero"]
 
 
-@pytest.mark.parametrize("rule", ["fedavg", "krum", "multikrum", "median", "trimmed_mean", "bulyan"])
+@pytest.mark.parametrize(
+    "rule", ["fedavg", "krum", "multikrum", "median", "trimmed_mean", "bulyan"]
+)
 def test_fl_robust_rules_resist_one_outlier(rule: str) -> None:
     rng = np.random.default_rng(1)
     honest = _honest(8, rng)
@@ -285,13 +328,25 @@ def test_fl_group_scoring_drops_bad_group_and_combines_trusted() -> None:
         return float(np.sum((w[0] - root[0]) ** 2))
 
     base = loss(glob)
-    kw = dict(shapes=[(4, 3)], root_update=root, global_weights=glob, holdout_loss=loss, base_loss=base,
-              norm_bound=100.0, clipping_range=8.0, min_cosine=0.0, loss_tolerance=0.0)
+    kw = {
+        "shapes": [(4, 3)],
+        "root_update": root,
+        "global_weights": glob,
+        "holdout_loss": loss,
+        "base_loss": base,
+        "norm_bound": 100.0,
+        "clipping_range": 8.0,
+        "min_cosine": 0.0,
+        "loss_tolerance": 0.0,
+    }
     s_good = validation.score_group(0, good, **kw)
     s_bad = validation.score_group(1, bad, **kw)
     s_range = validation.score_group(2, [root[0] * 0 + 9.0], **kw)
-    assert s_good.accepted and not s_bad.accepted and "cosine" in s_bad.reason
-    assert not s_range.accepted and "clipping range" in s_range.reason
+    assert s_good.accepted
+    assert not s_bad.accepted
+    assert "cosine" in s_bad.reason
+    assert not s_range.accepted
+    assert "clipping range" in s_range.reason
     combined = validation.combine_trusted({0: good, 1: bad}, {0: s_good, 1: s_bad}, root)
     assert combined is not None
     assert validation.cosine(combined, root) > 0.9
@@ -301,11 +356,16 @@ def test_fl_group_scoring_drops_bad_group_and_combines_trusted() -> None:
 # ----------------------------------------------------------------------------- attacks
 def test_fl_attacks_poison_and_tamper() -> None:
     data = Dataset(np.zeros((20, 64), np.float32), np.arange(20, dtype=np.int64) % 10, 10, 8)
-    flipped = attacks.poison_data(data, "label_flip", target_label=0, poison_fraction=0.5, trigger_size=2, seed=0)
+    flipped = attacks.poison_data(
+        data, "label_flip", target_label=0, poison_fraction=0.5, trigger_size=2, seed=0
+    )
     assert np.array_equal(flipped.y, 9 - data.y)
-    bd = attacks.poison_data(data, "backdoor", target_label=0, poison_fraction=0.5, trigger_size=2, seed=0)
+    bd = attacks.poison_data(
+        data, "backdoor", target_label=0, poison_fraction=0.5, trigger_size=2, seed=0
+    )
     stamped = bd.x.reshape(20, 8, 8)[:, -2:, -2:].reshape(20, -1).min(axis=1) == 1.0
-    assert stamped.sum() == 10 and np.all(bd.y[stamped] == 0)
+    assert stamped.sum() == 10
+    assert np.all(bd.y[stamped] == 0)
     upd = [np.ones(3, np.float32)]
     assert attacks.tamper_update(upd, "sign_flip", scale=10)[0][0] == -10
     assert attacks.tamper_update(upd, "scale", scale=5)[0][0] == 5
@@ -331,11 +391,14 @@ def test_fl_honest_client_refuses_update_outside_clipping_range_and_dropout_rais
     from saip_fl.errors import UpdateRejectedError
 
     torch.manual_seed(0)
-    cfg = validate_run_config({"num_clients": 10, "secagg": SECAGG, "attack": {"kind": "dropout", "clients": [1]}})
+    cfg = validate_run_config(
+        {"num_clients": 10, "secagg": SECAGG, "attack": {"kind": "dropout", "clients": [1]}}
+    )
     honest = SaipClient(cfg, 0)
     params = honest.get_parameters({})
     upd, n, metrics = honest.fit(params, {"server-round": 1})
-    assert n == 1 and metrics == {}  # equal weights, no per-client metric under SecAgg+
+    assert n == 1
+    assert metrics == {}
     assert l2_norm(upd) <= cfg.validation.update_norm_bound + 1e-4
     with pytest.raises(UpdateRejectedError, match="clipping_range"):
         honest.fit(params, {"server-round": 1, "dp-noise-std": 50.0})

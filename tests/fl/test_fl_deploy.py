@@ -159,6 +159,8 @@ def test_registered_nodes_connect(online: LocalFederation) -> None:
     assert online.online_node_ids() == set(online.node_ids.values())
     for name in NODES:
         assert online.supervisor.returncode(f"supernode-{name}") is None
+        # the SuperNode's Runtime API (SuperExec/ClientApp side) is TLS with the run certificate
+        assert deploy._tls_ready(online.supernodes[name].runtime_port, online.pki.ca.cert_path)
 
 
 def test_full_run_on_three_supernodes(online: LocalFederation, tmp_path: Path) -> None:

@@ -78,7 +78,10 @@ def _secagg_when_configured(msg: Message, ctxt: Context, call_next: ClientAppCal
     """
     if RECORD_KEY_CONFIGS in msg.content.config_records:
         return secaggplus_mod(msg, ctxt, call_next)
-    if msg.metadata.message_type == "train" and str(ctxt.run_config.get("secagg.enabled", "False")) == "True":
+    if (
+        msg.metadata.message_type == "train"
+        and str(ctxt.run_config.get("secagg.enabled", "False")) == "True"
+    ):
         raise FLConfigError("secagg.enabled is set but the server sent a plain training request")
     return call_next(msg, ctxt)
 

@@ -27,7 +27,9 @@ class SimulatedDropout(RuntimeError):  # noqa: N818 - it is an event, not an err
     """Raised by a ``dropout`` client to leave the round, as a crashed device would."""
 
 
-def stamp_trigger(x: NDArray[np.float32], *, image_side: int | None, size: int) -> NDArray[np.float32]:
+def stamp_trigger(
+    x: NDArray[np.float32], *, image_side: int | None, size: int
+) -> NDArray[np.float32]:
     """Return a copy of ``x`` with the trigger patch (value 1.0) set."""
     out = np.array(x, dtype=np.float32, copy=True)
     if image_side is not None and image_side * image_side == out.shape[1]:
@@ -49,11 +51,16 @@ def poison_data(
 ) -> Dataset:
     """The local dataset a malicious client trains on (unchanged for update-level attacks)."""
     if kind in ("label_flip", "flip_sign"):
-        return Dataset(data.x, (data.num_classes - 1 - data.y).astype(np.int64), data.num_classes, data.image_side)
+        return Dataset(
+            data.x,
+            (data.num_classes - 1 - data.y).astype(np.int64),
+            data.num_classes,
+            data.image_side,
+        )
     if kind == "backdoor":
         rng = np.random.default_rng(seed)
         n = len(data.y)
-        idx = rng.choice(n, size=max(1, int(round(poison_fraction * n))), replace=False)
+        idx = rng.choice(n, size=max(1, round(poison_fraction * n)), replace=False)
         x = np.array(data.x, copy=True)
         y = np.array(data.y, copy=True)
         x[idx] = stamp_trigger(x[idx], image_side=data.image_side, size=trigger_size)

@@ -40,7 +40,9 @@ PARTITION_KEY = "partition-id"
 
 @functools.lru_cache(maxsize=4)
 def _split(dataset: str, test_fraction: float, root_size: int, seed: int) -> Any:
-    return split_dataset(load_dataset(dataset), test_fraction=test_fraction, root_size=root_size, seed=seed)
+    return split_dataset(
+        load_dataset(dataset), test_fraction=test_fraction, root_size=root_size, seed=seed
+    )
 
 
 def local_data(cfg: RunConfig, partition_id: int) -> Dataset:
@@ -88,15 +90,24 @@ class SaipClient(NumPyClient):
             keep = load_filter(self.cfg.client_filter)(data.x, data.y)
             before = len(data.y)
             data = apply_filter(data, keep)
-            log.info("client %s: data filter kept %d of %d samples", self.partition_id, len(data.y), before)
+            log.info(
+                "client %s: data filter kept %d of %d samples",
+                self.partition_id,
+                len(data.y),
+                before,
+            )
         return data
 
-    def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:  # type: ignore[override]
+    def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
         """Initial weights (same seed everywhere)."""
         data = self._data()
-        return get_weights(build_model(data.num_features, data.num_classes, hidden=self.cfg.hidden, seed=self.cfg.seed))
+        return get_weights(
+            build_model(
+                data.num_features, data.num_classes, hidden=self.cfg.hidden, seed=self.cfg.seed
+            )
+        )
 
-    def fit(  # type: ignore[override]
+    def fit(
         self, parameters: list[np.ndarray], config: dict[str, Any]
     ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
         """Train on the local data from ``parameters`` and return the (clipped, noised) update."""
@@ -135,7 +146,12 @@ class SaipClient(NumPyClient):
             )
         else:
             result = train(
-                model, data, epochs=cfg.local_epochs, batch_size=cfg.batch_size, lr=cfg.learning_rate, seed=seed
+                model,
+                data,
+                epochs=cfg.local_epochs,
+                batch_size=cfg.batch_size,
+                lr=cfg.learning_rate,
+                seed=seed,
             )
         update = delta(get_weights(model), [np.asarray(p, dtype=np.float32) for p in parameters])
         bound = cfg.validation.update_norm_bound
@@ -148,7 +164,9 @@ class SaipClient(NumPyClient):
             noise_std = float(config.get("dp-noise-std", 0.0))
             if noise_std > 0:
                 rng = np.random.default_rng(seed + 1)
-                update = [(u + rng.normal(0.0, noise_std, u.shape)).astype(np.float32) for u in update]
+                update = [
+                    (u + rng.normal(0.0, noise_std, u.shape)).astype(np.float32) for u in update
+                ]
             if cfg.secagg.enabled:
                 peak = max(float(np.max(np.abs(u))) for u in update)
                 if peak > cfg.secagg.clipping_range:
@@ -178,15 +196,20 @@ def client_fn(context: Context) -> Client:
     """
     cfg = RunConfig.from_flower(dict(context.run_config))
     if "partition-id" not in context.node_config:
-        raise FLConfigError("node_config lacks 'partition-id' (start the SuperNode with --node-config)")
+        raise FLConfigError(
+            "node_config lacks 'partition-id' (start the SuperNode with --node-config)"
+        )
     pid = int(context.node_config["partition-id"])
     return SaipClient(cfg, pid).to_client()
 
 
 def dpsgd_schedule(cfg: RunConfig, n_examples: int) -> tuple[float, float, int]:
-    """``(noise_multiplier, sample_rate, steps_per_round)`` of DP-SGD for a client holding ``n_examples``."""
+    """``(noise_multiplier, sample_rate, steps_per_round)`` of DP-SGD for ``n_examples`` samples."""
     q, steps = dp.dpsgd_steps(n_examples, batch_size=cfg.batch_size, epochs=cfg.local_epochs)
     sigma = cfg.dp.noise_multiplier or dp.dpsgd_noise_multiplier(
-        target_epsilon=cfg.dp.target_epsilon, delta=cfg.dp.delta, sample_rate=q, steps=steps * cfg.num_rounds
+        target_epsilon=cfg.dp.target_epsilon,
+        delta=cfg.dp.delta,
+        sample_rate=q,
+        steps=steps * cfg.num_rounds,
     )
     return sigma, q, steps

@@ -173,7 +173,8 @@ class RunConfig(_Section):
         if sa.enabled:
             if self.aggregation in PER_CLIENT_RULES:
                 raise ValueError(
-                    f"aggregation='{self.aggregation}' cannot run with secagg.enabled: SecAgg+ hides "
+                    f"aggregation='{self.aggregation}' cannot run with secagg.enabled: "
+                    "SecAgg+ hides "
                     "individual updates, so Flower silently replaces a per-client robust rule by "
                     "FedAvg. Use aggregation='fedavg' with secagg.groups > 1 (robust combination "
                     "across group aggregates) instead"

@@ -80,9 +80,12 @@ def load_dataset(name: str) -> Dataset:
             raise FLConfigError(f"dataset {path}: 'y' must hold non-negative integer labels")
         if not np.all(np.isfinite(x)):
             raise FLConfigError(f"dataset {path}: 'x' holds non-finite values")
-        side = int(round(np.sqrt(x.shape[1])))
+        side = round(np.sqrt(x.shape[1]))
         return Dataset(
-            _scale(x), y.astype(np.int64), int(y.max()) + 1, side if side * side == x.shape[1] else None
+            _scale(x),
+            y.astype(np.int64),
+            int(y.max()) + 1,
+            side if side * side == x.shape[1] else None,
         )
     raise FLConfigError(f"unknown dataset '{name}' (digits, mnist5k or npz:PATH)")
 
@@ -100,7 +103,7 @@ def split_dataset(data: Dataset, *, test_fraction: float, root_size: int, seed: 
     """Shuffle with ``seed`` and cut a test set, a small server root set and the client pool."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(data.y))
-    n_test = int(round(test_fraction * len(order)))
+    n_test = round(test_fraction * len(order))
     if n_test < 1 or len(order) - n_test - root_size < 2:
         raise FLConfigError(
             f"dataset of {len(order)} samples is too small for test_fraction={test_fraction} "

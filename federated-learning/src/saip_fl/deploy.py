@@ -1156,7 +1156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, required=True, help="parent of the run directory")
     parser.add_argument("--app-dir", type=Path, default=DEFAULT_APP_DIR)
     parser.add_argument("--num-supernodes", type=int, default=3)
-    parser.add_argument("--run-timeout", type=float, default=300.0)
+    parser.add_argument("--run-timeout", type=float, default=900.0)
     parser.add_argument(
         "--run-config", action="append", default=[], metavar="KEY=VALUE", help="repeatable"
     )

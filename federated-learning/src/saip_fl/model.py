@@ -24,10 +24,14 @@ log = logging.getLogger(__name__)
 Weights = list[NDArray[np.float32]]
 
 
-def build_model(num_features: int, num_classes: int, *, hidden: int = 64, seed: int = 0) -> nn.Module:
+def build_model(
+    num_features: int, num_classes: int, *, hidden: int = 64, seed: int = 0
+) -> nn.Module:
     """A two-layer MLP (``Linear → ReLU → Linear``), initialised deterministically from ``seed``."""
     gen = torch.Generator().manual_seed(seed)
-    model = nn.Sequential(nn.Linear(num_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+    model = nn.Sequential(
+        nn.Linear(num_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
+    )
     with torch.no_grad():
         for p in model.parameters():
             bound = 1.0 / math.sqrt(p.shape[-1] if p.ndim > 1 else hidden)
@@ -45,13 +49,18 @@ def set_weights(model: nn.Module, weights: Weights) -> None:
     keys = list(model.state_dict().keys())
     if len(keys) != len(weights):
         raise ValueError(f"expected {len(keys)} arrays, got {len(weights)}")
-    state = {k: torch.as_tensor(np.asarray(w, dtype=np.float32)) for k, w in zip(keys, weights, strict=True)}
+    state = {
+        k: torch.as_tensor(np.asarray(w, dtype=np.float32))
+        for k, w in zip(keys, weights, strict=True)
+    }
     model.load_state_dict(state, strict=True)
 
 
 def delta(new: Weights, old: Weights) -> Weights:
     """``new - old`` array by array."""
-    return [np.asarray(n, np.float32) - np.asarray(o, np.float32) for n, o in zip(new, old, strict=True)]
+    return [
+        np.asarray(n, np.float32) - np.asarray(o, np.float32) for n, o in zip(new, old, strict=True)
+    ]
 
 
 def add(base: Weights, update: Weights, scale: float = 1.0) -> Weights:
@@ -61,7 +70,11 @@ def add(base: Weights, update: Weights, scale: float = 1.0) -> Weights:
 
 def flatten(arrays: Weights) -> NDArray[np.float64]:
     """All arrays as one float64 vector."""
-    return np.concatenate([np.asarray(a, np.float64).ravel() for a in arrays]) if arrays else np.zeros(0)
+    return (
+        np.concatenate([np.asarray(a, np.float64).ravel() for a in arrays])
+        if arrays
+        else np.zeros(0)
+    )
 
 
 def l2_norm(arrays: Weights) -> float:
@@ -70,7 +83,7 @@ def l2_norm(arrays: Weights) -> float:
 
 
 def clip_update(update: Weights, bound: float) -> tuple[Weights, float]:
-    """Scale ``update`` down so its L2 norm is at most ``bound``; return it and the original norm."""
+    """Scale ``update`` down to L2 norm ``bound`` at most; return it and the original norm."""
     norm = l2_norm(update)
     factor = min(1.0, bound / norm) if norm > 0 else 1.0
     return [(u * factor).astype(np.float32) for u in update], norm
@@ -132,7 +145,7 @@ def train_dpsgd(
     noise_multiplier: float,
     max_grad_norm: float,
 ) -> TrainResult:
-    """DP-SGD with Opacus (Abadi et al., CCS 2016): per-sample clipping, Gaussian noise, Poisson batches.
+    """DP-SGD with Opacus (Abadi et al., CCS 2016): per-sample clipping, noise, Poisson batches.
 
     ``noise_multiplier`` is calibrated by the caller for the whole run
     (:func:`saip_fl.dp.dpsgd_noise_multiplier`), so that the server's accountant can report (ε, δ)
@@ -205,7 +218,8 @@ def predict(model: nn.Module, x: NDArray[np.float32]) -> NDArray[np.int64]:
     """Predicted labels for ``x``."""
     model.eval()
     with torch.no_grad():
-        return model(torch.from_numpy(np.ascontiguousarray(x))).argmax(1).numpy().astype(np.int64)
+        out = model(torch.from_numpy(np.ascontiguousarray(x))).argmax(1).numpy()
+    return np.asarray(out, dtype=np.int64)
 
 
 def weights_to_bytes(weights: Weights) -> bytes:

@@ -49,6 +49,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from saip_fl.errors import FLError
+
 __all__ = [
     "CertificateAuthority",
     "NodeKeyPair",
@@ -71,7 +73,7 @@ _NODE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 Clock = Callable[[], dt.datetime]
 
 
-class PkiError(RuntimeError):
+class PkiError(FLError):
     """The run PKI could not be created (existing file, bad directory, bad parameter)."""
 
 

@@ -45,7 +45,9 @@ class RunResult:
     seconds: float
 
 
-def write_app_project(directory: Path, cfg: RunConfig, extra: Mapping[str, str] | None = None) -> Path:
+def write_app_project(
+    directory: Path, cfg: RunConfig, extra: Mapping[str, str] | None = None
+) -> Path:
     """Write a Flower app ``pyproject.toml`` whose ``[tool.flwr.app.config]`` is ``cfg``.
 
     The same file serves ``flwr run`` in deployment (components point at :mod:`saip_fl.apps`).
@@ -75,8 +77,15 @@ def write_app_project(directory: Path, cfg: RunConfig, extra: Mapping[str, str] 
     flat: dict[str, Any] = {**cfg.to_flower(), **dict(extra or {})}
     for key, value in sorted(flat.items()):
         lines.append(f'"{key}" = {json.dumps(value)}')
-    lines += ["", "[tool.flwr.federations]", 'default = "local"', "", "[tool.flwr.federations.local]",
-              f"options.num-supernodes = {cfg.num_clients}", ""]
+    lines += [
+        "",
+        "[tool.flwr.federations]",
+        'default = "local"',
+        "",
+        "[tool.flwr.federations.local]",
+        f"options.num-supernodes = {cfg.num_clients}",
+        "",
+    ]
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "pyproject.toml"
     path.write_text("\n".join(lines), encoding="utf-8")
@@ -130,7 +139,9 @@ def run(
     old_threads = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = "1"
     # clients read run_config from app_dir/pyproject.toml, the server from this context
-    server_ctx = Context(run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config=run_config)
+    server_ctx = Context(
+        run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config=run_config
+    )
     backend_config: dict[str, Any] = {
         "init_args": {
             "_temp_dir": str(ray_tmp),
@@ -187,7 +198,11 @@ def run(
         model_path.write_bytes(blob)
         log.warning("no encryptor given: final model stored UNENCRYPTED at %s", model_path)
     model_path.chmod(0o600)
-    metrics["model"] = {"path": str(model_path), "encrypted": encryptor is not None, "context": {**MODEL_CONTEXT, "run": token} if encryptor else None}
+    metrics["model"] = {
+        "path": str(model_path),
+        "encrypted": encryptor is not None,
+        "context": {**MODEL_CONTEXT, "run": token} if encryptor else None,
+    }
     metrics["seconds"] = seconds
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     return RunResult(run_dir, metrics_path, model_path, encryptor is not None, metrics, seconds)

@@ -176,7 +176,9 @@ class SaipStrategy(FedAvg):
         order = np.arange(len(self.split.root.y), dtype=np.int64)
         self.root_train = self.split.root.subset(order[:half])
         self.holdout = self.split.root.subset(order[half:])
-        self.model = build_model(data.num_features, data.num_classes, hidden=cfg.hidden, seed=cfg.seed)
+        self.model = build_model(
+            data.num_features, data.num_classes, hidden=cfg.hidden, seed=cfg.seed
+        )
         initial = get_weights(self.model)
         self.shapes = [tuple(w.shape) for w in initial]
         self._global: Weights = initial
@@ -200,7 +202,16 @@ class SaipStrategy(FedAvg):
         if cfg.dp.mode == "none":
             return None, {}
         sizes = [
-            len(client_partition(self.split, i, cfg.num_clients, kind=cfg.partition, alpha=cfg.dirichlet_alpha, seed=cfg.seed).y)
+            len(
+                client_partition(
+                    self.split,
+                    i,
+                    cfg.num_clients,
+                    kind=cfg.partition,
+                    alpha=cfg.dirichlet_alpha,
+                    seed=cfg.seed,
+                ).y
+            )
             for i in range(cfg.num_clients)
         ]
         if cfg.dp.mode == "dpsgd":
@@ -229,7 +240,13 @@ class SaipStrategy(FedAvg):
             max_epsilon=cfg.dp.max_epsilon,
             allow_weak=cfg.dp.allow_weak,
         )
-        log.info("DP %s: noise multiplier %.3f, planned ε=%.2f at δ=%g", cfg.dp.mode, sigma, total, cfg.dp.delta)
+        log.info(
+            "DP %s: noise multiplier %.3f, planned ε=%.2f at δ=%g",
+            cfg.dp.mode,
+            sigma,
+            total,
+            cfg.dp.delta,
+        )
         return ledger, extra
 
     def _fit_config(self, rnd: int) -> dict[str, Scalar]:
@@ -270,7 +287,7 @@ class SaipStrategy(FedAvg):
             label = proxy.cid
             pid = res.metrics.get("partition-id")
             if pid is not None:
-                label = f"{proxy.cid}(partition {pid})"
+                label = f"{proxy.cid}(partition {pid!s})"
             updates[label] = [np.asarray(a) for a in parameters_to_ndarrays(res.parameters)]
             counts[label] = int(res.num_examples)
         if self.cfg.validation.enabled:
@@ -281,8 +298,14 @@ class SaipStrategy(FedAvg):
                 min_cosine=self.cfg.validation.min_cosine,
             )
         else:  # undefended baseline: only drop what cannot be added at all
-            bad = {c: r for c, u in updates.items() if (r := validation.check_structure(u, self.shapes))}
-            screening = validation.Screening({c: u for c, u in updates.items() if c not in bad}, bad)
+            bad = {
+                c: r
+                for c, u in updates.items()
+                if (r := validation.check_structure(u, self.shapes))
+            }
+            screening = validation.Screening(
+                {c: u for c, u in updates.items() if c not in bad}, bad
+            )
         for label, reason in screening.rejected.items():
             self.reputation.record(label.split("(")[0], reason)
         rec.rejected = dict(screening.rejected)
@@ -326,7 +349,9 @@ class SaipStrategy(FedAvg):
             lr=self.cfg.learning_rate,
             seed=self.cfg.seed + 31 * rnd,
         )
-        upd, _ = clip_update(delta(get_weights(self.model), global_w), self.cfg.validation.update_norm_bound)
+        upd, _ = clip_update(
+            delta(get_weights(self.model), global_w), self.cfg.validation.update_norm_bound
+        )
         set_weights(self.model, global_w)
         return upd
 
@@ -362,11 +387,17 @@ class SaipStrategy(FedAvg):
             s = scores.get(g)
             entry: dict[str, Any] = {"group": g, "size": len(group_members[g])}
             if s is None:
-                entry.update(accepted=False, reason=f"protocol failed: {failed.get(g, 'no aggregate')}")
+                entry.update(
+                    accepted=False, reason=f"protocol failed: {failed.get(g, 'no aggregate')}"
+                )
             else:
                 entry.update(
-                    accepted=s.accepted, reason=s.reason, cosine=s.cosine, norm=s.norm,
-                    holdout_loss=s.holdout_loss, weight=s.weight,
+                    accepted=s.accepted,
+                    reason=s.reason,
+                    cosine=s.cosine,
+                    norm=s.norm,
+                    holdout_loss=s.holdout_loss,
+                    weight=s.weight,
                 )
             rec.groups.append(entry)
             if not entry["accepted"]:
@@ -381,9 +412,16 @@ class SaipStrategy(FedAvg):
         cand_loss = self._loss_of(candidate)
         set_weights(self.model, global_w)
         if cand_loss > base_loss + sa.loss_tolerance:
-            log.warning("round %d: combined update raises holdout loss %.3f → %.3f; rolled back", rnd, base_loss, cand_loss)
+            log.warning(
+                "round %d: combined update raises holdout loss %.3f → %.3f; rolled back",
+                rnd,
+                base_loss,
+                cand_loss,
+            )
             rec.rolled_back = True
-            rec.rejected["combined"] = f"holdout loss {cand_loss:.3f} > {base_loss:.3f} + {sa.loss_tolerance:g}"
+            rec.rejected["combined"] = (
+                f"holdout loss {cand_loss:.3f} > {base_loss:.3f} + {sa.loss_tolerance:g}"
+            )
             return None
         return candidate
 
@@ -415,14 +453,19 @@ class SaipStrategy(FedAvg):
         self.runlog.final_weights = weights
         self.runlog.write()
         eps = f", ε={rec.epsilon:.2f}" if rec.epsilon is not None else ""
-        log.info("round %d: accuracy %.3f loss %.3f%s (%.2fs)", server_round, acc, loss, eps, rec.seconds)
+        log.info(
+            "round %d: accuracy %.3f loss %.3f%s (%.2fs)", server_round, acc, loss, eps, rec.seconds
+        )
         return loss, metrics
 
 
 # ------------------------------------------------------------------------------- workflows
 def _weights_of(context: Context) -> Weights:
     arr = context.state.array_records[MAIN_PARAMS_RECORD]
-    return [np.asarray(a, dtype=np.float32) for a in parameters_to_ndarrays(compat.arrayrecord_to_parameters(arr, keep_input=True))]
+    return [
+        np.asarray(a, dtype=np.float32)
+        for a in parameters_to_ndarrays(compat.arrayrecord_to_parameters(arr, keep_input=True))
+    ]
 
 
 def _round_of(context: Context) -> int:
@@ -465,7 +508,7 @@ class GuardedFitWorkflow:
 
 
 class _GroupStrategy(Strategy):
-    """Inner strategy of one SecAgg+ group: hands out the group's instructions, captures the mean."""
+    """Inner strategy of one SecAgg+ group: hands out its instructions, captures the mean."""
 
     def __init__(self, instructions: list[tuple[ClientProxy, FitIns]]) -> None:
         self.instructions = instructions
@@ -488,7 +531,10 @@ class _GroupStrategy(Strategy):
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         if results:
             # SecAgg+ writes the same unmasked group mean into every result
-            self.result = [np.asarray(a, dtype=np.float32) for a in parameters_to_ndarrays(results[0][1].parameters)]
+            self.result = [
+                np.asarray(a, dtype=np.float32)
+                for a in parameters_to_ndarrays(results[0][1].parameters)
+            ]
             self.received = len(results)
         return None, {}
 
@@ -505,7 +551,9 @@ class _GroupStrategy(Strategy):
     ) -> tuple[float | None, dict[str, Scalar]]:
         return None, {}
 
-    def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Scalar]] | None:
+    def evaluate(
+        self, server_round: int, parameters: Parameters
+    ) -> tuple[float, dict[str, Scalar]] | None:
         return None
 
 
@@ -553,10 +601,20 @@ class GroupedSecAggWorkflow:
         instructions = context.strategy.configure_fit(rnd, params, context.client_manager)
         k = min(self.groups, max(1, len(instructions) // self.strategy.cfg.secagg.num_shares))
         if len(instructions) < 2 or k < 1:
-            rec.groups.append({"group": -1, "size": len(instructions), "accepted": False, "reason": "too few clients sampled"})
+            rec.groups.append(
+                {
+                    "group": -1,
+                    "size": len(instructions),
+                    "accepted": False,
+                    "reason": "too few clients sampled",
+                }
+            )
             return
         order = self.rng.permutation(len(instructions))
-        members = {g: [instructions[int(i)] for i in part] for g, part in enumerate(np.array_split(order, k))}
+        members = {
+            g: [instructions[int(i)] for i in part]
+            for g, part in enumerate(np.array_split(order, k))
+        }
         grid.get_node_ids()  # initialise the grid's node list before threads share it
         captures = {g: _GroupStrategy(m) for g, m in members.items()}
         errors: dict[int, str] = {}
@@ -564,7 +622,9 @@ class GroupedSecAggWorkflow:
 
         def run_group(g: int) -> None:
             state = RecordDict()
-            state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord(dict(context.state.config_records[MAIN_CONFIGS_RECORD]))
+            state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord(
+                dict(context.state.config_records[MAIN_CONFIGS_RECORD])
+            )
             state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(
                 params, keep_input=True
             )
@@ -575,17 +635,26 @@ class GroupedSecAggWorkflow:
                 state=state,
                 run_config=context.run_config,
             )
-            sub = LegacyContext(base, config=context.config, strategy=captures[g], client_manager=context.client_manager)
+            sub = LegacyContext(
+                base,
+                config=context.config,
+                strategy=captures[g],
+                client_manager=context.client_manager,
+            )
             try:
                 self.secagg(grid, sub)
-            except Exception as exc:  # noqa: BLE001 - one group's failure must not sink the round
+            except Exception as exc:
                 with lock:
                     errors[g] = f"{type(exc).__name__}: {exc}"
 
         with ThreadPoolExecutor(max_workers=k, thread_name_prefix="secagg-group") as pool:
             list(pool.map(run_group, list(members)))
         results = {g: c.result for g, c in captures.items() if c.result is not None}
-        failed = {g: errors.get(g, "SecAgg+ halted (too few surviving clients)") for g in members if g not in results}
+        failed = {
+            g: errors.get(g, "SecAgg+ halted (too few surviving clients)")
+            for g in members
+            if g not in results
+        }
         group_members = {g: [p.cid for p, _ in m] for g, m in members.items()}
         rec.failures = sum(len(m) - captures[g].received for g, m in members.items())
         if not results:
@@ -618,7 +687,9 @@ def run_server(grid: Grid, context: Context, cfg: RunConfig, runlog: RunLog) -> 
     strategy = SaipStrategy(cfg, runlog)
     inner: Callable[[Grid, Context], None]
     inner = GroupedSecAggWorkflow(strategy) if cfg.secagg.enabled else _plain_fit(strategy)
-    legacy = LegacyContext(context, config=ServerConfig(num_rounds=cfg.num_rounds), strategy=strategy)
+    legacy = LegacyContext(
+        context, config=ServerConfig(num_rounds=cfg.num_rounds), strategy=strategy
+    )
     workflow = DefaultWorkflow(fit_workflow=GuardedFitWorkflow(inner, strategy))
     try:
         workflow(grid, legacy)

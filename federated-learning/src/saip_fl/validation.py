@@ -105,7 +105,7 @@ def robust_aggregate(
     trim_fraction: float = 0.2,
     multikrum_keep: int = 0,
 ) -> Weights:
-    """Aggregate ``updates`` with one of Flower's rules; example counts are capped at ``max_examples``.
+    """Aggregate ``updates`` with one of Flower's rules; example counts capped at ``max_examples``.
 
     Rules: ``fedavg``, ``krum`` (one update), ``multikrum`` (average of the ``multikrum_keep`` best,
     default ``n - num_malicious``), ``median``, ``trimmed_mean``, ``bulyan``.
@@ -228,7 +228,7 @@ def score_group(
 def combine_trusted(
     updates: Mapping[int, Weights], scores: Mapping[int, GroupScore], root_update: Weights
 ) -> Weights | None:
-    """FLTrust combination: ReLU(cosine)-weighted mean, each norm capped at the root update's norm."""
+    """FLTrust combination: ReLU(cosine)-weighted mean, norms capped at the root update's norm."""
     root_norm = l2_norm(root_update)
     total = sum(scores[g].weight for g in updates if scores[g].accepted)
     if total <= 0:

@@ -34,7 +34,9 @@ KeyOpt = Annotated[
     str | None,
     typer.Option("--key", help="Master key URI sealing the model (default: [encryption] key)."),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the metrics summary as JSON on stdout.")]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print the metrics summary as JSON on stdout.")
+]
 
 #: hook for the deployment slice (``saip fl deploy``), attached by :func:`register` if present
 DEPLOY_MODULE = "saip.commands.fl_deploy"
@@ -68,12 +70,24 @@ def rounds_table(metrics: dict[str, Any]) -> Table:
             reasons += " [rolled back]"
         acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.3f}"
         loss = "-" if r["loss"] is None else f"{r['loss']:.3f}"
-        table.add_row(str(r["round"]), acc, loss, eps, str(r["accepted"]), reasons, f"{r['seconds']:.2f}")
+        table.add_row(
+            str(r["round"]), acc, loss, eps, str(r["accepted"]), reasons, f"{r['seconds']:.2f}"
+        )
     return table
 
 
 @app.command("run")
-def run_cmd(config: ConfigOpt, key: KeyOpt = None, name: Annotated[str | None, typer.Option("--name", help="Run directory name under <data-dir>/fl/ (default: a timestamp).")] = None, json_out: JsonOpt = False) -> None:
+def run_cmd(
+    config: ConfigOpt,
+    key: KeyOpt = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name", help="Run directory name under <data-dir>/fl/ (default: a timestamp)."
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
     """Run a federated training (Flower simulation) described by a run configuration file."""
     from saip_fl import runner
     from saip_fl.config import load_run_config
@@ -115,7 +129,10 @@ def check_cmd(config: ConfigOpt) -> None:
     from saip_fl.config import load_run_config
 
     cfg = load_run_config(config)
-    get_state().console.print(f"[green]✓[/] {config}: valid ({cfg.num_clients} clients, {cfg.num_rounds} rounds, secagg={'on' if cfg.secagg.enabled else 'off'}, dp={cfg.dp.mode})")
+    get_state().console.print(
+        f"[green]✓[/] {config}: valid ({cfg.num_clients} clients, {cfg.num_rounds} rounds, "
+        f"secagg={'on' if cfg.secagg.enabled else 'off'}, dp={cfg.dp.mode})"
+    )
 
 
 def register(root: typer.Typer) -> None:

@@ -21,9 +21,13 @@ from saip.pipeline import PipelineContext, StepResult
 def _keep_mask(value: Any, n: int) -> np.ndarray | None:
     if value is None:
         return None
-    mask = np.load(value, allow_pickle=False) if isinstance(value, str | Path) else np.asarray(value)
+    mask = (
+        np.load(value, allow_pickle=False) if isinstance(value, str | Path) else np.asarray(value)
+    )
     if mask.dtype != np.bool_ or mask.shape != (n,):
-        raise ValueError(f"scan_keep_mask must be a bool array of shape ({n},), got {mask.dtype} {mask.shape}")
+        raise ValueError(
+            f"scan_keep_mask must be a bool array of shape ({n},), got {mask.dtype} {mask.shape}"
+        )
     return mask
 
 
@@ -62,7 +66,12 @@ def run(ctx: PipelineContext) -> StepResult:
             "num_rounds": 3,
             "local_epochs": 2,
             "seed": ctx.seed,
-            "secagg": {"enabled": True, "groups": 2, "num_shares": 5, "reconstruction_threshold": 3},
+            "secagg": {
+                "enabled": True,
+                "groups": 2,
+                "num_shares": 5,
+                "reconstruction_threshold": 3,
+            },
             "dp": {"mode": "dpsgd", "target_epsilon": 8.0, "delta": 1e-5},
             "attack": {"kind": "sign_flip", "clients": [0], "scale": 10.0},
         },
@@ -80,8 +89,9 @@ def run(ctx: PipelineContext) -> StepResult:
     return StepResult(
         name="federated training",
         summary=(
-            f"10 clients × 3 rounds, 2 SecAgg+ groups/round, 1 attacker: accuracy per round {accs}; "
-            f"ε={final['epsilon']:.2f} (δ={final['delta']:g}); {dropped} group aggregate(s) dropped; "
+            f"10 clients × 3 rounds, 2 SecAgg+ groups/round, 1 attacker: "
+            f"accuracy per round {accs}; ε={final['epsilon']:.2f} (δ={final['delta']:g}); "
+            f"{dropped} group aggregate(s) dropped; "
             f"model sealed → {result.model_path.name}"
         ),
         details={

@@ -1,0 +1,112 @@
+"""Two short Flower simulation smoke tests (Ray), driven through the ``saip fl run`` CLI.
+
+1. Grouped SecAgg+ (10 clients, 2 random groups of 5, one sign-flipping attacker) trains, drops
+   the attacker's group aggregate, seals the model with the envelope encryptor, and leaves no
+   Ray directory or process behind.
+2. A SecAgg+ round that loses too many clients (3 of 5 drop out, threshold 3) halts the protocol:
+   Flower would exit 0 with an untrained model; ``saip fl run`` exits 1 and metrics.json says
+   ``failed``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psutil
+import pytest
+from saip.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def _toml(path: Path, body: str) -> Path:
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def _no_ray_children() -> list[str]:
+    return [
+        p.name()
+        for p in psutil.Process().children(recursive=True)
+        if "ray" in " ".join(p.cmdline()).lower()
+    ]
+
+
+def test_fl_sim_grouped_secagg_trains_drops_attacker_group_and_seals_model(
+    tmp_path, capsys
+) -> None:
+    from saip_encryption import EnvelopeEncryptor, from_uri
+
+    cfg = _toml(
+        tmp_path / "run.toml",
+        """
+num_clients = 10
+num_rounds = 2
+local_epochs = 2
+[secagg]
+enabled = true
+groups = 2
+num_shares = 5
+reconstruction_threshold = 3
+[attack]
+kind = "sign_flip"
+clients = [0]
+scale = 10.0
+""",
+    )
+    data = tmp_path / "d"
+    rc = main(
+        ["--data-dir", str(data), "fl", "run", "--config", str(cfg), "--name", "smoke", "--json"]
+    )
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    rounds = summary["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert rounds[-1]["accuracy"] > 0.5  # initial model: ~0.08
+    assert all(len(r["groups"]) == 2 for r in rounds)
+    # the attacker's group mean points away from the root update in every round
+    assert all(any(not g["accepted"] for g in r["groups"]) for r in rounds)
+    run_dir = data / "fl" / "smoke"
+    assert not (run_dir / "ray").exists()
+    assert not _no_ray_children()
+    model = Path(summary["model"]["path"])
+    assert model.name == "model.saipenc"
+    assert summary["model"]["encrypted"]
+    blob = model.read_bytes()
+    assert b"arr_0" not in blob  # not a plaintext npz
+    enc = EnvelopeEncryptor([from_uri(f"local:{data / 'keys' / 'master.key'}")])
+    plain = enc.decrypt(blob, context=summary["model"]["context"])
+    assert plain.startswith(b"PK")  # the npz (zip) of the final weights
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "ok"
+    assert metrics["rounds"][0]["seconds"] > 0
+
+
+def test_fl_sim_halted_secagg_fails_the_run(tmp_path, capsys) -> None:
+    cfg = _toml(
+        tmp_path / "halt.toml",
+        """
+num_clients = 5
+num_rounds = 1
+[secagg]
+enabled = true
+groups = 1
+num_shares = 5
+reconstruction_threshold = 3
+[attack]
+kind = "dropout"
+clients = [0, 1, 2]
+""",
+    )
+    data = tmp_path / "d"
+    rc = main(["--data-dir", str(data), "fl", "run", "--config", str(cfg), "--name", "halt"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "ProtocolHaltedError" in err
+    assert "no aggregate" in err
+    metrics = json.loads((data / "fl" / "halt" / "metrics.json").read_text())
+    assert metrics["status"] == "failed"
+    assert "halted" in metrics["error"]
+    assert not (data / "fl" / "halt" / "model.saipenc").exists()
+    assert not _no_ray_children()
