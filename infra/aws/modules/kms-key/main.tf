@@ -1,0 +1,91 @@
+# A customer-managed KMS key whose policy separates administrators (manage, never use) from users
+# (use, never manage). Rotation is always on; there is no account-root statement, so IAM policies
+# alone can never grant use of the key: only the principals named here can.
+
+data "aws_caller_identity" "current" {}
+data "aws_partition" "current" {}
+data "aws_region" "current" {}
+
+locals {
+  # Every administrative action by name: no wildcards. kms:DisableKeyRotation is deliberately absent,
+  # so even a key administrator cannot switch rotation off.
+  admin_actions = [
+    "kms:CancelKeyDeletion",
+    "kms:CreateAlias",
+    "kms:DeleteAlias",
+    "kms:DescribeKey",
+    "kms:DisableKey",
+    "kms:EnableKey",
+    "kms:EnableKeyRotation",
+    "kms:GetKeyPolicy",
+    "kms:GetKeyRotationStatus",
+    "kms:ListAliases",
+    "kms:ListGrants",
+    "kms:ListKeyPolicies",
+    "kms:ListKeyRotations",
+    "kms:ListResourceTags",
+    "kms:PutKeyPolicy",
+    "kms:RevokeGrant",
+    "kms:RotateKeyOnDemand",
+    "kms:ScheduleKeyDeletion",
+    "kms:TagResource",
+    "kms:UntagResource",
+    "kms:UpdateAlias",
+    "kms:UpdateKeyDescription",
+  ]
+
+  account_id = data.aws_caller_identity.current.account_id
+
+  user_statements = [for u in var.users : {
+    Sid       = u.sid
+    Effect    = "Allow"
+    Principal = { AWS = u.principal_arns }
+    Action    = u.actions
+    Resource  = "*" # in a key policy "*" means "this key"
+    Condition = merge(
+      { StringEquals = merge(
+        { "kms:CallerAccount" = local.account_id },
+        u.via_service == null ? {} : { "kms:ViaService" = "${u.via_service}.${data.aws_region.current.name}.amazonaws.com" },
+        { for k, v in u.encryption_context : "kms:EncryptionContext:${k}" => v },
+      ) },
+    )
+  }]
+
+  policy = {
+    Version = "2012-10-17"
+    Statement = concat([
+      {
+        Sid       = "KeyAdministration"
+        Effect    = "Allow"
+        Principal = { AWS = var.administrator_arns }
+        Action    = local.admin_actions
+        Resource  = "*" # in a key policy "*" means "this key"
+      },
+      {
+        Sid       = "DenyRotationOff"
+        Effect    = "Deny"
+        Principal = { AWS = "*" }
+        Action    = ["kms:DisableKeyRotation"]
+        Resource  = "*"
+      },
+    ], local.user_statements)
+  }
+}
+
+resource "aws_kms_key" "this" {
+  description              = var.description
+  key_usage                = "ENCRYPT_DECRYPT"
+  customer_master_key_spec = "SYMMETRIC_DEFAULT"
+  enable_key_rotation      = true
+  rotation_period_in_days  = var.rotation_period_in_days
+  deletion_window_in_days  = var.deletion_window_in_days
+  is_enabled               = true
+  multi_region             = false
+  policy                   = jsonencode(local.policy)
+  tags                     = merge(var.tags, { Name = "${var.prefix}-${var.name}" })
+}
+
+resource "aws_kms_alias" "this" {
+  name          = "alias/${var.prefix}-${var.name}"
+  target_key_id = aws_kms_key.this.key_id
+}

@@ -1,0 +1,14 @@
+output "arn" {
+  description = "ARN of the bucket."
+  value       = aws_s3_bucket.this.arn
+}
+
+output "name" {
+  description = "Name of the bucket."
+  value       = aws_s3_bucket.this.id
+}
+
+output "policy" {
+  description = "The bucket policy as JSON, for review."
+  value       = aws_s3_bucket_policy.this.policy
+}

@@ -1,0 +1,67 @@
+# Private connectivity for every data-plane service the pipeline calls: interface endpoints (private
+# DNS on, so the SDKs' default endpoints resolve to private IPs) for Kinesis, KMS and Firehose, and a
+# gateway endpoint for S3. Each endpoint carries a policy naming the principals, actions and ARNs it
+# may serve: a data perimeter, so stolen credentials cannot move data to another account's resources
+# through this VPC.
+
+data "aws_region" "current" {}
+
+locals {
+  interface_services = {
+    firehose = "kinesis-firehose"
+    kinesis  = "kinesis-streams"
+    kms      = "kms"
+  }
+
+  policy_documents = { for svc, stmts in var.policies : svc => jsonencode({
+    Version = "2012-10-17"
+    Statement = [for s in stmts : {
+      Sid       = s.sid
+      Effect    = "Allow"
+      Principal = { AWS = s.principal_arns }
+      Action    = s.actions
+      Resource  = s.resources
+    }]
+  }) }
+}
+
+resource "aws_security_group" "endpoints" {
+  name        = "${var.prefix}-vpc-endpoints"
+  description = "HTTPS from the workload subnets to the ${var.prefix} interface endpoints"
+  vpc_id      = var.vpc_id
+  tags        = merge(var.tags, { Name = "${var.prefix}-vpc-endpoints" })
+}
+
+resource "aws_vpc_security_group_ingress_rule" "https" {
+  for_each = toset(var.allowed_cidr_blocks)
+
+  security_group_id = aws_security_group.endpoints.id
+  description       = "HTTPS from ${each.value}"
+  cidr_ipv4         = each.value
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+  tags              = var.tags
+}
+
+resource "aws_vpc_endpoint" "interface" {
+  for_each = local.interface_services
+
+  vpc_id              = var.vpc_id
+  service_name        = "com.amazonaws.${data.aws_region.current.name}.${each.value}"
+  vpc_endpoint_type   = "Interface"
+  private_dns_enabled = true
+  subnet_ids          = var.subnet_ids
+  security_group_ids  = [aws_security_group.endpoints.id]
+  policy              = local.policy_documents[each.key]
+  tags                = merge(var.tags, { Name = "${var.prefix}-${each.key}" })
+}
+
+resource "aws_vpc_endpoint" "s3" {
+  vpc_id            = var.vpc_id
+  service_name      = "com.amazonaws.${data.aws_region.current.name}.s3"
+  vpc_endpoint_type = "Gateway"
+  route_table_ids   = var.route_table_ids
+  policy            = local.policy_documents["s3"]
+  tags              = merge(var.tags, { Name = "${var.prefix}-s3" })
+}
