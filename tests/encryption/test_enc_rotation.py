@@ -170,3 +170,28 @@ def test_split_key_version_for_cloud_ids() -> None:
         "0a1b",
     )
     assert split_key_version("aws-kms", "arn:aws:kms:us-east-1:1:key/u")[1] == "(managed by KMS)"
+
+
+@pytest.mark.parametrize("capacity", [2048, 64])  # in place, and rewrite + rename
+def test_concurrent_rewraps_serialise(tmp_path, local, other_local, capacity) -> None:
+    import threading
+
+    path = _artifact(tmp_path / "a.saip", local, key_slot_capacity=capacity)
+    errors: list[BaseException] = []
+
+    def worker(target) -> None:  # type: ignore[no-untyped-def]
+        try:
+            for _ in range(5):
+                rewrap_file(path, unwrap_with=[local, other_local], wrap_with=[target, local])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in (other_local, local)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert audit([path]).problems == {}
+    assert _decrypt(path, [local]) == b"A" * 5000
+    assert not list(tmp_path.glob(".*rewrap"))

@@ -19,14 +19,17 @@ headers alone (no key is used), so no key version is disabled while data still n
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from saip_encryption import wire
 from saip_encryption.envelope import recover_data_key
@@ -58,6 +61,18 @@ class RewrapResult:
     new_keys: tuple[WrappedKey, ...]
 
 
+def _read_header_from(fh: BinaryIO) -> wire.Header:
+    head = fh.read(wire.PREFIX_SIZE)
+    need = wire.header_length_hint(head)
+    while len(head) < need <= _MAX_HEADER:
+        more = fh.read(need - len(head))
+        if not more:
+            break
+        head += more
+        need = wire.header_length_hint(head)
+    return wire.parse_header(head, strict=False)
+
+
 def read_header(path: str | os.PathLike[str], *, strict: bool = False) -> wire.Header:
     """Read and parse the header of an envelope file (no key is used, nothing is decrypted).
 
@@ -67,15 +82,15 @@ def read_header(path: str | os.PathLike[str], *, strict: bool = False) -> wire.H
         Not a SAIP envelope, or a malformed header.
     """
     with open(path, "rb") as fh:
-        head = fh.read(wire.PREFIX_SIZE)
-        need = wire.header_length_hint(head)
-        while len(head) < need <= _MAX_HEADER:
-            more = fh.read(need - len(head))
-            if not more:
-                break
-            head += more
-            need = wire.header_length_hint(head)
-    return wire.parse_header(head, strict=strict)
+        header = _read_header_from(fh)
+    if strict:
+        return wire.parse_header(
+            header.prefix
+            + header.commitment
+            + wire.key_area([s.raw for s in header.slots], header.slot_capacity),
+            strict=True,
+        )
+    return header
 
 
 def _new_keys(
@@ -133,6 +148,29 @@ def rewrap_bytes(
     return bytes(message[: header.key_area_offset]) + area + bytes(message[header.payload_offset :])
 
 
+@contextmanager
+def _locked(path: Path) -> Iterator[BinaryIO]:
+    """Open ``path`` read-write under an exclusive advisory lock (``flock``).
+
+    Concurrent re-wraps of one file run one after the other; if another re-wrap replaced the
+    file (rewrite path) while we waited, the new file is opened and locked instead.
+    """
+    while True:
+        fh = open(path, "r+b")  # noqa: SIM115 - closed below or by the caller's with
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            if os.fstat(fh.fileno()).st_ino == os.stat(path).st_ino:
+                break
+        except BaseException:
+            fh.close()
+            raise
+        fh.close()
+    try:
+        yield fh
+    finally:
+        fh.close()
+
+
 def rewrap_file(
     path: str | os.PathLike[str],
     *,
@@ -161,25 +199,25 @@ def rewrap_file(
     if not wrap_with:
         raise EncryptionConfigError("rewrap needs at least one target key")
     p = Path(path)
-    try:
-        header = read_header(p, strict=False)
-    except wire.MalformedError:
-        raise DecryptionError() from None
-    old = tuple(header.wrapped_keys())
-    data_key = _recover(header, unwrap_with, max_wrapped_keys)
-    try:
-        new = _new_keys(data_key, wrap_with, header.context)
-    finally:
-        data_key[:] = bytes(len(data_key))
-    need = wire.slot_size(new)
-    start = header.key_area_offset + 3
-    if header.slot_count == 2 and need <= header.slot_capacity:
-        live = [s for s in header.slots if s.valid and s.keys]
-        newest = max(live, key=lambda s: s.generation)
-        target = 1 - newest.index
-        generation = newest.generation + 1
-        cap = header.slot_capacity
-        with open(p, "r+b") as fh:
+    with _locked(p) as fh:
+        try:
+            header = _read_header_from(fh)
+        except wire.MalformedError:
+            raise DecryptionError() from None
+        old = tuple(header.wrapped_keys())
+        data_key = _recover(header, unwrap_with, max_wrapped_keys)
+        try:
+            new = _new_keys(data_key, wrap_with, header.context)
+        finally:
+            data_key[:] = bytes(len(data_key))
+        need = wire.slot_size(new)
+        start = header.key_area_offset + 3
+        if header.slot_count == 2 and need <= header.slot_capacity:
+            live = [s for s in header.slots if s.valid and s.keys]
+            newest = max(live, key=lambda s: s.generation)
+            target = 1 - newest.index
+            generation = newest.generation + 1
+            cap = header.slot_capacity
             fh.seek(start + target * cap)
             fh.write(wire.encode_slot(new, generation=generation, capacity=cap))
             fh.flush()
@@ -188,26 +226,26 @@ def rewrap_file(
             fh.write(wire.encode_slot((), generation=0, capacity=cap))
             fh.flush()
             os.fsync(fh.fileno())
-        _LOG.info("re-wrapped %s in place (slot %d, generation %d)", p, target, generation)
-        return RewrapResult(str(p), True, old, tuple(new))
-    # rewrite: new key area, payload copied byte for byte (never decrypted)
-    cap = max(need, header.slot_capacity) if header.slot_count == 2 else need
-    slots = [wire.encode_slot(new, generation=1, capacity=cap)]
-    if header.slot_count == 2:
-        slots.append(wire.encode_slot((), generation=0, capacity=cap))
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".rewrap", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, open(p, "rb") as src:
-            out.write(header.prefix + header.commitment + wire.key_area(slots, cap))
-            src.seek(header.payload_offset)
-            shutil.copyfileobj(src, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp_name, p.stat().st_mode & 0o777)
-        os.replace(tmp_name, p)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+            _LOG.info("re-wrapped %s in place (slot %d, generation %d)", p, target, generation)
+            return RewrapResult(str(p), True, old, tuple(new))
+        # rewrite: new key area, payload copied byte for byte (never decrypted)
+        cap = max(need, header.slot_capacity) if header.slot_count == 2 else need
+        slots = [wire.encode_slot(new, generation=1, capacity=cap)]
+        if header.slot_count == 2:
+            slots.append(wire.encode_slot((), generation=0, capacity=cap))
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".rewrap", dir=p.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(header.prefix + header.commitment + wire.key_area(slots, cap))
+                fh.seek(header.payload_offset)
+                shutil.copyfileobj(fh, out, 1 << 20)
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(tmp_name, p.stat().st_mode & 0o777)
+            os.replace(tmp_name, p)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
     _LOG.info("re-wrapped %s by rewriting its header", p)
     return RewrapResult(str(p), False, old, tuple(new))
 
