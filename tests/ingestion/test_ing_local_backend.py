@@ -10,6 +10,7 @@ import pytest
 from saip_ingestion.backends import open_backend
 from saip_ingestion.backends.base import ObjectStore, RecordStream
 from saip_ingestion.backends.local import FileRecordStream, LocalObjectStore, LocalStream
+from saip_ingestion.errors import IngestError
 from saip_ingestion.quarantine import QuarantineStore
 
 
@@ -71,7 +72,9 @@ def test_corrupt_frame_is_detected(tmp_path: Path) -> None:
 def test_object_store_is_idempotent_and_rejects_unsafe_keys(tmp_path: Path) -> None:
     store = LocalObjectStore(tmp_path / "o")
     store.put("a/b/c", b"first", metadata={"k": "v"})
-    store.put("a/b/c", b"second")  # existing key: no-op
+    store.put("a/b/c", b"first")  # same bytes again: no-op
+    with pytest.raises(IngestError, match="different content"):
+        store.put("a/b/c", b"second")  # never overwritten
     assert store.get("a/b/c") == b"first"
     assert store.metadata("a/b/c") == {"k": "v"}
     store.put("a/x", b"1")

@@ -9,7 +9,7 @@ Layout under ``<data_dir>/ingest/``::
 
 Writes are crash-safe: a torn frame at the tail of a segment (the publisher died mid-write) is
 cut off by the next publisher; an object either exists completely or not at all. ``put`` of an
-existing key is a no-op, which makes re-processing after a crash idempotent.
+existing key with the same bytes is a no-op; different bytes raise (never overwritten).
 
 :class:`FileRecordStream` reads a JSONL file as a stream (``--source FILE``) with the same
 checkpoint semantics; lines longer than the limit are delivered truncated (one byte over the
@@ -81,9 +81,18 @@ class LocalObjectStore:
         return self.root.joinpath(*parts)
 
     def put(self, key: str, data: bytes, *, metadata: Mapping[str, str] | None = None) -> None:
-        """Write ``data`` under ``key`` unless the key exists (idempotent)."""
+        """Write ``data`` under ``key``; the same bytes again are a no-op.
+
+        Raises
+        ------
+        IngestError
+            The key exists with different content (never overwritten; same rule as the cloud
+            stores, so two writers that collide are detected instead of losing a batch).
+        """
         path = self._path(key)
         if path.exists():
+            if path.read_bytes() != bytes(data):
+                raise IngestError(f"object {key} already exists with different content")
             return
         if metadata:
             meta = json.dumps(dict(metadata), sort_keys=True).encode()
