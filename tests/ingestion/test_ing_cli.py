@@ -148,3 +148,20 @@ def test_errors_are_one_line_and_non_zero(
     assert lines[-1].startswith("saip: error:")
     assert message in lines[-1]
     assert "Traceback" not in err
+
+
+def test_publish_then_consume_the_local_stream(tmp_path: Path, capsys: Any) -> None:
+    data = tmp_path / "d"
+    src = tmp_path / "p.jsonl"
+    assert main(["--data-dir", str(data), "ingest", "produce", "--producer", "pub",
+                 "--limit", "40", "--poison", "replay:n=1", str(src)]) == 0  # fmt: skip
+    assert main(["--data-dir", str(data), "ingest", "publish", str(src), "--batch-size", "7"]) == 0
+    code, out, _ = _run(capsys, "--data-dir", str(data), "ingest", "run", "--source", "stream",
+                        "--json")  # fmt: skip
+    assert code == 0
+    s = json.loads(out)
+    assert (s["received"], s["stored"], s["duplicates"]) == (43, 40, 1)
+    assert s["reasons"] == {"replay": 1, "ts_out_of_window": 1}
+    code, out, _ = _run(capsys, "--data-dir", str(data), "ingest", "run", "--source", "stream",
+                        "--json")  # fmt: skip
+    assert json.loads(out)["received"] == 0  # checkpointed
