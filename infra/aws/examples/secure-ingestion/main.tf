@@ -2,10 +2,6 @@
 # module wired into it. The identity running Terraform administers the keys; the account root may
 # assume the workload roles (tighten trusted_principal_arns to your workload identities).
 
-data "aws_availability_zones" "available" {
-  state = "available"
-}
-
 data "aws_caller_identity" "current" {}
 
 data "aws_iam_session_context" "current" {
@@ -16,7 +12,7 @@ data "aws_partition" "current" {}
 
 locals {
   account_root = "arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root"
-  azs          = slice(data.aws_availability_zones.available.names, 0, 2)
+  azs          = [for suffix in var.availability_zone_suffixes : "${var.region}${suffix}"]
   subnets      = { for i, az in local.azs : az => cidrsubnet(var.vpc_cidr, 8, i + 1) }
 }
 

@@ -1,3 +1,15 @@
+variable "availability_zone_suffixes" {
+  description = "Availability zones of the two private subnets, as suffixes of the region (pinned, so the set never grows silently)."
+  type        = list(string)
+  default     = ["a", "b"]
+  nullable    = false
+
+  validation {
+    condition     = length(var.availability_zone_suffixes) >= 2 && alltrue([for s in var.availability_zone_suffixes : can(regex("^[a-z]$", s))])
+    error_message = "availability_zone_suffixes must list at least two single-letter zone suffixes."
+  }
+}
+
 variable "encryption_context" {
   description = "Encryption context required on every use of the data key (also written to saip_config.encryption.context)."
   type        = map(string)

@@ -1,0 +1,395 @@
+# Secure ingestion on Azure: Key Vault (RBAC, purge protection, no public network) with rotated
+# HSM-backed keys; an Event Hubs Premium namespace (TLS 1.2, local/SAS auth off, no public network,
+# customer-managed key through a user-assigned identity) whose hub captures to ADLS Gen2; an ADLS Gen2
+# storage account (CMK, TLS 1.2, shared keys off, no public network); private endpoints for all
+# three; sender / receiver / trainer identities with data-plane roles scoped to one resource each;
+# diagnostic settings to Log Analytics. Nothing here is a switch.
+
+data "azurerm_client_config" "current" {}
+
+locals {
+  compact_prefix = replace(var.prefix, "-", "")
+  tags           = merge(var.tags, { "saip-prefix" = var.prefix, "saip-managed-by" = "terraform" })
+
+  keys = {
+    eventhubs = "Event Hubs namespace encryption at rest"
+    storage   = "ADLS Gen2 storage account encryption at rest"
+    data      = "saip envelope encryption of records and model artifacts"
+  }
+
+  containers = toset(["landing", "quarantine", "artifacts", "capture"])
+
+  workloads = toset(["sender", "receiver", "trainer"])
+}
+
+# ------------------------------------------------------------------------------- identities --
+
+resource "azurerm_user_assigned_identity" "cmk" {
+  name                = "${var.prefix}-cmk"
+  location            = var.location
+  resource_group_name = var.resource_group_name
+  tags                = local.tags
+}
+
+resource "azurerm_user_assigned_identity" "workload" {
+  for_each = local.workloads
+
+  name                = "${var.prefix}-${each.key}"
+  location            = var.location
+  resource_group_name = var.resource_group_name
+  tags                = local.tags
+}
+
+# -------------------------------------------------------------------------------- key vault --
+
+resource "azurerm_key_vault" "this" {
+  name                          = "${local.compact_prefix}-kv"
+  location                      = var.location
+  resource_group_name           = var.resource_group_name
+  tenant_id                     = data.azurerm_client_config.current.tenant_id
+  sku_name                      = "premium"
+  enable_rbac_authorization     = true
+  purge_protection_enabled      = true
+  soft_delete_retention_days    = 90
+  public_network_access_enabled = false
+
+  network_acls {
+    default_action = "Deny"
+    bypass         = "AzureServices"
+  }
+
+  tags = local.tags
+}
+
+resource "azurerm_role_assignment" "deployer_crypto_officer" {
+  scope                = azurerm_key_vault.this.id
+  role_definition_name = "Key Vault Crypto Officer"
+  principal_id         = data.azurerm_client_config.current.object_id
+}
+
+resource "azurerm_key_vault_key" "this" {
+  # checkov:skip=CKV_AZURE_40:Expiry is set by rotation_policy.expire_after (default P365D) and renewed by automatic rotation; a fixed expiration_date would break rotation.
+  for_each = local.keys
+
+  name         = "${var.prefix}-${each.key}"
+  key_vault_id = azurerm_key_vault.this.id
+  key_type     = "RSA-HSM"
+  key_size     = 3072
+  key_opts     = ["unwrapKey", "wrapKey"]
+
+  rotation_policy {
+    expire_after         = var.key_rotation.expire_after
+    notify_before_expiry = var.key_rotation.notify_before_expiry
+
+    automatic {
+      time_before_expiry = var.key_rotation.rotate_before_expiry
+    }
+  }
+
+  tags = merge(local.tags, { purpose = each.value })
+
+  depends_on = [azurerm_role_assignment.deployer_crypto_officer]
+}
+
+resource "azurerm_role_assignment" "cmk_key_use" {
+  for_each = toset(["eventhubs", "storage"])
+
+  scope                = azurerm_key_vault_key.this[each.key].resource_versionless_id
+  role_definition_name = "Key Vault Crypto Service Encryption User"
+  principal_id         = azurerm_user_assigned_identity.cmk.principal_id
+}
+
+resource "azurerm_role_assignment" "data_key_use" {
+  for_each = toset(["receiver", "trainer"])
+
+  scope                = azurerm_key_vault_key.this["data"].resource_versionless_id
+  role_definition_name = "Key Vault Crypto User"
+  principal_id         = azurerm_user_assigned_identity.workload[each.key].principal_id
+}
+
+resource "azurerm_private_endpoint" "vault" {
+  name                = "${var.prefix}-kv-pe"
+  location            = var.location
+  resource_group_name = var.resource_group_name
+  subnet_id           = var.private_endpoints.subnet_id
+
+  private_service_connection {
+    name                           = "${var.prefix}-kv"
+    private_connection_resource_id = azurerm_key_vault.this.id
+    subresource_names              = ["vault"]
+    is_manual_connection           = false
+  }
+
+  private_dns_zone_group {
+    name                 = "vault"
+    private_dns_zone_ids = [var.private_endpoints.private_dns_zone_ids.vault]
+  }
+
+  tags = local.tags
+}
+
+# -------------------------------------------------------------------------------- storage --
+
+resource "azurerm_storage_account" "this" {
+  # checkov:skip=CKV_AZURE_33:Queue service logging: the account serves no queues (ADLS Gen2 only); blob/dfs logs go to Log Analytics through azurerm_monitor_diagnostic_setting.storage_blob.
+  name                              = "${local.compact_prefix}adls"
+  location                          = var.location
+  resource_group_name               = var.resource_group_name
+  account_kind                      = "StorageV2"
+  account_tier                      = "Standard"
+  account_replication_type          = "GZRS"
+  is_hns_enabled                    = true
+  min_tls_version                   = "TLS1_2"
+  https_traffic_only_enabled        = true
+  shared_access_key_enabled         = false
+  default_to_oauth_authentication   = true
+  public_network_access_enabled     = false
+  allow_nested_items_to_be_public   = false
+  cross_tenant_replication_enabled  = false
+  infrastructure_encryption_enabled = true
+  local_user_enabled                = false
+  sftp_enabled                      = false
+
+  identity {
+    type         = "UserAssigned"
+    identity_ids = [azurerm_user_assigned_identity.cmk.id]
+  }
+
+  customer_managed_key {
+    key_vault_key_id          = azurerm_key_vault_key.this["storage"].versionless_id
+    user_assigned_identity_id = azurerm_user_assigned_identity.cmk.id
+  }
+
+  network_rules {
+    default_action = "Deny"
+    bypass         = ["AzureServices", "Logging", "Metrics"]
+  }
+
+  blob_properties {
+    delete_retention_policy {
+      days = 30
+    }
+    container_delete_retention_policy {
+      days = 30
+    }
+  }
+
+  sas_policy {
+    expiration_period = "00.01:00:00"
+    expiration_action = "Block"
+  }
+
+  tags = local.tags
+
+  depends_on = [azurerm_role_assignment.cmk_key_use]
+}
+
+resource "azurerm_storage_container" "this" {
+  # checkov:skip=CKV2_AZURE_21:Blob read logging is configured on the blob service (azurerm_monitor_diagnostic_setting.storage_blob), which checkov does not link to containers.
+  for_each = local.containers
+
+  name                  = each.key
+  storage_account_id    = azurerm_storage_account.this.id
+  container_access_type = "private"
+}
+
+resource "azurerm_private_endpoint" "storage" {
+  for_each = toset(["blob", "dfs"])
+
+  name                = "${var.prefix}-adls-${each.key}-pe"
+  location            = var.location
+  resource_group_name = var.resource_group_name
+  subnet_id           = var.private_endpoints.subnet_id
+
+  private_service_connection {
+    name                           = "${var.prefix}-adls-${each.key}"
+    private_connection_resource_id = azurerm_storage_account.this.id
+    subresource_names              = [each.key]
+    is_manual_connection           = false
+  }
+
+  private_dns_zone_group {
+    name                 = each.key
+    private_dns_zone_ids = [var.private_endpoints.private_dns_zone_ids[each.key]]
+  }
+
+  tags = local.tags
+}
+
+# ------------------------------------------------------------------------------ event hubs --
+
+resource "azurerm_eventhub_namespace" "this" {
+  name                          = "${var.prefix}-ehns"
+  location                      = var.location
+  resource_group_name           = var.resource_group_name
+  sku                           = "Premium"
+  capacity                      = var.event_hub.namespace_capacity_units
+  minimum_tls_version           = "1.2"
+  local_authentication_enabled  = false
+  public_network_access_enabled = false
+
+  identity {
+    type         = "UserAssigned"
+    identity_ids = [azurerm_user_assigned_identity.cmk.id]
+  }
+
+  network_rulesets {
+    default_action                 = "Deny"
+    public_network_access_enabled  = false
+    trusted_service_access_enabled = true
+  }
+
+  tags = local.tags
+}
+
+resource "azurerm_eventhub_namespace_customer_managed_key" "this" {
+  eventhub_namespace_id             = azurerm_eventhub_namespace.this.id
+  key_vault_key_ids                 = [azurerm_key_vault_key.this["eventhubs"].versionless_id]
+  user_assigned_identity_id         = azurerm_user_assigned_identity.cmk.id
+  infrastructure_encryption_enabled = true
+
+  depends_on = [azurerm_role_assignment.cmk_key_use]
+}
+
+resource "azurerm_eventhub" "records" {
+  name              = "${var.prefix}-records"
+  namespace_id      = azurerm_eventhub_namespace.this.id
+  partition_count   = var.event_hub.partition_count
+  message_retention = var.event_hub.message_retention_days
+
+  capture_description {
+    enabled             = true
+    encoding            = "Avro"
+    interval_in_seconds = var.event_hub.capture_interval_seconds
+    size_limit_in_bytes = var.event_hub.capture_size_limit_bytes
+    skip_empty_archives = true
+
+    destination {
+      name                = "EventHubArchive.AzureBlockBlob"
+      archive_name_format = "{Namespace}/{EventHub}/{PartitionId}/{Year}/{Month}/{Day}/{Hour}/{Minute}/{Second}"
+      blob_container_name = azurerm_storage_container.this["capture"].name
+      storage_account_id  = azurerm_storage_account.this.id
+    }
+  }
+
+  depends_on = [azurerm_eventhub_namespace_customer_managed_key.this]
+}
+
+resource "azurerm_eventhub_consumer_group" "ingest" {
+  name                = "saip-ingest"
+  namespace_name      = azurerm_eventhub_namespace.this.name
+  eventhub_name       = azurerm_eventhub.records.name
+  resource_group_name = var.resource_group_name
+}
+
+resource "azurerm_private_endpoint" "eventhubs" {
+  name                = "${var.prefix}-ehns-pe"
+  location            = var.location
+  resource_group_name = var.resource_group_name
+  subnet_id           = var.private_endpoints.subnet_id
+
+  private_service_connection {
+    name                           = "${var.prefix}-ehns"
+    private_connection_resource_id = azurerm_eventhub_namespace.this.id
+    subresource_names              = ["namespace"]
+    is_manual_connection           = false
+  }
+
+  private_dns_zone_group {
+    name                 = "servicebus"
+    private_dns_zone_ids = [var.private_endpoints.private_dns_zone_ids.servicebus]
+  }
+
+  tags = local.tags
+}
+
+# ----------------------------------------------------------------------- data-plane roles --
+# Each identity gets one data-plane role on one resource: no control-plane roles, no SAS keys.
+
+resource "azurerm_role_assignment" "sender" {
+  scope                = azurerm_eventhub.records.id
+  role_definition_name = "Azure Event Hubs Data Sender"
+  principal_id         = azurerm_user_assigned_identity.workload["sender"].principal_id
+}
+
+resource "azurerm_role_assignment" "receiver" {
+  scope                = azurerm_eventhub.records.id
+  role_definition_name = "Azure Event Hubs Data Receiver"
+  principal_id         = azurerm_user_assigned_identity.workload["receiver"].principal_id
+}
+
+resource "azurerm_role_assignment" "receiver_blobs" {
+  for_each = toset(["landing", "quarantine"])
+
+  scope                = azurerm_storage_container.this[each.key].id
+  role_definition_name = "Storage Blob Data Contributor"
+  principal_id         = azurerm_user_assigned_identity.workload["receiver"].principal_id
+}
+
+resource "azurerm_role_assignment" "trainer_read" {
+  scope                = azurerm_storage_container.this["landing"].id
+  role_definition_name = "Storage Blob Data Reader"
+  principal_id         = azurerm_user_assigned_identity.workload["trainer"].principal_id
+}
+
+resource "azurerm_role_assignment" "trainer_write" {
+  scope                = azurerm_storage_container.this["artifacts"].id
+  role_definition_name = "Storage Blob Data Contributor"
+  principal_id         = azurerm_user_assigned_identity.workload["trainer"].principal_id
+}
+
+# --------------------------------------------------------------------- diagnostic settings --
+
+resource "azurerm_monitor_diagnostic_setting" "key_vault" {
+  name                       = "${var.prefix}-kv-diagnostics"
+  target_resource_id         = azurerm_key_vault.this.id
+  log_analytics_workspace_id = var.log_analytics_workspace_id
+
+  enabled_log {
+    category_group = "audit"
+  }
+
+  enabled_log {
+    category_group = "allLogs"
+  }
+
+  metric {
+    category = "AllMetrics"
+  }
+}
+
+resource "azurerm_monitor_diagnostic_setting" "eventhubs" {
+  name                       = "${var.prefix}-ehns-diagnostics"
+  target_resource_id         = azurerm_eventhub_namespace.this.id
+  log_analytics_workspace_id = var.log_analytics_workspace_id
+
+  enabled_log {
+    category_group = "allLogs"
+  }
+
+  metric {
+    category = "AllMetrics"
+  }
+}
+
+resource "azurerm_monitor_diagnostic_setting" "storage_blob" {
+  name                       = "${var.prefix}-adls-diagnostics"
+  target_resource_id         = "${azurerm_storage_account.this.id}/blobServices/default"
+  log_analytics_workspace_id = var.log_analytics_workspace_id
+
+  enabled_log {
+    category = "StorageRead"
+  }
+
+  enabled_log {
+    category = "StorageWrite"
+  }
+
+  enabled_log {
+    category = "StorageDelete"
+  }
+
+  metric {
+    category = "Transaction"
+  }
+}

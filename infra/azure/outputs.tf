@@ -1,0 +1,45 @@
+output "data_key_id" {
+  description = "Versionless ID of the Key Vault key for saip's envelope encryption (use as azure-kv:ID)."
+  value       = azurerm_key_vault_key.this["data"].versionless_id
+}
+
+output "event_hub_name" {
+  description = "Name of the Event Hub receiving the records."
+  value       = azurerm_eventhub.records.name
+}
+
+output "eventhub_namespace_fqdn" {
+  description = "Fully qualified namespace (resolves to the private endpoint inside the VNet)."
+  value       = "${azurerm_eventhub_namespace.this.name}.servicebus.windows.net"
+}
+
+output "identity_client_ids" {
+  description = "Client IDs of the workload identities (sender, receiver, trainer)."
+  value       = { for k, v in azurerm_user_assigned_identity.workload : k => v.client_id }
+}
+
+output "key_vault_uri" {
+  description = "URI of the Key Vault (reachable only through its private endpoint)."
+  value       = azurerm_key_vault.this.vault_uri
+}
+
+output "saip_config" {
+  description = "The [ingest] and [encryption] sections of saip's --config TOML."
+  value = {
+    ingest = {
+      backend      = "azure"
+      endpoint_url = "sb://${azurerm_eventhub_namespace.this.name}.servicebus.windows.net/"
+      region       = var.location
+      stream       = azurerm_eventhub.records.name
+      bucket       = "https://${azurerm_storage_account.this.name}.blob.core.windows.net/${azurerm_storage_container.this["landing"].name}"
+    }
+    encryption = {
+      key = "azure-kv:${azurerm_key_vault_key.this["data"].versionless_id}"
+    }
+  }
+}
+
+output "storage_account_name" {
+  description = "Name of the ADLS Gen2 storage account."
+  value       = azurerm_storage_account.this.name
+}

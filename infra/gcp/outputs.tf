@@ -1,0 +1,40 @@
+output "bigquery_table" {
+  description = "BigQuery table receiving the records (project.dataset.table)."
+  value       = "${google_bigquery_table.records.project}.${google_bigquery_table.records.dataset_id}.${google_bigquery_table.records.table_id}"
+}
+
+output "data_key_id" {
+  description = "Cloud KMS key for saip's envelope encryption (use as gcp-kms:ID)."
+  value       = google_kms_crypto_key.this["data"].id
+}
+
+output "dead_letter_topic" {
+  description = "Dead-letter topic ID."
+  value       = google_pubsub_topic.dead_letter.id
+}
+
+output "saip_config" {
+  description = "The [ingest] and [encryption] sections of saip's --config TOML (endpoint_url null: the SDK's default endpoint resolves to the PSC endpoint through the private zone)."
+  value = {
+    ingest = {
+      backend      = "gcp"
+      endpoint_url = null
+      region       = var.region
+      stream       = google_pubsub_subscription.ingest.id
+      bucket       = null
+    }
+    encryption = {
+      key = "gcp-kms:${google_kms_crypto_key.this["data"].id}"
+    }
+  }
+}
+
+output "service_account_emails" {
+  description = "Service accounts by role: publisher, subscriber, trainer, bq-writer."
+  value       = { for k, v in google_service_account.this : k => v.email }
+}
+
+output "topic" {
+  description = "Records topic ID."
+  value       = google_pubsub_topic.records.id
+}

@@ -1,0 +1,125 @@
+variable "avro_schema_definition" {
+  description = "The Avro schema (JSON text) of a record, as exported by the ingestion package (ingestion/schemas/*.avsc); Pub/Sub rejects non-conforming messages at publish time. Pass it with file()."
+  type        = string
+  nullable    = false
+
+  validation {
+    condition     = can(jsondecode(var.avro_schema_definition)) && try(jsondecode(var.avro_schema_definition).type == "record", false) && length(try(jsondecode(var.avro_schema_definition).fields, [])) > 0
+    error_message = "avro_schema_definition must be an Avro record schema (JSON with \"type\": \"record\" and fields)."
+  }
+}
+
+variable "key_rotation_period_days" {
+  description = "Rotation period of every Cloud KMS key (at most 90 days)."
+  type        = number
+  default     = 90
+  nullable    = false
+
+  validation {
+    condition     = var.key_rotation_period_days >= 1 && var.key_rotation_period_days <= 90 && floor(var.key_rotation_period_days) == var.key_rotation_period_days
+    error_message = "key_rotation_period_days must be a whole number from 1 to 90."
+  }
+}
+
+variable "network" {
+  description = "VPC that reaches Google APIs through a Private Service Connect endpoint on the restricted VIP (`psc_address` is a free internal IP outside every subnet, written without a prefix length)."
+  type = object({
+    self_link   = string
+    psc_address = string
+  })
+  nullable = false
+
+  validation {
+    condition     = can(regex("^(https://www\\.googleapis\\.com/compute/v1/)?projects/[a-z0-9-]+/global/networks/[a-z0-9-]+$", var.network.self_link))
+    error_message = "network.self_link must be a VPC network self link (projects/P/global/networks/N)."
+  }
+
+  validation {
+    condition     = can(cidrhost("${var.network.psc_address}/32", 0))
+    error_message = "network.psc_address must be an IPv4 address."
+  }
+}
+
+variable "prefix" {
+  description = "Prefix of every resource name (cloud-foundation-fabric convention); no random suffixes are added."
+  type        = string
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{0,14}[a-z0-9]$", var.prefix))
+    error_message = "prefix must be 2-16 lowercase letters, digits or hyphens, starting with a letter (service account IDs are limited to 30 characters)."
+  }
+}
+
+variable "project_id" {
+  description = "Project holding every resource."
+  type        = string
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.project_id))
+    error_message = "project_id must be a valid project ID."
+  }
+}
+
+variable "pubsub" {
+  description = "Topic retention, subscription ack deadline, and delivery attempts before a message goes to the dead-letter topic."
+  type = object({
+    message_retention_days = optional(number, 7)
+    ack_deadline_seconds   = optional(number, 60)
+    max_delivery_attempts  = optional(number, 5)
+  })
+  default  = {}
+  nullable = false
+
+  validation {
+    condition     = var.pubsub.message_retention_days >= 1 && var.pubsub.message_retention_days <= 31
+    error_message = "pubsub.message_retention_days must be from 1 to 31."
+  }
+
+  validation {
+    condition     = var.pubsub.ack_deadline_seconds >= 10 && var.pubsub.ack_deadline_seconds <= 600
+    error_message = "pubsub.ack_deadline_seconds must be from 10 to 600."
+  }
+
+  validation {
+    condition     = var.pubsub.max_delivery_attempts >= 5 && var.pubsub.max_delivery_attempts <= 100
+    error_message = "pubsub.max_delivery_attempts must be from 5 to 100 (the Pub/Sub limits)."
+  }
+}
+
+variable "region" {
+  description = "Region of the key ring, the BigQuery dataset and the only region where Pub/Sub may persist messages."
+  type        = string
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^[a-z]+-[a-z]+[0-9]$", var.region))
+    error_message = "region must be a GCP region such as europe-west1."
+  }
+}
+
+variable "vpc_service_controls" {
+  description = "Optional VPC Service Controls perimeter (needs an organization and an access policy): set `access_policy` (accessPolicies/NUMBER) and `project_number` to create a perimeter around the project restricting Pub/Sub, Cloud KMS, BigQuery and Cloud Storage. Left empty, no perimeter is created."
+  type = object({
+    access_policy  = optional(string)
+    project_number = optional(string)
+  })
+  default  = {}
+  nullable = false
+
+  validation {
+    condition     = (var.vpc_service_controls.access_policy == null) == (var.vpc_service_controls.project_number == null)
+    error_message = "vpc_service_controls.access_policy and project_number must be set together."
+  }
+
+  validation {
+    condition     = var.vpc_service_controls.access_policy == null || can(regex("^accessPolicies/[0-9]+$", coalesce(var.vpc_service_controls.access_policy, "x")))
+    error_message = "vpc_service_controls.access_policy must look like accessPolicies/123456789."
+  }
+
+  validation {
+    condition     = var.vpc_service_controls.project_number == null || can(regex("^[0-9]{6,20}$", coalesce(var.vpc_service_controls.project_number, "x")))
+    error_message = "vpc_service_controls.project_number must be the numeric project number."
+  }
+}
