@@ -144,7 +144,7 @@ class IngestSummary:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class _Candidate:
     i: int
     msg: StreamMessage
@@ -524,6 +524,9 @@ class IngestEngine:
         self._check_content(cands)
         # phase 3: dedupe, freshness, anti-replay, decision (arrival order)
         index = self.state.index
+        accepted_counts: Counter[tuple[str, int, Any]] = Counter()
+        admit = self.replay.admit
+        window_ms = self.health.window_ms
         for c in cands:
             rec = c.rec
             rid, pid, ts, seq = rec["record_id"], rec["producer_id"], rec["ts"], rec["seq"]
@@ -560,7 +563,7 @@ class IngestEngine:
                         authenticated=True,
                     )
                 continue
-            err = self.replay.check_ts(ts, now) or self.replay.check_seq(pid, seq)
+            err = admit(pid, seq, ts, now)  # freshness + anti-replay; marks seq if admitted
             if err is not None:
                 self._quarantine(
                     batch,
@@ -574,7 +577,6 @@ class IngestEngine:
                     authenticated=True,
                 )
                 continue
-            self.replay.mark(pid, seq)
             batch.seqs.append([pid, seq])
             if c.verdict is not None:
                 index[rid] = (leaf_hex, ts, c.verdict[0])
@@ -598,9 +600,8 @@ class IngestEngine:
             self.summary.accepted += 1
             self.summary.stored += 1
             label = rec["payload"].get("label")
-            self.health.observe(
-                pid, ts, "accepted", label=label if isinstance(label, int) else None
-            )
+            accepted_counts[(pid, ts // window_ms * window_ms, label)] += 1
+        self.health.observe_accepted(accepted_counts)
         return batch
 
     def _check_content(self, cands: list[_Candidate]) -> None:
@@ -676,7 +677,7 @@ class IngestEngine:
                 f'{{"record_id":"{rec["record_id"]}","producer_id":"{rec["producer_id"]}",'
                 f'"seq":{rec["seq"]},"ts":{rec["ts"]},"leaf":"{leaf_hex}","audit":[],"record":'
             ).encode()
-            return head + bytes(c.msg.data).strip() + b"}"
+            return head + c.msg.data.strip() + b"}"
         doc = {
             "record_id": rec["record_id"],
             "producer_id": rec["producer_id"],

@@ -90,6 +90,22 @@ class HealthTracker:
             if reason:
                 w.reasons[reason] += 1
 
+    def observe_accepted(self, counts: Counter[tuple[str, int, int | None]]) -> None:
+        """Count many accepted records at once: ``{(producer, ts_window_start, label): n}``.
+
+        ``ts_window_start`` must be ``ts // window_ms * window_ms`` (see :meth:`window_of`).
+        """
+        for (producer, start, label), n in counts.items():
+            w = self._w[(producer, start)]
+            w.received += n
+            w.accepted += n
+            if label is not None:
+                w.labels[label] += n
+
+    def window_of(self, ts: int) -> int:
+        """Start of the window that ``ts`` falls in."""
+        return ts // self.window_ms * self.window_ms
+
     def _drift(self, own: Counter[int], reference: dict[int, float]) -> dict[str, Any]:
         from scipy.stats import chi2  # type: ignore[import-untyped]
 

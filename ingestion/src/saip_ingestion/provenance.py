@@ -576,6 +576,23 @@ class ReplayGuard:
             return "seq_out_of_window", f"seq {seq} is below the window (highest {state.highest})"
         return None
 
+    def admit(self, producer_id: str, seq: int, ts: int, now: int) -> tuple[str, str] | None:
+        """:meth:`check_ts`, :meth:`check_seq` and, if both pass, :meth:`mark` in one call."""
+        if ts < now - self.max_age_ms or ts > now + self.max_skew_ms:
+            return self.check_ts(ts, now)
+        state = self._seqs.get(producer_id)
+        if state is None:
+            state = self._seqs[producer_id] = _ProducerSeqs()
+        elif seq in state.seen or seq <= state.highest - self.seq_window:
+            return self.check_seq(producer_id, seq)
+        state.seen.add(seq)
+        if seq > state.highest:
+            state.highest = seq
+            if len(state.seen) > 2 * self.seq_window:
+                floor = seq - self.seq_window
+                state.seen = {s for s in state.seen if s > floor}
+        return None
+
     def mark(self, producer_id: str, seq: int) -> None:
         """Record ``seq`` as used."""
         state = self._seqs.get(producer_id)
