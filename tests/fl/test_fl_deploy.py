@@ -1,12 +1,13 @@
 """Flower on real processes (saip_fl.deploy): who the TLS + SuperNode-auth SuperLink lets in.
 
 One SuperLink (TLS with the run CA, ``--enable-supernode-auth``) is started for the module, with
-node-0..2 registered through ``flwr supernode register``. Each refusal test starts one real
-``flower-supernode`` that must be turned away, and checks the refusal on BOTH sides: the
-SuperNode exits with an error and the SuperLink never lists it as online. After each test, no
-process of that test is left (its process group and its children's groups are empty). The last
-tests start the three registered SuperNodes and run the real app (saip_fl.apps, digits MLP,
-one FedAvg round) with ``flwr run``.
+node-0..2 registered through ``flwr supernode register``. Four real ``flower-supernode``
+processes that must be turned away (unregistered key, plaintext, no key, other CA) start
+concurrently; each refusal test checks one of them on BOTH sides: the SuperNode exits with an
+error, and the SuperLink logs the refusal and gives it no node (none is online). After each
+test, no process of that node is left (its process group and its children's groups are empty).
+The last tests start the three registered SuperNodes and run the real app (saip_fl.apps, digits
+MLP, one FedAvg round) with ``flwr run``.
 """
 
 from __future__ import annotations
@@ -74,38 +75,54 @@ def _plaintext_post(conn: http.client.HTTPConnection) -> None:
     conn.getresponse()
 
 
-def _refused(fed: LocalFederation, name: str) -> tuple[int | None, str]:
-    code = fed.supernode_exit_code(name, timeout=REFUSAL_TIMEOUT)
-    return code, fed.supernodes[name].log.read_text(errors="replace")
+@pytest.fixture(scope="module")
+def refused(
+    federation: LocalFederation, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[int | None, str]]:
+    """Start the four SuperNodes that must be refused, concurrently (saves ~30 s), and wait for
+    each to exit: name -> (exit code or None if it is still running, its log)."""
+    other = create_ca(directory=tmp_path_factory.mktemp("other-ca"))
+    federation.node_key("rogue")  # a valid P-384 key that is never registered
+    federation.start_supernode("rogue", max_retries=1)
+    federation.start_supernode("plain", insecure=True, authenticate=False, max_retries=1)
+    federation.start_supernode("anonymous", authenticate=False, max_retries=1)
+    federation.start_supernode(
+        "pinned-elsewhere", authenticate=False, root_certificates=other.cert_path, max_retries=1
+    )
+    out = {}
+    for name in ("rogue", "plain", "anonymous", "pinned-elsewhere"):
+        code = federation.supernode_exit_code(name, timeout=REFUSAL_TIMEOUT)
+        out[name] = (code, federation.supernodes[name].log.read_text(errors="replace"))
+    return out
 
 
-def test_unregistered_node_is_refused(federation: LocalFederation) -> None:
+def test_unregistered_node_is_refused(
+    federation: LocalFederation, refused: dict[str, tuple[int | None, str]]
+) -> None:
     """Valid TLS, valid P-384 key, but the key was never registered: activation is refused."""
-    rogue = federation.node_key("rogue")  # generated now, never registered
     with _node_is_cleaned_up(federation, "rogue"):
-        federation.start_supernode("rogue", max_retries=1)
-        code, log = _refused(federation, "rogue")
+        code, log = refused["rogue"]
         assert code is not None, "an unregistered SuperNode must not stay connected"
         assert code != 0
         assert "Failed to activate SuperNode" in log
         superlink_log = (federation.logs / "superlink.log").read_text(errors="replace")
         assert "No SuperNode found with the given public key" in superlink_log
         assert 'activate-node HTTP/1.1" 412' in superlink_log
-        registered = {int(n["node-id"]) for n in federation.list_nodes()}
-        assert registered == set(federation.node_ids.values())  # the rogue key got no node
-        assert rogue.public_key_path.exists()
+        nodes = federation.list_nodes()
+        assert {int(n["node-id"]) for n in nodes} == set(federation.node_ids.values())
+        assert all(n["status"] != "online" for n in nodes)  # nobody got in
 
 
-def test_plaintext_connection_fails(federation: LocalFederation) -> None:
+def test_plaintext_connection_fails(
+    federation: LocalFederation, refused: dict[str, tuple[int | None, str]]
+) -> None:
     """A SuperNode with ``--insecure`` (plaintext HTTP) cannot talk to the TLS SuperLink."""
     with _node_is_cleaned_up(federation, "plain"):
-        federation.start_supernode("plain", insecure=True, authenticate=False, max_retries=1)
-        code, log = _refused(federation, "plain")
+        code, log = refused["plain"]
         assert code is not None
         assert code != 0
         assert "Starting insecure channel" in log
         assert "could not establish a connection to the SuperLink" in log
-        assert federation.online_node_ids() == set()
     # the same at the wire: a plaintext HTTP request gets no HTTP answer from the TLS port
     conn = http.client.HTTPConnection("127.0.0.1", federation.port, timeout=10)
     try:
@@ -115,36 +132,28 @@ def test_plaintext_connection_fails(federation: LocalFederation) -> None:
         conn.close()
 
 
-def test_node_without_auth_key_is_refused(federation: LocalFederation) -> None:
+def test_node_without_auth_key_is_refused(
+    federation: LocalFederation, refused: dict[str, tuple[int | None, str]]
+) -> None:
     """TLS is fine but the node signs nothing: SuperNode authentication turns it away."""
     with _node_is_cleaned_up(federation, "anonymous"):
-        federation.start_supernode("anonymous", authenticate=False, max_retries=1)
-        code, log = _refused(federation, "anonymous")
+        code, log = refused["anonymous"]
         assert code is not None
         assert code != 0
-        assert federation.online_node_ids() == set()
         assert "All SuperNodes must be registered via the CLI" in log
         superlink_log = (federation.logs / "superlink.log").read_text(errors="replace")
         assert 'register-node HTTP/1.1" 412' in superlink_log
 
 
 def test_node_trusting_another_ca_refuses_the_superlink(
-    federation: LocalFederation, tmp_path: Path
+    federation: LocalFederation, refused: dict[str, tuple[int | None, str]]
 ) -> None:
     """Server authentication: a node pinned to another CA does not accept our SuperLink."""
-    other = create_ca(directory=tmp_path / "other-ca")
     with _node_is_cleaned_up(federation, "pinned-elsewhere"):
-        federation.start_supernode(
-            "pinned-elsewhere",
-            authenticate=False,
-            root_certificates=other.cert_path,
-            max_retries=1,
-        )
-        code, log = _refused(federation, "pinned-elsewhere")
+        code, log = refused["pinned-elsewhere"]
         assert code is not None
         assert code != 0
         assert "CERTIFICATE_VERIFY_FAILED" in log
-        assert federation.online_node_ids() == set()
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +165,7 @@ def online(federation: LocalFederation) -> LocalFederation:
 
 
 def test_registered_nodes_connect(online: LocalFederation) -> None:
+    # exactly the three registered nodes are online; none of the refused ones ever was
     assert online.online_node_ids() == set(online.node_ids.values())
     for name in NODES:
         assert online.supervisor.returncode(f"supernode-{name}") is None
