@@ -113,7 +113,24 @@ def test_misconfiguration_fails_before_anything_starts(tmp_path: Path) -> None:
         deploy.run_local_deployment(run_dir=tmp_path / "r3", num_supernodes=0)
     with pytest.raises(TypeError, match="num_supernodes"):
         deploy.run_local_deployment(run_dir=tmp_path / "r4", num_supernodes=True)
-    assert not (tmp_path / "r3").exists()
+    with pytest.raises(ValueError, match=r"\['num-round'\] not declared"):
+        deploy.run_local_deployment(run_dir=tmp_path / "r5", run_config={"num-round": 1})
+    with pytest.raises(ValueError, match="num-clients=5 differs from num_supernodes=3"):
+        deploy.run_local_deployment(run_dir=tmp_path / "r6", run_config={"num-clients": 5})
+    with pytest.raises(ValueError, match="no Flower app"):
+        deploy.run_local_deployment(run_dir=tmp_path / "r7", app_dir=tmp_path)
+    for name in ("r3", "r4", "r5", "r6", "r7"):  # refused before anything was created
+        assert not (tmp_path / name).exists()
+
+
+def test_cli_exits_non_zero_on_misconfiguration(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert deploy.main(["--run-dir", str(tmp_path), "--run-config", "nope=1"]) == 1
+    err = capsys.readouterr().err
+    assert "fl-deploy: FAILED" in err
+    assert "nope" in err
+    assert list(tmp_path.iterdir()) == []  # nothing started, nothing written
 
 
 def test_cli_config_values_are_typed() -> None:

@@ -69,6 +69,7 @@ __all__ = [
     "LocalFederation",
     "ProcessSupervisor",
     "SuperNodeHandle",
+    "check_app",
     "free_port",
     "main",
     "run_local_deployment",
@@ -992,6 +993,56 @@ def _read_metrics(result_dir: Path) -> tuple[list[str], int | None, dict[str, An
     )
 
 
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_app(app_dir: Path, run_config: Mapping[str, ConfigValue]) -> dict[str, Any]:
+    """Validate a Flower app directory and the overrides before anything is started.
+
+    Flower rejects an override whose key is not in ``[tool.flwr.app.config]`` only after the run
+    is submitted, and reports it as a bare "Invalid run configuration" (the key is named only in
+    the SuperLink's log); this names the key up front.
+
+    Returns
+    -------
+    dict
+        The app's default run config, flattened (dotted keys).
+
+    Raises
+    ------
+    ValueError
+        Missing ``pyproject.toml``, missing ``serverapp``/``clientapp`` components, or an
+        override key the app does not declare.
+    """
+    pyproject = app_dir / "pyproject.toml"
+    if not pyproject.is_file():
+        raise ValueError(f"app_dir: no Flower app (pyproject.toml) in {app_dir}")
+    try:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"app_dir: {pyproject} is not valid TOML: {exc}") from exc
+    app = data.get("tool", {}).get("flwr", {}).get("app", {})
+    components = app.get("components", {})
+    missing = [c for c in ("serverapp", "clientapp") if c not in components]
+    if missing:
+        raise ValueError(f"app_dir: {pyproject} lacks [tool.flwr.app.components] {missing}")
+    defaults = _flatten(app.get("config", {}))
+    unknown = sorted(set(run_config) - set(defaults))
+    if unknown:
+        raise ValueError(
+            f"run_config: {unknown} not declared in [tool.flwr.app.config] of {pyproject} "
+            "(Flower only accepts overrides of declared keys)"
+        )
+    return defaults
+
+
 def run_local_deployment(
     *,
     run_dir: Path,
@@ -1045,6 +1096,17 @@ def run_local_deployment(
     if run_timeout <= 0:
         raise ValueError("run_timeout must be positive")
     app_dir = app_dir.resolve()
+    overrides: dict[str, ConfigValue] = dict(run_config or {})
+    if result_config_key:
+        overrides.setdefault(result_config_key, "")
+    defaults = check_app(app_dir, overrides)
+    if "num-clients" in defaults:  # saip_fl.apps waits for exactly num-clients nodes
+        wanted = overrides.get("num-clients", num_supernodes)
+        if wanted != num_supernodes:
+            raise ValueError(
+                f"run_config num-clients={wanted} differs from num_supernodes={num_supernodes}: "
+                "the ServerApp would wait for nodes that never come"
+            )
     names = [f"node-{i}" for i in range(num_supernodes)]
     started = time.monotonic()
     fed = LocalFederation(
@@ -1057,6 +1119,8 @@ def run_local_deployment(
         supernodes=[],
     )
     config: dict[str, ConfigValue] = dict(run_config or {})
+    if "num-clients" in defaults:
+        config["num-clients"] = num_supernodes
     result_dir = fed.run_dir / "result"
     guard = _signals_raise() if install_signal_handlers else contextlib.nullcontext()
     try:
@@ -1169,7 +1233,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    _become_subreaper()
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     run_dir = args.run_dir / f"run-{stamp}"
     try:
@@ -1208,4 +1271,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    _become_subreaper()  # only as a program: never turn an embedding process into a subreaper
     raise SystemExit(main())
