@@ -1,0 +1,105 @@
+"""The detector interface and the statistics every detector shares.
+
+Each detector is a small class configured with keyword-only arguments (validated eagerly) whose
+``detect(x, y, *, model=None)`` returns a :class:`DetectionReport`. Scores are oriented so that
+*higher is more suspicious* and are expressed in units of the detector's own threshold where
+possible; flags are chosen by that threshold alone, never by knowing the poison rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from saip_poisoning.data import Prepared, prepare
+from saip_poisoning.model import ProbeView, fit_probe
+
+__all__ = ["DetectionReport", "Detector", "get_view", "robust_z"]
+
+
+@dataclass(frozen=True)
+class DetectionReport:
+    """The result of one detector on one dataset.
+
+    Attributes
+    ----------
+    detector
+        Short name (``"activation_clustering"``, ``"spectral"``, ...).
+    scores
+        ``N`` suspicion scores, higher is more suspicious.
+    flags
+        ``N`` booleans: the samples this detector flags at its own threshold.
+    threshold
+        The score above which a sample is flagged (where a single cut applies).
+    reasons
+        For every flagged sample index, why it was flagged.
+    suspect_classes
+        Classes the detector's per-class test judged poisoned (empty when it has none).
+    class_stats
+        Per-class statistics the per-class test used, for the report.
+    parts
+        Flags of the detector's named sub-rules, when it has several.
+    """
+
+    detector: str
+    scores: NDArray[np.float64]
+    flags: NDArray[np.bool_]
+    threshold: float
+    reasons: Mapping[int, str] = field(default_factory=dict)
+    suspect_classes: tuple[int, ...] = ()
+    class_stats: Mapping[int, Mapping[str, float]] = field(default_factory=dict)
+    #: named sub-rules of the detector (e.g. ``"high_loss"``/``"low_loss"``) and their flags
+    parts: Mapping[str, NDArray[np.bool_]] = field(default_factory=dict)
+
+    @property
+    def n_flagged(self) -> int:
+        """Number of flagged samples."""
+        return int(self.flags.sum())
+
+
+class Detector(Protocol):
+    """What every detector provides."""
+
+    name: str
+
+    def detect(
+        self, x: ArrayLike, y: ArrayLike, *, model: ProbeView | None = None
+    ) -> DetectionReport:
+        """Score every sample of ``(x, y)``; ``model`` is a trained probe (trained if None)."""
+        ...
+
+
+def robust_z(a: NDArray[np.float64], ref: NDArray[np.float64] | None = None) -> NDArray[np.float64]:
+    """Robust z-score: ``(a - median(ref)) / (1.4826 · MAD(ref))`` (Hampel 1974).
+
+    ``ref`` defaults to ``a``. A zero MAD falls back to the mean absolute deviation and then to 1.
+    """
+    r = a if ref is None else ref
+    med = float(np.median(r))
+    mad = 1.4826 * float(np.median(np.abs(r - med)))
+    if mad <= 1e-12:
+        mad = float(np.mean(np.abs(r - med))) * 1.2533 or 1.0
+    return (a - med) / mad
+
+
+def get_view(
+    x: ArrayLike, y: ArrayLike, model: ProbeView | None, *, seed: int = 0
+) -> tuple[Prepared, ProbeView]:
+    """Validate the data and return it with ``model`` (or a freshly trained probe)."""
+    data = prepare(x, y)
+    if model is None:
+        model = fit_probe(data.xs, data.y, n_classes=data.n_classes, seed=seed)
+    if model.features.shape[0] != len(data.y):
+        raise ValueError(
+            f"model view has {model.features.shape[0]} rows but the data has {len(data.y)} samples"
+        )
+    return data, model
+
+
+def class_indices(y: NDArray[np.int64], n_classes: int) -> list[NDArray[np.intp]]:
+    """Indices of each class (empty arrays for absent classes)."""
+    return [np.flatnonzero(y == c) for c in range(n_classes)]
