@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from saip import devservices
 
 _LIVE_ENV = {
@@ -77,10 +76,10 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Services]:
 
 
 def _post(url: str, body: bytes = b"") -> None:
-    req = urllib.request.Request(  # noqa: S310 - loopback only
+    req = urllib.request.Request(
         url, data=body, method="POST", headers={"Content-Type": "text/plain"}
     )
-    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+    with urllib.request.urlopen(req, timeout=10) as resp:
         json.loads(resp.read() or b"{}")
 
 

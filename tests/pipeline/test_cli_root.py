@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -9,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from saip.cli import main
 from saip.config import ConfigError, load_config
 
@@ -85,12 +85,11 @@ def test_console_script_is_installed() -> None:
 
 def test_demo_data_dir_is_owner_only(tmp_path: Path) -> None:
     from rich.console import Console
-
     from saip.config import SaipConfig
     from saip.pipeline import PipelineContext, prepare_data_dir, run_steps, write_report
 
     ctx = PipelineContext(
-        data_dir=tmp_path / "data", config=SaipConfig(), console=Console(file=open(os.devnull, "w"))
+        data_dir=tmp_path / "data", config=SaipConfig(), console=Console(file=io.StringIO())
     )
     results = run_steps(ctx, [("prepare", prepare_data_dir)])
     assert (tmp_path / "data").stat().st_mode & 0o777 == 0o700

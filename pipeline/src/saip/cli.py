@@ -22,7 +22,7 @@ from saip.context import AppState
 
 app = typer.Typer(
     name="saip",
-    help="Secure AI pipelines: ingestion, envelope encryption, poisoning scans, federated training.",
+    help="Secure AI pipelines: ingestion, envelope encryption, poisoning scan, federated training.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -34,10 +34,13 @@ def _root(
     ctx: typer.Context,
     data_dir: Annotated[
         Path | None,
-        typer.Option("--data-dir", envvar="SAIP_DATA_DIR", help="Data directory (default ./.saip)."),
+        typer.Option(
+            "--data-dir", envvar="SAIP_DATA_DIR", help="Data directory (default ./.saip)."
+        ),
     ] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", help="TOML settings file (unknown keys are rejected).")
+        Path | None,
+        typer.Option("--config", help="TOML settings file (unknown keys are rejected)."),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
 ) -> None:
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("saip: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - the CLI boundary: one line, non-zero exit
+    except Exception as exc:
         if _debug_requested(args):
             traceback.print_exc()
         message = str(exc) or type(exc).__name__

@@ -43,7 +43,7 @@ class ScanSection(_Section):
 
 
 class FLSection(_Section):
-    """Federated run settings file used by ``saip demo`` (``saip fl run --config`` takes its own)."""
+    """Federated run settings used by ``saip demo`` (``saip fl run --config`` takes its own)."""
 
     run_config: Path | None = None
 

@@ -186,7 +186,7 @@ def start(name: str, run_dir: Path, *, timeout: float = 60.0) -> Service:
     cmd, env, url, ready = _spec(name, port, data_dir)
     log_path = run_dir / f"{name}.log"
     with log_path.open("ab") as log:
-        proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+        proc = subprocess.Popen(
             cmd,
             stdout=log,
             stderr=subprocess.STDOUT,

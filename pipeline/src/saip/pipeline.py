@@ -52,11 +52,17 @@ def prepare_data_dir(ctx: PipelineContext) -> StepResult:
     ctx.data_dir.chmod(0o700)
     mode = ctx.data_dir.stat().st_mode & 0o777
     if mode & 0o077:
-        raise PipelineError(f"data directory {ctx.data_dir} is accessible to others (mode {mode:o})")
+        raise PipelineError(
+            f"data directory {ctx.data_dir} is accessible to others (mode {mode:o})"
+        )
     return StepResult(
         name="data directory",
         summary=f"{ctx.data_dir} (mode {mode:o}, owner-only)",
-        details={"path": str(ctx.data_dir), "mode": f"{mode:o}", "python": platform.python_version()},
+        details={
+            "path": str(ctx.data_dir),
+            "mode": f"{mode:o}",
+            "python": platform.python_version(),
+        },
     )
 
 
@@ -74,7 +80,9 @@ def run_steps(ctx: PipelineContext, steps: list[tuple[str, Step]]) -> list[StepR
             raise
         seconds = time.perf_counter() - started
         ctx.console.print(f"[green]✓[/] {result.name}: {result.summary} [dim]({seconds:.1f}s)")
-        results.append(StepResult(result.name, result.summary, {**result.details, "seconds": seconds}))
+        results.append(
+            StepResult(result.name, result.summary, {**result.details, "seconds": seconds})
+        )
     return results
 
 
