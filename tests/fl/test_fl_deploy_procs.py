@@ -99,6 +99,30 @@ def test_stop_one_process_leaves_the_others(tmp_path: Path) -> None:
     assert not _alive(b.pid)
 
 
+def test_processes_of_a_killed_controller_are_stopped_by_the_next_run(tmp_path: Path) -> None:
+    """The controller itself is SIGKILLed (no finally runs): the next run stops its leftovers."""
+    run = tmp_path / "run-1"
+    run.mkdir()
+    sup = ProcessSupervisor(run_dir=run, env=os.environ, grace=2)
+    parent = sup.start("parent", [sys.executable, "-c", _DETACHING_PARENT], log=run / "p.log")
+    grandchild = int(_wait_for_line(run / "p.log"))
+    sup.refresh()
+    sup._stop_watch.set()  # the controller "dies": nobody calls stop_all
+    assert deploy.stop_stale(tmp_path) == []  # while its controller lives, the run is not stale
+    assert _alive(grandchild)
+    state = json.loads((run / "processes.json").read_text())
+    assert state["stopped"] is False
+    state["controller"]["start"] -= 1  # as if the controller were gone (its PID recycled)
+    (run / "processes.json").write_text(json.dumps(state))
+    stopped = deploy.stop_stale(tmp_path, grace=2)
+    assert set(stopped) == {parent.pid, grandchild}
+    assert not _alive(parent.pid)
+    assert not _alive(grandchild)
+    assert json.loads((run / "processes.json").read_text())["stopped"] is True
+    assert deploy.stop_stale(tmp_path) == []  # idempotent
+    sup.wait("parent", timeout=5)
+
+
 def test_misconfiguration_fails_before_anything_starts(tmp_path: Path) -> None:
     busy = tmp_path / "busy"
     busy.mkdir()
@@ -129,7 +153,7 @@ def test_cli_exits_non_zero_on_misconfiguration(
     assert deploy.main(["--run-dir", str(tmp_path), "--run-config", "nope=1"]) == 1
     err = capsys.readouterr().err
     assert "fl-deploy: FAILED" in err
-    assert "nope" in err
+    assert "['nope'] not declared in [tool.flwr.app.config]" in err
     assert list(tmp_path.iterdir()) == []  # nothing started, nothing written
 
 

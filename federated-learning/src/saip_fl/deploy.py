@@ -73,6 +73,7 @@ __all__ = [
     "free_port",
     "main",
     "run_local_deployment",
+    "stop_stale",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -186,6 +187,10 @@ class ProcessSupervisor:
         self._groups: set[int] = set()
         self._stop_watch = threading.Event()
         self._watcher: threading.Thread | None = None
+        me = _read_proc(os.getpid())
+        if me is None:
+            raise DeploymentError("cannot read /proc/self/stat: process tracking needs Linux /proc")
+        self._controller = me
 
     # -- starting --------------------------------------------------------------------------
     def start(self, name: str, argv: Sequence[str], *, log: Path) -> ManagedProcess:
@@ -401,9 +406,11 @@ class ProcessSupervisor:
                 for m in self._managed.values()
             ],
             "descendants": [
-                {"pid": i.pid, "pgid": i.pgid} for i in sorted(self._seen.values(), key=_pid)
+                {"pid": i.pid, "pgid": i.pgid, "start": i.start}
+                for i in sorted(self._seen.values(), key=_pid)
             ],
             "process_groups": sorted(self._groups),
+            "controller": {"pid": self._controller.pid, "start": self._controller.start},
             "stopped": stopped,
         }
         path = self._run_dir / "processes.json"
@@ -414,6 +421,59 @@ class ProcessSupervisor:
 
 def _pid(info: _ProcInfo) -> int:
     return info.pid
+
+
+def stop_stale(parent: Path, *, grace: float = 5.0) -> list[int]:
+    """Stop processes left by earlier runs under ``parent`` whose controller died (SIGKILL).
+
+    Reads every ``parent/run-*/processes.json`` not marked ``stopped`` and signals each
+    recorded process group that still holds a recorded process with the same start time (so a
+    recycled PID is never signalled): SIGTERM, then SIGKILL after ``grace`` seconds. Marks the
+    file stopped when nothing is left.
+
+    Returns
+    -------
+    list of int
+        PIDs that were found alive and stopped.
+    """
+    stopped: list[int] = []
+    for state_file in sorted(parent.glob("run-*/processes.json")):
+        try:
+            state = json.loads(state_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            _LOG.warning("cannot read %s; not touching its processes", state_file)
+            continue
+        if state.get("stopped"):
+            continue
+        try:
+            ctl = state["controller"]
+            controller = _read_proc(int(ctl["pid"]))
+            if controller is not None and controller.start == int(ctl["start"]):
+                continue  # its controller is alive: that run is in progress, not stale
+            recorded = {
+                (int(d["pid"]), int(d["start"])): int(d["pgid"]) for d in state["descendants"]
+            }
+        except (KeyError, TypeError, ValueError):
+            _LOG.warning("%s lacks PID start times; not touching its processes", state_file)
+            continue
+        alive = [i for i in _all_procs() if not i.zombie and (i.pid, i.start) in recorded]
+        groups = {recorded[(i.pid, i.start)] for i in alive}
+        if alive:
+            _LOG.warning("stopping %d process(es) left by %s", len(alive), state_file.parent)
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            for pgid in sorted(groups):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, sig)
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and ProcessSupervisor._live_in(groups):
+                time.sleep(0.1)
+            if not ProcessSupervisor._live_in(groups):
+                break
+        stopped += [i.pid for i in alive]
+        if not ProcessSupervisor._live_in(groups):
+            state["stopped"] = True
+            state_file.write_text(json.dumps(state, indent=2), encoding="utf-8")
+    return stopped
 
 
 # --------------------------------------------------------------------------------------------
@@ -1212,6 +1272,7 @@ def _become_subreaper() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m saip_fl.deploy``: one local deployment; exit 0 only if it completed cleanly."""
     from rich.console import Console  # CLI-only dependency
+    from rich.markup import escape
 
     parser = argparse.ArgumentParser(
         prog="python -m saip_fl.deploy",
@@ -1233,6 +1294,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
+    if args.run_dir.is_dir():
+        stale = stop_stale(args.run_dir)
+        if stale:
+            err.print(f"fl-deploy: stopped {len(stale)} process(es) left by an earlier run")
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     run_dir = args.run_dir / f"run-{stamp}"
     try:
@@ -1244,8 +1309,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_timeout=args.run_timeout,
         )
     except (DeploymentError, ValueError, TypeError) as exc:
-        err.print(f"[bold red]fl-deploy: FAILED[/]: {exc}")
-        err.print(f"run directory (logs, processes.json, deployment.json): {run_dir}")
+        err.print(f"[bold red]fl-deploy: FAILED[/]: {escape(str(exc))}")
+        if run_dir.exists():
+            err.print(f"run directory (logs, processes.json, deployment.json): {run_dir}")
         return 1
     run = result.run or {}
     out.print(f"[bold green]fl-deploy: run {run.get('run_id')} {run.get('status')}[/]")
@@ -1259,7 +1325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.print(f"  run seconds   {run.get('seconds')}")
     out.print(f"  rounds        {run.get('rounds_completed')} (app status {run.get('app_status')})")
     if run.get("final_metrics"):
-        out.print(f"  final         {json.dumps(run['final_metrics'], default=str)[:300]}")
+        out.print(f"  final         {escape(json.dumps(run['final_metrics'], default=str)[:300])}")
     out.print(f"  results       {run.get('result_dir')}: {', '.join(run.get('result_files', []))}")
     out.print(f"  run log       {run.get('log')}")
     out.print(
