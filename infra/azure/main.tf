@@ -8,8 +8,7 @@
 data "azurerm_client_config" "current" {}
 
 locals {
-  compact_prefix = replace(var.prefix, "-", "")
-  tags           = merge(var.tags, { "saip-prefix" = var.prefix, "saip-managed-by" = "terraform" })
+  tags = merge(var.tags, { "saip-prefix" = var.prefix, "saip-managed-by" = "terraform" })
 
   keys = {
     eventhubs = "Event Hubs namespace encryption at rest"
@@ -43,7 +42,7 @@ resource "azurerm_user_assigned_identity" "workload" {
 # -------------------------------------------------------------------------------- key vault --
 
 resource "azurerm_key_vault" "this" {
-  name                          = "${local.compact_prefix}-kv"
+  name                          = "${var.prefix}-kv"
   location                      = var.location
   resource_group_name           = var.resource_group_name
   tenant_id                     = data.azurerm_client_config.current.tenant_id
@@ -132,7 +131,7 @@ resource "azurerm_private_endpoint" "vault" {
 
 resource "azurerm_storage_account" "this" {
   # checkov:skip=CKV_AZURE_33:Queue service logging: the account serves no queues (ADLS Gen2 only); blob/dfs logs go to Log Analytics through azurerm_monitor_diagnostic_setting.storage_blob.
-  name                              = "${local.compact_prefix}adls"
+  name                              = "${var.prefix}adls"
   location                          = var.location
   resource_group_name               = var.resource_group_name
   account_kind                      = "StorageV2"

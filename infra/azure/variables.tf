@@ -104,13 +104,13 @@ variable "private_endpoints" {
 }
 
 variable "prefix" {
-  description = "Prefix of every resource name (cloud-foundation-fabric convention); no random suffixes are added. Storage and Key Vault names drop the hyphens."
+  description = "Prefix of every resource name (cloud-foundation-fabric convention); no random suffixes are added. Lowercase letters and digits only, since storage account names allow nothing else."
   type        = string
   nullable    = false
 
   validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{0,10}[a-z0-9]$", var.prefix))
-    error_message = "prefix must be 2-12 lowercase letters, digits or hyphens, starting with a letter (storage account names are limited to 24 characters)."
+    condition     = can(regex("^[a-z][a-z0-9]{1,11}$", var.prefix))
+    error_message = "prefix must be 2-12 lowercase letters or digits, starting with a letter (storage account names: 3-24 lowercase alphanumerics)."
   }
 }
 

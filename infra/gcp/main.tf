@@ -26,8 +26,7 @@ locals {
     bq-writer  = "Identity of the BigQuery subscription writing to the records table"
   }
 
-  rotation_period = "${var.key_rotation_period_days * 86400}s"
-  retention       = "${var.pubsub.message_retention_days * 86400}s"
+  retention = "${var.pubsub.message_retention_days * 86400}s"
 }
 
 # ------------------------------------------------------------------------------------- KMS --
@@ -44,7 +43,7 @@ resource "google_kms_crypto_key" "this" {
   name            = "${var.prefix}-${each.key}"
   key_ring        = google_kms_key_ring.this.id
   purpose         = "ENCRYPT_DECRYPT"
-  rotation_period = local.rotation_period
+  rotation_period = var.key_rotation_period
 
   version_template {
     algorithm        = "GOOGLE_SYMMETRIC_ENCRYPTION"

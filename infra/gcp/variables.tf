@@ -9,15 +9,15 @@ variable "avro_schema_definition" {
   }
 }
 
-variable "key_rotation_period_days" {
-  description = "Rotation period of every Cloud KMS key (at most 90 days)."
-  type        = number
-  default     = 90
+variable "key_rotation_period" {
+  description = "Rotation period of every Cloud KMS key, in seconds with an \"s\" suffix (Cloud KMS format); at most 90 days (7776000s)."
+  type        = string
+  default     = "7776000s"
   nullable    = false
 
   validation {
-    condition     = var.key_rotation_period_days >= 1 && var.key_rotation_period_days <= 90 && floor(var.key_rotation_period_days) == var.key_rotation_period_days
-    error_message = "key_rotation_period_days must be a whole number from 1 to 90."
+    condition     = can(regex("^[0-9]+s$", var.key_rotation_period)) && try(tonumber(trimsuffix(var.key_rotation_period, "s")) >= 86400 && tonumber(trimsuffix(var.key_rotation_period, "s")) <= 7776000, false)
+    error_message = "key_rotation_period must be from 86400s (1 day) to 7776000s (90 days)."
   }
 }
 

@@ -69,7 +69,7 @@ module "secure_ingestion" {
     allowed_cidr_blocks = [for s in aws_subnet.private : s.cidr_block]
   }
 
-  # Escape hatches: on only against a local emulator (moto speaks plain HTTP; the stack is thrown away).
-  unsafe_allow_plain_http_to_buckets = local.local_mode
-  unsafe_force_destroy_buckets       = local.local_mode
+  # Escape hatches, off unless set explicitly (make tf-apply-local sets both against moto).
+  unsafe_allow_plain_http_to_buckets = var.unsafe_allow_plain_http_to_buckets
+  unsafe_force_destroy_buckets       = var.unsafe_force_destroy_buckets
 }

@@ -65,3 +65,22 @@ variable "vpc_cidr" {
     error_message = "vpc_cidr must be an IPv4 CIDR block from /16 to /22."
   }
 }
+
+variable "unsafe_allow_plain_http_to_buckets" {
+  description = "UNSAFE - local emulator only: passed to the module (drops the TLS-only bucket-policy statements, since moto speaks plain HTTP)."
+  type        = bool
+  default     = false
+  nullable    = false
+
+  validation {
+    condition     = !var.unsafe_allow_plain_http_to_buckets || var.local_endpoint_url != null
+    error_message = "unsafe_allow_plain_http_to_buckets may only be set together with local_endpoint_url (a loopback emulator)."
+  }
+}
+
+variable "unsafe_force_destroy_buckets" {
+  description = "UNSAFE - throwaway stacks only: passed to the module (destroy deletes buckets that hold data)."
+  type        = bool
+  default     = false
+  nullable    = false
+}

@@ -50,8 +50,19 @@ locals {
       ) },
     )
   }]
+}
 
-  policy = {
+resource "aws_kms_key" "this" {
+  description              = var.description
+  key_usage                = "ENCRYPT_DECRYPT"
+  customer_master_key_spec = "SYMMETRIC_DEFAULT"
+  enable_key_rotation      = true
+  rotation_period_in_days  = var.rotation_period_in_days
+  deletion_window_in_days  = var.deletion_window_in_days
+  is_enabled               = true
+  multi_region             = false
+  # Inline (not a local) so static checkers (checkov, CKV_SAIP_2) can read the statements.
+  policy = jsonencode({
     Version = "2012-10-17"
     Statement = concat([
       {
@@ -69,20 +80,8 @@ locals {
         Resource  = "*"
       },
     ], local.user_statements)
-  }
-}
-
-resource "aws_kms_key" "this" {
-  description              = var.description
-  key_usage                = "ENCRYPT_DECRYPT"
-  customer_master_key_spec = "SYMMETRIC_DEFAULT"
-  enable_key_rotation      = true
-  rotation_period_in_days  = var.rotation_period_in_days
-  deletion_window_in_days  = var.deletion_window_in_days
-  is_enabled               = true
-  multi_region             = false
-  policy                   = jsonencode(local.policy)
-  tags                     = merge(var.tags, { Name = "${var.prefix}-${var.name}" })
+  })
+  tags = merge(var.tags, { Name = "${var.prefix}-${var.name}" })
 }
 
 resource "aws_kms_alias" "this" {

@@ -4,50 +4,6 @@
 
 locals {
   bucket_name = "${var.prefix}-${var.name}"
-
-  tls_statements = var.unsafe_allow_plain_http ? [] : [
-    {
-      Sid       = "DenyInsecureTransport"
-      Effect    = "Deny"
-      Principal = { AWS = "*" }
-      Action    = ["s3:*"]
-      Resource  = [aws_s3_bucket.this.arn, "${aws_s3_bucket.this.arn}/*"]
-      Condition = { Bool = { "aws:SecureTransport" = "false" } }
-    },
-    {
-      Sid       = "DenyOutdatedTls"
-      Effect    = "Deny"
-      Principal = { AWS = "*" }
-      Action    = ["s3:*"]
-      Resource  = [aws_s3_bucket.this.arn, "${aws_s3_bucket.this.arn}/*"]
-      Condition = { NumericLessThan = { "s3:TlsVersion" = "1.2" } }
-    },
-  ]
-
-  policy = {
-    Version = "2012-10-17"
-    Statement = concat(local.tls_statements, [
-      {
-        Sid       = "DenyObjectsEncryptedWithAnotherKey"
-        Effect    = "Deny"
-        Principal = { AWS = "*" }
-        Action    = ["s3:PutObject"]
-        Resource  = ["${aws_s3_bucket.this.arn}/*"]
-        Condition = {
-          Null            = { "s3:x-amz-server-side-encryption-aws-kms-key-id" = "false" }
-          StringNotEquals = { "s3:x-amz-server-side-encryption-aws-kms-key-id" = var.kms_key_arn }
-        }
-      },
-      {
-        Sid       = "DenyS3ManagedEncryption"
-        Effect    = "Deny"
-        Principal = { AWS = "*" }
-        Action    = ["s3:PutObject"]
-        Resource  = ["${aws_s3_bucket.this.arn}/*"]
-        Condition = { StringEquals = { "s3:x-amz-server-side-encryption" = "AES256" } }
-      },
-    ])
-  }
 }
 
 resource "aws_s3_bucket" "this" {
@@ -123,7 +79,48 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
 
 resource "aws_s3_bucket_policy" "this" {
   bucket = aws_s3_bucket.this.id
-  policy = jsonencode(local.policy)
+  # Inline (not a local) so static checkers (checkov, CKV_SAIP_1) can read the statements.
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = concat(var.unsafe_allow_plain_http ? [] : [
+      {
+        Sid       = "DenyInsecureTransport"
+        Effect    = "Deny"
+        Principal = { AWS = "*" }
+        Action    = ["s3:*"]
+        Resource  = [aws_s3_bucket.this.arn, "${aws_s3_bucket.this.arn}/*"]
+        Condition = { Bool = { "aws:SecureTransport" = "false" } }
+      },
+      {
+        Sid       = "DenyOutdatedTls"
+        Effect    = "Deny"
+        Principal = { AWS = "*" }
+        Action    = ["s3:*"]
+        Resource  = [aws_s3_bucket.this.arn, "${aws_s3_bucket.this.arn}/*"]
+        Condition = { NumericLessThan = { "s3:TlsVersion" = "1.2" } }
+      },
+      ], [
+      {
+        Sid       = "DenyObjectsEncryptedWithAnotherKey"
+        Effect    = "Deny"
+        Principal = { AWS = "*" }
+        Action    = ["s3:PutObject"]
+        Resource  = ["${aws_s3_bucket.this.arn}/*"]
+        Condition = {
+          Null            = { "s3:x-amz-server-side-encryption-aws-kms-key-id" = "false" }
+          StringNotEquals = { "s3:x-amz-server-side-encryption-aws-kms-key-id" = var.kms_key_arn }
+        }
+      },
+      {
+        Sid       = "DenyS3ManagedEncryption"
+        Effect    = "Deny"
+        Principal = { AWS = "*" }
+        Action    = ["s3:PutObject"]
+        Resource  = ["${aws_s3_bucket.this.arn}/*"]
+        Condition = { StringEquals = { "s3:x-amz-server-side-encryption" = "AES256" } }
+      },
+    ])
+  })
 
   depends_on = [aws_s3_bucket_public_access_block.this]
 }

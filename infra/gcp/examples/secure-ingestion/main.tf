@@ -66,6 +66,60 @@ resource "google_compute_subnetwork" "workloads" {
   }
 }
 
+# Default deny both ways, logged; the only egress is HTTPS to the Private Service Connect endpoint.
+resource "google_compute_firewall" "deny_ingress" {
+  project   = var.project_id
+  name      = "${var.prefix}-deny-all-ingress"
+  network   = google_compute_network.this.id
+  direction = "INGRESS"
+  priority  = 65534
+
+  deny {
+    protocol = "all"
+  }
+
+  source_ranges = ["0.0.0.0/0"]
+
+  log_config {
+    metadata = "INCLUDE_ALL_METADATA"
+  }
+}
+
+resource "google_compute_firewall" "allow_google_apis" {
+  project            = var.project_id
+  name               = "${var.prefix}-allow-psc-https"
+  network            = google_compute_network.this.id
+  direction          = "EGRESS"
+  priority           = 1000
+  destination_ranges = ["10.70.255.10/32"]
+
+  allow {
+    protocol = "tcp"
+    ports    = ["443"]
+  }
+
+  log_config {
+    metadata = "INCLUDE_ALL_METADATA"
+  }
+}
+
+resource "google_compute_firewall" "deny_egress" {
+  project            = var.project_id
+  name               = "${var.prefix}-deny-all-egress"
+  network            = google_compute_network.this.id
+  direction          = "EGRESS"
+  priority           = 65534
+  destination_ranges = ["0.0.0.0/0"]
+
+  deny {
+    protocol = "all"
+  }
+
+  log_config {
+    metadata = "INCLUDE_ALL_METADATA"
+  }
+}
+
 module "secure_ingestion" {
   source = "../.."
 
