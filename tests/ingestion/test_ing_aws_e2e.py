@@ -100,7 +100,7 @@ def test_kinesis_to_s3_crash_and_restart_exactly_once(
 
     stream2, store2 = open_backend("aws", **opts)  # a new process: resumes from S3 checkpoints
     second = engine(store2)
-    summary = second.run(stream2, batch_size=30, poll_timeout=0.5, idle_polls=2)
+    summary = second.run(stream2, batch_size=30, poll_timeout=0.5, idle_polls=1)
     second.close()
     assert summary.recovered_batches == 1  # the batch written before the crash rolled forward
     entries = iter_accepted(store2, env.encryptor)
@@ -117,3 +117,40 @@ def test_kinesis_to_s3_crash_and_restart_exactly_once(
     # nothing left un-checkpointed: a third consumer finds no work
     stream3, _ = open_backend("aws", **opts)
     assert stream3.poll(max_messages=100, timeout=0.5) == []
+
+
+def test_saip_cli_produce_publish_run_on_moto(
+    moto_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The user path: ``saip ingest produce|publish|run --backend aws`` against moto."""
+    import json
+
+    from saip.cli import main
+
+    kinesis = boto3.client("kinesis", region_name=REGION, endpoint_url=moto_url)
+    kinesis.create_stream(StreamName="saip-cli", ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(
+        StreamName="saip-cli", WaiterConfig={"Delay": 0.1, "MaxAttempts": 50}
+    )
+    s3 = boto3.client("s3", region_name=REGION, endpoint_url=moto_url)
+    s3.create_bucket(Bucket="saip-cli")
+    base = ["--data-dir", str(tmp_path / "data"), "ingest"]
+    cloud = ["--backend", "aws", "--endpoint-url", moto_url, "--region", REGION]
+    cloud += ["--stream", "saip-cli", "--bucket", "saip-cli"]
+    src = tmp_path / "alpha.jsonl"
+    produce = ["produce", "--producer", "alpha", "--limit", "300", "--poison", "malformed:n=5"]
+    assert main([*base, *produce, str(src)]) == 0
+    assert main([*base, "publish", *cloud, str(src)]) == 0
+    capsys.readouterr()
+    assert main([*base, "run", *cloud, "--source", "stream", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["accepted"] == 300
+    assert summary["quarantined"] == 5
+    assert summary["received"] == 305
+    landed = s3.list_objects_v2(Bucket="saip-cli", Prefix="accepted/")["Contents"]
+    assert landed
+    head = s3.head_object(Bucket="saip-cli", Key=landed[0]["Key"])
+    assert head["ServerSideEncryption"] == "aws:kms"
+    # a misconfigured backend fails with one line naming the setting, exit 1
+    assert main([*base, "run", *cloud[:-2], "--bucket", "Bad_Bucket", "--source", "stream"]) == 1
+    assert "bucket" in capsys.readouterr().err

@@ -285,6 +285,16 @@ def test_bigquery_insert_errors_and_conflicting_rows_surface(bq: tuple[FakeBigQu
     ("opts", "message"),
     [
         ({"topic": "topic1", "bigquery_table": "ds.t"}, "project"),
+        (
+            {
+                "project": "saip-test",
+                "topic": "topic1",
+                "bigquery_table": "ds.t",
+                "region": "EU",
+                "location": "US",
+            },
+            "region",
+        ),
         ({"project": "saip-test", "bigquery_table": "ds.t"}, "topic"),
         ({"project": "saip-test", "topic": "topic1"}, "bigquery_table"),
         ({"project": "Bad_Project", "topic": "topic1", "bigquery_table": "ds.t"}, "project"),
@@ -293,7 +303,7 @@ def test_bigquery_insert_errors_and_conflicting_rows_surface(bq: tuple[FakeBigQu
             "bigquery_table",
         ),
         (
-            {"project": "saip-test", "topic": "topic1", "bigquery_table": "ds.t", "region": "x"},
+            {"project": "saip-test", "topic": "topic1", "bigquery_table": "ds.t", "shard_count": 2},
             "unsupported",
         ),
         (
@@ -316,7 +326,10 @@ def test_bigquery_insert_errors_and_conflicting_rows_surface(bq: tuple[FakeBigQu
         ),
     ],
 )
-def test_options_validated_eagerly(opts: dict[str, Any], message: str) -> None:
+def test_options_validated_eagerly(
+    opts: dict[str, Any], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
     with pytest.raises(ValueError, match=message):
         gcp.open_backend(**opts)
 

@@ -1,7 +1,10 @@
 """End to end on the Pub/Sub emulator + the FAKE BigQuery REST server: signed records →
 schema-bound topic → IngestEngine → BigQuery. The first consumer is a separate process that is
 SIGKILLed right after a durable write (its leases die with it); the restarted consumer gets the
-un-acked messages redelivered and nothing is lost or stored twice."""
+un-acked messages redelivered and nothing is lost or stored twice.
+
+The killed consumer caps its lease extensions at 10 s (``max_lease_extension_seconds``): with the
+client's default (60 s stream ack deadline) its messages stay invisible for up to a minute."""
 
 from __future__ import annotations
 
@@ -56,7 +59,8 @@ CHILD = textwrap.dedent(
     bq = bigquery.Client(project=cfg["project"], credentials=AnonymousCredentials(),
                          client_options=ClientOptions(api_endpoint=cfg["bq_url"]))
     stream, store = open_backend("gcp", project=cfg["project"], topic=cfg["topic"],
-                                 bigquery_table="ds.landing", bigquery_client=bq)
+                                 bigquery_table="ds.landing", bigquery_client=bq,
+                                 max_outstanding_messages=30, max_lease_extension_seconds=10)
 
     class DieAfterSecondBatch:
         def __init__(self, inner):

@@ -48,6 +48,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -221,6 +222,11 @@ class PubSubStream(RecordStream):
         (or bytes) are held, so a slow consumer never buffers without bound.
     publish_timeout:
         Seconds to wait for each publish to be confirmed.
+    max_lease_extension_seconds:
+        Cap of each lease extension (10-600 s). The client's default stream ack deadline is
+        60 s whatever the subscription says, so a consumer that dies keeps its messages
+        invisible for up to a minute; a shorter cap brings them back sooner at the cost of more
+        ``ModifyAckDeadline`` traffic.
     message_ordering:
         Publish with the partition key as ordering key (the subscription must have ordering
         on). Off by default: the Python client then releases the next message of a key only
@@ -246,7 +252,13 @@ class PubSubStream(RecordStream):
         max_outstanding_bytes: int = 64 * 1024 * 1024,
         publish_timeout: float = 60.0,
         message_ordering: bool = False,
+        max_lease_extension_seconds: int | None = None,
     ) -> None:
+        if max_lease_extension_seconds is not None and not (
+            isinstance(max_lease_extension_seconds, int)
+            and 10 <= max_lease_extension_seconds <= 600
+        ):
+            raise ValueError("max_lease_extension_seconds: must be an int in 10..600")
         if not isinstance(max_outstanding_messages, int) or max_outstanding_messages < 1:
             raise ValueError("max_outstanding_messages: must be an int >= 1")
         if not isinstance(max_outstanding_bytes, int) or max_outstanding_bytes < 1024:
@@ -259,6 +271,7 @@ class PubSubStream(RecordStream):
         self._flow = (max_outstanding_messages, max_outstanding_bytes)
         self._timeout = publish_timeout
         self._ordering = message_ordering
+        self._lease_ext = max_lease_extension_seconds or 0
         self._queue: queue.Queue[Any] = queue.Queue()
         self._pending: dict[str, Any] = {}
         self._future: Any = None
@@ -344,7 +357,10 @@ class PubSubStream(RecordStream):
                 self._names.subscription,
                 callback=self._queue.put,
                 flow_control=FlowControl(
-                    max_messages=self._flow[0], max_bytes=self._flow[1], max_lease_duration=3600
+                    max_messages=self._flow[0],
+                    max_bytes=self._flow[1],
+                    max_lease_duration=3600,
+                    max_duration_per_lease_extension=self._lease_ext,
                 ),
                 await_callbacks_on_shutdown=True,
             )
@@ -579,6 +595,7 @@ def open_backend(
     ack_deadline_seconds: int = 60,
     max_outstanding_messages: int = 1000,
     max_outstanding_bytes: int = 64 * 1024 * 1024,
+    max_lease_extension_seconds: int | None = None,
     pubsub_endpoint: str | None = None,
     bigquery_endpoint_url: str | None = None,
     endpoint_url: str | None = None,
@@ -593,7 +610,8 @@ def open_backend(
     Parameters
     ----------
     project:
-        GCP project id (required).
+        GCP project id (default: ``GOOGLE_CLOUD_PROJECT``, as Application Default Credentials
+        use it).
     topic / stream, subscription:
         Topic (``stream`` is the CLI's generic name for it) and subscription; subscription
         defaults to ``<topic>-saip``.
@@ -602,12 +620,14 @@ def open_backend(
     bigquery_table / bucket:
         ``project.dataset.table`` (``bucket`` is the CLI's generic name; a bare ``dataset.table``
         gets ``project`` prepended).
-    location:
-        BigQuery location.
+    location / region:
+        BigQuery location (``region`` is the CLI's generic name).
     create:
         Create/verify the Pub/Sub resources at start (otherwise Terraform made them).
     message_ordering, max_delivery_attempts, ack_deadline_seconds:
         Subscription settings used when ``create`` is true.
+    max_outstanding_messages, max_outstanding_bytes, max_lease_extension_seconds:
+        Streaming-pull flow control and lease extension cap (see :class:`PubSubStream`).
     pubsub_endpoint:
         ``host:port`` of a private Pub/Sub endpoint (PSC); ``PUBSUB_EMULATOR_HOST`` wins.
     bigquery_endpoint_url / endpoint_url:
@@ -616,10 +636,15 @@ def open_backend(
         Injected clients (e.g. built with TLS channel credentials by the ``saip`` CLI).
     """
     unsupported.pop("data_dir", None)  # accepted by every backend; nothing kept locally here
+    region = unsupported.pop("region", None)  # the CLI's generic name for the data location
     if unsupported:
         raise ValueError(f"gcp backend: unsupported option(s) {', '.join(sorted(unsupported))}")
+    if region is not None and location is not None and region != location:
+        raise ValueError("region: conflicts with location")
+    location = location or region
+    project = project or os.environ.get("GOOGLE_CLOUD_PROJECT")  # the ADC project variable
     if project is None:
-        raise ValueError("project: required for the gcp backend")
+        raise ValueError("project: required for the gcp backend (or set GOOGLE_CLOUD_PROJECT)")
     if topic is not None and stream is not None and topic != stream:
         raise ValueError("stream: conflicts with topic")
     topic = topic or stream
@@ -647,6 +672,7 @@ def open_backend(
         "message_ordering": message_ordering,
         "max_outstanding_messages": max_outstanding_messages,
         "max_outstanding_bytes": max_outstanding_bytes,
+        "max_lease_extension_seconds": max_lease_extension_seconds,
     }
     PubSubStream(publisher=None, subscriber=None, names=names, **stream_kw)  # validates flow
 
