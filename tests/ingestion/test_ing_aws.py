@@ -401,3 +401,25 @@ def test_live_aws_roundtrip() -> None:
     assert marker in [m.data for m in got]
     store.put(f"live/{marker.decode()}", marker)
     assert store.get(f"live/{marker.decode()}") == marker
+
+
+def test_composes_with_saip_encryption_tls_pinned_session(aws_setup: dict[str, Any]) -> None:
+    """How the saip CLI composes the packages: enc-cloud's TLS>=1.2 session is injected here."""
+    import ssl
+
+    from saip_encryption import tls
+
+    stream, store = aws.open_backend(
+        stream="saip-in",
+        bucket="saip-landing",
+        region=REGION,
+        endpoint_url=aws_setup["url"],
+        session=tls.boto3_session(),
+    )
+    for client in (stream._kinesis, store._s3):  # type: ignore[attr-defined]
+        pool_kw = client._endpoint.http_session._manager.connection_pool_kw
+        assert pool_kw["ssl_context"].minimum_version >= ssl.TLSVersion.TLSv1_2
+    stream.publish([b"pinned"], partition_key="k")
+    assert [m.data for m in _drain(stream, 1)] == [b"pinned"]
+    store.put("k", b"v")
+    assert store.get("k") == b"v"
