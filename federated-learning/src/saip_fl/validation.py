@@ -14,7 +14,7 @@ Clients that fail checks repeatedly are excluded from later rounds (:class:`Clie
 With SecAgg+ the server only sees group aggregates; :func:`score_group` applies FLTrust-style
 checks (Cao et al., NDSS 2021): each aggregate's cosine to the server's *root update* (trained on
 server-held clean data) and the holdout loss after applying it; :func:`combine_trusted` weights
-the surviving aggregates by ReLU(cosine) with their norm capped at the root update's norm.
+the surviving aggregates by ReLU(cosine), norms capped at their median.
 """
 
 from __future__ import annotations
@@ -228,17 +228,22 @@ def score_group(
 def combine_trusted(
     updates: Mapping[int, Weights], scores: Mapping[int, GroupScore], root_update: Weights
 ) -> Weights | None:
-    """FLTrust combination: ReLU(cosine)-weighted mean, norms capped at the root update's norm."""
-    root_norm = l2_norm(root_update)
-    total = sum(scores[g].weight for g in updates if scores[g].accepted)
+    """FLTrust-style combination: ReLU(cosine)-weighted mean of the accepted group aggregates.
+
+    FLTrust rescales every update to the root update's norm. Our root data is smaller than a
+    group's data (fewer local steps, so a shorter root update), which would halve the learning
+    rate; instead each aggregate's norm is capped at the *median* norm of the accepted
+    aggregates, so one inflated aggregate cannot dominate (all are already under the norm bound).
+    """
+    accepted = [g for g in updates if scores[g].accepted and scores[g].weight > 0]
+    total = sum(scores[g].weight for g in accepted)
     if total <= 0:
         return None
+    ref = float(np.median([scores[g].norm for g in accepted]))
     out = [np.zeros_like(a, dtype=np.float32) for a in root_update]
-    for g, upd in updates.items():
-        s = scores[g]
-        if not s.accepted or s.weight <= 0:
-            continue
-        cap = min(1.0, root_norm / s.norm) if s.norm > 0 else 0.0
+    for g in accepted:
+        s, upd = scores[g], updates[g]
+        cap = min(1.0, ref / s.norm) if s.norm > 0 else 0.0
         for o, a in zip(out, upd, strict=True):
             o += (s.weight / total) * cap * a
     return out

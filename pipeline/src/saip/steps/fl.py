@@ -64,7 +64,9 @@ def run(ctx: PipelineContext) -> StepResult:
             "dataset": dataset,
             "num_clients": 10,
             "num_rounds": 3,
-            "local_epochs": 2,
+            "local_epochs": 3,
+            "hidden": 16,
+            "learning_rate": 0.05,
             "seed": ctx.seed,
             "secagg": {
                 "enabled": True,
