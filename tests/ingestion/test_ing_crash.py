@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -138,42 +137,64 @@ def test_second_consumer_on_the_same_state_is_refused(env: Any) -> None:
         )  # fmt: skip
 
 
+_CONSUMER = """
+import sys
+from pathlib import Path
+from saip_encryption import EnvelopeEncryptor, from_uri
+from saip_ingestion.backends import open_backend
+from saip_ingestion.backends.local import FileRecordStream
+from saip_ingestion.engine import IngestEngine
+from saip_ingestion.provenance import ProducerRegistry
+data, src = Path(sys.argv[1]), Path(sys.argv[2])
+_stream, store = open_backend("local", data_dir=data)
+state = data / "ingest" / "state" / "local"
+enc = EnvelopeEncryptor([from_uri(f"local:{data}/keys/master.key")])
+registry = ProducerRegistry(data / "ingest" / "producers")
+with IngestEngine(store=store, encryptor=enc, registry=registry, state_dir=state) as e:
+    e.run(FileRecordStream(src, checkpoint_dir=state / "checkpoints"), batch_size=40)
+"""
+
+
 @pytest.mark.slow
-def test_sigkill_mid_run_then_restart(tmp_path: Path) -> None:
-    """Kill ``saip ingest run`` (SIGKILL) twice mid-run; the third run completes exactly once."""
+def test_sigkill_mid_run_then_restart(tmp_path: Path, capsys: Any) -> None:
+    """SIGKILL the consumer process twice mid-run; the CLI run then completes exactly once.
+
+    The killed consumer is the same engine, backend and state directory ``saip ingest run``
+    uses (started with a small driver so that the test does not pay the whole CLI's start-up).
+    """
+    import json
+
+    import numpy as np
+    from saip.cli import main
+    from saip_encryption.providers.local import create_local_key
+    from saip_ingestion.producer import parse_poison, produce
+
     data = tmp_path / "data"
-    env = {**os.environ, "SAIP_DATA_DIR": str(data)}
-    saip = [sys.executable, "-m", "saip"]
     src = tmp_path / "alpha.jsonl"
-    subprocess.run(
-        [*saip, "ingest", "produce", "--producer", "alpha", "--limit", "600",
-         "--poison", "malformed:n=6", "--poison", "replay:n=3", str(src)],
-        check=True, env=env, capture_output=True,
-    )  # fmt: skip
-    run = [*saip, "ingest", "run", "--source", str(src), "--batch-size", "10"]
+    produce(data_dir=data, producer="alpha", dataset="digits", out=src, limit=600,
+            poison=[parse_poison("malformed:n=6"), parse_poison("replay:n=3")])  # fmt: skip
+    create_local_key(data / "keys" / "master.key")
     objects = data / "ingest" / "objects" / "accepted"
-    for kill_after in (3, 15):
-        proc = subprocess.Popen(run, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 60
+    for kill_after in (2, 8):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _CONSUMER, str(data), str(src)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             n = sum(1 for _ in objects.rglob("0*")) if objects.exists() else 0
             if n >= kill_after or proc.poll() is not None:
                 break
-            time.sleep(0.005)
+            time.sleep(0.002)
         assert proc.poll() is None, "the run finished before it could be killed"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    done = subprocess.run([*run, "--json"], env=env, capture_output=True, check=True)
-    import json
-
-    summary = json.loads(done.stdout)
+    assert main(["--data-dir", str(data), "ingest", "run", "--source", str(src), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
     assert summary["conserved"]
     out = tmp_path / "x.npz"
-    subprocess.run([*saip, "ingest", "export", str(out)], env=env, check=True, capture_output=True)
-    import numpy as np
-
-    npz = np.load(out)
-    ids = list(npz["record_id"])
+    assert main(["--data-dir", str(data), "ingest", "export", str(out)]) == 0
+    ids = list(np.load(out)["record_id"])
     # 600 good records (+ replays, stale and out-of-range ones): exactly the 600 good ones
     assert len(ids) == len(set(ids)) == 600
     assert sorted(ids) == [f"alpha-{i:09d}" for i in range(600)]
