@@ -398,7 +398,6 @@ class IngestEngine:
         *,
         producer: str | None,
         record_id: str | None,
-        ts: int,
         authenticated: bool,
     ) -> None:
         batch.quarantine.append(
@@ -444,7 +443,6 @@ class IngestEngine:
                     f"{len(data)}+ bytes > limit {max_line}",
                     producer=None,
                     record_id=None,
-                    ts=now,
                     authenticated=False,
                 )
                 continue
@@ -458,7 +456,7 @@ class IngestEngine:
                     reason, detail = classify_validation_error(exc, data)
                     pid, rid = _claimed(data)
                     self._quarantine(
-                        batch, i, msg, reason, detail, producer=pid, record_id=rid, ts=now,
+                        batch, i, msg, reason, detail, producer=pid, record_id=rid,
                         authenticated=False,
                     )  # fmt: skip
                     continue
@@ -517,7 +515,7 @@ class IngestEngine:
                 else:
                     self._quarantine(
                         batch, c.i, c.msg, err[0], err[1], producer=pid,
-                        record_id=c.rec["record_id"], ts=now, authenticated=False,
+                        record_id=c.rec["record_id"], authenticated=False,
                     )  # fmt: skip
         cands.sort(key=lambda c: c.i)  # decisions below are made in arrival order
         # phase 2: content checks (vectorised for images), sanitization (text)
@@ -542,7 +540,6 @@ class IngestEngine:
                         f"record_id {rid} was already seen with different content",
                         producer=pid,
                         record_id=rid,
-                        ts=ts,
                         authenticated=True,
                     )
                 elif prev[2] == "a":
@@ -559,7 +556,6 @@ class IngestEngine:
                         f"re-delivered; {prev[2]} on first receipt",
                         producer=pid,
                         record_id=rid,
-                        ts=ts,
                         authenticated=True,
                     )
                 continue
@@ -573,7 +569,6 @@ class IngestEngine:
                     err[1],
                     producer=pid,
                     record_id=rid,
-                    ts=ts,
                     authenticated=True,
                 )
                 continue
@@ -589,7 +584,6 @@ class IngestEngine:
                     c.verdict[1],
                     producer=pid,
                     record_id=rid,
-                    ts=ts,
                     authenticated=True,
                 )
                 continue
