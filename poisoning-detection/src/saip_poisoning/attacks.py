@@ -51,7 +51,7 @@ class Poisoned:
 
 def _side(x: NDArray[np.float64]) -> int:
     d = int(np.prod(x.shape[1:]))
-    side = int(round(math.sqrt(d)))
+    side = math.isqrt(d)
     if side * side != d:
         raise ValueError(f"images must be square to place a trigger; got {d} features per sample")
     return side

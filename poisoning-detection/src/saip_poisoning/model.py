@@ -120,6 +120,25 @@ def fit_probe(
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # batch-64 MLP steps: one thread is as fast and never oversubscribes
+    try:
+        return _fit(x, y, n_classes, epochs, hidden, penultimate, batch_size, lr, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(
+    x: NDArray[np.float64],
+    y: NDArray[np.int64],
+    n_classes: int,
+    epochs: int,
+    hidden: int,
+    penultimate: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+) -> ProbeView:
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     xt = torch.as_tensor(x, dtype=torch.float32)

@@ -5,8 +5,8 @@ Rules (each uses only the detectors' own thresholds; no poison rate is ever assu
 
 1. **label noise** — the loss trajectory's high tail *and* a kNN majority (input or
    representation space) disagree with the given label;
-2. **backdoor class** — in a class judged poisoned by the class-size prior or the low-loss class
-   test: its low-loss tail (fitted faster than clean data) and its input-space kNN disagreements;
+2. **backdoor class** — in a class judged poisoned by the class-size prior: its low-loss tail
+   (fitted faster than the other classes' samples) and its input-space kNN disagreements;
 3. **activation cluster** — the small, separated activation cluster of a class that passes the
    activation-clustering test;
 4. **corroborated outlier** — outside those classes, a sample flagged by at least three of: input
@@ -14,7 +14,7 @@ Rules (each uses only the detectors' own thresholds; no poison rate is ever assu
 
 Risk score (0–100) from the fused flagged fraction ``f``:
 ``100·(1 - exp(-max(0, f - 0.03) / 0.025))``, raised to at least 50 when a class-level test
-(class-size prior, low-loss class test, activation clustering) fires. Bands: **0–19 low**
+(class-size prior, activation clustering) fires. Bands: **0–19 low**
 (clean MNIST/digits measure 0–10), **20–39 guarded** (review), **40–69 high** (drop flagged
 samples and re-scan before training), **70–100 critical** (stop; investigate sources).
 The 3 % allowance is the measured share of clean samples that rules 1–4 flag on clean MNIST-5k
@@ -239,11 +239,11 @@ def scan(
     size, loss = reps["class_size_prior"], reps["loss_trajectory"]
     kin, krep = reps["knn_disagreement"], reps["knn_disagreement_representation"]
     ac = reps["activation_clustering"]
-    backdoor_classes = sorted(set(size.suspect_classes) | set(loss.suspect_classes))
+    backdoor_classes = sorted(size.suspect_classes)
     in_backdoor = np.isin(yv, backdoor_classes)
 
     noise = loss.parts["high_loss"] & (kin.flags | krep.flags)
-    backdoor = in_backdoor & (loss.parts["low_loss"] | kin.flags)
+    backdoor = in_backdoor & (loss.parts["low_tail"] | kin.flags)
     cluster = ac.flags
     voters = ("knn_disagreement", "knn_disagreement_representation", "gradient_similarity")
     votes = sum(reps[v].flags.astype(int) for v in voters)
@@ -302,7 +302,6 @@ def scan(
     overall = float(flags.mean())
     class_tests = {
         "class_size_prior": set(size.suspect_classes),
-        "low_loss_class_test": set(loss.suspect_classes),
         "activation_clustering": set(ac.suspect_classes),
     }
     class_evidence = any(class_tests.values())

@@ -6,7 +6,7 @@ clean cluster and a poison cluster (the network uses different features — the 
 poison), while a clean class splits arbitrarily. Their per-class decision uses relative size and
 silhouette; ART 1.20.1's default ``smaller`` analyzer instead flags the smaller cluster of
 *every* class (30–45 % of all data on MNIST). Here a class is judged poisoned only if its split
-is well separated (silhouette ≥ ``min_silhouette``; clean MNIST classes measure 0.17–0.26) and
+is well separated (silhouette ≥ ``min_silhouette``; clean classes measure 0.17–0.43) and
 lopsided (smaller cluster ≤ ``max_relative_size``); only then is its smaller cluster flagged.
 
 Limits
@@ -23,10 +23,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.cluster import KMeans
-from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 
-from saip_poisoning.detectors.base import DetectionReport, class_indices, get_view
+from saip_poisoning.detectors.base import DetectionReport, class_indices, get_view, pca_reduce
 from saip_poisoning.model import ProbeView
 
 __all__ = ["ActivationClustering"]
@@ -40,7 +39,8 @@ class ActivationClustering:
     n_dims
         PCA dimensions (Chen et al. use 10).
     min_silhouette
-        Silhouette a class split must reach to count as poisoned (0.35).
+        Silhouette a class split must reach to count as poisoned (0.45; clean classes measured
+        0.17–0.26 on MNIST-5k and up to 0.43 on digits, all-to-all patched classes 0.48–0.58).
     max_relative_size
         The flagged cluster must hold at most this share of its class (0.35, Chen et al.'s
         relative-size heuristic).
@@ -54,7 +54,7 @@ class ActivationClustering:
         self,
         *,
         n_dims: int = 10,
-        min_silhouette: float = 0.35,
+        min_silhouette: float = 0.45,
         max_relative_size: float = 0.35,
         seed: int = 0,
     ) -> None:
@@ -85,7 +85,7 @@ class ActivationClustering:
             f = view.features[idx]
             f = f - f.mean(axis=0)
             nd = min(self.n_dims, f.shape[1], len(idx) - 1)
-            r = PCA(nd, random_state=self.seed).fit_transform(f)
+            r = pca_reduce(f, nd)
             labels = KMeans(2, n_init=4, random_state=self.seed).fit_predict(r)
             if len(np.unique(labels)) < 2:
                 stats[c] = {"silhouette": 0.0, "small_share": 0.0}

@@ -18,7 +18,7 @@ from numpy.typing import ArrayLike, NDArray
 from saip_poisoning.data import Prepared, prepare
 from saip_poisoning.model import ProbeView, fit_probe
 
-__all__ = ["DetectionReport", "Detector", "get_view", "robust_z"]
+__all__ = ["DetectionReport", "Detector", "get_view", "pca_reduce", "robust_z", "top_direction"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,42 @@ def robust_z(a: NDArray[np.float64], ref: NDArray[np.float64] | None = None) -> 
     if mad <= 1e-12:
         mad = float(np.mean(np.abs(r - med))) * 1.2533 or 1.0
     return (a - med) / mad
+
+
+def top_direction(
+    a: NDArray[np.float64], *, iters: int = 50, seed: int = 0
+) -> tuple[NDArray[np.float64], float]:
+    """Top right-singular vector of ``a`` and its share of ``‖a‖²_F`` (power iteration).
+
+    Equivalent to ``np.linalg.svd(a)[2][0]`` up to sign for the dominant direction, but only
+    matrix–vector products: full SVDs of per-class gradient matrices dominated scan time.
+    """
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=a.shape[1])
+    v /= np.linalg.norm(v) + 1e-12
+    for _ in range(iters):
+        w = a.T @ (a @ v)
+        norm = float(np.linalg.norm(w))
+        if norm <= 1e-12:
+            break
+        w /= norm
+        if float(np.abs(w @ v)) > 1 - 1e-10:
+            v = w
+            break
+        v = w
+    total = float((a * a).sum())
+    top = float(np.linalg.norm(a @ v) ** 2)
+    return v, (top / total if total > 1e-12 else 0.0)
+
+
+def pca_reduce(f: NDArray[np.float64], n_dims: int) -> NDArray[np.float64]:
+    """Centre ``f`` and project it on its top ``n_dims`` principal axes (eigh of the D×D
+    covariance: cheap for the narrow penultimate layers used here)."""
+    m = f - f.mean(axis=0)
+    k = max(1, min(n_dims, m.shape[1], len(m) - 1))
+    _, evecs = np.linalg.eigh(m.T @ m)
+    out: NDArray[np.float64] = m @ evecs[:, ::-1][:, :k]
+    return out
 
 
 def get_view(

@@ -8,8 +8,9 @@ activation). Two scores per class, both cut by robust z (Hampel) so no poison ra
   of Chen et al. 2018 and of gradient-matching defences).
 - **Sever-style SVD outliers** (Diakonikolas, Kamath, Kane, Li, Steinhardt, Stewart 2019,
   "Sever: A Robust Meta-Algorithm for Stochastic Optimization", arXiv:1803.02815): centre the
-  class's gradients, take the top singular vector, score ``⟨g - ḡ, v⟩²``; Sever removes the
-  high-score tail and iterates.
+  class's gradients, take the top singular vector, score ``⟨g - ḡ, v⟩²`` (ranked here by
+  ``|⟨g - ḡ, v⟩|``, whose robust z is not χ²-heavy-tailed); Sever removes the high-score tail
+  and iterates.
 
 Limits
 ------
@@ -23,7 +24,13 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from saip_poisoning.detectors.base import DetectionReport, class_indices, get_view, robust_z
+from saip_poisoning.detectors.base import (
+    DetectionReport,
+    class_indices,
+    get_view,
+    robust_z,
+    top_direction,
+)
 from saip_poisoning.model import ProbeView
 
 __all__ = ["GradientSimilarity"]
@@ -63,7 +70,9 @@ class GradientSimilarity:
         for idx in class_indices(data.y, data.n_classes):
             if len(idx) < 4:
                 continue
-            gc = g[idx]
+            # unit-normalised: a well-fitted sample has a near-zero gradient, so raw magnitudes
+            # are wildly skewed; the check is about direction
+            gc = g[idx] / (np.linalg.norm(g[idx], axis=1, keepdims=True) + 1e-12)
             keep = np.ones(len(idx), dtype=bool)
             for _ in range(self.sever_iterations):
                 centre = np.median(gc[keep], axis=0)
@@ -71,8 +80,8 @@ class GradientSimilarity:
                 cos = (gc @ centre) / norms
                 zc = robust_z(-cos, -cos[keep])
                 mean = gc[keep].mean(axis=0)
-                _, _, vt = np.linalg.svd(gc[keep] - mean, full_matrices=False)
-                proj = ((gc - mean) @ vt[0]) ** 2
+                v, _ = top_direction(gc[keep] - mean)
+                proj = np.abs((gc - mean) @ v)
                 zs = robust_z(proj, proj[keep])
                 keep = (zc <= self.z_threshold) & (zs <= self.z_threshold)
                 if keep.sum() < 4:

@@ -21,7 +21,10 @@ Limits
 Easy clean classes (e.g. "1" or "0") are fitted fast too; the class test compares shares across
 classes, so it needs several classes and a poison that is a sizeable share of its target class
 (≳10 %). The low tail misses backdoors the probe has not learned yet (too few poison samples or
-too few epochs); the high tail misses poison the probe has already memorised.
+too few epochs); the high tail misses poison the probe has already memorised. On sklearn
+digits one clean class ("4") is fitted so much faster than the others that the low-loss class
+test fires on clean data; :func:`saip_poisoning.scan.scan` therefore reads the low tail
+(``parts["low_tail"]``) only inside classes the class-size prior flags.
 """
 
 from __future__ import annotations
@@ -139,5 +142,5 @@ class LossTrajectory:
             reasons,
             suspect,
             stats,
-            {"high_loss": high, "low_loss": low},
+            {"high_loss": high, "low_loss": low, "low_tail": low_z > self.low_z},
         )

@@ -25,12 +25,17 @@ from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
 from sklearn.neighbors import NearestNeighbors
 
 from saip_poisoning.data import prepare
-from saip_poisoning.detectors.base import DetectionReport, class_indices, get_view, robust_z
+from saip_poisoning.detectors.base import (
+    DetectionReport,
+    class_indices,
+    get_view,
+    pca_reduce,
+    robust_z,
+)
 from saip_poisoning.model import ProbeView
 
 __all__ = ["ClassSizePrior", "KnnLabelDisagreement", "RobustOutliers", "knn_disagreement"]
@@ -143,8 +148,7 @@ class RobustOutliers:
             if len(idx) == 0:
                 continue
             f = view.features[idx]
-            nc = min(self.n_components, f.shape[1], len(idx) - 1)
-            r = PCA(nc, random_state=self.seed).fit_transform(f - f.mean(0)) if nc >= 1 else f
+            r = pca_reduce(f, self.n_components)
             forest = IsolationForest(n_estimators=100, random_state=self.seed).fit(r)
             s[idx] = robust_z(-forest.score_samples(r))
         flags = s > self.z_threshold

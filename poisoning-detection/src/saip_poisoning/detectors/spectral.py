@@ -12,8 +12,9 @@ upper bound ``ε`` on the poison rate; here no rate is assumed. Instead:
 - **Per-sample cut**: within a poisoned class, samples with a robust z of ``|projection|``
   above ``z_threshold`` are flagged.
 - Robust variant (SPECTRE-style): the top direction is computed after whitening with a
-  minimum-covariance-determinant estimate of the class (``robust=True``), so the poison cannot
-  dominate the covariance estimate it is measured against.
+  trimmed covariance estimate of the class (C-steps of FAST-MCD, ``robust=True``), so the
+  poison cannot dominate the covariance estimate it is measured against. SPECTRE's full
+  robust estimation and QUE scoring are not implemented.
 
 Limits
 ------
@@ -26,10 +27,15 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from sklearn.covariance import MinCovDet
-from sklearn.decomposition import PCA
 
-from saip_poisoning.detectors.base import DetectionReport, class_indices, get_view, robust_z
+from saip_poisoning.detectors.base import (
+    DetectionReport,
+    class_indices,
+    get_view,
+    pca_reduce,
+    robust_z,
+    top_direction,
+)
 from saip_poisoning.model import ProbeView
 
 __all__ = ["SpectralSignature", "spectral_scores"]
@@ -38,10 +44,32 @@ __all__ = ["SpectralSignature", "spectral_scores"]
 def spectral_scores(features: NDArray[np.float64]) -> tuple[NDArray[np.float64], float]:
     """Tran et al.'s score ``|<h - mean, v1>|`` and the variance share of ``v1``."""
     m = features - features.mean(axis=0)
-    _, s, vt = np.linalg.svd(m, full_matrices=False)
-    share = float(s[0] ** 2 / max(float((s**2).sum()), 1e-12))
-    out: NDArray[np.float64] = np.abs(m @ vt[0])
+    v, share = top_direction(m)
+    out: NDArray[np.float64] = np.abs(m @ v)
     return out, share
+
+
+def trimmed_whiten(
+    r: NDArray[np.float64], *, keep: float = 0.75, steps: int = 2
+) -> NDArray[np.float64]:
+    """Whiten ``r`` with a trimmed (C-step) covariance estimate.
+
+    Start from the coordinate-wise median and the full covariance, then ``steps`` times keep the
+    ``keep`` share of points with the smallest Mahalanobis distance and re-estimate mean and
+    covariance from them (the concentration step of FAST-MCD, Rousseeuw & Van Driessen 1999).
+    Poison outside the core cannot inflate the covariance it is measured against.
+    """
+    loc = np.median(r, axis=0)
+    cov = np.cov(r - loc, rowvar=False) + 1e-6 * np.eye(r.shape[1])
+    for _ in range(steps):
+        inv = np.linalg.pinv(cov)
+        d = np.einsum("ij,jk,ik->i", r - loc, inv, r - loc)
+        core = d <= np.quantile(d, keep)
+        loc = r[core].mean(axis=0)
+        cov = np.cov(r[core], rowvar=False) + 1e-6 * np.eye(r.shape[1])
+    evals, evecs = np.linalg.eigh(cov)
+    out: NDArray[np.float64] = (r - loc) @ (evecs / np.sqrt(np.maximum(evals, 1e-9)))
+    return out
 
 
 class SpectralSignature:
@@ -56,8 +84,8 @@ class SpectralSignature:
         Robust z (across classes) of the top-direction variance share above which a class is
         poisoned (3.0).
     robust
-        Whiten each class with a minimum-covariance-determinant estimate (after PCA to
-        ``n_dims``) before taking the top direction.
+        Whiten each class with a trimmed covariance estimate (after PCA to ``n_dims``) before
+        taking the top direction.
     n_dims
         PCA dimensions used by the robust variant.
     seed
@@ -89,12 +117,8 @@ class SpectralSignature:
         if not self.robust:
             return f
         nd = min(self.n_dims, f.shape[1], len(f) - 2)
-        r = PCA(nd, random_state=self.seed).fit_transform(f - f.mean(0))
-        mcd = MinCovDet(random_state=self.seed).fit(r)
-        evals, evecs = np.linalg.eigh(mcd.covariance_)
-        w = evecs / np.sqrt(np.maximum(evals, 1e-9))
-        out: NDArray[np.float64] = (r - mcd.location_) @ w
-        return out
+        r = pca_reduce(f, nd)
+        return trimmed_whiten(r)
 
     def detect(
         self, x: ArrayLike, y: ArrayLike, *, model: ProbeView | None = None
@@ -107,7 +131,11 @@ class SpectralSignature:
         for c, idx in enumerate(class_indices(data.y, data.n_classes)):
             if len(idx) < 4:
                 continue
-            s, share = spectral_scores(self._class_features(view.features[idx]))
+            s, share = spectral_scores(view.features[idx])
+            if self.robust:
+                # the class test keeps the plain variance share (whitening equalises it);
+                # the per-sample scores use the trimmed-whitened features
+                s, _ = spectral_scores(self._class_features(view.features[idx]))
             z[idx] = robust_z(s)
             shares[c] = share
         present = ~np.isnan(shares)

@@ -1,0 +1,45 @@
+"""Shared fixtures of the poisoning tests: digits (8×8) with injected poison, and probes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from saip_poisoning.attacks import Poisoned, poison
+from saip_poisoning.data import prepare
+from saip_poisoning.model import ProbeView, fit_probe
+from sklearn.datasets import load_digits
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    x, y = load_digits(return_X_y=True)
+    return x / 16.0, y.astype(np.int64)
+
+
+@pytest.fixture(scope="session")
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    return _digits()
+
+
+def _poisoned(attack: str, rate: float) -> tuple[Poisoned, ProbeView]:
+    x, y = _digits()
+    p = poison(x, y, attack=attack, rate=rate, rng=np.random.default_rng(7))  # type: ignore[arg-type]
+    d = prepare(p.x, p.y)
+    return p, fit_probe(d.xs, d.y, n_classes=d.n_classes, seed=0)
+
+
+@pytest.fixture(scope="session")
+def a2o() -> tuple[Poisoned, ProbeView]:
+    """Digits with a 10 % all-to-one BadNets patch into class 0, and a probe trained on it."""
+    return _poisoned("a2o", 0.10)
+
+
+@pytest.fixture(scope="session")
+def flips() -> tuple[Poisoned, ProbeView]:
+    """Digits with 10 % random label flips."""
+    return _poisoned("flip", 0.10)
+
+
+@pytest.fixture(scope="session")
+def clean() -> tuple[Poisoned, ProbeView]:
+    """Clean digits and a probe."""
+    return _poisoned("clean", 0.0)

@@ -1,0 +1,69 @@
+"""The demo step: risk detected → flagged dropped → residual re-scanned under the gate."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+from saip.config import SaipConfig, ScanSection
+from saip.errors import PipelineError
+from saip.pipeline import PipelineContext
+from saip.steps import scan as scan_step
+from saip_poisoning import ScanReport
+
+
+def _ctx(tmp_path: Path, max_risk: float) -> PipelineContext:
+    cfg = SaipConfig(scan=ScanSection(max_risk=max_risk))
+    return PipelineContext(data_dir=tmp_path, config=cfg, console=Console(stderr=True), seed=0)
+
+
+def test_poi_step_mitigates_and_names_producer(tmp_path: Path) -> None:
+    ctx = _ctx(tmp_path, 40)
+    result = scan_step.run(ctx)
+    assert result.details["risk_score"] > 40
+    assert result.details["residual_risk"] <= 40
+    assert result.details["poisoned_producers"] == [scan_step.POISONED_PRODUCER]
+    assert scan_step.POISONED_PRODUCER in result.summary
+    keep = np.load(ctx.artifacts["scan_keep_mask"])
+    report = json.loads(Path(ctx.artifacts["scan_report"]).read_text())
+    assert (~keep).sum() == len(report["flagged"]) == ctx.artifacts["scan_flagged"]
+    with np.load(ctx.artifacts["dataset_npz_filtered"]) as f:
+        assert len(f["y"]) == keep.sum()
+
+
+def test_poi_step_reads_ingested_dataset_and_passes_clean(
+    tmp_path: Path, digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    x, y = digits
+    path = tmp_path / "ingested.npz"
+    np.savez(
+        path,
+        x=x,
+        y=y,
+        producer=np.array(["a", "b"] * (len(y) // 2) + ["a"] * (len(y) % 2)),
+        record_id=np.array([str(i) for i in range(len(y))]),
+    )
+    ctx = _ctx(tmp_path, 40)
+    ctx.artifacts["dataset_npz"] = path
+    result = scan_step.run(ctx)
+    assert result.details["built_demo_dataset"] is False
+    assert result.details["risk_score"] < 20
+    assert ctx.artifacts["dataset_npz_filtered"] == path
+
+
+def test_poi_step_fails_when_residual_stays_above_gate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = scan_step.scan
+
+    def stubborn(*args: object, **kwargs: object) -> ScanReport:
+        # the real scan, with the risk pinned high: the residual can never pass the gate
+        return dataclasses.replace(real(*args, **kwargs), risk_score=95.0)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scan_step, "scan", stubborn)
+    with pytest.raises(PipelineError, match="residual risk 95 is still above the gate"):
+        scan_step.run(_ctx(tmp_path, 40))
