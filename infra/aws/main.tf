@@ -93,12 +93,14 @@ module "data_key" {
 
   users = [
     {
+      # Mirrors encryption/policies/aws-producer.json: ingestion only wraps (seals) records.
       sid                = "IngestEnvelope"
       principal_arns     = [module.consumer_role.arn]
-      actions            = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"]
+      actions            = ["kms:Encrypt", "kms:GenerateDataKey"]
       encryption_context = local.data_key_context
     },
     {
+      # aws-consumer.json (unwrap records) plus aws-producer.json (seal the trained model).
       sid                = "TrainerEnvelope"
       principal_arns     = [module.trainer_role.arn]
       actions            = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"]
@@ -182,7 +184,7 @@ resource "aws_s3_bucket_policy" "access_logs" {
   bucket = aws_s3_bucket.access_logs.id
   policy = jsonencode({
     Version = "2012-10-17"
-    Statement = concat(var.unsafe_allow_plain_http_to_buckets ? [] : [
+    Statement = concat(var.unsafe_omit_bucket_policies ? [] : [
       {
         Sid       = "DenyInsecureTransport"
         Effect    = "Deny"
@@ -250,9 +252,9 @@ module "bucket" {
   lifecycle_rules = {
     noncurrent_version_expiration_days = var.buckets.noncurrent_version_expiration_days
   }
-  unsafe_allow_plain_http = var.unsafe_allow_plain_http_to_buckets
-  unsafe_force_destroy    = var.unsafe_force_destroy_buckets
-  tags                    = local.tags
+  unsafe_omit_bucket_policy = var.unsafe_omit_bucket_policies
+  unsafe_force_destroy      = var.unsafe_force_destroy_buckets
+  tags                      = local.tags
 }
 
 # ------------------------------------------------------------------------------------- stream --
@@ -377,12 +379,20 @@ module "endpoints" {
         resources      = [module.stream.stream_arn]
       },
     ]
-    kms = [{
-      sid            = "EnvelopeEncryption"
-      principal_arns = [module.consumer_role.arn, module.trainer_role.arn]
-      actions        = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"]
-      resources      = [module.data_key.key_arn]
-    }]
+    kms = [
+      {
+        sid            = "IngestEnvelope"
+        principal_arns = [module.consumer_role.arn]
+        actions        = ["kms:Encrypt", "kms:GenerateDataKey"]
+        resources      = [module.data_key.key_arn]
+      },
+      {
+        sid            = "TrainerEnvelope"
+        principal_arns = [module.trainer_role.arn]
+        actions        = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"]
+        resources      = [module.data_key.key_arn]
+      },
+    ]
     firehose = [{
       sid            = "WatchArchive"
       principal_arns = [module.consumer_role.arn]

@@ -13,6 +13,11 @@ output "firehose_arn" {
   value       = module.stream.firehose_arn
 }
 
+output "flow_log_id" {
+  description = "ID of the VPC flow log (all traffic of network.vpc_id, delivered to the access-log bucket)."
+  value       = aws_flow_log.vpc.id
+}
+
 output "role_arns" {
   description = "ARNs of the workload roles: producer, consumer, trainer."
   value       = local.role_arns
@@ -53,9 +58,4 @@ output "stream_name" {
 output "vpc_endpoint_ids" {
   description = "IDs of the VPC endpoints by service (firehose, kinesis, kms, s3)."
   value       = module.endpoints.endpoint_ids
-}
-
-output "flow_log_id" {
-  description = "ID of the VPC flow log (all traffic of network.vpc_id, delivered to the access-log bucket)."
-  value       = aws_flow_log.vpc.id
 }

@@ -152,15 +152,15 @@ variable "trusted_principal_arns" {
   }
 }
 
-variable "unsafe_allow_plain_http_to_buckets" {
-  description = "UNSAFE - local emulators only (moto server speaks plain HTTP and honours the TLS-only deny). Drops the deny-non-TLS statements from every bucket policy. Never set for a real account."
+variable "unsafe_force_destroy_buckets" {
+  description = "UNSAFE - throwaway stacks only. Lets `terraform destroy` delete buckets that still hold data."
   type        = bool
   default     = false
   nullable    = false
 }
 
-variable "unsafe_force_destroy_buckets" {
-  description = "UNSAFE - throwaway stacks only. Lets `terraform destroy` delete buckets that still hold data."
+variable "unsafe_omit_bucket_policies" {
+  description = "UNSAFE - local emulators only. Creates the data buckets without their bucket policies and drops the Deny statement from the access-log bucket policy: moto server speaks plain HTTP and applies Deny statements without their conditions. Never set for a real account."
   type        = bool
   default     = false
   nullable    = false

@@ -79,6 +79,17 @@ variable "log_analytics_workspace_id" {
   }
 }
 
+variable "prefix" {
+  description = "Prefix of every resource name (cloud-foundation-fabric convention); no random suffixes are added. Lowercase letters and digits only, since storage account names allow nothing else."
+  type        = string
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9]{1,11}$", var.prefix))
+    error_message = "prefix must be 2-12 lowercase letters or digits, starting with a letter (storage account names: 3-24 lowercase alphanumerics)."
+  }
+}
+
 variable "private_endpoints" {
   description = "Subnet for the private endpoints and the private DNS zones they register in (privatelink.vaultcore.azure.net, privatelink.servicebus.windows.net, privatelink.blob.core.windows.net, privatelink.dfs.core.windows.net)."
   type = object({
@@ -100,17 +111,6 @@ variable "private_endpoints" {
   validation {
     condition     = alltrue([for id in values(var.private_endpoints.private_dns_zone_ids) : can(regex("(?i)^/subscriptions/[0-9a-f-]{36}/resourceGroups/[^/]+/providers/Microsoft\\.Network/privateDnsZones/privatelink\\.[a-z.]+$", id))])
     error_message = "private_endpoints.private_dns_zone_ids must be privatelink.* private DNS zone resource IDs."
-  }
-}
-
-variable "prefix" {
-  description = "Prefix of every resource name (cloud-foundation-fabric convention); no random suffixes are added. Lowercase letters and digits only, since storage account names allow nothing else."
-  type        = string
-  nullable    = false
-
-  validation {
-    condition     = can(regex("^[a-z][a-z0-9]{1,11}$", var.prefix))
-    error_message = "prefix must be 2-12 lowercase letters or digits, starting with a letter (storage account names: 3-24 lowercase alphanumerics)."
   }
 }
 

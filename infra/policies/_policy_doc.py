@@ -7,7 +7,8 @@ with ``concat``/conditionals as a string holding the rendered Python repr, and o
 returns the dict when there is one; :func:`statement_texts` splits a rendered string into one text
 per statement (split at each ``Effect`` key) so the checks can still read it; a bare expression is
 unreadable and the checks report UNKNOWN for it (the modules keep their policies inline for this
-reason, and variable-built policies are guarded by variable validations tested in ``terraform test``).
+reason, and variable-built policies are guarded by variable validations tested in
+``terraform test``).
 """
 
 from __future__ import annotations

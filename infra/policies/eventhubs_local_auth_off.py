@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from _policy_doc import unwrap
 from checkov.common.models.enums import CheckCategories, CheckResult
 from checkov.terraform.checks.resource.base_resource_check import BaseResourceCheck
-
-from _policy_doc import unwrap
 
 
 class EventHubsLocalAuthDisabled(BaseResourceCheck):
@@ -26,7 +25,11 @@ class EventHubsLocalAuthDisabled(BaseResourceCheck):
 
     def scan_resource_conf(self, conf: dict[str, Any]) -> CheckResult:
         value = unwrap(conf.get("local_authentication_enabled"))
-        return CheckResult.PASSED if value is False or str(value).lower() == "false" else CheckResult.FAILED
+        return (
+            CheckResult.PASSED
+            if value is False or str(value).lower() == "false"
+            else CheckResult.FAILED
+        )
 
 
 check = EventHubsLocalAuthDisabled()

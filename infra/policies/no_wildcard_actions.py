@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from _policy_doc import as_list, load_policy, statement_texts, statements, text_actions, unwrap
 from checkov.common.models.enums import CheckCategories, CheckResult
 from checkov.terraform.checks.resource.base_resource_check import BaseResourceCheck
-
-from _policy_doc import as_list, load_policy, statement_texts, statements, text_actions, unwrap
 
 _POLICY_ATTRS = {
     "aws_iam_role_policy": "policy",
@@ -50,7 +49,9 @@ class NoWildcardIamActions(BaseResourceCheck):
         raw = conf.get(_POLICY_ATTRS[self.entity_type])
         if raw is None or unwrap(raw) in (None, ""):
             # No policy: aws_vpc_endpoint without one gets the AWS default "allow all".
-            return CheckResult.FAILED if self.entity_type == "aws_vpc_endpoint" else CheckResult.PASSED
+            return (
+                CheckResult.FAILED if self.entity_type == "aws_vpc_endpoint" else CheckResult.PASSED
+            )
         policy = load_policy(raw)
         if policy is None:
             texts = statement_texts(raw)

@@ -10,10 +10,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from _policy_doc import as_list, load_policy, statement_texts, statements, text_actions, unwrap
 from checkov.common.models.enums import CheckCategories, CheckResult
 from checkov.terraform.checks.resource.base_resource_check import BaseResourceCheck
-
-from _policy_doc import as_list, load_policy, statement_texts, statements, text_actions, unwrap
 
 _INSECURE = re.compile(r"""['"]aws:SecureTransport['"]\s*:\s*\[?\s*['"]?false""", re.IGNORECASE)
 

@@ -70,6 +70,6 @@ module "secure_ingestion" {
   }
 
   # Escape hatches, off unless set explicitly (make tf-apply-local sets both against moto).
-  unsafe_allow_plain_http_to_buckets = var.unsafe_allow_plain_http_to_buckets
-  unsafe_force_destroy_buckets       = var.unsafe_force_destroy_buckets
+  unsafe_force_destroy_buckets = var.unsafe_force_destroy_buckets
+  unsafe_omit_bucket_policies  = var.unsafe_omit_bucket_policies
 }

@@ -54,6 +54,25 @@ variable "region" {
   }
 }
 
+variable "unsafe_force_destroy_buckets" {
+  description = "UNSAFE - throwaway stacks only: passed to the module (destroy deletes buckets that hold data)."
+  type        = bool
+  default     = false
+  nullable    = false
+}
+
+variable "unsafe_omit_bucket_policies" {
+  description = "UNSAFE - local emulator only: passed to the module (no bucket policies, since moto speaks plain HTTP and applies Deny statements without their conditions)."
+  type        = bool
+  default     = false
+  nullable    = false
+
+  validation {
+    condition     = !var.unsafe_omit_bucket_policies || var.local_endpoint_url != null
+    error_message = "unsafe_omit_bucket_policies may only be set together with local_endpoint_url (a loopback emulator)."
+  }
+}
+
 variable "vpc_cidr" {
   description = "CIDR of the example VPC (two private /24 subnets are carved from it)."
   type        = string
@@ -64,23 +83,4 @@ variable "vpc_cidr" {
     condition     = can(cidrhost(var.vpc_cidr, 0)) && tonumber(try(split("/", var.vpc_cidr)[1], "0")) <= 22 && tonumber(try(split("/", var.vpc_cidr)[1], "0")) >= 16
     error_message = "vpc_cidr must be an IPv4 CIDR block from /16 to /22."
   }
-}
-
-variable "unsafe_allow_plain_http_to_buckets" {
-  description = "UNSAFE - local emulator only: passed to the module (drops the TLS-only bucket-policy statements, since moto speaks plain HTTP)."
-  type        = bool
-  default     = false
-  nullable    = false
-
-  validation {
-    condition     = !var.unsafe_allow_plain_http_to_buckets || var.local_endpoint_url != null
-    error_message = "unsafe_allow_plain_http_to_buckets may only be set together with local_endpoint_url (a loopback emulator)."
-  }
-}
-
-variable "unsafe_force_destroy_buckets" {
-  description = "UNSAFE - throwaway stacks only: passed to the module (destroy deletes buckets that hold data)."
-  type        = bool
-  default     = false
-  nullable    = false
 }

@@ -78,11 +78,13 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
 }
 
 resource "aws_s3_bucket_policy" "this" {
+  count = var.unsafe_omit_bucket_policy ? 0 : 1
+
   bucket = aws_s3_bucket.this.id
   # Inline (not a local) so static checkers (checkov, CKV_SAIP_1) can read the statements.
   policy = jsonencode({
     Version = "2012-10-17"
-    Statement = concat(var.unsafe_allow_plain_http ? [] : [
+    Statement = concat([
       {
         Sid       = "DenyInsecureTransport"
         Effect    = "Deny"

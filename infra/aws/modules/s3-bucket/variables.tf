@@ -72,15 +72,15 @@ variable "tags" {
   nullable    = false
 }
 
-variable "unsafe_allow_plain_http" {
-  description = "UNSAFE - local emulators only. Omits the bucket-policy statement that denies requests not made over TLS (moto server speaks plain HTTP and honours that deny). Never set this for a real account."
+variable "unsafe_force_destroy" {
+  description = "UNSAFE - throwaway environments only. Lets `terraform destroy` delete a bucket that still holds objects and versions, i.e. delete data."
   type        = bool
   default     = false
   nullable    = false
 }
 
-variable "unsafe_force_destroy" {
-  description = "UNSAFE - throwaway environments only. Lets `terraform destroy` delete a bucket that still holds objects and versions, i.e. delete data."
+variable "unsafe_omit_bucket_policy" {
+  description = "UNSAFE - local emulators only. Creates no bucket policy, i.e. none of the Deny statements (TLS-only, TLS >= 1.2, key pinning): moto server speaks plain HTTP and applies Deny statements without their conditions, so it would refuse every object call. Never set this for a real account."
   type        = bool
   default     = false
   nullable    = false

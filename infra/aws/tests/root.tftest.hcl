@@ -1,0 +1,158 @@
+# Unit tests of the root module (secure ingestion) with a mocked AWS provider: the composed
+# stack keeps its secure defaults, saip_config has the shape saip reads, every validation rejects.
+
+mock_provider "aws" {
+  mock_resource "aws_kms_key" {
+    defaults = {
+      arn    = "arn:aws:kms:eu-west-1:123456789012:key/0a1b2c3d-0000-4000-8000-00000000abcd"
+      key_id = "0a1b2c3d-0000-4000-8000-00000000abcd"
+    }
+  }
+  mock_resource "aws_iam_role" {
+    defaults = {
+      arn = "arn:aws:iam::123456789012:role/mock-role"
+    }
+  }
+  mock_resource "aws_s3_bucket" {
+    defaults = {
+      arn = "arn:aws:s3:::mock-bucket"
+    }
+  }
+  mock_resource "aws_kinesis_stream" {
+    defaults = {
+      arn = "arn:aws:kinesis:eu-west-1:123456789012:stream/mock-records"
+    }
+  }
+  mock_resource "aws_kinesis_firehose_delivery_stream" {
+    defaults = {
+      arn = "arn:aws:firehose:eu-west-1:123456789012:deliverystream/mock-archive"
+    }
+  }
+  mock_data "aws_caller_identity" {
+    defaults = {
+      account_id = "123456789012"
+      arn        = "arn:aws:iam::123456789012:user/ci"
+    }
+  }
+  mock_data "aws_region" {
+    defaults = {
+      name = "eu-west-1"
+    }
+  }
+  mock_data "aws_partition" {
+    defaults = {
+      partition = "aws"
+    }
+  }
+}
+
+variables {
+  prefix                 = "saip-test"
+  encryption_context     = { "saip:pipeline" = "ingest" }
+  key_administrator_arns = ["arn:aws:iam::123456789012:role/key-admin"]
+  network = {
+    vpc_id              = "vpc-0123456789abcdef0"
+    subnet_ids          = ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]
+    route_table_ids     = ["rtb-0123456789abcdef0"]
+    allowed_cidr_blocks = ["10.0.1.0/24", "10.0.2.0/24"]
+  }
+  trusted_principal_arns = {
+    producer = ["arn:aws:iam::123456789012:root"]
+    consumer = ["arn:aws:iam::123456789012:root"]
+    trainer  = ["arn:aws:iam::123456789012:root"]
+  }
+}
+
+run "composed_stack" {
+  command = apply
+
+  assert {
+    condition     = output.saip_config.ingest.backend == "aws" && output.saip_config.ingest.region == "eu-west-1" && output.saip_config.ingest.stream == "saip-test-records" && output.saip_config.ingest.bucket == "saip-test-landing"
+    error_message = "saip_config.ingest must carry backend, region, stream and bucket"
+  }
+  assert {
+    condition     = output.saip_config.encryption.key == "aws-kms:arn:aws:kms:eu-west-1:123456789012:key/0a1b2c3d-0000-4000-8000-00000000abcd"
+    error_message = "saip_config.encryption.key must be an aws-kms: key URI of the data key"
+  }
+  assert {
+    condition     = output.saip_config.encryption.context["saip:pipeline"] == "ingest" && length(output.saip_config.encryption.context) == 1
+    error_message = "saip_config.encryption.context must be the context the key policy requires"
+  }
+  assert {
+    condition     = alltrue([for p in [module.producer_role.policy, module.consumer_role.policy, module.trainer_role.policy] : alltrue([for s in jsondecode(p).Statement : alltrue([for a in s.Action : !strcontains(a, "*")]) && alltrue([for r in s.Resource : r != "*"])])])
+    error_message = "workload roles: no wildcard actions, no '*' resources"
+  }
+  assert {
+    condition     = alltrue([for b in ["landing", "quarantine", "artifacts"] : length([for s in jsondecode(module.bucket[b].policy).Statement : s if s.Sid == "DenyInsecureTransport"]) == 1])
+    error_message = "every data bucket must be TLS-only"
+  }
+  assert {
+    condition     = one([for s in jsondecode(aws_s3_bucket_policy.access_logs.policy).Statement : s if s.Sid == "DenyInsecureTransport"]).Condition.Bool["aws:SecureTransport"] == "false"
+    error_message = "the access-log bucket must be TLS-only"
+  }
+  assert {
+    condition     = one([for s in jsondecode(module.data_key.policy).Statement : s if s.Sid == "IngestEnvelope"]).Condition.StringEquals["kms:EncryptionContext:saip:pipeline"] == ["ingest"]
+    error_message = "the data key must require the encryption context"
+  }
+  assert {
+    condition     = one([for s in jsondecode(module.storage_key.policy).Statement : s if s.Sid == "StreamWrite"]).Condition.StringEquals["kms:ViaService"] == "kinesis.eu-west-1.amazonaws.com"
+    error_message = "the storage key is usable by producers only through Kinesis"
+  }
+  assert {
+    condition     = keys(module.endpoints.endpoint_ids) == ["firehose", "kinesis", "kms", "s3"]
+    error_message = "a VPC endpoint per data-plane service"
+  }
+  assert {
+    condition     = aws_flow_log.vpc.traffic_type == "ALL" && aws_flow_log.vpc.log_destination_type == "s3"
+    error_message = "VPC flow logs of all traffic are required"
+  }
+}
+
+run "rejects_bad_input" {
+  command = plan
+  variables {
+    prefix                 = "Saip"
+    encryption_context     = { "aws:reserved" = "x" }
+    key_administrator_arns = ["arn:aws:iam::123456789012:root"]
+    kms                    = { deletion_window_in_days = 1 }
+    stream                 = { retention_period_hours = 1 }
+    buckets                = { access_log_expiration_days = 30 }
+    firehose               = { object_prefix = "raw" }
+    trusted_principal_arns = { producer = ["*"], consumer = [], trainer = ["arn:aws:iam::123456789012:root"] }
+    network = {
+      vpc_id              = "vpc-0123456789abcdef0"
+      subnet_ids          = ["subnet-0123456789abcdef0"]
+      route_table_ids     = ["rtb-0123456789abcdef0"]
+      allowed_cidr_blocks = ["0.0.0.0/0"]
+    }
+  }
+  expect_failures = [var.prefix, var.encryption_context, var.key_administrator_arns, var.kms, var.stream, var.buckets, var.firehose, var.trusted_principal_arns, var.network]
+}
+
+run "rejects_second_blocks" {
+  command = plan
+  variables {
+    kms     = { rotation_period_in_days = 30 }
+    buckets = { noncurrent_version_expiration_days = 0 }
+    network = {
+      vpc_id              = "not-a-vpc"
+      subnet_ids          = ["subnet-0123456789abcdef0"]
+      route_table_ids     = ["rtb-0123456789abcdef0"]
+      allowed_cidr_blocks = ["10.0.1.0/24"]
+    }
+  }
+  expect_failures = [var.kms, var.buckets, var.network]
+}
+
+run "rejects_empty_network_lists" {
+  command = plan
+  variables {
+    network = {
+      vpc_id              = "vpc-0123456789abcdef0"
+      subnet_ids          = []
+      route_table_ids     = []
+      allowed_cidr_blocks = ["10.0.1.0/24"]
+    }
+  }
+  expect_failures = [var.network]
+}

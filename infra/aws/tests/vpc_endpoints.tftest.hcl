@@ -1,0 +1,176 @@
+# Unit tests of modules/vpc-endpoints with a mocked AWS provider.
+
+mock_provider "aws" {
+  mock_resource "aws_kms_key" {
+    defaults = {
+      arn    = "arn:aws:kms:eu-west-1:123456789012:key/0a1b2c3d-0000-4000-8000-00000000abcd"
+      key_id = "0a1b2c3d-0000-4000-8000-00000000abcd"
+    }
+  }
+  mock_resource "aws_iam_role" {
+    defaults = {
+      arn = "arn:aws:iam::123456789012:role/mock-role"
+    }
+  }
+  mock_resource "aws_s3_bucket" {
+    defaults = {
+      arn = "arn:aws:s3:::mock-bucket"
+    }
+  }
+  mock_resource "aws_kinesis_stream" {
+    defaults = {
+      arn = "arn:aws:kinesis:eu-west-1:123456789012:stream/mock-records"
+    }
+  }
+  mock_resource "aws_kinesis_firehose_delivery_stream" {
+    defaults = {
+      arn = "arn:aws:firehose:eu-west-1:123456789012:deliverystream/mock-archive"
+    }
+  }
+  mock_data "aws_caller_identity" {
+    defaults = {
+      account_id = "123456789012"
+      arn        = "arn:aws:iam::123456789012:user/ci"
+    }
+  }
+  mock_data "aws_region" {
+    defaults = {
+      name = "eu-west-1"
+    }
+  }
+  mock_data "aws_partition" {
+    defaults = {
+      partition = "aws"
+    }
+  }
+}
+
+variables {
+  prefix              = "saip-test"
+  vpc_id              = "vpc-0123456789abcdef0"
+  subnet_ids          = ["subnet-0123456789abcdef0"]
+  route_table_ids     = ["rtb-0123456789abcdef0"]
+  allowed_cidr_blocks = ["10.0.1.0/24"]
+  policies = {
+    kinesis  = [{ sid = "K", principal_arns = ["arn:aws:iam::123456789012:role/p"], actions = ["kinesis:PutRecords"], resources = ["arn:aws:kinesis:eu-west-1:123456789012:stream/s"] }]
+    kms      = [{ sid = "M", principal_arns = ["arn:aws:iam::123456789012:role/c"], actions = ["kms:Decrypt"], resources = ["arn:aws:kms:eu-west-1:123456789012:key/k"] }]
+    firehose = [{ sid = "F", principal_arns = ["arn:aws:iam::123456789012:role/c"], actions = ["firehose:DescribeDeliveryStream"], resources = ["arn:aws:firehose:eu-west-1:123456789012:deliverystream/f"] }]
+    s3       = [{ sid = "S", principal_arns = ["arn:aws:iam::123456789012:role/c"], actions = ["s3:GetObject"], resources = ["arn:aws:s3:::b/*"] }]
+  }
+}
+
+run "private_endpoint_per_service" {
+  command = apply
+  module {
+    source = "./modules/vpc-endpoints"
+  }
+  assert {
+    condition     = toset([for e in aws_vpc_endpoint.interface : e.service_name]) == toset(["com.amazonaws.eu-west-1.kinesis-streams", "com.amazonaws.eu-west-1.kms", "com.amazonaws.eu-west-1.kinesis-firehose"])
+    error_message = "interface endpoints for Kinesis, KMS and Firehose are required"
+  }
+  assert {
+    condition     = alltrue([for e in aws_vpc_endpoint.interface : e.private_dns_enabled && e.vpc_endpoint_type == "Interface"])
+    error_message = "interface endpoints must have private DNS on"
+  }
+  assert {
+    condition     = aws_vpc_endpoint.s3.vpc_endpoint_type == "Gateway" && aws_vpc_endpoint.s3.service_name == "com.amazonaws.eu-west-1.s3"
+    error_message = "an S3 gateway endpoint is required"
+  }
+  assert {
+    condition     = alltrue([for e in concat(values(aws_vpc_endpoint.interface), [aws_vpc_endpoint.s3]) : length(jsondecode(e.policy).Statement) > 0])
+    error_message = "every endpoint carries a policy"
+  }
+  assert {
+    condition     = alltrue([for r in aws_vpc_security_group_ingress_rule.https : r.from_port == 443 && r.to_port == 443 && r.cidr_ipv4 != "0.0.0.0/0"])
+    error_message = "endpoints accept only HTTPS from the workload CIDRs"
+  }
+}
+
+run "rejects_bad_ids_and_open_cidr" {
+  command = plan
+  module {
+    source = "./modules/vpc-endpoints"
+  }
+  variables {
+    prefix              = "Bad"
+    vpc_id              = "vpc-x"
+    subnet_ids          = ["subnet-x"]
+    route_table_ids     = ["rtb-x"]
+    allowed_cidr_blocks = ["0.0.0.0/0"]
+  }
+  expect_failures = [var.prefix, var.vpc_id, var.subnet_ids, var.route_table_ids, var.allowed_cidr_blocks]
+}
+
+run "rejects_not_a_cidr" {
+  command = plan
+  module {
+    source = "./modules/vpc-endpoints"
+  }
+  variables {
+    allowed_cidr_blocks = ["not-a-cidr/8"]
+  }
+  expect_failures = [var.allowed_cidr_blocks]
+}
+
+run "rejects_missing_service_policy" {
+  command = plan
+  module {
+    source = "./modules/vpc-endpoints"
+  }
+  variables {
+    policies = {
+      kinesis  = [{ sid = "K", principal_arns = ["arn:aws:iam::123456789012:role/p"], actions = ["kinesis:PutRecords"], resources = ["arn:aws:kinesis:eu-west-1:123456789012:stream/s"] }]
+      kms      = [{ sid = "M", principal_arns = ["arn:aws:iam::123456789012:role/c"], actions = ["kms:Decrypt"], resources = ["arn:aws:kms:eu-west-1:123456789012:key/k"] }]
+      firehose = [{ sid = "F", principal_arns = ["arn:aws:iam::123456789012:role/c"], actions = ["firehose:DescribeDeliveryStream"], resources = ["arn:aws:firehose:eu-west-1:123456789012:deliverystream/f"] }]
+    }
+  }
+  expect_failures = [var.policies]
+}
+
+run "rejects_wildcard_action" {
+  command = plan
+  module {
+    source = "./modules/vpc-endpoints"
+  }
+  variables {
+    policies = {
+      kinesis  = [{ sid = "K", principal_arns = ["arn:aws:iam::123456789012:role/p"], actions = ["kinesis:*"], resources = ["arn:aws:kinesis:eu-west-1:123456789012:stream/s"] }]
+      kms      = [{ sid = "M", principal_arns = ["arn:aws:iam::123456789012:role/c"], actions = ["kms:Decrypt"], resources = ["arn:aws:kms:eu-west-1:123456789012:key/k"] }]
+      firehose = [{ sid = "F", principal_arns = ["arn:aws:iam::123456789012:role/c"], actions = ["firehose:DescribeDeliveryStream"], resources = ["arn:aws:firehose:eu-west-1:123456789012:deliverystream/f"] }]
+      s3       = [{ sid = "S", principal_arns = ["arn:aws:iam::123456789012:role/c"], actions = ["s3:GetObject"], resources = ["arn:aws:s3:::b/*"] }]
+    }
+  }
+  expect_failures = [var.policies]
+}
+
+run "rejects_star_resource" {
+  command = plan
+  module {
+    source = "./modules/vpc-endpoints"
+  }
+  variables {
+    policies = {
+      kinesis  = [{ sid = "K", principal_arns = ["arn:aws:iam::123456789012:role/p"], actions = ["kinesis:PutRecords"], resources = ["*"] }]
+      kms      = [{ sid = "M", principal_arns = ["arn:aws:iam::123456789012:role/c"], actions = ["kms:Decrypt"], resources = ["arn:aws:kms:eu-west-1:123456789012:key/k"] }]
+      firehose = [{ sid = "F", principal_arns = ["arn:aws:iam::123456789012:role/c"], actions = ["firehose:DescribeDeliveryStream"], resources = ["arn:aws:firehose:eu-west-1:123456789012:deliverystream/f"] }]
+      s3       = [{ sid = "S", principal_arns = ["arn:aws:iam::123456789012:role/c"], actions = ["s3:GetObject"], resources = ["arn:aws:s3:::b/*"] }]
+    }
+  }
+  expect_failures = [var.policies]
+}
+
+run "rejects_wildcard_principal" {
+  command = plan
+  module {
+    source = "./modules/vpc-endpoints"
+  }
+  variables {
+    policies = {
+      kinesis  = [{ sid = "K", principal_arns = ["*"], actions = ["kinesis:PutRecords"], resources = ["arn:aws:kinesis:eu-west-1:123456789012:stream/s"] }]
+      kms      = [{ sid = "M", principal_arns = ["arn:aws:iam::123456789012:role/c"], actions = ["kms:Decrypt"], resources = ["arn:aws:kms:eu-west-1:123456789012:key/k"] }]
+      firehose = [{ sid = "F", principal_arns = ["arn:aws:iam::123456789012:role/c"], actions = ["firehose:DescribeDeliveryStream"], resources = ["arn:aws:firehose:eu-west-1:123456789012:deliverystream/f"] }]
+      s3       = [{ sid = "S", principal_arns = ["arn:aws:iam::123456789012:role/c"], actions = ["s3:GetObject"], resources = ["arn:aws:s3:::b/*"] }]
+    }
+  }
+  expect_failures = [var.policies]
+}

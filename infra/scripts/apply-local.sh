@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# `make tf-apply-local`: the AWS example, applied for real against moto server on 127.0.0.1.
+#   1. start moto (saip.devservices, its own run dir); a trap stops it by PID on any exit
+#   2. terraform apply of infra/aws/examples/secure-ingestion with every endpoint on moto, test
+#      credentials, and the two loudly named escape hatches moto needs (no bucket policies, force destroy)
+#   3. saip ingest: produce signed records, publish them to the applied Kinesis stream, then
+#      `saip ingest run --source stream` into the applied bucket with the applied KMS key, all
+#      taken from `terraform output -json` (saip_config)
+#   4. a second plan must show no changes (check-noop-plan.py; see it for the one moto gap allowed)
+#   5. terraform destroy
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+root="$PWD"
+run="$root/${RUN_DIR:-.run}/tf-local"
+py="$root/.venv/bin/python"
+saip="$root/.venv/bin/saip"
+TF="$root/infra/scripts/tf.sh"
+example="infra/aws/examples/secure-ingestion"
+mkdir -p "$run"
+
+"$TF" --mirror >/dev/null || { echo "tf-apply-local: no Terraform provider mirror; cannot run" >&2; exit 3; }
+
+state="$run/terraform.tfstate"
+applied=0
+cleanup() {
+  rc=$?
+  if [[ $applied == 1 && -f "$state" ]]; then
+    echo "==> destroy (cleanup)"
+    "$TF" "$example" destroy -auto-approve -no-color -input=false -state="$state" "${vars[@]}" > "$run/destroy.log" 2>&1 \
+      || echo "tf-apply-local: destroy failed, see $run/destroy.log" >&2
+  fi
+  "$py" -m saip.devservices down --run-dir "$run/services" || true
+  exit $rc
+}
+trap cleanup EXIT
+
+echo "==> starting moto"
+"$py" -m saip.devservices up --run-dir "$run/services" --only moto
+url="$("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["moto"]["url"])' "$run/services/services.json")"
+echo "    moto at $url"
+
+# Dummy credentials only: nothing here can reach a real account.
+unset AWS_PROFILE AWS_SESSION_TOKEN AWS_SECURITY_TOKEN
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=eu-west-1
+rm -f "$state" "$state.backup"
+
+vars=(
+  -var "local_endpoint_url=$url"
+  -var 'key_administrator_arns=["arn:aws:iam::123456789012:user/moto"]'
+  -var "unsafe_omit_bucket_policies=true"
+  -var "unsafe_force_destroy_buckets=true"
+)
+
+echo "==> terraform init + apply (against moto)"
+"$TF" "$example" init -backend=false -input=false -no-color > "$run/init.log"
+applied=1
+"$TF" "$example" apply -auto-approve -no-color -input=false -state="$state" "${vars[@]}" > "$run/apply.log" 2>&1 \
+  || { tail -40 "$run/apply.log"; exit 1; }
+grep -E "^Apply complete" "$run/apply.log"
+"$TF" "$example" output -json -state="$state" > "$run/outputs.json"
+
+read -r region stream bucket key endpoint < <("$py" - "$run/outputs.json" <<'PY'
+import json, sys
+cfg = json.load(open(sys.argv[1]))["saip_config"]["value"]
+print(cfg["ingest"]["region"], cfg["ingest"]["stream"], cfg["ingest"]["bucket"],
+      cfg["encryption"]["key"], cfg["ingest"]["endpoint_url"])
+PY
+)
+echo "    stream=$stream bucket=$bucket key=$key region=$region"
+
+echo "==> saip ingest against the applied stream / bucket / key"
+# --endpoint-url reaches the stream and bucket; the aws-kms key provider builds its own client, so
+# AWS_ENDPOINT_URL (honoured by boto3) keeps its KMS calls on moto too.
+export AWS_ENDPOINT_URL="$url"
+data="$run/saip"
+rm -rf "$data"
+"$saip" --data-dir "$data" ingest produce --producer tf-local --limit 200 --json "$run/records.jsonl" > "$run/produce.json"
+"$saip" --data-dir "$data" ingest publish --backend aws --endpoint-url "$endpoint" --region "$region" \
+  --stream "$stream" --bucket "$bucket" "$run/records.jsonl" > "$run/publish.out"
+"$saip" --data-dir "$data" ingest run --backend aws --source stream --endpoint-url "$endpoint" \
+  --region "$region" --stream "$stream" --bucket "$bucket" --key "$key" --json > "$run/ingest.json"
+cat "$run/ingest.json"
+"$py" - "$run/ingest.json" <<'PY'
+import json, sys
+result = json.load(open(sys.argv[1]))
+accepted = result.get("accepted", result.get("stored", 0))
+if not isinstance(accepted, int) or accepted <= 0:
+    sys.exit(f"tf-apply-local: saip ingest stored no record: {result}")
+print(f"    saip ingest: {accepted} records accepted into the applied bucket")
+PY
+
+echo "==> second plan must be empty"
+"$TF" "$example" plan -no-color -input=false -state="$state" "${vars[@]}" -out="$run/replan.tfplan" > "$run/replan.log" 2>&1
+"$TF" "$example" show -json "$run/replan.tfplan" > "$run/replan.json"
+"$py" "$root/infra/scripts/check-noop-plan.py" "$run/replan.json"
+
+echo "==> destroy"
+"$TF" "$example" destroy -auto-approve -no-color -input=false -state="$state" "${vars[@]}" > "$run/destroy.log" 2>&1 \
+  || { tail -40 "$run/destroy.log"; exit 1; }
+grep -E "^Destroy complete" "$run/destroy.log"
+applied=0
+echo "==> tf-apply-local: apply, saip ingest, empty re-plan and destroy all succeeded"
