@@ -17,6 +17,8 @@ saip="$root/.venv/bin/saip"
 TF="$root/infra/scripts/tf.sh"
 example="infra/aws/examples/secure-ingestion"
 mkdir -p "$run"
+# Own Terraform data dir, so a concurrent `make test` (which inits the same example) cannot clash.
+export SAIP_TF_RUN_DIR="$run/tf"
 
 "$TF" --mirror >/dev/null || { echo "tf-apply-local: no Terraform provider mirror; cannot run" >&2; exit 3; }
 
