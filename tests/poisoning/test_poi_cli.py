@@ -47,7 +47,8 @@ def test_poi_cli_json_report_and_gate(
     err = capsys.readouterr().err
     assert rc == 1
     assert "exceeds --max-risk 40" in err
-    assert "poisoned producer" in err and "p1" in err
+    assert "poisoned producer" in err
+    assert "p1" in err
     doc = json.loads(out.read_text())
     assert doc["risk_score"] > 40
     assert doc["per_producer"]["p1"]["named"] is True
@@ -77,7 +78,9 @@ def test_poi_cli_malformed_input(
     path = _write(tmp_path / "bad.npz", **arrays)
     assert main(["scan", str(path)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("saip: error:") and match in err and "PoisoningInputError" in err
+    assert err.startswith("saip: error:")
+    assert match in err
+    assert "PoisoningInputError" in err
     assert "Traceback" not in err
 
 

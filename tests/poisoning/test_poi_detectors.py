@@ -59,7 +59,8 @@ def test_poi_activation_clustering_flags_only_poisoned_class() -> None:
     r = ActivationClustering().detect(x, y, model=view)
     assert r.suspect_classes == (2,)
     p, rec = _prec_rec(r.flags, truth)
-    assert p > 0.9 and rec > 0.9
+    assert p > 0.9
+    assert rec > 0.9
     assert set(r.reasons) == set(np.flatnonzero(r.flags).tolist())
 
 
@@ -77,7 +78,8 @@ def test_poi_spectral_signature_per_class_test(robust: bool) -> None:
     r = SpectralSignature(robust=robust).detect(x, y, model=view)
     assert 4 in r.suspect_classes
     p, rec = _prec_rec(r.flags, truth)
-    assert p > 0.8 and rec > 0.3
+    assert p > 0.8
+    assert rec > 0.3
     xc, yc, vc, _ = _synthetic_view(poisoned_class=None)
     assert SpectralSignature(robust=robust).detect(xc, yc, model=vc).n_flagged == 0
 
@@ -99,7 +101,8 @@ def test_poi_loss_low_tail_finds_patch_backdoor(a2o: tuple[Poisoned, ProbeView])
     r = LossTrajectory().detect(p.x, p.y, model=view)
     target = p.y == 0
     prec, rec = _prec_rec(r.parts["low_tail"] & target, p.is_poison)
-    assert prec > 0.6 and rec > 0.3
+    assert prec > 0.6
+    assert rec > 0.3
     assert r.scores[p.is_poison].mean() > r.scores[target & ~p.is_poison].mean()
 
 
@@ -107,7 +110,8 @@ def test_poi_loss_high_tail_finds_flips(flips: tuple[Poisoned, ProbeView]) -> No
     p, view = flips
     r = LossTrajectory().detect(p.x, p.y, model=view)
     prec, rec = _prec_rec(r.parts["high_loss"], p.is_poison)
-    assert prec > 0.7 and rec > 0.7
+    assert prec > 0.7
+    assert rec > 0.7
     assert r.parts["low_loss"].sum() == 0
 
 
@@ -115,8 +119,10 @@ def test_poi_gradient_similarity_finds_flips(flips: tuple[Poisoned, ProbeView]) 
     p, view = flips
     r = GradientSimilarity().detect(p.x, p.y, model=view)
     prec, rec = _prec_rec(r.flags, p.is_poison)
-    assert prec > 3 * p.is_poison.mean() and rec > 0.5  # far above the 10 % base rate
-    assert r.parts["cosine"].any() and r.parts["sever"].any()
+    assert prec > 3 * p.is_poison.mean()
+    assert rec > 0.5  # far above the 10 % base rate
+    assert r.parts["cosine"].any()
+    assert r.parts["sever"].any()
 
 
 def test_poi_knn_input_finds_flips_and_patched_samples(
@@ -125,7 +131,8 @@ def test_poi_knn_input_finds_flips_and_patched_samples(
     p, _ = flips
     r = KnnLabelDisagreement().detect(p.x, p.y)
     prec, rec = _prec_rec(r.flags, p.is_poison)
-    assert prec > 0.7 and rec > 0.8
+    assert prec > 0.7
+    assert rec > 0.8
     q, _ = a2o
     r2 = KnnLabelDisagreement().detect(q.x, q.y)
     assert r2.scores[q.is_poison].mean() > 3 * r2.scores[~q.is_poison].mean()

@@ -8,7 +8,7 @@ Public API: :func:`scan` (all detectors fused into a :class:`ScanReport`), :func
 from saip_poisoning.client import client_filter
 from saip_poisoning.detectors import DetectionReport
 from saip_poisoning.errors import PoisoningInputError
-from saip_poisoning.scan import BANDS, Mitigation, ScanReport, band, scan
+from saip_poisoning.scan import BANDS, Mitigation, ScanReport, band, filter_iteratively, scan
 
 __all__ = [
     "BANDS",
@@ -18,5 +18,6 @@ __all__ = [
     "ScanReport",
     "band",
     "client_filter",
+    "filter_iteratively",
     "scan",
 ]

@@ -14,9 +14,10 @@ Rules (each uses only the detectors' own thresholds; no poison rate is ever assu
 
 Risk score (0–100) from the fused flagged fraction ``f``:
 ``100·(1 - exp(-max(0, f - 0.03) / 0.025))``, raised to at least 50 when a class-level test
-(class-size prior, activation clustering) fires. Bands: **0–19 low**
-(clean MNIST/digits measure 0–10), **20–39 guarded** (review), **40–69 high** (drop flagged
-samples and re-scan before training), **70–100 critical** (stop; investigate sources).
+(class-size prior, activation clustering) fires on a class of which the rules flag ≥ 10 %.
+Bands: **0–19 low** (clean MNIST/digits measure 0–10), **20–39 guarded** (review),
+**40–69 high** (drop flagged samples and re-scan before training), **70–100 critical** (stop;
+investigate sources).
 The 3 % allowance is the measured share of clean samples that rules 1–4 flag on clean MNIST-5k
 and digits (ambiguous digits); see ``benchmarks/results/poisoning.json``.
 """
@@ -46,7 +47,15 @@ from saip_poisoning.detectors import (
 )
 from saip_poisoning.model import ProbeView, fit_probe
 
-__all__ = ["BANDS", "Mitigation", "ScanReport", "band", "risk_from_fraction", "scan"]
+__all__ = [
+    "BANDS",
+    "Mitigation",
+    "ScanReport",
+    "band",
+    "filter_iteratively",
+    "risk_from_fraction",
+    "scan",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +65,7 @@ BANDS: tuple[tuple[float, str], ...] = ((0, "low"), (20, "guarded"), (40, "high"
 CLEAN_ALLOWANCE = 0.03
 _SCALE = 0.025
 _CLASS_FLOOR = 50.0
+_CLASS_FLAG_SHARE = 0.10
 
 
 def risk_from_fraction(fraction: float, *, class_evidence: bool = False) -> float:
@@ -304,7 +314,11 @@ def scan(
         "class_size_prior": set(size.suspect_classes),
         "activation_clustering": set(ac.suspect_classes),
     }
-    class_evidence = any(class_tests.values())
+    # a class test counts as evidence only where the fused rules also flag a real share of the
+    # class (after mitigation an oversized-but-cleaned class must not pin the risk at 50)
+    class_evidence = any(
+        float(flags[yv == c].mean()) >= _CLASS_FLAG_SHARE for cs in class_tests.values() for c in cs
+    )
     risk = risk_from_fraction(overall, class_evidence=class_evidence)
     per_class: dict[int, dict[str, Any]] = {}
     for c in range(data.n_classes):
@@ -317,7 +331,9 @@ def scan(
             "n": int(m.sum()),
             "flagged": int(flags[m].sum()),
             "flagged_fraction": round(frac, 4),
-            "risk_score": risk_from_fraction(frac, class_evidence=bool(fired)),
+            "risk_score": risk_from_fraction(
+                frac, class_evidence=bool(fired) and frac >= _CLASS_FLAG_SHARE
+            ),
             "class_tests": fired,
             "size_ratio_to_median": round(float(size.class_stats[c]["ratio_to_median"]), 3),
             "low_loss_share": round(float(loss.class_stats[c]["low_loss_share"]), 3),
@@ -437,3 +453,38 @@ def _mitigations(
                 )
             )
     return out
+
+
+def filter_iteratively(
+    x: ArrayLike,
+    y: ArrayLike,
+    *,
+    producer: ArrayLike | None = None,
+    max_rounds: int = 3,
+    stop_below: float = 20.0,
+    seed: int = 0,
+) -> tuple[NDArray[np.bool_], list[ScanReport]]:
+    """Drop flagged samples and re-scan the rest until the risk is below ``stop_below``.
+
+    The ``drop_flagged_and_retrain`` mitigation applied the way Sever (Diakonikolas et al.
+    2019) applies its filter: a poison that dominated the first probe is partly hidden by the
+    rest of the poison, and becomes visible once the most obvious part is gone. Returns the
+    keep-mask over the input and the report of every round (the last one is the residual).
+    """
+    if max_rounds < 1:
+        raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
+    xa, ya = np.asarray(x), np.asarray(y)
+    pa = None if producer is None else np.asarray(producer)
+    keep = np.ones(len(ya), dtype=bool)
+    reports: list[ScanReport] = []
+    for _ in range(max_rounds):
+        idx = np.flatnonzero(keep)
+        rep = scan(xa[idx], ya[idx], producer=None if pa is None else pa[idx], seed=seed)
+        reports.append(rep)
+        if rep.risk_score < stop_below or not rep.flags.any():
+            break
+        keep[idx[rep.flags]] = False
+    else:
+        idx = np.flatnonzero(keep)
+        reports.append(scan(xa[idx], ya[idx], producer=None if pa is None else pa[idx], seed=seed))
+    return keep, reports

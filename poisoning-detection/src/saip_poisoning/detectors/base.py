@@ -95,14 +95,14 @@ def top_direction(
     matrix–vector products: full SVDs of per-class gradient matrices dominated scan time.
     """
     rng = np.random.default_rng(seed)
-    v = rng.normal(size=a.shape[1])
-    v /= np.linalg.norm(v) + 1e-12
+    v: NDArray[np.float64] = np.asarray(rng.normal(size=a.shape[1]), dtype=np.float64)
+    v = np.asarray(v / (float(np.linalg.norm(v)) + 1e-12), dtype=np.float64)
     for _ in range(iters):
-        w = a.T @ (a @ v)
+        w: NDArray[np.float64] = a.T @ (a @ v)
         norm = float(np.linalg.norm(w))
         if norm <= 1e-12:
             break
-        w /= norm
+        w = np.asarray(w / norm, dtype=np.float64)
         if float(np.abs(w @ v)) > 1 - 1e-10:
             v = w
             break

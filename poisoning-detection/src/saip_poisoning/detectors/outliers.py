@@ -5,8 +5,9 @@
   a small trigger barely moves a sample, so a patched "3" relabelled "0" keeps "3"s as
   neighbours; the check is the deep-kNN defence of Peri et al. 2020 ("Deep k-NN Defense against
   Clean-label Data Poisoning Attacks", arXiv:1909.13374) applied to inputs or representations.
-- **Robust outliers** — isolation forest (Liu, Ting, Zhou 2008) per class on the representation,
-  cut by a robust z-score of its anomaly score.
+- **Robust outliers** — isolation forest (Liu, Ting, Zhou 2008) per class on the representation
+  and a robust (trimmed-covariance Mahalanobis) distance, each cut by a robust z-score; the
+  distance catches a small far group that masks itself in the forest.
 - **Class-size prior** — an all-to-one attack adds its poison to one target class, which grows
   by the poison mass; a class far above the median class size (robust z) is suspect.
 
@@ -36,6 +37,7 @@ from saip_poisoning.detectors.base import (
     pca_reduce,
     robust_z,
 )
+from saip_poisoning.detectors.spectral import trimmed_whiten
 from saip_poisoning.model import ProbeView
 
 __all__ = ["ClassSizePrior", "KnnLabelDisagreement", "RobustOutliers", "knn_disagreement"]
@@ -114,7 +116,7 @@ class KnnLabelDisagreement:
 
 
 class RobustOutliers:
-    """Per-class isolation forest on the representation, cut at a robust z-score.
+    """Per-class isolation forest and robust distance on the representation, cut at a robust z.
 
     Parameters
     ----------
@@ -150,7 +152,11 @@ class RobustOutliers:
             f = view.features[idx]
             r = pca_reduce(f, self.n_components)
             forest = IsolationForest(n_estimators=100, random_state=self.seed).fit(r)
-            s[idx] = robust_z(-forest.score_samples(r))
+            iso = robust_z(-forest.score_samples(r))
+            # robust distance: Mahalanobis under a trimmed covariance; catches small far groups
+            # that mask each other in the forest
+            dist = robust_z(np.linalg.norm(trimmed_whiten(r), axis=1))
+            s[idx] = np.maximum(iso, dist)
         flags = s > self.z_threshold
         reasons = {
             int(i): f"isolation-forest anomaly z={s[i]:.1f} within class {int(data.y[i])}"
