@@ -346,3 +346,31 @@ def test_aws_data_key_mirrors_encryption_policies() -> None:
 
     assert actions("IngestEnvelope") == wrap
     assert actions("TrainerEnvelope") == wrap | unwrap
+
+
+@pytest.mark.parametrize(
+    ("cloud", "backend", "scheme"),
+    [("aws", "aws", "aws-kms:"), ("azure", "azure", "azure-kv:"), ("gcp", "gcp", "gcp-kms:")],
+)
+def test_saip_config_output_matches_saip_config_model(
+    cloud: str, backend: str, scheme: str
+) -> None:
+    """`saip_config` is shaped like saip's [ingest]/[encryption] (pipeline/src/saip/config.py)."""
+    from saip.config import EncryptionSection, IngestSection, SaipConfig
+
+    outputs = _load(INFRA / cloud / "outputs.tf")["output"]
+    value = next(e["saip_config"]["value"] for e in outputs if "saip_config" in e)
+    assert set(value) == {"ingest", "encryption"}
+    assert set(value["ingest"]) == set(IngestSection.model_fields)
+    assert set(value["encryption"]) <= set(EncryptionSection.model_fields)
+    assert value["ingest"]["backend"] == backend
+    assert value["encryption"]["key"].startswith(scheme)
+    # With placeholders for the values Terraform computes, saip's own model accepts it.
+    ingest = {
+        k: (v if k == "backend" else (None if v is None else "x"))
+        for k, v in value["ingest"].items()
+    }
+    encryption = {"key": f"{scheme}x"} | (
+        {"context": {"k": "v"}} if "context" in value["encryption"] else {}
+    )
+    SaipConfig.model_validate({"ingest": ingest, "encryption": encryption})
