@@ -30,6 +30,14 @@ resource "azurerm_user_assigned_identity" "cmk" {
   tags                = local.tags
 }
 
+# Identity the namespace's capture agent writes to the capture container with (shared keys are off).
+resource "azurerm_user_assigned_identity" "capture" {
+  name                = "${var.prefix}-capture"
+  location            = var.location
+  resource_group_name = var.resource_group_name
+  tags                = local.tags
+}
+
 resource "azurerm_user_assigned_identity" "workload" {
   for_each = local.workloads
 
@@ -229,7 +237,7 @@ resource "azurerm_eventhub_namespace" "this" {
 
   identity {
     type         = "UserAssigned"
-    identity_ids = [azurerm_user_assigned_identity.cmk.id]
+    identity_ids = [azurerm_user_assigned_identity.cmk.id, azurerm_user_assigned_identity.capture.id]
   }
 
   network_rulesets {
@@ -271,7 +279,7 @@ resource "azurerm_eventhub" "records" {
     }
   }
 
-  depends_on = [azurerm_eventhub_namespace_customer_managed_key.this]
+  depends_on = [azurerm_eventhub_namespace_customer_managed_key.this, azurerm_role_assignment.capture_write]
 }
 
 resource "azurerm_eventhub_consumer_group" "ingest" {
@@ -323,6 +331,12 @@ resource "azurerm_role_assignment" "receiver_blobs" {
   scope                = azurerm_storage_container.this[each.key].id
   role_definition_name = "Storage Blob Data Contributor"
   principal_id         = azurerm_user_assigned_identity.workload["receiver"].principal_id
+}
+
+resource "azurerm_role_assignment" "capture_write" {
+  scope                = azurerm_storage_container.this["capture"].id
+  role_definition_name = "Storage Blob Data Contributor"
+  principal_id         = azurerm_user_assigned_identity.capture.principal_id
 }
 
 resource "azurerm_role_assignment" "trainer_read" {

@@ -111,6 +111,11 @@ def test_azure_event_hubs_namespace_secure(azure: dict[str, dict[str, Any]]) -> 
     capture = _one(hub["capture_description"])
     assert capture["enabled"] is True
     assert "azurerm_storage_account.this.id" in _one(capture["destination"])["storage_account_id"]
+    writer = azure["azurerm_role_assignment.capture_write"]
+    assert writer["scope"] == '${azurerm_storage_container.this["capture"].id}'
+    assert "azurerm_user_assigned_identity.capture.id" in str(
+        _one(azure["azurerm_eventhub_namespace.this"]["identity"])["identity_ids"]
+    )
 
 
 def test_azure_storage_account_secure(azure: dict[str, dict[str, Any]]) -> None:
