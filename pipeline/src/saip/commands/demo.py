@@ -11,7 +11,17 @@ from saip.pipeline import PipelineContext, Step, prepare_data_dir, run_steps, wr
 
 
 def _steps() -> list[tuple[str, Step]]:
-    return [("prepare the data directory", prepare_data_dir)]
+    # Imported here, not at module level: each step pulls in its capability package (torch, Flower),
+    # which would slow every other `saip` command's start-up.
+    from saip.steps import fl, ingest, keys, scan
+
+    return [
+        ("prepare the data directory", prepare_data_dir),
+        ("master key and envelope encryption", keys.run),
+        ("signed producers → ingestion → encrypted landing + quarantine", ingest.run),
+        ("poisoning gate before training", scan.run),
+        ("federated training: grouped SecAgg+, DP-SGD, update validation", fl.run),
+    ]
 
 
 def demo(

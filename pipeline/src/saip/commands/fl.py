@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,20 +43,17 @@ JsonOpt = Annotated[
 DEPLOY_MODULE = "saip.commands.fl_deploy"
 
 
-def encryptor_for(uri: str | None, data_dir: Path) -> Any:
+def encryptor_for(
+    uri: str | None, data_dir: Path, *, context: Mapping[str, str] | None = None
+) -> Any:
     """Envelope encryptor for ``uri`` (``None``: local key under ``data_dir``, created if missing).
 
     Composes ``saip_encryption`` for ``saip_fl`` (which only knows its ``Encryptor`` protocol).
     """
-    from saip_encryption import EnvelopeEncryptor, from_uri
-    from saip_encryption.providers.local import create_local_key
+    from saip.compose import build_encryptor, resolve_key_uri
 
-    if uri is None:
-        path = data_dir / "keys" / "master.key"
-        if not path.exists():
-            create_local_key(path)
-        uri = f"local:{path}"
-    return EnvelopeEncryptor([from_uri(uri)])
+    key = resolve_key_uri(uri, configured=None, data_dir=data_dir)
+    return build_encryptor(key, context=context or {})
 
 
 def rounds_table(metrics: dict[str, Any]) -> Table:
@@ -99,7 +97,9 @@ def run_cmd(
         raise ValueError(f"--name must be a plain directory name, got '{run_name}'")
     run_dir = state.data_dir / "fl" / run_name
     state.data_dir.mkdir(parents=True, exist_ok=True)
-    encryptor = encryptor_for(key or state.config.encryption.key, state.data_dir)
+    encryptor = encryptor_for(
+        key or state.config.encryption.key, state.data_dir, context=state.config.encryption.context
+    )
     with state.console.status(f"federated run: {cfg.num_clients} clients, {cfg.num_rounds} rounds"):
         result = runner.run(cfg, run_dir, encryptor=encryptor)
     metrics = result.metrics

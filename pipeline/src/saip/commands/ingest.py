@@ -44,20 +44,11 @@ def _data_dir() -> Path:
     return get_state().data_dir
 
 
-def _encryptor(key: str | None) -> Any:
+def _encryptor(key: str | None, endpoint_url: str | None = None, region: str | None = None) -> Any:
     """The envelope encryptor for ``key`` (default key file created on first use)."""
-    from saip_encryption import EnvelopeEncryptor, from_uri
-    from saip_encryption.providers.local import create_local_key
+    from saip.compose import encryptor
 
-    state = get_state()
-    uri = key or state.config.encryption.key
-    if uri is None:
-        path = state.data_dir / "keys" / "master.key"
-        if not path.exists():
-            create_local_key(path)
-            state.console.print(f"created local master key {path}")
-        uri = f"local:{path}"
-    return EnvelopeEncryptor([from_uri(uri)])
+    return encryptor(get_state(), key, endpoint_url=endpoint_url, region=region)
 
 
 def _backend(
@@ -69,6 +60,8 @@ def _backend(
 ) -> tuple[str, Any, Any, Path]:
     from saip_ingestion.backends import open_backend
 
+    from saip.compose import backend_options
+
     state = get_state()
     cfg = state.config.ingest
     name = backend or cfg.backend
@@ -79,7 +72,7 @@ def _backend(
         "bucket": bucket or cfg.bucket,
     }
     given = {k: v for k, v in options.items() if v is not None}
-    rs, store = open_backend(name, data_dir=state.data_dir, **given)
+    rs, store = open_backend(name, data_dir=state.data_dir, **given, **backend_options(name))
     label = name + (
         f"-{re.sub(r'[^A-Za-z0-9_-]', '_', given['bucket'])}" if "bucket" in given else ""
     )
@@ -243,7 +236,7 @@ def run_cmd(
     if dataset not in DATASET_SPECS:
         raise typer.BadParameter(f"--dataset must be one of {', '.join(DATASET_SPECS)}")
     _name, rs, store, state_dir = _backend(backend, endpoint_url, region, stream, bucket)
-    encryptor = _encryptor(key)
+    encryptor = _encryptor(key, endpoint_url, region)
     registry = ProducerRegistry(state.data_dir / "ingest" / "producers")
     if source != "stream":
         rs = FileRecordStream(Path(source), checkpoint_dir=state_dir / "checkpoints")
@@ -288,7 +281,7 @@ def export_cmd(
     if fmt != "npz":
         raise typer.BadParameter("--format must be npz")
     _name, _rs, store, _ = _backend(backend, endpoint_url, region, stream, bucket)
-    info = export_npz(store, _encryptor(key), out)
+    info = export_npz(store, _encryptor(key, endpoint_url, region), out)
     info["path"] = str(out)
     if as_json:
         typer.echo(json.dumps(info))
@@ -308,7 +301,7 @@ def _quarantine_store(
     from saip_ingestion.quarantine import QuarantineStore
 
     _name, _rs, store, _ = _backend(backend, endpoint_url, region, None, bucket)
-    return QuarantineStore(store, _encryptor(key))
+    return QuarantineStore(store, _encryptor(key, endpoint_url, region))
 
 
 @quarantine_app.command("list")
@@ -382,7 +375,7 @@ def quarantine_release(
     _name, _rs, store, state_dir = _backend(backend, endpoint_url, region, None, bucket)
     with IngestEngine(
         store=store,
-        encryptor=_encryptor(key),
+        encryptor=_encryptor(key, endpoint_url, region),
         registry=ProducerRegistry(state.data_dir / "ingest" / "producers"),
         state_dir=state_dir,
         image_spec=DATASET_SPECS[dataset],

@@ -79,7 +79,9 @@ def run(ctx: PipelineContext) -> StepResult:
         },
         source="demo fl step",
     )
-    encryptor = encryptor_for(ctx.artifacts.get("key_uri"), ctx.data_dir)
+    encryptor = encryptor_for(
+        ctx.artifacts.get("key_uri"), ctx.data_dir, context=ctx.config.encryption.context
+    )
     result = runner.run(cfg, out_dir, encryptor=encryptor)
     metrics = result.metrics
     ctx.console.print(rounds_table(metrics))

@@ -19,13 +19,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from saip_encryption import EnvelopeEncryptor, from_uri
-from saip_encryption.providers.local import create_local_key
 from saip_ingestion.backends.local import FileRecordStream, LocalObjectStore
 from saip_ingestion.engine import DATASET_SPECS, IngestEngine, export_npz
 from saip_ingestion.producer import parse_poison, produce
 from saip_ingestion.provenance import ProducerRegistry
 
+from saip.compose import build_encryptor, resolve_key_uri
 from saip.errors import PipelineError
 from saip.pipeline import PipelineContext, StepResult
 
@@ -34,16 +33,6 @@ _PRODUCERS = (
     ("beta", ()),
     ("gamma", ()),
 )
-
-
-def _key_uri(ctx: PipelineContext) -> str:
-    uri = ctx.artifacts.get("key_uri") or ctx.config.encryption.key
-    if uri:
-        return str(uri)
-    path = ctx.data_dir / "keys" / "master.key"
-    if not path.exists():
-        create_local_key(path)
-    return f"local:{path}"
 
 
 def run(ctx: PipelineContext) -> StepResult:
@@ -67,7 +56,10 @@ def run(ctx: PipelineContext) -> StepResult:
         sources.append(result.path)
         if attacks:
             truth_path = result.truth_path
-    encryptor = EnvelopeEncryptor([from_uri(_key_uri(ctx))])
+    uri = resolve_key_uri(
+        ctx.artifacts.get("key_uri"), configured=ctx.config.encryption.key, data_dir=ctx.data_dir
+    )
+    encryptor = build_encryptor(uri, context=ctx.config.encryption.context)
     store = LocalObjectStore(base / "ingest" / "objects")
     registry = ProducerRegistry(base / "ingest" / "producers")
     state_dir = base / "ingest" / "state" / "local"

@@ -1,0 +1,65 @@
+"""The composition layer binds the configured encryption context and routes AWS KMS through the
+same (private) endpoint as the rest of the AWS pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from saip.compose import build_encryptor, provider_options, resolve_key_uri
+from saip.errors import ConfigError
+from saip_encryption import DecryptionError
+
+
+def test_configured_context_is_bound_and_rechecked(tmp_path: Path) -> None:
+    uri = resolve_key_uri(None, configured=None, data_dir=tmp_path)
+    assert uri == f"local:{tmp_path / 'keys' / 'master.key'}"
+    assert (tmp_path / "keys" / "master.key").stat().st_mode & 0o777 == 0o600
+    bound = build_encryptor(uri, context={"saip:pipeline": "ingest"})
+    blob = bound.encrypt(b"record", context={"dataset": "d1"})
+    assert bound.decrypt(blob, context={"dataset": "d1"}) == b"record"
+    # without the configured context the same ciphertext does not decrypt
+    unbound = build_encryptor(uri, context={})
+    with pytest.raises(DecryptionError):
+        unbound.decrypt(blob, context={"dataset": "d1"})
+    bound.close()
+    unbound.close()
+
+
+def test_context_key_clash_is_refused(tmp_path: Path) -> None:
+    uri = resolve_key_uri(None, configured=None, data_dir=tmp_path)
+    bound = build_encryptor(uri, context={"dataset": "x"})
+    with pytest.raises(ConfigError, match=r"encryption\.context"):
+        bound.encrypt(b"r", context={"dataset": "d1"})
+
+
+def test_option_wins_over_setting(tmp_path: Path) -> None:
+    assert resolve_key_uri("local:/a", configured="local:/b", data_dir=tmp_path) == "local:/a"
+    assert resolve_key_uri(None, configured="local:/b", data_dir=tmp_path) == "local:/b"
+    assert not (tmp_path / "keys").exists()
+
+
+def test_aws_kms_gets_the_pipeline_endpoint() -> None:
+    opts = provider_options(
+        "aws-kms:arn:aws:kms:us-east-1:111122223333:key/k",
+        endpoint_url="https://vpce.example",
+        region="us-east-1",
+    )
+    assert opts == {"endpoint_url": "https://vpce.example", "region": "us-east-1"}
+    assert provider_options("local:/k", endpoint_url="https://x", region="r") == {}
+
+
+def test_aws_kms_encryptor_uses_moto_endpoint(moto_url: str, tmp_path: Path) -> None:
+    import boto3
+
+    kms = boto3.client("kms", endpoint_url=moto_url, region_name="us-east-1")
+    arn = kms.create_key()["KeyMetadata"]["Arn"]
+    enc = build_encryptor(
+        f"aws-kms:{arn}",
+        context={"saip:pipeline": "ingest"},
+        endpoint_url=moto_url,
+        region="us-east-1",
+    )
+    blob = enc.encrypt(b"payload", context={"dataset": "d"})
+    assert enc.decrypt(blob, context={"dataset": "d"}) == b"payload"
+    enc.close()
