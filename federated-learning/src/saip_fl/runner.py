@@ -152,6 +152,12 @@ def run(
         },
         "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
     }
+    # Flower logs every round at INFO/DEBUG on its own handlers; the saip CLI prints its own
+    # per-round table, so Flower's logger is quieted unless verbose (restored afterwards).
+    flwr_logger = logging.getLogger("flwr")
+    old_level = flwr_logger.level
+    if not verbose:
+        flwr_logger.setLevel(logging.WARNING)
     try:
         _run_simulation(
             num_supernodes=cfg.num_clients,
@@ -172,6 +178,7 @@ def run(
             raise cause from None
         raise FLError(f"federated run failed: {type(exc).__name__}: {exc}") from exc
     finally:
+        flwr_logger.setLevel(old_level)
         if ray.is_initialized():
             ray.shutdown()
         if old_threads is None:

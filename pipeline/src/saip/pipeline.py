@@ -91,7 +91,9 @@ def write_report(ctx: PipelineContext, results: list[StepResult]) -> Path:
     path = ctx.data_dir / "report.json"
     report = {
         "steps": [{"name": r.name, "summary": r.summary, "details": r.details} for r in results],
-        "artifacts": {k: str(v) for k, v in ctx.artifacts.items()},
+        "artifacts": dict(ctx.artifacts),
     }
-    path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    # paths, arrays and other objects are written as their string form
+    text = json.dumps(report, indent=2, sort_keys=True, default=str)
+    path.write_text(text + "\n", encoding="utf-8")
     return path

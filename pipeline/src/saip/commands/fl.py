@@ -39,9 +39,6 @@ JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print the metrics summary as JSON on stdout.")
 ]
 
-#: hook for the deployment slice (``saip fl deploy``), attached by :func:`register` if present
-DEPLOY_MODULE = "saip.commands.fl_deploy"
-
 
 def encryptor_for(
     uri: str | None, data_dir: Path, *, context: Mapping[str, str] | None = None
@@ -136,11 +133,8 @@ def check_cmd(config: ConfigOpt) -> None:
 
 
 def register(root: typer.Typer) -> None:
-    """Attach this command group to the root app (plus ``fl deploy`` if that module exists)."""
-    import importlib
-    import importlib.util
+    """Attach this command group (with ``fl deploy``) to the root app."""
+    from saip.commands import fl_deploy
 
-    if importlib.util.find_spec(DEPLOY_MODULE) is not None:
-        module = importlib.import_module(DEPLOY_MODULE)
-        module.register(app)
+    fl_deploy.register(app)
     root.add_typer(app, name="fl")

@@ -13,19 +13,23 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
 from rich.table import Table
-from saip_poisoning import PoisoningInputError, ScanReport, scan
 
 from saip.context import get_state
 from saip.errors import PipelineError
 
+if TYPE_CHECKING:  # saip_poisoning imports torch: loaded only when a scan runs
+    from saip_poisoning import ScanReport
+
 
 def load_npz(path: Path) -> dict[str, np.ndarray[Any, Any]]:
     """Read the scan input; raise :class:`PoisoningInputError` naming what is wrong."""
+    from saip_poisoning import PoisoningInputError
+
     if not path.is_file():
         raise PoisoningInputError(f"input file not found: {path}")
     try:
@@ -42,6 +46,8 @@ def load_npz(path: Path) -> dict[str, np.ndarray[Any, Any]]:
 
 
 def _model_arg(value: str) -> None:
+    from saip_poisoning import PoisoningInputError
+
     if value == "auto":
         return
     # A caller-supplied network needs its body/head split (see saip_poisoning.model); the CLI
@@ -86,6 +92,8 @@ def scan_command(
     seed: Annotated[int, typer.Option(help="Seed of the probe network.")] = 0,
 ) -> None:
     """Scan a dataset for poisoning; exit non-zero if its risk exceeds the gate."""
+    from saip_poisoning import scan
+
     state = get_state()
     _model_arg(model)
     arrays = load_npz(input_npz)

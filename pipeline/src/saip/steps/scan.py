@@ -72,7 +72,9 @@ def run(ctx: PipelineContext) -> StepResult:
         keep, rounds = filter_iteratively(
             data["x"], data["y"], producer=data.get("producer"), stop_below=gate, seed=ctx.seed
         )
-        kept = {k: v[keep] for k, v in data.items()}
+        # per-sample arrays are filtered; dataset-level scalars (e.g. width, height) are kept
+        n = len(data["y"])
+        kept = {k: v[keep] if v.ndim and len(v) == n else v for k, v in data.items()}
         second = rounds[-1]
         residual = second.risk_score
         (out_dir / "rescan_report.json").write_text(second.to_json() + "\n", encoding="utf-8")
