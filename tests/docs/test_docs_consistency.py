@@ -11,13 +11,19 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 GOVERNANCE = ROOT.parent / "shared" / "GOVERNANCE.md"
+
+
+def _ours(path: Path) -> bool:
+    parts = path.relative_to(ROOT).parts
+    return not any(p.startswith(".") or p in {"node_modules", "build", "dist"} for p in parts)
+
+
 DOCS = sorted(
-    [ROOT / "README.md", *ROOT.glob("docs/**/*.md"), *ROOT.glob("*/README.md")]
-    + [
+    {
         p
-        for p in ROOT.glob("*/**/README.md")
-        if ".venv" not in p.parts and "node_modules" not in p.parts
-    ]
+        for p in [ROOT / "README.md", *ROOT.glob("docs/**/*.md"), *ROOT.glob("*/**/README.md")]
+        if _ours(p)
+    }
 )
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 ID_PATTERNS = [
@@ -57,18 +63,44 @@ def test_control_matrix_has_rows_with_code_and_tests() -> None:
         assert len(row) == 7, f"{row[0]}: expected 7 columns, got {len(row)}"
 
 
+def _expand(ref: str) -> list[str]:
+    """``a/{b,c}.py`` → ``a/b.py``, ``a/c.py``."""
+    m = re.search(r"\{([^}]+)\}", ref)
+    if not m:
+        return [ref]
+    return [ref[: m.start()] + alt + ref[m.end() :] for alt in m.group(1).split(",")]
+
+
+def _matrix_refs(cell: str) -> list[tuple[str, str]]:
+    """(path, test name) pairs of one cell, resolving the matrix's shorthands: ``…/x.py`` is
+    beside the previous full path, ``::name`` is in the previous file."""
+    refs: list[tuple[str, str]] = []
+    last_dir, last_file = "", ""
+    for ref in re.findall(r"`([^`]+)`", cell):
+        path, _, name = ref.partition("::")
+        if not path and name and last_file:
+            refs.append((last_file, name))
+            continue
+        if path.startswith("…/") and last_dir:
+            path = f"{last_dir}/{path[2:]}"
+        if "/" not in path or " " in path:
+            continue
+        for one in _expand(path):
+            refs.append((one, name))
+            last_file = one
+        last_dir = str(Path(_expand(path)[0]).parent)
+    return refs
+
+
 def test_control_matrix_paths_and_tests_exist() -> None:
     problems = []
     for row in _matrix_rows():
         for cell in (row[3], row[4], row[5]):
-            for ref in re.findall(r"`([^`]+)`", cell):
-                path, _, name = ref.partition("::")
-                if "/" not in path or path.startswith("saip "):
-                    continue
+            for path, name in _matrix_refs(cell):
                 target = ROOT / path
                 if not target.exists():
                     problems.append(f"{row[0]}: {path} does not exist")
-                elif name:
+                elif name and target.is_file():
                     func = name.split("::")[-1].split("[")[0]
                     if not re.search(rf"\b(def|class) {re.escape(func)}\b", target.read_text()):
                         problems.append(f"{row[0]}: {func} not found in {path}")
