@@ -64,6 +64,12 @@ fmt: venv ## format and autofix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+bench: venv ## run every benchmark side by side with its anchors -> benchmarks/results/*.json (~15 min)
+	$(BIN)/python benchmarks/encryption.py
+	$(BIN)/python benchmarks/ingestion.py
+	$(BIN)/python benchmarks/poisoning.py
+	$(BIN)/python benchmarks/fl.py
+
 clean: services-down ## remove run state (keeps .venv)
 	rm -rf $(RUN_DIR) .saip .pytest_cache .mypy_cache .ruff_cache
 
