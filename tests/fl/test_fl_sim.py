@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import psutil
@@ -56,10 +57,13 @@ scale = 10.0
 """,
     )
     data = tmp_path / "d"
+    pythonpath = os.environ.get("PYTHONPATH")
     rc = main(
         ["--data-dir", str(data), "fl", "run", "--config", str(cfg), "--name", "smoke", "--json"]
     )
     assert rc == 0
+    # Ray/Flower export PYTHONPATH for their workers; the run must not leak it to later processes
+    assert os.environ.get("PYTHONPATH") == pythonpath
     summary = json.loads(capsys.readouterr().out)
     rounds = summary["rounds"]
     assert [r["round"] for r in rounds] == [1, 2]

@@ -84,7 +84,9 @@ def _start_checkov(target: Path, *extra: str) -> CheckovScan:
         pytest.fail(
             f"checkov is not installed in {CHECKOV.parent.parent}: run 'make venv'", pytrace=False
         )
-    env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "LOG_LEVEL": "WARNING"}
+    # checkov runs in its own venv: nothing from this interpreter's path may leak into it
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME"}}
+    env |= {"BC_SKIP_MAPPING": "TRUE", "LOG_LEVEL": "WARNING", "PYTHONNOUSERSITE": "1"}
     cmd = [
         str(CHECKOV), "-d", str(target), "--framework", "terraform", "--skip-download",
         "--external-checks-dir", str(INFRA / "policies"), "-o", "json", *extra,

@@ -137,6 +137,10 @@ def run(
     metrics_path.unlink(missing_ok=True)
     started = time.perf_counter()
     old_threads = os.environ.get("OMP_NUM_THREADS")
+    # Ray/Flower export the driver's whole sys.path as PYTHONPATH for their workers and leave it
+    # set: every later subprocess of this process (e.g. a tool in another venv) would import from
+    # this venv. Restored after the run.
+    old_pythonpath = os.environ.get("PYTHONPATH")
     os.environ["OMP_NUM_THREADS"] = "1"
     # clients read run_config from app_dir/pyproject.toml, the server from this context
     server_ctx = Context(
@@ -181,10 +185,11 @@ def run(
         flwr_logger.setLevel(old_level)
         if ray.is_initialized():
             ray.shutdown()
-        if old_threads is None:
-            os.environ.pop("OMP_NUM_THREADS", None)
-        else:
-            os.environ["OMP_NUM_THREADS"] = old_threads
+        for name, old in (("OMP_NUM_THREADS", old_threads), ("PYTHONPATH", old_pythonpath)):
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
         if link is not None:
             link.unlink(missing_ok=True)
         shutil.rmtree(ray_dir, ignore_errors=True)
