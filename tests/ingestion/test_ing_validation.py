@@ -330,3 +330,18 @@ def test_complete_merkle_batch_is_verified_at_once_and_falls_back_on_tampering(e
     assert out[2] == ("quarantined", "bad_signature")
     assert out[5] == ("quarantined", "bad_signature")
     assert [o for k, o in enumerate(out) if k not in (2, 5)] == [("accepted", None)] * 6
+
+
+def test_pretty_printed_record_is_stored_readably(env: Env) -> None:
+    """JSON line breaks are outside the signed bytes: such a record is accepted, and the stored
+    batch (newline-delimited) stays readable — it used to break export and restart."""
+    import json
+
+    from saip_ingestion.engine import iter_accepted
+
+    raw = _signed(env)
+    pretty = json.dumps(json.loads(raw), indent=1).encode()
+    assert b"\n" in pretty
+    assert _one(env, pretty) == ("accepted", None)
+    entries = iter_accepted(env.store, env.encryptor)
+    assert [e["record_id"] for e in entries] == [json.loads(raw)["record_id"]]

@@ -671,7 +671,14 @@ class IngestEngine:
                 f'{{"record_id":"{rec["record_id"]}","producer_id":"{rec["producer_id"]}",'
                 f'"seq":{rec["seq"]},"ts":{rec["ts"]},"leaf":"{leaf_hex}","audit":[],"record":'
             ).encode()
-            return head + c.msg.data.strip() + b"}"
+            raw = bytes(c.msg.data).strip()
+            if b"\n" in raw or b"\r" in raw:
+                # batches are newline-delimited: JSON whitespace with line breaks (allowed, and
+                # outside the signed bytes) is re-serialized compactly, never stored raw
+                raw = json.dumps(
+                    json.loads(raw), ensure_ascii=False, separators=(",", ":")
+                ).encode()
+            return head + raw + b"}"
         doc = {
             "record_id": rec["record_id"],
             "producer_id": rec["producer_id"],
