@@ -231,3 +231,23 @@ def test_bytes_like_inputs(local) -> None:
         enc.encrypt("text", context=CTX)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         enc.encrypt(b"x", context=[("a", "b")])  # type: ignore[arg-type]
+
+
+def test_non_blocking_source_is_refused_not_truncated(tmp_path) -> None:
+    """A non-blocking source returning None must not be taken for end of input."""
+    import io
+
+    from saip_encryption import EnvelopeEncryptor, from_uri
+    from saip_encryption.providers.local import create_local_key
+
+    class NotReady(io.RawIOBase):
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, b):  # type: ignore[no-untyped-def]
+            return None
+
+    create_local_key(tmp_path / "k")
+    enc = EnvelopeEncryptor([from_uri(f"local:{tmp_path / 'k'}")])
+    with pytest.raises(ValueError, match="non-blocking"):
+        enc.encrypt_stream(NotReady(), io.BytesIO(), context={})

@@ -86,12 +86,18 @@ class _Material:
 
 
 def _read_full(src: Readable, buf: memoryview) -> int:
-    """Fill ``buf`` from ``src`` unless EOF comes first; return the bytes read."""
+    """Fill ``buf`` from ``src`` unless EOF comes first; return the bytes read.
+
+    Only ``0`` is end of input. ``None`` (a non-blocking source with no data ready) raises
+    ``ValueError``: treating it as EOF would seal a silently truncated, authentic artifact.
+    """
     total = 0
     size = len(buf)
     while total < size:
         n = src.readinto(buf[total:])
-        if not n:
+        if n is None:
+            raise ValueError("source is non-blocking and had no data ready: use a blocking source")
+        if n == 0:
             break
         total += n
     return total
