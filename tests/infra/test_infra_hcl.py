@@ -24,7 +24,7 @@ MODULE_DIRS = [
     INFRA / "azure",
     INFRA / "gcp",
 ]
-CONTROLS = ROOT / "docs" / "controls" / "infra.md"
+CONTROLS = ROOT / "docs" / "controls.md"
 
 
 def _clean(value: Any) -> Any:
