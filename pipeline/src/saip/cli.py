@@ -19,6 +19,7 @@ import typer
 from saip.commands import crypto, demo, fl, ingest, scan
 from saip.config import load_config
 from saip.context import AppState
+from saip.errors import GateError
 
 app = typer.Typer(
     name="saip",
@@ -58,6 +59,10 @@ fl.register(app)
 demo.register(app)
 
 
+EXIT_GATE = 3
+"""Exit code of a security gate that ran and refused (see :class:`saip.errors.GateError`)."""
+
+
 def _debug_requested(argv: list[str]) -> bool:
     return "--debug" in argv
 
@@ -78,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("saip: interrupted", file=sys.stderr)
         return 130
+    except GateError as exc:
+        print(f"saip: gate: {exc}", file=sys.stderr)
+        return EXIT_GATE
     except Exception as exc:
         if _debug_requested(args):
             traceback.print_exc()

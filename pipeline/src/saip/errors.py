@@ -18,3 +18,8 @@ class ConfigError(SaipError):
 
 class PipelineError(SaipError):
     """A pipeline step failed or a gate (e.g. the poisoning risk gate) refused to continue."""
+
+
+class GateError(PipelineError):
+    """A security gate ran and refused (risk over ``--max-risk``, quarantine rate over its limit,
+    a degraded federated run). The CLI exits with code 3 for it, distinct from a crash (1)."""
