@@ -8,14 +8,18 @@ shows the traceback).
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
-from typing import Annotated
+from types import FrameType
+from typing import Annotated, Any
 
 import click
 import typer
 
+from saip import __version__
 from saip.commands import crypto, demo, fl, ingest, scan
 from saip.config import load_config
 from saip.context import AppState
@@ -28,6 +32,12 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"saip {__version__}")
+        raise typer.Exit()
 
 
 @app.callback(invoke_without_command=True)
@@ -44,6 +54,12 @@ def _root(
         typer.Option("--config", help="TOML settings file (unknown keys are rejected)."),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     cfg = load_config(config)
     resolved = data_dir or cfg.data_dir or Path(".saip")
@@ -61,6 +77,37 @@ demo.register(app)
 
 EXIT_GATE = 3
 """Exit code of a security gate that ran and refused (see :class:`saip.errors.GateError`)."""
+EXIT_INTERRUPTED = 130
+"""Exit code after Ctrl-C (SIGINT): 128 + 2, the shell convention. SIGTERM gives 143 (128 + 15)."""
+
+_signals_received: list[int] = []
+
+
+def _on_signal(signum: int, _frame: FrameType | None) -> None:
+    """Turn SIGINT/SIGTERM into ``KeyboardInterrupt`` so that every ``finally``/``except
+    BaseException`` runs: temporary outputs are removed and nothing partial is sealed or renamed
+    into place. (Python's default SIGTERM action kills the process without any clean-up.)"""
+    _signals_received.append(signum)
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _install_signal_handlers() -> dict[int, Any]:
+    """Install :func:`_on_signal`; return the previous handlers (restored when ``main`` ends)."""
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return previous
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is signal.SIG_IGN:  # e.g. started with nohup: keep ignoring
+            continue
+        previous[sig] = signal.signal(sig, _on_signal)
+    return previous
+
+
+def _interrupted() -> int:
+    signum = _signals_received[0] if _signals_received else int(signal.SIGINT)
+    name = signal.Signals(signum).name
+    print(f"saip: interrupted ({name})", file=sys.stderr)
+    return 128 + signum
 
 
 def _debug_requested(argv: list[str]) -> bool:
@@ -68,21 +115,31 @@ def _debug_requested(argv: list[str]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``saip`` script; returns the process exit code."""
+    """Entry point of the ``saip`` script; returns the process exit code.
+
+    Exit codes: 0 success, 1 error, 2 usage error, 3 a security gate refused, 130 interrupted
+    (Ctrl-C), 143 terminated (SIGTERM). Every non-zero exit prints exactly one line on stderr.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
+    _signals_received.clear()
+    previous = _install_signal_handlers()
     try:
-        app(args=args, prog_name="saip", standalone_mode=False)
+        return _run(args)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(args: list[str]) -> int:
+    try:
+        rv = app(args=args, prog_name="saip", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:  # usage errors: bad option, missing argument
         exc.show()
         return 2
-    except click.exceptions.Abort:
-        print("saip: aborted", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("saip: interrupted", file=sys.stderr)
-        return 130
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        return _interrupted()
     except GateError as exc:
         print(f"saip: gate: {exc}", file=sys.stderr)
         return EXIT_GATE
@@ -92,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         message = str(exc) or type(exc).__name__
         print(f"saip: error: {message} [{type(exc).__name__}]", file=sys.stderr)
         return 1
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    # Typer turns KeyboardInterrupt into Exit(130) and, outside standalone mode, *returns* the
+    # code: a Ctrl-C must never become exit 0.
+    if _signals_received or rv == EXIT_INTERRUPTED:
+        return _interrupted()
+    return rv if isinstance(rv, int) else 0

@@ -23,3 +23,8 @@ class PipelineError(SaipError):
 class GateError(PipelineError):
     """A security gate ran and refused (risk over ``--max-risk``, quarantine rate over its limit,
     a degraded federated run). The CLI exits with code 3 for it, distinct from a crash (1)."""
+
+
+class InputError(SaipError):
+    """An input or output path given on the command line cannot be used (missing, a directory,
+    unwritable, an output that exists without ``--force``). Raised before any heavy work starts."""

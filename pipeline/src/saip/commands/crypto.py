@@ -28,6 +28,7 @@ from saip_encryption.providers.local import create_local_key
 from saip_encryption.rotation import audit, read_header, rewrap_file, split_key_version
 
 from saip.context import get_state
+from saip.outputs import PRIVATE_MODE, STDIO, atomic_output, require_input, require_output
 
 keys_app = typer.Typer(
     no_args_is_help=True, help="Master keys: create a local key, re-wrap, audit."
@@ -99,29 +100,29 @@ def _input(path: str) -> Iterator[Readable]:
 
 
 def _write_atomically(output: str, force: bool, produce: Callable[[IO[bytes]], int]) -> int:
-    """Run ``produce(tmp)`` and rename ``tmp`` to ``output`` only if it returns normally."""
-    if output == "-":
+    """Run ``produce(tmp)`` and rename ``tmp`` to ``output`` only if it returns normally.
+
+    The policy (``--force``, ``0600``, nothing partial on error or signal) is
+    :func:`saip.outputs.atomic_output`'s.
+    """
+    if output == STDIO:
         with tempfile.TemporaryFile() as spool:  # anonymous, removed even on a crash
             n = produce(spool)
             spool.seek(0)
             shutil.copyfileobj(spool, sys.stdout.buffer, 1 << 20)
             sys.stdout.buffer.flush()
         return n
-    dest = Path(output)
-    if dest.exists() and not force:
-        raise FileExistsError(f"output {dest} exists (use --force to replace it)")
-    parent = dest.parent if str(dest.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=parent)
-    try:
+    with atomic_output(output, force=force) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE)
         with os.fdopen(fd, "wb") as fh:
             n = produce(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return n
+
+
+def _check_paths(input_path: str, output: str, force: bool) -> None:
+    """Fail before any key provider is built (a KMS call, a key file read) or a byte is read."""
+    require_input(input_path, allow_stdin=True)
+    require_output(output, force=force, allow_stdout=True)
 
 
 def encrypt_cmd(
@@ -135,6 +136,7 @@ def encrypt_cmd(
 ) -> None:
     """Encrypt IN to OUT (streamed, constant memory) under one or more master keys."""
     state = get_state()
+    _check_paths(input_path, output, force)
     enc = EnvelopeEncryptor(_providers(key, _options(endpoint_url, region)), cache=False)
     ctx = _context(context)
     with _input(input_path) as src:
@@ -155,6 +157,7 @@ def decrypt_cmd(
 ) -> None:
     """Decrypt IN to OUT; OUT appears only after every segment authenticated."""
     state = get_state()
+    _check_paths(input_path, output, force)
     enc = EnvelopeEncryptor(_providers(key, _options(endpoint_url, region)), cache=False)
     ctx = _context(context)
     with _input(input_path) as src:

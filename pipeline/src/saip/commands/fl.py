@@ -13,6 +13,7 @@ A run whose protocol halted or failed exits 1 with one line.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +23,8 @@ import typer
 from rich.table import Table
 
 from saip.context import get_state
+from saip.errors import InputError
+from saip.outputs import require_input
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -33,7 +36,9 @@ ConfigOpt = Annotated[
 ]
 KeyOpt = Annotated[
     str | None,
-    typer.Option("--key", help="Master key URI sealing the model (default: [encryption] key)."),
+    typer.Option(
+        "--key", help="Master key URI sealing the model (default: the encryption.key setting)."
+    ),
 ]
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print the metrics summary as JSON on stdout.")
@@ -51,6 +56,17 @@ def encryptor_for(
 
     key = resolve_key_uri(uri, configured=None, data_dir=data_dir)
     return build_encryptor(key, context=context or {})
+
+
+def _check_inputs(config: Path) -> Any:
+    """Load the run configuration and check the files it names, before anything is started."""
+    from saip_fl.config import load_run_config
+
+    require_input(config, what="run configuration")
+    cfg = load_run_config(config)
+    if cfg.dataset.startswith("npz:"):
+        require_input(Path(cfg.dataset[4:]), what="dataset")
+    return cfg
 
 
 def rounds_table(metrics: dict[str, Any]) -> Table:
@@ -82,17 +98,23 @@ def run_cmd(
         ),
     ] = None,
     json_out: JsonOpt = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the run directory if it exists.")
+    ] = False,
 ) -> None:
     """Run a federated training (Flower simulation) described by a run configuration file."""
-    from saip_fl import runner
-    from saip_fl.config import load_run_config
-
     state = get_state()
-    cfg = load_run_config(config)
+    cfg = _check_inputs(config)
     run_name = name or time.strftime("run-%Y%m%d-%H%M%S")
     if "/" in run_name or run_name.startswith("."):
         raise ValueError(f"--name must be a plain directory name, got '{run_name}'")
     run_dir = state.data_dir / "fl" / run_name
+    if run_dir.exists() and not force:
+        raise InputError(f"run directory {run_dir} exists (use --force to replace it)")
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    from saip_fl import runner
+
     state.data_dir.mkdir(parents=True, exist_ok=True)
     encryptor = encryptor_for(
         key or state.config.encryption.key, state.data_dir, context=state.config.encryption.context
@@ -123,9 +145,7 @@ def run_cmd(
 @app.command("check")
 def check_cmd(config: ConfigOpt) -> None:
     """Validate a run configuration (all safety guards) without running it."""
-    from saip_fl.config import load_run_config
-
-    cfg = load_run_config(config)
+    cfg = _check_inputs(config)
     get_state().console.print(
         f"[green]✓[/] {config}: valid ({cfg.num_clients} clients, {cfg.num_rounds} rounds, "
         f"secagg={'on' if cfg.secagg.enabled else 'off'}, dp={cfg.dp.mode})"

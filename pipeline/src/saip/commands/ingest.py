@@ -6,6 +6,7 @@ See ``ingestion/README.md`` and ``docs/ingestion-format.md``.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,6 +15,8 @@ import typer
 from rich.table import Table
 
 from saip.context import get_state
+from saip.errors import InputError
+from saip.outputs import atomic_output, require_input, require_output
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -38,6 +41,7 @@ RegionOpt = Annotated[str | None, typer.Option("--region", help="Cloud region.")
 StreamOpt = Annotated[str | None, typer.Option("--stream", help="Stream / topic / event hub name.")]
 BucketOpt = Annotated[str | None, typer.Option("--bucket", help="Bucket / container / dataset.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the output if it exists.")]
 
 
 def _data_dir() -> Path:
@@ -108,26 +112,37 @@ def produce_cmd(
     ] = 256,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the attack RNG.")] = 0,
     as_json: JsonOpt = False,
+    force: ForceOpt = False,
 ) -> None:
     """Reference producer: sign dataset samples (key pair created and registered on first use)."""
+    truth_out = out.with_name(out.name + ".truth.json")
+    require_output(out, force=force)
+    require_output(truth_out, force=force, what="truth file")
     from saip_ingestion.producer import parse_poison, produce
 
     state = get_state()
     specs = [parse_poison(p) for p in poison or []]
-    result = produce(
-        data_dir=state.data_dir,
-        producer=producer,
-        dataset=dataset,
-        out=out,
-        poison=specs,
-        shard=_parse_shard(shard),
-        limit=limit,
-        tree_size=tree_size,
-        seed=seed,
-    )
+    shard_spec = _parse_shard(shard)
+    # Both files are produced privately and moved into place only once complete (0600).
+    with (
+        atomic_output(out, force=force) as tmp,
+        atomic_output(truth_out, force=force, what="truth file") as truth_tmp,
+    ):
+        result = produce(
+            data_dir=state.data_dir,
+            producer=producer,
+            dataset=dataset,
+            out=tmp,
+            poison=specs,
+            shard=shard_spec,
+            limit=limit,
+            tree_size=tree_size,
+            seed=seed,
+        )
+        os.replace(result.truth_path, truth_tmp)
     doc = {
-        "path": str(result.path),
-        "truth": str(result.truth_path),
+        "path": str(out),
+        "truth": str(truth_out),
         "records": result.records,
         "poisoned": result.poisoned,
         "invalid": result.invalid,
@@ -140,7 +155,7 @@ def produce_cmd(
     else:
         state.console.print(
             f"wrote {result.records} records to {out} (producer {producer}, key {result.key_id}, "
-            f"{result.poisoned} poisoned, {result.invalid} invalid; truth in {result.truth_path})"
+            f"{result.poisoned} poisoned, {result.invalid} invalid; truth in {truth_out})"
         )
 
 
@@ -233,6 +248,8 @@ def run_cmd(
     from saip_ingestion.provenance import ProducerRegistry
 
     state = get_state()
+    if source != "stream":
+        require_input(Path(source), what="source")
     if dataset not in DATASET_SPECS:
         raise typer.BadParameter(f"--dataset must be one of {', '.join(DATASET_SPECS)}")
     _name, rs, store, state_dir = _backend(backend, endpoint_url, region, stream, bucket)
@@ -274,14 +291,23 @@ def export_cmd(
     stream: StreamOpt = None,
     bucket: BucketOpt = None,
     as_json: JsonOpt = False,
+    force: ForceOpt = False,
 ) -> None:
-    """Decrypt accepted image records into an npz (x, y, producer, record_id) for the scan."""
-    from saip_ingestion.engine import export_npz
+    """Decrypt accepted image records into an npz (x, y, producer, record_id) for the scan.
 
+    The file holds plaintext training data: it is written 0600, atomically, never over an
+    existing file without ``--force``.
+    """
     if fmt != "npz":
         raise typer.BadParameter("--format must be npz")
+    if out.suffix != ".npz":
+        raise InputError(f"output {out}: the file name must end in .npz")
+    require_output(out, force=force)
+    from saip_ingestion.engine import export_npz
+
     _name, _rs, store, _ = _backend(backend, endpoint_url, region, stream, bucket)
-    info = export_npz(store, _encryptor(key, endpoint_url, region), out)
+    with atomic_output(out, force=force) as tmp:
+        info = export_npz(store, _encryptor(key, endpoint_url, region), tmp)
     info["path"] = str(out)
     if as_json:
         typer.echo(json.dumps(info))

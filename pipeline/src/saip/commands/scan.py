@@ -1,12 +1,14 @@
 """``saip scan``: poisoning detection over a dataset before training (the training gate).
 
-``saip scan INPUT.npz [--model auto|PATH] [--json OUT] [--max-risk N]``
+``saip scan INPUT.npz [--model auto] [--json] [--output REPORT.json] [--force] [--max-risk N]``
 
 The npz holds ``x`` (N×D or N×H×W floats), ``y`` (N ints) and optionally ``producer`` (N strings)
 and ``record_id``. The scan fuses the detectors of :mod:`saip_poisoning`, prints a summary table
-and, with ``--json``, writes the report (``risk_score``, ``flagged``, ``scores``, ``per_class``,
-``per_producer``, ``mitigations``) to OUT (``-`` for stdout). The command exits non-zero when the
-risk exceeds ``--max-risk`` (default: the ``[scan] max_risk`` setting).
+and writes the report (``risk_score``, ``flagged``, ``scores``, ``per_class``, ``per_producer``,
+``mitigations``) as JSON on stdout with ``--json`` and/or to ``--output PATH`` (0600, never a
+partial file). Inputs and outputs are checked before the detectors (and torch) are even imported.
+The command exits 3 (a gate refused) when the risk exceeds ``--max-risk`` (default: the
+``[scan] max_risk`` setting), 1 on an error.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from saip.context import get_state
-from saip.errors import PipelineError
+from saip.errors import GateError, InputError
+from saip.outputs import require_input, require_output, write_text_output
+from saip.progress import Stages
 
 if TYPE_CHECKING:  # saip_poisoning imports torch: loaded only when a scan runs
     from saip_poisoning import ScanReport
@@ -30,8 +35,7 @@ def load_npz(path: Path) -> dict[str, np.ndarray[Any, Any]]:
     """Read the scan input; raise :class:`PoisoningInputError` naming what is wrong."""
     from saip_poisoning import PoisoningInputError
 
-    if not path.is_file():
-        raise PoisoningInputError(f"input file not found: {path}")
+    require_input(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
@@ -46,13 +50,11 @@ def load_npz(path: Path) -> dict[str, np.ndarray[Any, Any]]:
 
 
 def _model_arg(value: str) -> None:
-    from saip_poisoning import PoisoningInputError
-
     if value == "auto":
         return
     # A caller-supplied network needs its body/head split (see saip_poisoning.model); the CLI
     # accepts only the built-in probe so that no pickled code is ever loaded from disk.
-    raise PoisoningInputError(
+    raise InputError(
         f"--model {value!r}: only 'auto' (train the probe network on the data) is supported by "
         "the CLI; pass a ProbeView to saip_poisoning.scan() from Python to use your own model"
     )
@@ -82,36 +84,50 @@ def scan_command(
     model: Annotated[
         str, typer.Option("--model", help="'auto' trains the probe network.")
     ] = "auto",
-    json_out: Annotated[
-        str | None, typer.Option("--json", help="Write the JSON report here ('-' = stdout).")
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the JSON report on stdout.")
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Write the JSON report to this file (0600).")
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace existing output files.")] = False,
     max_risk: Annotated[
         float | None,
         typer.Option("--max-risk", min=0, max=100, help="Fail above this risk (default: config)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the probe network.")] = 0,
 ) -> None:
-    """Scan a dataset for poisoning; exit non-zero if its risk exceeds the gate."""
-    from saip_poisoning import scan
-
+    """Scan a dataset for poisoning; exit 3 if its risk exceeds the gate."""
     state = get_state()
+    # Everything that can be checked without the detectors is checked first: a typo costs
+    # milliseconds, not a torch import and a 40-second scan.
     _model_arg(model)
-    arrays = load_npz(input_npz)
+    require_input(input_npz)
+    if output is not None:
+        require_output(output, force=force)
     limit = state.config.scan.max_risk if max_risk is None else max_risk
-    with state.console.status("scanning for poisoning"):
+
+    with Stages(state.console, "scan") as stages:
+        stages.stage("loading the detectors (torch)")
+        from saip_poisoning import scan
+
+        arrays = load_npz(input_npz)
+        n, classes = len(arrays["y"]), len(np.unique(arrays["y"]))
+        stages.stage(f"{n} samples, {classes} classes: training the probe, running the detectors")
         report = scan(arrays["x"], arrays["y"], producer=arrays.get("producer"), seed=seed)
+        stages.stage(f"risk {report.risk_score:.1f}/100, {len(report.flagged)} samples flagged")
     payload = report.to_json()
-    if json_out == "-":
+    if output is not None:
+        write_text_output(output, payload + "\n", force=force)
+    if as_json:
         state.out.print(payload, markup=False)
-    elif json_out:
-        Path(json_out).write_text(payload + "\n", encoding="utf-8")
     state.console.print(_summary(report, n=len(report.flags)))
     for p in report.poisoned_producers:
-        state.console.print(f"[red]poisoned producer:[/] {p}")
+        state.console.print(f"[red]poisoned producer:[/] {escape(p)}", highlight=False)
     for m in report.mitigations:
-        state.console.print(f"[bold]{m.action}[/]: {m.reason}")
+        state.console.print(f"[bold]{escape(m.action)}[/]: {escape(m.reason)}", highlight=False)
     if report.risk_score > limit:
-        raise PipelineError(
+        raise GateError(
             f"poisoning risk {report.risk_score:.1f} exceeds --max-risk {limit:g} "
             f"({len(report.flagged)} samples flagged)"
         )
