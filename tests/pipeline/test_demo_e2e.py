@@ -13,17 +13,15 @@ import pytest
 
 
 @pytest.mark.slow
-def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+def test_demo_runs_the_whole_pipeline(
+    demo_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    data, proc = demo_run
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "saip", "--data-dir", str(data), "demo"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    html = data / "report.html"
+    assert f"HTML report: {html}" in proc.stderr  # the demo prints where its report is
+    assert html.stat().st_mode & 0o777 == 0o600
     for n in range(1, 6):
         assert f"step {n}/5" in proc.stderr
     report = json.loads((data / "report.json").read_text())

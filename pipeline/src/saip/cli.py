@@ -8,10 +8,12 @@ shows the traceback).
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
 import traceback
+import warnings
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
@@ -20,10 +22,35 @@ import click
 import typer
 
 from saip import __version__
-from saip.commands import crypto, demo, fl, ingest, scan
+from saip.commands import crypto, demo, fl, ingest, report, scan
 from saip.config import load_config
 from saip.context import AppState
 from saip.errors import GateError
+
+
+def _keep_argument_help() -> None:
+    """Show argument help again under the pinned Typer 0.20 / Click 8.5.
+
+    ``TyperArgument.__init__`` stores ``help`` and then calls Click 8.5's ``Argument.__init__``,
+    which resets it to ``None``: every argument's help text vanished from ``--help``. Re-apply it
+    after the parent constructor (idempotent; a no-op once Typer fixes the order).
+    """
+    from typer.core import TyperArgument
+
+    original = TyperArgument.__init__
+    if getattr(original, "_saip_keeps_help", False):
+        return
+
+    def init(self: TyperArgument, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        if kwargs.get("help") and not self.help:
+            self.help = kwargs["help"]
+
+    init._saip_keeps_help = True  # type: ignore[attr-defined]
+    TyperArgument.__init__ = init  # type: ignore[method-assign]
+
+
+_keep_argument_help()
 
 app = typer.Typer(
     name="saip",
@@ -73,6 +100,7 @@ ingest.register(app)
 scan.register(app)
 fl.register(app)
 demo.register(app)
+report.register(app)
 
 
 EXIT_GATE = 3
@@ -110,6 +138,22 @@ def _interrupted() -> int:
     return 128 + signum
 
 
+THIRD_PARTY = r"(ray|opacus|flwr|torch|sklearn|art|google|azure|boto3|botocore|pydantic)(\.|$)"
+
+
+def _quiet_third_party_warnings() -> None:
+    """Hide library warnings (Ray FutureWarning, Opacus RDP-order hints...) from normal output.
+
+    ``--debug`` shows them. Our own code reports through one-line errors and the report, never
+    through ``warnings``; Ray workers inherit the filter for future/deprecation warnings.
+    """
+    warnings.filterwarnings("ignore", module=THIRD_PARTY)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    if "PYTHONWARNINGS" not in os.environ:
+        os.environ["PYTHONWARNINGS"] = "ignore::FutureWarning,ignore::DeprecationWarning"
+
+
 def _debug_requested(argv: list[str]) -> bool:
     return "--debug" in argv
 
@@ -122,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = list(sys.argv[1:] if argv is None else argv)
     _signals_received.clear()
+    if not _debug_requested(args):
+        _quiet_third_party_warnings()
     previous = _install_signal_handlers()
     try:
         return _run(args)
@@ -136,6 +182,9 @@ def _run(args: list[str]) -> int:
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:  # usage errors: bad option, missing argument
+        if "Did you mean" in exc.message and getattr(exc, "possibilities", None):
+            # Typer already put the typo hint in the message; Click 8.5 would append it again
+            setattr(exc, "possibilities", None)  # noqa: B010 - typed Final in click's stubs
         exc.show()
         return 2
     except (click.exceptions.Abort, KeyboardInterrupt):

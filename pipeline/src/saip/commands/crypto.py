@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ from saip_encryption.rotation import audit, read_header, rewrap_file, split_key_
 
 from saip.context import get_state
 from saip.outputs import PRIVATE_MODE, STDIO, atomic_output, require_input, require_output
+from saip.progress import ByteProgress
 
 keys_app = typer.Typer(
     no_args_is_help=True, help="Master keys: create a local key, re-wrap, audit."
@@ -90,13 +92,38 @@ def _context(entries: list[str] | None) -> dict[str, str]:
     return ctx
 
 
+class _Counted:
+    """A readable that reports every chunk it reads to a :class:`ByteProgress`."""
+
+    def __init__(self, src: Readable, progress: ByteProgress) -> None:
+        self._src = src
+        self._progress = progress
+
+    def readinto(self, buf: Any) -> int | None:
+        n = self._src.readinto(buf)
+        if n:
+            self._progress.advance(n)
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._src.read(size)
+        self._progress.advance(len(data))
+        return data
+
+
 @contextmanager
-def _input(path: str) -> Iterator[Readable]:
+def _input(path: str, label: str) -> Iterator[Readable]:
+    """Open IN (``-`` is stdin) with byte progress on stderr for large inputs."""
+    console = get_state().console
     if path == "-":
-        yield cast(Readable, sys.stdin.buffer)
+        with ByteProgress(console, label, None) as progress:
+            yield cast(Readable, _Counted(cast(Readable, sys.stdin.buffer), progress))
         return
     with open(path, "rb") as fh:
-        yield fh
+        st = os.fstat(fh.fileno())
+        total = st.st_size if stat.S_ISREG(st.st_mode) else None
+        with ByteProgress(console, label, total) as progress:
+            yield cast(Readable, _Counted(fh, progress))
 
 
 def _write_atomically(output: str, force: bool, produce: Callable[[IO[bytes]], int]) -> int:
@@ -126,43 +153,51 @@ def _check_paths(input_path: str, output: str, force: bool) -> None:
 
 
 def encrypt_cmd(
-    input_path: Annotated[str, typer.Argument(metavar="IN", help="Plaintext file or - (stdin).")],
-    output: Annotated[str, typer.Argument(metavar="OUT", help="Envelope file or - (stdout).")],
+    in_file: Annotated[str, typer.Argument(help="Plaintext file or - (stdin).")],
+    out_file: Annotated[str, typer.Argument(help="Envelope file or - (stdout).")],
     key: KeyOpt = None,
     context: ContextOpt = None,
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT_FILE if it exists.")] = False,
 ) -> None:
-    """Encrypt IN to OUT (streamed, constant memory) under one or more master keys."""
+    """Encrypt IN_FILE to OUT_FILE (streamed, constant memory) under one or more master keys."""
     state = get_state()
-    _check_paths(input_path, output, force)
+    _check_paths(in_file, out_file, force)
     enc = EnvelopeEncryptor(_providers(key, _options(endpoint_url, region)), cache=False)
     ctx = _context(context)
-    with _input(input_path) as src:
-        n = _write_atomically(output, force, lambda dst: enc.encrypt_stream(src, dst, context=ctx))
+    with _input(in_file, "encrypting") as src:
+        n = _write_atomically(
+            out_file, force, lambda dst: enc.encrypt_stream(src, dst, context=ctx)
+        )
     state.console.print(
-        f"encrypted {n:,} bytes → {output} under {len(enc.providers)} key(s)", highlight=False
+        f"encrypted {n:,} bytes → {out_file} under {len(enc.providers)} key(s)",
+        highlight=False,
+        markup=False,
     )
 
 
 def decrypt_cmd(
-    input_path: Annotated[str, typer.Argument(metavar="IN", help="Envelope file or - (stdin).")],
-    output: Annotated[str, typer.Argument(metavar="OUT", help="Plaintext file or - (stdout).")],
+    in_file: Annotated[str, typer.Argument(help="Envelope file or - (stdin).")],
+    out_file: Annotated[str, typer.Argument(help="Plaintext file or - (stdout).")],
     key: KeyOpt = None,
     context: ContextOpt = None,
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT_FILE if it exists.")] = False,
 ) -> None:
-    """Decrypt IN to OUT; OUT appears only after every segment authenticated."""
+    """Decrypt IN_FILE to OUT_FILE; OUT_FILE appears only after every segment authenticated."""
     state = get_state()
-    _check_paths(input_path, output, force)
+    _check_paths(in_file, out_file, force)
     enc = EnvelopeEncryptor(_providers(key, _options(endpoint_url, region)), cache=False)
     ctx = _context(context)
-    with _input(input_path) as src:
-        n = _write_atomically(output, force, lambda dst: enc.decrypt_stream(src, dst, context=ctx))
-    state.console.print(f"decrypted and authenticated {n:,} bytes → {output}", highlight=False)
+    with _input(in_file, "decrypting") as src:
+        n = _write_atomically(
+            out_file, force, lambda dst: enc.decrypt_stream(src, dst, context=ctx)
+        )
+    state.console.print(
+        f"decrypted and authenticated {n:,} bytes → {out_file}", highlight=False, markup=False
+    )
 
 
 def _describe(path: Path) -> dict[str, Any]:

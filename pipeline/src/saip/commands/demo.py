@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from saip.commands.report import write_html_report
 from saip.context import get_state
 from saip.pipeline import PipelineContext, Step, prepare_data_dir, run_steps, write_report
 
@@ -34,7 +35,12 @@ def demo(
     )
     results = run_steps(ctx, _steps())
     report = write_report(ctx, results)
-    state.console.print(f"[bold green]demo finished[/]: {len(results)} steps; report at {report}")
+    # the demo owns its data directory: its report is regenerated on every run
+    html = write_html_report(report, force=True)
+    state.console.print(
+        f"[bold green]demo finished[/]: {len(results)} steps; report at {report}", highlight=False
+    )
+    state.console.print(f"HTML report: {html}", highlight=False, markup=False)
 
 
 def register(root: typer.Typer) -> None:

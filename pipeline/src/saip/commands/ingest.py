@@ -330,6 +330,25 @@ def _quarantine_store(
     return QuarantineStore(store, _encryptor(key, endpoint_url, region))
 
 
+def _full_qid(qs: Any, qid: str) -> str:
+    """Expand a unique prefix (at least 4 hex characters) of a quarantine id, as git does."""
+    if len(qid) == 32 or not re.fullmatch(r"[0-9a-f]{4,31}", qid):
+        return qid  # full ids and malformed input go to the store, which names the problem
+    from saip_ingestion.errors import QuarantineError
+
+    matches = sorted({q for q, _reason, _key in qs.keys() if q.startswith(qid)})  # noqa: SIM118
+    if len(matches) != 1:
+        raise QuarantineError(
+            f"quarantine id prefix {qid} matches {len(matches)} entries"
+            + (
+                f" ({', '.join(m[:12] for m in matches[:5])}…): give more characters"
+                if matches
+                else ""
+            )
+        )
+    return str(matches[0])
+
+
 @quarantine_app.command("list")
 def quarantine_list(
     reason: Annotated[str | None, typer.Option("--reason", help="Only this reason code.")] = None,
@@ -351,7 +370,8 @@ def quarantine_list(
         typer.echo(json.dumps(entries))
         return
     table = Table(title=f"quarantine ({len(entries)} entries)")
-    for col in ("qid", "reason", "producer", "record", "detail", "released"):
+    table.add_column("qid", no_wrap=True, min_width=32)  # copy-pasted into show/release
+    for col in ("reason", "producer", "record", "detail", "released"):
         table.add_column(col, overflow="fold")
     for e in entries:
         table.add_row(
@@ -367,7 +387,7 @@ def quarantine_list(
 
 @quarantine_app.command("show")
 def quarantine_show(
-    qid: Annotated[str, typer.Argument(help="Quarantine id (32 hex).")],
+    qid: Annotated[str, typer.Argument(help="Quarantine id (32 hex, or a unique prefix).")],
     backend: BackendOpt = None,
     key: KeyOpt = None,
     endpoint_url: EndpointOpt = None,
@@ -375,7 +395,8 @@ def quarantine_show(
     bucket: BucketOpt = None,
 ) -> None:
     """Show one entry as JSON on stdout, raw record included (decrypted)."""
-    entry = _quarantine_store(backend, key, endpoint_url, region, bucket).get(qid)
+    qs = _quarantine_store(backend, key, endpoint_url, region, bucket)
+    entry = qs.get(_full_qid(qs, qid))
     doc = entry.summary()
     doc["raw"] = entry.raw.decode("utf-8", errors="backslashreplace")
     typer.echo(json.dumps(doc, ensure_ascii=False))
@@ -383,7 +404,7 @@ def quarantine_show(
 
 @quarantine_app.command("release")
 def quarantine_release(
-    qid: Annotated[str, typer.Argument(help="Quarantine id (32 hex).")],
+    qid: Annotated[str, typer.Argument(help="Quarantine id (32 hex, or a unique prefix).")],
     backend: BackendOpt = None,
     key: KeyOpt = None,
     endpoint_url: EndpointOpt = None,
@@ -399,6 +420,7 @@ def quarantine_release(
 
     state = get_state()
     _name, _rs, store, state_dir = _backend(backend, endpoint_url, region, None, bucket)
+    qid = _full_qid(_quarantine_store(backend, key, endpoint_url, region, bucket), qid)
     with IngestEngine(
         store=store,
         encryptor=_encryptor(key, endpoint_url, region),
