@@ -198,3 +198,28 @@ def test_stdio_dash(tmp_path: Path) -> None:
     require_output("-", force=False, allow_stdout=True)
     with pytest.raises(InputError, match="not found"):
         require_input("-")
+
+
+def test_quarantine_accepts_unique_qid_prefix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = str(tmp_path / "d")
+    src = tmp_path / "a.jsonl"
+    base = ["--data-dir", data, "ingest"]
+    assert main([*base, "produce", str(src), "--producer", "alpha", "--limit", "20",
+                 "--poison", "malformed:n=3"]) == 0  # fmt: skip
+    assert main([*base, "run", "--source", str(src)]) == 0
+    capsys.readouterr()
+    assert main([*base, "quarantine", "list", "--json"]) == 0
+    qids = [e["qid"] for e in json.loads(capsys.readouterr().out)]
+    assert len(qids) >= 2
+    prefix = next(
+        q[:n] for n in range(6, 32) for q in qids if sum(o.startswith(q[:n]) for o in qids) == 1
+    )
+    assert main([*base, "quarantine", "show", prefix]) == 0
+    assert json.loads(capsys.readouterr().out)["qid"].startswith(prefix)
+    missing = next(
+        p for p in ("ffffff", "eeeeee", "dddddd") if not any(q.startswith(p) for q in qids)
+    )
+    assert main([*base, "quarantine", "show", missing]) == 1
+    assert "matches 0 entries" in capsys.readouterr().err
