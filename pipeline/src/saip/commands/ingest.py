@@ -16,6 +16,7 @@ from rich.table import Table
 
 from saip.context import get_state
 from saip.errors import InputError
+from saip.gate_formats import JunitOpt, SarifOpt, ingest_findings, write_gate_files
 from saip.outputs import atomic_output, require_input, require_output
 
 app = typer.Typer(
@@ -240,6 +241,9 @@ def run_cmd(
         int, typer.Option("--max-age", min=1, help="Freshness window for ts, seconds.")
     ] = 86400,
     as_json: JsonOpt = False,
+    sarif: SarifOpt = None,
+    junit: JunitOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Validate, sanitize, verify provenance, dedupe, encrypt and store; quarantine the rest."""
     from saip_ingestion.backends.local import FileRecordStream
@@ -250,6 +254,9 @@ def run_cmd(
     state = get_state()
     if source != "stream":
         require_input(Path(source), what="source")
+    for path in (sarif, junit):
+        if path is not None:
+            require_output(path, force=force)
     if dataset not in DATASET_SPECS:
         raise typer.BadParameter(f"--dataset must be one of {', '.join(DATASET_SPECS)}")
     _name, rs, store, state_dir = _backend(backend, endpoint_url, region, stream, bucket)
@@ -272,6 +279,15 @@ def run_cmd(
             poll_timeout=poll_timeout,
             idle_polls=idle_polls,
         ).as_dict()
+    write_gate_files(
+        ingest_findings(summary),
+        tool="saip-ingest",
+        artifact=source,
+        sarif=sarif,
+        junit=junit,
+        force=force,
+        seconds=float(summary.get("seconds", 0.0)),
+    )
     if not summary["conserved"]:
         raise IngestError("record counts are not conserved (received != accepted + quarantined)")
     if as_json:

@@ -13,6 +13,7 @@ The command exits 3 (a gate refused) when the risk exceeds ``--max-risk`` (defau
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -24,6 +25,7 @@ from rich.table import Table
 
 from saip.context import get_state
 from saip.errors import GateError, InputError
+from saip.gate_formats import JunitOpt, SarifOpt, scan_findings, write_gate_files
 from saip.outputs import require_input, require_output, write_text_output
 from saip.progress import Stages
 
@@ -96,6 +98,8 @@ def scan_command(
         typer.Option("--max-risk", min=0, max=100, help="Fail above this risk (default: config)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the probe network.")] = 0,
+    sarif: SarifOpt = None,
+    junit: JunitOpt = None,
 ) -> None:
     """Scan a dataset for poisoning; exit 3 if its risk exceeds the gate."""
     state = get_state()
@@ -103,8 +107,9 @@ def scan_command(
     # milliseconds, not a torch import and a 40-second scan.
     _model_arg(model)
     require_input(input_npz)
-    if output is not None:
-        require_output(output, force=force)
+    for path in (output, sarif, junit):
+        if path is not None:
+            require_output(path, force=force)
     limit = state.config.scan.max_risk if max_risk is None else max_risk
 
     with Stages(state.console, "scan") as stages:
@@ -119,6 +124,14 @@ def scan_command(
     payload = report.to_json()
     if output is not None:
         write_text_output(output, payload + "\n", force=force)
+    write_gate_files(
+        scan_findings(json.loads(payload), max_risk=limit),
+        tool="saip-scan",
+        artifact=str(input_npz),
+        sarif=sarif,
+        junit=junit,
+        force=force,
+    )
     if as_json:
         state.out.print(payload, markup=False)
     state.console.print(_summary(report, n=len(report.flags)))
