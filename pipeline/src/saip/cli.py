@@ -196,6 +196,9 @@ def _run(args: list[str]) -> int:
         if _debug_requested(args):
             traceback.print_exc()
         message = str(exc) or type(exc).__name__
+        notes = [str(n) for n in getattr(exc, "__notes__", ()) if str(n).startswith("while ")]
+        if notes:  # e.g. which file of a multi-file command failed
+            message += f" ({'; '.join(notes)})"
         print(f"saip: error: {message} [{type(exc).__name__}]", file=sys.stderr)
         return 1
     # Typer turns KeyboardInterrupt into Exit(130) and, outside standalone mode, *returns* the

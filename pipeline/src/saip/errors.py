@@ -28,3 +28,12 @@ class GateError(PipelineError):
 class InputError(SaipError):
     """An input or output path given on the command line cannot be used (missing, a directory,
     unwritable, an output that exists without ``--force``). Raised before any heavy work starts."""
+
+
+class HintedDecryptionError(SaipError):
+    """``decryption failed`` plus a hint read from the file's *public* header (a key version the
+    given key does not hold, a context key not supplied). Raised only when the header alone explains
+    the failure; tampering and wrong keys keep the one opaque ``DecryptionError`` (no oracle)."""
+
+    def __init__(self, hint: str) -> None:
+        super().__init__(f"decryption failed; hint (from the unauthenticated header): {hint}")

@@ -14,7 +14,7 @@ import shutil
 import stat
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Annotated, Any, cast
@@ -23,12 +23,13 @@ import typer
 from rich.table import Table
 from saip_encryption import EnvelopeEncryptor, KeyProvider, from_uri, wire
 from saip_encryption.envelope import Readable
-from saip_encryption.errors import EncryptionConfigError
+from saip_encryption.errors import DecryptionError, EncryptionConfigError
 from saip_encryption.providers import scheme_of
 from saip_encryption.providers.local import create_local_key
 from saip_encryption.rotation import audit, read_header, rewrap_file, split_key_version
 
 from saip.context import get_state
+from saip.errors import HintedDecryptionError
 from saip.outputs import PRIVATE_MODE, STDIO, atomic_output, require_input, require_output
 from saip.progress import ByteProgress
 
@@ -191,13 +192,49 @@ def decrypt_cmd(
     _check_paths(in_file, out_file, force)
     enc = EnvelopeEncryptor(_providers(key, _options(endpoint_url, region)), cache=False)
     ctx = _context(context)
-    with _input(in_file, "decrypting") as src:
-        n = _write_atomically(
-            out_file, force, lambda dst: enc.decrypt_stream(src, dst, context=ctx)
-        )
+    try:
+        with _input(in_file, "decrypting") as src:
+            n = _write_atomically(
+                out_file, force, lambda dst: enc.decrypt_stream(src, dst, context=ctx)
+            )
+    except DecryptionError:
+        hint = None if in_file == STDIO else decrypt_hint(Path(in_file), ctx)
+        if hint is None:
+            raise
+        raise HintedDecryptionError(hint) from None
     state.console.print(
         f"decrypted and authenticated {n:,} bytes → {out_file}", highlight=False, markup=False
     )
+
+
+def _printable(text: str, limit: int = 80) -> str:
+    """Header strings are attacker-controlled: escape control characters, cap the length."""
+    out = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
+    return out if len(out) <= limit else out[: limit - 1] + "…"
+
+
+def decrypt_hint(path: Path, context: Mapping[str, str]) -> str | None:
+    """Explain a failed decryption from the file's public header, or return ``None``.
+
+    Only what anyone holding the file can read is used: context *keys* that differ from the ones
+    given (values are never compared, so a wrong value stays opaque). A wrong key or tampering
+    returns ``None``: the caller keeps the one opaque error. (A key file that lacks the version
+    the file needs is already named by the key provider's own error.)
+    """
+    try:
+        header = read_header(path, strict=False)
+    except (wire.MalformedError, OSError):
+        return None
+    hints = []
+    missing = sorted(set(header.context) - set(context))
+    extra = sorted(set(context) - set(header.context))
+    if missing:
+        names = ", ".join(repr(_printable(k)) for k in missing)
+        hints.append(f"context key {names} missing (pass --context KEY=VALUE)")
+    if extra:
+        names = ", ".join(repr(_printable(k)) for k in extra)
+        hints.append(f"context key {names} is not in this file's context")
+    return "; ".join(dict.fromkeys(hints)) or None
 
 
 def _describe(path: Path) -> dict[str, Any]:
