@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from saip import tracking
 from saip.commands.report import write_html_report
 from saip.context import get_state
 from saip.pipeline import PipelineContext, Step, prepare_data_dir, run_steps, write_report
@@ -40,7 +42,37 @@ def demo(
     state.console.print(
         f"[bold green]demo finished[/]: {len(results)} steps; report at {report}", highlight=False
     )
+    if tracking.available():
+        run_id, uri = tracking.log_run(_pipeline_record(report), data_dir=state.data_dir)
+        state.console.print(f"MLflow run {run_id} in {uri}", highlight=False, markup=False)
     state.console.print(f"HTML report: {html}", highlight=False, markup=False)
+
+
+def _pipeline_record(report_json: Path) -> tracking.RunRecord:
+    """The demo as one MLflow run: step summaries, scan risk, FL rounds, reports (no samples)."""
+    from saip.report import collect, render_html
+
+    inputs = collect(report_json)
+    record = tracking.RunRecord(name="saip demo", kind="pipeline")
+    for step in inputs.steps:
+        record.params[f"step.{step.get('name', '?')}"] = step.get("summary", "")
+    if inputs.scan is not None:
+        scan = tracking.scan_record(inputs.scan, name="", params={}, artifacts=[])
+        record.metrics.update({f"scan.{k}": v for k, v in scan.metrics.items()})
+    if inputs.fl is not None:
+        fl = tracking.fl_record(inputs.fl, name="", artifacts=[], model_path=None)
+        record.steps.extend(fl.steps)
+        record.metrics.update(fl.metrics)
+        model = (inputs.fl.get("model") or {}).get("path")
+        if model:
+            record.texts["sealed_model_path.txt"] = f"{model}\n"
+    for key in ("received", "accepted", "quarantined"):
+        if inputs.ingest and isinstance(inputs.ingest.get(key), int):
+            record.metrics[f"ingest.{key}"] = float(inputs.ingest[key])
+    record.artifacts.append(report_json)
+    record.texts["report.html"] = render_html(inputs, include_samples=False)
+    # the full report (with the flagged-sample thumbnails, plaintext data) stays local
+    return record
 
 
 def register(root: typer.Typer) -> None:

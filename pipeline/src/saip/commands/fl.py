@@ -22,6 +22,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from saip import tracking
 from saip.context import get_state
 from saip.errors import InputError
 from saip.outputs import require_input
@@ -101,9 +102,11 @@ def run_cmd(
     force: Annotated[
         bool, typer.Option("--force", help="Replace the run directory if it exists.")
     ] = False,
+    mlflow: tracking.MlflowOpt = None,
 ) -> None:
     """Run a federated training (Flower simulation) described by a run configuration file."""
     state = get_state()
+    track = tracking.wanted(mlflow)
     cfg = _check_inputs(config)
     run_name = name or time.strftime("run-%Y%m%d-%H%M%S")
     if "/" in run_name or run_name.startswith("."):
@@ -129,6 +132,8 @@ def run_cmd(
         f"[green]✓[/] final accuracy {final['accuracy']:.3f}{eps}; model sealed at "
         f"{result.model_path}; metrics at {result.metrics_path}"
     )
+    if track:
+        _track_run(run_name, run_dir, metrics, result.metrics_path, result.model_path)
     if json_out:
         summary = {
             "status": metrics["status"],
@@ -140,6 +145,23 @@ def run_cmd(
             "seconds": result.seconds,
         }
         state.out.print(json.dumps(summary), soft_wrap=True)
+
+
+def _track_run(
+    name: str, run_dir: Path, metrics: dict[str, Any], metrics_path: Path, model_path: Path
+) -> None:
+    """Log the run to MLflow: config, per-round metrics, metrics.json, the HTML report (no
+    training samples in it) and the sealed model's path — never the model or key material."""
+    from saip.report import collect, render_html
+
+    state = get_state()
+    record = tracking.fl_record(
+        metrics, name=f"fl {name}", artifacts=[metrics_path], model_path=str(model_path)
+    )
+    inputs = collect(run_dir, audit_keys=False)
+    record.texts["report.html"] = render_html(inputs, include_samples=False)
+    run_id, uri = tracking.log_run(record, data_dir=state.data_dir)
+    state.console.print(f"MLflow run {run_id} in {uri}", highlight=False, markup=False)
 
 
 @app.command("check")

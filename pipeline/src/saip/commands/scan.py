@@ -23,6 +23,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from saip import tracking
 from saip.context import get_state
 from saip.errors import GateError, InputError
 from saip.gate_formats import JunitOpt, SarifOpt, scan_findings, write_gate_files
@@ -100,9 +101,11 @@ def scan_command(
     seed: Annotated[int, typer.Option(help="Seed of the probe network.")] = 0,
     sarif: SarifOpt = None,
     junit: JunitOpt = None,
+    mlflow: tracking.MlflowOpt = None,
 ) -> None:
     """Scan a dataset for poisoning; exit 3 if its risk exceeds the gate."""
     state = get_state()
+    track = tracking.wanted(mlflow)
     # Everything that can be checked without the detectors is checked first: a typo costs
     # milliseconds, not a torch import and a 40-second scan.
     _model_arg(model)
@@ -134,6 +137,16 @@ def scan_command(
     )
     if as_json:
         state.out.print(payload, markup=False)
+    if track:
+        record = tracking.scan_record(
+            json.loads(payload),
+            name=f"scan {input_npz.name}",
+            params={"input": str(input_npz), "seed": seed, "max_risk": limit, "model": model},
+            artifacts=[],
+        )
+        record.texts["scan_report.json"] = payload + "\n"
+        run_id, uri = tracking.log_run(record, data_dir=state.data_dir)
+        state.console.print(f"MLflow run {run_id} in {uri}", highlight=False, markup=False)
     state.console.print(_summary(report, n=len(report.flags)))
     for p in report.poisoned_producers:
         state.console.print(f"[red]poisoned producer:[/] {escape(p)}", highlight=False)
