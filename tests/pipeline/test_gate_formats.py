@@ -78,7 +78,9 @@ def test_ingest_run_writes_sarif_and_junit(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_scan_gate_writes_sarif_and_junit_before_refusing(tmp_path: Path) -> None:
+def test_scan_gate_writes_sarif_and_junit_before_refusing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from saip_poisoning.attacks import add_patch
     from sklearn.datasets import load_digits
 
@@ -94,6 +96,15 @@ def test_scan_gate_writes_sarif_and_junit_before_refusing(tmp_path: Path) -> Non
     rc = main(["scan", str(tmp_path / "in.npz"), "--max-risk", "40",
                "--sarif", str(sarif), "--junit", str(junit)])  # fmt: skip
     assert rc == 3  # the gate refused, and CI still gets the reasons
+    err = capsys.readouterr().err
+    for stage in (
+        "scan: training the probe network",
+        "scan: detector 1/8: class_size_prior",
+        "scan: detector 8/8: spectral_signature_robust",
+        "scan: risk ",
+    ):
+        assert stage in err, stage  # named stages, as plain lines when stderr is not a TTY
+    assert "\x1b" not in err  # fmt: skip
     results = _check_sarif(json.loads(sarif.read_text()))
     gate = next(r for r in results if r["ruleId"] == "saip-scan/risk-gate")
     assert gate["level"] == "error"

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -208,6 +208,7 @@ def scan(
     epochs: int = 6,
     seed: int = 0,
     min_per_class: int = MIN_PER_CLASS,
+    progress: Callable[[str], None] | None = None,
 ) -> ScanReport:
     """Run every detector on ``(x, y)``, fuse their flags and derive risk and mitigations.
 
@@ -222,6 +223,9 @@ def scan(
         probe MLP is trained on the data (``epochs``, ``seed``).
     min_per_class
         Classes with fewer samples are rejected (clustering and robust statistics need them).
+    progress
+        Called with the name of each stage as it starts (probe training, detector i/N); the CLI
+        prints it.
 
     Raises
     ------
@@ -229,11 +233,13 @@ def scan(
         Malformed input (see :func:`saip_poisoning.data.prepare`).
     """
     data = prepare(x, y, producer=producer, min_per_class=min_per_class)
+    say = progress or (lambda _stage: None)
     if model is None:
+        say(f"training the probe network ({epochs} epochs)")
         model = fit_probe(data.xs, data.y, n_classes=data.n_classes, epochs=epochs, seed=seed)
     yv = data.y
     reps: dict[str, DetectionReport] = {}
-    for det in (
+    detectors: list[Any] = [
         ClassSizePrior(),
         LossTrajectory(),
         KnnLabelDisagreement(space="input"),
@@ -241,11 +247,12 @@ def scan(
         ActivationClustering(seed=seed),
         SpectralSignature(seed=seed),
         GradientSimilarity(),
-    ):
-        reps[det.name] = det.detect(data.x, yv, model=model)
-    reps["spectral_signature_robust"] = SpectralSignature(robust=True, seed=seed).detect(
-        data.x, yv, model=model
-    )
+        SpectralSignature(robust=True, seed=seed),
+    ]
+    for i, det in enumerate(detectors, start=1):
+        name = "spectral_signature_robust" if i == len(detectors) else det.name
+        say(f"detector {i}/{len(detectors)}: {name}")
+        reps[name] = det.detect(data.x, yv, model=model)
     size, loss = reps["class_size_prior"], reps["loss_trajectory"]
     kin, krep = reps["knn_disagreement"], reps["knn_disagreement_representation"]
     ac = reps["activation_clustering"]

@@ -121,8 +121,11 @@ def scan_command(
 
         arrays = load_npz(input_npz)
         n, classes = len(arrays["y"]), len(np.unique(arrays["y"]))
-        stages.stage(f"{n} samples, {classes} classes: training the probe, running the detectors")
-        report = scan(arrays["x"], arrays["y"], producer=arrays.get("producer"), seed=seed)
+        stages.stage(f"{n} samples, {classes} classes")
+        report = scan(
+            arrays["x"], arrays["y"], producer=arrays.get("producer"), seed=seed,
+            progress=stages.stage,
+        )  # fmt: skip
         stages.stage(f"risk {report.risk_score:.1f}/100, {len(report.flagged)} samples flagged")
     payload = report.to_json()
     if output is not None:
