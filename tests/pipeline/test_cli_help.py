@@ -89,3 +89,32 @@ def test_long_lines_not_hard_wrapped_off_a_tty(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert f"--key local:{key}" in proc.stderr  # on one line, whole
+
+
+def test_byte_progress_plain_lines_off_a_tty() -> None:
+    import io
+
+    from rich.console import Console
+    from saip.progress import ByteProgress, Stages
+
+    plain = io.StringIO()
+    console = Console(file=plain, width=80)
+    with ByteProgress(console, "encrypting", 64 << 20) as progress:
+        for _ in range(64):
+            progress.advance(1 << 20)
+    with ByteProgress(console, "decrypting", 1 << 20) as progress:  # small: no noise
+        progress.advance(1 << 20)
+    with Stages(console, "scan") as stages:
+        stages.stage("detector 1/8: [bold]class_size_prior")  # markup from data stays text
+    lines = plain.getvalue().splitlines()
+    assert lines == [
+        "encrypting: 25% (16,777,216 bytes)",
+        "encrypting: 50% (33,554,432 bytes)",
+        "encrypting: 75% (50,331,648 bytes)",
+        "encrypting: 100% (67,108,864 bytes)",
+        "scan: detector 1/8: [bold]class_size_prior",
+    ]
+    tty = io.StringIO()
+    with ByteProgress(Console(file=tty, force_terminal=True), "encrypting", 64 << 20) as p:
+        p.advance(64 << 20)
+    assert "\x1b" in tty.getvalue()  # a live bar on a terminal

@@ -24,7 +24,22 @@ from rich.progress import (
 from rich.status import Status
 
 
-class Stages:
+class _LiveDisplay:
+    """Owns at most one Rich live display (a spinner or a bar), closed with the context."""
+
+    _live: Status | Progress | None = None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._live is not None:
+            self._live.__exit__(exc_type, exc, tb)
+
+
+class Stages(_LiveDisplay):
     """Announce the named stages of a long command (``with Stages(console, "scan") as s: ...``).
 
     Every stage is printed as one line ``PREFIX: TEXT`` (escaped: texts may carry names from
@@ -41,6 +56,7 @@ class Stages:
         if self._console.is_terminal:
             self._status = self._console.status(escape(self._prefix))
             self._status.__enter__()
+            self._live = self._status
         return self
 
     def stage(self, text: str) -> None:
@@ -55,17 +71,8 @@ class Stages:
         if self._status is not None:
             self._status.update(escape(line))
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._status is not None:
-            self._status.__exit__(exc_type, exc, tb)
 
-
-class ByteProgress:
+class ByteProgress(_LiveDisplay):
     """Byte progress of a stream of ``total`` bytes (``None``: unknown, e.g. a pipe).
 
     A bar on a terminal; otherwise a plain line at each quarter of a known total (nothing for an
@@ -98,6 +105,7 @@ class ByteProgress:
             )
             self._bar.__enter__()
             self._task = self._bar.add_task(self._label, total=self._total)
+            self._live = self._bar
         return self
 
     def advance(self, n: int) -> None:
@@ -115,12 +123,3 @@ class ByteProgress:
                 soft_wrap=True,
             )
             self._next_quarter += 1
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(exc_type, exc, tb)
