@@ -46,30 +46,37 @@ def test_typo_hint_printed_once(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["scann"]) == 2
     assert capsys.readouterr().err.count("Did you mean 'scan'?") == 1
     assert main(["scan", "--jsn"]) == 2
-    assert capsys.readouterr().err.count("Did you mean '--json'?") == 1
+    err = capsys.readouterr().err
+    assert err.count("Did you mean") == 1
+    assert "'--json'" in err
 
 
 PROBE = """
 import sys, warnings
-from saip.cli import main
-main(sys.argv[1:])
-warnings.warn_explicit("Tip: Ray will no longer override", FutureWarning,
-                       "ray/_private/worker.py", 1, module="ray._private.worker")
-warnings.warn_explicit("Optimal order is the largest alpha", UserWarning,
-                       "opacus/accountants/analysis/rdp.py", 1,
-                       module="opacus.accountants.analysis.rdp")
+from saip.cli import app, main
+
+@app.command("warn-probe")
+def warn_probe() -> None:  # a test-only command that warns like Ray and Opacus do
+    warnings.warn_explicit("Tip: Ray will no longer override", FutureWarning,
+                           "ray/_private/worker.py", 1, module="ray._private.worker")
+    warnings.warn_explicit("Optimal order is the largest alpha", UserWarning,
+                           "opacus/accountants/analysis/rdp.py", 1,
+                           module="opacus.accountants.analysis.rdp")
+
+sys.exit(main(sys.argv[1:]))
 """
 
 
 def test_third_party_warnings_hidden_unless_debug() -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
     quiet = subprocess.run(
-        [sys.executable, "-c", PROBE, "--version"], capture_output=True, text=True, env=env
+        [sys.executable, "-c", PROBE, "warn-probe"], capture_output=True, text=True, env=env
     )
+    assert quiet.returncode == 0, quiet.stderr
     assert "Ray" not in quiet.stderr
     assert "Optimal order" not in quiet.stderr
     loud = subprocess.run(
-        [sys.executable, "-c", PROBE, "--debug", "--version"],
+        [sys.executable, "-c", PROBE, "--debug", "warn-probe"],
         capture_output=True,
         text=True,
         env=env,

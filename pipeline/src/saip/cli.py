@@ -141,17 +141,20 @@ def _interrupted() -> int:
 THIRD_PARTY = r"(ray|opacus|flwr|torch|sklearn|art|google|azure|boto3|botocore|pydantic)(\.|$)"
 
 
-def _quiet_third_party_warnings() -> None:
+def _quiet_third_party_warnings() -> bool:
     """Hide library warnings (Ray FutureWarning, Opacus RDP-order hints...) from normal output.
 
     ``--debug`` shows them. Our own code reports through one-line errors and the report, never
     through ``warnings``; Ray workers inherit the filter for future/deprecation warnings.
+    Returns whether ``PYTHONWARNINGS`` was set here (``main`` removes it again).
     """
     warnings.filterwarnings("ignore", module=THIRD_PARTY)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    if "PYTHONWARNINGS" not in os.environ:
-        os.environ["PYTHONWARNINGS"] = "ignore::FutureWarning,ignore::DeprecationWarning"
+    if "PYTHONWARNINGS" in os.environ:
+        return False
+    os.environ["PYTHONWARNINGS"] = "ignore::FutureWarning,ignore::DeprecationWarning"
+    return True
 
 
 def _debug_requested(argv: list[str]) -> bool:
@@ -166,14 +169,16 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = list(sys.argv[1:] if argv is None else argv)
     _signals_received.clear()
-    if not _debug_requested(args):
-        _quiet_third_party_warnings()
-    previous = _install_signal_handlers()
-    try:
-        return _run(args)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with warnings.catch_warnings():  # filters and handlers are restored for in-process callers
+        set_env = False if _debug_requested(args) else _quiet_third_party_warnings()
+        previous = _install_signal_handlers()
+        try:
+            return _run(args)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            if set_env:
+                os.environ.pop("PYTHONWARNINGS", None)
 
 
 def _run(args: list[str]) -> int:
