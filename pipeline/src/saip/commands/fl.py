@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from saip import tracking
@@ -68,6 +70,62 @@ def _check_inputs(config: Path) -> Any:
     if cfg.dataset.startswith("npz:"):
         require_input(Path(cfg.dataset[4:]), what="dataset")
     return cfg
+
+
+def round_line(r: Mapping[str, Any], total: int) -> str:
+    """One progress line for a finished round: accuracy, ε, accepted/rejected groups."""
+    acc = "-" if r.get("accuracy") is None else f"{r['accuracy']:.3f}"
+    eps = "" if r.get("epsilon") is None else f", ε={r['epsilon']:.2f}"
+    rejected = r.get("rejected") or {}
+    line = (
+        f"fl: round {r.get('round')}/{total}: accuracy {acc}{eps}, "
+        f"{r.get('accepted', 0)} accepted, {len(rejected)} rejected"
+    )
+    if rejected:
+        line += " (" + "; ".join(f"{k}: {v}" for k, v in rejected.items()) + ")"
+    return line + (" [rolled back]" if r.get("rolled_back") else "")
+
+
+class RoundLines:
+    """Print a line per federated round as it finishes, read from the ``metrics.json`` the run
+    rewrites (atomically) after every round — no hook into the Flower apps is needed."""
+
+    def __init__(self, path: Path, console: Any, *, total: int, interval: float = 0.5) -> None:
+        self._path = path
+        self._console = console
+        self._total = total
+        self._interval = interval
+        self._printed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True, name="saip-fl-rounds")
+
+    def __enter__(self) -> RoundLines:
+        self._thread.start()
+        return self
+
+    def _poll(self, *, final: bool) -> None:
+        try:
+            doc = json.loads(self._path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        rounds = doc.get("rounds") or []
+        done = doc.get("status") != "running" or final
+        for i in range(self._printed, len(rounds)):
+            r = rounds[i]
+            if i == len(rounds) - 1 and r.get("accuracy") is None and not done:
+                break  # the last round is still being evaluated
+            self._console.print(escape(round_line(r, self._total)), highlight=False, soft_wrap=True)
+            self._printed = i + 1
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._poll(final=False)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        if exc_type is None:
+            self._poll(final=True)
 
 
 def rounds_table(metrics: dict[str, Any]) -> Table:
@@ -122,7 +180,10 @@ def run_cmd(
     encryptor = encryptor_for(
         key or state.config.encryption.key, state.data_dir, context=state.config.encryption.context
     )
-    with state.console.status(f"federated run: {cfg.num_clients} clients, {cfg.num_rounds} rounds"):
+    with (
+        state.console.status(f"federated run: {cfg.num_clients} clients, {cfg.num_rounds} rounds"),
+        RoundLines(run_dir / "metrics.json", state.console, total=cfg.num_rounds),
+    ):
         result = runner.run(cfg, run_dir, encryptor=encryptor)
     metrics = result.metrics
     state.console.print(rounds_table(metrics))
