@@ -52,7 +52,8 @@ def test_untrusted_labels_never_become_markup(label: str) -> None:
         # every "<" in the output opens one of our own elements
         tags = {t.split(" ", 1)[0].split(">", 1)[0] for t in svg.split("<")[1:]}
         assert tags <= {"svg", "/svg", "title", "/title", "text", "/text", "rect", "/rect",
-                        "line", "polyline", "circle", "/circle"}, tags  # fmt: skip
+                        "line", "polyline", "circle", "/circle", "figure", "/figure",
+                        "figcaption", "/figcaption"}, tags  # fmt: skip
 
 
 @settings(max_examples=50, deadline=None)

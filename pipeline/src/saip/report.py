@@ -286,7 +286,7 @@ def line_chart(
             f'<text x="{left + 8 + 130 * k}" y="{h + 30}" fill="{colour}">■ {escape(name)}</text>'
         )
     parts.append("</svg>")
-    return "".join(parts)
+    return f"<figure><figcaption>{escape(title)}</figcaption>{''.join(parts)}</figure>"
 
 
 # --- sample thumbnails ----------------------------------------------------------------------------
@@ -622,6 +622,8 @@ svg .gate-label{fill:#d62728}
 img.sample{image-rendering:pixelated;border:1px solid #ccc;margin:1px}
 td.grid{max-width:560px}
 small{color:#666}
+figure{margin:4px 0}
+figcaption{font-weight:600;font-size:13px}
 """
 
 
