@@ -193,6 +193,16 @@ def test_symlink_output_needs_force(tmp_path: Path) -> None:
         require_output(tmp_path / "dangling", force=False)
 
 
+def test_device_or_fifo_output_is_refused_even_with_force(tmp_path: Path) -> None:
+    """Renaming the finished file over /dev/null (as root) would replace the device."""
+    for special in (Path("/dev/null"), tmp_path / "fifo"):
+        if special.name == "fifo":
+            os.mkfifo(special)
+        with pytest.raises(InputError, match="not a regular file"):
+            require_output(special, force=True)
+    assert Path("/dev/null").is_char_device()
+
+
 def test_stdio_dash(tmp_path: Path) -> None:
     require_input("-", allow_stdin=True)
     require_output("-", force=False, allow_stdout=True)

@@ -47,14 +47,17 @@ def require_output(
 ) -> None:
     """Raise :class:`InputError` unless ``path`` can be written now.
 
-    Refuses a directory, an existing file without ``force``, a missing or read-only parent
-    directory. Call it before any long work so a typo fails in milliseconds, not after a scan.
+    Refuses a directory, a device/FIFO/socket (renaming a file over ``/dev/null`` would replace
+    the device), an existing file without ``force``, a missing or read-only parent directory.
+    Call it before any long work so a typo fails in milliseconds, not after a scan.
     """
     if allow_stdout and str(path) == STDIO:
         return
     p = Path(path)
     if p.is_dir():
         raise InputError(f"{what} {p} is a directory; give a file path")
+    if p.exists() and not p.is_file():  # a device, FIFO or socket: never renamed over
+        raise InputError(f"{what} {p} is not a regular file (use - for stdout)")
     if (p.exists() or p.is_symlink()) and not force:
         raise InputError(f"{what} {p} exists (use --force to replace it)")
     parent = p.parent
