@@ -22,6 +22,9 @@ def test_demo_runs_the_whole_pipeline(
     html = data / "report.html"
     assert f"HTML report: {html}" in proc.stderr  # the demo prints where its report is
     assert html.stat().st_mode & 0o777 == 0o600
+    # the demo logs one MLflow run to the SQLite store in its data directory (no service)
+    assert "MLflow run " in proc.stderr
+    assert (data / "mlflow" / "mlflow.db").is_file()
     for n in range(1, 6):
         assert f"step {n}/5" in proc.stderr
     report = json.loads((data / "report.json").read_text())
