@@ -34,7 +34,10 @@ def demo_run(
         [sys.executable, "-m", "saip", "--data-dir", str(data), "demo"],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        env={
+            **{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+            "PYTHONWARNINGS": "ignore",
+        },
         timeout=600,
     )
     return data, proc
