@@ -134,3 +134,38 @@ def unavailable_cls() -> type[UnavailableProvider]:
 
 
 __all__ = ["DecryptionError"]
+
+
+def azure_ec_signer(name: str = "headers") -> tuple[object, object]:
+    """A Key Vault EC P-256 signing key through the REAL SDK's local ``from_jwk`` crypto (the
+    Key Vault stand-in): returns ``(AzureKeyVaultSigner, HeaderVerifier)``."""
+    import secrets as _secrets
+
+    from azure.keyvault.keys import JsonWebKey
+    from azure.keyvault.keys.crypto import CryptographyClient
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from saip_encryption.signing import AzureKeyVaultSigner, HeaderVerifier
+
+    priv = ec.generate_private_key(ec.SECP256R1())
+    nums = priv.private_numbers()
+    kid = f"https://saip-test.vault.azure.net/keys/{name}/{_secrets.token_hex(16)}"
+    jwk = JsonWebKey(
+        kid=kid,
+        kty="EC",
+        crv="P-256",
+        x=nums.public_numbers.x.to_bytes(32, "big"),
+        y=nums.public_numbers.y.to_bytes(32, "big"),
+        d=nums.private_value.to_bytes(32, "big"),
+        key_ops=["sign", "verify"],
+    )
+    signer = AzureKeyVaultSigner(client=CryptographyClient.from_jwk(jwk))
+    pem = priv.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return signer, HeaderVerifier(scheme="azure-kv", key_id=kid, public_key=pem)
+
+
+@pytest.fixture
+def azure_signing() -> tuple[object, object]:
+    return azure_ec_signer()
