@@ -68,7 +68,7 @@ def setup(tmp_path_factory):  # type: ignore[no-untyped-def]
 @SETTINGS
 @given(data=st.data())
 def test_parse_and_read_header(setup, data) -> None:  # type: ignore[no-untyped-def]
-    root, _key_, _target, samples = setup
+    root, _, _, samples = setup
     blob = data.draw(_blobs(samples))
     for strict in (True, False):
         try:
@@ -91,7 +91,7 @@ def test_parse_and_read_header(setup, data) -> None:  # type: ignore[no-untyped-
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_inspect_and_audit(setup, data, capsys) -> None:  # type: ignore[no-untyped-def]
-    root, _key_, _target, samples = setup
+    root, _, _, samples = setup
     blob = data.draw(_blobs(samples))
     folder = root / "audit"
     folder.mkdir(exist_ok=True)
