@@ -37,6 +37,7 @@ destroyed, access denied), :class:`~saip_encryption.errors.KeyProviderError` lis
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import os
@@ -112,8 +113,13 @@ class _Epoch:
     header: bytes
     aead: AESGCM
     context_bytes: bytes
-    #: decrypt side: clock value after which the verified epoch must be verified again
+    #: the context as a dict: a caller's context equal to it has the same canonical encoding
+    context: dict[str, str]
+    #: clock value after which the epoch is not used (encrypt) or verified again (decrypt)
     expires: float = 0.0
+    #: encrypt side: records and plaintext bytes the epoch may still protect
+    left: int = 0
+    bytes_left: int = 0
 
 
 def _read_full(src: Readable, buf: memoryview) -> int:
@@ -302,15 +308,16 @@ class BoundEncryptor:
     def open_many(self, ciphertexts: Sequence[bytes]) -> list[bytes]:
         """Decrypt a batch; all or nothing.
 
+        Records of an epoch already verified are matched by their exact header bytes, so a batch
+        from one epoch costs one header check and one AEAD call per record.
+
         Raises
         ------
         DecryptionError, KeyProviderError
             On the first record that fails (no plaintext of the batch is returned). Call
             :meth:`open` per record to tell which one failed.
         """
-        op = self._enc._open
-        cb, ctx = self._ctx_bytes, self._context
-        return [op(c, cb, ctx) for c in ciphertexts]
+        return self._enc._open_batch(ciphertexts, self._ctx_bytes, self._context)
 
 
 class EnvelopeEncryptor:
@@ -443,19 +450,30 @@ class EnvelopeEncryptor:
         #: private test hook: ``rng(n) -> n random bytes`` (message/epoch IDs and nonces)
         self._rng: Callable[[int], bytes] = os.urandom
         self._ctx_memo: dict[tuple[tuple[str, str], ...], bytes] = {}
-        self._cache_ns = (
-            "saip-v2-epoch",
-            tuple(p.uri for p in plist),
-            tuple(str(getattr(p, "primary_key_id", "")) for p in plist),
-            wire.SUITE_EPOCH_RECORD,
-            segment_size,
-            None if signer is None else (signer.scheme, signer.key_id),
-        )
+        # cache namespace: providers, their key IDs, suite, segment size and signer — as one
+        # digest, so a cache key hashes fast and encryptors sharing a cache never share epochs
+        # unless all of these agree
+        self._cache_ns = hashlib.sha256(
+            repr(
+                (
+                    "saip-v2-epoch",
+                    tuple(p.uri for p in plist),
+                    tuple(str(getattr(p, "primary_key_id", "")) for p in plist),
+                    wire.SUITE_EPOCH_RECORD,
+                    segment_size,
+                    None if signer is None else (signer.scheme, signer.key_id),
+                )
+            ).encode()
+        ).digest()
         # decrypt side: verified epoch headers (exact bytes) → epoch, LRU, same caps as the cache
         self._depochs: OrderedDict[bytes, _Epoch] = OrderedDict()
         self._last: _Epoch | None = None
+        self._hot: dict[tuple[bytes, bytes], _Epoch] = {}
+        self._last_sealed: _Epoch | None = None
         self._lock = threading.Lock()
-        self._clock = self._dcache._clock if self._dcache is not None else time.monotonic
+        self._clock: Callable[[], float] = (
+            self._cache._clock if self._cache is not None else time.monotonic
+        )
 
     # -- properties -----------------------------------------------------------------------------
 
@@ -482,6 +500,8 @@ class EnvelopeEncryptor:
         with self._lock:
             self._depochs.clear()
             self._last = None
+            self._hot.clear()
+            self._last_sealed = None
 
     def __enter__(self) -> EnvelopeEncryptor:
         return self
@@ -547,18 +567,35 @@ class EnvelopeEncryptor:
 
     def _epoch(
         self,
-        cache_key: tuple[object, bytes],
+        cache_key: tuple[bytes, bytes],
         ctx_bytes: bytes,
         context: Mapping[str, str],
         nbytes: int,
         messages: int,
     ) -> _Epoch:
-        """The current epoch for a context, accounting ``messages``/``nbytes`` against its caps."""
+        """The current epoch for a context, accounting ``messages``/``nbytes`` against its caps.
+
+        The epoch's own counters are authoritative (they live in the epoch object, which a shared
+        cache shares); the cache holds the data key (zeroed on eviction) and lets encryptors with
+        the same providers share epochs. Counters are updated without a lock: concurrent threads
+        can overshoot a cap by at most one batch each, far inside the 2^32 random-nonce bound.
+        """
+        ep = self._hot.get(cache_key)
+        if ep is not None and ep.left >= messages and ep.bytes_left >= nbytes:
+            if self._clock() < ep.expires:
+                ep.left -= messages
+                ep.bytes_left -= nbytes
+                return ep
         cache = self._cache
         if cache is not None:
             hit = cache.use(cache_key, nbytes, messages=messages)
             if hit is not None:
-                return cast(_Epoch, hit[1])
+                ep = cast(_Epoch, hit[1])
+                if ep.left >= messages and ep.bytes_left >= nbytes:
+                    ep.left -= messages
+                    ep.bytes_left -= nbytes
+                    self._hot[cache_key] = ep
+                    return ep
         data_key, wrapped = self._new_data_key(context)
         try:
             prk = wire.hkdf_extract(data_key)
@@ -572,18 +609,24 @@ class EnvelopeEncryptor:
         except BaseException:
             data_key[:] = bytes(len(data_key))
             raise
-        epoch = _Epoch(header, AESGCM(key), ctx_bytes)
+        epoch = _Epoch(header, AESGCM(key), ctx_bytes, dict(context))
         if cache is not None:
+            epoch.expires = self._clock() + cache.max_age
+            epoch.left = min(cache.max_messages, MAX_EPOCH_MESSAGES) - messages
+            epoch.bytes_left = cache.max_bytes - nbytes
             cache.put(
                 cache_key, data_key=data_key, prk=prk, extra=epoch, nbytes=nbytes, messages=messages
             )
+            if len(self._hot) >= cache.max_entries:
+                self._hot.clear()
+            self._hot[cache_key] = epoch
         else:
             data_key[:] = bytes(len(data_key))
         return epoch
 
     def _seal_batch(
         self,
-        cache_key: tuple[object, bytes],
+        cache_key: tuple[bytes, bytes],
         ctx_bytes: bytes,
         context: Mapping[str, str],
         plaintexts: Sequence[bytes],
@@ -609,11 +652,14 @@ class EnvelopeEncryptor:
             raise ValueError("rng returned the wrong number of bytes")
         header = ep.header
         enc = ep.aead.encrypt
-        out = []
-        for i, pt in enumerate(plaintexts):
-            nonce = nonces[i * _NONCE : (i + 1) * _NONCE]
-            out.append(header + nonce + enc(nonce, pt, None))
-        return out
+        return [
+            header + nonce + enc(nonce, pt, None)
+            for nonce, pt in zip(
+                [nonces[i : i + _NONCE] for i in range(0, _NONCE * n, _NONCE)],
+                plaintexts,
+                strict=True,
+            )
+        ]
 
     def _segments(self, aead: AESGCM, data: bytes | memoryview, seg: int) -> list[bytes]:
         mv = memoryview(data)
@@ -642,8 +688,23 @@ class EnvelopeEncryptor:
         """
         if not isinstance(plaintext, _BYTES_LIKE):
             raise TypeError(f"plaintext must be bytes, got {type(plaintext).__name__}")
-        ctx_bytes = self._context_bytes(context)
-        ep = self._epoch((self._cache_ns, ctx_bytes), ctx_bytes, context, len(plaintext), 1)
+        n = len(plaintext)
+        ep = self._last_sealed
+        # fast path: the same context as the last record (compared by value: equal str→str
+        # mappings have the same canonical encoding) and the epoch within its caps
+        if (
+            ep is not None
+            and context == ep.context
+            and ep.left >= 1
+            and ep.bytes_left >= n
+            and self._clock() < ep.expires
+        ):
+            ep.left -= 1
+            ep.bytes_left -= n
+        else:
+            ctx_bytes = self._context_bytes(context)
+            ep = self._epoch((self._cache_ns, ctx_bytes), ctx_bytes, context, n, 1)
+            self._last_sealed = ep if self._cache is not None else None
         nonce = self._rng(_NONCE)
         return ep.header + nonce + ep.aead.encrypt(nonce, plaintext, None)
 
@@ -660,10 +721,25 @@ class EnvelopeEncryptor:
         KeyProviderError
             The ciphertext is intact but no provider could unwrap its data key (lists each).
         """
+        last = self._last
+        if (
+            last is not None
+            and type(ciphertext) is bytes
+            and ciphertext.startswith(last.header)
+            and context == last.context
+            and self._clock() < last.expires
+        ):
+            hlen = len(last.header)
+            try:
+                return last.aead.decrypt(
+                    ciphertext[hlen : hlen + _NONCE], ciphertext[hlen + _NONCE :], None
+                )
+            except (InvalidTag, ValueError):  # ValueError: too short for a nonce
+                raise DecryptionError() from None
         return self._open(ciphertext, self._context_bytes(context), context)
 
     def _open(self, ciphertext: bytes, ctx_bytes: bytes, context: Mapping[str, str]) -> bytes:
-        if not isinstance(ciphertext, bytes):
+        if type(ciphertext) is not bytes:
             if not isinstance(ciphertext, _BYTES_LIKE):
                 raise TypeError(f"ciphertext must be bytes, got {type(ciphertext).__name__}")
             ciphertext = bytes(ciphertext)
@@ -685,6 +761,36 @@ class EnvelopeEncryptor:
         except (_TamperError, wire.MalformedError, InvalidTag, ValueError, struct.error) as exc:
             _LOG.debug("record decryption failed: %s", type(exc).__name__)
             raise DecryptionError() from None
+
+    def _open_batch(
+        self, ciphertexts: Sequence[bytes], ctx_bytes: bytes, context: Mapping[str, str]
+    ) -> list[bytes]:
+        out: list[bytes] = []
+        header = b""
+        hlen = 0
+        decrypt: Callable[[bytes, bytes, None], bytes] | None = None
+        try:
+            for ct in ciphertexts:
+                if type(ct) is not bytes:
+                    if not isinstance(ct, _BYTES_LIKE):
+                        raise TypeError(f"ciphertext must be bytes, got {type(ct).__name__}")
+                    ct = bytes(ct)
+                if decrypt is not None and ct.startswith(header):
+                    out.append(decrypt(ct[hlen : hlen + _NONCE], ct[hlen + _NONCE :], None))
+                    continue
+                out.append(self._open(ct, ctx_bytes, context))
+                last = self._last
+                if (
+                    last is not None
+                    and last.context_bytes == ctx_bytes
+                    and ct.startswith(last.header)
+                    and self._clock() < last.expires
+                ):
+                    header, hlen, decrypt = last.header, len(last.header), last.aead.decrypt
+        except (InvalidTag, ValueError) as exc:
+            _LOG.debug("record decryption failed: %s", type(exc).__name__)
+            raise DecryptionError() from None
+        return out
 
     def _open_epoch_record(
         self, ciphertext: bytes, ctx_bytes: bytes, context: Mapping[str, str]
@@ -713,7 +819,7 @@ class EnvelopeEncryptor:
                 allow_unsigned_public_key_wraps=self._allow_unsigned,
             )
             data_key[:] = bytes(len(data_key))
-            ep = _Epoch(header_bytes, AESGCM(key), ctx_bytes)
+            ep = _Epoch(header_bytes, AESGCM(key), ctx_bytes, dict(context))
             self._remember(ep)
         if self._dcache is not None:
             self._last = ep
