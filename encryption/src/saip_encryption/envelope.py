@@ -581,11 +581,15 @@ class EnvelopeEncryptor:
         can overshoot a cap by at most one batch each, far inside the 2^32 random-nonce bound.
         """
         ep = self._hot.get(cache_key)
-        if ep is not None and ep.left >= messages and ep.bytes_left >= nbytes:
-            if self._clock() < ep.expires:
-                ep.left -= messages
-                ep.bytes_left -= nbytes
-                return ep
+        if (
+            ep is not None
+            and ep.left >= messages
+            and ep.bytes_left >= nbytes
+            and self._clock() < ep.expires
+        ):
+            ep.left -= messages
+            ep.bytes_left -= nbytes
+            return ep
         cache = self._cache
         if cache is not None:
             hit = cache.use(cache_key, nbytes, messages=messages)
