@@ -1,4 +1,4 @@
-"""Epoch records and the bound-context batch API: ``enc.bind(ctx).seal/open/seal_many/open_many``."""
+"""Epoch records and the bound-context batch API (``enc.bind(ctx)``: seal, open, batches)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ def test_batch_round_trip_and_interop(local: LocalKeyProvider) -> None:
     other = EnvelopeEncryptor(local).bind(dict(CTX))
     assert other.open_many([*blobs[:3], single]) == [*records[:3], b"one"]
     assert other.open(sealer.seal(b"two")) == b"two"
-    assert sealer.seal_many([]) == [] and sealer.open_many([]) == []
+    assert sealer.seal_many([]) == []
+    assert sealer.open_many([]) == []
     assert sealer.context == CTX
     heads = {wire.parse_header(b).message_id for b in blobs}
     assert len(heads) == 1  # one epoch
