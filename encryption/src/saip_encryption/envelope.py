@@ -638,11 +638,7 @@ class EnvelopeEncryptor:
         n = len(plaintexts)
         if n == 0:
             return []
-        total = 0
-        for pt in plaintexts:
-            if not isinstance(pt, _BYTES_LIKE):
-                raise TypeError(f"plaintext must be bytes, got {type(pt).__name__}")
-            total += len(pt)
+        total = sum(map(len, plaintexts))  # a str is refused by AESGCM (TypeError) below
         cache = self._cache
         max_messages = min(MAX_EPOCH_MESSAGES, cache.max_messages if cache else 1)
         if n > 1 and (n > max_messages or (cache is not None and total > cache.max_bytes)):
@@ -769,32 +765,30 @@ class EnvelopeEncryptor:
     def _open_batch(
         self, ciphertexts: Sequence[bytes], ctx_bytes: bytes, context: Mapping[str, str]
     ) -> list[bytes]:
-        out: list[bytes] = []
-        header = b""
-        hlen = 0
-        decrypt: Callable[[bytes, bytes, None], bytes] | None = None
+        """Open a batch: the first record through :meth:`_open`, then every record that starts
+        with the same verified epoch header with one AEAD call; any other one through
+        :meth:`_open` again."""
+        if not ciphertexts:
+            return []
+        first = self._open(ciphertexts[0], ctx_bytes, context)
+        last = self._last
+        op = self._open
+        if last is None or last.context_bytes != ctx_bytes or self._clock() >= last.expires:
+            return [first, *(op(c, ctx_bytes, context) for c in ciphertexts[1:])]
+        header, hlen, dec = last.header, len(last.header), last.aead.decrypt
+        cut = hlen + _NONCE
         try:
-            for ct in ciphertexts:
-                if type(ct) is not bytes:
-                    if not isinstance(ct, _BYTES_LIKE):
-                        raise TypeError(f"ciphertext must be bytes, got {type(ct).__name__}")
-                    ct = bytes(ct)
-                if decrypt is not None and ct.startswith(header):
-                    out.append(decrypt(ct[hlen : hlen + _NONCE], ct[hlen + _NONCE :], None))
-                    continue
-                out.append(self._open(ct, ctx_bytes, context))
-                last = self._last
-                if (
-                    last is not None
-                    and last.context_bytes == ctx_bytes
-                    and ct.startswith(last.header)
-                    and self._clock() < last.expires
-                ):
-                    header, hlen, decrypt = last.header, len(last.header), last.aead.decrypt
+            rest = [
+                dec(c[hlen:cut], c[cut:], None)
+                if type(c) is bytes and c.startswith(header)
+                else op(c, ctx_bytes, context)
+                for c in ciphertexts[1:]
+            ]
         except (InvalidTag, ValueError) as exc:
             _LOG.debug("record decryption failed: %s", type(exc).__name__)
             raise DecryptionError() from None
-        return out
+        rest.insert(0, first)
+        return rest
 
     def _open_epoch_record(
         self, ciphertext: bytes, ctx_bytes: bytes, context: Mapping[str, str]
