@@ -134,7 +134,9 @@ def batch_impls(key_uri: str) -> dict[str, Callable[[list[bytes]], list[bytes]]]
         enc, dec = raw.encrypt, raw.decrypt
         cts = [
             n + enc(n, pt, None)
-            for n, pt in zip([nonces[i : i + 12] for i in range(0, 12 * len(pts), 12)], pts)
+            for n, pt in zip(
+                [nonces[i : i + 12] for i in range(0, 12 * len(pts), 12)], pts, strict=True
+            )
         ]
         return [dec(c[:12], c[12:], None) for c in cts]
 

@@ -7,8 +7,11 @@ key so ciphertexts are deterministic (with a fixed RNG) and can be compared to g
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Mapping
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from saip_encryption.errors import DecryptionError, KeyProviderError
@@ -169,3 +172,35 @@ def azure_ec_signer(name: str = "headers") -> tuple[object, object]:
 @pytest.fixture
 def azure_signing() -> tuple[object, object]:
     return azure_ec_signer()
+
+
+def load_sibling(name: str) -> ModuleType:
+    """Import ``tests/encryption/<name>.py`` once (tests are not a package: importlib mode)."""
+    qual = f"saip_tests_{name}"
+    if qual not in sys.modules:
+        spec = importlib.util.spec_from_file_location(qual, Path(__file__).with_name(f"{name}.py"))
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[qual] = module
+        spec.loader.exec_module(module)
+    return sys.modules[qual]
+
+
+@pytest.fixture
+def local_vault_cls() -> type:
+    """``LocalVault`` of test_enc_azure.py: Key Vault key versions as REAL ``from_jwk`` clients."""
+    vault: type = load_sibling("test_enc_azure").LocalVault
+    return vault
+
+
+@pytest.fixture
+def fake_gcp_kms() -> ModuleType:
+    """The FAKE Cloud KMS gRPC server module (fake_gcp_kms.py)."""
+    return load_sibling("fake_gcp_kms")
+
+
+@pytest.fixture
+def make_azure_signer() -> object:
+    """Factory of extra Key Vault EC signing keys (e.g. an attacker's own)."""
+    return azure_ec_signer

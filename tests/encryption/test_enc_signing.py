@@ -10,11 +10,7 @@ server, Key Vault ``sign`` through the SDK's local ``from_jwk`` crypto (stand-in
 
 from __future__ import annotations
 
-import importlib.util
 import io
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import boto3
 import grpc
@@ -37,22 +33,6 @@ from saip_encryption.signing import AwsKmsSigner, GcpKmsSigner, HeaderVerifier
 CTX = {"dataset": "digits", "tenant": "t1"}
 
 
-def _load(name: str) -> ModuleType:
-    qual = f"saip_tests_{name}"
-    if qual not in sys.modules:
-        spec = importlib.util.spec_from_file_location(qual, Path(__file__).with_name(f"{name}.py"))
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[qual] = module
-        spec.loader.exec_module(module)
-    return sys.modules[qual]
-
-
-LocalVault = _load("test_enc_azure").LocalVault
-azure_ec_signer = _load("conftest").azure_ec_signer
-
-
 def _public_only_provider(vault: object) -> azure.AzureKeyVaultProvider:
     """What a forger has: the RSA public key (``keys/get``), no private part, no vault access."""
     kid = vault.order[-1]  # type: ignore[attr-defined]
@@ -72,10 +52,12 @@ def _forge(provider: azure.AzureKeyVaultProvider, **kwargs: object) -> tuple[byt
     return record, out.getvalue()
 
 
-def test_public_key_only_forgery_is_rejected() -> None:
-    vault = LocalVault("records", "RSA")
+def test_public_key_only_forgery_is_rejected(
+    local_vault_cls: type, azure_signing: tuple, make_azure_signer
+) -> None:  # type: ignore[no-untyped-def]
+    vault = local_vault_cls("records", "RSA")
     victim = vault.provider("RSA-OAEP-256")
-    signer, verifier = azure_ec_signer()
+    signer, verifier = azure_signing
     forged_record, forged_artifact = _forge(_public_only_provider(vault))
     naive = EnvelopeEncryptor(victim, allow_unsigned_public_key_wraps=True)
     assert naive.decrypt(forged_record, context=CTX) == b"poisoned record"  # the attack works
@@ -86,7 +68,7 @@ def test_public_key_only_forgery_is_rejected() -> None:
     with pytest.raises(DecryptionError):
         dec.decrypt_stream(io.BytesIO(forged_artifact), io.BytesIO(), context=CTX)
     # the forger signing with their own key is no better
-    own_signer, _own_verifier = azure_ec_signer("attacker")
+    own_signer, _own_verifier = make_azure_signer("attacker")
     signed_record, _ = _forge(_public_only_provider(vault), signer=own_signer)
     with pytest.raises(DecryptionError):
         dec.decrypt(signed_record, context=CTX)
@@ -99,10 +81,10 @@ def test_public_key_only_forgery_is_rejected() -> None:
         dec.decrypt(forged_record, context=CTX)
 
 
-def test_default_policy_without_verifiers(local: LocalKeyProvider) -> None:
+def test_default_policy_without_verifiers(local: LocalKeyProvider, local_vault_cls: type) -> None:
     """No verifier configured: an RSA-OAEP-only decryptor fails at start-up, naming the setting;
     a mixed one accepts symmetric wraps but never an unsigned public-key wrap."""
-    vault = LocalVault("records", "RSA")
+    vault = local_vault_cls("records", "RSA")
     victim = vault.provider("RSA-OAEP-256")
     with pytest.raises(EncryptionConfigError, match="verify_with"):
         EnvelopeEncryptor(victim)
@@ -115,7 +97,7 @@ def test_default_policy_without_verifiers(local: LocalKeyProvider) -> None:
     with pytest.raises(DecryptionError):  # re-wrap applies the same policy: no laundering
         rewrap_bytes(forged_record, unwrap_with=[victim], wrap_with=[local])
     # A256KW needs the secret key: no signature required
-    hsm = LocalVault("hsm", "oct").provider("A256KW")
+    hsm = local_vault_cls("hsm", "oct").provider("A256KW")
     assert (
         EnvelopeEncryptor(hsm).decrypt(
             EnvelopeEncryptor(hsm).encrypt(b"k", context=CTX), context=CTX
@@ -124,8 +106,10 @@ def test_default_policy_without_verifiers(local: LocalKeyProvider) -> None:
     )
 
 
-def test_signature_is_stripped_swapped_or_damaged(local: LocalKeyProvider) -> None:
-    signer, verifier = azure_ec_signer()
+def test_signature_is_stripped_swapped_or_damaged(
+    local: LocalKeyProvider, azure_signing: tuple
+) -> None:
+    signer, verifier = azure_signing
     enc = EnvelopeEncryptor(local, cache=False, signer=signer, verify_with=[verifier])
     a, b = enc.encrypt(b"a", context=CTX), enc.encrypt(b"b", context=CTX)
     ha, hb = wire.parse_header(a), wire.parse_header(b)
@@ -173,8 +157,8 @@ def test_aws_kms_signer_on_moto(moto_url: str) -> None:
         HeaderVerifier(scheme="aws-kms", key_id=sign_arn, public_key=b"not a key")
 
 
-def test_gcp_kms_signer_on_the_fake_server() -> None:
-    fake = _load("fake_gcp_kms")
+def test_gcp_kms_signer_on_the_fake_server(fake_gcp_kms: object) -> None:
+    fake = fake_gcp_kms
     name = "projects/p/locations/global/keyRings/r/cryptoKeys/sig/cryptoKeyVersions/1"
     with fake.serve() as running:
         running.fake.add_signing_key(name)

@@ -807,21 +807,27 @@ class EnvelopeEncryptor:
             header = wire.parse_header(header_bytes)
             if header.payload_offset != hlen or header.context_bytes != ctx_bytes:
                 raise _TamperError("inconsistent header")
-            data_key, _prk, key = recover_data_key(
-                header,
-                self._providers,
-                context,
-                allowed_key_ids=self._allowed_key_ids,
-                max_wrapped_keys=self._max_wrapped_keys,
-                verify_with=self._verifiers,
-                allow_unsigned_public_key_wraps=self._allow_unsigned,
-            )
+            data_key, _prk, key = self._recover(header, context)
             data_key[:] = bytes(len(data_key))
             ep = _Epoch(header_bytes, AESGCM(key), ctx_bytes, dict(context))
             self._remember(ep)
         if self._dcache is not None:
             self._last = ep
         return ep.aead.decrypt(ciphertext[hlen : hlen + _NONCE], ciphertext[hlen + _NONCE :], None)
+
+    def _recover(
+        self, header: wire.Header, context: Mapping[str, str]
+    ) -> tuple[bytearray, wire.HmacKey, bytes]:
+        """:func:`recover_data_key` with this encryptor's providers and policy."""
+        return recover_data_key(
+            header,
+            self._providers,
+            context,
+            allowed_key_ids=self._allowed_key_ids,
+            max_wrapped_keys=self._max_wrapped_keys,
+            verify_with=self._verifiers,
+            allow_unsigned_public_key_wraps=self._allow_unsigned,
+        )
 
     def _verified_epoch(self, header_bytes: bytes) -> _Epoch | None:
         if self._dcache is None:
@@ -894,15 +900,7 @@ class EnvelopeEncryptor:
                 if not hmac.compare_digest(commitment, header.commitment):
                     raise _TamperError("commitment mismatch")
                 return k_msg
-        data_key, prk, k_msg = recover_data_key(
-            header,
-            self._providers,
-            context,
-            allowed_key_ids=self._allowed_key_ids,
-            max_wrapped_keys=self._max_wrapped_keys,
-            verify_with=self._verifiers,
-            allow_unsigned_public_key_wraps=self._allow_unsigned,
-        )
+        data_key, prk, k_msg = self._recover(header, context)
         if self._dcache is not None:
             self._dcache.put(cache_key, data_key=data_key, prk=prk, extra=None, nbytes=nbytes)
         else:
