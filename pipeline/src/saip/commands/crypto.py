@@ -56,6 +56,14 @@ EndpointOpt = Annotated[
     str | None, typer.Option("--endpoint-url", help="Cloud KMS endpoint (stand-in, VPC endpoint).")
 ]
 RegionOpt = Annotated[str | None, typer.Option("--region", help="Cloud region for KMS.")]
+UnsignedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-unsigned-public-key-wraps",
+        help="UNSAFE: accept unsigned envelopes whose data key is wrapped with a public key "
+        "(Key Vault RSA-OAEP): anyone who can read that public key can then forge them.",
+    ),
+]
 
 
 def _options(endpoint_url: str | None, region: str | None) -> dict[str, Any]:
@@ -138,10 +146,15 @@ def encrypt_cmd(
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+    allow_unsigned: UnsignedOpt = False,
 ) -> None:
     """Encrypt IN to OUT (streamed, constant memory) under one or more master keys."""
     state = get_state()
-    enc = EnvelopeEncryptor(_providers(key, _options(endpoint_url, region)), cache=False)
+    enc = EnvelopeEncryptor(
+        _providers(key, _options(endpoint_url, region)),
+        cache=False,
+        allow_unsigned_public_key_wraps=allow_unsigned,
+    )
     ctx = _context(context)
     with _input(input_path) as src:
         n = _write_atomically(output, force, lambda dst: enc.encrypt_stream(src, dst, context=ctx))
@@ -160,10 +173,15 @@ def decrypt_cmd(
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+    allow_unsigned: UnsignedOpt = False,
 ) -> None:
     """Decrypt IN to OUT; OUT appears only after every segment authenticated."""
     state = get_state()
-    enc = EnvelopeEncryptor(_providers(key, _options(endpoint_url, region)), cache=False)
+    enc = EnvelopeEncryptor(
+        _providers(key, _options(endpoint_url, region)),
+        cache=False,
+        allow_unsigned_public_key_wraps=allow_unsigned,
+    )
     ctx = _context(context)
     with _input(input_path) as src:
         n = _write_atomically(output, force, lambda dst: enc.decrypt_stream(src, dst, context=ctx))
@@ -288,6 +306,7 @@ def rewrap_cmd(
     ] = None,
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
+    allow_unsigned: UnsignedOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
 ) -> None:
     """Re-wrap data keys under new master key(s); payloads are never decrypted or rewritten."""
@@ -306,7 +325,12 @@ def rewrap_cmd(
         )
     results = []
     for f in files:
-        result = rewrap_file(f, unwrap_with=sources, wrap_with=targets)
+        result = rewrap_file(
+            f,
+            unwrap_with=sources,
+            wrap_with=targets,
+            allow_unsigned_public_key_wraps=allow_unsigned,
+        )
         old = [wire.escape(w.key_id) for w in result.old_keys]
         new = [wire.escape(w.key_id) for w in result.new_keys]
         results.append({"file": result.path, "in_place": result.in_place, "old": old, "new": new})
