@@ -61,6 +61,8 @@ from saip_ingestion.schemas import (
     TEXT_RESPONSE_MAX,
     AnyRecord,
     TabularSampleV1,
+    canonical_json,
+    duplicate_key,
 )
 from saip_ingestion.state import ConsumerState
 
@@ -276,6 +278,10 @@ class IngestEngine:
         self.tabular_spec = tabular_spec or TabularSpec()
         self.clock = clock or _ms_clock
         self.max_line_bytes = max_line_bytes
+        # the pydantic-core validator itself: skips TypeAdapter's per-call Python wrapper
+        self._validate_image: Callable[[bytes], Any] = getattr(
+            IMAGE_RECORD_ADAPTER.validator, "validate_json", IMAGE_RECORD_ADAPTER.validate_json
+        )
         self.replay = ReplayGuard(
             clock=self.clock, max_age_ms=max_age_ms, max_skew_ms=max_skew_ms, seq_window=seq_window
         )
@@ -321,7 +327,10 @@ class IngestEngine:
             if not self.store.exists(key):
                 return
             entries = list(read_batch(self.store, self.encryptor, key))
-            index = [[e["record_id"], e["leaf"], e["ts"], "a"] for e in entries]
+            index = [
+                [self._dedupe_key(e["producer_id"], e["record_id"]), e["leaf"], e["ts"], "a"]
+                for e in entries
+            ]
             seqs = [[e["producer_id"], e["seq"]] for e in entries]
             for rid, leaf, ts, outcome in index:
                 self.state.index[rid] = (leaf, ts, outcome)
@@ -418,77 +427,103 @@ class IngestEngine:
         # windowed by receipt time: a rejected record's own ts may be far outside the window
         self.health.observe(bucket, self._received_at, "quarantined", reason=reason)
 
-    def _process(self, messages: Sequence[StreamMessage], now: int) -> _Batch:
-        batch = _Batch(outcomes=[("", None)] * len(messages))
-        self._received_at = now
-        cands: list[_Candidate] = []
-        pending: dict[tuple[str, str, int, str], list[_Candidate]] = {}
+    def _internal_error(
+        self,
+        batch: _Batch,
+        i: int,
+        msg: StreamMessage,
+        exc: BaseException,
+        *,
+        producer: str | None = None,
+        record_id: str | None = None,
+        authenticated: bool = False,
+    ) -> None:
+        """No record can stop the consumer: an unexpected exception quarantines that record."""
+        _log.warning("record at %s:%s raised %s; quarantined", msg.partition, msg.position,
+                     type(exc).__name__)  # fmt: skip
+        if batch.outcomes[i][0]:  # already decided before the failure
+            return
+        self._quarantine(
+            batch, i, msg, "internal_error", f"{type(exc).__name__} while processing the record",
+            producer=producer, record_id=record_id, authenticated=authenticated,
+        )  # fmt: skip
+
+    @staticmethod
+    def _dedupe_key(producer_id: str, record_id: str) -> str:
+        """Dedupe index key: record ids are unique per producer, not globally."""
+        return f"{producer_id}/{record_id}"
+
+    def _parse(
+        self,
+        batch: _Batch,
+        i: int,
+        msg: StreamMessage,
+        pending: dict[tuple[str, str, int, str], list[_Candidate]],
+    ) -> None:
+        data = msg.data
         max_line = self.max_line_bytes
-        validate = RECORD_ADAPTER.validate_json
-        # the pydantic-core validator itself: skips TypeAdapter's per-call Python wrapper
-        validate_image = getattr(
-            IMAGE_RECORD_ADAPTER.validator, "validate_json", IMAGE_RECORD_ADAPTER.validate_json
-        )
-        verify = self.verifier.verify
-        self.summary.received += len(messages)
-        # phase 1: size, schema, signing input, provenance (per record)
-        for i, msg in enumerate(messages):
-            data = msg.data
-            if len(data) > max_line:
-                self._quarantine(
-                    batch,
-                    i,
-                    msg,
-                    "oversized",
-                    f"{len(data)}+ bytes > limit {max_line}",
-                    producer=None,
-                    record_id=None,
-                    authenticated=False,
-                )
-                continue
-            rec: AnyRecord
+        if len(data) > max_line:
+            self._quarantine(
+                batch, i, msg, "oversized", f"{len(data)}+ bytes > limit {max_line}",
+                producer=None, record_id=None, authenticated=False,
+            )  # fmt: skip
+            return
+        rec: AnyRecord
+        try:
+            rec = self._validate_image(data)
+        except ValidationError:
             try:
-                rec = validate_image(data)
-            except ValidationError:
-                try:
-                    rec = validate(data)
-                except ValidationError as exc:
-                    reason, detail = classify_validation_error(exc, data)
-                    pid, rid = _claimed(data)
-                    self._quarantine(
-                        batch, i, msg, reason, detail, producer=pid, record_id=rid,
-                        authenticated=False,
-                    )  # fmt: skip
-                    continue
-            ref = rec["schema"]
-            name = ref["name"]
-            payload = rec["payload"]
-            pixels = None
-            if name == "image-sample":
-                pb = pixels = image_payload_bytes(payload)  # type: ignore[arg-type]
-            else:
-                pb = payload_bytes(name, payload)
-            pid = rec["producer_id"]
-            rid = rec["record_id"]
-            leaf = leaf_hash(
-                leaf_data(
-                    record_id=rid,
-                    producer_id=pid,
-                    seq=rec["seq"],
-                    ts=rec["ts"],
-                    schema_name=name,
-                    schema_version=ref["version"],
-                    payload=pb,
-                )
+                rec = RECORD_ADAPTER.validate_json(data)
+            except ValidationError as exc:
+                reason, detail = classify_validation_error(exc, data)
+                pid, rid = _claimed(data)
+                self._quarantine(
+                    batch, i, msg, reason, detail, producer=pid, record_id=rid,
+                    authenticated=False,
+                )  # fmt: skip
+                return
+        dup = duplicate_key(data, rec)
+        if dup is not None:
+            self._quarantine(
+                batch, i, msg, "schema_invalid", f"duplicate key {dup[:40]!r} in one object",
+                producer=rec["producer_id"], record_id=rec["record_id"], authenticated=False,
+            )  # fmt: skip
+            return
+        ref = rec["schema"]
+        name = ref["name"]
+        payload = rec["payload"]
+        pixels = None
+        if name == "image-sample":
+            pb = pixels = image_payload_bytes(payload)  # type: ignore[arg-type]
+        else:
+            pb = payload_bytes(name, payload)
+        leaf = leaf_hash(
+            leaf_data(
+                record_id=rec["record_id"],
+                producer_id=rec["producer_id"],
+                seq=rec["seq"],
+                ts=rec["ts"],
+                schema_name=name,
+                schema_version=ref["version"],
+                payload=pb,
             )
-            sig = rec["sig"]
-            group = (pid, sig["key_id"], sig["tree_size"], sig["root_sig"])
-            pending.setdefault(group, []).append(_Candidate(i, msg, rec, leaf, pixels))
-        # phase 1b: provenance — whole Merkle batches at once, the rest record by record
-        for (pid, key_id, tree_size, root_sig), members in pending.items():
-            if tree_size > 1 and len(members) == tree_size:
-                members.sort(key=lambda c: c.rec["sig"]["index"])
-                if all(c.rec["sig"]["index"] == j for j, c in enumerate(members)) and (
+        )
+        sig = rec["sig"]
+        group = (rec["producer_id"], sig["key_id"], sig["tree_size"], sig["root_sig"])
+        pending.setdefault(group, []).append(_Candidate(i, msg, rec, leaf, pixels))
+
+    def _verify_group(
+        self,
+        batch: _Batch,
+        group: tuple[str, str, int, str],
+        members: list[_Candidate],
+        cands: list[_Candidate],
+    ) -> None:
+        pid, key_id, tree_size, root_sig = group
+        if tree_size > 1 and len(members) == tree_size:
+            members.sort(key=lambda c: c.rec["sig"]["index"])
+            try:
+                whole = all(c.rec["sig"]["index"] == j for j, c in enumerate(members)) and (
                     self.verifier.verify_tree(
                         producer_id=pid,
                         key_id=key_id,
@@ -496,12 +531,16 @@ class IngestEngine:
                         leaves=[c.leaf for c in members],
                         paths=[c.rec["sig"]["path"] for c in members],
                     )
-                ):
-                    cands.extend(members)
-                    continue
-            for c in members:
+                )
+            except Exception:
+                whole = False
+            if whole:
+                cands.extend(members)
+                return
+        for c in members:
+            try:
                 sig = c.rec["sig"]
-                err = verify(
+                err = self.verifier.verify(
                     producer_id=pid,
                     key_id=key_id,
                     tree_size=tree_size,
@@ -510,93 +549,124 @@ class IngestEngine:
                     root_sig=root_sig,
                     leaf=c.leaf,
                 )
-                if err is None:
-                    cands.append(c)
-                else:
-                    self._quarantine(
-                        batch, c.i, c.msg, err[0], err[1], producer=pid,
-                        record_id=c.rec["record_id"], authenticated=False,
-                    )  # fmt: skip
+            except Exception as exc:
+                self._internal_error(batch, c.i, c.msg, exc, producer=pid,
+                                     record_id=c.rec["record_id"])  # fmt: skip
+                continue
+            if err is None:
+                cands.append(c)
+            else:
+                self._quarantine(
+                    batch, c.i, c.msg, err[0], err[1], producer=pid,
+                    record_id=c.rec["record_id"], authenticated=False,
+                )  # fmt: skip
+
+    def _process(
+        self, messages: Sequence[StreamMessage], now: int, *, releasing: bool = False
+    ) -> _Batch:
+        batch = _Batch(outcomes=[("", None)] * len(messages))
+        self._received_at = now
+        cands: list[_Candidate] = []
+        pending: dict[tuple[str, str, int, str], list[_Candidate]] = {}
+        self.summary.received += len(messages)
+        # phase 1: size, schema, duplicate keys, signing input (per record)
+        for i, msg in enumerate(messages):
+            try:
+                self._parse(batch, i, msg, pending)
+            except Exception as exc:
+                self._internal_error(batch, i, msg, exc)
+        # phase 1b: provenance — whole Merkle batches at once, the rest record by record
+        for group, members in pending.items():
+            self._verify_group(batch, group, members, cands)
         cands.sort(key=lambda c: c.i)  # decisions below are made in arrival order
         # phase 2: content checks (vectorised for images), sanitization (text)
-        self._check_content(cands)
+        try:
+            self._check_content(cands)
+        except Exception:
+            for c in cands:
+                c.verdict = None
+                try:
+                    self._check_content([c])
+                except Exception as exc:
+                    c.verdict = ("internal_error", f"{type(exc).__name__} in the content checks")
         # phase 3: dedupe, freshness, anti-replay, decision (arrival order)
-        index = self.state.index
         accepted_counts: Counter[tuple[str, int, Any]] = Counter()
-        admit = self.replay.admit
-        window_ms = self.health.window_ms
         for c in cands:
-            rec = c.rec
-            rid, pid, ts, seq = rec["record_id"], rec["producer_id"], rec["ts"], rec["seq"]
-            leaf_hex = c.leaf.hex()
-            prev = index.get(rid)
-            if prev is not None:
-                if prev[0] != leaf_hex:
-                    self._quarantine(
-                        batch,
-                        c.i,
-                        c.msg,
-                        "conflict",
-                        f"record_id {rid} was already seen with different content",
-                        producer=pid,
-                        record_id=rid,
-                        authenticated=True,
-                    )
-                elif prev[2] == "a":
-                    batch.outcomes[c.i] = ("duplicate", None)
-                    self.summary.accepted += 1
-                    self.summary.duplicates += 1
-                    self.health.observe(pid, ts, "duplicate")
-                else:  # re-delivery of a record quarantined for its content
-                    self._quarantine(
-                        batch,
-                        c.i,
-                        c.msg,
-                        prev[2],
-                        f"re-delivered; {prev[2]} on first receipt",
-                        producer=pid,
-                        record_id=rid,
-                        authenticated=True,
-                    )
-                continue
-            err = admit(pid, seq, ts, now)  # freshness + anti-replay; marks seq if admitted
-            if err is not None:
-                self._quarantine(
-                    batch,
-                    c.i,
-                    c.msg,
-                    err[0],
-                    err[1],
-                    producer=pid,
-                    record_id=rid,
-                    authenticated=True,
-                )
-                continue
-            batch.seqs.append([pid, seq])
-            if c.verdict is not None:
-                index[rid] = (leaf_hex, ts, c.verdict[0])
-                batch.index.append([rid, leaf_hex, ts, c.verdict[0]])
-                self._quarantine(
-                    batch,
-                    c.i,
-                    c.msg,
-                    c.verdict[0],
-                    c.verdict[1],
-                    producer=pid,
-                    record_id=rid,
-                    authenticated=True,
-                )
-                continue
-            index[rid] = (leaf_hex, ts, "a")
-            batch.index.append([rid, leaf_hex, ts, "a"])
-            batch.stored.append(self._stored_line(c, leaf_hex))
-            batch.outcomes[c.i] = ("accepted", None)
-            self.summary.accepted += 1
-            self.summary.stored += 1
-            label = rec["payload"].get("label")
-            accepted_counts[(pid, ts // window_ms * window_ms, label)] += 1
+            try:
+                self._decide(batch, c, now, accepted_counts, releasing=releasing)
+            except Exception as exc:
+                self._internal_error(batch, c.i, c.msg, exc, producer=c.rec["producer_id"],
+                                     record_id=c.rec["record_id"], authenticated=True)  # fmt: skip
         self.health.observe_accepted(accepted_counts)
         return batch
+
+    def _decide(
+        self,
+        batch: _Batch,
+        c: _Candidate,
+        now: int,
+        accepted_counts: Counter[tuple[str, int, Any]],
+        *,
+        releasing: bool,
+    ) -> None:
+        rec = c.rec
+        rid, pid, ts, seq = rec["record_id"], rec["producer_id"], rec["ts"], rec["seq"]
+        leaf_hex = c.leaf.hex()
+        dkey = self._dedupe_key(pid, rid)
+        index = self.state.index
+        prev = index.get(dkey)
+        line = self._stored_line(c, leaf_hex) if c.verdict is None else b""
+        if prev is not None and releasing and prev[0] == leaf_hex and prev[2] != "a":
+            # release of a record quarantined for its content: ts and seq were admitted on
+            # first receipt; only the content checks (under the current spec) decide now
+            prev = None
+            admitted = True
+        else:
+            admitted = False
+        if prev is not None:
+            if prev[0] != leaf_hex:
+                self._quarantine(
+                    batch, c.i, c.msg, "conflict",
+                    f"record_id {rid} of {pid} was already seen with different content",
+                    producer=pid, record_id=rid, authenticated=True,
+                )  # fmt: skip
+            elif prev[2] == "a":
+                batch.outcomes[c.i] = ("duplicate", None)
+                self.summary.accepted += 1
+                self.summary.duplicates += 1
+                self.health.observe(pid, ts, "duplicate")
+            else:  # re-delivery of a record quarantined for its content
+                self._quarantine(
+                    batch, c.i, c.msg, prev[2], f"re-delivered; {prev[2]} on first receipt",
+                    producer=pid, record_id=rid, authenticated=True,
+                )  # fmt: skip
+            return
+        if not admitted:
+            err = self.replay.admit(pid, seq, ts, now)  # freshness + anti-replay; marks seq
+            if err is not None:
+                self._quarantine(
+                    batch, c.i, c.msg, err[0], err[1], producer=pid, record_id=rid,
+                    authenticated=True,
+                )  # fmt: skip
+                return
+            batch.seqs.append([pid, seq])
+        if c.verdict is not None:
+            if not admitted:
+                index[dkey] = (leaf_hex, ts, c.verdict[0])
+                batch.index.append([dkey, leaf_hex, ts, c.verdict[0]])
+            self._quarantine(
+                batch, c.i, c.msg, c.verdict[0], c.verdict[1], producer=pid, record_id=rid,
+                authenticated=True,
+            )  # fmt: skip
+            return
+        index[dkey] = (leaf_hex, ts, "a")
+        batch.index.append([dkey, leaf_hex, ts, "a"])
+        batch.stored.append(line)
+        batch.outcomes[c.i] = ("accepted", None)
+        self.summary.accepted += 1
+        self.summary.stored += 1
+        label = rec["payload"].get("label")
+        accepted_counts[(pid, ts // self.health.window_ms * self.health.window_ms, label)] += 1
 
     def _check_content(self, cands: list[_Candidate]) -> None:
         spec = self.image_spec
@@ -665,31 +735,19 @@ class IngestEngine:
             c.sanitized = {**c.rec, "payload": {"instruction": ins.text, "response": res.text}}
 
     def _stored_line(self, c: _Candidate, leaf_hex: str) -> bytes:
+        """One stored entry: the canonical re-serialisation, never the producer's raw bytes."""
         rec = c.rec
+        head = (
+            f'{{"record_id":"{rec["record_id"]}","producer_id":"{rec["producer_id"]}",'
+            f'"seq":{rec["seq"]},"ts":{rec["ts"]},"leaf":"{leaf_hex}","audit":'
+        ).encode()
         if c.sanitized is None:
-            head = (
-                f'{{"record_id":"{rec["record_id"]}","producer_id":"{rec["producer_id"]}",'
-                f'"seq":{rec["seq"]},"ts":{rec["ts"]},"leaf":"{leaf_hex}","audit":[],"record":'
-            ).encode()
-            raw = bytes(c.msg.data).strip()
-            if b"\n" in raw or b"\r" in raw:
-                # batches are newline-delimited: JSON whitespace with line breaks (allowed, and
-                # outside the signed bytes) is re-serialized compactly, never stored raw
-                raw = json.dumps(
-                    json.loads(raw), ensure_ascii=False, separators=(",", ":")
-                ).encode()
-            return head + raw + b"}"
-        doc = {
-            "record_id": rec["record_id"],
-            "producer_id": rec["producer_id"],
-            "seq": rec["seq"],
-            "ts": rec["ts"],
-            "leaf": leaf_hex,
-            "audit": [a.as_dict() for a in c.audit],
-            "record": c.sanitized,
-            "original": bytes(c.msg.data).decode("utf-8"),
-        }
-        return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+            return head + b'[],"record":' + canonical_json(rec) + b"}"
+        audit = json.dumps([a.as_dict() for a in c.audit], ensure_ascii=False).encode()
+        return (
+            head + audit + b',"record":' + canonical_json(c.sanitized)
+            + b',"original":' + canonical_json(rec) + b"}"
+        )  # fmt: skip
 
     def _commit(self, batch: _Batch, received_at: int) -> None:
         for q in batch.quarantine:
@@ -725,7 +783,10 @@ class IngestEngine:
         if entry.released:
             raise IngestError(f"quarantine entry {qid} was already released")
         msg = StreamMessage(entry.raw, "quarantine-release", qid)
-        outcome = self.process_and_commit([msg], now=entry.received_at)[0]
+        received_at = entry.received_at
+        batch = self._process([msg], received_at, releasing=True)
+        self._commit(batch, received_at)
+        outcome = batch.outcomes[0]
         if outcome[0] in ("accepted", "duplicate"):
             self.quarantine.mark_released(qid, outcome=outcome[0], at=self.clock())
         return outcome
@@ -757,16 +818,18 @@ def export_npz(store: ObjectStore, encryptor: Encryptor, out: Path) -> dict[str,
     ids: list[str] = []
     shapes: set[tuple[int, int]] = set()
     skipped = 0
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     for entry in iter_accepted(store, encryptor):
-        rec = RECORD_ADAPTER.validate_python(entry["record"])
+        # the same adapter, in the same (JSON) mode, as on ingestion
+        rec = RECORD_ADAPTER.validate_json(json.dumps(entry["record"]))
         if rec["schema"]["name"] != "image-sample":
             skipped += 1
             continue
         payload = rec["payload"]
-        if rec["record_id"] in seen:
-            raise IngestError(f"record {rec['record_id']} is stored twice")
-        seen.add(rec["record_id"])
+        ident = (rec["producer_id"], rec["record_id"])
+        if ident in seen:
+            raise IngestError(f"record {rec['record_id']} of {rec['producer_id']} is stored twice")
+        seen.add(ident)
         shapes.add((payload["width"], payload["height"]))
         xs.append(payload["features"])
         ys.append(payload["label"])

@@ -47,7 +47,8 @@ REASONS: Final[dict[str, str]] = {
     "label_invalid": "the label is not in the declared class set",
     "shape_mismatch": "width/height differ from the declared image shape",
     "unsanitizable": "a text field is empty or unstable after sanitization",
-    "confusable_text": "a text field mixes Latin with Cyrillic/Greek letters in one word",
+    "confusable_text": "a text field mixes Latin with letters of another script in one word",
+    "internal_error": "processing the record raised an unexpected error (type in the detail)",
 }
 
 _QID: Final = re.compile(r"[0-9a-f]{32}")
