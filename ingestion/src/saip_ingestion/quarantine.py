@@ -15,6 +15,7 @@ import base64
 import hashlib
 import json
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
@@ -23,7 +24,7 @@ from saip_ingestion.backends.base import ObjectStore
 from saip_ingestion.errors import QuarantineError
 from saip_ingestion.protocols import Encryptor
 
-__all__ = ["REASONS", "QuarantineEntry", "QuarantineStore"]
+__all__ = ["REASONS", "QuarantineEntry", "QuarantineStore", "terminal_safe"]
 
 #: reason codes and what they mean (also in docs/ingestion-format.md)
 REASONS: Final[dict[str, str]] = {
@@ -52,6 +53,29 @@ REASONS: Final[dict[str, str]] = {
 }
 
 _QID: Final = re.compile(r"[0-9a-f]{32}")
+#: categories escaped for display: controls (C0, DEL, C1), format (bidi overrides, zero-width,
+#: tags), separators that break lines, surrogates and private use
+_UNSAFE_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every control, format, line-separator, surrogate, private-use or unassigned
+    character written as a JSON-style ``\\uXXXX`` escape (astral ones as a surrogate pair).
+
+    Untrusted strings (raw records, claimed ids, details) pass through this before reaching a
+    terminal or a log: a U+202E RIGHT-TO-LEFT OVERRIDE or a C1 CSI (U+009B) is shown as
+    ``\\u202e`` / ``\\u009b``, never interpreted. Inside a JSON string the result is still valid
+    JSON for the same value.
+    """
+    if text.isascii() and text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if unicodedata.category(ch) in _UNSAFE_CATEGORIES:
+            out.append(json.dumps(ch)[1:-1])
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ See ``ingestion/README.md`` and ``docs/ingestion-format.md``.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,7 +30,9 @@ BackendOpt = Annotated[
 KeyOpt = Annotated[
     str | None,
     typer.Option(
-        "--key", help="Master key URI (default: config, else local:<data-dir>/keys/master.key)."
+        "--key",
+        help="Master key URI (default: config, else a local key under $SAIP_KEY_DIR or "
+        "~/.config/saip/keys, never inside the data directory).",
     ),
 ]
 EndpointOpt = Annotated[
@@ -44,11 +48,50 @@ def _data_dir() -> Path:
     return get_state().data_dir
 
 
+def key_home() -> Path:
+    """Where default local master keys live: ``$SAIP_KEY_DIR``, else
+    ``$XDG_CONFIG_HOME/saip/keys``, else ``~/.config/saip/keys`` — never inside the data
+    directory, so a copy of the data directory (a backup, a shared volume) holds no key."""
+    explicit = os.environ.get("SAIP_KEY_DIR")
+    if explicit:
+        return Path(explicit)
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config) / "saip" / "keys"
+
+
+def _default_key(data_dir: Path) -> str:
+    """The local master key of ``data_dir`` when neither ``--key`` nor the settings name one.
+
+    ``<key_home>/<first 16 hex of SHA-256(resolved data dir)>.key``, created 0600 (directory
+    0700) on first use. A key already kept at the old place ``<data-dir>/keys/master.key`` is
+    still used (with a warning) so that existing data stays readable.
+    """
+    from saip_encryption.providers.local import create_local_key
+
+    legacy = data_dir / "keys" / "master.key"
+    if legacy.is_file():
+        get_state().console.print(
+            f"[yellow]warning:[/] using the master key kept beside the data ({legacy}); move it "
+            f"to {key_home()} or pass --key"
+        )
+        return f"local:{legacy}"
+    ident = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    path = key_home() / f"{ident}.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        create_local_key(path)
+        get_state().console.print(f"created local master key {path}")
+    return f"local:{path}"
+
+
 def _encryptor(key: str | None, endpoint_url: str | None = None, region: str | None = None) -> Any:
-    """The envelope encryptor for ``key`` (default key file created on first use)."""
+    """The envelope encryptor for ``key`` (default key created on first use, see _default_key)."""
     from saip.compose import encryptor
 
-    return encryptor(get_state(), key, endpoint_url=endpoint_url, region=region)
+    state = get_state()
+    if key is None and state.config.encryption.key is None:
+        key = _default_key(state.data_dir)
+    return encryptor(state, key, endpoint_url=endpoint_url, region=region)
 
 
 def _backend(
@@ -315,14 +358,15 @@ def quarantine_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List quarantined records (reason, producer, record id, detail)."""
-    from saip_ingestion.quarantine import REASONS
+    from rich.markup import escape
+    from saip_ingestion.quarantine import REASONS, terminal_safe
 
     if reason is not None and reason not in REASONS:
         raise typer.BadParameter(f"unknown reason {reason!r}; known: {', '.join(REASONS)}")
     qs = _quarantine_store(backend, key, endpoint_url, region, bucket)
     entries = [e.summary() for e in qs.entries(reason=reason)]
     if as_json:
-        typer.echo(json.dumps(entries))
+        typer.echo(json.dumps(entries))  # ASCII-escaped JSON
         return
     table = Table(title=f"quarantine ({len(entries)} entries)")
     for col in ("qid", "reason", "producer", "record", "detail", "released"):
@@ -333,7 +377,7 @@ def quarantine_list(
             e["reason"],
             e["producer_id"] or "-",
             e["record_id"] or "-",
-            e["detail"][:80],
+            escape(terminal_safe(e["detail"][:80])),
             "yes" if e["released"] else "",
         )
     get_state().console.print(table)
@@ -349,10 +393,13 @@ def quarantine_show(
     bucket: BucketOpt = None,
 ) -> None:
     """Show one entry as JSON on stdout, raw record included (decrypted)."""
+    from saip_ingestion.quarantine import terminal_safe
+
     entry = _quarantine_store(backend, key, endpoint_url, region, bucket).get(qid)
     doc = entry.summary()
     doc["raw"] = entry.raw.decode("utf-8", errors="backslashreplace")
-    typer.echo(json.dumps(doc, ensure_ascii=False))
+    # valid JSON; bidi overrides, C1 controls and other invisible characters are escaped
+    typer.echo(terminal_safe(json.dumps(doc, ensure_ascii=False)))
 
 
 @quarantine_app.command("release")
