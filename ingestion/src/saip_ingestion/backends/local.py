@@ -123,9 +123,13 @@ class LocalObjectStore:
         return data
 
     def list(self, prefix: str = "") -> Iterator[str]:
-        """Keys under ``prefix`` in lexicographic order."""
+        """Keys under ``prefix`` in lexicographic order (walks only the prefix's directory)."""
+        parts = prefix.split("/")[:-1]
+        if any(p in (".", "..") or not _KEY_SEGMENT.fullmatch(p) for p in parts):
+            return iter(())
+        base = self.root.joinpath(*parts)
         keys = []
-        for dirpath, _dirs, files in os.walk(self.root):
+        for dirpath, _dirs, files in os.walk(base):
             rel = Path(dirpath).relative_to(self.root)
             for name in files:
                 if name.startswith("."):
@@ -139,9 +143,18 @@ class LocalObjectStore:
 class LocalStream:
     """Append-only segment files with one consumer checkpoint (see the module docstring)."""
 
-    def __init__(self, root: Path, *, segment_bytes: int = _SEGMENT_BYTES) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        segment_bytes: int = _SEGMENT_BYTES,
+        max_message_bytes: int = MAX_LINE_BYTES,
+    ) -> None:
         if segment_bytes < 1024:
             raise ValueError("segment_bytes must be >= 1024")
+        if max_message_bytes < 1:
+            raise ValueError("max_message_bytes must be >= 1")
+        self.max_message_bytes = max_message_bytes
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.segment_bytes = segment_bytes
@@ -224,10 +237,15 @@ class LocalStream:
                     if len(head) < _FRAME.size:
                         break
                     length, crc = _FRAME.unpack(head)
-                    data = fh.read(length)
-                    if len(data) < length:
+                    if length > self.max_message_bytes:
+                        data = self._read_oversized(fh, length, crc, path, off)
+                        if data is None:
+                            break  # torn tail: not yet complete
+                    else:
+                        data = fh.read(length)
+                    if len(data) < min(length, self.max_message_bytes + 1):
                         break  # torn tail: not yet complete
-                    if zlib.crc32(data) != crc:
+                    if length <= self.max_message_bytes and zlib.crc32(data) != crc:
                         raise IngestError(f"corrupt frame in {path} at offset {off}")
                     off += _FRAME.size + length
                     out.append(StreamMessage(data, "local", f"{seg}:{off}"))
@@ -237,6 +255,23 @@ class LocalStream:
             seg, off = later[0], 0
         self._read_pos = (seg, off)
         return out
+
+    def _read_oversized(self, fh: Any, length: int, crc: int, path: Path, off: int) -> bytes | None:
+        """First ``max_message_bytes + 1`` bytes of a longer frame (memory stays bounded: the
+        rest is read in 1 MiB chunks only for its CRC); ``None`` if the frame is incomplete."""
+        head = fh.read(self.max_message_bytes + 1)
+        running = zlib.crc32(head)
+        left = length - len(head)
+        while left > 0:
+            chunk = fh.read(min(left, 1 << 20))
+            if not chunk:
+                return None
+            running = zlib.crc32(chunk, running)
+            left -= len(chunk)
+        if running != crc:
+            raise IngestError(f"corrupt frame in {path} at offset {off}")
+        data: bytes = head
+        return data
 
     def checkpoint(self, messages: Sequence[StreamMessage]) -> None:
         """Persist the position after the last of ``messages``."""
