@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -74,6 +75,8 @@ __all__ = ["DATASET_SPECS", "ImageSpec", "IngestEngine", "IngestSummary", "Tabul
 _log = logging.getLogger(__name__)
 #: messages longer than this are pre-screened (:func:`prescreen`) before validation
 _PRESCREEN_BYTES: Final = 16 * 1024
+_PRODUCER_RE: Final = re.compile(PRODUCER_ID_PATTERN[1:-1])
+_RECORD_RE: Final = re.compile(RECORD_ID_PATTERN[1:-1])
 #: at most this many validation errors are materialised for one record
 MAX_ERRORS: Final = 64
 _TAGS: Final = frozenset({"image-sample/v1", "tabular-sample/v1", "text-sample/v1"})
@@ -180,17 +183,19 @@ def _ms_clock() -> int:
 
 def _claimed(data: bytes) -> tuple[str | None, str | None]:
     """Best-effort (producer_id, record_id) of an invalid record, only if they match patterns."""
-    import re
-
     try:
         doc = from_json(data)
     except ValueError:
         return None, None
+    return _claimed_in(doc)
+
+
+def _claimed_in(doc: Any) -> tuple[str | None, str | None]:
     if not isinstance(doc, dict):
         return None, None
     pid, rid = doc.get("producer_id"), doc.get("record_id")
-    pid = pid if isinstance(pid, str) and re.fullmatch(PRODUCER_ID_PATTERN[1:-1], pid) else None
-    rid = rid if isinstance(rid, str) and re.fullmatch(RECORD_ID_PATTERN[1:-1], rid) else None
+    pid = pid if isinstance(pid, str) and _PRODUCER_RE.fullmatch(pid) else None
+    rid = rid if isinstance(rid, str) and _RECORD_RE.fullmatch(rid) else None
     return pid, rid
 
 
@@ -242,6 +247,11 @@ def prescreen(data: bytes) -> tuple[str, str] | None:
         doc = from_json(data)
     except ValueError:
         return None  # the validator reports the exact JSON error
+    return prescreen_doc(doc)
+
+
+def prescreen_doc(doc: Any) -> tuple[str, str] | None:
+    """:func:`prescreen` of an already parsed message."""
     if not isinstance(doc, dict):
         return None
     for name in ("", "schema", "sig", "payload"):
@@ -260,9 +270,10 @@ def prescreen(data: bytes) -> tuple[str, str] | None:
             return "oversized_field", f"payload.features: {len(feats)} columns (pre-screen)"
         values = feats.values()
     if values is not None:
-        bad = sum(1 for v in values if type(v) is not float and type(v) is not int)
-        if bad:
-            return "schema_invalid", f"payload.features: {bad} values are not numbers (pre-screen)"
+        kinds = set(map(type, values)) - {float, int}  # C-level loop: ~1 ms per 50k values
+        if kinds:
+            names = ", ".join(sorted(k.__name__ for k in kinds))
+            return "schema_invalid", f"payload.features: values of type {names} (pre-screen)"
     return None
 
 
@@ -531,9 +542,13 @@ class IngestEngine:
             )  # fmt: skip
             return
         if len(data) > _PRESCREEN_BYTES:
-            early = prescreen(data)
+            try:
+                doc = from_json(data)
+            except ValueError:
+                doc = None  # the validator reports the exact JSON error
+            early = prescreen_doc(doc)
             if early is not None:
-                pid, rid = _claimed(data)
+                pid, rid = _claimed_in(doc)
                 self._quarantine(
                     batch, i, msg, early[0], early[1], producer=pid, record_id=rid,
                     authenticated=False,
