@@ -39,6 +39,7 @@ from pydantic import ValidationError
 from pydantic_core import from_json
 
 from saip_ingestion.backends.base import ObjectStore, RecordStream, StreamMessage
+from saip_ingestion.backends.local import atomic_write
 from saip_ingestion.errors import IngestError
 from saip_ingestion.health import HealthTracker
 from saip_ingestion.protocols import Encryptor
@@ -343,9 +344,11 @@ class IngestEngine:
             clock=self.clock, max_age_ms=max_age_ms, max_skew_ms=max_skew_ms, seq_window=seq_window
         )
         self.health = HealthTracker(window_ms=health_window_ms)
+        self._health_path = Path(state_dir) / "health.json"
         self.quarantine = QuarantineStore(store, encryptor)
         self.snapshot_every = snapshot_every
         self.state = ConsumerState(Path(state_dir), replay=self.replay)
+        self._load_health()
         self.summary = IngestSummary()
         self._received_at = self.clock()
         self._classes = np.array(sorted(image_spec.classes), dtype=np.int64)
@@ -353,10 +356,24 @@ class IngestEngine:
 
     # ------------------------------------------------------------------ lifecycle
 
+    def _load_health(self) -> None:
+        """Per-producer health persists across runs (``<state_dir>/health.json``)."""
+        if not self._health_path.is_file():
+            return
+        try:
+            self.health.restore(json.loads(self._health_path.read_text(encoding="utf-8")))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IngestError(f"producer health {self._health_path} is corrupt: {exc}") from None
+
+    def _save_health(self) -> None:
+        state = self.health.state(since_ms=self._prune_bound())
+        atomic_write(self._health_path, json.dumps(state, separators=(",", ":")).encode())
+
     def close(self) -> None:
-        """Snapshot the state and release the consumer lock."""
+        """Snapshot the state (dedupe index, replay windows, producer health); release the lock."""
         try:
             self.state.snapshot(prune_before_ms=self._prune_bound())
+            self._save_health()
         finally:
             self.state.close()
 

@@ -70,6 +70,7 @@ __all__ = [
     "duplicate_key",
     "export_schemas",
     "json_schemas",
+    "strict_json_loads",
 ]
 
 #: upper bound of one serialized record (bytes); longer lines are quarantined as ``oversized``
@@ -322,6 +323,14 @@ def duplicate_key(data: bytes, validated: Any) -> str | None:
     except ValueError:
         return None
     return None
+
+
+def strict_json_loads(data: bytes | str) -> Any:
+    """``json.loads`` that refuses duplicate keys at every level (``ValueError``)."""
+    try:
+        return json.loads(data, object_pairs_hook=_no_duplicates)
+    except _DuplicateKeyError as exc:
+        raise ValueError(f"duplicate key {str(exc)[:40]!r} in one object") from None
 
 
 def canonical_json(record: Any) -> bytes:
