@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import unicodedata
@@ -55,7 +56,7 @@ _JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
     lambda inner: (
         st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=5)
-    ),  # fmt: skip
+    ),
     max_leaves=20,
 )
 
@@ -126,7 +127,7 @@ def test_conservation_for_any_interleaving_and_batching(
     lines = [pool[i % len(pool)] for i in picks]
     start = engine.summary.received
     bounds = sorted({c % len(lines) for c in cuts} | {0, len(lines)})
-    for lo, hi in zip(bounds, bounds[1:], strict=False):
+    for lo, hi in itertools.pairwise(bounds):
         if hi > lo:
             _check(engine.process_and_commit(env.msgs(lines[lo:hi])))
     s = engine.summary
