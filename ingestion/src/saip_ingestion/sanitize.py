@@ -4,8 +4,11 @@ Each text field goes through, until nothing changes (at most four passes):
 
 1. Unicode NFKC normalisation (UAX #15): folds compatibility look-alikes such as full-width
    ``ＡＢＣ``, ligatures and mathematical alphanumerics ``𝐀`` to their plain forms;
-2. markup stripping: HTML/XML tags and comments removed (``script``/``style`` content dropped),
-   character references decoded (stdlib :class:`html.parser.HTMLParser`);
+2. markup stripping: HTML/XML tags, comments, declarations and processing instructions removed
+   (``script``/``style`` content dropped), character references decoded (:func:`html.unescape`),
+   by a linear tokenizer (:func:`_strip_markup`; stdlib ``html.parser`` raised
+   ``AssertionError`` on ``<![foo[`` and was superlinear on runs of ``<a``/``<!--``); markup that
+   is opened and never closed makes the field ``unsanitizable`` (never guessed);
 3. removal of control characters (category Cc except ``\\n`` and ``\\t``; ``\\r\\n``/``\\r``
    become ``\\n``), format characters (Cf: zero-width space/joiners, BOM, bidi overrides
    U+202A–202E, U+2066–2069), surrogates (Cs) and private-use characters (Co); U+2028/U+2029
@@ -13,15 +16,21 @@ Each text field goes through, until nothing changes (at most four passes):
 4. trimming of leading/trailing whitespace.
 
 Every change is returned as an :class:`AuditEntry` and stored with the record. Afterwards a field
-that is empty, longer than its limit, or contains a word mixing Latin with Cyrillic or Greek
-letters (a homograph/confusable, the "mixed script" check of UTS #39 §5.1) cannot be made valid:
-the record is quarantined (``unsanitizable`` / ``confusable_text``); nothing is truncated.
+that is empty, longer than its limit, or contains a word mixing Latin letters with another
+script outside the UTS #39 §5.2 "highly restrictive" companions (Han, Hiragana, Katakana,
+Bopomofo, Hangul) — a homograph/confusable such as Cyrillic ``а``, Greek ``ο`` or Cherokee ``Ꭺ``
+inside a Latin word — cannot be made valid: the record is quarantined (``unsanitizable`` /
+``confusable_text``); nothing is truncated. A field starting with a spreadsheet formula prefix
+(``= + - @``, TAB, CR: OWASP "CSV injection") is stored unchanged and flagged in the audit
+(``flag_formula_prefix``): escaping belongs to a CSV export, the store is JSON.
 
 Notes
 -----
 Markup stripping is lossy for text that legitimately contains ``<tag>``-like sequences (code
-snippets); the audit trail records what was removed. NFKC does not fold cross-script homoglyphs
-(Cyrillic ``а`` vs Latin ``a``): those are detected, not repaired.
+snippets); the audit trail records what was removed. A ``>`` inside a quoted attribute value
+ends the tag early; the rest stays as text without ``<`` (harmless). NFKC does not fold
+cross-script homoglyphs (Cyrillic ``а`` vs Latin ``a``): mixed-script words are detected, not
+repaired; a word written entirely in one non-Latin script (whole-script confusable) passes.
 """
 
 from __future__ import annotations
