@@ -3,15 +3,12 @@
 ``exists()`` cannot see buffered records, so after a crash (or a re-delivered bad record) the
 engine writes the same key again with fresh ciphertext. Keys and content ids derived from the
 plaintext make the two frames collapse on read; batches of other content get other keys. Runs on
-moto S3 with :class:`BufferingFirehoseFake` (a FAKE that buffers like the real service).
+moto S3 with ``BufferingFirehoseFake`` from ``conftest.py`` (a FAKE that buffers like the real
+service).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -22,53 +19,15 @@ from saip_ingestion.engine import iter_accepted
 from saip_ingestion.quarantine import QuarantineStore
 
 
-def _load_fake(name: str) -> Any:
-    """Import a sibling FAKE module by path (pytest runs with --import-mode=importlib)."""
-    path = Path(__file__).with_name(f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"saip_tests_{name}", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-BufferingFirehoseFake = _load_fake("fake_firehose").BufferingFirehoseFake
-
-
 class _Crash(Exception):
     pass
 
 
-class CrashAfterAcceptedPut:
-    """Dies right after the n-th accepted batch object was handed to the sink."""
-
-    def __init__(self, inner: Any, at: int) -> None:
-        self.inner, self.at, self.count = inner, at, 0
-
-    def put(self, key: str, data: bytes, *, metadata: Mapping[str, str] | None = None) -> None:
-        self.inner.put(key, data, metadata=metadata)
-        if key.startswith("accepted/"):
-            self.count += 1
-            if self.count == self.at:
-                raise _Crash(key)
-
-    def get(self, key: str) -> bytes:
-        return bytes(self.inner.get(key))
-
-    def exists(self, key: str) -> bool:
-        return bool(self.inner.exists(key))
-
-    def list(self, prefix: str = "") -> Iterator[str]:
-        return iter(self.inner.list(prefix))
-
-
 @pytest.fixture
-def firehose(moto_url: str) -> tuple[Any, Any]:
+def firehose(moto_url: str, helpers: Any) -> tuple[Any, Any]:
     s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=moto_url)
     s3.create_bucket(Bucket="saip-fh")
-    fake = BufferingFirehoseFake(s3=s3, bucket="saip-fh", prefix="fh/", stream="saip")
+    fake = helpers.BufferingFirehoseFake(s3=s3, bucket="saip-fh", prefix="fh/", stream="saip")
     return fake, s3
 
 
@@ -86,12 +45,12 @@ def _workload(env: Any) -> list[bytes]:
 
 @pytest.mark.parametrize("second_batch_size", [16, 7])
 def test_crash_while_buffered_then_restart_stays_readable_and_exactly_once(
-    env: Any, tmp_path: Any, firehose: Any, second_batch_size: int
+    env: Any, tmp_path: Any, firehose: Any, helpers: Any, second_batch_size: int
 ) -> None:
     fake, s3 = firehose
     stream = LocalStream(tmp_path / "stream")
     stream.publish(_workload(env), partition_key="p")
-    env.store = CrashAfterAcceptedPut(_store(fake, s3), at=1)
+    env.store = helpers.CrashAfterPut(_store(fake, s3), prefix="accepted/", at=1, crash=_Crash)
     engine = env.open()
     with pytest.raises(_Crash):
         engine.run(stream, batch_size=16)

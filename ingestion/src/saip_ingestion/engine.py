@@ -558,36 +558,14 @@ class IngestEngine:
                 producer=None, record_id=None, authenticated=False,
             )  # fmt: skip
             return
-        if len(data) > _PRESCREEN_BYTES:
-            try:
-                doc = from_json(data)
-            except ValueError:
-                doc = None  # the validator reports the exact JSON error
-            early = prescreen_doc(doc)
-            if early is not None:
-                pid, rid = _claimed_in(doc)
-                self._quarantine(
-                    batch, i, msg, early[0], early[1], producer=pid, record_id=rid,
-                    authenticated=False,
-                )  # fmt: skip
-                return
-        rec: AnyRecord
-        try:
-            rec = self._validate_image(data)
-        except ValidationError as fast_exc:
-            verdict = self._classify_fast(fast_exc, data)
-            if verdict is None:  # not an image record: the tagged union decides
-                try:
-                    rec = RECORD_ADAPTER.validate_json(data)
-                except ValidationError as exc:
-                    verdict = classify_validation_error(exc, data)
-            if verdict is not None:
-                pid, rid = _claimed(data)
-                self._quarantine(
-                    batch, i, msg, verdict[0], verdict[1], producer=pid, record_id=rid,
-                    authenticated=False,
-                )  # fmt: skip
-                return
+        rec, verdict, doc = self._validate(data)
+        if rec is None or verdict is not None:
+            pid, rid = _claimed_in(doc) if doc is not None else _claimed(data)
+            reason, detail = verdict or ("internal_error", "no verdict")
+            self._quarantine(
+                batch, i, msg, reason, detail, producer=pid, record_id=rid, authenticated=False
+            )
+            return
         dup = duplicate_key(data, rec)
         if dup is not None:
             self._quarantine(
@@ -617,6 +595,31 @@ class IngestEngine:
         sig = rec["sig"]
         group = (rec["producer_id"], sig["key_id"], sig["tree_size"], sig["root_sig"])
         pending.setdefault(group, []).append(_Candidate(i, msg, rec, leaf, pixels))
+
+    def _validate(self, data: bytes) -> tuple[AnyRecord | None, tuple[str, str] | None, Any]:
+        """``(record, None, _)`` or ``(None, (reason, detail), parsed-or-None)``.
+
+        Large messages are pre-screened first; image records are validated once (fast path),
+        others by the tagged union.
+        """
+        if len(data) > _PRESCREEN_BYTES:
+            try:
+                doc = from_json(data)
+            except ValueError:
+                doc = None  # the validator reports the exact JSON error
+            early = prescreen_doc(doc)
+            if early is not None:
+                return None, early, doc
+        try:
+            return self._validate_image(data), None, None
+        except ValidationError as fast_exc:
+            verdict = self._classify_fast(fast_exc, data)
+        if verdict is None:  # not an image record: the tagged union decides
+            try:
+                return RECORD_ADAPTER.validate_json(data), None, None
+            except ValidationError as exc:
+                verdict = classify_validation_error(exc, data)
+        return None, verdict, None
 
     @staticmethod
     def _classify_fast(exc: ValidationError, data: bytes) -> tuple[str, str] | None:

@@ -21,7 +21,7 @@ import hashlib
 import json
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -159,10 +159,9 @@ class QuarantineStore:
         key = f"{LEGACY_PREFIX}{reason}/{qid}"
         if self.store.exists(key):
             return qid
-        doc = self._doc(
-            qid=qid, raw=raw, reason=reason, detail=detail, producer_id=producer_id,
-            record_id=record_id, received_at=received_at, partition=partition, position=position,
-        )  # fmt: skip
+        entry = {"raw": raw, "reason": reason, "detail": detail, "producer_id": producer_id,
+                 "record_id": record_id, "partition": partition, "position": position}  # fmt: skip
+        doc = self._doc(qid, received_at, entry)
         blob = self.encryptor.encrypt(json.dumps(doc).encode(), context=self._context(key))
         self.store.put(key, blob, metadata={"reason": reason})
         return qid
@@ -181,7 +180,7 @@ class QuarantineStore:
                 raise ValueError(f"unknown reason code {q['reason']!r}")
             qid = quarantine_id(q["reason"], q["raw"])
             if qid not in docs:
-                docs[qid] = self._doc(qid=qid, received_at=received_at, **q)
+                docs[qid] = self._doc(qid, received_at, q)
         if not docs:
             return None
         plain = b"".join(json.dumps(d).encode() + b"\n" for d in docs.values())
@@ -195,35 +194,19 @@ class QuarantineStore:
         return key
 
     @staticmethod
-    def _doc(
-        *,
-        qid: str,
-        raw: bytes,
-        reason: str,
-        detail: str,
-        producer_id: str | None,
-        record_id: str | None,
-        received_at: int,
-        partition: str,
-        position: str,
-        raw_size: int | None = None,
-        raw_sha256: str | None = None,
-    ) -> dict[str, Any]:
+    def _doc(qid: str, received_at: int, entry: Mapping[str, Any]) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "format": "saip.quarantine.v1",
             "qid": qid,
-            "reason": reason,
-            "detail": detail,
-            "producer_id": producer_id,
-            "record_id": record_id,
+            **{k: entry[k] for k in ("reason", "detail", "producer_id", "record_id")},
             "received_at": received_at,
-            "partition": partition,
-            "position": position,
-            "raw": base64.b64encode(raw).decode("ascii"),
+            "partition": entry["partition"],
+            "position": entry["position"],
+            "raw": base64.b64encode(entry["raw"]).decode("ascii"),
         }
-        if raw_size is not None:
-            doc["raw_size"] = raw_size
-            doc["raw_sha256"] = raw_sha256
+        if entry.get("raw_size") is not None:
+            doc["raw_size"] = entry["raw_size"]
+            doc["raw_sha256"] = entry["raw_sha256"]
         return doc
 
     def _objects(self) -> Iterator[str]:
