@@ -439,7 +439,7 @@ def sign_records(
                     raise ValueError('schema must be {"name": ..., "version": 1}')
                 tag = f"{ref['name']}/v{ref['version']}"
                 if tag not in PAYLOAD_ADAPTERS or type(ref["version"]) is not int:
-                    raise ValueError(f"unknown schema {tag}")
+                    raise ValueError(f"unknown schema {tag!r}")
                 payload = PAYLOAD_ADAPTERS[tag].validate_json(json.dumps(doc.get("payload")))
                 rid = doc.get("record_id", f"{producer}-{next_seq:09d}")
                 if not isinstance(rid, str) or not re.fullmatch(RECORD_ID_PATTERN[1:-1], rid):
