@@ -297,10 +297,13 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _key_count(value: Any) -> int:
-    if not isinstance(value, dict):
-        return 0
-    return len(value) + sum(_key_count(v) for v in value.values() if isinstance(v, dict))
+def _key_count(record: Any) -> int:
+    """Keys of a validated record: the objects are the record, ``schema``, ``sig``, ``payload``
+    and (tabular) ``payload.features`` — nothing else in the schemas is an object."""
+    payload = record["payload"]
+    features = payload.get("features")
+    n = len(record) + len(record["schema"]) + len(record["sig"]) + len(payload)
+    return n + len(features) if isinstance(features, dict) else n
 
 
 def duplicate_key(data: bytes, validated: Any) -> str | None:
@@ -342,7 +345,8 @@ def canonical_json(record: Any) -> bytes:
     """
     name = record.get("schema", {}).get("name") if isinstance(record, dict) else None
     adapter: TypeAdapter[Any] = IMAGE_RECORD_ADAPTER if name == "image-sample" else RECORD_ADAPTER
-    return adapter.dump_json(record)
+    out: bytes = adapter.serializer.to_json(record)  # the core serializer, without the wrapper
+    return out
 
 
 #: payload type by ``"<name>/v<version>"``
