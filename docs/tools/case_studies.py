@@ -59,7 +59,8 @@ def block(output: str) -> str:
 def embedded(doc: Path) -> str:
     text = doc.read_text(encoding="utf-8")
     if text.count(BEGIN) != 1 or text.count(END) != 1:
-        raise CaseStudyError(f"{doc.relative_to(ROOT)}: needs exactly one generated-output block")
+        shown = doc.relative_to(ROOT) if doc.is_relative_to(ROOT) else doc
+        raise CaseStudyError(f"{shown}: needs exactly one generated-output block")
     start, end = text.index(BEGIN), text.index(END) + len(END)
     return text[start:end]
 
