@@ -42,8 +42,13 @@ def run(name: str, *, python: str = sys.executable) -> str:
     try:
         proc = subprocess.run(
             [python, str(script_of(name))],
-            capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT, env=env, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            cwd=ROOT,
+            env=env,
+            check=False,
+        )
     except subprocess.TimeoutExpired as exc:
         raise CaseStudyError(f"{name}: timed out after {TIMEOUT:.0f} s") from exc
     if proc.returncode != 0 or not proc.stdout.strip():
@@ -103,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"case-studies: {exc}", file=sys.stderr)
         return 1
     if stale:
-        print(f"case-studies: stale output in {', '.join(stale)}: run `make case-studies`",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"case-studies: stale output in {', '.join(stale)}: run `make case-studies`",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -71,9 +71,14 @@ def _plain(cell: str) -> list[Ref]:
     text = re.sub(r"`[^`]*`", " ", cell)
     for m in _PLAIN_PATH.finditer(text):
         path, name, addrs = m.group(1), m.group(2) or "", m.group(3) or ""
-        if not re.match(r"(infra|tests|encryption|ingestion|pipeline|federated-learning|poisoning-detection|docs|benchmarks|make)/", path):
+        if not re.match(
+            r"(infra|tests|encryption|ingestion|pipeline|federated-learning|poisoning-detection|docs|benchmarks|make)/",
+            path,
+        ):
             continue
-        addresses = tuple(a.strip() for a in addrs.split(",") if re.fullmatch(r"\s*[\w*]+\.[\w*]+\s*", a))
+        addresses = tuple(
+            a.strip() for a in addrs.split(",") if re.fullmatch(r"\s*[\w*]+\.[\w*]+\s*", a)
+        )
         refs.append(Ref(path.rstrip("/"), name, addresses))
     return refs
 

@@ -17,12 +17,12 @@ import argparse
 import html
 import json
 import sys
-import xml.etree.ElementTree as ET  # noqa: S405 - our own pytest output, not untrusted XML
+import xml.etree.ElementTree as ET
 from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import controls_matrix as cm  # noqa: E402
+import controls_matrix as cm
 
 ROOT = Path(__file__).resolve().parents[2]
 TERRAFORM_RUNNER = "tests/infra/test_infra_aws_terraform.py::test_aws_terraform_test_unit_tests"
@@ -53,7 +53,9 @@ def read_junit(path: Path) -> dict[str, dict[str, object]]:
             cases[node].append(("passed", ""))
     for node, results in cases.items():
         outcomes = {o for o, _ in results}
-        outcome = "failed" if "failed" in outcomes else "passed" if "passed" in outcomes else "skipped"
+        outcome = (
+            "failed" if "failed" in outcomes else "passed" if "passed" in outcomes else "skipped"
+        )
         reasons = sorted({r for o, r in results if o == "skipped" and r})
         out[node] = {"outcome": outcome, "reasons": reasons, "cases": len(results)}
     return out
@@ -66,19 +68,23 @@ def build(matrix: Path, junit: dict[str, dict[str, object]]) -> dict[str, object
         tests = []
         for node in cm.pytest_ids(row):
             found = junit.get(node)
-            tests.append({
-                "test": node,
-                "outcome": found["outcome"] if found else "not run",
-                "skip_reasons": found["reasons"] if found else [],
-            })  # fmt: skip
+            tests.append(
+                {
+                    "test": node,
+                    "outcome": found["outcome"] if found else "not run",
+                    "skip_reasons": found["reasons"] if found else [],
+                }
+            )
         runner = junit.get(TERRAFORM_RUNNER)
         for run in cm.terraform_runs(row):
-            tests.append({
-                "test": run,
-                "outcome": runner["outcome"] if runner else "not run",
-                "skip_reasons": runner["reasons"] if runner else [],
-                "via": TERRAFORM_RUNNER,
-            })  # fmt: skip
+            tests.append(
+                {
+                    "test": run,
+                    "outcome": runner["outcome"] if runner else "not run",
+                    "skip_reasons": runner["reasons"] if runner else [],
+                    "via": TERRAFORM_RUNNER,
+                }
+            )
         outcomes = [t["outcome"] for t in tests]
         if "failed" in outcomes:
             verdict = "failed"
@@ -89,14 +95,16 @@ def build(matrix: Path, junit: dict[str, dict[str, object]]) -> dict[str, object
         else:
             verdict = "not proven here"
         totals[verdict] += 1
-        rows.append({
-            "id": row.id,
-            "section": row.section,
-            "control": row.cells["control"],
-            "governance": row.cells["governance"],
-            "verdict": verdict,
-            "tests": tests,
-        })  # fmt: skip
+        rows.append(
+            {
+                "id": row.id,
+                "section": row.section,
+                "control": row.cells["control"],
+                "governance": row.cells["governance"],
+                "verdict": verdict,
+                "tests": tests,
+            }
+        )
     skipped = [
         {"test": node, "skip_reasons": r["reasons"]}
         for node, r in sorted(junit.items())
@@ -158,14 +166,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--matrix", type=Path, default=ROOT / "docs" / "controls.md")
     args = ap.parse_args(argv)
     if not args.junit.is_file():
-        print(f"evidence: JUnit file {args.junit} not found (run pytest --junitxml first)", file=sys.stderr)
+        print(
+            f"evidence: JUnit file {args.junit} not found (run pytest --junitxml first)",
+            file=sys.stderr,
+        )
         return 1
     report = build(args.matrix, read_junit(args.junit))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "controls.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     (args.out / "controls.html").write_text(render_html(report), encoding="utf-8")
-    print(f"evidence: {len(report['rows'])} rows → {args.out}/controls.{{json,html}}: "  # type: ignore[arg-type]
-          + ", ".join(f"{k} {v}" for k, v in report["verdicts"].items()))  # type: ignore[attr-defined]
+    print(
+        f"evidence: {len(report['rows'])} rows → {args.out}/controls.{{json,html}}: "  # type: ignore[arg-type]
+        + ", ".join(f"{k} {v}" for k, v in report["verdicts"].items())
+    )  # type: ignore[attr-defined]
     return 0
 
 

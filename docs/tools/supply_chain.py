@@ -48,10 +48,20 @@ def _run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
 
 def sbom_python(out: Path, python: Path) -> dict[str, Any]:
     target = out / "sbom-python.cdx.json"
-    proc = _run([
-        _tool("cyclonedx-py"), "environment", "--output-reproducible", "--of", "JSON",
-        "--pyproject", str(ROOT / "pyproject.toml"), "-o", str(target), str(python),
-    ])  # fmt: skip
+    proc = _run(
+        [
+            _tool("cyclonedx-py"),
+            "environment",
+            "--output-reproducible",
+            "--of",
+            "JSON",
+            "--pyproject",
+            str(ROOT / "pyproject.toml"),
+            "-o",
+            str(target),
+            str(python),
+        ]
+    )
     if proc.returncode != 0 or not target.is_file():
         return {"status": "failed", "detail": proc.stderr.strip()[-500:]}
     doc = json.loads(target.read_text(encoding="utf-8"))
@@ -103,10 +113,21 @@ def classify_pip_audit(report: dict[str, Any]) -> dict[str, Any]:
 def pip_audit(out: Path, python: Path) -> dict[str, Any]:
     site = _run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
     target = out / "pip-audit.json"
-    proc = _run([
-        _tool("pip-audit"), "--path", site.stdout.strip(), "-s", "pypi", "-f", "json",
-        "-o", str(target), "--progress-spinner", "off",
-    ])  # fmt: skip
+    proc = _run(
+        [
+            _tool("pip-audit"),
+            "--path",
+            site.stdout.strip(),
+            "-s",
+            "pypi",
+            "-f",
+            "json",
+            "-o",
+            str(target),
+            "--progress-spinner",
+            "off",
+        ]
+    )
     if not target.is_file():
         return {"status": "unreachable", "detail": proc.stderr.strip()[-300:]}
     return classify_pip_audit(json.loads(target.read_text(encoding="utf-8")))

@@ -15,14 +15,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = ["kinesis-ingestion-poisoning", "azure-key-vault-rotation-failure", "fl-client-poisoning"]
-FORM = ["## Attack vector", "## Detection method", "## Mitigation strategy", "## Cloud-specific implications"]
+FORM = [
+    "## Attack vector",
+    "## Detection method",
+    "## Mitigation strategy",
+    "## Cloud-specific implications",
+]
 
 
 def _load():  # type: ignore[no-untyped-def]
     spec = importlib.util.spec_from_file_location(
         "case_studies", ROOT / "docs" / "tools" / "case_studies.py"
     )
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -51,8 +57,10 @@ def test_a_failing_or_unknown_case_study_is_an_error_and_writes_nothing() -> Non
     before = {c: (ROOT / "docs" / "case_studies" / f"{c}.md").read_bytes() for c in CASES}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "docs" / "tools" / "case_studies.py"), "--write", "nope"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 1
     assert "no case study named" in proc.stderr
     assert before == {c: (ROOT / "docs" / "case_studies" / f"{c}.md").read_bytes() for c in CASES}

@@ -16,10 +16,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 # shared/ sits beside the checkout in CI, and beside the worktrees' parent in developer sessions.
 GOVERNANCE = next(
-    (p / "shared" / "GOVERNANCE.md" for p in (ROOT.parent, ROOT.parent.parent)
-     if (p / "shared" / "GOVERNANCE.md").exists()),
+    (
+        p / "shared" / "GOVERNANCE.md"
+        for p in (ROOT.parent, ROOT.parent.parent)
+        if (p / "shared" / "GOVERNANCE.md").exists()
+    ),
     ROOT.parent / "shared" / "GOVERNANCE.md",
-)  # fmt: skip
+)
 PLAYBOOK = ROOT / "docs" / "training_environment_security_playbook.md"
 
 
@@ -27,7 +30,8 @@ def _load_matrix_module():  # type: ignore[no-untyped-def]
     spec = importlib.util.spec_from_file_location(
         "controls_matrix", ROOT / "docs" / "tools" / "controls_matrix.py"
     )
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules["controls_matrix"] = module
     spec.loader.exec_module(module)
@@ -131,7 +135,10 @@ def _checked_ids() -> tuple[str, set[str], set[str]]:
     if not GOVERNANCE.exists():
         pytest.skip(f"{GOVERNANCE} is not beside the checkout (it is in CI and developer sessions)")
     text = GOVERNANCE.read_text(encoding="utf-8")
-    nist = {m.group(1) for m in re.finditer(r"^\| ((?:GOVERN|MAP|MEASURE|MANAGE) \d+(?:\.\d+)?)", text, re.M)}
+    nist = {
+        m.group(1)
+        for m in re.finditer(r"^\| ((?:GOVERN|MAP|MEASURE|MANAGE) \d+(?:\.\d+)?)", text, re.M)
+    }
     iso_part = text.split("## 2.", 1)[1].split("## 3.", 1)[0]
     iso = set(re.findall(r"A\.\d{1,2}(?:\.\d+){1,2}", iso_part))
     return text, nist, iso
@@ -167,7 +174,9 @@ def test_misapplied_ids_stay_out_of_the_matrix() -> None:
         for ident, meaning in MISAPPLIED.items():
             assert ident not in text, f"{row.id} cites {ident}, which is {meaning}"
         if row.id.startswith("INF-"):
-            assert not re.search(r"AML\.T0010\b(?!\.)", text), f"{row.id}: AML.T0010 is not IaC review"
+            assert not re.search(r"AML\.T0010\b(?!\.)", text), (
+                f"{row.id}: AML.T0010 is not IaC review"
+            )
 
 
 def test_measure_2_7_is_not_a_catch_all() -> None:
@@ -183,9 +192,12 @@ def test_playbook_ids_are_used_somewhere_else() -> None:
     mapping = text.split("## 10. Governance mapping", 1)[1].split("\n## ", 1)[0]
     body = text.split("## 10. Governance mapping", 1)[0]
     elsewhere = "\n".join(
-        [(ROOT / "docs" / "controls.md").read_text(encoding="utf-8"),
-         (ROOT / "docs" / "threat-model.md").read_text(encoding="utf-8"), body]
-    )  # fmt: skip
+        [
+            (ROOT / "docs" / "controls.md").read_text(encoding="utf-8"),
+            (ROOT / "docs" / "threat-model.md").read_text(encoding="utf-8"),
+            body,
+        ]
+    )
     table = "\n".join(line for line in mapping.splitlines() if line.startswith("|"))
     listed = set(NIST_ID.findall(table)) | set(ISO_ID.findall(table))
     for pattern in ID_PATTERNS:
@@ -198,12 +210,23 @@ def test_playbook_has_the_course_sections_and_links_real_rows() -> None:
     text = PLAYBOOK.read_text(encoding="utf-8")
     headings = [h.lower() for h in re.findall(r"^#{2,3} (.+)$", text, flags=re.MULTILINE)]
     for needed in (
-        "secure ingestion patterns", "encryption best practices", "federated learning security",
-        "poisoning detection workflows", "cloud-specific controls", "governance mapping",
-        "isolated training networks", "secrets management", "gpu and compute isolation",
-        "just-in-time, break-glass", "monitoring and detection", "incident response",
-        "severity, escalation and communication", "aws", "azure", "gcp",
-    ):  # fmt: skip
+        "secure ingestion patterns",
+        "encryption best practices",
+        "federated learning security",
+        "poisoning detection workflows",
+        "cloud-specific controls",
+        "governance mapping",
+        "isolated training networks",
+        "secrets management",
+        "gpu and compute isolation",
+        "just-in-time, break-glass",
+        "monitoring and detection",
+        "incident response",
+        "severity, escalation and communication",
+        "aws",
+        "azure",
+        "gcp",
+    ):
         assert any(needed in h for h in headings), f"playbook lacks a section on {needed!r}"
     known = {r.id for r in _rows()}
     cited = set(re.findall(r"\b(?:ING|ENC|POI|FL|INF)-\d{2}\b", text))
@@ -242,9 +265,9 @@ def test_readme_paths_exist_as_written() -> None:
     tops = {p.name for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith(".")}
     missing = []
     for token in re.findall(r"`([^`\s]+/[^`\s]*)`", readme):
-        if token.split("/")[0] in tops and not any(c in token for c in "*{<$"):
-            if not (ROOT / token).exists():
-                missing.append(token)
+        checkable = token.split("/")[0] in tops and not any(c in token for c in "*{<$")
+        if checkable and not (ROOT / token).exists():
+            missing.append(token)
     assert not missing, f"README names paths that do not exist: {missing}"
 
 

@@ -2,6 +2,8 @@
 
 The JUnit files here are written by the test (small, hand-made) so each outcome is known."""
 
+# ruff: noqa: E501 (the matrix and JUnit fixtures are long lines on purpose)
+
 from __future__ import annotations
 
 import json
@@ -41,10 +43,20 @@ def _run(tmp_path: Path, junit: str = JUNIT) -> tuple[subprocess.CompletedProces
     (tmp_path / "junit.xml").write_text(junit, encoding="utf-8")
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, str(TOOL), "--junit", str(tmp_path / "junit.xml"), "--out", str(out),
-         "--matrix", str(tmp_path / "controls.md")],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(TOOL),
+            "--junit",
+            str(tmp_path / "junit.xml"),
+            "--out",
+            str(out),
+            "--matrix",
+            str(tmp_path / "controls.md"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return proc, out
 
 
@@ -54,8 +66,10 @@ def test_one_failed_parametrised_case_fails_the_row(tmp_path: Path) -> None:
     rows = {r["id"]: r for r in json.loads((out / "controls.json").read_text())["rows"]}
     assert rows["AAA-01"]["verdict"] == "failed"
     assert rows["AAA-01"]["tests"][0] == {
-        "test": "tests/docs/test_evidence.py::test_a", "outcome": "failed", "skip_reasons": []
-    }  # fmt: skip
+        "test": "tests/docs/test_evidence.py::test_a",
+        "outcome": "failed",
+        "skip_reasons": [],
+    }
 
 
 def test_skips_keep_their_reason_and_unrun_tests_are_not_proven(tmp_path: Path) -> None:
@@ -67,9 +81,11 @@ def test_skips_keep_their_reason_and_unrun_tests_are_not_proven(tmp_path: Path) 
     assert rows["AAA-05"]["tests"][0]["outcome"] == "not run"
     assert rows["AAA-05"]["verdict"] == "not proven here"
     assert report["skipped_tests"] == [
-        {"test": "tests/docs/test_evidence.py::test_live",
-         "skip_reasons": ["SAIP_LIVE=1 and AWS credentials needed"]}
-    ]  # fmt: skip
+        {
+            "test": "tests/docs/test_evidence.py::test_live",
+            "skip_reasons": ["SAIP_LIVE=1 and AWS credentials needed"],
+        }
+    ]
 
 
 def test_passing_rows_and_terraform_runs_are_proven(tmp_path: Path) -> None:
@@ -97,8 +113,10 @@ def test_missing_junit_file_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "controls.md").write_text(MATRIX, encoding="utf-8")
     proc = subprocess.run(
         [sys.executable, str(TOOL), "--junit", str(tmp_path / "nope.xml"), "--out", str(tmp_path)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 1
     assert "not found" in proc.stderr
     assert not (tmp_path / "controls.json").exists()

@@ -56,7 +56,9 @@ def terraform_policy() -> dict[str, Any]:
     defaults: dict[str, str] = {}
     for entry in vars_.get("variable", []):
         for name, body in entry.items():
-            for field, value in re.findall(r'(\w+)\s*=\s*optional\(string,\s*"([^"]+)"\)', str(body.get("type", ""))):
+            for field, value in re.findall(
+                r'(\w+)\s*=\s*optional\(string,\s*"([^"]+)"\)', str(body.get("type", ""))
+            ):
                 defaults[f"var.{name}.{field}"] = value
             if isinstance(body.get("default"), str):
                 defaults[f"var.{name}"] = body["default"]
@@ -104,9 +106,13 @@ def simulate(policy: dict[str, Any], horizon: int = 1095) -> list[str]:
             rotate_at = created + after
         elif before is not None and expiry is not None:
             rotate_at = expiry - before
-        if notify is not None and expiry is not None and expiry - notify <= horizon:
-            if rotate_at is None or expiry - notify < rotate_at:
-                events.append(f"day {expiry - notify:4}: Event Grid KeyNearExpiry for v{version}")
+        if (
+            notify is not None
+            and expiry is not None
+            and expiry - notify <= horizon
+            and (rotate_at is None or expiry - notify < rotate_at)
+        ):
+            events.append(f"day {expiry - notify:4}: Event Grid KeyNearExpiry for v{version}")
         if rotate_at is None or rotate_at > horizon:
             if expiry is not None and expiry <= horizon:
                 events.append(f"day {expiry:4}: v{version} EXPIRES with no newer version")
@@ -127,13 +133,27 @@ def simulate(policy: dict[str, Any], horizon: int = 1095) -> list[str]:
     return events
 
 
-TRAP = {"expiration_date_on_key": False, "expire_after": "P365D", "notify_before_expiry": "P29D",
-        "time_after_creation": None, "time_before_expiry": "P30D"}  # fmt: skip
-NOTIFY_ONLY = {"expiration_date_on_key": True, "expire_after": "P365D",
-               "notify_before_expiry": "P29D", "time_after_creation": None,
-               "time_before_expiry": None}  # fmt: skip
-FIXED = {"expiration_date_on_key": False, "expire_after": "P365D", "notify_before_expiry": "P29D",
-         "time_after_creation": "P335D", "time_before_expiry": None}  # fmt: skip
+TRAP = {
+    "expiration_date_on_key": False,
+    "expire_after": "P365D",
+    "notify_before_expiry": "P29D",
+    "time_after_creation": None,
+    "time_before_expiry": "P30D",
+}
+NOTIFY_ONLY = {
+    "expiration_date_on_key": True,
+    "expire_after": "P365D",
+    "notify_before_expiry": "P29D",
+    "time_after_creation": None,
+    "time_before_expiry": None,
+}
+FIXED = {
+    "expiration_date_on_key": False,
+    "expire_after": "P365D",
+    "notify_before_expiry": "P29D",
+    "time_after_creation": "P335D",
+    "time_before_expiry": None,
+}
 
 # ------------------------------------------------------------------- 2. data needs a version
 
@@ -161,10 +181,18 @@ class LocalVault:
             return i.to_bytes((i.bit_length() + 7) // 8, "big")
 
         self.versions[kid] = JsonWebKey(
-            kid=kid, kty=KeyType.rsa, key_ops=["wrapKey", "unwrapKey"],
-            n=b(pn.public_numbers.n), e=b(pn.public_numbers.e), d=b(pn.d), p=b(pn.p),
-            q=b(pn.q), dp=b(pn.dmp1), dq=b(pn.dmq1), qi=b(pn.iqmp),
-        )  # fmt: skip
+            kid=kid,
+            kty=KeyType.rsa,
+            key_ops=["wrapKey", "unwrapKey"],
+            n=b(pn.public_numbers.n),
+            e=b(pn.public_numbers.e),
+            d=b(pn.d),
+            p=b(pn.p),
+            q=b(pn.q),
+            dp=b(pn.dmp1),
+            dq=b(pn.dmq1),
+            qi=b(pn.iqmp),
+        )
         self.current = kid
         return kid
 
@@ -190,7 +218,9 @@ def _audit(root: Path) -> list[str]:
     from saip_encryption.rotation import audit
 
     report = audit([root])
-    lines = [f"  {k.key.rsplit('/', 1)[-1]}/{k.version}: {len(k.files)} artifact(s)" for k in report.keys]
+    lines = [
+        f"  {k.key.rsplit('/', 1)[-1]}/{k.version}: {len(k.files)} artifact(s)" for k in report.keys
+    ]
     return sorted(lines) or ["  (no envelope depends on any key)"]
 
 
@@ -235,7 +265,7 @@ def data_needs_a_version(root: Path) -> list[str]:
         before = path.read_bytes()
         rewrap_file(path, unwrap_with=[vault.provider()], wrap_with=[v2_only])
         after = path.read_bytes()
-        tail_same = before[-len(plain[name]):] == after[-len(plain[name]):]
+        tail_same = before[-len(plain[name]) :] == after[-len(plain[name]) :]
         out.append(f"  rewrap {name}: payload bytes unchanged={tail_same}")
     out.extend(_audit(root))
     vault.set_enabled(v1, False)
@@ -260,11 +290,15 @@ def cmk_identity() -> list[str]:
     cmk = res.get("azurerm_eventhub_namespace_customer_managed_key.this", {})
     out.append(f"Event Hubs CMK identity: {cmk.get('user_assigned_identity_id', '?')}")
     for addr, body in sorted(res.items()):
-        if addr.startswith("azurerm_role_assignment.") and "cmk" in str(body.get("principal_id", "")):
+        if addr.startswith("azurerm_role_assignment.") and "cmk" in str(
+            body.get("principal_id", "")
+        ):
             out.append(f"{addr}: role {body.get('role_definition_name')!r} on {body.get('scope')}")
     storage = res.get("azurerm_storage_account.this", {})
     cmk_block = storage.get("customer_managed_key")
-    out.append(f"storage account customer_managed_key block: {'present' if cmk_block else 'absent'}")
+    out.append(
+        f"storage account customer_managed_key block: {'present' if cmk_block else 'absent'}"
+    )
     tests = [
         "tests/infra/test_infra_hcl.py::test_azure_event_hubs_namespace_secure",
         "tests/infra/test_infra_hcl.py::test_azure_roles_are_data_plane_and_scoped",
@@ -272,9 +306,12 @@ def cmk_identity() -> list[str]:
     ]
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
-        capture_output=True, text=True, cwd=ROOT, check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
         env={**os.environ, "PYTHONHASHSEED": "0"},
-    )  # fmt: skip
+    )
     outcome = "all passed" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
     out.append(f"Terraform HCL tests holding these settings ({len(tests)}): {outcome}")
     out.extend(f"  {t.split('::')[1]}" for t in tests)
@@ -285,8 +322,11 @@ def run() -> str:
     lines = ["== 1. Rotation policy: does it ever fire? (model of the documented semantics)"]
     tf = terraform_policy()
     shown = {k: v for k, v in tf.items() if v not in (None, False)}
-    lines.append("infra/azure as written: " + ", ".join(f"{k}={v}" for k, v in shown.items())
-                 + f", expiration_date on the key: {tf['expiration_date_on_key']}")  # fmt: skip
+    lines.append(
+        "infra/azure as written: "
+        + ", ".join(f"{k}={v}" for k, v in shown.items())
+        + f", expiration_date on the key: {tf['expiration_date_on_key']}"
+    )
     lines.extend(f"  {e}" for e in simulate(tf))
     lines.append("the trap (time_before_expiry, no expiration_date on the key):")
     lines.extend(f"  {e}" for e in simulate(TRAP))

@@ -30,22 +30,38 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[3]
 ROUNDS, CLIENTS, ATTACKERS = 5, 12, [0, 1]
 BASE: dict[str, Any] = {
-    "dataset": "digits", "num_clients": CLIENTS, "num_rounds": ROUNDS, "local_epochs": 1,
-    "batch_size": 16, "learning_rate": 0.1, "seed": 0,
-}  # fmt: skip
+    "dataset": "digits",
+    "num_clients": CLIENTS,
+    "num_rounds": ROUNDS,
+    "local_epochs": 1,
+    "batch_size": 16,
+    "learning_rate": 0.1,
+    "seed": 0,
+}
 ATTACKS: dict[str, dict[str, Any]] = {
     "sign-flip ×10": {"kind": "flip_sign", "clients": ATTACKERS, "scale": 10.0},
-    "norm-bounded backdoor": {"kind": "backdoor", "clients": ATTACKERS, "scale": 1.0,
-                              "target_label": 0, "poison_fraction": 0.5},  # fmt: skip
+    "norm-bounded backdoor": {
+        "kind": "backdoor",
+        "clients": ATTACKERS,
+        "scale": 1.0,
+        "target_label": 0,
+        "poison_fraction": 0.5,
+    },
     "inflated counts (sign-flip, claims 10^6 examples)": {
-        "kind": "flip_sign", "clients": ATTACKERS, "scale": 10.0},  # fmt: skip
+        "kind": "flip_sign",
+        "clients": ATTACKERS,
+        "scale": 10.0,
+    },
 }
 DEFENCES: dict[str, dict[str, Any]] = {
     "FedAvg, no screening": {"validation": {"enabled": False}},
-    "saip plain: screening + multi-Krum": {"aggregation": "multikrum",
-                                           "validation": {"num_malicious": 2}},  # fmt: skip
+    "saip plain: screening + multi-Krum": {
+        "aggregation": "multikrum",
+        "validation": {"num_malicious": 2},
+    },
     "saip grouped SecAgg+ (4 groups of 3)": {
-        "secagg": {"enabled": True, "groups": 4, "num_shares": 3, "reconstruction_threshold": 2}},
+        "secagg": {"enabled": True, "groups": 4, "num_shares": 3, "reconstruction_threshold": 2}
+    },
 }
 
 
@@ -96,10 +112,12 @@ def run_one(overrides: dict[str, Any], *, inflate: bool) -> dict[str, Any]:
             for g, ids in members.items():
                 weights = np.array([fits[i][1] for i in ids], dtype=np.float64)
                 means[g] = [
-                    (sum(w * fits[i][0][j] for w, i in zip(weights, ids, strict=True))
-                     / weights.sum()).astype(np.float32)
+                    (
+                        sum(w * fits[i][0][j] for w, i in zip(weights, ids, strict=True))
+                        / weights.sum()
+                    ).astype(np.float32)
                     for j in range(len(global_w))
-                ]  # fmt: skip
+                ]
             new = strategy.combine_groups(rnd, global_w, means, members, {})
             rec = strategy.runlog.current(rnd)
             dropped_groups += sum(1 for gr in rec.groups if not gr["accepted"])
@@ -118,14 +136,19 @@ def run_one(overrides: dict[str, Any], *, inflate: bool) -> dict[str, Any]:
     set_weights(strategy.model, strategy.global_weights)
     _, acc = evaluate(strategy.model, strategy.split.test)
     asr = attack_success_rate(
-        lambda x: predict(strategy.model, x), strategy.split.test,
-        target_label=cfg.attack.target_label, trigger_size=cfg.attack.trigger_size,
-    )  # fmt: skip
+        lambda x: predict(strategy.model, x),
+        strategy.split.test,
+        target_label=cfg.attack.target_label,
+        trigger_size=cfg.attack.trigger_size,
+    )
     return {
-        "accuracy": acc, "asr": asr, "rejected_updates": rejected_updates,
-        "dropped_groups": dropped_groups, "rollbacks": rollbacks,
+        "accuracy": acc,
+        "asr": asr,
+        "rejected_updates": rejected_updates,
+        "dropped_groups": dropped_groups,
+        "rollbacks": rollbacks,
         "excluded": sorted(strategy.reputation.excluded()),
-    }  # fmt: skip
+    }
 
 
 def _benchmark_lines() -> list[str]:
@@ -143,11 +166,15 @@ def _benchmark_lines() -> list[str]:
 
 
 def run() -> str:
-    lines = [f"{CLIENTS} clients (digits, IID), {ROUNDS} rounds; attackers: clients "
-             f"{', '.join(map(str, ATTACKERS))}. accuracy / backdoor success on the test split."]  # fmt: skip
+    lines = [
+        f"{CLIENTS} clients (digits, IID), {ROUNDS} rounds; attackers: clients "
+        f"{', '.join(map(str, ATTACKERS))}. accuracy / backdoor success on the test split."
+    ]
     clean = run_one({}, inflate=False)
-    lines.append(f"no attack, FedAvg: accuracy {clean['accuracy']:.3f}, "
-                 f"backdoor success {clean['asr']:.3f} (trigger base rate)")  # fmt: skip
+    lines.append(
+        f"no attack, FedAvg: accuracy {clean['accuracy']:.3f}, "
+        f"backdoor success {clean['asr']:.3f} (trigger base rate)"
+    )
     for attack, spec in ATTACKS.items():
         lines.append("")
         lines.append(f"== {attack}")
@@ -158,8 +185,10 @@ def run() -> str:
                 if "grouped" in defence
                 else f"updates rejected {r['rejected_updates']}, excluded {r['excluded'] or '-'}"
             )
-            lines.append(f"{defence}: accuracy {r['accuracy']:.3f}, backdoor success "
-                         f"{r['asr']:.3f}; {detail}")  # fmt: skip
+            lines.append(
+                f"{defence}: accuracy {r['accuracy']:.3f}, backdoor success "
+                f"{r['asr']:.3f}; {detail}"
+            )
     lines.append("")
     lines.extend(_benchmark_lines())
     return "\n".join(lines) + "\n"

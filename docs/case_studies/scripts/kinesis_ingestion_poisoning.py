@@ -63,9 +63,16 @@ def _crafted(alpha: list[dict[str, Any]]) -> list[tuple[str, bytes]]:
     own = Signer(producer_id="alpha", private_key=generate_key())
     forged = dict(unsigned) | {"record_id": "alpha-x-ownkey", "seq": 100000}
     tag = f"{forged['schema']['name']}/v{forged['schema']['version']}"
-    leaf = record_leaf_data(forged | {"payload": PAYLOAD_ADAPTERS[tag].validate_python(forged["payload"])})
+    leaf = record_leaf_data(
+        forged | {"payload": PAYLOAD_ADAPTERS[tag].validate_python(forged["payload"])}
+    )
     (sig,) = own.sign_batch([leaf])
-    out.append(("record signed with the attacker's own key as alpha", json.dumps(forged | {"sig": sig}).encode()))
+    out.append(
+        (
+            "record signed with the attacker's own key as alpha",
+            json.dumps(forged | {"sig": sig}).encode(),
+        )
+    )
 
     stranger = dict(victim) | {"producer_id": "delta", "record_id": "delta-000000000"}
     out.append(("record from an unregistered producer", json.dumps(stranger).encode()))
@@ -77,7 +84,7 @@ def _crafted(alpha: list[dict[str, Any]]) -> list[tuple[str, bytes]]:
     raw = json.dumps(victim, separators=(",", ":"))
     label = victim["payload"]["label"]
     dup_key = raw.replace(f'"label":{label}', f'"label":{label},"label":{(label + 1) % 10}', 1)
-    out.append(("duplicate JSON key: a second \"label\" after the signed one", dup_key.encode()))
+    out.append(('duplicate JSON key: a second "label" after the signed one', dup_key.encode()))
 
     for i in (10, 11):
         out.append(("exact replay of an accepted record", json.dumps(alpha[i]).encode()))
@@ -100,27 +107,52 @@ def run() -> str:
     report: list[str] = []
     try:
         url = f"http://127.0.0.1:{port}"
-        kinesis = boto3.client("kinesis", region_name=REGION, endpoint_url=url,
-                               aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+        kinesis = boto3.client(
+            "kinesis",
+            region_name=REGION,
+            endpoint_url=url,
+        )
         kinesis.create_stream(StreamName=STREAM, ShardCount=1)
         kinesis.get_waiter("stream_exists").wait(
             StreamName=STREAM, WaiterConfig={"Delay": 0.1, "MaxAttempts": 50}
         )
-        s3 = boto3.client("s3", region_name=REGION, endpoint_url=url,
-                          aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+        s3 = boto3.client(
+            "s3",
+            region_name=REGION,
+            endpoint_url=url,
+        )
         s3.create_bucket(Bucket=BUCKET)
         with tempfile.TemporaryDirectory(prefix="saip-case-") as tmp:
             root = Path(tmp)
             data = root / "data"
             base = ["--data-dir", str(data), "ingest"]
-            cloud = ["--backend", "aws", "--endpoint-url", url, "--region", REGION,
-                     "--stream", STREAM, "--bucket", BUCKET]  # fmt: skip
+            cloud = [
+                "--backend",
+                "aws",
+                "--endpoint-url",
+                url,
+                "--region",
+                REGION,
+                "--stream",
+                STREAM,
+                "--bucket",
+                BUCKET,
+            ]
             produced: dict[str, Path] = {}
             for i, name in enumerate(("alpha", "beta", "gamma")):
                 src = root / f"{name}.jsonl"
                 poison = ["--poison", "patch:rate=0.1,target=0"] if name == "alpha" else []
-                _saip(*base, "produce", "--producer", name, "--shard", f"{i + 1}/3",
-                      *poison, str(src), ok=True)  # fmt: skip
+                _saip(
+                    *base,
+                    "produce",
+                    "--producer",
+                    name,
+                    "--shard",
+                    f"{i + 1}/3",
+                    *poison,
+                    str(src),
+                    ok=True,
+                )
                 produced[name] = src
                 _saip(*base, "publish", *cloud, str(src), ok=True)
             truth = json.loads((root / "alpha.jsonl.truth.json").read_text())
@@ -142,7 +174,9 @@ def run() -> str:
             report.append(f"== 2. saip ingest run --backend aws (exit {code})")
             for k in ("received", "accepted", "quarantined", "duplicates"):
                 report.append(f"{k}: {summary[k]}")
-            report.append("reasons: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["reasons"].items())))
+            report.append(
+                "reasons: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["reasons"].items()))
+            )
             report.append("crafted records, one by one (their fate in the quarantine or store):")
             reasons = _quarantine_reasons(base, cloud, root)
             originals = {json.dumps(r).encode() for r in alpha}
@@ -155,24 +189,42 @@ def run() -> str:
                 else:
                     fate = "ACCEPTED"
                 report.append(f"  - {what}: {fate}")
-            report.append("producer health (drift = label distribution vs the median of producers):")
+            report.append(
+                "producer health (drift = label distribution vs the median of producers):"
+            )
             for name, p in sorted(summary["producers"].items()):
                 report.append(
                     f"  {name}: flagged={p['flagged']} rejection_rate={p['rejection_rate']:.3f} "
                     f"max_label_tv={p['max_label_tv']:.3f}"
                 )
             objs = s3.list_objects_v2(Bucket=BUCKET, Prefix="accepted/").get("Contents", [])
-            sse = {s3.head_object(Bucket=BUCKET, Key=o["Key"])["ServerSideEncryption"] for o in objs}
-            report.append(f"S3: {len(objs)} accepted batch objects, server-side encryption {sorted(sse)}")
+            sse = {
+                s3.head_object(Bucket=BUCKET, Key=o["Key"])["ServerSideEncryption"] for o in objs
+            }
+            report.append(
+                f"S3: {len(objs)} accepted batch objects, server-side encryption {sorted(sse)}"
+            )
 
             npz = root / "dataset.npz"
             _saip(*base, "export", *cloud, str(npz), ok=True)
-            code, out = _saip("--data-dir", str(data), "scan", str(npz), "--json", "-",
-                              "--max-risk", "40", "--seed", "0")  # fmt: skip
+            code, out = _saip(
+                "--data-dir",
+                str(data),
+                "scan",
+                str(npz),
+                "--json",
+                "-",
+                "--max-risk",
+                "40",
+                "--seed",
+                "0",
+            )
             scan = json.loads(out)
             report.append("")
-            report.append(f"== 3. saip scan --max-risk 40 (exit {code}: "
-                          f"{'refused, above the gate' if code else 'passed'})")  # fmt: skip
+            report.append(
+                f"== 3. saip scan --max-risk 40 (exit {code}: "
+                f"{'refused, above the gate' if code else 'passed'})"
+            )
             report.extend(_scan_lines(scan, npz, set(truth.get("poisoned_record_ids", []))))
     finally:
         server.stop()
