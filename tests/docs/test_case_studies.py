@@ -5,12 +5,12 @@ the document: run ``make case-studies`` and review the new output."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import case_studies as cs
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,20 +21,6 @@ FORM = [
     "## Mitigation strategy",
     "## Cloud-specific implications",
 ]
-
-
-def _load():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location(
-        "case_studies", ROOT / "docs" / "tools" / "case_studies.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-cs = _load()
 
 
 def test_stale_or_missing_blocks_are_detected(tmp_path: Path) -> None:

@@ -5,12 +5,11 @@ and paths exist."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
-import sys
 from pathlib import Path
 
+import controls_matrix as cm
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,21 +23,6 @@ GOVERNANCE = next(
     ROOT.parent / "shared" / "GOVERNANCE.md",
 )
 PLAYBOOK = ROOT / "docs" / "training_environment_security_playbook.md"
-
-
-def _load_matrix_module():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location(
-        "controls_matrix", ROOT / "docs" / "tools" / "controls_matrix.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["controls_matrix"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-cm = _load_matrix_module()
 
 
 def _ours(path: Path) -> bool:

@@ -3,30 +3,16 @@ could not reach a vulnerability source is never reported as clean."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import supply_chain as sc
 
 ROOT = Path(__file__).resolve().parents[2]
 SUPPLY_BIN = ROOT / ".venv-supply" / "bin"
-
-
-def _load():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location(
-        "supply_chain", ROOT / "docs" / "tools" / "supply_chain.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-sc = _load()
 
 
 @pytest.fixture
