@@ -11,7 +11,7 @@ SUPPLY_STAMP := $(SUPPLY_VENV)/.saip-$(shell sha256sum $(SUPPLY_REQ) 2>/dev/null
 AUDIT ?= required
 CASE_STUDIES := kinesis-ingestion-poisoning azure-key-vault-rotation-failure fl-client-poisoning
 
-.PHONY: evidence supply-chain supply-chain-venv case-studies $(addprefix case-,$(CASE_STUDIES))
+.PHONY: evidence supply-chain supply-chain-venv secrets-baseline case-studies $(addprefix case-,$(CASE_STUDIES))
 
 evidence: venv ## run the suite (stand-ins up) with JUnit output; per control row pass/fail/skip -> .run/evidence/controls.{json,html}
 	@mkdir -p $(EVIDENCE_DIR)
@@ -37,6 +37,9 @@ supply-chain-venv: $(SUPPLY_STAMP) ## create/refresh .venv-supply (cyclonedx-bom
 
 supply-chain: venv $(SUPPLY_STAMP) ## CycloneDX SBOMs (Python, npm), dependency audit (AUDIT=skip if no source is reachable), secrets scan -> .run/supply-chain/
 	$(SUPPLY_VENV)/bin/python docs/tools/supply_chain.py --out $(RUN_DIR)/supply-chain --audit $(AUDIT)
+
+secrets-baseline: venv $(SUPPLY_STAMP) ## accept the current secrets-scan findings into .secrets.baseline (review its diff!)
+	$(SUPPLY_VENV)/bin/python docs/tools/supply_chain.py --out $(RUN_DIR)/supply-chain --update-baseline
 
 case-studies: venv ## re-run every case study and re-embed its output (deterministic; run after merging code changes)
 	$(BIN)/python docs/tools/case_studies.py --write $(CASE_STUDIES)

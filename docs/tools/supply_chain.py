@@ -178,12 +178,38 @@ def secrets(out: Path, baseline: Path = BASELINE, root: Path = ROOT) -> dict[str
     }
 
 
+def update_baseline(baseline: Path = BASELINE, root: Path = ROOT) -> list[str]:
+    """Rewrite the baseline with every current finding; keep the review notes of known files and
+    mark new files ``REVIEW`` (the diff of ``.secrets.baseline`` is what a reviewer reads)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        secrets(Path(tmp), baseline=baseline, root=root)
+        found = json.loads((Path(tmp) / "secrets.json").read_text(encoding="utf-8"))
+    old = json.loads(baseline.read_text(encoding="utf-8")) if baseline.is_file() else {}
+    notes = old.get("reviewed", {})
+    for items in found.values():
+        for item in items:
+            item["is_secret"] = False
+    doc = {**{k: v for k, v in old.items() if k not in ("results", "reviewed")}, "results": found}
+    doc["reviewed"] = {f: notes.get(f, "REVIEW: confirm this is not a secret") for f in found}
+    baseline.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return sorted(f for f in found if f not in notes)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--python", type=Path, default=ROOT / ".venv" / "bin" / "python")
     ap.add_argument("--audit", choices=("required", "skip"), default="required")
+    ap.add_argument(
+        "--update-baseline",
+        action="store_true",
+        help="rewrite .secrets.baseline with the current findings, then stop",
+    )
     args = ap.parse_args(argv)
+    if args.update_baseline:
+        new = update_baseline()
+        print(f"supply-chain: baseline rewritten; files to review: {', '.join(new) or 'none'}")
+        return 0
     if not args.python.is_file():
         print(f"supply-chain: --python {args.python} is not an interpreter", file=sys.stderr)
         return 2

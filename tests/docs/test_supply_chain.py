@@ -80,9 +80,11 @@ def test_planted_secret_is_found_and_baseline_entries_are_not(tmp_path: Path, to
     got = sc.secrets(tmp_path, baseline=empty, root=repo)
     assert got["status"] == "new secrets"
     assert {"file": "config.py", "type": "AWS Access Key"} in got["new"]
-    # once reviewed into the baseline, the same finding is not new
+    # once accepted into the baseline (make secrets-baseline), the same finding is not new,
+    # and the new file is marked for review
     reviewed = tmp_path / "reviewed.baseline"
-    reviewed.write_text((tmp_path / "secrets.json").read_text().join(['{"results": ', "}"]))
+    assert sc.update_baseline(reviewed, root=repo) == ["config.py"]
+    assert json.loads(reviewed.read_text())["reviewed"]["config.py"].startswith("REVIEW")
     assert sc.secrets(tmp_path, baseline=reviewed, root=repo)["status"] == "ok"
 
 
