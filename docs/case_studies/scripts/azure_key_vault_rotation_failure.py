@@ -214,6 +214,36 @@ class LocalVault:
         return azure.from_uri(f"azure-kv:{self.key}", client_for_version=self.client)
 
 
+def header_signing() -> tuple[Any, Any]:
+    """A Key Vault EC P-256 signing key through the SDK's local crypto, and its pinned verifier.
+
+    RSA-OAEP wraps can be made by anyone holding the public key, so the envelope needs a header
+    signature (ENC-16): ``(AzureKeyVaultSigner, HeaderVerifier)``."""
+    from azure.keyvault.keys import JsonWebKey
+    from azure.keyvault.keys.crypto import CryptographyClient
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from saip_encryption.signing import AzureKeyVaultSigner, HeaderVerifier
+
+    priv = ec.generate_private_key(ec.SECP256R1())
+    nums = priv.private_numbers()
+    kid = f"{VAULT}/keys/header-signing/v1"
+    jwk = JsonWebKey(
+        kid=kid,
+        kty="EC",
+        crv="P-256",
+        key_ops=["sign", "verify"],
+        x=nums.public_numbers.x.to_bytes(32, "big"),
+        y=nums.public_numbers.y.to_bytes(32, "big"),
+        d=nums.private_value.to_bytes(32, "big"),
+    )
+    pem = priv.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    signer = AzureKeyVaultSigner(client=CryptographyClient.from_jwk(jwk))
+    return signer, HeaderVerifier(scheme="azure-kv", key_id=kid, public_key=pem)
+
+
 def _audit(root: Path) -> list[str]:
     from saip_encryption.rotation import audit
 
@@ -231,7 +261,8 @@ def data_needs_a_version(root: Path) -> list[str]:
 
     out: list[str] = []
     vault = LocalVault("training-data")
-    enc = EnvelopeEncryptor(vault.provider(), cache=False)
+    signer, verifier = header_signing()
+    enc = EnvelopeEncryptor(vault.provider(), cache=False, signer=signer, verify_with=[verifier])
     plain = {f"snapshot-{i}.saip": bytes([i]) * 4096 for i in range(3)}
     for name, data in plain.items():
         (root / name).write_bytes(enc.encrypt(data, context=CTX))
@@ -263,7 +294,9 @@ def data_needs_a_version(root: Path) -> list[str]:
     for name in sorted(plain):
         path = root / name
         before = path.read_bytes()
-        rewrap_file(path, unwrap_with=[vault.provider()], wrap_with=[v2_only])
+        rewrap_file(
+            path, unwrap_with=[vault.provider()], wrap_with=[v2_only], verify_with=[verifier]
+        )
         after = path.read_bytes()
         tail_same = before[-len(plain[name]) :] == after[-len(plain[name]) :]
         out.append(f"  rewrap {name}: payload bytes unchanged={tail_same}")
