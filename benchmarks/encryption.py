@@ -15,7 +15,11 @@ Anchors (all on one core, same inputs, interleaved round-robin so machine load h
   (``LocalCryptoMaterialsCache``) over a raw AES-256-GCM master key; artifacts with 1 MiB
   frames via ``EncryptionSDKClient.stream``.
 * ``saip`` — :class:`saip_encryption.EnvelopeEncryptor` over a ``local:`` key with the default
-  data-key cache (records) and 1 MiB segments (artifacts).
+  data-key cache (records: format v2 epoch records through ``encrypt``/``decrypt``) and 1 MiB
+  segments (artifacts).
+* ``saip_batch64`` / ``raw_aesgcm_batch64`` — batches of 64 records: saip's bound-context API
+  (``enc.bind(ctx).seal_many`` then ``open_many``) against a batched raw loop (one ``urandom``
+  call per batch for the 64 nonces, ``nonce || ciphertext`` out, then 64 decrypts).
 
 Metrics (JSON keys as in issue 3): records/s for 1 KiB records (encrypt then decrypt each);
 artifact MB/s (10^6 bytes) per direction, input read from a page-cached file and output written
@@ -114,6 +118,35 @@ def record_impls(key_uri: str) -> dict[str, Callable[[bytes], bytes]]:
     return impls
 
 
+BATCH = 64
+
+
+def batch_impls(key_uri: str) -> dict[str, Callable[[list[bytes]], list[bytes]]]:
+    """name -> f(64 plaintexts) doing encrypt + decrypt of the batch, returning the plaintexts."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from saip_encryption import EnvelopeEncryptor, from_uri
+
+    raw = AESGCM(AESGCM.generate_key(bit_length=256))
+    urandom = os.urandom
+
+    def raw_batch(pts: list[bytes]) -> list[bytes]:
+        nonces = urandom(12 * len(pts))
+        enc, dec = raw.encrypt, raw.decrypt
+        cts = [
+            n + enc(n, pt, None)
+            for n, pt in zip(
+                [nonces[i : i + 12] for i in range(0, 12 * len(pts), 12)], pts, strict=True
+            )
+        ]
+        return [dec(c[:12], c[12:], None) for c in cts]
+
+    sealer = EnvelopeEncryptor(from_uri(key_uri)).bind(CTX)
+    return {
+        "raw_aesgcm_batch64": raw_batch,
+        "saip_batch64": lambda pts: sealer.open_many(sealer.seal_many(pts)),
+    }
+
+
 def esdk_setup(*, cache: bool) -> tuple[Any, Any, Any]:
     import aws_encryption_sdk
     from aws_encryption_sdk.caches.local import LocalCryptoMaterialsCache
@@ -152,14 +185,22 @@ def esdk_setup(*, cache: bool) -> tuple[Any, Any, Any]:
 
 def bench_records(key_uri: str, *, n: int, repeats: int) -> dict[str, Any]:
     impls = record_impls(key_uri)
+    batches = batch_impls(key_uri)
     scale = {"esdk": 0.1, "tink_envelope": 0.5}
-    records = [os.urandom(RECORD) for _ in range(64)]
-    samples: dict[str, list[float]] = {name: [] for name in impls}
-    wall: dict[str, list[float]] = {name: [] for name in impls}
-    for fn in impls.values():  # warm-up and correctness
+    records = [os.urandom(RECORD) for _ in range(BATCH)]
+    names = [*impls, *batches]
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    for fn in impls.values():  # correctness, then warm-up: >= 1,000 records each
         for r in records[:4]:
             assert fn(r) == r
-    for _ in range(repeats):
+        for i in range(1000):
+            fn(records[i & 63])
+    for bfn in batches.values():
+        assert bfn(records) == records
+        for _ in range(1000 // BATCH + 1):
+            bfn(records)
+    for _ in range(repeats):  # interleaved round-robin
         for name, fn in impls.items():
             count = max(200, int(n * scale.get(name, 1.0)))
             start, cpu = time.perf_counter(), time.process_time()
@@ -167,6 +208,13 @@ def bench_records(key_uri: str, *, n: int, repeats: int) -> dict[str, Any]:
                 fn(records[i & 63])
             samples[name].append(count / (time.process_time() - cpu))
             wall[name].append(count / (time.perf_counter() - start))
+        for name, bfn in batches.items():
+            rounds = max(4, n // BATCH)
+            start, cpu = time.perf_counter(), time.process_time()
+            for _ in range(rounds):
+                bfn(records)
+            samples[name].append(rounds * BATCH / (time.process_time() - cpu))
+            wall[name].append(rounds * BATCH / (time.perf_counter() - start))
     return {
         "rec_per_s": {k: round(statistics.median(v), 1) for k, v in samples.items()},
         "samples": {k: [round(x, 1) for x in v] for k, v in samples.items()},
@@ -427,7 +475,13 @@ def goals(result: dict[str, Any]) -> dict[str, Any]:
 
     return {
         "records_vs_raw_floor": row(
-            rec["saip"] / rec["raw_aesgcm"], ">=", 0.45, _paired(rec_s, "saip", "raw_aesgcm")
+            rec["saip"] / rec["raw_aesgcm"], ">=", 0.5, _paired(rec_s, "saip", "raw_aesgcm")
+        ),
+        "records_batch64_vs_raw_batch64": row(
+            rec["saip_batch64"] / rec["raw_aesgcm_batch64"],
+            ">=",
+            0.8,
+            _paired(rec_s, "saip_batch64", "raw_aesgcm_batch64"),
         ),
         "records_vs_esdk": row(rec["saip"] / rec["esdk"], ">=", 30, _paired(rec_s, "saip", "esdk")),
         "records_vs_tink_envelope": row(
@@ -473,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rss_child:
         rss_child(*args.rss_child)
         return 0
-    n, repeats, size = (3000, 3, 32 << 20) if args.quick else (20000, 5, 256 << 20)
+    n, repeats, size = (3000, 5, 32 << 20) if args.quick else (20000, 7, 256 << 20)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="saip-bench-") as tmp:
         work = Path(tmp)
@@ -514,7 +568,11 @@ def main(argv: list[str] | None = None) -> int:
                 "tink_envelope's KEK is an in-memory Tink AES256_GCM AEAD (no KMS round trip)",
                 "esdk: AES_256_GCM_HKDF_SHA512_COMMIT_KEY (no signature), caching CMM over a "
                 "raw AES-256-GCM master key for records; 1 MiB frames for artifacts",
-                "saip: local: key, default data-key cache (records), 1 MiB segments (artifacts)",
+                "saip: local: key, default data-key cache, format v2 epoch records (records), "
+                "1 MiB segments (artifacts); every implementation warmed with >= 1,000 records",
+                "tink_envelope makes a fresh DEK per record (one KEK wrap + unwrap each); saip "
+                "reuses one data key per epoch (cache caps), so the comparison favours saip by "
+                "design: it shows the cost of per-record key management, not two equal designs",
                 "throughputs divide the work by this process's CPU time (user+sys, "
                 "time.process_time) so that other jobs on the shared 2-core machine do not "
                 "distort them; wall-clock medians are in *_wall; rewrap times are wall-clock "

@@ -7,8 +7,11 @@ key so ciphertexts are deterministic (with a fixed RNG) and can be compared to g
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Mapping
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from saip_encryption.errors import DecryptionError, KeyProviderError
@@ -134,3 +137,70 @@ def unavailable_cls() -> type[UnavailableProvider]:
 
 
 __all__ = ["DecryptionError"]
+
+
+def azure_ec_signer(name: str = "headers") -> tuple[object, object]:
+    """A Key Vault EC P-256 signing key through the REAL SDK's local ``from_jwk`` crypto (the
+    Key Vault stand-in): returns ``(AzureKeyVaultSigner, HeaderVerifier)``."""
+    import secrets as _secrets
+
+    from azure.keyvault.keys import JsonWebKey
+    from azure.keyvault.keys.crypto import CryptographyClient
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from saip_encryption.signing import AzureKeyVaultSigner, HeaderVerifier
+
+    priv = ec.generate_private_key(ec.SECP256R1())
+    nums = priv.private_numbers()
+    kid = f"https://saip-test.vault.azure.net/keys/{name}/{_secrets.token_hex(16)}"
+    jwk = JsonWebKey(
+        kid=kid,
+        kty="EC",
+        crv="P-256",
+        x=nums.public_numbers.x.to_bytes(32, "big"),
+        y=nums.public_numbers.y.to_bytes(32, "big"),
+        d=nums.private_value.to_bytes(32, "big"),
+        key_ops=["sign", "verify"],
+    )
+    signer = AzureKeyVaultSigner(client=CryptographyClient.from_jwk(jwk))
+    pem = priv.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return signer, HeaderVerifier(scheme="azure-kv", key_id=kid, public_key=pem)
+
+
+@pytest.fixture
+def azure_signing() -> tuple[object, object]:
+    return azure_ec_signer()
+
+
+def load_sibling(name: str) -> ModuleType:
+    """Import ``tests/encryption/<name>.py`` once (tests are not a package: importlib mode)."""
+    qual = f"saip_tests_{name}"
+    if qual not in sys.modules:
+        spec = importlib.util.spec_from_file_location(qual, Path(__file__).with_name(f"{name}.py"))
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[qual] = module
+        spec.loader.exec_module(module)
+    return sys.modules[qual]
+
+
+@pytest.fixture
+def local_vault_cls() -> type:
+    """``LocalVault`` of test_enc_azure.py: Key Vault key versions as REAL ``from_jwk`` clients."""
+    vault: type = load_sibling("test_enc_azure").LocalVault
+    return vault
+
+
+@pytest.fixture
+def fake_gcp_kms() -> ModuleType:
+    """The FAKE Cloud KMS gRPC server module (fake_gcp_kms.py)."""
+    return load_sibling("fake_gcp_kms")
+
+
+@pytest.fixture
+def make_azure_signer() -> object:
+    """Factory of extra Key Vault EC signing keys (e.g. an attacker's own)."""
+    return azure_ec_signer

@@ -20,6 +20,10 @@ What it implements, with real cryptography:
   tampered ciphertext, checks ``ciphertext_crc32c``, returns ``plaintext_crc32c`` and
   ``used_primary``.
 
+* ``AsymmetricSign`` and ``GetPublicKey`` for ``EC_SIGN_P256_SHA256`` key versions added with
+  :meth:`FakeKms.add_signing_key` (header signatures): ECDSA P-256 over the request's SHA-256
+  digest, ``digest_crc32c`` verified, ``signature_crc32c`` returned, PEM public key.
+
 Ciphertext layout (fake-specific): ``b"FKMS" || u32 version || 12-byte nonce || GCM ct+tag``.
 ``corrupt_next`` lets a test flip a bit of the next response's payload (after its CRC32C was
 computed) to prove the client-side integrity checks catch corruption in transit.
@@ -38,6 +42,8 @@ from typing import Any
 
 import google_crc32c
 import grpc
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, utils
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.cloud import kms_v1
 from google.protobuf import timestamp_pb2
@@ -79,6 +85,45 @@ class FakeKms:
         self.keys: dict[str, _CryptoKey] = {}
         self.corrupt_next: str | None = None  # "encrypt" or "decrypt"
         self.calls: list[str] = []
+        self.signing_keys: dict[str, ec.EllipticCurvePrivateKey] = {}
+
+    def add_signing_key(self, version_name: str) -> str:
+        """Create an ``EC_SIGN_P256_SHA256`` key version named ``version_name`` (test set-up)."""
+        with self._lock:
+            self.signing_keys[version_name] = ec.generate_private_key(ec.SECP256R1())
+        return version_name
+
+    def AsymmetricSign(self, req: kms_v1.AsymmetricSignRequest) -> kms_v1.AsymmetricSignResponse:
+        key = self.signing_keys.get(req.name)
+        if key is None:
+            raise _Abort(grpc.StatusCode.NOT_FOUND, f"CryptoKeyVersion {req.name} not found.")
+        digest = req.digest.sha256
+        if len(digest) != 32:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "digest must be a SHA-256 digest")
+        if "digest_crc32c" in req and req.digest_crc32c != _crc(digest):
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "digest_crc32c mismatch")
+        sig = key.sign(digest, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
+        return kms_v1.AsymmetricSignResponse(
+            signature=sig,
+            signature_crc32c=_crc(sig),
+            verified_digest_crc32c="digest_crc32c" in req,
+            name=req.name,
+            protection_level=kms_v1.ProtectionLevel.SOFTWARE,
+        )
+
+    def GetPublicKey(self, req: kms_v1.GetPublicKeyRequest) -> kms_v1.PublicKey:
+        key = self.signing_keys.get(req.name)
+        if key is None:
+            raise _Abort(grpc.StatusCode.NOT_FOUND, f"CryptoKeyVersion {req.name} not found.")
+        pem = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return kms_v1.PublicKey(
+            pem=pem.decode(),
+            algorithm=kms_v1.CryptoKeyVersion.CryptoKeyVersionAlgorithm.EC_SIGN_P256_SHA256,
+            pem_crc32c=_crc(pem),
+            name=req.name,
+        )
 
     # -- helpers ----------------------------------------------------------------------------
     def _key(self, name: str) -> _CryptoKey:
@@ -326,6 +371,8 @@ _TYPES: dict[str, tuple[Any, Any]] = {
     "DestroyCryptoKeyVersion": (kms_v1.DestroyCryptoKeyVersionRequest, kms_v1.CryptoKeyVersion),
     "Encrypt": (kms_v1.EncryptRequest, kms_v1.EncryptResponse),
     "Decrypt": (kms_v1.DecryptRequest, kms_v1.DecryptResponse),
+    "AsymmetricSign": (kms_v1.AsymmetricSignRequest, kms_v1.AsymmetricSignResponse),
+    "GetPublicKey": (kms_v1.GetPublicKeyRequest, kms_v1.PublicKey),
 }
 
 

@@ -5,14 +5,11 @@ alone decrypts — the cross-cloud disaster-recovery case.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import boto3
@@ -24,26 +21,14 @@ CTX = {"dataset": "digits", "tenant": "t1", "purpose": "records"}
 GCP_KEY = "projects/saip/locations/global/keyRings/dr/cryptoKeys/records"
 
 
-def _load(name: str) -> ModuleType:
-    qual = f"saip_tests_{name}"
-    if qual not in sys.modules:
-        spec = importlib.util.spec_from_file_location(qual, Path(__file__).with_name(f"{name}.py"))
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[qual] = module
-        spec.loader.exec_module(module)
-    return sys.modules[qual]
-
-
 def _arn(url: str) -> str:
     kms = boto3.client("kms", endpoint_url=url, region_name="us-east-1")
     return str(kms.create_key()["KeyMetadata"]["Arn"])
 
 
 @pytest.fixture
-def gcp_provider() -> Iterator[Any]:
-    with _load("fake_gcp_kms").serve() as running:
+def gcp_provider(fake_gcp_kms: Any) -> Iterator[Any]:
+    with fake_gcp_kms.serve() as running:
         provider = from_uri(f"gcp-kms:{GCP_KEY}", api_endpoint=running.target, insecure=True)
         admin = provider.client  # type: ignore[attr-defined]
         admin.create_key_ring(

@@ -135,7 +135,11 @@ def test_close_zeroes_both_caches(local) -> None:
 
     local.generate_data_key, local.unwrap = gen, unwrap
     with EnvelopeEncryptor(local) as enc:
-        enc.decrypt(enc.encrypt(b"x", context=CTX), context=CTX)
+        blob = enc.encrypt(b"x", context=CTX)
+        enc.decrypt(blob, context=CTX)
         assert len(seen) == 2
-        assert all(k != bytearray(32) for k in seen)
+        assert seen[0] != bytearray(32)  # the encrypt side caches its data key
+        assert seen[1] == bytearray(32)  # the decrypt side keeps only the epoch key
     assert seen == [bytearray(32), bytearray(32)]
+    enc.decrypt(blob, context=CTX)  # verified epochs were forgotten: unwrapped again
+    assert len(seen) == 3

@@ -68,7 +68,7 @@ def test_round_trip_and_inspect(workdir: Path, capsys) -> None:
     assert main(["inspect", "--json", str(workdir / "data.saip")]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["context"] == {"dataset": "d1"}
-    assert info["version"] == 1
+    assert info["version"] == 2
     assert info["suite"].startswith("AES-256-GCM")
     assert info["key_slots"][0]["wrapped_keys"][0]["provider"] == "local"
     assert info["authenticated"] is False

@@ -1,4 +1,4 @@
-"""Wire format of SAIP v1: layout, key derivation (RFC 5869), golden vector, round trips."""
+"""Wire format of SAIP v2 (v1 still read): layout, key derivation (RFC 5869), golden vectors."""
 
 from __future__ import annotations
 
@@ -6,14 +6,16 @@ import hashlib
 import hmac
 import io
 import itertools
+import json
 import struct
 import zlib
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from saip_encryption import EnvelopeEncryptor, wire
+from saip_encryption import DecryptionError, EnvelopeEncryptor, wire
 from saip_encryption.envelope import DEFAULT_KEY_SLOT_CAPACITY
 
 CTX = {"dataset": "digits", "tenant": "acme", "purpose": "training"}
@@ -76,27 +78,37 @@ def test_context_encoding_is_canonical_and_injective() -> None:
         wire.decode_context(b"\x00\x02\x00\x01b\x00\x00\x00\x01a\x00\x00")
 
 
+def _enc(provider, **kwargs) -> EnvelopeEncryptor:  # type: ignore[no-untyped-def]
+    enc = EnvelopeEncryptor(provider, **kwargs)
+    enc._rng = counter_rng()  # private test hook: deterministic IDs and nonces
+    return enc
+
+
 def test_record_layout_byte_by_byte(static_provider_cls) -> None:
+    """SAIP v2 record (suite 2): epoch header A || C || S || K, then nonce || AES-GCM."""
     provider = static_provider_cls()
-    enc = EnvelopeEncryptor(provider, rng=counter_rng(), cache=False, segment_size=1024)
+    enc = _enc(provider, cache=False)
     plaintext = b"hello, envelope"
     blob = enc.encrypt(plaintext, context=CTX)
     ctx = wire.encode_context(CTX)
-    message_id = b"\x00" * 32
-    # A: magic, version, suite, segment size, message ID, context
+    epoch_id = b"\x00" * 32
+    # A: magic, version, suite, segment size (0 for records), epoch ID, context
     assert blob[:4] == b"SAIP"
-    assert blob[4] == 1
-    assert blob[5] == 1
-    assert struct.unpack(">I", blob[6:10])[0] == 1024
-    assert blob[10:42] == message_id
+    assert blob[4] == 2
+    assert blob[5] == 2
+    assert struct.unpack(">I", blob[6:10])[0] == 0
+    assert blob[10:42] == epoch_id
     assert struct.unpack(">H", blob[42:44])[0] == len(ctx)
     end = 44 + len(ctx)
     assert blob[44:end] == ctx
     # C: commitment = OKM[32:64]
-    k_msg, commitment = wire.message_keys(wire.hkdf_extract(bytes(range(32))), blob[:end])
+    k_epoch, commitment = wire.message_keys(wire.hkdf_extract(bytes(range(32))), blob[:end])
     assert blob[end : end + 32] == commitment
-    # K: one slot, exactly the size it needs
+    # S: unsigned
     pos = end + 32
+    assert blob[pos : pos + 2] == b"\x00\x00"
+    pos += 2
+    # K: one slot, exactly the size it needs
     slot_count, capacity = struct.unpack(">BH", blob[pos : pos + 3])
     assert slot_count == 1
     slot = blob[pos + 3 : pos + 3 + capacity]
@@ -108,29 +120,50 @@ def test_record_layout_byte_by_byte(static_provider_cls) -> None:
     assert slot[5 : 5 + len(edk)] == edk
     assert capacity == 5 + len(edk) + 4
     assert struct.unpack(">I", slot[-4:])[0] == zlib.crc32(slot[:-4])
-    # P: one final segment, nonce = 0^7 || uint32(0) || 0x01
+    # P: random 96-bit nonce, then one AES-256-GCM ciphertext under the epoch key
     body = blob[pos + 3 + capacity :]
-    assert len(body) == len(plaintext) + 16
-    nonce = bytes(7) + b"\x00\x00\x00\x00" + b"\x01"
-    assert AESGCM(k_msg).decrypt(nonce, body, None) == plaintext
+    nonce = body[:12]
+    assert nonce == b"\x01" * 12
+    assert len(body) == 12 + len(plaintext) + 16
+    assert AESGCM(k_epoch).decrypt(nonce, body[12:], None) == plaintext
 
 
 def test_golden_vectors_lock_the_wire_format(static_provider_cls) -> None:
     """Any change of layout, derivation or nonce scheme changes these digests: bump VERSION."""
-    enc = EnvelopeEncryptor(static_provider_cls(), rng=counter_rng(), cache=False, segment_size=64)
+    enc = _enc(static_provider_cls(), cache=False, segment_size=64)
     record = enc.encrypt(bytes(range(200)), context=CTX)
     assert hashlib.sha256(record).hexdigest() == GOLDEN_RECORD
     out = io.BytesIO()
-    enc2 = EnvelopeEncryptor(
-        static_provider_cls(), rng=counter_rng(), cache=False, stream_segment_size=64
-    )
+    enc2 = _enc(static_provider_cls(), cache=False, stream_segment_size=64)
     enc2.encrypt_stream(io.BytesIO(bytes(range(200))), out, context=CTX)
     assert hashlib.sha256(out.getvalue()).hexdigest() == GOLDEN_STREAM
     assert enc.decrypt(record, context=CTX) == bytes(range(200))
+    assert enc.decrypt(out.getvalue(), context=CTX) == bytes(range(200))
 
 
-GOLDEN_RECORD = "249797791b343772ff6c8706286fafe4cdfd1ea86efa6fbdb75431e91d8f7331"
-GOLDEN_STREAM = "ee7994cb622c799df04f97a911f7e20f93290d37ff8f97f8cef958030ba14652"
+GOLDEN_RECORD = "355dbfb8860daa8c2834aadec3a2a8a96d05a9866bee0f43eb375e3264f77a79"
+GOLDEN_STREAM = "29838cb3ae044358d14cc9074e72f0d3bfb792b8f539cb4c224751b0ac76c95d"
+
+_DATA = Path(__file__).with_name("data")
+
+
+@pytest.mark.parametrize("kind", ["record", "artifact"])
+def test_frozen_v1_envelopes_still_decrypt(static_provider_cls, kind: str) -> None:
+    """Files written by the v1 code (tests/encryption/data, never regenerated) stay readable."""
+    ctx = json.loads((_DATA / "v1-context.json").read_text())
+    blob = (_DATA / f"v1-static-{kind}.saip").read_bytes()
+    plain = (_DATA / f"v1-{kind}.plain").read_bytes()
+    assert blob[4] == 1
+    enc = EnvelopeEncryptor(static_provider_cls())
+    assert enc.decrypt(blob, context=ctx) == plain
+    back = io.BytesIO()
+    assert enc.decrypt_stream(io.BytesIO(blob), back, context=ctx) == len(plain)
+    assert back.getvalue() == plain
+    for i in (4, 5, 50, len(blob) - 1):  # still tamper-evident
+        bad = bytearray(blob)
+        bad[i] ^= 1
+        with pytest.raises(DecryptionError):
+            enc.decrypt(bytes(bad), context=ctx)
 
 
 def test_artifact_has_two_slots_with_reserved_capacity(static_provider_cls) -> None:
@@ -146,16 +179,15 @@ def test_artifact_has_two_slots_with_reserved_capacity(static_provider_cls) -> N
     assert header.slots[1].keys == ()
 
 
-@pytest.mark.parametrize("size", [0, 1, 63, 64, 65, 127, 128, 129, 1000])
-def test_record_round_trip_at_segment_edges(static_provider_cls, size: int) -> None:
+@pytest.mark.parametrize("size", [0, 1, 63, 64, 65, 127, 128, 129, 1000, 70_000])
+def test_record_round_trip_sizes(static_provider_cls, size: int) -> None:
     enc = EnvelopeEncryptor(static_provider_cls(), segment_size=64)
     data = bytes(i % 251 for i in range(size))
     blob = enc.encrypt(data, context=CTX)
-    # every segment but the last is full; the last is shorter (possibly empty)
-    segments = size // 64 + 1
     header = wire.parse_header(blob)
-    assert len(blob) - header.payload_offset == size + 16 * segments
+    assert len(blob) - header.payload_offset == 12 + size + 16  # nonce, one AEAD call
     assert enc.decrypt(blob, context=CTX) == data
+    assert enc.bind(CTX).open(blob) == data
 
 
 @pytest.mark.parametrize("size", [0, 1, 255, 256, 257, 1024, 5000])
@@ -167,7 +199,7 @@ def test_stream_round_trip_at_segment_edges(static_provider_cls, size: int) -> N
     back = io.BytesIO()
     assert enc.decrypt_stream(io.BytesIO(out.getvalue()), back, context=CTX) == size
     assert back.getvalue() == data
-    # a stream ciphertext is also a valid record (one format)
+    # an artifact held in memory decrypts with decrypt() too
     assert enc.decrypt(out.getvalue(), context=CTX) == data
 
 
@@ -196,13 +228,23 @@ def test_stream_handles_short_reads(static_provider_cls) -> None:
     assert back.getvalue() == data
 
 
-def test_message_ids_differ_and_keys_are_per_message(local) -> None:
+def test_records_share_an_epoch_header_and_differ_in_nonce(local) -> None:
     enc = EnvelopeEncryptor(local)
-    a = wire.parse_header(enc.encrypt(b"same", context=CTX))
-    b = wire.parse_header(enc.encrypt(b"same", context=CTX))
-    assert a.message_id != b.message_id
-    assert a.commitment != b.commitment
-    assert a.slots[0].raw == b.slots[0].raw  # same cached data key, different message keys
+    x, y = enc.encrypt(b"same", context=CTX), enc.encrypt(b"same", context=CTX)
+    a, b = wire.parse_header(x), wire.parse_header(y)
+    assert x[: a.payload_offset] == y[: b.payload_offset]  # one epoch: one header
+    assert (
+        x[a.payload_offset : a.payload_offset + 12] != y[b.payload_offset : b.payload_offset + 12]
+    )
+    assert x != y
+    other = wire.parse_header(enc.encrypt(b"same", context={**CTX, "tenant": "t2"}))
+    assert other.message_id != a.message_id  # a new context: a new epoch
+    streams = [io.BytesIO(), io.BytesIO()]
+    for out in streams:
+        enc.encrypt_stream(io.BytesIO(b"a"), out, context=CTX)
+    s1, s2 = (wire.parse_header(o.getvalue()) for o in streams)
+    assert s1.message_id != s2.message_id
+    assert s1.commitment != s2.commitment
 
 
 def test_constructor_validates_eagerly(local) -> None:
@@ -218,6 +260,12 @@ def test_constructor_validates_eagerly(local) -> None:
         EnvelopeEncryptor([])
     with pytest.raises(TypeError, match="cache"):
         EnvelopeEncryptor(local, cache="yes")  # type: ignore[arg-type]
+
+
+def test_rng_is_not_a_public_parameter(local) -> None:
+    """A caller-supplied rng could repeat nonces: it is a private test hook, not an argument."""
+    with pytest.raises(TypeError, match="rng"):
+        EnvelopeEncryptor(local, rng=lambda n: bytes(n))  # type: ignore[call-arg]
 
 
 def test_bytes_like_inputs(local) -> None:

@@ -5,13 +5,10 @@ artifact depends on, and disabling a version still in use fails naming that vers
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -23,21 +20,9 @@ PARENT = "projects/saip/locations/europe-west4/keyRings/ml"
 KEY = f"{PARENT}/cryptoKeys/artifacts"
 
 
-def _load(name: str) -> ModuleType:
-    qual = f"saip_tests_{name}"
-    if qual not in sys.modules:
-        spec = importlib.util.spec_from_file_location(qual, Path(__file__).with_name(f"{name}.py"))
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[qual] = module
-        spec.loader.exec_module(module)
-    return sys.modules[qual]
-
-
 @pytest.fixture
-def provider() -> Iterator[Any]:
-    with _load("fake_gcp_kms").serve() as running:
+def provider(fake_gcp_kms: Any) -> Iterator[Any]:
+    with fake_gcp_kms.serve() as running:
         p = from_uri(f"gcp-kms:{KEY}", api_endpoint=running.target, insecure=True, timeout=5)
         admin = p.client  # type: ignore[attr-defined]
         admin.create_key_ring(

@@ -38,6 +38,16 @@ def record(local: LocalKeyProvider) -> bytes:
 
 
 @pytest.fixture
+def segmented(local: LocalKeyProvider) -> bytes:
+    """A segmented message (suite 1) of 200 bytes in 64-byte segments, held in memory."""
+    out = io.BytesIO()
+    _fresh(local, stream_segment_size=SEG).encrypt_stream(
+        io.BytesIO(bytes(range(200))), out, context=CTX
+    )
+    return out.getvalue()
+
+
+@pytest.fixture
 def artifact(local: LocalKeyProvider) -> bytes:
     out = io.BytesIO()
     _fresh(local, stream_segment_size=SEG, key_slot_capacity=256).encrypt_stream(
@@ -118,9 +128,9 @@ def test_substituted_wrapped_key_fails_the_commitment(local: LocalKeyProvider) -
     _expect_opaque(lambda: enc.decrypt(spliced, context=CTX))
 
 
-def test_each_segment_tag_and_body(local: LocalKeyProvider, record: bytes) -> None:
+def test_each_segment_tag_and_body(local: LocalKeyProvider, segmented: bytes) -> None:
     enc = _fresh(local)
-    head, segs = _segments(record)
+    head, segs = _segments(segmented)
     assert len(segs) == 4  # 200 bytes / 64: three full + one short final
     for k in range(len(segs)):
         for pos in (0, len(segs[k]) - TAG, len(segs[k]) - 1):  # body, first and last tag byte
@@ -131,8 +141,9 @@ def test_each_segment_tag_and_body(local: LocalKeyProvider, record: bytes) -> No
 
 
 def test_truncation_at_every_segment_boundary_and_inside(
-    local: LocalKeyProvider, record: bytes
+    local: LocalKeyProvider, segmented: bytes
 ) -> None:
+    record = segmented
     enc = _fresh(local)
     head, segs = _segments(record)
     for k in range(len(segs)):
@@ -145,9 +156,11 @@ def test_truncation_at_every_segment_boundary_and_inside(
         _expect_opaque(lambda b=record[:n]: enc.decrypt(b, context=CTX))
 
 
-def test_reordered_duplicated_and_trailing_segments(local: LocalKeyProvider, record: bytes) -> None:
+def test_reordered_duplicated_and_trailing_segments(
+    local: LocalKeyProvider, segmented: bytes
+) -> None:
     enc = _fresh(local)
-    head, segs = _segments(record)
+    head, segs = _segments(segmented)
     variants = [
         [segs[1], segs[0], segs[2], segs[3]],
         [segs[0], segs[2], segs[1], segs[3]],
@@ -165,9 +178,11 @@ def test_reordered_duplicated_and_trailing_segments(local: LocalKeyProvider, rec
 
 
 def test_segments_from_another_message_are_rejected(local: LocalKeyProvider) -> None:
-    enc = _fresh(local, segment_size=SEG)
-    a = enc.encrypt(bytes(200), context=CTX)
-    b = enc.encrypt(bytes(200), context=CTX)
+    enc = _fresh(local, stream_segment_size=SEG)
+    a_out, b_out = io.BytesIO(), io.BytesIO()
+    enc.encrypt_stream(io.BytesIO(bytes(200)), a_out, context=CTX)
+    enc.encrypt_stream(io.BytesIO(bytes(200)), b_out, context=CTX)
+    a, b = a_out.getvalue(), b_out.getvalue()
     ha, sa = _segments(a)
     _hb, sb = _segments(b)
     _expect_opaque(lambda: enc.decrypt(ha + sb[0] + b"".join(sa[1:]), context=CTX))
@@ -204,10 +219,42 @@ def test_key_id_outside_the_allow_list(local: LocalKeyProvider, record: bytes) -
 
 def test_unknown_suite_and_version_are_rejected(local: LocalKeyProvider, record: bytes) -> None:
     enc = _fresh(local)
-    for index, value in ((4, 2), (5, 2), (5, 0)):
+    for index, value in ((4, 0), (4, 1), (4, 3), (5, 0), (5, 1), (5, 3), (9, 64)):
         bad = bytearray(record)
         bad[index] = value
         _expect_opaque(lambda b=bytes(bad): enc.decrypt(b, context=CTX))
+
+
+def test_every_payload_byte_of_a_record_with_a_warm_epoch(local: LocalKeyProvider) -> None:
+    """The per-epoch fast path (header matched by its bytes) rejects every flipped byte too."""
+    enc = EnvelopeEncryptor(local)
+    blob = enc.encrypt(bytes(range(100)), context=CTX)
+    assert enc.decrypt(blob, context=CTX) == bytes(range(100))  # epoch verified and remembered
+    for i in range(len(blob)):
+        bad = bytearray(blob)
+        bad[i] ^= 0x01
+        _expect_opaque(lambda b=bytes(bad): enc.decrypt(b, context=CTX))
+    for n in range(len(blob)):
+        _expect_opaque(lambda b=blob[:n]: enc.decrypt(b, context=CTX))
+    _expect_opaque(lambda: enc.decrypt(blob + b"\x00", context=CTX))
+    _expect_opaque(lambda: enc.decrypt(blob, context={**CTX, "tenant": "other"}))
+
+
+def test_record_body_under_another_epoch_header_is_rejected(local: LocalKeyProvider) -> None:
+    enc = EnvelopeEncryptor(local)
+    a = enc.encrypt(b"A" * 10, context=CTX)
+    enc.close()  # next record: a new epoch (new data key, new epoch ID)
+    b = enc.encrypt(b"B" * 10, context=CTX)
+    ha, hb = wire.parse_header(a), wire.parse_header(b)
+    assert ha.message_id != hb.message_id
+    for dec in (enc, _fresh(local)):
+        assert dec.decrypt(a, context=CTX) == b"A" * 10
+        _expect_opaque(
+            lambda d=dec: d.decrypt(a[: ha.payload_offset] + b[hb.payload_offset :], context=CTX)
+        )
+        _expect_opaque(
+            lambda d=dec: d.decrypt(b[: hb.payload_offset] + a[ha.payload_offset :], context=CTX)
+        )
 
 
 def test_wrapped_key_cap(static_provider_cls) -> None:

@@ -26,6 +26,20 @@ def test_configured_context_is_bound_and_rechecked(tmp_path: Path) -> None:
     unbound.close()
 
 
+def test_batch_api_binds_the_configured_context_too(tmp_path: Path) -> None:
+    uri = resolve_key_uri(None, configured=None, data_dir=tmp_path)
+    bound = build_encryptor(uri, context={"saip:pipeline": "ingest"})
+    sealer = bound.bind({"dataset": "d1"})
+    blobs = sealer.seal_many([b"a", b"b"])
+    assert sealer.open_many(blobs) == [b"a", b"b"]
+    assert bound.decrypt(blobs[0], context={"dataset": "d1"}) == b"a"  # interchangeable
+    with pytest.raises(DecryptionError):
+        build_encryptor(uri, context={}).bind({"dataset": "d1"}).open_many(blobs)
+    with pytest.raises(ConfigError, match=r"encryption\.context"):
+        bound.bind({"saip:pipeline": "other"})
+    bound.close()
+
+
 def test_context_key_clash_is_refused(tmp_path: Path) -> None:
     uri = resolve_key_uri(None, configured=None, data_dir=tmp_path)
     bound = build_encryptor(uri, context={"dataset": "x"})

@@ -9,10 +9,11 @@ key and a random message ID (:mod:`saip_encryption.wire`) — until any cap is r
 * ``max_messages`` messages protected under it;
 * ``max_bytes`` plaintext bytes protected under it.
 
-A cap reached evicts the entry, and evicting zeroes the data key's ``bytearray``. The derived
-HKDF PRK lives in an OpenSSL HMAC context which OpenSSL wipes when Python frees it; Python
-``bytes`` copies (per-message keys) cannot be wiped and are dropped immediately. Caching trades
-key exposure for cost: a process compromise reveals the cached keys (see "Notes").
+A cap reached evicts the entry, and evicting zeroes the data key's ``bytearray``. What cannot be
+wiped: the HKDF PRK exists as Python ``bytes`` (and in the two ``hashlib`` states keyed from it),
+and an epoch's AES key lives in Python ``bytes`` and inside its ``AESGCM`` object; they are
+dropped with the entry and reclaimed whenever Python frees them. Caching trades key exposure for
+cost: a process compromise reveals the cached keys (see "Notes").
 
 Notes
 -----
@@ -122,8 +123,10 @@ class DataKeyCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def use(self, key: Hashable, nbytes: int) -> tuple[HmacKey, object] | None:
-        """Account one message of ``nbytes`` against ``key``'s entry and return it.
+    def use(
+        self, key: Hashable, nbytes: int, *, messages: int = 1
+    ) -> tuple[HmacKey, object] | None:
+        """Account ``messages`` messages of ``nbytes`` in all against ``key``'s entry; return it.
 
         Returns ``None`` (and evicts the entry) when the entry is missing or using it would
         exceed a cap.
@@ -135,21 +138,28 @@ class DataKeyCache:
                 return None
             if (
                 self._clock() - entry.created >= self.max_age
-                or entry.messages + 1 > self.max_messages
+                or entry.messages + messages > self.max_messages
                 or entry.nbytes + nbytes > self.max_bytes
             ):
                 self._evict(key)
                 self.stats.misses += 1
                 return None
-            entry.messages += 1
+            entry.messages += messages
             entry.nbytes += nbytes
             self.stats.hits += 1
             return entry.prk, entry.extra
 
     def put(
-        self, key: Hashable, *, data_key: bytearray, prk: HmacKey, extra: object, nbytes: int
+        self,
+        key: Hashable,
+        *,
+        data_key: bytearray,
+        prk: HmacKey,
+        extra: object,
+        nbytes: int,
+        messages: int = 1,
     ) -> None:
-        """Insert an entry that has just protected (or unwrapped for) one message of ``nbytes``.
+        """Insert an entry that has just protected (or unwrapped for) ``messages`` messages.
 
         The cache takes ownership of ``data_key`` and zeroes it on eviction.
         """
@@ -161,7 +171,7 @@ class DataKeyCache:
                 prk=prk,
                 extra=extra,
                 created=self._clock(),
-                messages=1,
+                messages=messages,
                 nbytes=nbytes,
             )
             while len(self._entries) > self.max_entries:

@@ -1,5 +1,14 @@
 """Key rotation: re-wrap data keys without touching payloads, and audit key dependencies.
 
+Re-wrapping is not re-keying: the data key stays the same. After a master-key (or data-key)
+compromise, re-wrapping does not help — anyone who unwrapped a data key before keeps it —
+*re-encrypt* the data under a fresh data key (``saip decrypt`` then ``saip encrypt``).
+
+Re-wrapping unwraps only with the providers the caller passes (never with a key named in the
+header: the header is unauthenticated until the commitment checks), applies the same allow-list
+and signature policy as decryption (:func:`saip_encryption.envelope.recover_data_key`), and keeps
+the header's signature field, which stays valid because it signs ``A || C`` only.
+
 Re-wrapping (:func:`rewrap_file`, :func:`rewrap_bytes`) recovers an artifact's data key with the
 current master key(s) — verifying the header's key commitment — and wraps it under the new
 master key(s). Only the key area is rewritten: the authenticated prefix, the commitment and the
@@ -35,6 +44,7 @@ from saip_encryption import wire
 from saip_encryption.envelope import recover_data_key
 from saip_encryption.errors import DecryptionError, EncryptionConfigError
 from saip_encryption.providers.base import KeyProvider, WrappedKey
+from saip_encryption.signing import HeaderVerifier
 
 __all__ = [
     "AuditReport",
@@ -48,7 +58,7 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger(__name__)
-_MAX_HEADER = wire.PREFIX_SIZE + wire.MAX_CONTEXT_BYTES + wire.COMMITMENT_LEN + 3 + 2 * 0xFFFF
+_MAX_GENERATION = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -63,8 +73,8 @@ class RewrapResult:
 
 def _read_header_from(fh: BinaryIO) -> wire.Header:
     head = fh.read(wire.PREFIX_SIZE)
-    need = wire.header_length_hint(head)
-    while len(head) < need <= _MAX_HEADER:
+    need = wire.header_length_hint(head)  # range-checks each length before it is used
+    while len(head) < need <= wire.MAX_HEADER_SIZE:
         more = fh.read(need - len(head))
         if not more:
             break
@@ -87,10 +97,19 @@ def read_header(path: str | os.PathLike[str], *, strict: bool = False) -> wire.H
         return wire.parse_header(
             header.prefix
             + header.commitment
+            + header.signature_field
             + wire.key_area([s.raw for s in header.slots], header.slot_capacity),
             strict=True,
         )
     return header
+
+
+@dataclass(frozen=True)
+class _Policy:
+    allowed_key_ids: frozenset[str] | None
+    max_wrapped_keys: int
+    verify_with: tuple[HeaderVerifier, ...]
+    allow_unsigned_public_key_wraps: bool
 
 
 def _new_keys(
@@ -99,13 +118,37 @@ def _new_keys(
     return [p.wrap(data_key, context=context) for p in providers]
 
 
-def _recover(
-    header: wire.Header, unwrap_with: Sequence[KeyProvider], max_wrapped_keys: int
-) -> bytearray:
+def _recover(header: wire.Header, unwrap_with: Sequence[KeyProvider], policy: _Policy) -> bytearray:
+    if not unwrap_with:
+        raise EncryptionConfigError("rewrap needs at least one key to unwrap with")
+    try:
+        context = header.context
+    except wire.MalformedError:
+        raise DecryptionError() from None
     data_key, _prk, _k = recover_data_key(
-        header, unwrap_with, header.context, max_wrapped_keys=max_wrapped_keys
+        header,
+        unwrap_with,
+        context,
+        allowed_key_ids=policy.allowed_key_ids,
+        max_wrapped_keys=policy.max_wrapped_keys,
+        verify_with=policy.verify_with,
+        allow_unsigned_public_key_wraps=policy.allow_unsigned_public_key_wraps,
     )
     return data_key
+
+
+def _policy(
+    allowed_key_ids: Iterable[str] | None,
+    max_wrapped_keys: int,
+    verify_with: Sequence[HeaderVerifier],
+    allow_unsigned_public_key_wraps: bool,
+) -> _Policy:
+    return _Policy(
+        frozenset(allowed_key_ids) if allowed_key_ids is not None else None,
+        max_wrapped_keys,
+        tuple(verify_with),
+        allow_unsigned_public_key_wraps,
+    )
 
 
 def rewrap_bytes(
@@ -114,8 +157,14 @@ def rewrap_bytes(
     unwrap_with: Sequence[KeyProvider],
     wrap_with: Sequence[KeyProvider],
     max_wrapped_keys: int = 8,
+    allowed_key_ids: Iterable[str] | None = None,
+    verify_with: Sequence[HeaderVerifier] = (),
+    allow_unsigned_public_key_wraps: bool = False,
 ) -> bytes:
     """Re-wrap an in-memory message (a record); returns the new message, payload unchanged.
+
+    ``unwrap_with`` and the policy arguments are those of
+    :func:`saip_encryption.envelope.recover_data_key`.
 
     Raises
     ------
@@ -126,11 +175,14 @@ def rewrap_bytes(
     """
     if not wrap_with:
         raise EncryptionConfigError("rewrap needs at least one target key")
+    policy = _policy(
+        allowed_key_ids, max_wrapped_keys, verify_with, allow_unsigned_public_key_wraps
+    )
     try:
         header = wire.parse_header(message, strict=False)
     except wire.MalformedError:
         raise DecryptionError() from None
-    data_key = _recover(header, unwrap_with, max_wrapped_keys)
+    data_key = _recover(header, unwrap_with, policy)
     try:
         new = _new_keys(data_key, wrap_with, header.context)
     finally:
@@ -177,6 +229,9 @@ def rewrap_file(
     unwrap_with: Sequence[KeyProvider],
     wrap_with: Sequence[KeyProvider],
     max_wrapped_keys: int = 8,
+    allowed_key_ids: Iterable[str] | None = None,
+    verify_with: Sequence[HeaderVerifier] = (),
+    allow_unsigned_public_key_wraps: bool = False,
 ) -> RewrapResult:
     """Re-wrap one envelope file's data key under ``wrap_with`` (replacing the old wraps).
 
@@ -185,9 +240,12 @@ def rewrap_file(
     path:
         The artifact.
     unwrap_with:
-        Providers able to unwrap the current data key (tried in order).
+        Providers able to unwrap the current data key (tried in order). Only these are used:
+        never a key named by the header.
     wrap_with:
         The new master key(s); each gets a wrap of the same data key.
+    max_wrapped_keys, allowed_key_ids, verify_with, allow_unsigned_public_key_wraps:
+        The decryptor's policy (:func:`saip_encryption.envelope.recover_data_key`).
 
     Raises
     ------
@@ -198,6 +256,9 @@ def rewrap_file(
     """
     if not wrap_with:
         raise EncryptionConfigError("rewrap needs at least one target key")
+    policy = _policy(
+        allowed_key_ids, max_wrapped_keys, verify_with, allow_unsigned_public_key_wraps
+    )
     p = Path(path)
     with _locked(p) as fh:
         try:
@@ -205,16 +266,20 @@ def rewrap_file(
         except wire.MalformedError:
             raise DecryptionError() from None
         old = tuple(header.wrapped_keys())
-        data_key = _recover(header, unwrap_with, max_wrapped_keys)
+        data_key = _recover(header, unwrap_with, policy)
         try:
             new = _new_keys(data_key, wrap_with, header.context)
         finally:
             data_key[:] = bytes(len(data_key))
         need = wire.slot_size(new)
         start = header.key_area_offset + 3
-        if header.slot_count == 2 and need <= header.slot_capacity:
-            live = [s for s in header.slots if s.valid and s.keys]
-            newest = max(live, key=lambda s: s.generation)
+        live = [s for s in header.slots if s.valid and s.keys]
+        newest = max(live, key=lambda s: s.generation)
+        if (
+            header.slot_count == 2
+            and need <= header.slot_capacity
+            and newest.generation < _MAX_GENERATION
+        ):
             target = 1 - newest.index
             generation = newest.generation + 1
             cap = header.slot_capacity
@@ -236,7 +301,12 @@ def rewrap_file(
         fd, tmp_name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".rewrap", dir=p.parent)
         try:
             with os.fdopen(fd, "wb") as out:
-                out.write(header.prefix + header.commitment + wire.key_area(slots, cap))
+                out.write(
+                    header.prefix
+                    + header.commitment
+                    + header.signature_field
+                    + wire.key_area(slots, cap)
+                )
                 fh.seek(header.payload_offset)
                 shutil.copyfileobj(fh, out, 1 << 20)
                 out.flush()
@@ -254,7 +324,7 @@ def rewrap_file(
 # Audit
 # --------------------------------------------------------------------------------------------
 
-_LOCAL_VERSION = re.compile(r"^(?P<key>[0-9a-f]+)/(?P<version>v\d+)$")
+_LOCAL_VERSION = re.compile(r"^(?P<key>[0-9a-f]{32})/(?P<version>v[1-9][0-9]{0,9})$")
 _GCP_VERSION = re.compile(r"^(?P<key>.+/cryptoKeys/[^/]+)/cryptoKeyVersions/(?P<version>[^/]+)$")
 _AZURE_VERSION = re.compile(r"^(?P<key>https://[^/]+/keys/[^/]+)/(?P<version>[^/]+)$")
 

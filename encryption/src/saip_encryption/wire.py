@@ -1,4 +1,4 @@
-"""SAIP envelope wire format, version 1: parsing, serialisation and key derivation.
+"""SAIP envelope wire format, versions 2 (written) and 1 (read): parsing, serialisation, keys.
 
 This module is pure (no I/O, no providers): it turns bytes into a :class:`Header` and back, and
 derives the per-message key and the key commitment. :mod:`saip_encryption.envelope` builds the
@@ -10,13 +10,20 @@ Layout (all integers big-endian)::
 
     A  authenticated prefix (bound into the key derivation, so covered by the commitment)
        magic         4   b"SAIP"
-       version       1   0x01
+       version       1   0x02 (0x01: read only, no S field, suite 0x01 only)
        suite         1   0x01 = AES-256-GCM, HKDF-SHA-512, 256-bit key commitment, STREAM segments
-       segment_size  4   plaintext bytes per segment (MIN_SEGMENT_SIZE .. MAX_SEGMENT_SIZE)
-       message_id   32   random, fresh for every message
+                         0x02 = the same keys, one epoch key per (data key, epoch ID, context) and
+                                records sealed with random 96-bit nonces (v2 only)
+       segment_size  4   suite 1: plaintext bytes per segment (MIN_SEGMENT_SIZE ..
+                         MAX_SEGMENT_SIZE); suite 2: 0
+       message_id   32   random, fresh for every message (suite 2: the epoch ID)
        context_len   2   length of the next field (<= MAX_CONTEXT_BYTES)
        context       n   canonical encryption context (see encode_context)
     C  commitment   32   OKM[32:64] (below); checked, in constant time, before anything is decrypted
+    S  signature (v2 only; not covered by the commitment, it signs A || C)
+       sig_len       2   0 = unsigned, else <= MAX_SIGNATURE_BLOCK bytes of:
+          scheme_len 1, scheme (ASCII), key_id_len 2, key_id (ASCII), signature_len 2, signature
+          signature = ECDSA P-256 / SHA-256 (DER) over signed_message(A, C)
     K  key area (NOT covered by the commitment: re-wrapping rewrites only this part)
        slot_count    1   1 (records) or 2 (artifacts: A/B slots for crash-safe in-place re-wrap)
        slot_capacity 2   bytes per slot
@@ -26,7 +33,8 @@ Layout (all integers big-endian)::
           count x  { provider_len 1, provider, key_id_len 2, key_id, wrapped_len 2, wrapped }
           zero padding
           crc32      4   CRC-32 of the slot's preceding bytes (torn-write detection, not security)
-    P  segments: segment i (i = 0, 1, ...) is AES-256-GCM(K_msg, nonce_i, plaintext_i) || tag(16)
+    P  suite 2: nonce(12, random) || AES-256-GCM(K_epoch, nonce, record) || tag(16)
+       suite 1: segment i (i = 0, 1, ...) is AES-256-GCM(K_msg, nonce_i, plaintext_i) || tag(16)
        nonce_i = 0x00 * 7 || uint32(i) || final_flag (0x00, or 0x01 on the last segment)
        every segment but the last carries exactly segment_size plaintext bytes; the last carries
        fewer (possibly zero), so the end of the message is authenticated, not inferred.
@@ -38,6 +46,9 @@ Encryption SDK's committing suite)::
     OKM = HKDF-Expand(PRK, info = b"SAIP-v1 AES-256-GCM" || A, L = 64)        (once per message)
     K_msg = OKM[0:32]                 per-message AES-256-GCM key
     commitment = OKM[32:64]           stored in C
+
+Suite 2 derives ``K_epoch`` and the commitment the same way, once per epoch (A carries the
+epoch ID); every record of the epoch repeats the epoch header ``A || C || S || K`` byte for byte.
 
 Because ``info`` contains the whole prefix A (with the random 256-bit message ID), every message
 gets its own AES key: GCM's 2^32-invocations limit per key never comes near, and the counter nonces
@@ -58,6 +69,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import struct
 import zlib
 from collections.abc import Mapping, Sequence
@@ -71,33 +83,51 @@ __all__ = [
     "MAGIC",
     "MAX_CONTEXT_BYTES",
     "MAX_SEGMENT_SIZE",
+    "MAX_SIGNATURE_BLOCK",
     "MAX_WRAPPED_KEYS",
     "MESSAGE_ID_LEN",
     "MIN_SEGMENT_SIZE",
+    "NONCE_LEN",
     "SUITE_AES256GCM_HKDF_SHA512_COMMIT",
+    "SUITE_EPOCH_RECORD",
     "SUITE_NAMES",
     "TAG_LEN",
     "VERSION",
+    "VERSIONS",
     "Header",
+    "HeaderSignature",
     "HmacKey",
     "KeySlot",
     "MalformedError",
     "decode_context",
     "encode_context",
+    "encode_signature",
     "encode_slot",
+    "escape",
     "hkdf_expand",
     "hkdf_extract",
     "message_keys",
     "pack_prefix",
     "parse_header",
     "segment_nonce",
+    "signed_message",
     "slot_size",
+    "valid_key_id",
 ]
 
 MAGIC = b"SAIP"
-VERSION = 1
+VERSION = 2
+#: versions this module reads (v1: no signature field, STREAM suite only)
+VERSIONS = (1, 2)
 SUITE_AES256GCM_HKDF_SHA512_COMMIT = 1
-SUITE_NAMES = {SUITE_AES256GCM_HKDF_SHA512_COMMIT: "AES-256-GCM/HKDF-SHA-512/commit/STREAM"}
+SUITE_EPOCH_RECORD = 2
+SUITE_NAMES = {
+    SUITE_AES256GCM_HKDF_SHA512_COMMIT: "AES-256-GCM/HKDF-SHA-512/commit/STREAM",
+    SUITE_EPOCH_RECORD: "AES-256-GCM/HKDF-SHA-512/commit/epoch-record",
+}
+NONCE_LEN = 12
+#: cap of the signature field S (scheme, key ID and signature)
+MAX_SIGNATURE_BLOCK = 4096
 MESSAGE_ID_LEN = 32
 COMMITMENT_LEN = 32
 TAG_LEN = 16
@@ -119,11 +149,39 @@ _CRC = struct.Struct(">I")
 _NONCE = struct.Struct(">7xIB")
 
 _EXTRACT_SALT = b"SAIP-v1 HKDF-Extract"
+_SIGNATURE_LABEL = b"SAIP-v2 header signature\x00"
+#: wrapped-key provider names: lower-case scheme names
+_PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+#: key IDs: printable ASCII without spaces (ARNs, Key Vault URLs, Cloud KMS resource names)
+_KEY_ID = re.compile(r"[!-~]{1,2048}")
+#: local key IDs: ``<key uuid: 32 hex>/v<version>``
+LOCAL_KEY_ID = re.compile(r"(?P<uuid>[0-9a-f]{32})/v(?P<version>[1-9][0-9]{0,9})")
 _EXPAND_LABEL = b"SAIP-v1 AES-256-GCM"
 
 
 class MalformedError(Exception):
-    """Internal: the bytes are not a well-formed SAIP v1 header (mapped to DecryptionError)."""
+    """Internal: the bytes are not a well-formed SAIP header (mapped to DecryptionError)."""
+
+
+def escape(text: str) -> str:
+    """``text`` with every non-printable character escaped (``\\x1b``, ``\\r``, ``\\u202e``...).
+
+    Header strings (key IDs, contexts) are attacker-controlled: they go through this before they
+    reach a terminal, a log line or an error message, so they cannot move the cursor, rewrite a
+    line or ring the bell. Rich markup is a separate concern: the CLI prints them as plain text.
+    """
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
+
+
+def valid_key_id(provider: str, key_id: str) -> bool:
+    """The key-ID grammar every wrapped key must follow (checked when a header is parsed)."""
+    if not _PROVIDER_NAME.fullmatch(provider) or not _KEY_ID.fullmatch(key_id):
+        return False
+    return provider != "local" or LOCAL_KEY_ID.fullmatch(key_id) is not None
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,13 +324,20 @@ def segment_nonce(index: int, *, final: bool) -> bytes:
 # --------------------------------------------------------------------------------------------
 
 
-def pack_prefix(segment_size: int, message_id: bytes, context_bytes: bytes) -> bytes:
-    """Serialise the authenticated prefix ``A``."""
+def pack_prefix(
+    segment_size: int,
+    message_id: bytes,
+    context_bytes: bytes,
+    *,
+    suite: int = SUITE_AES256GCM_HKDF_SHA512_COMMIT,
+    version: int = VERSION,
+) -> bytes:
+    """Serialise the authenticated prefix ``A`` (suite 2: ``segment_size`` 0)."""
     return (
         _PREFIX.pack(
             MAGIC,
-            VERSION,
-            SUITE_AES256GCM_HKDF_SHA512_COMMIT,
+            version,
+            suite,
             segment_size,
             message_id,
             len(context_bytes),
@@ -281,11 +346,77 @@ def pack_prefix(segment_size: int, message_id: bytes, context_bytes: bytes) -> b
     )
 
 
+@dataclass(frozen=True)
+class HeaderSignature:
+    """The S field: who signed ``A || C`` (scheme and key ID: unauthenticated hints) and how."""
+
+    scheme: str
+    key_id: str
+    signature: bytes
+
+
+def signed_message(prefix: bytes, commitment: bytes) -> bytes:
+    """The bytes a header signature covers: a label and SHA-512 of ``A || C``.
+
+    ``C`` is a PRF output under the data key over ``A``, so a signature over ``A || C`` binds the
+    signer to the context, the message/epoch ID *and* the data key; re-wrapping (which rewrites
+    only ``K``) keeps it valid. The digest keeps the message short (AWS KMS ``Sign`` with
+    ``MessageType=RAW`` takes at most 4096 bytes).
+    """
+    return _SIGNATURE_LABEL + hashlib.sha512(prefix + commitment).digest()
+
+
+def encode_signature(sig: HeaderSignature | None) -> bytes:
+    """The S field for ``sig`` (``None``: unsigned, two zero bytes)."""
+    if sig is None:
+        return _U16.pack(0)
+    scheme = sig.scheme.encode("ascii")
+    key_id = sig.key_id.encode("ascii")
+    if not valid_key_id(sig.scheme, sig.key_id) or not 0 < len(sig.signature) <= 0xFFFF:
+        raise ValueError("signature scheme, key ID or length out of range")
+    body = (
+        bytes((len(scheme),))
+        + scheme
+        + _U16.pack(len(key_id))
+        + key_id
+        + _U16.pack(len(sig.signature))
+        + sig.signature
+    )
+    if len(body) > MAX_SIGNATURE_BLOCK:
+        raise ValueError(f"signature field exceeds {MAX_SIGNATURE_BLOCK} bytes")
+    return _U16.pack(len(body)) + body
+
+
+def _parse_signature(body: bytes) -> HeaderSignature:
+    try:
+        slen = body[0]
+        scheme = body[1 : 1 + slen]
+        pos = 1 + slen
+        (klen,) = _U16.unpack_from(body, pos)
+        key_id = body[pos + 2 : pos + 2 + klen]
+        pos += 2 + klen
+        (glen,) = _U16.unpack_from(body, pos)
+        sig = body[pos + 2 : pos + 2 + glen]
+        pos += 2 + glen
+        if len(scheme) != slen or len(key_id) != klen or len(sig) != glen or glen == 0:
+            raise MalformedError("truncated signature field")
+        if pos != len(body):
+            raise MalformedError("trailing bytes in signature field")
+        out = HeaderSignature(scheme.decode("ascii"), key_id.decode("ascii"), sig)
+    except (IndexError, struct.error, UnicodeDecodeError) as exc:
+        raise MalformedError("bad signature field") from exc
+    if not valid_key_id(out.scheme, out.key_id):
+        raise MalformedError("bad signature key ID")
+    return out
+
+
 def _edk_bytes(keys: Sequence[WrappedKey]) -> bytes:
     parts: list[bytes] = []
     for w in keys:
+        if not valid_key_id(w.provider, w.key_id):
+            raise ValueError(f"wrapped key ID {escape(w.key_id)!r} breaks the key-ID grammar")
         provider = w.provider.encode("ascii")
-        key_id = w.key_id.encode("utf-8")
+        key_id = w.key_id.encode("ascii")
         if not 0 < len(provider) <= 255:
             raise ValueError("wrapped key provider name must be 1..255 ASCII bytes")
         if not 0 < len(key_id) <= MAX_KEY_ID_LEN:
@@ -335,7 +466,7 @@ class KeySlot:
 
 @dataclass(frozen=True)
 class Header:
-    """A parsed SAIP v1 header (nothing in it is trusted until the commitment checks)."""
+    """A parsed SAIP header (nothing in it is trusted until the commitment checks)."""
 
     version: int
     suite: int
@@ -351,6 +482,9 @@ class Header:
     #: offset of the key area and of the first segment
     key_area_offset: int
     payload_offset: int
+    #: v2: the S field as parsed (``None``: unsigned or v1) and its raw bytes (length included)
+    signature: HeaderSignature | None = None
+    signature_field: bytes = b""
 
     @property
     def context(self) -> dict[str, str]:
@@ -393,7 +527,10 @@ def _parse_slot(raw: bytes, index: int) -> KeySlot:
                 or pos > len(raw) - _CRC.size
             ):
                 raise MalformedError("truncated wrapped key")
-            keys.append(WrappedKey(provider.decode("ascii"), key_id.decode("utf-8"), wrapped))
+            name, kid = provider.decode("ascii"), key_id.decode("ascii")
+            if not valid_key_id(name, kid):
+                raise MalformedError("key ID breaks the grammar")
+            keys.append(WrappedKey(name, kid, wrapped))
         if any(raw[pos : len(raw) - _CRC.size]):
             raise MalformedError("non-zero slot padding")
     except (IndexError, struct.error, UnicodeDecodeError, MalformedError):
@@ -401,8 +538,25 @@ def _parse_slot(raw: bytes, index: int) -> KeySlot:
     return KeySlot(index, generation, tuple(keys), raw, valid=True)
 
 
+def _check_prefix(version: int, suite: int, segment_size: int, ctx_len: int) -> None:
+    if version not in VERSIONS:
+        raise MalformedError("unsupported version")
+    if suite == SUITE_AES256GCM_HKDF_SHA512_COMMIT:
+        if not MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE:
+            raise MalformedError("field out of range")
+    elif suite != SUITE_EPOCH_RECORD or version < 2 or segment_size != 0:
+        raise MalformedError("unknown suite")
+    if ctx_len > MAX_CONTEXT_BYTES:
+        raise MalformedError("field out of range")
+
+
+def _check_key_area(slot_count: int, capacity: int) -> None:
+    if slot_count not in (1, 2) or capacity < _SLOT_HEAD.size + _CRC.size:
+        raise MalformedError("bad key area")
+
+
 def parse_header(data: bytes | memoryview, *, strict: bool = True) -> Header:
-    """Parse the header at the start of ``data`` (which may hold more: the segments).
+    """Parse the header at the start of ``data`` (which may hold more: the payload).
 
     ``strict`` (the decrypt path) rejects any malformed slot; ``strict=False`` (inspect, audit,
     re-wrap repairing an interrupted re-wrap) returns broken slots flagged ``valid=False``.
@@ -410,7 +564,7 @@ def parse_header(data: bytes | memoryview, *, strict: bool = True) -> Header:
     Raises
     ------
     MalformedError
-        Wrong magic, unknown version, truncated or inconsistent fields.
+        Wrong magic, unknown version or suite, truncated or inconsistent fields.
     """
     mv = memoryview(data)
     if len(mv) < _PREFIX.size:
@@ -418,10 +572,7 @@ def parse_header(data: bytes | memoryview, *, strict: bool = True) -> Header:
     magic, version, suite, segment_size, message_id, ctx_len = _PREFIX.unpack_from(mv, 0)
     if magic != MAGIC:
         raise MalformedError("not a SAIP envelope")
-    if version != VERSION:
-        raise MalformedError("unsupported version")
-    if not MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE or ctx_len > MAX_CONTEXT_BYTES:
-        raise MalformedError("field out of range")
+    _check_prefix(version, suite, segment_size, ctx_len)
     pos = _PREFIX.size + ctx_len
     if len(mv) < pos + COMMITMENT_LEN + _KEY_AREA.size:
         raise MalformedError("truncated header")
@@ -430,10 +581,21 @@ def parse_header(data: bytes | memoryview, *, strict: bool = True) -> Header:
     decode_context(context_bytes)  # well-formed, canonical
     commitment = bytes(mv[pos : pos + COMMITMENT_LEN])
     key_area_offset = pos + COMMITMENT_LEN
+    signature: HeaderSignature | None = None
+    signature_field = b""
+    if version >= 2:
+        (sig_len,) = _U16.unpack_from(mv, key_area_offset)
+        if sig_len > MAX_SIGNATURE_BLOCK:
+            raise MalformedError("signature field too long")
+        end = key_area_offset + 2 + sig_len
+        if len(mv) < end + _KEY_AREA.size:
+            raise MalformedError("truncated header")
+        signature_field = bytes(mv[key_area_offset:end])
+        if sig_len:
+            signature = _parse_signature(signature_field[2:])
+        key_area_offset = end
     slot_count, capacity = _KEY_AREA.unpack_from(mv, key_area_offset)
-    min_capacity = _SLOT_HEAD.size + _CRC.size
-    if slot_count not in (1, 2) or capacity < min_capacity:
-        raise MalformedError("bad key area")
+    _check_key_area(slot_count, capacity)
     start = key_area_offset + _KEY_AREA.size
     payload_offset = start + slot_count * capacity
     if len(mv) < payload_offset:
@@ -457,21 +619,44 @@ def parse_header(data: bytes | memoryview, *, strict: bool = True) -> Header:
         slots=slots,
         key_area_offset=key_area_offset,
         payload_offset=payload_offset,
+        signature=signature,
+        signature_field=signature_field,
     )
 
 
-def header_length_hint(data: bytes | memoryview) -> int:
-    """Bytes needed to parse the whole header, as far as ``data`` tells (grows as it grows)."""
+def header_length_hint(data: bytes | bytearray | memoryview) -> int:
+    """Bytes needed to parse the whole header, as far as ``data`` tells (grows as it grows).
+
+    Every length field is range-checked *before* it is trusted, so a hostile header cannot make a
+    reader buffer more than the format allows (about 140 KiB).
+
+    Raises
+    ------
+    MalformedError
+        Wrong magic, version or suite, or a length field out of range.
+    """
     mv = memoryview(data)
     if len(mv) < _PREFIX.size:
         return _PREFIX.size
-    ctx_len: int = _U16.unpack_from(mv, _PREFIX.size - 2)[0]
-    key_area_offset = _PREFIX.size + ctx_len + COMMITMENT_LEN
+    fields: tuple[bytes, int, int, int, bytes, int] = _PREFIX.unpack_from(mv, 0)
+    magic, version, suite, segment_size, _mid, ctx_len = fields
+    if magic != MAGIC:
+        raise MalformedError("not a SAIP envelope")
+    _check_prefix(version, suite, segment_size, ctx_len)
+    key_area_offset: int = _PREFIX.size + ctx_len + COMMITMENT_LEN
+    if version >= 2:
+        if len(mv) < key_area_offset + 2:
+            return key_area_offset + 2 + _KEY_AREA.size
+        sig_len: int = _U16.unpack_from(mv, key_area_offset)[0]
+        if sig_len > MAX_SIGNATURE_BLOCK:
+            raise MalformedError("signature field too long")
+        key_area_offset += 2 + sig_len
     if len(mv) < key_area_offset + _KEY_AREA.size:
         return key_area_offset + _KEY_AREA.size
     slot_count: int
     capacity: int
     slot_count, capacity = _KEY_AREA.unpack_from(mv, key_area_offset)
+    _check_key_area(slot_count, capacity)
     return key_area_offset + _KEY_AREA.size + slot_count * capacity
 
 
@@ -482,3 +667,7 @@ def key_area(slots: Sequence[bytes], capacity: int) -> bytes:
 
 KEY_AREA_HEAD = _KEY_AREA.size
 PREFIX_SIZE = _PREFIX.size
+#: the longest header the format allows (v2, both fields at their caps)
+MAX_HEADER_SIZE = (
+    _PREFIX.size + MAX_CONTEXT_BYTES + COMMITMENT_LEN + 2 + MAX_SIGNATURE_BLOCK + 3 + 2 * 0xFFFF
+)

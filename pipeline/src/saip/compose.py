@@ -44,6 +44,11 @@ class ContextBoundEncryptor:
         """Decrypt; the ciphertext must carry the per-call and the configured context."""
         return bytes(self._inner.decrypt(ciphertext, context=self._merge(context)))
 
+    def bind(self, context: Mapping[str, str]) -> Any:
+        """The wrapped encryptor's bound-context batch API for the per-call plus the configured
+        context (``seal``/``open``/``seal_many``/``open_many``; see ``EnvelopeEncryptor.bind``)."""
+        return self._inner.bind(self._merge(context))
+
     def close(self) -> None:
         """Zero the cached data keys of the wrapped encryptor."""
         close = getattr(self._inner, "close", None)

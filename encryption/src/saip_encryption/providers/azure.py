@@ -172,6 +172,16 @@ class AzureKeyVaultProvider:
         """The wrap algorithm (``RSA-OAEP-256`` or ``A256KW``)."""
         return self._algorithm
 
+    @property
+    def wraps_with_public_key(self) -> bool:
+        """True for RSA-OAEP: anyone who can read the public key can produce a wrap.
+
+        The envelope then accepts a data key unwrapped here only from a header signed by a
+        configured verifier (:mod:`saip_encryption.signing`). ``A256KW`` (Managed HSM) wraps
+        need the secret key, like AWS and Cloud KMS symmetric keys.
+        """
+        return self._algorithm.startswith("RSA")
+
     def accepts(self, key_id: str) -> bool:
         """Whether ``key_id`` is a version of this key (the pinned version, if one is pinned)."""
         try:

@@ -15,9 +15,11 @@ encryption context as additional authenticated data::
 Random nonces bound the number of wraps per master-key version to 2^32 (SP 800-38D §8.3); a
 local key wraps one data key per artifact or per cache period, far below that. Rotate it anyway.
 
-Limits: the master key is held in a ``bytearray`` and zeroed by :meth:`LocalKeyProvider.close`,
-but ``cryptography`` keeps its own copy inside the cipher object while it lives; a local key file
-is only as safe as the account and disk that hold it. Use a cloud KMS/HSM key in production.
+Limits: the master key versions are held in ``bytearray`` objects zeroed by
+:meth:`LocalKeyProvider.close`, but every wrap and unwrap copies the key into a Python ``bytes``
+and into a new ``AESGCM`` object (``cryptography`` keeps its own copy), and those copies cannot be
+wiped — they are dropped when the call returns. A local key file is only as safe as the account
+and disk that hold it. Use a cloud KMS/HSM key in production.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from saip_encryption.errors import DecryptionError, EncryptionConfigError, KeyProviderError
 from saip_encryption.providers.base import WrappedKey
-from saip_encryption.wire import encode_context
+from saip_encryption.wire import LOCAL_KEY_ID, encode_context
 
 __all__ = ["SCHEME", "LocalKeyProvider", "create_local_key", "from_uri"]
 
@@ -214,8 +216,9 @@ class LocalKeyProvider:
         return f"{self._uuid}/v{self._primary}"
 
     def accepts(self, key_id: str) -> bool:
-        """True if ``key_id`` names a version of this key file (the decrypt allow-list)."""
-        return key_id.startswith(self._uuid + "/v")
+        """True if ``key_id`` is ``<this key's uuid>/v<version>`` (the decrypt allow-list)."""
+        match = LOCAL_KEY_ID.fullmatch(key_id) if isinstance(key_id, str) else None
+        return match is not None and match.group("uuid") == self._uuid
 
     def generate_data_key(self, *, context: Mapping[str, str]) -> tuple[bytearray, WrappedKey]:
         """A fresh random 256-bit data key and its wrap under the newest version."""
@@ -237,25 +240,29 @@ class LocalKeyProvider:
 
         Raises
         ------
-        KeyProviderError
-            The key ID names another key file or a version this file no longer holds (the
-            message names the version).
         DecryptionError
-            The wrapped key does not authenticate under that version and context.
+            A key ID that breaks the grammar ``<32 hex>/v<digits>`` (e.g. a malformed version),
+            or a wrapped key that does not authenticate under that version and context.
+        KeyProviderError
+            A well-formed key ID of another key file or of a version this file no longer holds
+            (the message names the version).
         """
-        if wrapped.provider != SCHEME or not self.accepts(wrapped.key_id):
+        match = LOCAL_KEY_ID.fullmatch(wrapped.key_id) if isinstance(wrapped.key_id, str) else None
+        if wrapped.provider != SCHEME or match is None:
+            raise DecryptionError()
+        if match.group("uuid") != self._uuid:
             raise KeyProviderError(
                 f"local: key {wrapped.key_id} is not held by key file {self._path}"
             )
-        version_text = wrapped.key_id[len(self._uuid) + 2 :]
-        if not version_text.isdigit() or int(version_text) not in self._keys:
+        version = int(match.group("version"))
+        if version not in self._keys:
             raise KeyProviderError(
-                f"local: key {self._uuid} version v{version_text} is not in key file "
+                f"local: key {self._uuid} version v{version} is not in key file "
                 f"{self._path} (was it removed?)"
             )
         if len(wrapped.ciphertext) != 12 + 32 + 16:
             raise DecryptionError()
-        aead = AESGCM(bytes(self._master(int(version_text))))
+        aead = AESGCM(bytes(self._master(version)))
         try:
             out = aead.decrypt(
                 wrapped.ciphertext[:12],

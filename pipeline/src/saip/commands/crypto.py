@@ -4,6 +4,11 @@
 temporary file next to the destination (mode 0600) and is renamed into place only after the
 whole input was processed — for ``decrypt`` that means after every segment authenticated, so a
 failed decryption leaves no output file and prints one opaque line (exit code 1).
+
+Everything read from a header (key IDs, contexts, signer names) is attacker-controlled: it is
+escaped (:func:`saip_encryption.wire.escape`) and printed as plain text, never as Rich markup.
+``keys rewrap`` unwraps only with ``--from`` keys or the configured key, never with a key named
+in the header.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import IO, Annotated, Any, cast
 
 import typer
 from rich.table import Table
+from rich.text import Text
 from saip_encryption import EnvelopeEncryptor, KeyProvider, from_uri, wire
 from saip_encryption.envelope import Readable
 from saip_encryption.errors import DecryptionError, EncryptionConfigError
@@ -54,6 +60,14 @@ EndpointOpt = Annotated[
     str | None, typer.Option("--endpoint-url", help="Cloud KMS endpoint (stand-in, VPC endpoint).")
 ]
 RegionOpt = Annotated[str | None, typer.Option("--region", help="Cloud region for KMS.")]
+UnsignedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-unsigned-public-key-wraps",
+        help="UNSAFE: accept unsigned envelopes whose data key is wrapped with a public key "
+        "(Key Vault RSA-OAEP): anyone who can read that public key can then forge them.",
+    ),
+]
 
 
 def _options(endpoint_url: str | None, region: str | None) -> dict[str, Any]:
@@ -161,18 +175,23 @@ def encrypt_cmd(
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT_FILE if it exists.")] = False,
+    allow_unsigned: UnsignedOpt = False,
 ) -> None:
     """Encrypt IN_FILE to OUT_FILE (streamed, constant memory) under one or more master keys."""
     state = get_state()
     _check_paths(in_file, out_file, force)
-    enc = EnvelopeEncryptor(_providers(key, _options(endpoint_url, region)), cache=False)
+    enc = EnvelopeEncryptor(
+        _providers(key, _options(endpoint_url, region)),
+        cache=False,
+        allow_unsigned_public_key_wraps=allow_unsigned,
+    )
     ctx = _context(context)
     with _input(in_file, "encrypting") as src:
         n = _write_atomically(
             out_file, force, lambda dst: enc.encrypt_stream(src, dst, context=ctx)
         )
     state.console.print(
-        f"encrypted {n:,} bytes → {out_file} under {len(enc.providers)} key(s)",
+        f"encrypted {n:,} bytes → {wire.escape(out_file)} under {len(enc.providers)} key(s)",
         highlight=False,
         markup=False,
     )
@@ -186,11 +205,16 @@ def decrypt_cmd(
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT_FILE if it exists.")] = False,
+    allow_unsigned: UnsignedOpt = False,
 ) -> None:
     """Decrypt IN_FILE to OUT_FILE; OUT_FILE appears only after every segment authenticated."""
     state = get_state()
     _check_paths(in_file, out_file, force)
-    enc = EnvelopeEncryptor(_providers(key, _options(endpoint_url, region)), cache=False)
+    enc = EnvelopeEncryptor(
+        _providers(key, _options(endpoint_url, region)),
+        cache=False,
+        allow_unsigned_public_key_wraps=allow_unsigned,
+    )
     ctx = _context(context)
     try:
         with _input(in_file, "decrypting") as src:
@@ -203,13 +227,15 @@ def decrypt_cmd(
             raise
         raise HintedDecryptionError(hint) from None
     state.console.print(
-        f"decrypted and authenticated {n:,} bytes → {out_file}", highlight=False, markup=False
+        f"decrypted and authenticated {n:,} bytes → {wire.escape(out_file)}",
+        highlight=False,
+        markup=False,
     )
 
 
 def _printable(text: str, limit: int = 80) -> str:
-    """Header strings are attacker-controlled: escape control characters, cap the length."""
-    out = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
+    """Header strings are attacker-controlled: escaped (:func:`wire.escape`), length capped."""
+    out = wire.escape(text)
     return out if len(out) <= limit else out[: limit - 1] + "…"
 
 
@@ -238,10 +264,15 @@ def decrypt_hint(path: Path, context: Mapping[str, str]) -> str | None:
 
 
 def _describe(path: Path) -> dict[str, Any]:
+    """The header as JSON-able data; every string taken from the header is escaped."""
+    esc = wire.escape
     try:
         header = read_header(path, strict=False)
     except wire.MalformedError as exc:
-        raise EncryptionConfigError(f"{path} is not a readable SAIP envelope ({exc})") from None
+        raise EncryptionConfigError(
+            f"{esc(str(path))} is not a readable SAIP envelope ({exc})"
+        ) from None
+    sig = header.signature
     payload = path.stat().st_size - header.payload_offset
     seg = header.segment_size + wire.TAG_LEN
     return {
@@ -253,7 +284,10 @@ def _describe(path: Path) -> dict[str, Any]:
         "segments": payload // seg + (1 if payload % seg else 0),
         "ciphertext_bytes": payload,
         "message_id": header.message_id.hex(),
-        "context": header.context,
+        "context": {esc(k): esc(v) for k, v in header.context.items()},
+        "signature": None
+        if sig is None
+        else {"scheme": esc(sig.scheme), "key_id": esc(sig.key_id), "verified": False},
         "key_slots": [
             {
                 "slot": s.index,
@@ -261,10 +295,10 @@ def _describe(path: Path) -> dict[str, Any]:
                 "valid": s.valid,
                 "wrapped_keys": [
                     {
-                        "provider": w.provider,
-                        "key_id": w.key_id,
-                        "key": split_key_version(w.provider, w.key_id)[0],
-                        "version": split_key_version(w.provider, w.key_id)[1],
+                        "provider": esc(w.provider),
+                        "key_id": esc(w.key_id),
+                        "key": esc(split_key_version(w.provider, w.key_id)[0]),
+                        "version": esc(split_key_version(w.provider, w.key_id)[1]),
                         "wrapped_bytes": len(w.ciphertext),
                     }
                     for w in s.keys
@@ -287,17 +321,24 @@ def inspect_cmd(
     if as_json:
         state.out.print_json(json.dumps(info))
         return
-    table = Table(title=f"{file} (header only: nothing is authenticated without the key)")
+    title = f"{wire.escape(str(file))} (header only: nothing is authenticated without the key)"
+    table = Table(title=Text(title))
     table.add_column("field")
     table.add_column("value", overflow="fold")
     for name in ("version", "suite", "segment_size", "segments", "ciphertext_bytes", "message_id"):
-        table.add_row(name, str(info[name]))
-    table.add_row("context", ", ".join(f"{k}={v}" for k, v in info["context"].items()) or "-")
+        table.add_row(name, Text(str(info[name])))
+    ctx_text = ", ".join(f"{k}={v}" for k, v in info["context"].items()) or "-"
+    table.add_row("context", Text(ctx_text))
+    sig = info["signature"]
+    table.add_row(
+        "signature",
+        Text("none" if sig is None else f"{sig['scheme']}: {sig['key_id']} (not verified here)"),
+    )
     for slot in info["key_slots"]:
         for w in slot["wrapped_keys"]:
             table.add_row(
                 f"slot {slot['slot']} gen {slot['generation']}",
-                f"{w['provider']}: {w['key']} (version {w['version']})",
+                Text(f"{w['provider']}: {w['key']} (version {w['version']})"),
             )
         if not slot["valid"]:
             table.add_row(f"slot {slot['slot']}", "BROKEN (interrupted re-wrap? run keys rewrap)")
@@ -331,42 +372,45 @@ def rewrap_cmd(
         typer.Option(
             "--from",
             help="Key URI able to unwrap the current data keys (repeatable). "
-            "Default: the encryption.key setting, plus the cloud keys named in each header.",
+            "Default: the encryption.key setting. Keys named in a header are never used.",
         ),
     ] = None,
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
+    allow_unsigned: UnsignedOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
 ) -> None:
     """Re-wrap data keys under new master key(s); payloads are never decrypted or rewritten."""
     state = get_state()
     opts = _options(endpoint_url, region)
     targets = [_provider(u, opts) for u in to]
-    base: list[KeyProvider] = [_provider(u, opts) for u in (from_ or [])]
+    # Only keys the operator named (or configured) unwrap: the header's key IDs are unauthenticated
+    # and would make us call an attacker's key service with our credentials.
+    sources: list[KeyProvider] = [_provider(u, opts) for u in (from_ or [])]
     if not from_ and state.config.encryption.key:
-        base.append(_provider(state.config.encryption.key, opts))
+        sources.append(_provider(state.config.encryption.key, opts))
+    if not sources:
+        raise EncryptionConfigError(
+            "name a key that can unwrap the current data keys with --from URI "
+            "(or set [encryption] key); keys named in a header are never used"
+        )
     results = []
     for f in files:
-        sources = list(base)
-        if not from_:
-            for w in read_header(f, strict=False).wrapped_keys():
-                if w.provider != "local":
-                    try:
-                        sources.append(_provider(f"{w.provider}:{w.key_id}", opts))
-                    except (EncryptionConfigError, TypeError):
-                        continue
-        if not sources:
-            raise EncryptionConfigError(
-                f"{f}: name a key that can unwrap its current data key with --from URI"
-            )
-        result = rewrap_file(f, unwrap_with=sources, wrap_with=targets)
-        old = [w.key_id for w in result.old_keys]
-        new = [w.key_id for w in result.new_keys]
+        result = rewrap_file(
+            f,
+            unwrap_with=sources,
+            wrap_with=targets,
+            allow_unsigned_public_key_wraps=allow_unsigned,
+        )
+        old = [wire.escape(w.key_id) for w in result.old_keys]
+        new = [wire.escape(w.key_id) for w in result.new_keys]
         results.append({"file": result.path, "in_place": result.in_place, "old": old, "new": new})
         state.console.print(
-            f"re-wrapped {f} ({'header slot, in place' if result.in_place else 'header rewritten'})"
+            f"re-wrapped {wire.escape(str(f))} "
+            f"({'header slot, in place' if result.in_place else 'header rewritten'})"
             f": {', '.join(old)} → {', '.join(new)}",
             highlight=False,
+            markup=False,
         )
     if as_json:
         state.out.print_json(json.dumps({"rewrapped": results}))
@@ -381,7 +425,7 @@ def audit_cmd(
     state = get_state()
     report = audit(paths)
     if as_json:
-        state.out.print_json(json.dumps(report.to_dict()))
+        state.out.print_json(json.dumps(report.to_dict()), highlight=False)
     else:
         table = Table(
             title=f"key dependencies: {report.envelopes} envelope(s) in {report.scanned} file(s)"
@@ -389,10 +433,17 @@ def audit_cmd(
         for col in ("provider", "master key", "version", "artifacts"):
             table.add_column(col, overflow="fold")
         for use in report.keys:
-            table.add_row(use.provider, use.key, use.version, str(len(use.files)))
+            table.add_row(
+                Text(wire.escape(use.provider)),
+                Text(wire.escape(use.key)),
+                Text(wire.escape(use.version)),
+                str(len(use.files)),
+            )
         state.out.print(table)
     for path, problem in report.problems.items():
-        state.console.print(f"[yellow]warning:[/] {path}: {problem}", highlight=False)
+        line = Text("warning:", style="yellow")
+        line.append(f" {wire.escape(path)}: {wire.escape(problem)}")
+        state.console.print(line, highlight=False)
 
 
 def register(root: typer.Typer) -> None:
