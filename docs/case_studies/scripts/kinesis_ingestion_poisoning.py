@@ -213,7 +213,6 @@ def run() -> str:
                 "scan",
                 str(npz),
                 "--json",
-                "-",
                 "--max-risk",
                 "40",
                 "--seed",
