@@ -26,6 +26,15 @@ locals {
     trainer  = module.trainer_role.arn
   }
   data_key_context = { for k, v in var.encryption_context : k => [v] }
+
+  # saip binds "saip:purpose" into every envelope's KMS encryption context
+  # (saip_ingestion.engine / .quarantine): the consumer may unwrap only its own batches (crash
+  # recovery re-reads them) and quarantine entries (show / release).
+  consumer_decrypt_context = merge(local.data_key_context, { "saip:purpose" = ["ingest-accepted", "ingest-quarantine"] })
+
+  # Only saip's accepted batches: the landing bucket also holds the raw Firehose archive
+  # (firehose.object_prefix), which bypassed validation, provenance and envelope encryption.
+  trainer_landing_objects = "${local.bucket_arns.landing}/accepted/*"
 }
 
 # ---------------------------------------------------------------------------------------- keys --
@@ -98,6 +107,12 @@ module "data_key" {
       principal_arns     = [module.consumer_role.arn]
       actions            = ["kms:Encrypt", "kms:GenerateDataKey"]
       encryption_context = local.data_key_context
+    },
+    {
+      sid                = "IngestRecover"
+      principal_arns     = [module.consumer_role.arn]
+      actions            = ["kms:Decrypt"]
+      encryption_context = local.consumer_decrypt_context
     },
     {
       # aws-consumer.json (unwrap records) plus aws-producer.json (seal the trained model).
@@ -342,7 +357,7 @@ module "trainer_role" {
     {
       sid       = "ReadLanding"
       actions   = ["s3:GetObject"]
-      resources = ["${local.bucket_arns.landing}/*"]
+      resources = [local.trainer_landing_objects]
     },
     {
       sid       = "WriteArtifacts"
@@ -387,6 +402,12 @@ module "endpoints" {
         resources      = [module.data_key.key_arn]
       },
       {
+        sid            = "IngestRecover"
+        principal_arns = [module.consumer_role.arn]
+        actions        = ["kms:Decrypt"]
+        resources      = [module.data_key.key_arn]
+      },
+      {
         sid            = "TrainerEnvelope"
         principal_arns = [module.trainer_role.arn]
         actions        = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"]
@@ -410,7 +431,7 @@ module "endpoints" {
         sid            = "TrainingBuckets"
         principal_arns = [module.trainer_role.arn]
         actions        = ["s3:GetObject", "s3:ListBucket", "s3:PutObject"]
-        resources      = [module.bucket["landing"].arn, "${module.bucket["landing"].arn}/*", module.bucket["artifacts"].arn, "${module.bucket["artifacts"].arn}/*"]
+        resources      = [module.bucket["landing"].arn, "${module.bucket["landing"].arn}/accepted/*", module.bucket["artifacts"].arn, "${module.bucket["artifacts"].arn}/*"]
       },
     ]
   }

@@ -24,7 +24,7 @@ output "role_arns" {
 }
 
 output "saip_config" {
-  description = "The [ingest] and [encryption] sections of saip's --config TOML (endpoint_url stays null on AWS: private DNS of the interface endpoints makes the SDK's default endpoints private)."
+  description = "saip's --config settings ([ingest], [ingest.aws], [encryption]); `terraform output -json saip_config | saip config from-terraform` writes the TOML (endpoint_url stays null on AWS: private DNS of the interface endpoints makes the SDK's default endpoints private)."
   value = {
     ingest = {
       backend      = "aws"
@@ -32,6 +32,10 @@ output "saip_config" {
       region       = local.region
       stream       = module.stream.stream_name
       bucket       = module.bucket["landing"].name
+      aws = {
+        # saip names the bucket key on every PutObject: "aws:kms" without it would mean aws/s3.
+        kms_key_id = module.storage_key.key_arn
+      }
     }
     encryption = {
       key     = "aws-kms:${module.data_key.key_arn}"

@@ -44,6 +44,11 @@ variable "firehose" {
     condition     = endswith(var.firehose.object_prefix, "/") && endswith(var.firehose.error_prefix, "/") && var.firehose.object_prefix != var.firehose.error_prefix
     error_message = "firehose.object_prefix and firehose.error_prefix must end with '/' and differ."
   }
+
+  validation {
+    condition     = !anytrue([for p in [var.firehose.object_prefix, var.firehose.error_prefix] : startswith(p, "accepted/") || startswith(p, "quarantine/")])
+    error_message = "firehose prefixes must not be under accepted/ or quarantine/ (saip's own objects, which the trainer and consumer roles read)."
+  }
 }
 
 variable "key_administrator_arns" {
