@@ -1,3 +1,10 @@
+variable "deployer_key_management" {
+  description = "Grant the identity running Terraform Key Vault Crypto Officer on the vault (needed to create and change the keys). Set false after the first apply to leave no standing key-management role; set true again only for a reviewed key change."
+  type        = bool
+  default     = true
+  nullable    = false
+}
+
 variable "event_hub" {
   description = "Event Hub sizing: partitions, retention (days) and capture window (seconds / bytes) to ADLS Gen2."
   type = object({
@@ -34,13 +41,6 @@ variable "event_hub" {
     condition     = contains([1, 2, 4, 8, 16], var.event_hub.namespace_capacity_units)
     error_message = "event_hub.namespace_capacity_units (Premium processing units) must be 1, 2, 4, 8 or 16."
   }
-}
-
-variable "deployer_key_management" {
-  description = "Grant the identity running Terraform Key Vault Crypto Officer on the vault (needed to create and change the keys). Set false after the first apply to leave no standing key-management role; set true again only for a reviewed key change."
-  type        = bool
-  default     = true
-  nullable    = false
 }
 
 variable "key_rotation" {
