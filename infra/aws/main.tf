@@ -87,6 +87,27 @@ module "storage_key" {
       encryption_context = { "aws:s3:arn" = [local.bucket_arns.landing] }
     },
   ]
+
+  service_users = [
+    {
+      sid         = "CloudTrailLogFiles"
+      service     = "cloudtrail.amazonaws.com"
+      actions     = ["kms:DescribeKey", "kms:GenerateDataKey"]
+      source_arns = [local.trail_arn]
+    },
+    {
+      sid         = "AlertsTopic"
+      service     = "events.amazonaws.com"
+      actions     = ["kms:Decrypt", "kms:GenerateDataKey"]
+      source_arns = [local.key_rule]
+    },
+    {
+      sid         = "AlarmsTopic"
+      service     = "cloudwatch.amazonaws.com"
+      actions     = ["kms:Decrypt", "kms:GenerateDataKey"]
+      source_arns = ["arn:${local.partition}:cloudwatch:${local.region}:${local.account_id}:alarm:${var.prefix}-archive-delivery-late", "arn:${local.partition}:cloudwatch:${local.region}:${local.account_id}:alarm:${var.prefix}-consumer-lag"]
+    },
+  ]
 }
 
 module "data_key" {
@@ -224,6 +245,22 @@ resource "aws_s3_bucket_policy" "access_logs" {
         Action    = ["s3:PutObject"]
         Resource  = ["${aws_s3_bucket.access_logs.arn}/AWSLogs/${local.account_id}/*"]
         Condition = { StringEquals = { "aws:SourceAccount" = local.account_id, "s3:x-amz-acl" = "bucket-owner-full-control" } }
+      },
+      {
+        Sid       = "CloudTrailAclCheck"
+        Effect    = "Allow"
+        Principal = { Service = "cloudtrail.amazonaws.com" }
+        Action    = ["s3:GetBucketAcl"]
+        Resource  = [aws_s3_bucket.access_logs.arn]
+        Condition = { StringEquals = { "aws:SourceArn" = local.trail_arn } }
+      },
+      {
+        Sid       = "CloudTrailWrite"
+        Effect    = "Allow"
+        Principal = { Service = "cloudtrail.amazonaws.com" }
+        Action    = ["s3:PutObject"]
+        Resource  = ["${aws_s3_bucket.access_logs.arn}/cloudtrail/AWSLogs/${local.account_id}/*"]
+        Condition = { StringEquals = { "aws:SourceArn" = local.trail_arn, "s3:x-amz-acl" = "bucket-owner-full-control" } }
       },
       {
         Sid       = "S3ServerAccessLogs"
@@ -377,6 +414,7 @@ module "endpoints" {
   subnet_ids          = var.network.subnet_ids
   route_table_ids     = var.network.route_table_ids
   allowed_cidr_blocks = var.network.allowed_cidr_blocks
+  create_endpoints    = !var.network.shared_vpc
   tags                = local.tags
 
   policies = {

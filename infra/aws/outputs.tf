@@ -1,3 +1,8 @@
+output "alerts_topic_arn" {
+  description = "SNS topic of the security and delivery alerts (subscribe your on-call channel)."
+  value       = aws_sns_topic.alerts.arn
+}
+
 output "bucket_names" {
   description = "Bucket names: landing (accepted records and the stream archive), quarantine (rejected records), artifacts (sealed models), access_logs."
   value       = merge({ for k, m in module.bucket : k => m.name }, { access_logs = aws_s3_bucket.access_logs.id })
@@ -6,6 +11,11 @@ output "bucket_names" {
 output "data_key_arn" {
   description = "ARN of the KMS key for saip's envelope encryption (use as aws-kms:ARN)."
   value       = module.data_key.key_arn
+}
+
+output "cloudtrail_arn" {
+  description = "CloudTrail trail recording management events and the data events of the buckets and stream."
+  value       = aws_cloudtrail.data.arn
 }
 
 output "firehose_arn" {
@@ -60,6 +70,11 @@ output "stream_name" {
 }
 
 output "vpc_endpoint_ids" {
-  description = "IDs of the VPC endpoints by service (firehose, kinesis, kms, s3)."
+  description = "IDs of the VPC endpoints by service (firehose, kinesis, kms, s3); empty when network.shared_vpc is true."
   value       = module.endpoints.endpoint_ids
+}
+
+output "vpc_endpoint_policies" {
+  description = "Endpoint policies (JSON) by service: attached to the endpoints created here, or, with network.shared_vpc, for the VPC owner to merge into the existing endpoints."
+  value       = module.endpoints.policies
 }

@@ -47,3 +47,15 @@ output "storage_account_name" {
   description = "Name of the ADLS Gen2 storage account."
   value       = azurerm_storage_account.this.name
 }
+
+output "training_inputs" {
+  description = "What the training environment (modules/ml-workspace) needs from this module: pass it as its `ingestion` input."
+  value = {
+    storage_account_id                 = azurerm_storage_account.this.id
+    landing_container_id               = azurerm_storage_container.this["landing"].id
+    artifacts_container_id             = azurerm_storage_container.this["artifacts"].id
+    key_vault_id                       = azurerm_key_vault.this.id
+    data_key_resource_id               = azurerm_key_vault_key.this["data"].resource_versionless_id
+    key_wrap_unwrap_role_definition_id = azurerm_role_definition.key_wrap_unwrap.role_definition_resource_id
+  }
+}

@@ -1,3 +1,15 @@
+variable "alert_email_addresses" {
+  description = "Email addresses of the action group receiving the key, capture and delivery alerts; empty: alerts fire into the action group with no receiver (add one outside this module)."
+  type        = list(string)
+  default     = []
+  nullable    = false
+
+  validation {
+    condition     = alltrue([for a in var.alert_email_addresses : can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", a))])
+    error_message = "alert_email_addresses must be email addresses."
+  }
+}
+
 variable "deployer_key_management" {
   description = "Grant the identity running Terraform Key Vault Crypto Officer on the vault (needed to create and change the keys). Set false after the first apply to leave no standing key-management role; set true again only for a reviewed key change."
   type        = bool

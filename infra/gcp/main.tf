@@ -373,7 +373,7 @@ resource "google_dns_record_set" "googleapis_cname" {
 # module's own service accounts (and the identities you list) reach the restricted services.
 
 locals {
-  vpc_sc_services = ["bigquery.googleapis.com", "cloudkms.googleapis.com", "pubsub.googleapis.com", "storage.googleapis.com"]
+  vpc_sc_services = distinct(concat(["bigquery.googleapis.com", "cloudkms.googleapis.com", "pubsub.googleapis.com", "storage.googleapis.com"], var.vpc_service_controls.additional_restricted_services))
   vpc_sc_identities = concat(
     [for k in ["publisher", "subscriber", "trainer"] : "serviceAccount:${google_service_account.this[k].email}"],
     var.vpc_service_controls.ingress_identities,

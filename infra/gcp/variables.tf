@@ -112,11 +112,12 @@ variable "region" {
 }
 
 variable "vpc_service_controls" {
-  description = "Optional VPC Service Controls perimeter (needs an organization and an access policy): set `access_policy` (accessPolicies/NUMBER) to create a perimeter around the project restricting Pub/Sub, Cloud KMS, BigQuery and Cloud Storage. It starts as a dry run (violations only logged); set `enforce = true` once the logs show no unexpected denial. `ingress_identities` lists further principals (user:, group:, serviceAccount:) allowed in. The project number comes from the project itself."
+  description = "Optional VPC Service Controls perimeter (needs an organization and an access policy): set `access_policy` (accessPolicies/NUMBER) to create a perimeter around the project restricting Pub/Sub, Cloud KMS, BigQuery and Cloud Storage. It starts as a dry run (violations only logged); set `enforce = true` once the logs show no unexpected denial. `ingress_identities` lists further principals (user:, group:, serviceAccount:) allowed in; `additional_restricted_services` adds services (e.g. the training module's `vpc_sc_restricted_services`). The project number comes from the project itself."
   type = object({
-    access_policy      = optional(string)
-    enforce            = optional(bool, false)
-    ingress_identities = optional(list(string), [])
+    access_policy                  = optional(string)
+    additional_restricted_services = optional(list(string), [])
+    enforce                        = optional(bool, false)
+    ingress_identities             = optional(list(string), [])
   })
   default  = {}
   nullable = false
@@ -124,6 +125,11 @@ variable "vpc_service_controls" {
   validation {
     condition     = var.vpc_service_controls.access_policy == null || can(regex("^accessPolicies/[0-9]+$", coalesce(var.vpc_service_controls.access_policy, "x")))
     error_message = "vpc_service_controls.access_policy must look like accessPolicies/123456789."
+  }
+
+  validation {
+    condition     = alltrue([for s in var.vpc_service_controls.additional_restricted_services : can(regex("^[a-z0-9-]+\\.googleapis\\.com$", s))])
+    error_message = "vpc_service_controls.additional_restricted_services must be API names such as aiplatform.googleapis.com."
   }
 
   validation {

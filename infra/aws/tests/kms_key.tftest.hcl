@@ -40,8 +40,12 @@ run "secure_defaults" {
     error_message = "no Allow statement of the key policy may use a wildcard action"
   }
   assert {
-    condition     = !strcontains(aws_kms_key.this.policy, ":root")
-    error_message = "the key policy must not delegate to the account root"
+    condition     = [for s in jsondecode(aws_kms_key.this.policy).Statement : s.Sid if strcontains(jsonencode(s.Principal), ":root")] == ["AccountRecovery"]
+    error_message = "only the AccountRecovery statement may name the account root"
+  }
+  assert {
+    condition     = toset(one([for s in jsondecode(aws_kms_key.this.policy).Statement : s if s.Sid == "AccountRecovery"]).Action) == toset(["kms:DescribeKey", "kms:GetKeyPolicy", "kms:PutKeyPolicy"]) && one([for s in jsondecode(aws_kms_key.this.policy).Statement : s if s.Sid == "AccountRecovery"]).Effect == "Allow"
+    error_message = "the account root may recover the key policy (no lock-out when the admin role is recreated) and nothing else: no cryptographic use"
   }
   assert {
     condition     = one([for s in jsondecode(aws_kms_key.this.policy).Statement : s if s.Sid == "DenyRotationOff"]).Action == ["kms:DisableKeyRotation"]

@@ -122,6 +122,38 @@ run "data_key_decides_decrypt" {
   }
 }
 
+run "audit_records_and_alerts" {
+  command = apply
+
+  assert {
+    condition     = anytrue([for sel in aws_cloudtrail.data.advanced_event_selector : anytrue([for f in sel.field_selector : f.field == "eventCategory" && try(contains(f.equals, "Management"), false)]) && !anytrue([for f in sel.field_selector : f.field == "eventSource"])])
+    error_message = "management events (every KMS call, none excluded) must be recorded"
+  }
+  assert {
+    condition = alltrue([for obj in ["arn:aws:s3:::saip-test-landing/accepted/c/1", "arn:aws:s3:::saip-test-quarantine/x", "arn:aws:s3:::saip-test-artifacts/model", "arn:aws:s3:::saip-test-landing/raw/2026/x"] :
+      anytrue([for sel in aws_cloudtrail.data.advanced_event_selector :
+        anytrue([for f in sel.field_selector : f.field == "resources.type" && try(contains(f.equals, "AWS::S3::Object"), false)]) &&
+    anytrue([for f in sel.field_selector : f.field == "resources.ARN" && anytrue([for p in coalesce(f.starts_with, ["\u0000"]) : startswith(obj, p)])])])])
+    error_message = "object-level reads and writes of every data bucket must be recorded"
+  }
+  assert {
+    condition     = anytrue([for sel in aws_cloudtrail.data.advanced_event_selector : anytrue([for f in sel.field_selector : f.field == "resources.ARN" && try(contains(f.equals, "arn:aws:kinesis:eu-west-1:123456789012:stream/saip-test-records"), false)])])
+    error_message = "record-level events of the stream must be recorded"
+  }
+  assert {
+    condition     = aws_cloudtrail.data.enable_log_file_validation && aws_cloudtrail.data.kms_key_id == module.storage_key.key_arn && aws_cloudtrail.data.is_multi_region_trail
+    error_message = "the trail must be validated, encrypted with the CMK and multi-region"
+  }
+  assert {
+    condition     = toset(jsondecode(aws_cloudwatch_event_rule.kms_key_danger.event_pattern).detail.eventName) == toset(["DisableKey", "PutKeyPolicy", "ScheduleKeyDeletion"]) && aws_cloudwatch_event_target.kms_key_danger.arn == aws_sns_topic.alerts.arn
+    error_message = "a key pending deletion, disabled or re-policied must alert"
+  }
+  assert {
+    condition     = alltrue([for a in [aws_cloudwatch_metric_alarm.firehose_freshness, aws_cloudwatch_metric_alarm.consumer_lag] : a.alarm_actions == toset([aws_sns_topic.alerts.arn])])
+    error_message = "delivery and consumer-lag alarms must notify the alerts topic"
+  }
+}
+
 run "rejects_bad_input" {
   command = plan
   variables {
