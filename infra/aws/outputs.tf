@@ -8,14 +8,14 @@ output "bucket_names" {
   value       = merge({ for k, m in module.bucket : k => m.name }, { access_logs = aws_s3_bucket.access_logs.id })
 }
 
-output "data_key_arn" {
-  description = "ARN of the KMS key for saip's envelope encryption (use as aws-kms:ARN)."
-  value       = module.data_key.key_arn
-}
-
 output "cloudtrail_arn" {
   description = "CloudTrail trail recording management events and the data events of the buckets and stream."
   value       = aws_cloudtrail.data.arn
+}
+
+output "data_key_arn" {
+  description = "ARN of the KMS key for saip's envelope encryption (use as aws-kms:ARN)."
+  value       = module.data_key.key_arn
 }
 
 output "firehose_arn" {

@@ -38,15 +38,15 @@ output "service_account_emails" {
   value       = { for k, v in google_service_account.this : k => v.email }
 }
 
+output "topic" {
+  description = "Records topic ID."
+  value       = google_pubsub_topic.records.id
+}
+
 output "training_inputs" {
   description = "What the training environment (modules/vertex-training) needs from this module: pass it as its `ingestion` input."
   value = {
     key_ring_id                   = google_kms_key_ring.this.id
     trainer_service_account_email = google_service_account.this["trainer"].email
   }
-}
-
-output "topic" {
-  description = "Records topic ID."
-  value       = google_pubsub_topic.records.id
 }

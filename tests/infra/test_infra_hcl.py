@@ -22,7 +22,9 @@ MODULE_DIRS = [
     INFRA / "aws",
     *sorted((INFRA / "aws" / "modules").iterdir()),
     INFRA / "azure",
+    *sorted((INFRA / "azure" / "modules").iterdir()),
     INFRA / "gcp",
+    *sorted((INFRA / "gcp" / "modules").iterdir()),
 ]
 CONTROLS = ROOT / "docs" / "controls.md"
 
@@ -556,3 +558,62 @@ def test_aws_data_key_mirrors_encryption_policies() -> None:
 
     assert actions("IngestEnvelope") == wrap
     assert actions("TrainerEnvelope") == wrap | unwrap
+
+
+# ------------------------------------------------------------------ staging, audit, alerts --
+
+
+def test_azure_example_is_staged_and_ordered(azure: dict[str, dict[str, Any]]) -> None:
+    """Defect 3: the example cannot apply in one go from outside the VNet. Stage 1 (network/)
+    builds the VNet, DNS zones and a runner without a public IP; stage 2 reads them and runs on
+    the runner. In the module, data-plane resources wait for their private endpoints and for role
+    propagation; the provider never reads the storage data plane."""
+    example = INFRA / "azure" / "examples" / "secure-ingestion"
+    stage1 = _blocks(example / "network", "resource")
+    assert "azurerm_linux_virtual_machine.runner" in stage1
+    nic = _one(stage1["azurerm_network_interface.runner"]["ip_configuration"])
+    assert "public_ip_address_id" not in nic
+    assert stage1["azurerm_linux_virtual_machine.runner"]["disable_password_authentication"] is True
+    assert set(_of_type(stage1, "azurerm_private_dns_zone_virtual_network_link")) == {
+        "azurerm_private_dns_zone_virtual_network_link.this"
+    }
+    stage2 = _load(example / "main.tf")
+    assert not stage2.get("resource"), "stage 2 creates nothing outside the module"
+    data = {t for entry in stage2["data"] for t in entry}
+    assert {"azurerm_subnet", "azurerm_private_dns_zone", "azurerm_resource_group"} <= data
+    provider = next(e["azurerm"] for e in stage2["provider"] if "azurerm" in e)
+    storage = _one(_one(provider["features"])["storage"])
+    assert storage["data_plane_available"] is False
+    assert provider["storage_use_azuread"] is True
+    keys = azure["azurerm_key_vault_key.this"]
+    assert {"${azurerm_private_endpoint.vault}", "${time_sleep.rbac}"} <= set(keys["depends_on"])
+    assert "${azurerm_private_endpoint.storage}" in azure["azurerm_storage_container.this"][
+        "depends_on"
+    ]
+    for name in ("azurerm_storage_account.this", "azurerm_eventhub_namespace_customer_managed_key.this"):
+        assert "${time_sleep.rbac_workloads}" in azure[name]["depends_on"], name
+    readme = (INFRA / "azure" / "README.md").read_text()
+    assert "network" in readme and "runner" in readme
+
+
+def test_audit_and_alerts_cover_keys_and_delivery() -> None:
+    """Item 8: data-access audit on Azure and GCP, and alerts for key loss/expiry and delivery."""
+    azure = _blocks(INFRA / "azure", "resource")
+    activity = azure["azurerm_monitor_diagnostic_setting.activity_log"]
+    assert activity["target_resource_id"].startswith("/subscriptions/")
+    query = _one(azure["azurerm_monitor_scheduled_query_rules_alert_v2.key_danger"]["criteria"])
+    for op in ("KeyDelete", "KeyPurge", "KeyNearExpiryEventGridNotification"):
+        assert op in query["query"], op
+    assert "CaptureBacklog" in str(azure["azurerm_monitor_metric_alert.capture"]["for_each"])
+    gcp = _blocks(INFRA / "gcp", "resource")
+    audit = gcp["google_project_iam_audit_config.this"]
+    for service in ("bigquery.googleapis.com", "cloudkms.googleapis.com", "pubsub.googleapis.com"):
+        assert service in audit["for_each"], service
+    assert {c["log_type"] for c in audit["audit_log_config"]} == {
+        "ADMIN_READ", "DATA_READ", "DATA_WRITE"
+    }
+    dead = _one(gcp["google_monitoring_alert_policy.dead_letter"]["conditions"])
+    assert "google_pubsub_subscription.dead_letter_triage.name" in _one(
+        dead["condition_threshold"]
+    )["filter"]
+    assert "DestroyCryptoKeyVersion" in gcp["google_logging_metric.key_destruction"]["filter"]

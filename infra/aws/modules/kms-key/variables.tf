@@ -70,13 +70,6 @@ variable "rotation_period_in_days" {
   }
 }
 
-variable "tags" {
-  description = "Tags added to the key."
-  type        = map(string)
-  default     = {}
-  nullable    = false
-}
-
 variable "service_users" {
   description = "Key-policy statements for AWS service principals that encrypt on the account's behalf (CloudTrail log files, SNS messages published by EventBridge/CloudWatch). Each is bound by aws:SourceAccount and to the listed aws:SourceArn values, so another account's resource cannot use the key through that service."
   type = list(object({
@@ -98,6 +91,13 @@ variable "service_users" {
     condition     = alltrue(flatten([for u in var.service_users : [for a in u.actions : contains(["kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKey"], a)]])) && alltrue([for u in var.service_users : length(u.actions) > 0])
     error_message = "service_users[*].actions must be a non-empty list of kms:Decrypt, kms:DescribeKey, kms:GenerateDataKey."
   }
+}
+
+variable "tags" {
+  description = "Tags added to the key."
+  type        = map(string)
+  default     = {}
+  nullable    = false
 }
 
 variable "users" {
