@@ -32,6 +32,7 @@ locals {
 }
 
 resource "aws_security_group" "training" {
+  # checkov:skip=CKV2_AWS_5:Attached by SageMaker to the training jobs' network interfaces (VpcConfig, required by the launcher role), which Terraform does not create.
   name        = "${var.prefix}-training"
   description = "${var.prefix} SageMaker training: node-to-node only, HTTPS to the VPC endpoints"
   vpc_id      = var.network.vpc_id

@@ -75,7 +75,7 @@ resource "azurerm_storage_account" "workspace" {
   resource_group_name               = var.resource_group_name
   account_kind                      = "StorageV2"
   account_tier                      = "Standard"
-  account_replication_type          = "ZRS"
+  account_replication_type          = "GZRS"
   min_tls_version                   = "TLS1_2"
   https_traffic_only_enabled        = true
   shared_access_key_enabled         = false
@@ -117,6 +117,30 @@ resource "azurerm_storage_account" "workspace" {
 
   tags       = local.tags
   depends_on = [time_sleep.rbac]
+}
+
+# Private endpoints of the workspace's storage in the VNet (the managed network gets its own).
+resource "azurerm_private_endpoint" "workspace_storage" {
+  for_each = toset(["blob", "file"])
+
+  name                = "${var.prefix}-mlws-${each.key}-pe"
+  location            = var.location
+  resource_group_name = var.resource_group_name
+  subnet_id           = var.private_endpoints.subnet_id
+
+  private_service_connection {
+    name                           = "${var.prefix}-mlws-${each.key}"
+    private_connection_resource_id = azurerm_storage_account.workspace.id
+    subresource_names              = [each.key]
+    is_manual_connection           = false
+  }
+
+  private_dns_zone_group {
+    name                 = each.key
+    private_dns_zone_ids = [var.private_endpoints.private_dns_zone_ids[each.key]]
+  }
+
+  tags = local.tags
 }
 
 resource "azurerm_monitor_diagnostic_setting" "workspace_storage" {

@@ -55,12 +55,14 @@ variable "prefix" {
 }
 
 variable "private_endpoints" {
-  description = "Subnet of the workspace's private endpoint and its private DNS zones (privatelink.api.azureml.ms, privatelink.notebooks.azure.net)."
+  description = "Subnet of the private endpoints (workspace, its storage's blob and file) and their private DNS zones (privatelink.api.azureml.ms, privatelink.notebooks.azure.net, privatelink.blob.core.windows.net, privatelink.file.core.windows.net)."
   type = object({
     subnet_id = string
     private_dns_zone_ids = object({
       api       = string
       notebooks = string
+      blob      = string
+      file      = string
     })
   })
   nullable = false
