@@ -89,9 +89,7 @@ def _build(js: str, dts: str, body: str, iface: str, funcs: dict[str, int]) -> B
             if not nested:
                 raise SchemaError(f"block {name}: nested schema function not found")
             fn = nested[0]
-            blocks[name] = _build(
-                js, dts, _section(js, funcs[fn]), fn[:1].upper() + fn[1:], funcs
-            )
+            blocks[name] = _build(js, dts, _section(js, funcs[fn]), fn[:1].upper() + fn[1:], funcs)
         else:
             attributes.add(name)
     camel_required = _required(dts, iface)

@@ -93,7 +93,10 @@ def test_checkov_reports_sarif_and_junit_under_run(checkov_scans: dict[str, Chec
     cases = junit.findall(".//testcase")
     failures = [c for c in cases if c.find("failure") is not None]
     assert len(failures) == failed
-    assert len(cases) - len(failures) - len([c for c in cases if c.find("skipped") is not None]) == passed
+    assert (
+        len(cases) - len(failures) - len([c for c in cases if c.find("skipped") is not None])
+        == passed
+    )
 
 
 def test_checkov_skips_are_only_the_inline_ones(checkov_scans: dict[str, CheckovScan]) -> None:

@@ -14,7 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from infra_tf_helpers import ROOT
 
 CONTROLS = ROOT / "docs" / "controls.md"
-_REF = re.compile(r"([\w./*-]+\.(?:py|tf|hcl|sh|yaml|in)|infra/[\w./-]+)(?:::([\w\[\]-]+))?(?: \(([^)]*)\))?")
+_REF = re.compile(
+    r"([\w./*-]+\.(?:py|tf|hcl|sh|yaml|in)|infra/[\w./-]+)(?:::([\w\[\]-]+))?(?: \(([^)]*)\))?"
+)
 
 
 def _inf_rows() -> list[list[str]]:
@@ -35,7 +37,9 @@ def _problems_of(row: list[str]) -> list[str]:
             if not target.exists():
                 problems.append(f"{row[0]}: {path} does not exist")
                 continue
-            text = "\n".join(p.read_text() for p in ([target] if target.is_file() else target.glob("*.tf")))
+            text = "\n".join(
+                p.read_text() for p in ([target] if target.is_file() else target.glob("*.tf"))
+            )
             if name:
                 if path.endswith(".tftest.hcl"):
                     if f'run "{name}"' not in text:
@@ -50,7 +54,12 @@ def _problems_of(row: list[str]) -> list[str]:
                 elif rtype == "module":
                     if f'module "{rname}"' not in text:
                         problems.append(f"{row[0]}: {ref} not in {path}")
-                elif not re.search(rf'(resource|data) "{re.escape(rtype)}" "{re.escape(rname)}"', text) and "*" not in rname:
+                elif (
+                    not re.search(
+                        rf'(resource|data) "{re.escape(rtype)}" "{re.escape(rname)}"', text
+                    )
+                    and "*" not in rname
+                ):
                     problems.append(f"{row[0]}: {ref} not in {path}")
     return problems
 

@@ -167,7 +167,8 @@ def test_azure_keys_rotate_and_are_hsm_backed(azure: dict[str, dict[str, Any]]) 
     gaps = [b - a for a, b in zip([0, *fired], fired, strict=False)]
     assert max(gaps) < _days(policy["expire_after"]), "a version would expire before rotation"
     skip = re.search(r"checkov:skip=CKV_AZURE_40:(.*)", (INFRA / "azure" / "main.tf").read_text())
-    assert skip and "time_after_creation" in skip.group(1)
+    assert skip
+    assert "time_after_creation" in skip.group(1)
     assert "rotation_policy.expire_after (default" not in skip.group(1)
 
 
@@ -182,7 +183,9 @@ def test_azure_event_hubs_namespace_secure(azure: dict[str, dict[str, Any]]) -> 
         assert _one(body["identity"])["type"] == "UserAssigned"
         assert _one(body["network_rulesets"])["default_action"] == "Deny"
     cmk = _one(list(_of_type(azure, "azurerm_eventhub_namespace_customer_managed_key").values()))
-    assert cmk["user_assigned_identity_id"] == '${azurerm_user_assigned_identity.cmk["eventhubs"].id}'
+    assert (
+        cmk["user_assigned_identity_id"] == '${azurerm_user_assigned_identity.cmk["eventhubs"].id}'
+    )
     assert cmk["infrastructure_encryption_enabled"] is True
     writer = azure["azurerm_role_assignment.capture_write"]
     assert writer["scope"] == '${azurerm_storage_container.this["capture"].id}'
@@ -359,10 +362,12 @@ def test_gcp_topic_encoding_is_what_saips_backend_requires(
     from saip_ingestion.backends.gcp import PubSubResources, ensure_pubsub_resources
 
     settings = _one(gcp["google_pubsub_topic.records"]["schema_settings"])
-    names = PubSubResources(project="saip-demo-project", topic="saip-demo-records", subscription="saip-demo-ingest")
+    names = PubSubResources(
+        project="saip-demo-project", topic="saip-demo-records", subscription="saip-demo-ingest"
+    )
 
     class FakeTopic:  # fake: the topic Terraform created, as Pub/Sub returns it
-        class schema_settings:  # noqa: N801
+        class schema_settings:
             schema = names.schema
             encoding = Encoding[settings["encoding"]]
 
@@ -415,15 +420,17 @@ def test_gcp_landing_table_is_saips_and_only_saip_writes_what_the_trainer_reads(
     writers = {
         body["member"]
         for body in _of_type(gcp, "google_bigquery_table_iam_member").values()
-        if body["role"] in {"roles/bigquery.dataEditor", "roles/bigquery.dataOwner", "roles/bigquery.admin"}
+        if body["role"]
+        in {"roles/bigquery.dataEditor", "roles/bigquery.dataOwner", "roles/bigquery.admin"}
     }
     assert writers == {'serviceAccount:${google_service_account.this["subscriber"].email}'}
     policies = _of_type(gcp, "google_bigquery_row_access_policy")
     trainer = 'serviceAccount:${google_service_account.this["trainer"].email}'
     seen = [p["filter_predicate"] for p in policies.values() if trainer in p["grantees"]]
     assert seen == ["STARTS_WITH(key, 'accepted/')"]
-    assert not _of_type(gcp, "google_bigquery_table_iam_member") .keys() - {
-        "google_bigquery_table_iam_member.subscriber", "google_bigquery_table_iam_member.trainer"
+    assert not _of_type(gcp, "google_bigquery_table_iam_member").keys() - {
+        "google_bigquery_table_iam_member.subscriber",
+        "google_bigquery_table_iam_member.trainer",
     }
 
 
@@ -461,13 +468,16 @@ def test_gcp_private_google_access_and_optional_perimeter(gcp: dict[str, dict[st
     assert perimeter["use_explicit_dry_run_spec"] is True  # dry run first
     assert _variable_default(INFRA / "gcp", "vpc_service_controls") == {}
     spec = _one(perimeter["spec"])
-    assert spec["ingress_policies"] and spec["egress_policies"]
+    assert spec["ingress_policies"]
+    assert spec["egress_policies"]
     assert "data.google_project.this.number" in str(spec["resources"]) or "local." in str(
         spec["resources"]
     )
     services = spec["restricted_services"]
     if isinstance(services, str):
-        services = re.findall(r'"([a-z]+\.googleapis\.com)"', (INFRA / "gcp" / "main.tf").read_text())
+        services = re.findall(
+            r'"([a-z]+\.googleapis\.com)"', (INFRA / "gcp" / "main.tf").read_text()
+        )
     assert {"pubsub.googleapis.com", "cloudkms.googleapis.com", "bigquery.googleapis.com"} <= set(
         services
     )
@@ -587,13 +597,18 @@ def test_azure_example_is_staged_and_ordered(azure: dict[str, dict[str, Any]]) -
     assert provider["storage_use_azuread"] is True
     keys = azure["azurerm_key_vault_key.this"]
     assert {"${azurerm_private_endpoint.vault}", "${time_sleep.rbac}"} <= set(keys["depends_on"])
-    assert "${azurerm_private_endpoint.storage}" in azure["azurerm_storage_container.this"][
-        "depends_on"
-    ]
-    for name in ("azurerm_storage_account.this", "azurerm_eventhub_namespace_customer_managed_key.this"):
+    assert (
+        "${azurerm_private_endpoint.storage}"
+        in azure["azurerm_storage_container.this"]["depends_on"]
+    )
+    for name in (
+        "azurerm_storage_account.this",
+        "azurerm_eventhub_namespace_customer_managed_key.this",
+    ):
         assert "${time_sleep.rbac_workloads}" in azure[name]["depends_on"], name
     readme = (INFRA / "azure" / "README.md").read_text()
-    assert "network" in readme and "runner" in readme
+    assert "network" in readme
+    assert "runner" in readme
 
 
 def test_audit_and_alerts_cover_keys_and_delivery() -> None:
@@ -610,10 +625,13 @@ def test_audit_and_alerts_cover_keys_and_delivery() -> None:
     for service in ("bigquery.googleapis.com", "cloudkms.googleapis.com", "pubsub.googleapis.com"):
         assert service in audit["for_each"], service
     assert {c["log_type"] for c in audit["audit_log_config"]} == {
-        "ADMIN_READ", "DATA_READ", "DATA_WRITE"
+        "ADMIN_READ",
+        "DATA_READ",
+        "DATA_WRITE",
     }
     dead = _one(gcp["google_monitoring_alert_policy.dead_letter"]["conditions"])
-    assert "google_pubsub_subscription.dead_letter_triage.name" in _one(
-        dead["condition_threshold"]
-    )["filter"]
+    assert (
+        "google_pubsub_subscription.dead_letter_triage.name"
+        in _one(dead["condition_threshold"])["filter"]
+    )
     assert "DestroyCryptoKeyVersion" in gcp["google_logging_metric.key_destruction"]["filter"]

@@ -20,7 +20,8 @@ from infra_tf_helpers import FIXTURES, INFRA
 def _checker() -> ModuleType:
     path = INFRA / "scripts" / "check_provider_schema.py"
     spec = importlib.util.spec_from_file_location("check_provider_schema", path)
-    assert spec and spec.loader
+    assert spec
+    assert spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules["check_provider_schema"] = module
     spec.loader.exec_module(module)
@@ -73,7 +74,9 @@ def test_a_single_wrong_attribute_in_a_real_module_fails(
     main = (INFRA / "azure" / "main.tf").read_text()
     assert "  rbac_authorization_enabled    = true" in main
     (tmp_path / "main.tf").write_text(
-        main.replace("  rbac_authorization_enabled    = true", "  rbac_authorisation_enabled = true")
+        main.replace(
+            "  rbac_authorization_enabled    = true", "  rbac_authorisation_enabled = true"
+        )
     )
     report = checker.check_paths([tmp_path])
     assert [e.split(": ", 1)[1] for e in report.errors] == [

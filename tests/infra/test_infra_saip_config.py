@@ -25,7 +25,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from infra_tf_helpers import INFRA, ROOT
-
 from saip.commands.tfconfig import config_from_terraform, dry_run_backend, render
 from saip.config import load_config
 from saip.errors import ConfigError
@@ -73,7 +72,9 @@ def _known_values(cloud: str) -> dict[str, str]:
             "google_bigquery_table.records.project": project,
             "google_bigquery_table.records.dataset_id": f"{p}_ingest".replace("-", "_"),
             "google_bigquery_table.records.table_id": "records",
-            'google_kms_crypto_key.this["data"].id': f"projects/{project}/locations/{region}/keyRings/{p}-keyring/cryptoKeys/{p}-data",
+            'google_kms_crypto_key.this["data"].id': (
+                f"projects/{project}/locations/{region}/keyRings/{p}-keyring/cryptoKeys/{p}-data"
+            ),
         }
     arn = "arn:aws:kms:eu-west-1:123456789012:key/0a1b2c3d-0000-4000-8000-00000000abcd"
     return {
@@ -157,7 +158,9 @@ _OLD_OUTPUTS = {
                 "stream": "saipdemo-records",
                 "bucket": "https://saipdemoadls.blob.core.windows.net/landing",
             },
-            "encryption": {"key": "azure-kv:https://saipdemo-kv.vault.azure.net/keys/saipdemo-data"},
+            "encryption": {
+                "key": "azure-kv:https://saipdemo-kv.vault.azure.net/keys/saipdemo-data"
+            },
         },
         "region",
     ),
@@ -188,7 +191,7 @@ def test_pre_fix_outputs_are_refused(cloud: str, tmp_path: Path) -> None:
 def test_key_of_another_cloud_is_refused() -> None:
     value = _values("gcp")
     value["encryption"]["key"] = "aws-kms:arn:aws:kms:eu-west-1:123456789012:key/x"
-    with pytest.raises(ConfigError, match="encryption.key"):
+    with pytest.raises(ConfigError, match=r"encryption\.key"):
         config_from_terraform(value)
 
 

@@ -40,7 +40,7 @@ def test_azure_ml_workspace_is_private_and_allows_only_approved_outbound() -> No
     key = ml["azurerm_key_vault_key.workspace"]
     assert "time_after_creation" in _one(_one(key["rotation_policy"])["automatic"])
     # The training identity: read accepted batches, write artifacts, wrap/unwrap, read secrets.
-    training = "${azurerm_user_assigned_identity.this[\"training\"].principal_id}"
+    training = '${azurerm_user_assigned_identity.this["training"].principal_id}'
     roles = {
         (r.get("role_definition_name") or "custom", r["scope"])
         for r in _of_type(ml, "azurerm_role_assignment").values()
@@ -66,21 +66,26 @@ def test_vertex_training_cmek_private_and_least_privilege() -> None:
     assert _one(key["version_template"])["protection_level"] == "HSM"
     secret = vx["google_secret_manager_secret.training"]
     replica = _one(_one(_one(secret["replication"])["user_managed"])["replicas"])
-    assert "google_kms_crypto_key.vertex.id" in _one(replica["customer_managed_encryption"])[
-        "kms_key_name"
-    ]
+    assert (
+        "google_kms_crypto_key.vertex.id"
+        in _one(replica["customer_managed_encryption"])["kms_key_name"]
+    )
     assert vx["google_service_networking_connection.vertex"]["service"] == (
         "servicenetworking.googleapis.com"
     )
-    text = "\n".join(p.read_text() for p in (INFRA / "gcp" / "modules" / "vertex-training").glob("*.tf"))
+    text = "\n".join(
+        p.read_text() for p in (INFRA / "gcp" / "modules" / "vertex-training").glob("*.tf")
+    )
     assert "google_project_iam_member" not in text  # no project-level role for the trainer
     trainer_roles = {
-        b["role"] if isinstance(b.get("role"), str) and not b["role"].startswith("${") else str(b.get("for_each"))
+        b["role"]
+        if isinstance(b.get("role"), str) and not b["role"].startswith("${")
+        else str(b.get("for_each"))
         for b in vx.values()
         if b.get("member") == "${local.trainer}"
     }
     assert trainer_roles == {
-        "${toset([\"roles/storage.objectCreator\", \"roles/storage.objectViewer\"])}",
+        '${toset(["roles/storage.objectCreator", "roles/storage.objectViewer"])}',
         "roles/secretmanager.secretAccessor",
     }
     outputs = (INFRA / "gcp" / "modules" / "vertex-training" / "outputs.tf").read_text()

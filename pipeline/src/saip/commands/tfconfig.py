@@ -127,9 +127,7 @@ def dry_run_backend(cfg: SaipConfig, *, data_dir: Path) -> None:
         options |= {"publisher": placeholder, "subscriber": placeholder}
         options |= {"bigquery_client": placeholder}
     try:
-        stream, _store = open_backend(
-            name, data_dir=data_dir, **options, **backend_options(name)
-        )
+        stream, _store = open_backend(name, data_dir=data_dir, **options, **backend_options(name))
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"saip_config: backend {name}: {exc}") from None
     close = getattr(stream, "close", None)
@@ -202,7 +200,8 @@ def render(cfg: SaipConfig) -> str:
 @app.command("from-terraform")
 def from_terraform_cmd(
     source: Annotated[
-        str, typer.Argument(help="JSON file from `terraform output -json [saip_config]`; - = stdin.")
+        str,
+        typer.Argument(help="JSON file from `terraform output -json [saip_config]`; - = stdin."),
     ] = "-",
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write here (default: stdout).")
