@@ -162,3 +162,28 @@ run "rejects_empty_context_values" {
   }
   expect_failures = [var.users]
 }
+
+run "service_users_are_bound_to_their_source" {
+  command = apply
+  module {
+    source = "./modules/kms-key"
+  }
+  variables {
+    service_users = [{ sid = "Trail", service = "cloudtrail.amazonaws.com", actions = ["kms:GenerateDataKey"], source_arns = ["arn:aws:cloudtrail:eu-west-1:123456789012:trail/t"] }]
+  }
+  assert {
+    condition     = one([for s in jsondecode(aws_kms_key.this.policy).Statement : s if s.Sid == "Trail"]).Condition.StringEquals["aws:SourceArn"] == ["arn:aws:cloudtrail:eu-west-1:123456789012:trail/t"] && one([for s in jsondecode(aws_kms_key.this.policy).Statement : s if s.Sid == "Trail"]).Condition.StringEquals["aws:SourceAccount"] == "123456789012"
+    error_message = "a service principal may use the key only for its own source resource in this account"
+  }
+}
+
+run "rejects_bad_service_users" {
+  command = plan
+  module {
+    source = "./modules/kms-key"
+  }
+  variables {
+    service_users = [{ sid = "Any", service = "s3.amazonaws.com", actions = ["kms:*"], source_arns = ["*"] }]
+  }
+  expect_failures = [var.service_users]
+}

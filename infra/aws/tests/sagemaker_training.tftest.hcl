@@ -85,8 +85,9 @@ run "rejects_bad_input" {
     source = "./modules/sagemaker-training"
   }
   variables {
-    data                    = { input_bucket_arn = "arn:aws:s3:::b1", output_bucket_arn = "arn:aws:s3:::b2", input_prefix = "accepted/" }
-    launcher_principal_arns = ["arn:aws:iam::123456789012:root"]
+    data                          = { input_bucket_arn = "arn:aws:s3:::b1", output_bucket_arn = "arn:aws:s3:::b2", input_prefix = "accepted/" }
+    launcher_principal_arns       = ["arn:aws:iam::123456789012:root"]
+    training_image_repository_arn = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/saip-train:latest"
   }
-  expect_failures = [var.data, var.launcher_principal_arns]
+  expect_failures = [var.data, var.launcher_principal_arns, var.training_image_repository_arn]
 }
