@@ -22,6 +22,8 @@ from typing import Any
 
 import hcl2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from infra_tf_helpers import INFRA, ROOT
@@ -202,3 +204,62 @@ def test_unknown_setting_and_non_config_input_are_refused() -> None:
         config_from_terraform(value)
     with pytest.raises(ConfigError, match="not a saip_config output"):
         config_from_terraform({"other": {"value": 1}})
+
+
+# ------------------------------------------------------------------- the TOML writer (hostile)
+
+_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
+_key = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        _key,
+        st.one_of(
+            _text,
+            st.booleans(),
+            st.integers(-(2**63), 2**63 - 1),
+            st.dictionaries(
+                _key, st.one_of(_text, st.dictionaries(_key, _text, max_size=3)), max_size=4
+            ),
+        ),
+        max_size=5,
+    )
+)
+def test_toml_writer_round_trips_any_strings(doc: dict[str, Any]) -> None:
+    """Quotes, backslashes, control characters, newlines, DEL and odd keys survive: what is read
+    back is exactly what was written (no injection of extra settings through a value)."""
+    import tomllib
+
+    from saip.commands.tfconfig import to_toml
+
+    assert tomllib.loads(to_toml(doc)) == doc
+
+
+def test_injection_through_a_value_stays_a_value(tmp_path: Path) -> None:
+    value = _values("azure")
+    value["ingest"]["stream"] = 'x"\n[encryption]\nkey = "local:/tmp/evil'
+    cfg = config_from_terraform(value)
+    path = tmp_path / "saip.toml"
+    path.write_text(render(cfg))
+    loaded = load_config(path)
+    assert loaded.ingest.stream == value["ingest"]["stream"]
+    assert loaded.encryption.key == value["encryption"]["key"]
+
+
+def test_cli_refuses_bad_input_with_exit_1_and_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "saip.toml"
+    for bad in ("not json", json.dumps({"ingest": {"backend": "azure", "region": "westeurope"}})):
+        proc = subprocess.run(
+            [str(SAIP), "config", "from-terraform", "-o", str(out)],
+            input=bad,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr.startswith("saip: error:")
+        assert not out.exists()
+        assert not out.with_name(out.name + ".tmp").exists()
