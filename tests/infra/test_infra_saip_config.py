@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import hcl2
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -30,23 +29,14 @@ from infra_tf_helpers import INFRA, ROOT
 from saip.commands.tfconfig import config_from_terraform, dry_run_backend, render
 from saip.config import load_config
 from saip.errors import ConfigError
+from test_infra_hcl import _load
 
 PREFIX = {"aws": "saip-demo", "azure": "saipdemo", "gcp": "saip-demo"}
 SAIP = ROOT / ".venv" / "bin" / "saip"
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {_clean(k): _clean(v) for k, v in value.items() if k != "__is_block__"}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
-        return value[1:-1]
-    return value
-
-
 def _output_expr(cloud: str) -> dict[str, Any]:
-    doc = _clean(hcl2.load((INFRA / cloud / "outputs.tf").open()))
+    doc = _load(INFRA / cloud / "outputs.tf")
     return next(e["saip_config"]["value"] for e in doc["output"] if "saip_config" in e)
 
 
