@@ -635,3 +635,29 @@ def test_audit_and_alerts_cover_keys_and_delivery() -> None:
         in _one(dead["condition_threshold"])["filter"]
     )
     assert "DestroyCryptoKeyVersion" in gcp["google_logging_metric.key_destruction"]["filter"]
+
+
+def test_azure_key_roles_are_minimal_and_cmk_identities_separate(
+    azure: dict[str, dict[str, Any]],
+) -> None:
+    """Item 7: workloads get read/wrap/unwrap on the data key only (no encrypt/decrypt/sign, no
+    key management); each service's CMK identity can use only its own key; the deployer's Crypto
+    Officer role can be switched off after the first apply."""
+    role = azure["azurerm_role_definition.key_wrap_unwrap"]
+    actions = set(_one(role["permissions"])["data_actions"])
+    assert actions == {
+        "Microsoft.KeyVault/vaults/keys/read",
+        "Microsoft.KeyVault/vaults/keys/unwrap/action",
+        "Microsoft.KeyVault/vaults/keys/wrap/action",
+    }
+    cmk = azure["azurerm_role_assignment.cmk_key_use"]
+    assert cmk["scope"] == "${azurerm_key_vault_key.this[each.key].resource_versionless_id}"
+    assert cmk["principal_id"] == "${azurerm_user_assigned_identity.cmk[each.key].principal_id}"
+    account = azure["azurerm_storage_account.this"]
+    assert _one(account["customer_managed_key"])["user_assigned_identity_id"] == (
+        '${azurerm_user_assigned_identity.cmk["storage"].id}'
+    )
+    ns_ids = _one(azure["azurerm_eventhub_namespace.this"]["identity"])["identity_ids"]
+    assert 'azurerm_user_assigned_identity.cmk["storage"]' not in str(ns_ids)
+    officer = azure["azurerm_role_assignment.deployer_crypto_officer"]
+    assert officer["count"] == "${var.deployer_key_management ? 1 : 0}"
