@@ -66,7 +66,11 @@ locals {
     servicebus = "privatelink.servicebus.windows.net"
     blob       = "privatelink.blob.core.windows.net"
     dfs        = "privatelink.dfs.core.windows.net"
+    file       = "privatelink.file.core.windows.net"
+    api        = "privatelink.api.azureml.ms"
+    notebooks  = "privatelink.notebooks.azure.net"
   }
+  ingestion_zones = ["vault", "servicebus", "blob", "dfs"]
 }
 
 data "azurerm_resource_group" "this" {
@@ -100,7 +104,27 @@ module "secure_ingestion" {
   log_analytics_workspace_id = data.azurerm_log_analytics_workspace.this.id
   private_endpoints = {
     subnet_id            = data.azurerm_subnet.endpoints.id
-    private_dns_zone_ids = { for k, z in data.azurerm_private_dns_zone.this : k => z.id }
+    private_dns_zone_ids = { for k in local.ingestion_zones : k => data.azurerm_private_dns_zone.this[k].id }
+  }
+}
+
+# The training environment: Azure ML workspace (private, managed VNet, CMK) on the same VNet.
+module "ml_workspace" {
+  source = "../../modules/ml-workspace"
+
+  prefix                     = var.prefix
+  location                   = var.location
+  resource_group_name        = data.azurerm_resource_group.this.name
+  log_analytics_workspace_id = data.azurerm_log_analytics_workspace.this.id
+  ingestion                  = module.secure_ingestion.training_inputs
+  private_endpoints = {
+    subnet_id = data.azurerm_subnet.endpoints.id
+    private_dns_zone_ids = {
+      api       = data.azurerm_private_dns_zone.this["api"].id
+      notebooks = data.azurerm_private_dns_zone.this["notebooks"].id
+      blob      = data.azurerm_private_dns_zone.this["blob"].id
+      file      = data.azurerm_private_dns_zone.this["file"].id
+    }
   }
 }
 

@@ -45,6 +45,9 @@ locals {
     servicebus = "privatelink.servicebus.windows.net"
     blob       = "privatelink.blob.core.windows.net"
     dfs        = "privatelink.dfs.core.windows.net"
+    file       = "privatelink.file.core.windows.net"
+    api        = "privatelink.api.azureml.ms"
+    notebooks  = "privatelink.notebooks.azure.net"
   }
 }
 
