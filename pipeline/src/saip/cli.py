@@ -16,7 +16,7 @@ from typing import Annotated
 import click
 import typer
 
-from saip.commands import crypto, demo, fl, ingest, scan
+from saip.commands import crypto, demo, fl, ingest, scan, tfconfig
 from saip.config import load_config
 from saip.context import AppState
 from saip.errors import GateError
@@ -57,6 +57,7 @@ ingest.register(app)
 scan.register(app)
 fl.register(app)
 demo.register(app)
+tfconfig.register(app)
 
 
 EXIT_GATE = 3
