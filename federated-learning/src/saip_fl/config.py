@@ -58,9 +58,13 @@ class SecAggConfig(_Section):
     clipping_range: Annotated[float, Field(gt=0)] = 8.0
     quantization_range: Annotated[int, Field(gt=0)] = 4194304
     groups: Annotated[int, Field(ge=1)] = 1
-    timeout: Annotated[float, Field(gt=0)] | None = None
+    #: seconds each SecAgg+ stage waits for replies (a silent client must not stall the run)
+    timeout: Annotated[float, Field(gt=0)] = 120.0
     min_cosine: Annotated[float, Field(ge=-1, le=1)] = 0.0
     loss_tolerance: Annotated[float, Field(ge=0)] = 0.05
+    #: exclude a client after this many consecutive rounds in a rejected group (random regrouping
+    #: makes an honest client share the attacker's group with probability ≈ (m-1)/(n-1) per round)
+    exclude_after: Annotated[int, Field(ge=2)] = 4
 
     @model_validator(mode="after")
     def _shares(self) -> SecAggConfig:
@@ -94,6 +98,11 @@ class DPConfig(_Section):
     noise_multiplier: Annotated[float, Field(gt=0)] | None = None
     max_epsilon: Annotated[float, Field(gt=0)] = 10.0
     allow_weak: bool = False
+    #: privacy accountant: Rényi DP (Mironov 2017) or PRV (Gopi et al., NeurIPS 2021; tighter)
+    accountant: Literal["rdp", "prv"] = "rdp"
+    #: TEST ONLY: draw DP noise and sampling from this fixed seed. Whoever knows it can remove the
+    #: noise, so the ``saip fl`` CLI refuses any configuration that sets it.
+    insecure_noise_seed: int | None = None
 
 
 class AttackConfig(_Section):
@@ -128,6 +137,8 @@ class ValidationConfig(_Section):
     num_malicious: Annotated[int, Field(ge=0)] = 0
     trim_fraction: Annotated[float, Field(ge=0, lt=0.5)] = 0.2
     multikrum_keep: Annotated[int, Field(ge=0)] = 0
+    #: the run is *degraded* (not ok) when more than this share of rounds was rolled back
+    max_rollback_fraction: Annotated[float, Field(ge=0, le=1)] = 0.5
 
 
 class RunConfig(_Section):
@@ -185,6 +196,13 @@ class RunConfig(_Section):
                 raise ValueError(
                     f"secagg.groups={sa.groups} leaves groups of {size} clients, fewer than "
                     f"secagg.num_shares={sa.num_shares}: use fewer groups or fewer shares"
+                )
+            largest = -(-per_round // max(1, min(sa.groups, per_round // sa.num_shares)))
+            if largest * sa.quantization_range >= 2**32:
+                raise ValueError(
+                    f"secagg.quantization_range={sa.quantization_range} × group size {largest} "
+                    "reaches 2**32, SecAgg+'s modulus: the masked sum wraps around and the "
+                    "aggregate is garbage. Lower secagg.quantization_range (or use more groups)"
                 )
             if self.validation.update_norm_bound > sa.clipping_range:
                 raise ValueError(
