@@ -717,6 +717,18 @@ def _plain_fit(strategy: SaipStrategy) -> Callable[[Grid, Context], None]:
     return fit
 
 
+def preflight(cfg: RunConfig) -> None:
+    """Start-up checks that need the data and the model (what the server does before round 1).
+
+    Raises
+    ------
+    FLConfigError
+        E.g. user-level DP that cannot train, or a weak (ε, δ) guarantee
+        (:class:`~saip_fl.errors.PrivacyGuaranteeError`).
+    """
+    SaipStrategy(cfg, RunLog(config={}, path=None))
+
+
 def run_server(grid: Grid, context: Context, cfg: RunConfig, runlog: RunLog) -> Weights:
     """Run the whole federated training; return the final global weights.
 
