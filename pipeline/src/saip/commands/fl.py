@@ -127,6 +127,10 @@ def run_cmd(
             )
         except RunDegradedError as exc:
             raise GateError(f"federated run degraded, model not sealed: {exc}") from None
+        except KeyboardInterrupt:
+            # typer turns a KeyboardInterrupt into a *returned* 130 that saip.cli.main ignores
+            state.console.print(f"[red]✗[/] interrupted; metrics at {run_dir / 'metrics.json'}")
+            raise typer.Exit(130) from None
     metrics = result.metrics
     state.console.print(rounds_table(metrics))
     final = metrics["final"]
