@@ -271,3 +271,31 @@ def test_fl_prv_accountant_is_available_and_not_looser_than_rdp() -> None:
     assert strategy.ledger.accountant == "prv"
     # the fit config carries the Poisson rate the accountant uses; the client samples at it
     assert strategy._fit_extra["dp-sample-rate"] == strategy.ledger.sample_rate
+
+
+# ------------------------------------------------------------------ distributed DP-FedSGD
+def test_fl_distributed_dp_needs_secagg_and_share_is_sized_for_the_threshold() -> None:
+    with pytest.raises(FLConfigError, match=r"secagg\.enabled"):
+        validate_run_config({"dp": {"mode": "distributed"}})
+    cfg = validate_run_config(
+        {"num_clients": 10, "secagg": SECAGG, "dp": {"mode": "distributed", "sample_rate": 0.5}}
+    )
+    strategy = SaipStrategy(cfg, RunLog(config={}, path=None))
+    extra = strategy._fit_extra
+    assert strategy.ledger is not None
+    assert strategy.ledger.steps_per_round == 1  # one clipped-gradient step per round
+    assert extra["dp-sample-rate"] == 0.5
+    sigma, batch = float(extra["dp-noise-multiplier"]), float(extra["dp-expected-batch"])
+    # a round that samples no record sends pure noise: its law is the share N(0, σ²C²/t)
+    client = SaipClient(cfg, 2)
+    params = client.get_parameters({})
+    empty = {**extra, "server-round": 1, "dp-sample-rate": 1e-12}
+    update, n, metrics = client.fit(params, empty)
+    assert n == 1
+    assert metrics == {}
+    expected = cfg.learning_rate / batch * sigma * cfg.dp.max_grad_norm / math.sqrt(3)
+    assert float(np.std(flatten(update))) == pytest.approx(expected, rel=0.08)
+    # a real round: the mean gradient step plus the share, inside the SecAgg+ range
+    real, _, _ = client.fit(params, {**extra, "server-round": 1})
+    assert np.all(np.abs(flatten(real)) <= cfg.secagg.clipping_range)
+    assert strategy.expected_noise_norm > 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -26,6 +27,7 @@ from saip_fl.errors import FLConfigError, UpdateRejectedError
 from saip_fl.model import (
     build_model,
     clip_update,
+    clipped_gradient_sum,
     delta,
     get_weights,
     set_weights,
@@ -188,6 +190,8 @@ class SaipClient(NumPyClient):
         set_weights(model, [np.asarray(p, dtype=np.float32) for p in parameters])
         seed = cfg.seed * 7919 + 104729 * rnd + self.partition_id
         noise = self.noise_source(rnd)
+        if cfg.dp.mode == "distributed" and kind == "none":
+            return self._fedsgd_share(model, data, config, noise)
         if cfg.dp.mode == "dpsgd":
             sigma = float(config["dp-noise-multiplier"])
             # the server's accountant assumed this Poisson rate: sample at exactly that rate
@@ -250,6 +254,35 @@ class SaipClient(NumPyClient):
         }
         return update, n, metrics
 
+    def _fedsgd_share(
+        self, model: Any, data: Dataset, config: dict[str, Any], noise: NoiseSource
+    ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+        """Distributed DP-FedSGD: ``-lr/B × (Σ clipped per-example gradients + noise share)``.
+
+        The share ``N(0, σ²C²/t)`` (``t`` = reconstruction threshold) is sized so that the SecAgg+
+        sum over any ``t`` surviving members carries ``N(0, σ²C²)``; nothing non-linear is applied
+        after the noise (a clip would break the sum argument), so the range check refuses instead.
+        """
+        cfg = self.cfg
+        sigma = float(config["dp-noise-multiplier"])
+        rate = float(config["dp-sample-rate"])
+        self.policy.check_dp(sigma, rate)
+        share = sigma * cfg.dp.max_grad_norm / math.sqrt(cfg.secagg.reconstruction_threshold)
+        scale = -cfg.learning_rate / float(config["dp-expected-batch"])
+        sums, _, _ = clipped_gradient_sum(
+            model, data, sample_rate=rate, max_grad_norm=cfg.dp.max_grad_norm, noise=noise
+        )
+        update = [
+            (scale * (s + noise.gaussian(tuple(s.shape), share))).astype(np.float32) for s in sums
+        ]
+        peak = max(float(np.max(np.abs(u))) for u in update)
+        if peak > cfg.secagg.clipping_range:
+            raise UpdateRejectedError(
+                f"update coordinate {peak:.3g} outside secagg.clipping_range "
+                f"{cfg.secagg.clipping_range}: refusing to let SecAgg+ clip it silently"
+            )
+        return update, 1, {}
+
 
 def client_fn(context: Context) -> Client:
     """Build the client of this node from Flower's ``run_config`` and ``node_config``.
@@ -272,6 +305,10 @@ def client_fn(context: Context) -> Client:
 def dpsgd_schedule(cfg: RunConfig, n_examples: int) -> tuple[float, float, int]:
     """``(noise_multiplier, sample_rate, steps_per_round)`` of DP-SGD for ``n_examples`` samples."""
     q, steps = dp.dpsgd_steps(n_examples, batch_size=cfg.batch_size, epochs=cfg.local_epochs)
+    if cfg.dp.sample_rate is not None:
+        q, steps = cfg.dp.sample_rate, cfg.local_epochs * math.ceil(1 / cfg.dp.sample_rate)
+    if cfg.dp.mode == "distributed":
+        steps = 1  # one clipped-gradient step per round
     sigma = cfg.dp.noise_multiplier or dp.dpsgd_noise_multiplier(
         target_epsilon=cfg.dp.target_epsilon,
         delta=cfg.dp.delta,

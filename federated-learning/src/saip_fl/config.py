@@ -86,12 +86,18 @@ class DPConfig(_Section):
     """Client-side differential privacy.
 
     ``mode = "dpsgd"``: example-level DP-SGD with Opacus in each client (Abadi et al., CCS 2016),
-    noise calibrated to ``target_epsilon`` over the whole run. ``mode = "user"``: user-level DP
+    noise calibrated to ``target_epsilon`` over the whole run. ``mode = "distributed"``:
+    record-level DP-FedSGD inside SecAgg+ groups — each member sends one step of clipped
+    per-example gradients over a Poisson sample plus a *share* of the Gaussian noise, so only the
+    group sum carries the full noise (needs ``secagg.enabled``). ``mode = "user"``: user-level DP
     (McMahan et al., ICLR 2018): each client clips its update to ``update_norm_bound`` and adds its
     share of Gaussian noise so that every (group) aggregate carries ``noise_multiplier × bound``.
+    ``sample_rate`` (Poisson rate per record and step) defaults to ``batch_size / smallest
+    client``.
     """
 
-    mode: Literal["none", "dpsgd", "user"] = "none"
+    mode: Literal["none", "dpsgd", "distributed", "user"] = "none"
+    sample_rate: Annotated[float, Field(gt=0, le=1)] | None = None
     target_epsilon: Annotated[float, Field(gt=0)] = 8.0
     delta: Annotated[float, Field(gt=0, lt=1)] = 1e-5
     max_grad_norm: Annotated[float, Field(gt=0)] = 1.0
@@ -210,6 +216,11 @@ class RunConfig(_Section):
                     f"secagg.clipping_range={sa.clipping_range}: honest updates would be clipped "
                     "coordinate-wise by the SecAgg+ mod and silently distorted"
                 )
+        if self.dp.mode == "distributed" and not sa.enabled:
+            raise ValueError(
+                "dp.mode='distributed' splits the noise across SecAgg+ group members: it needs "
+                "secagg.enabled (without SecAgg+ the server would see each under-noised share)"
+            )
         if self.dp.mode == "user" and self.dp.noise_multiplier is None:
             raise ValueError("dp.mode='user' needs dp.noise_multiplier (noise std / update bound)")
         bad = [c for c in self.attack.clients if not 0 <= c < self.num_clients]

@@ -196,6 +196,51 @@ def train_dpsgd(
     return TrainResult(n, total / max(steps, 1), steps, noise_multiplier, sample_rate)
 
 
+def clipped_gradient_sum(
+    model: nn.Module,
+    data: Dataset,
+    *,
+    sample_rate: float,
+    max_grad_norm: float,
+    noise: NoiseSource,
+) -> tuple[Weights, int, float]:
+    """Sum of per-example gradients, each clipped to ``max_grad_norm``, over a Poisson sample.
+
+    The building block of DP-FedSGD (McMahan et al., ICLR 2018, with per-example clipping as in
+    Abadi et al., CCS 2016): each record joins the batch with probability ``sample_rate`` (drawn
+    from ``noise``, the OS-keyed source), its gradient at the current ``model`` is clipped, and
+    the clipped gradients are summed. No noise is added here: the caller adds its share.
+
+    Returns
+    -------
+    (sums, batch_size, mean_loss)
+    """
+    from opacus import GradSampleModule
+
+    x, y = _tensors(data)
+    idx = torch.from_numpy(np.flatnonzero(noise.bernoulli(len(y), sample_rate)))
+    params = list(model.parameters())
+    if len(idx) == 0:
+        return [np.zeros(tuple(p.shape), np.float32) for p in params], 0, math.nan
+    gsm = GradSampleModule(model, loss_reduction="sum")
+    gsm.train()
+    gsm.zero_grad(set_to_none=True)
+    loss = nn.functional.cross_entropy(gsm(x[idx]), y[idx], reduction="sum")
+    loss.backward()  # type: ignore[no-untyped-call]
+    per = [p.grad_sample.reshape(len(idx), -1) for p in params]  # type: ignore[attr-defined]
+    norms = torch.sqrt(torch.stack([(g * g).sum(dim=1) for g in per]).sum(dim=0))
+    factor = (max_grad_norm / (norms + 1e-12)).clamp(max=1.0)
+    sums = [
+        (factor[:, None] * g).sum(dim=0).reshape(p.shape).detach().numpy().astype(np.float32)
+        for g, p in zip(per, params, strict=True)
+    ]
+    gsm._close()
+    for p in params:
+        p.grad_sample = None  # type: ignore[attr-defined]
+        p.grad = None
+    return sums, len(idx), float(loss.item()) / len(idx)
+
+
 @functools.lru_cache(maxsize=1)
 def _secure_dp_optimizer() -> type:
     """Opacus' ``DPOptimizer`` with its noise drawn from a :class:`NoiseSource` (lazy import)."""

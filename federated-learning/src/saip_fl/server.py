@@ -216,11 +216,27 @@ class SaipStrategy(FedAvg):
             )
             for i in range(cfg.num_clients)
         ]
-        if cfg.dp.mode == "dpsgd":
+        if cfg.dp.mode in ("dpsgd", "distributed"):
             sigma, q, steps = dpsgd_schedule(cfg, min(sizes))
             ledger = dp.PrivacyLedger(sigma, q, steps, cfg.dp.delta, accountant=cfg.dp.accountant)
             extra: dict[str, Scalar] = {"dp-noise-multiplier": sigma, "dp-sample-rate": q}
             records = min(sizes)
+            if cfg.dp.mode == "distributed":
+                sa = cfg.secagg
+                batch = q * float(np.mean(sizes))
+                extra["dp-expected-batch"] = batch
+                per_round = max(2, round(cfg.fraction_fit * cfg.num_clients))
+                m = max(sa.reconstruction_threshold, per_round // sa.groups)
+                # noise of a group mean of m members, each adding σC/√t, scaled by lr/B
+                self.expected_noise_norm = (
+                    cfg.learning_rate
+                    / batch
+                    * sigma
+                    * cfg.dp.max_grad_norm
+                    * math.sqrt(
+                        sum(math.prod(s) for s in self.shapes) / (m * sa.reconstruction_threshold)
+                    )
+                )
         else:
             sigma = float(cfg.dp.noise_multiplier or 0.0)
             ledger = dp.PrivacyLedger(
