@@ -183,7 +183,12 @@ class SaipStrategy(FedAvg):
         self.shapes = [tuple(w.shape) for w in initial]
         self._global: Weights = initial
         self.reputation = validation.ClientReputation(exclude_after=cfg.validation.exclude_after)
-        self.group_streaks = validation.GroupStreaks(exclude_after=cfg.secagg.exclude_after)
+        per_round = max(2, round(cfg.fraction_fit * cfg.num_clients))
+        # exclusion may shrink the number of groups, never below one group, nor take half
+        self.group_streaks = validation.GroupStreaks(
+            exclude_after=cfg.secagg.exclude_after,
+            max_excluded=max(0, min(per_round - cfg.secagg.num_shares, per_round // 2 - 1)),
+        )
         self.expected_noise_norm = 0.0
         self.ledger, self._fit_extra = self._privacy_setup()
         per_round = max(2, round(cfg.fraction_fit * cfg.num_clients))
@@ -445,7 +450,9 @@ class SaipStrategy(FedAvg):
             rec.groups.append(entry)
             if not entry["accepted"]:
                 rec.rejected[f"group {g}"] = entry["reason"]
-            self.group_streaks.record(group_members[g], rejected=not entry["accepted"])
+        if any(g["accepted"] for g in rec.groups):
+            for entry in rec.groups:
+                self.group_streaks.record(entry["members"], rejected=not entry["accepted"])
         rec.excluded = sorted(self.reputation.excluded() | self.group_streaks.excluded())
         self.runlog.excluded_clients = {
             **self.reputation.report(),

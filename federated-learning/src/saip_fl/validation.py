@@ -192,14 +192,21 @@ class GroupStreaks:
     """
 
     exclude_after: int
+    max_excluded: int | None = None
     streaks: dict[str, int] = field(default_factory=dict)
     banned: dict[str, list[str]] = field(default_factory=dict)
 
     def record(self, members: Sequence[str], *, rejected: bool) -> None:
-        """Note one group outcome for each of its ``members``."""
+        """Note one group outcome for each of its ``members``.
+
+        Record only rounds in which some group was accepted: when every group fails the round
+        says nothing about who caused it. At most ``max_excluded`` clients are ever excluded, so
+        exclusion cannot starve the run of the clients its groups need.
+        """
         for cid in members:
             self.streaks[cid] = self.streaks.get(cid, 0) + 1 if rejected else 0
-            if self.streaks[cid] >= self.exclude_after and cid not in self.banned:
+            full = self.max_excluded is not None and len(self.banned) >= self.max_excluded
+            if self.streaks[cid] >= self.exclude_after and cid not in self.banned and not full:
                 self.banned[cid] = [
                     f"in a rejected group {self.streaks[cid]} rounds in a row "
                     "(random regrouping every round)"
@@ -249,7 +256,9 @@ def score_group(
     inequality), so a larger group mean means a member sent an out-of-bound update. With
     user-level DP the mean also carries Gaussian noise of expected norm ``noise_norm``; the bound
     then allows ``norm_bound + 1.25 × noise_norm`` (the noise norm concentrates tightly around its
-    mean in high dimension).
+    mean in high dimension), and the cosine threshold is lowered by ``3/sqrt(d)`` — three standard
+    deviations of the cosine between pure noise and any fixed direction in ``d`` dimensions —
+    so that an honest aggregate whose signal the noise partly hides is not dropped for it.
     """
     reason = check_structure(update, shapes)
     if reason is not None:
@@ -264,7 +273,9 @@ def score_group(
         reason = f"norm {norm:.3g} > bound {norm_bound:g} (+ expected noise {noise_norm:.3g})"
     elif norm == 0.0:
         reason = "zero aggregate"
-    elif cos <= min_cosine:
+    elif cos <= min_cosine - (
+        3.0 / math.sqrt(max(1, sum(a.size for a in update))) if noise_norm > 0 else 0.0
+    ):
         reason = f"cosine to root update {cos:.2f} <= {min_cosine:g}"
     elif loss > base_loss + loss_tolerance:
         reason = f"holdout loss {loss:.3f} > {base_loss:.3f} + {loss_tolerance:g}"
