@@ -225,6 +225,8 @@ class SaipClient(NumPyClient):
         if kind != "none":
             # a malicious client runs its own code: no clipping, no range check
             update = attacks.tamper_update(update, kind, scale=cfg.attack.scale)
+            if cfg.attack.norm_bounded:
+                update, _ = clip_update(update, bound)
             norm = float("nan")
         else:
             update, norm = clip_update(update, bound)
@@ -247,6 +249,8 @@ class SaipClient(NumPyClient):
             n = 10**6 if kind == "free_rider" else 1
             return update, n, {}
         n = 10**6 if kind == "free_rider" else min(result.num_examples, cfg.validation.max_examples)
+        if kind != "none" and cfg.attack.claimed_examples:
+            n = cfg.attack.claimed_examples
         metrics: dict[str, Any] = {
             PARTITION_KEY: self.partition_id,
             "train-loss": result.loss,

@@ -120,6 +120,10 @@ class AttackConfig(_Section):
     target_label: Annotated[int, Field(ge=0)] = 0
     poison_fraction: Annotated[float, Field(gt=0, le=1)] = 0.5
     trigger_size: Annotated[int, Field(ge=1)] = 2
+    #: the attacker clips its tampered update to ``validation.update_norm_bound`` (evades norms)
+    norm_bounded: bool = False
+    #: example count the attacker reports (0: its true count); inflated counts target weighted means
+    claimed_examples: Annotated[int, Field(ge=0)] = 0
 
     @field_validator("clients", mode="before")
     @classmethod
