@@ -24,7 +24,7 @@ defaults. For example (``[tool.flwr.app.config]`` in the app's ``pyproject.toml`
     secagg.reconstruction-threshold = 2   # > num-shares / 2
     secagg.clipping-range = 8.0   # >= validation.update-norm-bound
     secagg.groups = 1             # k random groups per round, aggregated concurrently
-    dp.mode = "none"              # "dpsgd" (target-epsilon, delta) | "user" (noise-multiplier)
+    dp.mode = "none"              # "dpsgd" | "distributed" (target-epsilon, delta) | "user"
     attack.kind = "none"          # evaluation only; attack.clients = "0,3"
     validation.update-norm-bound = 3.0
 
