@@ -103,35 +103,23 @@ def test_fl_user_level_dp_that_cannot_train_is_refused_at_start(tmp_path: Path, 
 
 
 def test_fl_user_level_noise_shares_are_sized_for_the_reconstruction_threshold() -> None:
-    plan = dp.user_level_plan(
-        noise_multiplier=1.0,
-        norm_bound=3.0,
-        num_params=100,
-        group_size=1000,
-        threshold=600,
-        clipping_range=8.0,
-    )
-    # any t survivors together carry at least σC of noise
-    assert plan.share_std * math.sqrt(600) == pytest.approx(3.0)
-    assert plan.aggregate_noise_norm < 3.0
-    no_secagg = dp.user_level_plan(
-        noise_multiplier=1.0,
-        norm_bound=3.0,
-        num_params=100,
-        group_size=1000,
-        threshold=None,
-        clipping_range=None,
-    )
-    assert no_secagg.share_std == pytest.approx(3.0)  # the server sees each update
-    with pytest.raises(PrivacyGuaranteeError, match="clipping_range"):
-        dp.user_level_plan(
+    def plan_for(threshold: int | None, clipping_range: float | None) -> dp.UserLevelPlan:
+        return dp.user_level_plan(
             noise_multiplier=1.0,
             norm_bound=3.0,
             num_params=100,
             group_size=1000,
-            threshold=600,
-            clipping_range=3.1,
+            threshold=threshold,
+            clipping_range=clipping_range,
         )
+
+    plan = plan_for(600, 8.0)
+    # any t survivors together carry at least σC of noise
+    assert plan.share_std * math.sqrt(600) == pytest.approx(3.0)
+    assert plan.aggregate_noise_norm < 3.0
+    assert plan_for(None, None).share_std == pytest.approx(3.0)  # the server sees each update
+    with pytest.raises(PrivacyGuaranteeError, match="clipping_range"):
+        plan_for(600, 3.1)
     # the group check expects the noise: a noisy honest mean is not rejected for its norm
     noisy = [np.full(100, (3.0 + 1.2 * plan.aggregate_noise_norm) / 10, np.float32)]
     kw = {
