@@ -706,7 +706,12 @@ class GroupedSecAggWorkflow:
             except Exception as exc:
                 with lock:
                     errors[g] = f"{type(exc).__name__}: {exc}"
-                    log.warning("group %d failed: %s", g, errors[g], exc_info=True)
+                    log.warning(
+                        "group %d failed: %s",
+                        g,
+                        errors[g],
+                        exc_info=log.isEnabledFor(logging.DEBUG),
+                    )
 
         with ThreadPoolExecutor(max_workers=k, thread_name_prefix="secagg-group") as pool:
             list(pool.map(run_group, list(members)))
