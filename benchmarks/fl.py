@@ -69,7 +69,7 @@ ROBUST = {"aggregation": "multikrum", "validation": {"num_malicious": 1}}
 DP_SETUP: dict[str, Any] = {"hidden": 16, "learning_rate": 0.05, "local_epochs": 3}
 SECAGG = {"enabled": True, "groups": 4, "num_shares": 5, "reconstruction_threshold": 3}
 # distributed DP-FedSGD: one clipped-gradient step per round (tuning runs: see README)
-DIST_ROUNDS = 60
+DIST_ROUNDS = 30
 DIST: dict[str, Any] = {
     "hidden": 16,
     "learning_rate": 1.0,
