@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from flwr.common.secure_aggregation.secaggplus_utils import pseudo_rand_gen as flower_prg
 from saip.cli import main
 from saip_fl import dp, secagg_prg, validation
@@ -253,7 +254,13 @@ def test_fl_prv_accountant_is_available_and_not_looser_than_rdp() -> None:
     rdp = dp.epsilon(**kw)  # type: ignore[arg-type]
     prv = dp.epsilon(accountant="prv", **kw)  # type: ignore[arg-type]
     assert 0 < prv <= rdp * 1.01
-    cfg = validate_run_config({"num_clients": 10, "dp": {"mode": "dpsgd", "accountant": "prv"}})
+    cfg = validate_run_config(
+        {
+            "num_clients": 10,
+            "num_rounds": 2,
+            "dp": {"mode": "dpsgd", "accountant": "prv", "noise_multiplier": 1.2},
+        }
+    )
     strategy = SaipStrategy(cfg, RunLog(config={}, path=None))
     assert strategy.ledger is not None
     assert strategy.ledger.accountant == "prv"
@@ -287,3 +294,60 @@ def test_fl_distributed_dp_needs_secagg_and_share_is_sized_for_the_threshold() -
     real, _, _ = client.fit(params, {**extra, "server-round": 1})
     assert np.all(np.abs(flatten(real)) <= cfg.secagg.clipping_range)
     assert strategy.expected_noise_norm > 0
+
+
+def test_fl_clipped_gradient_sum_bounds_each_example() -> None:
+    from saip_fl.client import local_data
+    from saip_fl.model import build_model, clipped_gradient_sum, l2_norm
+
+    cfg = validate_run_config({"num_clients": 10})
+    data = local_data(cfg, 0)
+    model = build_model(data.num_features, data.num_classes, hidden=16, seed=0)
+    sums, batch, loss = clipped_gradient_sum(
+        model, data, sample_rate=1.0, max_grad_norm=0.01, noise=NoiseSource.secure()
+    )
+    assert batch == len(data.y)
+    assert math.isfinite(loss)
+    assert l2_norm(sums) <= batch * 0.01 + 1e-6  # each example contributes at most C
+    assert all(p.grad is None for p in model.parameters())  # nothing left on the model
+    # with a bound no gradient reaches, the sum is the plain gradient of the summed loss
+    free, _, _ = clipped_gradient_sum(
+        model, data, sample_rate=1.0, max_grad_norm=1e9, noise=NoiseSource.secure()
+    )
+    x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
+    torch.nn.functional.cross_entropy(model(x), y, reduction="sum").backward()
+    for got, p in zip(free, model.parameters(), strict=True):
+        assert np.allclose(got, p.grad.numpy(), atol=1e-3)
+
+
+def test_fl_local_grid_reports_client_errors_and_closes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flwr.app import ConfigRecord, Context, Message, RecordDict
+    from flwr.clientapp import ClientApp
+    from saip_fl.engine import NODE_BASE, LocalGrid
+
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, ctx: Context) -> Message:
+        if ctx.node_config["partition-id"] == 1:
+            raise RuntimeError("client 1 broke")
+        return Message(
+            RecordDict({"c": ConfigRecord({"pid": ctx.node_config["partition-id"]})}), reply_to=msg
+        )
+
+    from flwr.supercore.task_identity import TaskIdentity
+
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    grid = LocalGrid(app, run_config={}, num_nodes=2, workers=2)
+    msgs = [Message(RecordDict(), NODE_BASE + i, "train") for i in range(2)]
+    replies = {m.metadata.src_node_id: m for m in grid.send_and_receive(msgs, timeout=30)}
+    assert replies[NODE_BASE].content["c"]["pid"] == 0
+    assert replies[NODE_BASE + 1].has_error()
+    assert "client 1 broke" in replies[NODE_BASE + 1].error.reason
+    grid.close()
+    from flwr.supercore.run import RunNotRunningException
+
+    with pytest.raises(RunNotRunningException):  # ends Flower's node-list poller thread
+        grid.get_node_ids()
