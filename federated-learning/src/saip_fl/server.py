@@ -191,7 +191,6 @@ class SaipStrategy(FedAvg):
         )
         self.expected_noise_norm = 0.0
         self.ledger, self._fit_extra = self._privacy_setup()
-        per_round = max(2, round(cfg.fraction_fit * cfg.num_clients))
         super().__init__(
             fraction_fit=cfg.fraction_fit,
             fraction_evaluate=0.0,
