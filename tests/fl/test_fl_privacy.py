@@ -351,3 +351,23 @@ def test_fl_local_grid_reports_client_errors_and_closes(monkeypatch: pytest.Monk
 
     with pytest.raises(RunNotRunningException):  # ends Flower's node-list poller thread
         grid.get_node_ids()
+
+
+def test_fl_cli_exit_codes_for_degraded_and_failed_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A degraded run is a gate refusing the model (exit 3); a failed run is an error (exit 1)."""
+    from saip_fl import runner
+    from saip_fl.errors import FLError, RunDegradedError
+
+    cfg = tmp_path / "run.toml"
+    cfg.write_text("num_clients = 4\nnum_rounds = 2\n", encoding="utf-8")
+    argv = ["--data-dir", str(tmp_path / "d"), "fl", "run", "--config", str(cfg)]
+    for exc, code in ((RunDegradedError("3 of 4 rounds rolled back"), 3), (FLError("no round"), 1)):
+
+        def fake_run(*args: object, _exc: Exception = exc, **kwargs: object) -> None:
+            raise _exc
+
+        monkeypatch.setattr(runner, "run", fake_run)
+        assert main(argv) == code
+        assert str(exc) in capsys.readouterr().err
