@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``saip`` script; returns the process exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=args, prog_name="saip", standalone_mode=False)
+        # with standalone_mode=False click *returns* the code of typer.Exit / Ctrl-C (130)
+        rc = app(args=args, prog_name="saip", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:  # usage errors: bad option, missing argument
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         message = str(exc) or type(exc).__name__
         print(f"saip: error: {message} [{type(exc).__name__}]", file=sys.stderr)
         return 1
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover
