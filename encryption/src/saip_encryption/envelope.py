@@ -120,6 +120,8 @@ class _Epoch:
     #: encrypt side: records and plaintext bytes the epoch may still protect
     left: int = 0
     bytes_left: int = 0
+    #: encrypt side: the provider and signer objects whose ids key the epoch in a shared cache
+    owners: tuple[object, ...] = ()
 
 
 def _read_full(src: Readable, buf: memoryview) -> int:
@@ -450,13 +452,17 @@ class EnvelopeEncryptor:
         #: private test hook: ``rng(n) -> n random bytes`` (message/epoch IDs and nonces)
         self._rng: Callable[[int], bytes] = os.urandom
         self._ctx_memo: dict[tuple[tuple[str, str], ...], bytes] = {}
-        # cache namespace: providers, their key IDs, suite, segment size and signer — as one
-        # digest, so a cache key hashes fast and encryptors sharing a cache never share epochs
-        # unless all of these agree
+        # cache namespace: the provider and signer *objects* (a URI such as an AWS alias or key
+        # ID names a different key per region, account or endpoint, so equal text is not the same
+        # key), their key IDs, suite and segment size — as one digest, so a cache key hashes
+        # fast. Every epoch keeps these objects alive (``_Epoch.owners``), so their ids cannot be
+        # reused by other objects while an epoch keyed by them exists.
+        self._owners: tuple[object, ...] = (*plist, signer)
         self._cache_ns = hashlib.sha256(
             repr(
                 (
                     "saip-v2-epoch",
+                    tuple(id(o) for o in self._owners),
                     tuple(p.uri for p in plist),
                     tuple(str(getattr(p, "primary_key_id", "")) for p in plist),
                     wire.SUITE_EPOCH_RECORD,
@@ -613,7 +619,7 @@ class EnvelopeEncryptor:
         except BaseException:
             data_key[:] = bytes(len(data_key))
             raise
-        epoch = _Epoch(header, AESGCM(key), ctx_bytes, dict(context))
+        epoch = _Epoch(header, AESGCM(key), ctx_bytes, dict(context), owners=self._owners)
         if cache is not None:
             epoch.expires = self._clock() + cache.max_age
             epoch.left = min(cache.max_messages, MAX_EPOCH_MESSAGES) - messages
