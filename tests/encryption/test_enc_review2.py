@@ -3,13 +3,27 @@
 * a shared data-key cache must never hand one encryptor's epoch to another whose master keys
   merely *print* the same (an AWS alias or bare key ID names a different key per region,
   account or endpoint);
+* the CLI can sign and verify headers (``--sign-with``/``--verify-with`` and the
+  ``[encryption] sign_with``/``verify_with`` settings): a header signed by another KMS key, an
+  unsigned one and a stripped signature are refused with exit 1 and no output file.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import boto3
 import pytest
-from saip_encryption import DataKeyCache, DecryptionError, EnvelopeEncryptor, from_uri, wire
+from saip.cli import main
+from saip_encryption import (
+    DataKeyCache,
+    DecryptionError,
+    EncryptionConfigError,
+    EnvelopeEncryptor,
+    from_uri,
+    wire,
+)
+from saip_encryption.signing import AwsKmsSigner, signer_from_uri, verifier_from_spec
 
 CTX = {"dataset": "d1", "tenant": "t1"}
 
@@ -41,3 +55,77 @@ def test_shared_cache_separates_same_alias_in_two_regions(moto_url: str) -> None
     theirs = EnvelopeEncryptor(from_uri(f"aws-kms:{arns['us-east-1']}", endpoint_url=moto_url))
     with pytest.raises(DecryptionError):
         theirs.decrypt(b[0], context=CTX)
+
+
+def test_cli_signs_and_verifies_headers(moto_url: str, tmp_path: Path) -> None:
+    kms = boto3.client("kms", endpoint_url=moto_url, region_name="us-east-1")
+    wrap = kms.create_key()["KeyMetadata"]["Arn"]
+    sign, evil = (
+        kms.create_key(KeyUsage="SIGN_VERIFY", KeySpec="ECC_NIST_P256")["KeyMetadata"]["Arn"]
+        for _ in range(2)
+    )
+    pem = tmp_path / "signer.pem"
+    pem.write_bytes(AwsKmsSigner(key_arn=sign, endpoint_url=moto_url).public_key_pem())
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(b"weights" * 500)
+    common = ["--key", f"aws-kms:{wrap}", "--endpoint-url", moto_url]
+    verify = ["--verify-with", f"aws-kms:{sign}={pem}"]
+
+    def encrypt(name: str, *extra: str) -> Path:
+        out = tmp_path / name
+        assert main(["encrypt", str(plain), str(out), *common, *extra]) == 0
+        return out
+
+    good = encrypt("good.saip", "--sign-with", f"aws-kms:{sign}", *verify)
+    forged = encrypt("forged.saip", "--sign-with", f"aws-kms:{evil}")
+    unsigned = encrypt("unsigned.saip")
+    header = wire.parse_header(good.read_bytes())
+    stripped = tmp_path / "stripped.saip"
+    stripped.write_bytes(
+        good.read_bytes()[: header.key_area_offset - len(header.signature_field)]
+        + wire.encode_signature(None)
+        + good.read_bytes()[header.key_area_offset :]
+    )
+    # attacks first: each is refused (exit 1) and leaves no output
+    for bad in (forged, unsigned, stripped):
+        out = tmp_path / f"{bad.stem}.out"
+        assert main(["decrypt", str(bad), str(out), *common, *verify]) == 1
+        assert not out.exists()
+    # without a verifier the unsigned file still decrypts (symmetric wrap: key holders only)
+    assert main(["decrypt", str(unsigned), str(tmp_path / "u.out"), *common]) == 0
+    assert main(["decrypt", str(good), str(tmp_path / "g.out"), *common, *verify]) == 0
+    assert (tmp_path / "g.out").read_bytes() == plain.read_bytes()
+    # re-wrap applies the same policy: the forged file is not re-wrapped, the good one is
+    before = forged.read_bytes()
+    rewrap = ["keys", "rewrap", "--from", f"aws-kms:{wrap}", "--to", f"aws-kms:{wrap}"]
+    assert main([*rewrap, str(forged), "--endpoint-url", moto_url, *verify]) == 1
+    assert forged.read_bytes() == before
+    assert main([*rewrap, str(good), "--endpoint-url", moto_url, *verify]) == 0
+    # the same through the settings file
+    cfg = tmp_path / "saip.toml"
+    cfg.write_text(
+        f'[encryption]\nkey = "aws-kms:{wrap}"\nsign_with = "aws-kms:{sign}"\n'
+        f'verify_with = ["aws-kms:{sign}={pem}"]\n'
+    )
+    via_cfg = tmp_path / "cfg.saip"
+    base = ["--config", str(cfg)]
+    assert main([*base, "encrypt", str(plain), str(via_cfg), "--endpoint-url", moto_url]) == 0
+    assert wire.parse_header(via_cfg.read_bytes()).signature is not None
+    out = tmp_path / "cfg.out"
+    assert main([*base, "decrypt", str(via_cfg), str(out), "--endpoint-url", moto_url]) == 0
+    assert main([*base, "decrypt", str(unsigned), str(out) + "2", "--endpoint-url", moto_url]) == 1
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["aws-kms:arn:aws:kms:us-east-1:1:key/x", "nocolon=f.pem", "aws-kms:k=/does/not/exist.pem"],
+)
+def test_verifier_spec_errors_are_typed(spec: str) -> None:
+    with pytest.raises(EncryptionConfigError):
+        verifier_from_spec(spec)
+
+
+def test_signer_uri_errors_are_typed() -> None:
+    for uri in ("local:/tmp/k", "gcp-kms:projects/p/locations/l/keyRings/r/cryptoKeys/k"):
+        with pytest.raises(EncryptionConfigError):
+            signer_from_uri(uri)
