@@ -5,7 +5,9 @@
   account or endpoint);
 * the CLI can sign and verify headers (``--sign-with``/``--verify-with`` and the
   ``[encryption] sign_with``/``verify_with`` settings): a header signed by another KMS key, an
-  unsigned one and a stripped signature are refused with exit 1 and no output file.
+  unsigned one and a stripped signature are refused with exit 1 and no output file;
+* ``open``/``open_many`` on edited records (a verified epoch header plus or minus bytes, spliced
+  nonces, truncations) raise only the typed errors and never release part of a batch.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pathlib import Path
 
 import boto3
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from saip.cli import main
 from saip_encryption import (
     DataKeyCache,
@@ -23,6 +27,8 @@ from saip_encryption import (
     from_uri,
     wire,
 )
+from saip_encryption.errors import KeyProviderError
+from saip_encryption.providers.local import LocalKeyProvider, create_local_key
 from saip_encryption.signing import AwsKmsSigner, signer_from_uri, verifier_from_spec
 
 CTX = {"dataset": "d1", "tenant": "t1"}
@@ -129,3 +135,41 @@ def test_signer_uri_errors_are_typed() -> None:
     for uri in ("local:/tmp/k", "gcp-kms:projects/p/locations/l/keyRings/r/cryptoKeys/k"):
         with pytest.raises(EncryptionConfigError):
             signer_from_uri(uri)
+
+
+_BATCH: dict[str, object] = {}
+
+
+def _warm_batch(tmp: Path) -> tuple[EnvelopeEncryptor, list[bytes]]:
+    if not _BATCH:
+        create_local_key(tmp / "k")
+        enc = EnvelopeEncryptor(LocalKeyProvider(tmp / "k"))
+        _BATCH.update(enc=enc, recs=enc.bind(CTX).seal_many([b"r" * i for i in range(4)]))
+    return _BATCH["enc"], _BATCH["recs"]  # type: ignore[return-value]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    which=st.integers(0, 3),
+    at=st.integers(0, 400),
+    cut=st.integers(0, 8),
+    insert=st.binary(max_size=16),
+)
+def test_edited_records_in_a_warm_batch_fail_typed_and_whole(
+    tmp_path_factory: pytest.TempPathFactory, which: int, at: int, cut: int, insert: bytes
+) -> None:
+    enc, recs = _warm_batch(tmp_path_factory.getbasetemp())
+    sealer = enc.bind(CTX)
+    sealer.open_many(recs)  # the epoch is verified and hot: the prefix-match path is taken
+    rec = recs[which]
+    at = min(at, len(rec))
+    edited = rec[:at] + insert + rec[at + cut :]
+    if edited == rec:
+        return
+    for attempt in (
+        lambda: sealer.open(edited),
+        lambda: sealer.open_many([*recs[:which], edited, *recs[which + 1 :]]),
+        lambda: enc.decrypt(edited, context=CTX),
+    ):
+        with pytest.raises((DecryptionError, KeyProviderError)):
+            attempt()
