@@ -8,6 +8,9 @@
   unsigned one and a stripped signature are refused with exit 1 and no output file;
 * ``open``/``open_many`` on edited records (a verified epoch header plus or minus bytes, spliced
   nonces, truncations) raise only the typed errors and never release part of a batch;
+* downgrade: with ``verify_with`` configured, a v1 file (no signature field) or a v2 epoch whose
+  signature was stripped is refused by every entry point, also right after the signed epoch was
+  verified (the prefix match must not reach a header that differs only after ``A || C``);
 * epoch caps hold under threads: concurrent sealers never put more than ``max_messages``
   records under one epoch key (the counters were checked and decremented without a lock).
 """
@@ -15,6 +18,9 @@
 from __future__ import annotations
 
 import collections
+import io
+import json
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -34,6 +40,7 @@ from saip_encryption import (
 )
 from saip_encryption.errors import KeyProviderError
 from saip_encryption.providers.local import LocalKeyProvider, create_local_key
+from saip_encryption.rotation import rewrap_bytes, rewrap_file
 from saip_encryption.signing import AwsKmsSigner, signer_from_uri, verifier_from_spec
 
 CTX = {"dataset": "d1", "tenant": "t1"}
@@ -212,3 +219,59 @@ def test_epoch_message_cap_holds_under_threads(tmp_path: Path, api: str) -> None
         t.join()
     per_epoch = collections.Counter(headers)
     assert max(per_epoch.values()) <= 50
+
+
+def _strip_signature(blob: bytes) -> bytes:
+    header = wire.parse_header(blob)
+    start = header.key_area_offset - len(header.signature_field)
+    return blob[:start] + wire.encode_signature(None) + blob[header.key_area_offset :]
+
+
+def test_downgrade_to_v1_or_unsigned_is_refused_everywhere(
+    tmp_path: Path, azure_signing: tuple[object, object]
+) -> None:
+    signer, verifier = azure_signing
+    data = Path(__file__).with_name("data")
+    work = tmp_path / "v1"
+    shutil.copytree(data, work)
+    (work / "v1-local.key").chmod(0o600)
+    v1_ctx = json.loads((work / "v1-context.json").read_text())
+    key = LocalKeyProvider(work / "v1-local.key")
+    strict = EnvelopeEncryptor(key, verify_with=[verifier])  # type: ignore[list-item]
+    signed = EnvelopeEncryptor(key, signer=signer, verify_with=[verifier])  # type: ignore[arg-type,list-item]
+    sealer = strict.bind(CTX)
+    good = signed.bind(CTX).seal_many([b"a", b"b"])
+    assert sealer.open_many(good) == [b"a", b"b"]  # the signed epoch is now verified and hot
+    unsigned = [_strip_signature(r) for r in good]
+    v1_record = (work / "v1-local-record.saip").read_bytes()
+    v1_artifact = work / "v1-local-artifact.saip"
+    refused = [
+        lambda: sealer.open(unsigned[0]),
+        lambda: sealer.open_many([good[0], unsigned[1]]),
+        lambda: strict.decrypt(unsigned[1], context=CTX),
+        lambda: strict.decrypt(v1_record, context=v1_ctx),
+        lambda: strict.bind(v1_ctx).open_many([v1_record]),
+        lambda: strict.decrypt_stream(
+            io.BytesIO(v1_artifact.read_bytes()), io.BytesIO(), context=v1_ctx
+        ),
+        lambda: rewrap_bytes(
+            unsigned[0],
+            unwrap_with=[key],
+            wrap_with=[key],
+            verify_with=[verifier],  # type: ignore[list-item]
+        ),
+        lambda: rewrap_file(
+            v1_artifact,
+            unwrap_with=[key],
+            wrap_with=[key],
+            verify_with=[verifier],  # type: ignore[list-item]
+        ),
+    ]
+    before = v1_artifact.read_bytes()
+    for attempt in refused:
+        with pytest.raises(DecryptionError):
+            attempt()
+    assert v1_artifact.read_bytes() == before
+    # the same files without the policy: still readable (v1 compatibility)
+    assert EnvelopeEncryptor(key).decrypt(v1_record, context=v1_ctx)
+    assert EnvelopeEncryptor(key).bind(CTX).open_many(unsigned) == [b"a", b"b"]
