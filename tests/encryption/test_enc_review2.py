@@ -75,7 +75,9 @@ def test_shared_cache_separates_same_alias_in_two_regions(moto_url: str) -> None
         theirs.decrypt(b[0], context=CTX)
 
 
-def test_cli_signs_and_verifies_headers(moto_url: str, tmp_path: Path) -> None:
+def test_cli_signs_and_verifies_headers(
+    moto_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     kms = boto3.client("kms", endpoint_url=moto_url, region_name="us-east-1")
     wrap = kms.create_key()["KeyMetadata"]["Arn"]
     sign, evil = (
@@ -84,6 +86,9 @@ def test_cli_signs_and_verifies_headers(moto_url: str, tmp_path: Path) -> None:
     )
     pem = tmp_path / "signer.pem"
     pem.write_bytes(AwsKmsSigner(key_arn=sign, endpoint_url=moto_url).public_key_pem())
+    capsys.readouterr()
+    assert main(["keys", "public-key", f"aws-kms:{sign}", "--endpoint-url", moto_url]) == 0
+    assert capsys.readouterr().out.encode() == pem.read_bytes()
     plain = tmp_path / "plain.bin"
     plain.write_bytes(b"weights" * 500)
     common = ["--key", f"aws-kms:{wrap}", "--endpoint-url", moto_url]

@@ -378,6 +378,23 @@ def rewrap_cmd(
         state.out.print_json(json.dumps({"rewrapped": results}))
 
 
+@keys_app.command("public-key")
+def public_key_cmd(
+    uri: Annotated[str, typer.Argument(help="Signing key URI, as given to --sign-with.")],
+    endpoint_url: EndpointOpt = None,
+    region: RegionOpt = None,
+) -> None:
+    """Print a signing key's public key (PEM) to pin with --verify-with URI=FILE."""
+    signer = signer_from_uri(uri, **_options(endpoint_url, region))
+    fetch = getattr(signer, "public_key_pem", None)
+    if fetch is None:
+        raise EncryptionConfigError(
+            f"{wire.escape(uri)}: export the public key with the service's own tools (az keyvault "
+            "key download --encoding PEM)"
+        )
+    sys.stdout.write(fetch().decode("ascii"))
+
+
 @keys_app.command("audit")
 def audit_cmd(
     paths: Annotated[list[Path], typer.Argument(help="Files or directories to scan.")],
