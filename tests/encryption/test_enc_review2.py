@@ -41,7 +41,12 @@ from saip_encryption import (
 from saip_encryption.errors import KeyProviderError
 from saip_encryption.providers.local import LocalKeyProvider, create_local_key
 from saip_encryption.rotation import rewrap_bytes, rewrap_file
-from saip_encryption.signing import AwsKmsSigner, signer_from_uri, verifier_from_spec
+from saip_encryption.signing import (
+    AwsKmsSigner,
+    HeaderVerifier,
+    signer_from_uri,
+    verifier_from_spec,
+)
 
 CTX = {"dataset": "d1", "tenant": "t1"}
 
@@ -280,3 +285,18 @@ def test_downgrade_to_v1_or_unsigned_is_refused_everywhere(
     # the same files without the policy: still readable (v1 compatibility)
     assert EnvelopeEncryptor(key).decrypt(v1_record, context=v1_ctx)
     assert EnvelopeEncryptor(key).bind(CTX).open_many(unsigned) == [b"a", b"b"]
+
+
+def test_signer_from_uri_builds_a_gcp_signer_like_the_provider(fake_gcp_kms: object) -> None:
+    """``--sign-with gcp-kms:...`` goes through the provider's own client construction (here:
+    ``--endpoint-url http://`` to the labelled fake Cloud KMS server on loopback)."""
+    name = "projects/p/locations/global/keyRings/r/cryptoKeys/sig/cryptoKeyVersions/1"
+    with fake_gcp_kms.serve() as running:  # type: ignore[attr-defined]
+        running.fake.add_signing_key(name)
+        signer = signer_from_uri(f"gcp-kms:{name}", endpoint_url=f"http://{running.target}")
+        pem = signer.public_key_pem()  # type: ignore[attr-defined]
+        message = wire.signed_message(b"A", b"C" * 32)
+        sig = wire.HeaderSignature("gcp-kms", name, signer.sign(message))
+        verifier = HeaderVerifier(scheme="gcp-kms", key_id=name, public_key=pem)
+        assert verifier.verify(sig, b"A", b"C" * 32)
+        assert not verifier.verify(sig, b"B", b"C" * 32)
