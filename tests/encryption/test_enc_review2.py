@@ -300,3 +300,24 @@ def test_signer_from_uri_builds_a_gcp_signer_like_the_provider(fake_gcp_kms: obj
         verifier = HeaderVerifier(scheme="gcp-kms", key_id=name, public_key=pem)
         assert verifier.verify(sig, b"A", b"C" * 32)
         assert not verifier.verify(sig, b"B", b"C" * 32)
+
+
+def test_public_key_of_an_unknown_algorithm_is_a_config_error(tmp_path: Path) -> None:
+    """A pinned key whose algorithm OID cryptography does not know raised ``UnsupportedAlgorithm``
+    (untyped) instead of the configuration error naming the key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    der = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    ec_oid = bytes.fromhex("06072a8648ce3d0201")  # id-ecPublicKey
+    assert ec_oid in der
+    unknown = der.replace(ec_oid, ec_oid[:-1] + b"\x7f")
+    with pytest.raises(EncryptionConfigError):
+        HeaderVerifier(scheme="aws-kms", key_id="arn:aws:kms:us-east-1:1:key/k", public_key=unknown)
+    (tmp_path / "k.der").write_bytes(unknown)
+    with pytest.raises(EncryptionConfigError):
+        verifier_from_spec(f"aws-kms:arn:aws:kms:us-east-1:1:key/k={tmp_path / 'k.der'}")

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Protocol, runtime_checkable
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -95,7 +95,7 @@ class HeaderVerifier:
                 key = serialization.load_pem_public_key(public_key)
             else:
                 key = serialization.load_der_public_key(public_key)
-        except ValueError as exc:
+        except (ValueError, UnsupportedAlgorithm) as exc:
             raise EncryptionConfigError(f"signature key {key_id}: unreadable ({exc})") from None
         if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
             raise EncryptionConfigError(f"signature key {key_id}: must be an EC P-256 public key")
@@ -122,7 +122,10 @@ class HeaderVerifier:
 
 
 def _check_p256(public_key_der: bytes, key_id: str) -> bytes:
-    key = serialization.load_der_public_key(public_key_der)
+    try:
+        key = serialization.load_der_public_key(public_key_der)
+    except (ValueError, UnsupportedAlgorithm):
+        raise EncryptionConfigError(f"signing key {key_id}: unreadable public key") from None
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
         raise EncryptionConfigError(f"signing key {key_id} is not an EC P-256 key")
     return key.public_bytes(
