@@ -321,3 +321,47 @@ def test_public_key_of_an_unknown_algorithm_is_a_config_error(tmp_path: Path) ->
     (tmp_path / "k.der").write_bytes(unknown)
     with pytest.raises(EncryptionConfigError):
         verifier_from_spec(f"aws-kms:arn:aws:kms:us-east-1:1:key/k={tmp_path / 'k.der'}")
+
+
+class _HostileWrapper:
+    """FAKE provider (tests only): writes a wrapped key whose Key Vault key ID is a URL that
+    ``urlsplit`` rejects (an unbalanced IPv6 bracket) but that passes the key-ID grammar."""
+
+    uri = "fake:hostile"
+
+    def wrap(self, data_key: bytes | bytearray, *, context: object) -> object:
+        from saip_encryption.providers.base import WrappedKey
+
+        return WrappedKey("azure-kv", "https://[v.vault.azure.net/keys/k/1", b"junk")
+
+
+@pytest.mark.parametrize("algorithm", ["A256KW", "RSA-OAEP-256"])
+def test_hostile_key_vault_key_id_is_the_typed_error(tmp_path: Path, algorithm: str) -> None:
+    """Attack: a header whose azure-kv key ID makes ``urlsplit`` raise ``ValueError``. The
+    operator's Key Vault provider checked it with ``accepts`` outside any handler: decrypt hid it
+    behind the opaque error by luck (``ValueError`` is caught there), but ``rewrap_bytes``,
+    ``rewrap_file`` and ``saip keys rewrap`` crashed with an untyped ``ValueError``."""
+    from saip_encryption.providers import azure
+
+    create_local_key(tmp_path / "k")
+    local = LocalKeyProvider(tmp_path / "k")
+    blob = EnvelopeEncryptor(local).encrypt(b"x", context=CTX)
+    hostile = rewrap_bytes(blob, unwrap_with=[local], wrap_with=[_HostileWrapper()])  # type: ignore[list-item]
+    path = tmp_path / "hostile.saip"
+    path.write_bytes(hostile)
+    vault = azure.AzureKeyVaultProvider(
+        key_id="https://v.vault.azure.net/keys/k", algorithm=algorithm, client_for_version=str
+    )
+    policy = {"allow_unsigned_public_key_wraps": True}
+    with pytest.raises(DecryptionError):
+        EnvelopeEncryptor(vault, **policy).decrypt(hostile, context=CTX)  # type: ignore[arg-type]
+    with pytest.raises(DecryptionError):
+        rewrap_bytes(hostile, unwrap_with=[vault], wrap_with=[local], **policy)  # type: ignore[arg-type]
+    for allow in (True, False):
+        with pytest.raises(DecryptionError):
+            rewrap_file(
+                path, unwrap_with=[vault], wrap_with=[local], allow_unsigned_public_key_wraps=allow
+            )
+    assert path.read_bytes() == hostile
+    with pytest.raises(EncryptionConfigError):
+        azure.parse_key_id("https://[v.vault.azure.net/keys/k/1")

@@ -230,6 +230,8 @@ def recover_data_key(
             except KeyProviderError as exc:  # e.g. an alias that cannot be resolved now
                 failures.append(f"{where}: {wire.escape(str(exc))}")
                 continue
+            except Exception:  # a provider choking on a hostile key ID: not its key
+                continue
             try:
                 data_key = provider.unwrap(wrapped, context=context)
             except DecryptionError:
@@ -259,10 +261,10 @@ def recover_data_key(
 
 
 def _accepts_quietly(provider: KeyProvider, wrapped: WrappedKey) -> bool:
-    """:func:`accepts`, with a provider error counted as "no"."""
+    """:func:`accepts`, with any provider error counted as "no" (key IDs are hostile input)."""
     try:
         return accepts(provider, wrapped)
-    except KeyProviderError:
+    except Exception:
         return False
 
 
