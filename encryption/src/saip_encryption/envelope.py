@@ -230,7 +230,8 @@ def recover_data_key(
             except KeyProviderError as exc:  # e.g. an alias that cannot be resolved now
                 failures.append(f"{where}: {wire.escape(str(exc))}")
                 continue
-            except Exception:  # a provider choking on a hostile key ID: not its key
+            except Exception as exc:  # a provider choking on a hostile key ID: not its key
+                _LOG.debug("%s rejected a key ID: %s", provider.uri, type(exc).__name__)
                 continue
             try:
                 data_key = provider.unwrap(wrapped, context=context)
