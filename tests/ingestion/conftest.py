@@ -189,3 +189,80 @@ def env(tmp_path: Path, encryptor: Any) -> Any:
 
 def validate(rec: dict[str, Any]) -> Any:
     return RECORD_ADAPTER.validate_python(rec)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _key_home(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Default local master keys of the CLI go to a temp dir, never to the user's ~/.config."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SAIP_KEY_DIR", str(tmp_path_factory.mktemp("key-home")))
+        yield
+
+
+class BufferingFirehoseFake:
+    """FAKE Firehose DirectPut client (tests only) that BUFFERS like the real service.
+
+    moto delivers each ``PutRecord`` to S3 immediately, which hides the property that matters for
+    idempotence: records sit in Firehose's buffer (up to the size/interval hints, or 24 h when the
+    destination is unavailable) and are invisible in S3 meanwhile. This fake keeps every record in
+    a buffer until :meth:`flush` writes them, concatenated, as one object into a real S3 bucket
+    (moto) under the delivery prefix — one object per flush, named in delivery order like
+    Firehose's ``<prefix>YYYY/MM/DD/HH/<stream>-<n>-<timestamp>-<uuid>`` objects.
+    """
+
+    __test__ = False
+
+    def __init__(self, *, s3: Any, bucket: str, prefix: str, stream: str) -> None:
+        self.s3, self.bucket, self.prefix, self.stream = s3, bucket, prefix, stream
+        self.buffer: list[bytes] = []
+        self.delivered = 0
+
+    def put_record(self, *, DeliveryStreamName: str, Record: dict[str, bytes]) -> dict[str, Any]:
+        if DeliveryStreamName != self.stream:
+            raise ValueError(f"unknown delivery stream {DeliveryStreamName}")
+        self.buffer.append(bytes(Record["Data"]))
+        return {"RecordId": f"fake-{len(self.buffer)}", "Encrypted": False}
+
+    def flush(self) -> None:
+        """Deliver the buffer as one S3 object (what Firehose does when a hint is reached)."""
+        if not self.buffer:
+            return
+        self.delivered += 1
+        name = f"{self.prefix}2026/11/29/12/{self.stream}-1-{self.delivered:06d}"
+        self.s3.put_object(Bucket=self.bucket, Key=name, Body=b"".join(self.buffer))
+        self.buffer = []
+
+
+class CrashAfterPut:
+    """Wraps a store; raises ``crash`` right AFTER the n-th put under ``prefix`` was handed over."""
+
+    __test__ = False
+
+    def __init__(self, inner: Any, *, prefix: str, at: int, crash: type[Exception]) -> None:
+        self.inner, self.prefix, self.at, self.crash, self.count = inner, prefix, at, crash, 0
+
+    def put(self, key: str, data: bytes, *, metadata: Mapping[str, str] | None = None) -> None:
+        self.inner.put(key, data, metadata=metadata)
+        if key.startswith(self.prefix):
+            self.count += 1
+            if self.count == self.at:
+                raise self.crash(key)
+
+    def get(self, key: str) -> bytes:
+        return bytes(self.inner.get(key))
+
+    def exists(self, key: str) -> bool:
+        return bool(self.inner.exists(key))
+
+    def list(self, prefix: str = "") -> Any:
+        return iter(self.inner.list(prefix))
+
+
+@pytest.fixture
+def helpers() -> Any:
+    """Shared test helpers (conftest is not importable by path-imported test modules)."""
+    import types
+
+    return types.SimpleNamespace(
+        BufferingFirehoseFake=BufferingFirehoseFake, CrashAfterPut=CrashAfterPut
+    )

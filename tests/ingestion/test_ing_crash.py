@@ -98,7 +98,8 @@ def _assert_exactly_once(env: Any, accepted_unique: int, quarantined: int) -> No
         ("before-batch-object", 2),
         ("after-batch-object", 1),
         ("after-batch-object", 3),
-        ("before-quarantine-object", 2),
+        ("before-quarantine-object", 1),
+        ("after-quarantine-object", 1),
         ("checkpoint", 2),
     ],
 )
@@ -112,7 +113,9 @@ def test_crash_at_each_commit_stage(env: Any, tmp_path: Path, stage: str, at: in
     elif stage == "after-batch-object":
         env.store = CrashAfterPut(store, prefix="accepted/", at=at)
     elif stage == "before-quarantine-object":
-        env.store = CrashingStore(store, prefix="quarantine/", at=at)
+        env.store = CrashingStore(store, prefix="quarantine-batches/", at=at)
+    elif stage == "after-quarantine-object":
+        env.store = CrashAfterPut(store, prefix="quarantine-batches/", at=at)
     engine = env.open()
     rs: Any = stream
     if stage == "checkpoint":

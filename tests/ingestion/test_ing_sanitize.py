@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -93,7 +92,7 @@ def test_sanitized_record_is_stored_with_audit_and_original(env: Any) -> None:
     changed = stored[recs[0]["record_id"]]
     assert changed["record"]["payload"]["instruction"] == "Say hi please"
     assert [a["op"] for a in changed["audit"]] == ["strip_markup", "strip_format"]
-    assert json.loads(changed["original"]) == recs[0]  # the signed original stays verifiable
+    assert changed["original"] == recs[0]  # the signed original (canonical form) stays verifiable
     assert stored[recs[1]["record_id"]]["audit"] == []
     reasons = sorted(e.reason for e in QuarantineStore(env.store, env.encryptor).entries())
     assert reasons == ["confusable_text", "unsanitizable"]

@@ -102,6 +102,41 @@ class HealthTracker:
             if label is not None:
                 w.labels[label] += n
 
+    def state(self, *, since_ms: int | None = None) -> dict[str, Any]:
+        """JSON form of the counters (windows starting before ``since_ms`` are dropped), so that
+        health persists across runs: producers ingested in separate runs are still compared
+        with each other in the windows they share."""
+        windows = []
+        for (producer, start), w in sorted(self._w.items()):
+            if since_ms is not None and start + self.window_ms < since_ms:
+                continue
+            windows.append(
+                {
+                    "producer": producer,
+                    "start_ms": start,
+                    "received": w.received,
+                    "accepted": w.accepted,
+                    "duplicates": w.duplicates,
+                    "quarantined": w.quarantined,
+                    "labels": {str(k): v for k, v in w.labels.items()},
+                    "reasons": dict(w.reasons),
+                }
+            )
+        return {"format": "saip.health.v1", "window_ms": self.window_ms, "windows": windows}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Add the counters of :meth:`state` (same ``window_ms`` required, else ignored)."""
+        if state.get("format") != "saip.health.v1" or state.get("window_ms") != self.window_ms:
+            return
+        for item in state["windows"]:
+            w = self._w[(str(item["producer"]), int(item["start_ms"]))]
+            w.received += int(item["received"])
+            w.accepted += int(item["accepted"])
+            w.duplicates += int(item["duplicates"])
+            w.quarantined += int(item["quarantined"])
+            w.labels.update({int(k): int(v) for k, v in item["labels"].items()})
+            w.reasons.update({str(k): int(v) for k, v in item["reasons"].items()})
+
     def window_of(self, ts: int) -> int:
         """Start of the window that ``ts`` falls in."""
         return ts // self.window_ms * self.window_ms

@@ -358,3 +358,111 @@ def load_truth(path: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise IngestError(f"cannot read ground truth {path}: {exc}") from None
     return data
+
+
+@dataclass(frozen=True)
+class SignResult:
+    """What :func:`sign_records` wrote."""
+
+    path: Path
+    records: int
+    key_id: str
+    public_key_path: Path
+    first_seq: int
+    next_seq: int
+
+
+_SIGNER_FIELDS: Final = frozenset({"record_id", "schema", "payload"})
+
+
+def sign_records(
+    *,
+    data_dir: Path,
+    producer: str,
+    source: Path,
+    out: Path,
+    tree_size: int = 256,
+    clock: Callable[[], int] | None = None,
+) -> SignResult:
+    """Sign a user's own records (one JSON object per line) as ``producer``.
+
+    Each input object holds ``schema`` (``{"name": "image-sample"|"tabular-sample"|"text-sample",
+    "version": 1}``), ``payload`` (the documented payload schema, validated strictly here, so a
+    record that the consumer would refuse is refused before it is signed) and optionally
+    ``record_id`` (default ``<producer>-<seq>``). ``producer_id``, ``seq`` and ``ts`` are set by
+    the signer (``seq`` continues the producer's persisted counter, ``ts`` is now), then records
+    are signed in Merkle batches of ``tree_size`` with the producer's key
+    (``<data_dir>/producers/<name>/ed25519.pem``, created on first use; its public key is written
+    beside it as ``ed25519.pub.pem`` for ``saip ingest producers add`` on the consumer).
+
+    Raises
+    ------
+    IngestError
+        An input line is not such an object (its line number and the reason are given); nothing
+        is written and the sequence counter does not move.
+    """
+    from saip_ingestion.errors import IngestError
+    from saip_ingestion.provenance import public_key_pem
+    from saip_ingestion.schemas import PAYLOAD_ADAPTERS, RECORD_ID_PATTERN, strict_json_loads
+
+    if not 1 <= tree_size <= 65536:
+        raise ValueError("tree_size must be in 1..65536")
+    if not source.is_file():
+        raise IngestError(f"source file not found: {source}")
+    state_path = data_dir / "producers" / producer / "state.json"
+    signer, _registry = _producer_key(data_dir, producer)
+    pub_path = data_dir / "producers" / producer / "ed25519.pub.pem"
+    if not pub_path.is_file():
+        atomic_write(pub_path, public_key_pem(signer.public_key), mode=0o644)
+    next_seq = 0
+    if state_path.is_file():
+        next_seq = int(json.loads(state_path.read_text(encoding="utf-8"))["next_seq"])
+    first_seq = next_seq
+    now = (clock or (lambda: time.time_ns() // 1_000_000))()
+    records: list[dict[str, Any]] = []
+    with source.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                doc = strict_json_loads(raw)
+                if not isinstance(doc, dict):
+                    raise ValueError("not a JSON object")
+                extra = set(doc) - _SIGNER_FIELDS
+                if extra:
+                    raise ValueError(
+                        f"unexpected fields {sorted(extra)} (producer_id, seq, ts and sig are "
+                        "set by the signer)"
+                    )
+                ref = doc.get("schema")
+                if not isinstance(ref, dict) or set(ref) != {"name", "version"}:
+                    raise ValueError('schema must be {"name": ..., "version": 1}')
+                tag = f"{ref['name']}/v{ref['version']}"
+                if tag not in PAYLOAD_ADAPTERS or type(ref["version"]) is not int:
+                    raise ValueError(f"unknown schema {tag!r}")
+                payload = PAYLOAD_ADAPTERS[tag].validate_json(json.dumps(doc.get("payload")))
+                rid = doc.get("record_id", f"{producer}-{next_seq:09d}")
+                if not isinstance(rid, str) or not re.fullmatch(RECORD_ID_PATTERN[1:-1], rid):
+                    raise ValueError(f"record_id must match {RECORD_ID_PATTERN}")
+            except ValueError as exc:
+                msg = str(exc).splitlines()[0][:200]
+                raise IngestError(f"{source}:{number}: cannot sign: {msg}") from None
+            records.append(
+                {
+                    "record_id": rid,
+                    "producer_id": producer,
+                    "seq": next_seq,
+                    "ts": now,
+                    "schema": {"name": ref["name"], "version": 1},
+                    "payload": payload,
+                }
+            )
+            next_seq += 1
+    for start in range(0, len(records), tree_size):
+        chunk = records[start : start + tree_size]
+        for r, s in zip(chunk, signer.sign_batch([_leaf(r) for r in chunk]), strict=True):
+            r["sig"] = s
+    text = "".join(json.dumps(r, separators=(",", ":"), ensure_ascii=False) + "\n" for r in records)
+    atomic_write(out, text.encode("utf-8"), mode=0o644)
+    atomic_write(state_path, json.dumps({"next_seq": next_seq}).encode())
+    return SignResult(out, len(records), signer.key_id, pub_path, first_seq, next_seq)

@@ -268,7 +268,8 @@ class Signer:
             raise TypeError("private_key must be an Ed25519PrivateKey")
         self.producer_id = producer_id
         self._key = private_key
-        self.key_id = key_id_of(private_key.public_key())
+        self.public_key = private_key.public_key()
+        self.key_id = key_id_of(self.public_key)
 
     def sign_batch(self, leaf_datas: Sequence[bytes]) -> list[dict[str, Any]]:
         """Return the ``sig`` object of each record of one batch (in order)."""
@@ -351,6 +352,38 @@ class ProducerRegistry:
         if kid in current:
             return kid
         current[kid] = ProducerKey(kid, public_key)
+        self._write(producer_id, current)
+        return kid
+
+    def revoke(self, producer_id: str, key_id: str | None = None) -> list[str]:
+        """Mark one key (or every key) of ``producer_id`` revoked; return the key ids revoked.
+
+        Later records signed with a revoked key are quarantined as ``revoked_key``; the entry
+        stays in the registry (audit). Raises :class:`ProvenanceError` for an unknown
+        producer or key.
+        """
+        current = dict(self._keys.get(producer_id, {}))
+        if not current:
+            raise ProvenanceError(f"unknown producer {producer_id!r}")
+        if key_id is not None and key_id not in current:
+            raise ProvenanceError(f"producer {producer_id!r} has no key {key_id!r}")
+        done = []
+        for kid, k in current.items():
+            if (key_id is None or kid == key_id) and not k.revoked:
+                current[kid] = ProducerKey(kid, k.public_key, revoked=True)
+                done.append(kid)
+        self._write(producer_id, current)
+        return done
+
+    def describe(self) -> list[dict[str, Any]]:
+        """``[{"producer_id", "key_id", "revoked"}]`` for every registered key."""
+        return [
+            {"producer_id": p, "key_id": k.key_id, "revoked": k.revoked}
+            for p in sorted(self._keys)
+            for k in self._keys[p].values()
+        ]
+
+    def _write(self, producer_id: str, current: dict[str, ProducerKey]) -> None:
         doc = {
             "producer_id": producer_id,
             "keys": [
@@ -369,7 +402,6 @@ class ProducerRegistry:
         self.directory.mkdir(parents=True, exist_ok=True)
         _atomic_write(self.directory / f"{producer_id}.json", json.dumps(doc, indent=2).encode())
         self._keys[producer_id] = current
-        return kid
 
     def producers(self) -> list[str]:
         """Registered producer ids."""
@@ -636,6 +668,27 @@ def save_private_key(key: Ed25519PrivateKey, path: Path) -> None:
         serialization.NoEncryption(),
     )
     _atomic_write(path, pem, mode=0o600)
+
+
+def load_public_key(data: bytes) -> Ed25519PublicKey:
+    """An Ed25519 public key from PEM (SubjectPublicKeyInfo) or base64 of the raw 32 bytes."""
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            key = serialization.load_pem_public_key(data)
+        else:
+            key = Ed25519PublicKey.from_public_bytes(base64.b64decode(data.strip(), validate=True))
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise ProvenanceError(f"not an Ed25519 public key (PEM or base64): {exc}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ProvenanceError("the public key is not an Ed25519 key")
+    return key
+
+
+def public_key_pem(key: Ed25519PublicKey) -> bytes:
+    """``key`` as SubjectPublicKeyInfo PEM (what ``saip ingest producers add`` reads)."""
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:

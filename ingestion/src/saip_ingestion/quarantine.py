@@ -1,12 +1,17 @@
 """Quarantine (dead-letter) store: every rejected record, encrypted, with its reason.
 
-Entry key ``quarantine/<reason>/<qid>`` where ``qid`` = first 16 bytes (hex) of
-``SHA-256(reason || 0x00 || raw)``: re-delivering the same bad record writes the same key (a
-no-op), so the store stays duplicate-free after crashes. The object is the
-:class:`~saip_ingestion.protocols.Encryptor` ciphertext of a JSON document holding the raw bytes
-as received (base64), the reason code and detail, the claimed producer and record id, the
-receipt time and the stream position; the encryption context binds the key and purpose (AAD).
-Releasing an entry writes ``quarantine-released/<qid>``; entries are never deleted (audit).
+Entries are written **per batch**: one object ``quarantine-batches/<consumer>/<batch:012d>-<d>``
+(``d`` = first 16 hex of SHA-256 of the plaintext, so a re-write of the same content is the same
+key) holding JSON lines, one per entry. Each entry is addressable by its ``qid`` = first 16
+bytes (hex) of ``SHA-256(reason || 0x00 || raw)``: re-delivering the same bad record yields the
+same qid, and readers collapse entries with the same qid (first wins), so the store stays
+duplicate-free after crashes and re-deliveries. An entry holds the raw bytes as received
+(base64; an oversized message is kept as its first ``limit + 1`` bytes plus its full length and
+SHA-256), the reason code and detail, the claimed producer and record id, the receipt time and
+the stream position. The object is the :class:`~saip_ingestion.protocols.Encryptor` ciphertext;
+the encryption context binds the key and purpose (AAD). Entries of the first format (one object
+``quarantine/<reason>/<qid>`` each, :meth:`QuarantineStore.put`) are still read. Releasing an
+entry writes ``quarantine-released/<qid>``; entries are never deleted (audit).
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+import unicodedata
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -23,7 +29,7 @@ from saip_ingestion.backends.base import ObjectStore
 from saip_ingestion.errors import QuarantineError
 from saip_ingestion.protocols import Encryptor
 
-__all__ = ["REASONS", "QuarantineEntry", "QuarantineStore"]
+__all__ = ["REASONS", "QuarantineEntry", "QuarantineStore", "terminal_safe"]
 
 #: reason codes and what they mean (also in docs/ingestion-format.md)
 REASONS: Final[dict[str, str]] = {
@@ -47,10 +53,36 @@ REASONS: Final[dict[str, str]] = {
     "label_invalid": "the label is not in the declared class set",
     "shape_mismatch": "width/height differ from the declared image shape",
     "unsanitizable": "a text field is empty or unstable after sanitization",
-    "confusable_text": "a text field mixes Latin with Cyrillic/Greek letters in one word",
+    "confusable_text": "a text field mixes Latin with letters of another script in one word",
+    "internal_error": "processing the record raised an unexpected error (type in the detail)",
 }
 
 _QID: Final = re.compile(r"[0-9a-f]{32}")
+BATCH_PREFIX: Final = "quarantine-batches/"
+LEGACY_PREFIX: Final = "quarantine/"
+#: categories escaped for display: controls (C0, DEL, C1), format (bidi overrides, zero-width,
+#: tags), separators that break lines, surrogates and private use
+_UNSAFE_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every control, format, line-separator, surrogate, private-use or unassigned
+    character written as a JSON-style ``\\uXXXX`` escape (astral ones as a surrogate pair).
+
+    Untrusted strings (raw records, claimed ids, details) pass through this before reaching a
+    terminal or a log: a U+202E RIGHT-TO-LEFT OVERRIDE or a C1 CSI (U+009B) is shown as
+    ``\\u202e`` / ``\\u009b``, never interpreted. Inside a JSON string the result is still valid
+    JSON for the same value.
+    """
+    if text.isascii() and text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if unicodedata.category(ch) in _UNSAFE_CATEGORIES:
+            out.append(json.dumps(ch)[1:-1])
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 @dataclass(frozen=True)
@@ -68,6 +100,8 @@ class QuarantineEntry:
     partition: str
     position: str
     released: bool = False
+    #: length of the message as received (``raw`` holds only a head of an oversized message)
+    raw_size: int = 0
 
     def summary(self) -> dict[str, Any]:
         """JSON-able view without the raw bytes."""
@@ -80,7 +114,7 @@ class QuarantineEntry:
             "received_at": self.received_at,
             "partition": self.partition,
             "position": self.position,
-            "size": len(self.raw),
+            "size": self.raw_size or len(self.raw),
             "released": self.released,
         }
 
@@ -115,44 +149,92 @@ class QuarantineStore:
         partition: str,
         position: str,
     ) -> str:
-        """Store one rejected record (idempotent); return its qid."""
+        """Store one rejected record as its own object (first format; idempotent); return its qid.
+
+        The engine writes :meth:`put_batch` objects; this stays for single entries and tests.
+        """
         if reason not in REASONS:
             raise ValueError(f"unknown reason code {reason!r}")
         qid = quarantine_id(reason, raw)
-        key = f"quarantine/{reason}/{qid}"
+        key = f"{LEGACY_PREFIX}{reason}/{qid}"
         if self.store.exists(key):
             return qid
-        doc = {
-            "format": "saip.quarantine.v1",
-            "qid": qid,
-            "reason": reason,
-            "detail": detail,
-            "producer_id": producer_id,
-            "record_id": record_id,
-            "received_at": received_at,
-            "partition": partition,
-            "position": position,
-            "raw": base64.b64encode(raw).decode("ascii"),
-        }
+        entry = {"raw": raw, "reason": reason, "detail": detail, "producer_id": producer_id,
+                 "record_id": record_id, "partition": partition, "position": position}  # fmt: skip
+        doc = self._doc(qid, received_at, entry)
         blob = self.encryptor.encrypt(json.dumps(doc).encode(), context=self._context(key))
         self.store.put(key, blob, metadata={"reason": reason})
         return qid
 
-    def keys(self, *, reason: str | None = None) -> Iterator[tuple[str, str, str]]:
-        """``(qid, reason, key)`` of every entry (optionally one reason)."""
-        prefix = f"quarantine/{reason}/" if reason else "quarantine/"
-        for key in self.store.list(prefix):
-            parts = key.split("/")
-            if len(parts) == 3 and _QID.fullmatch(parts[2]):
-                yield parts[2], parts[1], key
+    def put_batch(
+        self, *, consumer: str, batch: int, entries: list[dict[str, Any]], received_at: int
+    ) -> str | None:
+        """Store one batch's rejected records as ONE encrypted object; return its key.
 
-    def _find(self, qid: str) -> tuple[str, str]:
-        if not _QID.fullmatch(qid):
-            raise QuarantineError(f"invalid quarantine id {qid!r} (32 hex characters)")
-        for found, reason, key in self.keys():
-            if found == qid:
-                return reason, key
-        raise QuarantineError(f"no quarantine entry {qid}")
+        ``entries`` hold the keyword arguments of :meth:`put` (``received_at`` excepted).
+        Idempotent: the key is derived from the content; an existing key is not rewritten.
+        """
+        docs: dict[str, dict[str, Any]] = {}
+        for q in entries:
+            if q["reason"] not in REASONS:
+                raise ValueError(f"unknown reason code {q['reason']!r}")
+            qid = quarantine_id(q["reason"], q["raw"])
+            if qid not in docs:
+                docs[qid] = self._doc(qid, received_at, q)
+        if not docs:
+            return None
+        plain = b"".join(json.dumps(d).encode() + b"\n" for d in docs.values())
+        digest = hashlib.sha256(plain).hexdigest()[:16]
+        key = f"{BATCH_PREFIX}{consumer}/{batch:012d}-{digest}"
+        if self.store.exists(key):
+            return key
+        blob = self.encryptor.encrypt(plain, context=self._context(key))
+        meta = {"format": "saip.quarantine.v2", "entries": str(len(docs)), "contentid": digest}
+        self.store.put(key, blob, metadata=meta)
+        return key
+
+    @staticmethod
+    def _doc(qid: str, received_at: int, entry: Mapping[str, Any]) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "format": "saip.quarantine.v1",
+            "qid": qid,
+            **{k: entry[k] for k in ("reason", "detail", "producer_id", "record_id")},
+            "received_at": received_at,
+            "partition": entry["partition"],
+            "position": entry["position"],
+            "raw": base64.b64encode(entry["raw"]).decode("ascii"),
+        }
+        if entry.get("raw_size") is not None:
+            doc["raw_size"] = entry["raw_size"]
+            doc["raw_sha256"] = entry["raw_sha256"]
+        return doc
+
+    def _objects(self) -> Iterator[str]:
+        yield from self.store.list(LEGACY_PREFIX)
+        yield from self.store.list(BATCH_PREFIX)
+
+    def entries(self, *, reason: str | None = None) -> Iterator[QuarantineEntry]:
+        """Decrypt every entry (optionally one reason), each qid once."""
+        seen: set[str] = set()
+        released = {k.rsplit("/", 1)[-1] for k in self.store.list("quarantine-released/")}
+        for key in self._objects():
+            if key.startswith(LEGACY_PREFIX):
+                parts = key.split("/")
+                if len(parts) != 3 or not _QID.fullmatch(parts[2]):
+                    continue
+                if (reason is not None and parts[1] != reason) or parts[2] in seen:
+                    continue
+            for doc in self._decrypt(key):
+                e = self._entry(key, doc, released=released)
+                if e.qid in seen or (reason is not None and e.reason != reason):
+                    continue
+                seen.add(e.qid)
+                yield e
+
+    def keys(self, *, reason: str | None = None) -> Iterator[tuple[str, str, str]]:
+        """``(qid, reason, object key)`` of every entry (optionally one reason), each qid once."""
+        for e in self.entries(reason=reason):
+            yield e.qid, e.reason, e.key
 
     def released(self, qid: str) -> bool:
         """Whether ``qid`` was released."""
@@ -160,13 +242,25 @@ class QuarantineStore:
 
     def get(self, qid: str) -> QuarantineEntry:
         """Decrypt one entry (``QuarantineError`` if unknown or unreadable)."""
-        _reason, key = self._find(qid)
-        return self._load(key)
+        if not _QID.fullmatch(qid):
+            raise QuarantineError(f"invalid quarantine id {qid!r} (32 hex characters)")
+        for e in self.entries():
+            if e.qid == qid:
+                return e
+        raise QuarantineError(f"no quarantine entry {qid}")
 
-    def _load(self, key: str) -> QuarantineEntry:
+    def _decrypt(self, key: str) -> list[dict[str, Any]]:
         try:
             plain = self.encryptor.decrypt(self.store.get(key), context=self._context(key))
-            doc = json.loads(plain)
+            return [json.loads(line) for line in plain.split(b"\n") if line]
+        except Exception as exc:  # decryption/parse failures: one opaque error type
+            raise QuarantineError(
+                f"quarantine object {key} cannot be read ({type(exc).__name__})"
+            ) from None
+
+    @staticmethod
+    def _entry(key: str, doc: dict[str, Any], *, released: set[str]) -> QuarantineEntry:
+        try:
             return QuarantineEntry(
                 qid=doc["qid"],
                 key=key,
@@ -178,19 +272,13 @@ class QuarantineStore:
                 received_at=int(doc["received_at"]),
                 partition=doc["partition"],
                 position=doc["position"],
-                released=self.released(doc["qid"]),
+                raw_size=int(doc.get("raw_size", len(base64.b64decode(doc["raw"])))),
+                released=doc["qid"] in released,
             )
-        except QuarantineError:
-            raise
-        except Exception as exc:  # decryption/parse failures: one opaque error type
+        except Exception as exc:
             raise QuarantineError(
-                f"quarantine entry {key} cannot be read ({type(exc).__name__})"
+                f"quarantine object {key} cannot be read ({type(exc).__name__})"
             ) from None
-
-    def entries(self, *, reason: str | None = None) -> Iterator[QuarantineEntry]:
-        """Decrypt every entry (optionally one reason)."""
-        for _qid, _reason, key in self.keys(reason=reason):
-            yield self._load(key)
 
     def mark_released(self, qid: str, *, outcome: str, at: int) -> None:
         """Record that ``qid`` was released with ``outcome`` (idempotent)."""

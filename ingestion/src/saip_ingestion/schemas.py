@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 import types
 import typing
@@ -35,6 +36,7 @@ from typing import Annotated, Any, Final, Literal, NotRequired, Union
 
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -64,8 +66,11 @@ __all__ = [
     "avro_decode",
     "avro_encode",
     "avro_schema",
+    "canonical_json",
+    "duplicate_key",
     "export_schemas",
     "json_schemas",
+    "strict_json_loads",
 ]
 
 #: upper bound of one serialized record (bytes); longer lines are quarantined as ``oversized``
@@ -79,8 +84,10 @@ RECORD_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
 FIELD_NAME_PATTERN: Final = r"^[a-z][a-z0-9_]{0,63}$"
 #: Ed25519 key identifier: first 8 bytes of SHA-256(raw public key), hex
 KEY_ID_PATTERN: Final = r"^[0-9a-f]{16}$"
-_B64_32: Final = r"^[A-Za-z0-9+/]{43}=$"
-_B64_64: Final = r"^[A-Za-z0-9+/]{86}==$"
+#: canonical base64 only (RFC 4648 §3.5): the unused low bits of the last character are zero, so
+#: one value has exactly one encoding (a non-canonical variant is refused, not normalised)
+_B64_32: Final = r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$"
+_B64_64: Final = r"^[A-Za-z0-9+/]{85}[AQgw]==$"
 
 ProducerId = Annotated[str, StringConstraints(pattern=PRODUCER_ID_PATTERN)]
 RecordId = Annotated[str, StringConstraints(pattern=RECORD_ID_PATTERN)]
@@ -100,6 +107,17 @@ MAX_TREE_SIZE: Final = 65536
 
 
 _CONFIG: Final = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+def _exact_int(value: Any) -> Any:
+    """``Literal[1]`` compares with ``==`` (``true`` and ``1.0`` would pass): require an int."""
+    if type(value) is not int:
+        raise ValueError("must be the integer 1 (not a boolean or a float)")
+    return value
+
+
+#: schema major version: the JSON integer ``1`` exactly
+Version1 = Annotated[Literal[1], BeforeValidator(_exact_int)]
 
 
 @with_config(_CONFIG)
@@ -149,7 +167,7 @@ class SchemaRef(TypedDict):
     """Which payload schema a record carries (name and major version)."""
 
     name: Literal["image-sample", "tabular-sample", "text-sample"]
-    version: Literal[1]
+    version: Version1
 
 
 @with_config(_CONFIG)
@@ -157,7 +175,7 @@ class ImageSchemaRef(TypedDict):
     """``schema`` of an image record."""
 
     name: Literal["image-sample"]
-    version: Literal[1]
+    version: Version1
 
 
 @with_config(_CONFIG)
@@ -165,7 +183,7 @@ class TabularSchemaRef(TypedDict):
     """``schema`` of a tabular record."""
 
     name: Literal["tabular-sample"]
-    version: Literal[1]
+    version: Version1
 
 
 @with_config(_CONFIG)
@@ -173,7 +191,7 @@ class TextSchemaRef(TypedDict):
     """``schema`` of a text record."""
 
     name: Literal["text-sample"]
-    version: Literal[1]
+    version: Version1
 
 
 @with_config(_CONFIG)
@@ -237,7 +255,7 @@ AnyRecord = ImageRecordV1 | TabularRecordV1 | TextRecordV1
 
 def _schema_tag(value: Any) -> str | None:
     ref = value.get("schema") if isinstance(value, dict) else None
-    if not isinstance(ref, dict):
+    if not isinstance(ref, dict) or type(ref.get("version")) is not int:
         return None
     return f"{ref.get('name')}/v{ref.get('version')}"
 
@@ -260,6 +278,76 @@ RECORD_ADAPTER: TypeAdapter[AnyRecord] = TypeAdapter(Record)
 #: the image branch alone: the engine's fast path (the callable discriminator costs ~6 µs per
 #: record); anything it rejects is re-validated by :data:`RECORD_ADAPTER` for the exact error
 IMAGE_RECORD_ADAPTER: TypeAdapter[ImageRecordV1] = TypeAdapter(ImageRecordV1)
+
+_KEY_END: Final = re.compile(rb'"[ \t\n\r]*:')
+
+
+class _DuplicateKeyError(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise _DuplicateKeyError(k)
+            seen.add(k)
+    return out
+
+
+def _key_count(record: Any) -> int:
+    """Keys of a validated record: the objects are the record, ``schema``, ``sig``, ``payload``
+    and (tabular) ``payload.features`` — nothing else in the schemas is an object."""
+    payload = record["payload"]
+    features = payload.get("features")
+    n = len(record) + len(record["schema"]) + len(record["sig"]) + len(payload)
+    return n + len(features) if isinstance(features, dict) else n
+
+
+def duplicate_key(data: bytes, validated: Any) -> str | None:
+    """The first key that occurs twice in one object of ``data`` (any level), else ``None``.
+
+    JSON parsers disagree on duplicates (pydantic-core keeps the last, others the first; RFC 8259
+    §4 leaves it undefined), so a signature over the last values says nothing about what another
+    reader sees: duplicates are refused. Fast path: every key is a string followed by optional
+    whitespace and ``:``, and quotes inside strings only add matches, so when the number of
+    ``"<ws>:`` sequences equals the number of keys of the validated record (``extra="forbid"``:
+    its keys are exactly the distinct keys of the input) there is no duplicate; otherwise an
+    exact parse decides.
+    """
+    if len(_KEY_END.findall(data)) == _key_count(validated):
+        return None
+    try:
+        json.loads(data, object_pairs_hook=_no_duplicates)
+    except _DuplicateKeyError as exc:
+        return str(exc)
+    except ValueError:
+        return None
+    return None
+
+
+def strict_json_loads(data: bytes | str) -> Any:
+    """``json.loads`` that refuses duplicate keys at every level (``ValueError``)."""
+    try:
+        return json.loads(data, object_pairs_hook=_no_duplicates)
+    except _DuplicateKeyError as exc:
+        raise ValueError(f"duplicate key {str(exc)[:40]!r} in one object") from None
+
+
+def canonical_json(record: Any) -> bytes:
+    """The stored form of a validated record: pydantic-core compact JSON, fields in schema order.
+
+    Floats are written in their shortest round-trip form, text as UTF-8 (never the producer's
+    bytes: whitespace, escapes, key order and duplicates of the input are not kept). Validating
+    it with :data:`RECORD_ADAPTER` gives the same record back.
+    """
+    name = record.get("schema", {}).get("name") if isinstance(record, dict) else None
+    adapter: TypeAdapter[Any] = IMAGE_RECORD_ADAPTER if name == "image-sample" else RECORD_ADAPTER
+    out: bytes = adapter.serializer.to_json(record)  # the core serializer, without the wrapper
+    return out
+
 
 #: payload type by ``"<name>/v<version>"``
 PAYLOAD_MODELS: Final[Mapping[str, Any]] = {

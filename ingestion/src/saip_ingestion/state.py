@@ -20,7 +20,7 @@ import json
 import os
 import secrets
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from saip_ingestion.backends.local import atomic_write
 from saip_ingestion.errors import IngestError
@@ -44,6 +44,15 @@ def _encode(entry: dict[str, Any]) -> str:
     return f'{{"batch":{int(entry["batch"])},"key":{key},"index":[{idx}],"seqs":[{seqs}]}}'
 
 
+def _open_private(path: Path, mode: str) -> TextIO:
+    """Open a state file owner-only (0600), whatever the umask; an existing file is tightened."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode == "a" else os.O_TRUNC)
+    fd = os.open(path, flags, 0o600)
+    os.fchmod(fd, 0o600)
+    fh = cast(TextIO, os.fdopen(fd, mode, encoding="utf-8"))
+    return fh
+
+
 class ConsumerState:
     """See the module docstring."""
 
@@ -51,7 +60,7 @@ class ConsumerState:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.replay = replay
-        self._lock_fh: TextIO | None = open(self.directory / "lock", "a")  # noqa: SIM115
+        self._lock_fh: TextIO | None = _open_private(self.directory / "lock", "a")
         try:
             fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -70,7 +79,7 @@ class ConsumerState:
         self.last_batch = 0
         self._snapshot_batch = 0
         self._load()
-        self._journal = open(self.directory / "journal.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        self._journal = _open_private(self.directory / "journal.jsonl", "a")
 
     def _load(self) -> None:
         snap = self.directory / "snapshot.json"
@@ -136,7 +145,7 @@ class ConsumerState:
         atomic_write(self.directory / "snapshot.json", json.dumps(doc).encode())
         self._snapshot_batch = self.last_batch
         self._journal.close()
-        self._journal = open(self.directory / "journal.jsonl", "w", encoding="utf-8")  # noqa: SIM115
+        self._journal = _open_private(self.directory / "journal.jsonl", "w")
         self._journal.flush()
         os.fsync(self._journal.fileno())
 

@@ -620,7 +620,13 @@ class FirehoseObjectStore(ObjectStore):
 
     Notes
     -----
-    Idempotence is on read, not on write: Firehose cannot refuse a duplicate. Use
+    Idempotence is on read, not on write: Firehose cannot refuse a duplicate, and
+    :meth:`exists` cannot see records still buffered, so a writer may send a key twice. Two
+    frames of one key collapse (the first delivered wins) when their bytes are equal **or** they
+    declare the same ``contentid`` metadata — the writer's statement that both hold the same
+    logical content (the ingestion engine derives its keys and content ids from the plaintext, so
+    a re-encryption of the same batch after a crash differs only in its random nonce/data key).
+    Frames of one key with different content ids raise :class:`ObjectConflictError`. Use
     :class:`S3ObjectStore` when you need write-time conflict detection. Encryption at rest is
     configured on the delivery stream and the bucket (SSE-KMS), not per request.
     """
@@ -646,6 +652,7 @@ class FirehoseObjectStore(ObjectStore):
         self._s3_prefix = s3_prefix
         self._backoff = backoff or Backoff()
         self._index: dict[str, bytes] = {}
+        self._content_ids: dict[str, str] = {}
         self._seen_objects: set[str] = set()
 
     def put(self, key: str, data: bytes, *, metadata: Mapping[str, str] | None = None) -> None:
@@ -696,12 +703,17 @@ class FirehoseObjectStore(ObjectStore):
                     data = base64.b64decode(frame["data"], validate=True)
                     if hashlib.sha256(data).hexdigest() != frame["sha256"]:
                         raise CloudBackendError(f"{name}: frame for {frame['key']} is corrupt")
-                    old = self._index.get(frame["key"])
-                    if old is not None and old != data:
-                        raise ObjectConflictError(
-                            f"firehose delivery holds two different objects for {frame['key']}"
-                        )
-                    self._index[str(frame["key"])] = data
+                    key = str(frame["key"])
+                    cid = str((frame.get("metadata") or {}).get("contentid") or frame["sha256"])
+                    old = self._index.get(key)
+                    if old is not None:
+                        if old != data and self._content_ids.get(key) != cid:
+                            raise ObjectConflictError(
+                                f"firehose delivery holds two different objects for {key}"
+                            )
+                        continue  # a retry or a re-write of the same content: first one wins
+                    self._index[key] = data
+                    self._content_ids[key] = cid
                 self._seen_objects.add(name)
 
     def get(self, key: str) -> bytes:

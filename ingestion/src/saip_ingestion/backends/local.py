@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import struct
@@ -37,6 +38,8 @@ __all__ = ["FileRecordStream", "LocalObjectStore", "LocalStream", "open_backend"
 
 _FRAME: Final = struct.Struct("<II")
 _SEGMENT_BYTES: Final = 64 * 1024 * 1024
+_HEAD_BYTES: Final = 4096
+_log = logging.getLogger(__name__)
 _KEY_SEGMENT: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._=-]{0,254}")
 
 
@@ -120,9 +123,13 @@ class LocalObjectStore:
         return data
 
     def list(self, prefix: str = "") -> Iterator[str]:
-        """Keys under ``prefix`` in lexicographic order."""
+        """Keys under ``prefix`` in lexicographic order (walks only the prefix's directory)."""
+        parts = prefix.split("/")[:-1]
+        if any(p in (".", "..") or not _KEY_SEGMENT.fullmatch(p) for p in parts):
+            return iter(())
+        base = self.root.joinpath(*parts)
         keys = []
-        for dirpath, _dirs, files in os.walk(self.root):
+        for dirpath, _dirs, files in os.walk(base):
             rel = Path(dirpath).relative_to(self.root)
             for name in files:
                 if name.startswith("."):
@@ -136,9 +143,18 @@ class LocalObjectStore:
 class LocalStream:
     """Append-only segment files with one consumer checkpoint (see the module docstring)."""
 
-    def __init__(self, root: Path, *, segment_bytes: int = _SEGMENT_BYTES) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        segment_bytes: int = _SEGMENT_BYTES,
+        max_message_bytes: int = MAX_LINE_BYTES,
+    ) -> None:
         if segment_bytes < 1024:
             raise ValueError("segment_bytes must be >= 1024")
+        if max_message_bytes < 1:
+            raise ValueError("max_message_bytes must be >= 1")
+        self.max_message_bytes = max_message_bytes
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.segment_bytes = segment_bytes
@@ -221,10 +237,15 @@ class LocalStream:
                     if len(head) < _FRAME.size:
                         break
                     length, crc = _FRAME.unpack(head)
-                    data = fh.read(length)
-                    if len(data) < length:
+                    if length > self.max_message_bytes:
+                        data = self._read_oversized(fh, length, crc, path, off)
+                        if data is None:
+                            break  # torn tail: not yet complete
+                    else:
+                        data = fh.read(length)
+                    if len(data) < min(length, self.max_message_bytes + 1):
                         break  # torn tail: not yet complete
-                    if zlib.crc32(data) != crc:
+                    if length <= self.max_message_bytes and zlib.crc32(data) != crc:
                         raise IngestError(f"corrupt frame in {path} at offset {off}")
                     off += _FRAME.size + length
                     out.append(StreamMessage(data, "local", f"{seg}:{off}"))
@@ -234,6 +255,23 @@ class LocalStream:
             seg, off = later[0], 0
         self._read_pos = (seg, off)
         return out
+
+    def _read_oversized(self, fh: Any, length: int, crc: int, path: Path, off: int) -> bytes | None:
+        """First ``max_message_bytes + 1`` bytes of a longer frame (memory stays bounded: the
+        rest is read in 1 MiB chunks only for its CRC); ``None`` if the frame is incomplete."""
+        head = fh.read(self.max_message_bytes + 1)
+        running = zlib.crc32(head)
+        left = length - len(head)
+        while left > 0:
+            chunk = fh.read(min(left, 1 << 20))
+            if not chunk:
+                return None
+            running = zlib.crc32(chunk, running)
+            left -= len(chunk)
+        if running != crc:
+            raise IngestError(f"corrupt frame in {path} at offset {off}")
+        data: bytes = head
+        return data
 
     def checkpoint(self, messages: Sequence[StreamMessage]) -> None:
         """Persist the position after the last of ``messages``."""
@@ -272,18 +310,50 @@ class FileRecordStream:
         self._pos = 0
         self.partition = self.path.name
 
+    def _head_hash(self, length: int) -> str:
+        """SHA-256 of the first ``min(length, 4096)`` bytes of the open file."""
+        pos = self._fh.tell()
+        self._fh.seek(0)
+        digest = hashlib.sha256(self._fh.read(min(length, _HEAD_BYTES))).hexdigest()
+        self._fh.seek(pos)
+        return digest
+
     def _load_checkpoint(self) -> int:
+        """Resume offset: 0 for a new or *replaced* file; an error for a file that shrank.
+
+        The checkpoint records the file's identity (device, inode, size, mtime and a hash of
+        its first bytes). A different inode or different first bytes means another file now
+        has this name (log rotation, a re-export): it is read from the start and re-delivered
+        records are recognised as duplicates. The same file, shorter than the checkpoint, was
+        truncated or rewritten in place: that is refused, never silently skipped.
+        """
         if not self._checkpoint_path.is_file():
             return 0
         try:
             doc = json.loads(self._checkpoint_path.read_text(encoding="utf-8"))
             offset = int(doc["offset"])
+            ident = doc.get("file")
         except (ValueError, KeyError, TypeError) as exc:
             raise IngestError(
                 f"file checkpoint {self._checkpoint_path} is invalid: {exc}"
             ) from None
-        if offset > self.path.stat().st_size:
-            raise IngestError(f"file checkpoint {self._checkpoint_path} is beyond the end of file")
+        st = os.fstat(self._fh.fileno())
+        if isinstance(ident, dict):
+            same_inode = (ident.get("dev"), ident.get("ino")) == (st.st_dev, st.st_ino)
+            if not same_inode:
+                _log.warning("source %s was replaced; reading it from the start", self.path)
+                return 0
+        if offset > st.st_size:
+            raise IngestError(
+                f"source file {self.path} shrank to {st.st_size} bytes below its checkpoint "
+                f"({offset} bytes read); it was truncated or rewritten in place — move the new "
+                f"content to a new file (or delete {self._checkpoint_path} to re-read it)"
+            )
+        if isinstance(ident, dict) and self._head_hash(int(ident.get("head_len", 0))) != ident.get(
+            "head_sha256"
+        ):
+            _log.warning("source %s was rewritten in place; reading it from the start", self.path)
+            return 0
         return offset
 
     def publish(self, payloads: Sequence[bytes], *, partition_key: str) -> None:
@@ -291,7 +361,7 @@ class FileRecordStream:
         raise IngestError("a file source cannot be published to")
 
     def poll(self, *, max_messages: int, timeout: float) -> list[StreamMessage]:
-        """Next ``max_messages`` non-empty lines (blank lines are skipped).
+        """Next ``max_messages`` lines (blank lines included: they are quarantined).
 
         Reads in 1 MiB chunks; a line longer than the limit is delivered as its first
         ``limit + 1`` bytes (the engine quarantines it as ``oversized``) and the rest is skipped.
@@ -307,7 +377,7 @@ class FileRecordStream:
                 chunk = self._fh.read(1 << 20)
                 if not chunk:
                     rest = self._buf[self._pos :]
-                    if rest.strip():  # last line without a newline
+                    if rest:  # last line without a newline
                         self._offset += len(rest)
                         self._buf, self._pos = b"", 0
                         out.append(StreamMessage(rest.rstrip(b"\r"), part, str(self._offset)))
@@ -322,8 +392,9 @@ class FileRecordStream:
                 line = line[: limit + 1]
             elif line.endswith(b"\r"):
                 line = line[:-1]
-            if line.strip():
-                out.append(StreamMessage(line, part, str(self._offset)))
+            # blank lines are delivered too: counted in ``received`` and quarantined, so the
+            # counts account for every line of the file
+            out.append(StreamMessage(line, part, str(self._offset)))
         return out
 
     def _skip_oversized(self, out: list[StreamMessage]) -> None:
@@ -347,7 +418,21 @@ class FileRecordStream:
         """Persist the byte offset after the last of ``messages``."""
         if not messages:
             return
-        doc = {"path": str(self.path.resolve()), "offset": int(messages[-1].position)}
+        offset = int(messages[-1].position)
+        st = os.fstat(self._fh.fileno())
+        head_len = min(offset, _HEAD_BYTES)
+        doc = {
+            "path": str(self.path.resolve()),
+            "offset": offset,
+            "file": {
+                "dev": st.st_dev,
+                "ino": st.st_ino,
+                "size": st.st_size,
+                "mtime_ns": st.st_mtime_ns,
+                "head_len": head_len,
+                "head_sha256": self._head_hash(head_len),
+            },
+        }
         atomic_write(self._checkpoint_path, json.dumps(doc).encode())
 
     def close(self) -> None:

@@ -5,7 +5,9 @@ See ``ingestion/README.md`` and ``docs/ingestion-format.md``.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,7 +30,9 @@ BackendOpt = Annotated[
 KeyOpt = Annotated[
     str | None,
     typer.Option(
-        "--key", help="Master key URI (default: config, else local:<data-dir>/keys/master.key)."
+        "--key",
+        help="Master key URI (default: config, else a local key under $SAIP_KEY_DIR or "
+        "~/.config/saip/keys, never inside the data directory).",
     ),
 ]
 EndpointOpt = Annotated[
@@ -44,11 +48,50 @@ def _data_dir() -> Path:
     return get_state().data_dir
 
 
+def key_home() -> Path:
+    """Where default local master keys live: ``$SAIP_KEY_DIR``, else
+    ``$XDG_CONFIG_HOME/saip/keys``, else ``~/.config/saip/keys`` — never inside the data
+    directory, so a copy of the data directory (a backup, a shared volume) holds no key."""
+    explicit = os.environ.get("SAIP_KEY_DIR")
+    if explicit:
+        return Path(explicit)
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config) / "saip" / "keys"
+
+
+def _default_key(data_dir: Path) -> str:
+    """The local master key of ``data_dir`` when neither ``--key`` nor the settings name one.
+
+    ``<key_home>/<first 16 hex of SHA-256(resolved data dir)>.key``, created 0600 (directory
+    0700) on first use. A key already kept at the old place ``<data-dir>/keys/master.key`` is
+    still used (with a warning) so that existing data stays readable.
+    """
+    from saip_encryption.providers.local import create_local_key
+
+    legacy = data_dir / "keys" / "master.key"
+    if legacy.is_file():
+        get_state().console.print(
+            f"[yellow]warning:[/] using the master key kept beside the data ({legacy}); move it "
+            f"to {key_home()} or pass --key"
+        )
+        return f"local:{legacy}"
+    ident = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    path = key_home() / f"{ident}.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        create_local_key(path)
+        get_state().console.print(f"created local master key {path}")
+    return f"local:{path}"
+
+
 def _encryptor(key: str | None, endpoint_url: str | None = None, region: str | None = None) -> Any:
-    """The envelope encryptor for ``key`` (default key file created on first use)."""
+    """The envelope encryptor for ``key`` (default key created on first use, see _default_key)."""
     from saip.compose import encryptor
 
-    return encryptor(get_state(), key, endpoint_url=endpoint_url, region=region)
+    state = get_state()
+    if key is None and state.config.encryption.key is None:
+        key = _default_key(state.data_dir)
+    return encryptor(state, key, endpoint_url=endpoint_url, region=region)
 
 
 def _backend(
@@ -205,18 +248,108 @@ def _print_summary(summary: dict[str, Any]) -> None:
     console.print(table)
 
 
+def _parse_pair(value: str, option: str, sep: str, kind: type) -> tuple[Any, Any]:
+    parts = value.split(sep)
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        return kind(parts[0]), kind(parts[1])
+    except ValueError:
+        raise typer.BadParameter(f"{option} must look like A{sep}B, got {value!r}") from None
+
+
+def _parse_classes(value: str | None) -> frozenset[int] | None:
+    """``0-9`` or ``0,1,5``."""
+    if value is None:
+        return None
+    try:
+        if re.fullmatch(r"\d+-\d+", value):
+            lo, hi = (int(x) for x in value.split("-"))
+            out = frozenset(range(lo, hi + 1))
+        else:
+            out = frozenset(int(x) for x in value.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"--classes must look like 0-9 or 0,1,5, got {value!r}") from None
+    if not out:
+        raise typer.BadParameter("--classes is empty")
+    return out
+
+
+def _specs(
+    dataset: str | None,
+    image_shape: str | None,
+    value_range: str | None,
+    classes: str | None,
+    columns: str | None,
+) -> tuple[Any, Any]:
+    """The declared content specs: a built-in dataset, or an image/tabular spec from options."""
+    from saip_ingestion.engine import DATASET_SPECS, ImageSpec, TabularSpec
+
+    lo_hi = _parse_pair(value_range, "--value-range", ",", float) if value_range else None
+    class_set = _parse_classes(classes)
+    if image_shape is not None:
+        if dataset is not None:
+            raise typer.BadParameter("give --dataset or --image-shape, not both")
+        if lo_hi is None:
+            raise typer.BadParameter("--image-shape needs --value-range LO,HI")
+        w, h = _parse_pair(image_shape, "--image-shape", "x", int)
+        try:
+            image = ImageSpec(w, h, lo_hi[0], lo_hi[1], class_set or frozenset(range(10)))
+        except ValueError as exc:
+            raise typer.BadParameter(f"invalid image spec: {exc}") from None
+    else:
+        name = dataset or "digits"
+        if name not in DATASET_SPECS:
+            raise typer.BadParameter(f"--dataset must be one of {', '.join(DATASET_SPECS)}")
+        image = DATASET_SPECS[name]
+    tabular = TabularSpec(
+        columns=frozenset(c for c in columns.split(",") if c) if columns else None,
+        value_min=lo_hi[0] if lo_hi and image_shape is None else None,
+        value_max=lo_hi[1] if lo_hi and image_shape is None else None,
+        classes=class_set if image_shape is None else None,
+    )
+    return image, tabular
+
+
+DatasetOpt = Annotated[
+    str | None,
+    typer.Option("--dataset", help="Built-in image spec: digits|mnist (default digits)."),
+]
+ImageShapeOpt = Annotated[
+    str | None,
+    typer.Option("--image-shape", help="Declared image spec WxH, e.g. 28x28 (with --value-range)."),
+]
+ValueRangeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--value-range", help="LO,HI of feature values (image spec, or tabular without it)."
+    ),
+]
+ClassesOpt = Annotated[
+    str | None, typer.Option("--classes", help="Label set, e.g. 0-9 or 0,1,5 (default 0-9).")
+]
+ColumnsOpt = Annotated[
+    str | None, typer.Option("--columns", help="Tabular spec: the exact column set, a,b,c.")
+]
+
+
 @app.command("run")
 def run_cmd(
-    source: Annotated[str, typer.Option("--source", help="A JSONL FILE, or 'stream'.")],
+    source: Annotated[
+        list[str],
+        typer.Option("--source", help="A JSONL FILE (repeatable, read in order), or 'stream'."),
+    ],
     backend: BackendOpt = None,
     key: KeyOpt = None,
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
     stream: StreamOpt = None,
     bucket: BucketOpt = None,
-    dataset: Annotated[
-        str, typer.Option("--dataset", help="Declared image spec: digits|mnist.")
-    ] = "digits",
+    dataset: DatasetOpt = None,
+    image_shape: ImageShapeOpt = None,
+    value_range: ValueRangeOpt = None,
+    classes: ClassesOpt = None,
+    columns: ColumnsOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=100000)] = 2000,
     max_records: Annotated[int | None, typer.Option("--max-records", min=1)] = None,
     poll_timeout: Annotated[float, typer.Option("--poll-timeout", min=0.0)] = 1.0,
@@ -224,43 +357,80 @@ def run_cmd(
     max_age: Annotated[
         int, typer.Option("--max-age", min=1, help="Freshness window for ts, seconds.")
     ] = 86400,
+    fail_on_quarantine_rate: Annotated[
+        float | None,
+        typer.Option(
+            "--fail-on-quarantine-rate",
+            min=0.0,
+            max=1.0,
+            help="Exit 3 (gate refused) when quarantined/received of this run exceeds R.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Validate, sanitize, verify provenance, dedupe, encrypt and store; quarantine the rest."""
     from saip_ingestion.backends.local import FileRecordStream
-    from saip_ingestion.engine import DATASET_SPECS, IngestEngine
+    from saip_ingestion.engine import IngestEngine
     from saip_ingestion.errors import IngestError
     from saip_ingestion.provenance import ProducerRegistry
 
+    from saip.errors import GateError
+
     state = get_state()
-    if dataset not in DATASET_SPECS:
-        raise typer.BadParameter(f"--dataset must be one of {', '.join(DATASET_SPECS)}")
+    if "stream" in source and len(source) > 1:
+        raise typer.BadParameter("--source stream cannot be combined with files")
+    image_spec, tabular_spec = _specs(dataset, image_shape, value_range, classes, columns)
     _name, rs, store, state_dir = _backend(backend, endpoint_url, region, stream, bucket)
     encryptor = _encryptor(key, endpoint_url, region)
     registry = ProducerRegistry(state.data_dir / "ingest" / "producers")
-    if source != "stream":
-        rs = FileRecordStream(Path(source), checkpoint_dir=state_dir / "checkpoints")
+    if source != ["stream"]:
+        for src in source:
+            if not Path(src).is_file():
+                raise IngestError(f"source file not found: {src}")
     with IngestEngine(
         store=store,
         encryptor=encryptor,
         registry=registry,
         state_dir=state_dir,
-        image_spec=DATASET_SPECS[dataset],
+        image_spec=image_spec,
+        tabular_spec=tabular_spec,
         max_age_ms=max_age * 1000,
     ) as engine:
-        summary = engine.run(
-            rs,
-            batch_size=batch_size,
-            max_records=max_records,
-            poll_timeout=poll_timeout,
-            idle_polls=idle_polls,
-        ).as_dict()
+        streams: list[Any] = [rs]
+        if source != ["stream"]:
+            streams = [
+                FileRecordStream(Path(src), checkpoint_dir=state_dir / "checkpoints")
+                for src in source
+            ]
+        try:
+            for rstream in streams:
+                if max_records is not None and engine.summary.received >= max_records:
+                    break
+                engine.run(  # max_records counts over all sources (the summary is cumulative)
+                    rstream,
+                    batch_size=batch_size,
+                    max_records=max_records,
+                    poll_timeout=poll_timeout,
+                    idle_polls=idle_polls,
+                )
+        finally:
+            for rstream in streams:
+                if isinstance(rstream, FileRecordStream):
+                    rstream.close()
+        summary = engine.finish().as_dict()
     if not summary["conserved"]:
         raise IngestError("record counts are not conserved (received != accepted + quarantined)")
     if as_json:
         typer.echo(json.dumps(summary, sort_keys=True))
     else:
         _print_summary(summary)
+    if fail_on_quarantine_rate is not None and summary["received"]:
+        rate = summary["quarantined"] / summary["received"]
+        if rate > fail_on_quarantine_rate:
+            raise GateError(
+                f"quarantine rate {rate:.3f} of this run exceeds --fail-on-quarantine-rate "
+                f"{fail_on_quarantine_rate} ({summary['quarantined']} of {summary['received']})"
+            )
 
 
 @app.command("export")
@@ -315,14 +485,15 @@ def quarantine_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List quarantined records (reason, producer, record id, detail)."""
-    from saip_ingestion.quarantine import REASONS
+    from rich.markup import escape
+    from saip_ingestion.quarantine import REASONS, terminal_safe
 
     if reason is not None and reason not in REASONS:
         raise typer.BadParameter(f"unknown reason {reason!r}; known: {', '.join(REASONS)}")
     qs = _quarantine_store(backend, key, endpoint_url, region, bucket)
     entries = [e.summary() for e in qs.entries(reason=reason)]
     if as_json:
-        typer.echo(json.dumps(entries))
+        typer.echo(json.dumps(entries))  # ASCII-escaped JSON
         return
     table = Table(title=f"quarantine ({len(entries)} entries)")
     for col in ("qid", "reason", "producer", "record", "detail", "released"):
@@ -333,7 +504,7 @@ def quarantine_list(
             e["reason"],
             e["producer_id"] or "-",
             e["record_id"] or "-",
-            e["detail"][:80],
+            escape(terminal_safe(e["detail"][:80])),
             "yes" if e["released"] else "",
         )
     get_state().console.print(table)
@@ -349,10 +520,13 @@ def quarantine_show(
     bucket: BucketOpt = None,
 ) -> None:
     """Show one entry as JSON on stdout, raw record included (decrypted)."""
+    from saip_ingestion.quarantine import terminal_safe
+
     entry = _quarantine_store(backend, key, endpoint_url, region, bucket).get(qid)
     doc = entry.summary()
     doc["raw"] = entry.raw.decode("utf-8", errors="backslashreplace")
-    typer.echo(json.dumps(doc, ensure_ascii=False))
+    # valid JSON; bidi overrides, C1 controls and other invisible characters are escaped
+    typer.echo(terminal_safe(json.dumps(doc, ensure_ascii=False)))
 
 
 @quarantine_app.command("release")
@@ -363,28 +537,128 @@ def quarantine_release(
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
     bucket: BucketOpt = None,
-    dataset: Annotated[str, typer.Option("--dataset", help="digits|mnist")] = "digits",
+    dataset: DatasetOpt = None,
+    image_shape: ImageShapeOpt = None,
+    value_range: ValueRangeOpt = None,
+    classes: ClassesOpt = None,
+    columns: ColumnsOpt = None,
     max_age: Annotated[int, typer.Option("--max-age", min=1)] = 86400,
 ) -> None:
-    """Re-run every check on a quarantined record; it is released only if it now passes."""
-    from saip_ingestion.engine import DATASET_SPECS, IngestEngine
+    """Re-run every check on a quarantined record; it is released only if it now passes.
+
+    A record quarantined for its content (range, label, shape, text) can be released after the
+    declared spec changes (pass the new spec); its ts and seq were admitted on first receipt.
+    """
+    from saip_ingestion.engine import IngestEngine
     from saip_ingestion.errors import QuarantineError
     from saip_ingestion.provenance import ProducerRegistry
 
     state = get_state()
+    image_spec, tabular_spec = _specs(dataset, image_shape, value_range, classes, columns)
     _name, _rs, store, state_dir = _backend(backend, endpoint_url, region, None, bucket)
     with IngestEngine(
         store=store,
         encryptor=_encryptor(key, endpoint_url, region),
         registry=ProducerRegistry(state.data_dir / "ingest" / "producers"),
         state_dir=state_dir,
-        image_spec=DATASET_SPECS[dataset],
+        image_spec=image_spec,
+        tabular_spec=tabular_spec,
         max_age_ms=max_age * 1000,
     ) as engine:
         outcome, reason = engine.release(qid)
     if outcome == "quarantined":
         raise QuarantineError(f"{qid} still fails its checks ({reason}); not released")
     state.console.print(f"released {qid}: {outcome}")
+
+
+producers_app = typer.Typer(
+    no_args_is_help=True, help="Consumer-side producer registry (public keys only)."
+)
+app.add_typer(producers_app, name="producers")
+
+
+def _registry() -> Any:
+    from saip_ingestion.provenance import ProducerRegistry
+
+    return ProducerRegistry(get_state().data_dir / "ingest" / "producers")
+
+
+@producers_app.command("add")
+def producers_add(
+    name: Annotated[str, typer.Argument(help="Producer id (a-z0-9-).")],
+    public_key: Annotated[
+        Path, typer.Option("--public-key", help="Ed25519 public key: PEM or base64 of 32 bytes.")
+    ],
+) -> None:
+    """Register a producer's public key (the consumer never holds private keys)."""
+    from saip_ingestion.errors import ProvenanceError
+    from saip_ingestion.provenance import load_public_key
+
+    if not public_key.is_file():
+        raise ProvenanceError(f"public key file not found: {public_key}")
+    kid = _registry().register(name, load_public_key(public_key.read_bytes()))
+    get_state().console.print(f"registered producer {name} key {kid}")
+
+
+@producers_app.command("list")
+def producers_list(as_json: JsonOpt = False) -> None:
+    """Registered producers and their keys (revoked keys included)."""
+    rows = _registry().describe()
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    table = Table(title=f"producers ({len(rows)} keys)")
+    for col in ("producer", "key id", "revoked"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["producer_id"], r["key_id"], "REVOKED" if r["revoked"] else "")
+    get_state().console.print(table)
+
+
+@producers_app.command("revoke")
+def producers_revoke(
+    name: Annotated[str, typer.Argument(help="Producer id.")],
+    key_id: Annotated[
+        str | None, typer.Option("--key-id", help="Only this key (default: every key).")
+    ] = None,
+) -> None:
+    """Revoke a producer's key(s): later records signed with them are quarantined."""
+    done = _registry().revoke(name, key_id)
+    get_state().console.print(f"revoked {len(done)} key(s) of {name}: {', '.join(done) or '-'}")
+
+
+@app.command("sign")
+def sign_cmd(
+    source: Annotated[Path, typer.Argument(help="JSONL of {schema, payload[, record_id]}.")],
+    out: Annotated[Path, typer.Argument(help="Output JSONL of signed records.")],
+    producer: Annotated[str, typer.Option("--producer", help="Producer name (a-z0-9-).")],
+    tree_size: Annotated[
+        int, typer.Option("--tree-size", min=1, max=65536, help="Records per signed Merkle batch.")
+    ] = 256,
+    as_json: JsonOpt = False,
+) -> None:
+    """Sign your own image, tabular or text records with the producer's key (see the format doc)."""
+    from saip_ingestion.producer import sign_records
+
+    state = get_state()
+    result = sign_records(
+        data_dir=state.data_dir, producer=producer, source=source, out=out, tree_size=tree_size
+    )
+    doc = {
+        "path": str(result.path),
+        "records": result.records,
+        "producer": producer,
+        "key_id": result.key_id,
+        "public_key": str(result.public_key_path),
+        "seq": [result.first_seq, result.next_seq],
+    }
+    if as_json:
+        typer.echo(json.dumps(doc))
+    else:
+        state.console.print(
+            f"signed {result.records} records to {out} (producer {producer}, key "
+            f"{result.key_id}; public key for the consumer: {result.public_key_path})"
+        )
 
 
 def register(root: typer.Typer) -> None:

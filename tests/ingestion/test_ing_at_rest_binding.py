@@ -1,0 +1,66 @@
+"""ING-09: an accepted batch is bound to its object key, and export refuses a record stored twice.
+
+Hostile cases first: a batch object copied (byte for byte) under another key must not decrypt,
+and a copy that *would* decrypt (re-encrypted for the new key, as an insider with the key could)
+is still caught by the export's stored-twice check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from saip_encryption import DecryptionError
+from saip_ingestion.engine import ACCEPTED_PREFIX, IngestEngine, export_npz, read_batch
+from saip_ingestion.errors import IngestError
+
+
+def _ingest_three(env: Any) -> str:
+    p = env.producer("alpha")
+    lines = [
+        json.dumps(r, separators=(",", ":")).encode()
+        for r in p.sign([p.record(label=i) for i in range(3)])
+    ]
+    assert [o for o, _ in env.ingest(lines)] == ["accepted"] * 3
+    (key,) = list(env.store.list(ACCEPTED_PREFIX))
+    return str(key)
+
+
+def test_batch_copied_under_another_key_does_not_decrypt(env: Any) -> None:
+    key = _ingest_three(env)
+    moved = key.replace(ACCEPTED_PREFIX, f"{ACCEPTED_PREFIX}copy-", 1)
+    env.store.put(moved, env.store.get(key))
+    with pytest.raises(DecryptionError):
+        read_batch(env.store, env.encryptor, moved)
+    assert len(read_batch(env.store, env.encryptor, key)) == 3  # the original still reads
+
+
+def test_export_refuses_a_record_stored_twice(env: Any, tmp_path: Path) -> None:
+    key = _ingest_three(env)
+    plain = env.encryptor.decrypt(env.store.get(key), context=IngestEngine._context(key))
+    twin = key.replace(ACCEPTED_PREFIX, f"{ACCEPTED_PREFIX}twin-", 1)
+    env.store.put(twin, env.encryptor.encrypt(plain, context=IngestEngine._context(twin)))
+    with pytest.raises(IngestError, match="stored twice"):
+        export_npz(env.store, env.encryptor, tmp_path / "out.npz")
+    assert not (tmp_path / "out.npz").exists()
+
+
+def test_export_revalidates_after_decryption(env: Any, tmp_path: Path) -> None:
+    """A stored record that no longer passes the schema (written by someone holding the key)
+    is refused at export, not trained on."""
+    from pydantic import ValidationError
+    from saip_ingestion.backends.local import LocalObjectStore
+
+    key = _ingest_three(env)
+    ctx = IngestEngine._context(key)
+    plain = env.encryptor.decrypt(env.store.get(key), context=ctx)
+    entries = [json.loads(x) for x in plain.splitlines()]
+    entries[0]["record"]["payload"]["features"][0] = 1e300  # outside any image value range
+    entries[0]["record"]["payload"]["label"] = -1
+    blob = b"\n".join(json.dumps(e).encode() for e in entries)
+    other = LocalObjectStore(tmp_path / "tampered")  # only the re-encrypted, edited batch
+    other.put(key, env.encryptor.encrypt(blob, context=ctx))
+    with pytest.raises(ValidationError):
+        export_npz(other, env.encryptor, tmp_path / "out.npz")
+    assert not (tmp_path / "out.npz").exists()
