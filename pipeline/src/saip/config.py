@@ -20,10 +20,14 @@ class _Section(BaseModel):
 
 
 class EncryptionSection(_Section):
-    """Master key used for data at rest, as a key URI (``local:PATH``, ``aws-kms:ARN``, ...)."""
+    """Master key used for data at rest, as a key URI (``local:PATH``, ``aws-kms:ARN``, ...);
+    ``sign_with``: a KMS-held EC P-256 key URI that signs envelope headers; ``verify_with``:
+    ``SCHEME:KEY_ID=PUBLIC_KEY_PEM`` entries, one of which must have signed every envelope."""
 
     key: str | None = None
     context: dict[str, str] = Field(default_factory=dict)
+    sign_with: str | None = None
+    verify_with: list[str] = Field(default_factory=list)
 
 
 class AwsIngestOptions(_Section):
