@@ -26,6 +26,15 @@ locals {
     trainer  = module.trainer_role.arn
   }
   data_key_context = { for k, v in var.encryption_context : k => [v] }
+
+  # saip binds "saip:purpose" into every envelope's KMS encryption context
+  # (saip_ingestion.engine / .quarantine): the consumer may unwrap only its own batches (crash
+  # recovery re-reads them) and quarantine entries (show / release).
+  consumer_decrypt_context = merge(local.data_key_context, { "saip:purpose" = ["ingest-accepted", "ingest-quarantine"] })
+
+  # Only saip's accepted batches: the landing bucket also holds the raw Firehose archive
+  # (firehose.object_prefix), which bypassed validation, provenance and envelope encryption.
+  trainer_landing_objects = "${local.bucket_arns.landing}/accepted/*"
 }
 
 # ---------------------------------------------------------------------------------------- keys --
@@ -78,6 +87,27 @@ module "storage_key" {
       encryption_context = { "aws:s3:arn" = [local.bucket_arns.landing] }
     },
   ]
+
+  service_users = [
+    {
+      sid         = "CloudTrailLogFiles"
+      service     = "cloudtrail.amazonaws.com"
+      actions     = ["kms:DescribeKey", "kms:GenerateDataKey"]
+      source_arns = [local.trail_arn]
+    },
+    {
+      sid         = "AlertsTopic"
+      service     = "events.amazonaws.com"
+      actions     = ["kms:Decrypt", "kms:GenerateDataKey"]
+      source_arns = [local.key_rule]
+    },
+    {
+      sid         = "AlarmsTopic"
+      service     = "cloudwatch.amazonaws.com"
+      actions     = ["kms:Decrypt", "kms:GenerateDataKey"]
+      source_arns = ["arn:${local.partition}:cloudwatch:${local.region}:${local.account_id}:alarm:${var.prefix}-archive-delivery-late", "arn:${local.partition}:cloudwatch:${local.region}:${local.account_id}:alarm:${var.prefix}-consumer-lag"]
+    },
+  ]
 }
 
 module "data_key" {
@@ -98,6 +128,12 @@ module "data_key" {
       principal_arns     = [module.consumer_role.arn]
       actions            = ["kms:Encrypt", "kms:GenerateDataKey"]
       encryption_context = local.data_key_context
+    },
+    {
+      sid                = "IngestRecover"
+      principal_arns     = [module.consumer_role.arn]
+      actions            = ["kms:Decrypt"]
+      encryption_context = local.consumer_decrypt_context
     },
     {
       # aws-consumer.json (unwrap records) plus aws-producer.json (seal the trained model).
@@ -209,6 +245,22 @@ resource "aws_s3_bucket_policy" "access_logs" {
         Action    = ["s3:PutObject"]
         Resource  = ["${aws_s3_bucket.access_logs.arn}/AWSLogs/${local.account_id}/*"]
         Condition = { StringEquals = { "aws:SourceAccount" = local.account_id, "s3:x-amz-acl" = "bucket-owner-full-control" } }
+      },
+      {
+        Sid       = "CloudTrailAclCheck"
+        Effect    = "Allow"
+        Principal = { Service = "cloudtrail.amazonaws.com" }
+        Action    = ["s3:GetBucketAcl"]
+        Resource  = [aws_s3_bucket.access_logs.arn]
+        Condition = { StringEquals = { "aws:SourceArn" = local.trail_arn } }
+      },
+      {
+        Sid       = "CloudTrailWrite"
+        Effect    = "Allow"
+        Principal = { Service = "cloudtrail.amazonaws.com" }
+        Action    = ["s3:PutObject"]
+        Resource  = ["${aws_s3_bucket.access_logs.arn}/cloudtrail/AWSLogs/${local.account_id}/*"]
+        Condition = { StringEquals = { "aws:SourceArn" = local.trail_arn, "s3:x-amz-acl" = "bucket-owner-full-control" } }
       },
       {
         Sid       = "S3ServerAccessLogs"
@@ -342,7 +394,7 @@ module "trainer_role" {
     {
       sid       = "ReadLanding"
       actions   = ["s3:GetObject"]
-      resources = ["${local.bucket_arns.landing}/*"]
+      resources = [local.trainer_landing_objects]
     },
     {
       sid       = "WriteArtifacts"
@@ -362,6 +414,7 @@ module "endpoints" {
   subnet_ids          = var.network.subnet_ids
   route_table_ids     = var.network.route_table_ids
   allowed_cidr_blocks = var.network.allowed_cidr_blocks
+  create_endpoints    = !var.network.shared_vpc
   tags                = local.tags
 
   policies = {
@@ -384,6 +437,12 @@ module "endpoints" {
         sid            = "IngestEnvelope"
         principal_arns = [module.consumer_role.arn]
         actions        = ["kms:Encrypt", "kms:GenerateDataKey"]
+        resources      = [module.data_key.key_arn]
+      },
+      {
+        sid            = "IngestRecover"
+        principal_arns = [module.consumer_role.arn]
+        actions        = ["kms:Decrypt"]
         resources      = [module.data_key.key_arn]
       },
       {
@@ -410,7 +469,7 @@ module "endpoints" {
         sid            = "TrainingBuckets"
         principal_arns = [module.trainer_role.arn]
         actions        = ["s3:GetObject", "s3:ListBucket", "s3:PutObject"]
-        resources      = [module.bucket["landing"].arn, "${module.bucket["landing"].arn}/*", module.bucket["artifacts"].arn, "${module.bucket["artifacts"].arn}/*"]
+        resources      = [module.bucket["landing"].arn, "${module.bucket["landing"].arn}/accepted/*", module.bucket["artifacts"].arn, "${module.bucket["artifacts"].arn}/*"]
       },
     ]
   }

@@ -1,6 +1,16 @@
+output "alerts_topic_arn" {
+  description = "SNS topic of the security and delivery alerts (subscribe your on-call channel)."
+  value       = aws_sns_topic.alerts.arn
+}
+
 output "bucket_names" {
   description = "Bucket names: landing (accepted records and the stream archive), quarantine (rejected records), artifacts (sealed models), access_logs."
   value       = merge({ for k, m in module.bucket : k => m.name }, { access_logs = aws_s3_bucket.access_logs.id })
+}
+
+output "cloudtrail_arn" {
+  description = "CloudTrail trail recording management events and the data events of the buckets and stream."
+  value       = aws_cloudtrail.data.arn
 }
 
 output "data_key_arn" {
@@ -24,7 +34,7 @@ output "role_arns" {
 }
 
 output "saip_config" {
-  description = "The [ingest] and [encryption] sections of saip's --config TOML (endpoint_url stays null on AWS: private DNS of the interface endpoints makes the SDK's default endpoints private)."
+  description = "saip's --config settings ([ingest], [ingest.aws], [encryption]); `terraform output -json saip_config | saip config from-terraform` writes the TOML (endpoint_url stays null on AWS: private DNS of the interface endpoints makes the SDK's default endpoints private)."
   value = {
     ingest = {
       backend      = "aws"
@@ -32,6 +42,10 @@ output "saip_config" {
       region       = local.region
       stream       = module.stream.stream_name
       bucket       = module.bucket["landing"].name
+      aws = {
+        # saip names the bucket key on every PutObject: "aws:kms" without it would mean aws/s3.
+        kms_key_id = module.storage_key.key_arn
+      }
     }
     encryption = {
       key     = "aws-kms:${module.data_key.key_arn}"
@@ -56,6 +70,11 @@ output "stream_name" {
 }
 
 output "vpc_endpoint_ids" {
-  description = "IDs of the VPC endpoints by service (firehose, kinesis, kms, s3)."
+  description = "IDs of the VPC endpoints by service (firehose, kinesis, kms, s3); empty when network.shared_vpc is true."
   value       = module.endpoints.endpoint_ids
+}
+
+output "vpc_endpoint_policies" {
+  description = "Endpoint policies (JSON) by service: attached to the endpoints created here, or, with network.shared_vpc, for the VPC owner to merge into the existing endpoints."
+  value       = module.endpoints.policies
 }

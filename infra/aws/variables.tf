@@ -44,6 +44,11 @@ variable "firehose" {
     condition     = endswith(var.firehose.object_prefix, "/") && endswith(var.firehose.error_prefix, "/") && var.firehose.object_prefix != var.firehose.error_prefix
     error_message = "firehose.object_prefix and firehose.error_prefix must end with '/' and differ."
   }
+
+  validation {
+    condition     = !anytrue([for p in [var.firehose.object_prefix, var.firehose.error_prefix] : startswith(p, "accepted/") || startswith(p, "quarantine/")])
+    error_message = "firehose prefixes must not be under accepted/ or quarantine/ (saip's own objects, which the trainer and consumer roles read)."
+  }
 }
 
 variable "key_administrator_arns" {
@@ -78,12 +83,13 @@ variable "kms" {
 }
 
 variable "network" {
-  description = "Where the workloads run: the VPC, its private subnets and their route tables (for the endpoints), and the CIDR blocks allowed to reach the interface endpoints."
+  description = "Where the workloads run: the VPC, its private subnets and their route tables (for the endpoints), and the CIDR blocks allowed to reach the interface endpoints. `shared_vpc = true` (a VPC other workloads use): no endpoints are created, since restrictive endpoint policies and private DNS would break those workloads; output `vpc_endpoint_policies` is for the VPC owner to merge (opt-in)."
   type = object({
     vpc_id              = string
     subnet_ids          = list(string)
     route_table_ids     = list(string)
     allowed_cidr_blocks = list(string)
+    shared_vpc          = optional(bool, false)
   })
   nullable = false
 

@@ -5,7 +5,7 @@ output "data_key_id" {
 
 output "event_hub_name" {
   description = "Name of the Event Hub receiving the records."
-  value       = azurerm_eventhub.records.name
+  value       = azapi_resource.records.name
 }
 
 output "eventhub_namespace_fqdn" {
@@ -24,14 +24,18 @@ output "key_vault_uri" {
 }
 
 output "saip_config" {
-  description = "The [ingest] and [encryption] sections of saip's --config TOML."
+  description = "saip's --config settings ([ingest], [ingest.azure], [encryption]); turn it into TOML with `terraform output -json saip_config | saip config from-terraform`."
   value = {
     ingest = {
       backend      = "azure"
-      endpoint_url = "sb://${azurerm_eventhub_namespace.this.name}.servicebus.windows.net/"
-      region       = var.location
-      stream       = azurerm_eventhub.records.name
-      bucket       = "https://${azurerm_storage_account.this.name}.blob.core.windows.net/${azurerm_storage_container.this["landing"].name}"
+      endpoint_url = azurerm_storage_account.this.primary_blob_endpoint
+      stream       = azapi_resource.records.name
+      bucket       = azurerm_storage_container.this["landing"].name
+      azure = {
+        namespace            = "${azurerm_eventhub_namespace.this.name}.servicebus.windows.net"
+        consumer_group       = azurerm_eventhub_consumer_group.ingest.name
+        checkpoint_container = azurerm_storage_container.this["checkpoints"].name
+      }
     }
     encryption = {
       key = "azure-kv:${azurerm_key_vault_key.this["data"].versionless_id}"
@@ -42,4 +46,16 @@ output "saip_config" {
 output "storage_account_name" {
   description = "Name of the ADLS Gen2 storage account."
   value       = azurerm_storage_account.this.name
+}
+
+output "training_inputs" {
+  description = "What the training environment (modules/ml-workspace) needs from this module: pass it as its `ingestion` input."
+  value = {
+    storage_account_id                 = azurerm_storage_account.this.id
+    landing_container_id               = azurerm_storage_container.this["landing"].id
+    artifacts_container_id             = azurerm_storage_container.this["artifacts"].id
+    key_vault_id                       = azurerm_key_vault.this.id
+    data_key_resource_id               = azurerm_key_vault_key.this["data"].resource_versionless_id
+    key_wrap_unwrap_role_definition_id = azurerm_role_definition.key_wrap_unwrap.role_definition_resource_id
+  }
 }

@@ -1,3 +1,22 @@
+variable "alert_email_addresses" {
+  description = "Email addresses of the action group receiving the key, capture and delivery alerts; empty: alerts fire into the action group with no receiver (add one outside this module)."
+  type        = list(string)
+  default     = []
+  nullable    = false
+
+  validation {
+    condition     = alltrue([for a in var.alert_email_addresses : can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", a))])
+    error_message = "alert_email_addresses must be email addresses."
+  }
+}
+
+variable "deployer_key_management" {
+  description = "Grant the identity running Terraform Key Vault Crypto Officer on the vault (needed to create and change the keys). Set false after the first apply to leave no standing key-management role; set true again only for a reviewed key change."
+  type        = bool
+  default     = true
+  nullable    = false
+}
+
 variable "event_hub" {
   description = "Event Hub sizing: partitions, retention (days) and capture window (seconds / bytes) to ADLS Gen2."
   type = object({
@@ -37,23 +56,30 @@ variable "event_hub" {
 }
 
 variable "key_rotation" {
-  description = "Key Vault key rotation policy (ISO 8601 durations): keys expire after `expire_after` and are rotated automatically `rotate_before_expiry` before that."
+  description = "Key Vault key rotation policy (ISO 8601 whole days): each key version is rotated `rotate_after_creation` after it is created (this trigger also fires on the first version, which has no expiry), rotated versions expire `expire_after` after creation, and Event Grid notifies `notify_before_expiry` before that."
   type = object({
-    expire_after         = optional(string, "P365D")
-    rotate_before_expiry = optional(string, "P30D")
-    notify_before_expiry = optional(string, "P29D")
+    expire_after          = optional(string, "P180D")
+    rotate_after_creation = optional(string, "P90D")
+    notify_before_expiry  = optional(string, "P30D")
   })
   default  = {}
   nullable = false
 
   validation {
-    condition     = alltrue([for d in [var.key_rotation.expire_after, var.key_rotation.rotate_before_expiry, var.key_rotation.notify_before_expiry] : can(regex("^P[0-9]+D$", d))])
-    error_message = "key_rotation durations must be whole days in ISO 8601 form, e.g. P365D."
+    condition     = alltrue([for d in [var.key_rotation.expire_after, var.key_rotation.rotate_after_creation, var.key_rotation.notify_before_expiry] : can(regex("^P[0-9]+D$", d))])
+    error_message = "key_rotation durations must be whole days in ISO 8601 form, e.g. P90D."
   }
 
   validation {
-    condition     = tonumber(trim(var.key_rotation.expire_after, "PD")) <= 730 && tonumber(trim(var.key_rotation.expire_after, "PD")) >= 28 && tonumber(trim(var.key_rotation.rotate_before_expiry, "PD")) < tonumber(trim(var.key_rotation.expire_after, "PD"))
-    error_message = "key_rotation.expire_after must be from P28D to P730D and rotate_before_expiry shorter than it."
+    condition = (
+      tonumber(trim(var.key_rotation.expire_after, "PD")) >= 28 &&
+      tonumber(trim(var.key_rotation.expire_after, "PD")) <= 730 &&
+      tonumber(trim(var.key_rotation.rotate_after_creation, "PD")) >= 7 &&
+      tonumber(trim(var.key_rotation.rotate_after_creation, "PD")) + 7 <= tonumber(trim(var.key_rotation.expire_after, "PD")) &&
+      tonumber(trim(var.key_rotation.notify_before_expiry, "PD")) >= 7 &&
+      tonumber(trim(var.key_rotation.notify_before_expiry, "PD")) < tonumber(trim(var.key_rotation.expire_after, "PD"))
+    )
+    error_message = "key_rotation: expire_after must be P28D-P730D, rotate_after_creation at least P7D and at least 7 days before expire_after (a version must be replaced before it expires), notify_before_expiry at least P7D and shorter than expire_after."
   }
 }
 
@@ -111,6 +137,18 @@ variable "private_endpoints" {
   validation {
     condition     = alltrue([for id in values(var.private_endpoints.private_dns_zone_ids) : can(regex("(?i)^/subscriptions/[0-9a-f-]{36}/resourceGroups/[^/]+/providers/Microsoft\\.Network/privateDnsZones/privatelink\\.[a-z.]+$", id))])
     error_message = "private_endpoints.private_dns_zone_ids must be privatelink.* private DNS zone resource IDs."
+  }
+}
+
+variable "rbac_propagation_wait" {
+  description = "How long to wait after creating role assignments before using them (Azure RBAC propagation; Microsoft documents up to 10 minutes in the worst case)."
+  type        = string
+  default     = "120s"
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^[0-9]+s$", var.rbac_propagation_wait)) && try(tonumber(trimsuffix(var.rbac_propagation_wait, "s")) >= 30 && tonumber(trimsuffix(var.rbac_propagation_wait, "s")) <= 900, false)
+    error_message = "rbac_propagation_wait must be from 30s to 900s."
   }
 }
 

@@ -14,14 +14,18 @@ output "dead_letter_topic" {
 }
 
 output "saip_config" {
-  description = "The [ingest] and [encryption] sections of saip's --config TOML (endpoint_url null: the SDK's default endpoint resolves to the PSC endpoint through the private zone)."
+  description = "saip's --config settings ([ingest], [ingest.gcp], [encryption]) for the consumer; turn it into TOML with `terraform output -json saip_config | saip config from-terraform`. No endpoint_url: the SDKs' default endpoints resolve to the PSC endpoint through the private zone."
   value = {
     ingest = {
-      backend      = "gcp"
-      endpoint_url = null
-      region       = var.region
-      stream       = google_pubsub_subscription.ingest.id
-      bucket       = null
+      backend = "gcp"
+      region  = var.region
+      stream  = google_pubsub_topic.records.name
+      bucket  = "${google_bigquery_table.records.project}.${google_bigquery_table.records.dataset_id}.${google_bigquery_table.records.table_id}"
+      gcp = {
+        project           = var.project_id
+        subscription      = google_pubsub_subscription.ingest.name
+        dead_letter_topic = google_pubsub_topic.dead_letter.name
+      }
     }
     encryption = {
       key = "gcp-kms:${google_kms_crypto_key.this["data"].id}"
@@ -30,11 +34,19 @@ output "saip_config" {
 }
 
 output "service_account_emails" {
-  description = "Service accounts by role: publisher, subscriber, trainer, bq-writer."
+  description = "Service accounts by role: publisher, subscriber, trainer."
   value       = { for k, v in google_service_account.this : k => v.email }
 }
 
 output "topic" {
   description = "Records topic ID."
   value       = google_pubsub_topic.records.id
+}
+
+output "training_inputs" {
+  description = "What the training environment (modules/vertex-training) needs from this module: pass it as its `ingestion` input."
+  value = {
+    key_ring_id                   = google_kms_key_ring.this.id
+    trainer_service_account_email = google_service_account.this["trainer"].email
+  }
 }

@@ -1,3 +1,15 @@
+variable "alert_notification_channels" {
+  description = "Cloud Monitoring notification channel IDs (projects/P/notificationChannels/N) for the key-destruction, dead-letter and delivery alerts; empty: alerts are recorded but notify nobody."
+  type        = list(string)
+  default     = []
+  nullable    = false
+
+  validation {
+    condition     = alltrue([for c in var.alert_notification_channels : can(regex("^projects/[^/]+/notificationChannels/[0-9]+$", c))])
+    error_message = "alert_notification_channels must be notification channel IDs (projects/P/notificationChannels/N)."
+  }
+}
+
 variable "avro_schema_definition" {
   description = "The Avro schema (JSON text) of a record, as exported by the ingestion package (ingestion/schemas/*.avsc); Pub/Sub rejects non-conforming messages at publish time. Pass it with file()."
   type        = string
@@ -100,18 +112,15 @@ variable "region" {
 }
 
 variable "vpc_service_controls" {
-  description = "Optional VPC Service Controls perimeter (needs an organization and an access policy): set `access_policy` (accessPolicies/NUMBER) and `project_number` to create a perimeter around the project restricting Pub/Sub, Cloud KMS, BigQuery and Cloud Storage. Left empty, no perimeter is created."
+  description = "Optional VPC Service Controls perimeter (needs an organization and an access policy): set `access_policy` (accessPolicies/NUMBER) to create a perimeter around the project restricting Pub/Sub, Cloud KMS, BigQuery and Cloud Storage. It starts as a dry run (violations only logged); set `enforce = true` once the logs show no unexpected denial. `ingress_identities` lists further principals (user:, group:, serviceAccount:) allowed in; `additional_restricted_services` adds services (e.g. the training module's `vpc_sc_restricted_services`). The project number comes from the project itself."
   type = object({
-    access_policy  = optional(string)
-    project_number = optional(string)
+    access_policy                  = optional(string)
+    additional_restricted_services = optional(list(string), [])
+    enforce                        = optional(bool, false)
+    ingress_identities             = optional(list(string), [])
   })
   default  = {}
   nullable = false
-
-  validation {
-    condition     = (var.vpc_service_controls.access_policy == null) == (var.vpc_service_controls.project_number == null)
-    error_message = "vpc_service_controls.access_policy and project_number must be set together."
-  }
 
   validation {
     condition     = var.vpc_service_controls.access_policy == null || can(regex("^accessPolicies/[0-9]+$", coalesce(var.vpc_service_controls.access_policy, "x")))
@@ -119,7 +128,12 @@ variable "vpc_service_controls" {
   }
 
   validation {
-    condition     = var.vpc_service_controls.project_number == null || can(regex("^[0-9]{6,20}$", coalesce(var.vpc_service_controls.project_number, "x")))
-    error_message = "vpc_service_controls.project_number must be the numeric project number."
+    condition     = alltrue([for s in var.vpc_service_controls.additional_restricted_services : can(regex("^[a-z0-9-]+\\.googleapis\\.com$", s))])
+    error_message = "vpc_service_controls.additional_restricted_services must be API names such as aiplatform.googleapis.com."
+  }
+
+  validation {
+    condition     = alltrue([for i in var.vpc_service_controls.ingress_identities : can(regex("^(user|group|serviceAccount):[^@\\s]+@[^@\\s]+$", i))])
+    error_message = "vpc_service_controls.ingress_identities must be user:, group: or serviceAccount: principals."
   }
 }

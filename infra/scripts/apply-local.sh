@@ -3,9 +3,10 @@
 #   1. start moto (saip.devservices, its own run dir); a trap stops it by PID on any exit
 #   2. terraform apply of infra/aws/examples/secure-ingestion with every endpoint on moto, test
 #      credentials, and the two loudly named escape hatches moto needs (no bucket policies, force destroy)
-#   3. saip ingest: produce signed records, publish them to the applied Kinesis stream, then
-#      `saip ingest run --source stream` into the applied bucket with the applied KMS key, all
-#      taken from `terraform output -json` (saip_config)
+#   3. `saip config from-terraform` turns the saip_config output into saip.toml; saip ingest then
+#      produces signed records, publishes them to the applied Kinesis stream and runs
+#      `saip ingest run --source stream` into the applied bucket with the applied KMS keys, every
+#      setting taken from that file
 #   4. a second plan must show no changes (check-noop-plan.py; see it for the one moto gap allowed)
 #   5. terraform destroy
 set -euo pipefail
@@ -61,26 +62,19 @@ applied=1
 grep -E "^Apply complete" "$run/apply.log"
 "$TF" "$example" output -json -state="$state" > "$run/outputs.json"
 
-read -r region stream bucket key endpoint < <("$py" - "$run/outputs.json" <<'PY'
-import json, sys
-cfg = json.load(open(sys.argv[1]))["saip_config"]["value"]
-print(cfg["ingest"]["region"], cfg["ingest"]["stream"], cfg["ingest"]["bucket"],
-      cfg["encryption"]["key"], cfg["ingest"]["endpoint_url"])
-PY
-)
-echo "    stream=$stream bucket=$bucket key=$key region=$region"
+echo "==> saip config from-terraform (the module's saip_config output, validated, backend dry-run)"
+"$saip" config from-terraform "$run/outputs.json" -o "$run/saip.toml"
+cat "$run/saip.toml"
 
-echo "==> saip ingest against the applied stream / bucket / key"
-# --endpoint-url reaches the stream and bucket; the aws-kms key provider builds its own client, so
-# AWS_ENDPOINT_URL (honoured by boto3) keeps its KMS calls on moto too.
+echo "==> saip ingest against the applied stream / bucket / key (settings only from saip.toml)"
+# The aws-kms key provider builds its own client: AWS_ENDPOINT_URL (honoured by boto3) keeps its
+# KMS calls on moto too.
 export AWS_ENDPOINT_URL="$url"
 data="$run/saip"
 rm -rf "$data"
 "$saip" --data-dir "$data" ingest produce --producer tf-local --limit 200 --json "$run/records.jsonl" > "$run/produce.json"
-"$saip" --data-dir "$data" ingest publish --backend aws --endpoint-url "$endpoint" --region "$region" \
-  --stream "$stream" --bucket "$bucket" "$run/records.jsonl" > "$run/publish.out"
-"$saip" --data-dir "$data" ingest run --backend aws --source stream --endpoint-url "$endpoint" \
-  --region "$region" --stream "$stream" --bucket "$bucket" --key "$key" --json > "$run/ingest.json"
+"$saip" --data-dir "$data" --config "$run/saip.toml" ingest publish "$run/records.jsonl" > "$run/publish.out"
+"$saip" --data-dir "$data" --config "$run/saip.toml" ingest run --source stream --json > "$run/ingest.json"
 cat "$run/ingest.json"
 "$py" - "$run/ingest.json" <<'PY'
 import json, sys

@@ -34,6 +34,7 @@ from saip_fl.model import (
     weights_from_bytes,
     weights_to_bytes,
 )
+from saip_fl.noise import NoiseSource
 
 SECAGG = {"enabled": True, "num_shares": 5, "reconstruction_threshold": 3, "groups": 2}
 
@@ -195,18 +196,21 @@ def test_fl_dpsgd_training_learns_with_opacus() -> None:
     split = _digits_split()
     model = build_model(64, 10, hidden=32, seed=0)
     start = get_weights(model)
+    q = 64 / len(split.pool.y)
     res = train_dpsgd(
         model,
         split.pool,
         epochs=2,
-        batch_size=64,
+        sample_rate=q,
         lr=0.5,
-        seed=0,
         noise_multiplier=1.0,
         max_grad_norm=1.0,
+        noise=NoiseSource.secure(),
     )
     assert res.noise_multiplier == 1.0
-    assert 0 < res.sample_rate < 1
+    # Poisson sampling at exactly the rate the accountant uses, ceil(1/q) steps per epoch
+    assert res.sample_rate == q
+    assert res.steps == 2 * math.ceil(1 / q)
     assert l2_norm(delta(get_weights(model), start)) > 0
     assert evaluate(model, split.test)[1] > 0.5
 

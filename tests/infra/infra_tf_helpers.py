@@ -48,17 +48,26 @@ def tf_mirror() -> Path:
     return Path(proc.stdout.strip())
 
 
+#: Where the modules scan writes its reports (JSON, SARIF, JUnit XML) for CI to keep.
+CHECKOV_REPORTS = ROOT / os.environ.get("RUN_DIR", ".run") / "checkov"
+
+
 @dataclass
 class CheckovScan:
-    """A checkov run started in the background; ``report()`` waits and parses its JSON."""
+    """A checkov run started in the background; ``report()`` waits and parses its JSON (from
+    stdout, or from ``report_dir``/results_json.json when the scan writes report files)."""
 
     proc: subprocess.Popen[str]
     target: Path
+    report_dir: Path | None = None
     _report: list[dict[str, Any]] | None = None
 
     def report(self) -> list[dict[str, Any]]:
         if self._report is None:
             out, err = self.proc.communicate(timeout=600)
+            if self.report_dir is not None:
+                path = self.report_dir / "results_json.json"
+                out = path.read_text() if path.exists() else ""
             try:
                 data = json.loads(out)
             except ValueError:
@@ -79,7 +88,7 @@ class CheckovScan:
         return [c for r in self.report() for c in r["results"].get("skipped_checks", [])]
 
 
-def _start_checkov(target: Path, *extra: str) -> CheckovScan:
+def _start_checkov(target: Path, *extra: str, report_dir: Path | None = None) -> CheckovScan:
     if not CHECKOV.exists():
         pytest.fail(
             f"checkov is not installed in {CHECKOV.parent.parent}: run 'make venv'", pytrace=False
@@ -91,17 +100,22 @@ def _start_checkov(target: Path, *extra: str) -> CheckovScan:
         str(CHECKOV), "-d", str(target), "--framework", "terraform", "--skip-download",
         "--external-checks-dir", str(INFRA / "policies"), "-o", "json", *extra,
     ]  # fmt: skip
+    if report_dir is not None:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        for stale in report_dir.glob("results_*"):
+            stale.unlink()
+        cmd += ["-o", "sarif", "-o", "junitxml", "--output-file-path", str(report_dir)]
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT
     )
-    return CheckovScan(proc, target)
+    return CheckovScan(proc, target, report_dir)
 
 
 @pytest.fixture(scope="session")
 def checkov_scans() -> Iterator[dict[str, CheckovScan]]:
     """Both checkov scans, started now: ``modules`` (infra/) and ``bad`` (the bad fixtures)."""
     scans = {
-        "modules": _start_checkov(INFRA),
+        "modules": _start_checkov(INFRA, report_dir=CHECKOV_REPORTS),
         "bad": _start_checkov(FIXTURES / "bad", "-c", CUSTOM_CHECKS),
     }
     yield scans

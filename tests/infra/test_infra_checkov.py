@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from infra_tf_helpers import INFRA, CheckovScan
+from infra_tf_helpers import CHECKOV_REPORTS, INFRA, CheckovScan
 
 pytestmark = pytest.mark.slow
 
@@ -29,6 +29,14 @@ REVIEWED_SKIPS = {
     ("CKV_AWS_240", "aws/modules/kinesis-firehose/main.tf"): 1,
     ("CKV_AWS_241", "aws/modules/kinesis-firehose/main.tf"): 1,
     ("CKV_AZURE_40", "azure/main.tf"): 1,
+    ("CKV_AZURE_40", "azure/modules/ml-workspace/main.tf"): 1,
+    ("CKV_AZURE_33", "azure/modules/ml-workspace/main.tf"): 1,
+    ("CKV2_AZURE_1", "azure/modules/ml-workspace/main.tf"): 1,
+    ("CKV2_AWS_10", "aws/audit.tf"): 1,
+    ("CKV_AWS_252", "aws/audit.tf"): 1,
+    ("CKV2_AWS_57", "aws/modules/sagemaker-training/main.tf"): 1,
+    ("CKV2_AWS_5", "aws/modules/sagemaker-training/main.tf"): 1,
+    ("CKV_GCP_62", "gcp/modules/vertex-training/main.tf"): 1,
     ("CKV_AZURE_33", "azure/main.tf"): 1,
     ("CKV2_AZURE_21", "azure/main.tf"): 1,
     ("CKV_GCP_16", "gcp/main.tf"): 1,
@@ -64,6 +72,31 @@ def test_checkov_zero_failed_checks_on_all_clouds(checkov_scans: dict[str, Check
         )
     for report in scan.report():
         assert report["summary"]["parsing_errors"] == 0
+
+
+def test_checkov_reports_sarif_and_junit_under_run(checkov_scans: dict[str, CheckovScan]) -> None:
+    """The modules scan also leaves SARIF (code-scanning upload) and JUnit XML (CI test report)
+    under .run/checkov, agreeing with the JSON result."""
+    import json
+    import xml.etree.ElementTree as ET
+
+    scan = checkov_scans["modules"]
+    passed, failed = len(scan.passed()), len(scan.failed())
+    sarif = json.loads((CHECKOV_REPORTS / "results_sarif.sarif").read_text())
+    assert sarif["version"] == "2.1.0"
+    assert sarif["runs"][0]["tool"]["driver"]["name"].lower() == "checkov"
+    results = sarif["runs"][0]["results"]
+    # checkov writes failed checks as "error" and inline-skipped ones as "warning"
+    assert len([r for r in results if r["level"] == "error"]) == failed
+    assert len(results) == failed + len(scan.skipped())
+    junit = ET.parse(CHECKOV_REPORTS / "results_junitxml.xml").getroot()
+    cases = junit.findall(".//testcase")
+    failures = [c for c in cases if c.find("failure") is not None]
+    assert len(failures) == failed
+    assert (
+        len(cases) - len(failures) - len([c for c in cases if c.find("skipped") is not None])
+        == passed
+    )
 
 
 def test_checkov_skips_are_only_the_inline_ones(checkov_scans: dict[str, CheckovScan]) -> None:

@@ -37,11 +37,23 @@ def test_batch_copied_under_another_key_does_not_decrypt(env: Any) -> None:
 
 
 def test_export_refuses_a_record_stored_twice(env: Any, tmp_path: Path) -> None:
+    """A byte-identical copy of a batch (what a buffering sink leaves after a crash) collapses to
+    one record; a copy whose record was edited under the same ids and leaf is refused."""
     key = _ingest_three(env)
     plain = env.encryptor.decrypt(env.store.get(key), context=IngestEngine._context(key))
     twin = key.replace(ACCEPTED_PREFIX, f"{ACCEPTED_PREFIX}twin-", 1)
     env.store.put(twin, env.encryptor.encrypt(plain, context=IngestEngine._context(twin)))
-    with pytest.raises(IngestError, match="stored twice"):
+    summary = export_npz(env.store, env.encryptor, tmp_path / "same.npz")
+    assert summary["records"] == 3
+
+    entries = [json.loads(x) for x in plain.splitlines()]
+    entries[0]["record"]["payload"]["label"] = (entries[0]["record"]["payload"]["label"] + 1) % 10
+    edited = b"\n".join(json.dumps(e).encode() for e in entries)
+    edited_twin = key.replace(ACCEPTED_PREFIX, f"{ACCEPTED_PREFIX}twin2-", 1)
+    env.store.put(
+        edited_twin, env.encryptor.encrypt(edited, context=IngestEngine._context(edited_twin))
+    )
+    with pytest.raises(IngestError, match="two contents"):
         export_npz(env.store, env.encryptor, tmp_path / "out.npz")
     assert not (tmp_path / "out.npz").exists()
 

@@ -45,8 +45,9 @@ import struct
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import count, islice
 from typing import Any, Protocol, cast
 
 from cryptography.exceptions import InvalidTag
@@ -117,9 +118,30 @@ class _Epoch:
     context: dict[str, str]
     #: clock value after which the epoch is not used (encrypt) or verified again (decrypt)
     expires: float = 0.0
-    #: encrypt side: records and plaintext bytes the epoch may still protect
-    left: int = 0
+    #: encrypt side: record tickets (0, 1, 2, ...): a record may be sealed only with a ticket
+    #: below ``limit``. ``next`` on ``itertools.count`` is one C call, so no two threads (or
+    #: encryptors sharing the epoch) get the same ticket and the message cap is exact.
+    issued: Iterator[int] = field(default_factory=count)
+    limit: int = 0
+    #: encrypt side: plaintext bytes the epoch may still protect (a soft cap: concurrent
+    #: threads may overshoot it by one record or batch each; it is not a nonce bound)
     bytes_left: int = 0
+    #: encrypt side: the provider and signer objects whose ids key the epoch in a shared cache
+    owners: tuple[object, ...] = ()
+
+    def reserve(self, messages: int, nbytes: int) -> bool:
+        """Take ``messages`` tickets and account ``nbytes``; False if a cap would be exceeded.
+
+        The last ticket of the batch is checked: tickets only grow, so all of them are below it.
+        A refused batch burns its tickets, which only retires the epoch sooner.
+        """
+        if self.bytes_left < nbytes:
+            return False
+        last = next(self.issued) if messages == 1 else next(islice(self.issued, messages - 1, None))
+        if last >= self.limit:
+            return False
+        self.bytes_left -= nbytes
+        return True
 
 
 def _read_full(src: Readable, buf: memoryview) -> int:
@@ -208,6 +230,9 @@ def recover_data_key(
             except KeyProviderError as exc:  # e.g. an alias that cannot be resolved now
                 failures.append(f"{where}: {wire.escape(str(exc))}")
                 continue
+            except Exception as exc:  # a provider choking on a hostile key ID: not its key
+                _LOG.debug("%s rejected a key ID: %s", provider.uri, type(exc).__name__)
+                continue
             try:
                 data_key = provider.unwrap(wrapped, context=context)
             except DecryptionError:
@@ -237,10 +262,10 @@ def recover_data_key(
 
 
 def _accepts_quietly(provider: KeyProvider, wrapped: WrappedKey) -> bool:
-    """:func:`accepts`, with a provider error counted as "no"."""
+    """:func:`accepts`, with any provider error counted as "no" (key IDs are hostile input)."""
     try:
         return accepts(provider, wrapped)
-    except KeyProviderError:
+    except Exception:
         return False
 
 
@@ -450,13 +475,17 @@ class EnvelopeEncryptor:
         #: private test hook: ``rng(n) -> n random bytes`` (message/epoch IDs and nonces)
         self._rng: Callable[[int], bytes] = os.urandom
         self._ctx_memo: dict[tuple[tuple[str, str], ...], bytes] = {}
-        # cache namespace: providers, their key IDs, suite, segment size and signer — as one
-        # digest, so a cache key hashes fast and encryptors sharing a cache never share epochs
-        # unless all of these agree
+        # cache namespace: the provider and signer *objects* (a URI such as an AWS alias or key
+        # ID names a different key per region, account or endpoint, so equal text is not the same
+        # key), their key IDs, suite and segment size — as one digest, so a cache key hashes
+        # fast. Every epoch keeps these objects alive (``_Epoch.owners``), so their ids cannot be
+        # reused by other objects while an epoch keyed by them exists.
+        self._owners: tuple[object, ...] = (*plist, signer)
         self._cache_ns = hashlib.sha256(
             repr(
                 (
                     "saip-v2-epoch",
+                    tuple(id(o) for o in self._owners),
                     tuple(p.uri for p in plist),
                     tuple(str(getattr(p, "primary_key_id", "")) for p in plist),
                     wire.SUITE_EPOCH_RECORD,
@@ -576,28 +605,19 @@ class EnvelopeEncryptor:
         """The current epoch for a context, accounting ``messages``/``nbytes`` against its caps.
 
         The epoch's own counters are authoritative (they live in the epoch object, which a shared
-        cache shares); the cache holds the data key (zeroed on eviction) and lets encryptors with
-        the same providers share epochs. Counters are updated without a lock: concurrent threads
-        can overshoot a cap by at most one batch each, far inside the 2^32 random-nonce bound.
+        cache shares) and are checked and decremented atomically (:meth:`_Epoch.reserve`), so
+        concurrent threads never put more than the caps under one epoch key; the cache holds the
+        data key (zeroed on eviction) and lets encryptors with the same providers share epochs.
         """
         ep = self._hot.get(cache_key)
-        if (
-            ep is not None
-            and ep.left >= messages
-            and ep.bytes_left >= nbytes
-            and self._clock() < ep.expires
-        ):
-            ep.left -= messages
-            ep.bytes_left -= nbytes
+        if ep is not None and self._clock() < ep.expires and ep.reserve(messages, nbytes):
             return ep
         cache = self._cache
         if cache is not None:
             hit = cache.use(cache_key, nbytes, messages=messages)
             if hit is not None:
                 ep = cast(_Epoch, hit[1])
-                if ep.left >= messages and ep.bytes_left >= nbytes:
-                    ep.left -= messages
-                    ep.bytes_left -= nbytes
+                if ep.reserve(messages, nbytes):
                     self._hot[cache_key] = ep
                     return ep
         data_key, wrapped = self._new_data_key(context)
@@ -613,10 +633,11 @@ class EnvelopeEncryptor:
         except BaseException:
             data_key[:] = bytes(len(data_key))
             raise
-        epoch = _Epoch(header, AESGCM(key), ctx_bytes, dict(context))
+        epoch = _Epoch(header, AESGCM(key), ctx_bytes, dict(context), owners=self._owners)
         if cache is not None:
             epoch.expires = self._clock() + cache.max_age
-            epoch.left = min(cache.max_messages, MAX_EPOCH_MESSAGES) - messages
+            epoch.limit = min(cache.max_messages, MAX_EPOCH_MESSAGES)
+            next(islice(epoch.issued, messages - 1, None))  # this call's tickets: 0..messages-1
             epoch.bytes_left = cache.max_bytes - nbytes
             cache.put(
                 cache_key, data_key=data_key, prk=prk, extra=epoch, nbytes=nbytes, messages=messages
@@ -695,11 +716,10 @@ class EnvelopeEncryptor:
         if (
             ep is not None
             and context == ep.context
-            and ep.left >= 1
             and ep.bytes_left >= n
             and self._clock() < ep.expires
+            and next(ep.issued) < ep.limit  # a unique ticket: exact message cap under threads
         ):
-            ep.left -= 1
             ep.bytes_left -= n
         else:
             ctx_bytes = self._context_bytes(context)

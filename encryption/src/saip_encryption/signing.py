@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Protocol, runtime_checkable
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -41,6 +41,8 @@ __all__ = [
     "GcpKmsSigner",
     "HeaderSigner",
     "HeaderVerifier",
+    "signer_from_uri",
+    "verifier_from_spec",
 ]
 
 _ECDSA = ec.ECDSA(hashes.SHA256())
@@ -93,7 +95,7 @@ class HeaderVerifier:
                 key = serialization.load_pem_public_key(public_key)
             else:
                 key = serialization.load_der_public_key(public_key)
-        except ValueError as exc:
+        except (ValueError, UnsupportedAlgorithm) as exc:
             raise EncryptionConfigError(f"signature key {key_id}: unreadable ({exc})") from None
         if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
             raise EncryptionConfigError(f"signature key {key_id}: must be an EC P-256 public key")
@@ -120,7 +122,10 @@ class HeaderVerifier:
 
 
 def _check_p256(public_key_der: bytes, key_id: str) -> bytes:
-    key = serialization.load_der_public_key(public_key_der)
+    try:
+        key = serialization.load_der_public_key(public_key_der)
+    except (ValueError, UnsupportedAlgorithm):
+        raise EncryptionConfigError(f"signing key {key_id}: unreadable public key") from None
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
         raise EncryptionConfigError(f"signing key {key_id} is not an EC P-256 key")
     return key.public_bytes(
@@ -274,3 +279,73 @@ class GcpKmsSigner:
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
         return _check_p256(der, self.key_id)
+
+
+def signer_from_uri(uri: str, **options: Any) -> HeaderSigner:
+    """The header signer a key URI names (the CLI's ``--sign-with`` / ``[encryption] sign_with``).
+
+    ``aws-kms:KEY_ARN`` (an ``ECC_NIST_P256`` key), ``gcp-kms:projects/.../cryptoKeys/K/
+    cryptoKeyVersions/N`` (``EC_SIGN_P256_SHA256``) or ``azure-kv:https://VAULT/keys/NAME/VERSION``
+    (``EC`` P-256). ``options`` are the key providers' (``endpoint_url``, ``region``, ...): the
+    signing client is built the same way as the wrapping one.
+
+    Raises
+    ------
+    EncryptionConfigError
+        An unknown scheme or a key ID that does not name a signing key (version).
+    """
+    from saip_encryption.providers import scheme_of
+
+    scheme, _, ident = uri.partition(":")
+    if scheme == "aws-kms":
+        return AwsKmsSigner(
+            key_arn=ident,
+            endpoint_url=options.pop("endpoint_url", None),
+            region=options.pop("region", None),
+        )
+    if scheme == "gcp-kms":
+        from saip_encryption.providers import gcp
+
+        key, sep, _version = ident.partition("/cryptoKeyVersions/")
+        if not sep:
+            raise EncryptionConfigError(f"gcp-kms signing key {uri!r} must name a cryptoKeyVersion")
+        return GcpKmsSigner(
+            version_name=ident, client=gcp.from_uri(f"gcp-kms:{key}", **options).client
+        )
+    if scheme == "azure-kv":
+        from saip_encryption.providers import azure
+
+        provider = azure.from_uri(uri, **options)
+        # the provider builds its clients (credential, TLS transport) the same way for any key
+        return AzureKeyVaultSigner(client=provider._client_for(ident))
+    raise EncryptionConfigError(
+        f"signing key {wire.escape(uri)!r}: scheme {wire.escape(scheme_of(uri))!r} cannot sign "
+        "(use aws-kms:, gcp-kms: or azure-kv:)"
+    )
+
+
+def verifier_from_spec(spec: str) -> HeaderVerifier:
+    """A :class:`HeaderVerifier` from ``SCHEME:KEY_ID=PUBLIC_KEY_FILE`` (PEM or DER).
+
+    The form of the CLI's ``--verify-with`` and ``[encryption] verify_with``: the key URI the
+    signer was configured with (``--sign-with``) and the file holding its public key.
+
+    Raises
+    ------
+    EncryptionConfigError
+        Not of that form, an unreadable file, or not an EC P-256 public key.
+    """
+    uri, sep, path = spec.partition("=")
+    scheme, colon, key_id = uri.partition(":")
+    if not sep or not colon or not path:
+        raise EncryptionConfigError(
+            f"verify-with {wire.escape(spec)!r}: expected SCHEME:KEY_ID=PUBLIC_KEY_FILE"
+        )
+    try:
+        with open(path, "rb") as fh:
+            public_key = fh.read(1 << 16)
+    except OSError as exc:
+        raise EncryptionConfigError(
+            f"verify-with {wire.escape(uri)}: cannot read {wire.escape(path)} ({exc.strerror})"
+        ) from None
+    return HeaderVerifier(scheme=scheme, key_id=key_id, public_key=public_key)

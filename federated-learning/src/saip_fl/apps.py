@@ -24,7 +24,7 @@ defaults. For example (``[tool.flwr.app.config]`` in the app's ``pyproject.toml`
     secagg.reconstruction-threshold = 2   # > num-shares / 2
     secagg.clipping-range = 8.0   # >= validation.update-norm-bound
     secagg.groups = 1             # k random groups per round, aggregated concurrently
-    dp.mode = "none"              # "dpsgd" (target-epsilon, delta) | "user" (noise-multiplier)
+    dp.mode = "none"              # "dpsgd" | "distributed" (target-epsilon, delta) | "user"
     attack.kind = "none"          # evaluation only; attack.clients = "0,3"
     validation.update-norm-bound = 3.0
 
@@ -51,13 +51,16 @@ from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.serverapp import Grid, ServerApp
 
-from saip_fl.client import client_fn
+from saip_fl import secagg_prg
+from saip_fl.client import NodePolicy, client_fn
 from saip_fl.config import RunConfig
 from saip_fl.errors import FLConfigError
 from saip_fl.model import Weights, weights_to_bytes
 from saip_fl.server import RunLog, run_server
 
 log = logging.getLogger(__name__)
+
+secagg_prg.install()
 
 #: final weights of in-process (simulation) runs, by ``run-token``
 _RESULTS: dict[str, Weights] = {}
@@ -74,15 +77,24 @@ def _secagg_when_configured(msg: Message, ctxt: Context, call_next: ClientAppCal
     """Route SecAgg+ messages through Flower's ``secaggplus_mod``; refuse plaintext if it is on.
 
     A client configured for SecAgg+ never answers a plain training request: that would hand its
-    individual update to a server that should only ever see masked sums.
+    individual update to a server that should only ever see masked sums. The node's own policy
+    (``--node-config saip-require-secagg=true``) makes that refusal independent of the
+    server-controlled ``run_config``. SecAgg+ runs only with the full-seed mask generator
+    (:mod:`saip_fl.secagg_prg`).
     """
     if RECORD_KEY_CONFIGS in msg.content.config_records:
+        if not secagg_prg.installed():
+            raise FLConfigError("SecAgg+ mask generator is Flower's 32-bit one: refusing")
         return secaggplus_mod(msg, ctxt, call_next)
-    if (
-        msg.metadata.message_type == "train"
-        and str(ctxt.run_config.get("secagg.enabled", "False")) == "True"
-    ):
-        raise FLConfigError("secagg.enabled is set but the server sent a plain training request")
+    if msg.metadata.message_type == "train":
+        if str(ctxt.run_config.get("secagg.enabled", "False")) == "True":
+            raise FLConfigError(
+                "secagg.enabled is set but the server sent a plain training request"
+            )
+        if NodePolicy.from_node_config(ctxt.node_config).require_secagg:
+            raise FLConfigError(
+                "node policy saip-require-secagg: refusing a plain training request"
+            )
     return call_next(msg, ctxt)
 
 

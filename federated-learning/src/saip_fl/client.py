@@ -10,6 +10,9 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
@@ -24,12 +27,14 @@ from saip_fl.errors import FLConfigError, UpdateRejectedError
 from saip_fl.model import (
     build_model,
     clip_update,
+    clipped_gradient_sum,
     delta,
     get_weights,
     set_weights,
     train,
     train_dpsgd,
 )
+from saip_fl.noise import NoiseSource
 from saip_fl.protocols import ClientDataFilter
 
 log = logging.getLogger(__name__)
@@ -76,13 +81,67 @@ def load_filter(path: str) -> ClientDataFilter:
     return cast(ClientDataFilter, fn)
 
 
+@dataclass(frozen=True)
+class NodePolicy:
+    """Client-side safeguards set by the node's operator (``--node-config``), not by the server.
+
+    The server controls ``run_config`` and the fit config, so a safeguard read from them can be
+    lowered by the party it protects against. These come from ``node_config`` keys:
+
+    * ``saip-require-secagg`` (``true``): never answer a plaintext training request;
+    * ``saip-min-noise-multiplier`` (float): refuse rounds whose DP noise multiplier is lower
+      (or that use no DP at all);
+    * ``saip-max-sample-rate`` (float): refuse DP-SGD rounds that sample more than this.
+    """
+
+    require_secagg: bool = False
+    min_noise_multiplier: float = 0.0
+    max_sample_rate: float = 1.0
+
+    @classmethod
+    def from_node_config(cls, node_config: Mapping[str, Any]) -> NodePolicy:
+        """Read the policy; a malformed value is a configuration error naming the key."""
+        try:
+            return cls(
+                require_secagg=str(node_config.get("saip-require-secagg", "false")).lower()
+                in ("true", "1", "yes"),
+                min_noise_multiplier=float(node_config.get("saip-min-noise-multiplier", 0.0)),
+                max_sample_rate=float(node_config.get("saip-max-sample-rate", 1.0)),
+            )
+        except ValueError as exc:
+            raise FLConfigError(f"node_config: bad saip-* policy value: {exc}") from None
+
+    def check_dp(self, noise_multiplier: float, sample_rate: float) -> None:
+        """Refuse a round whose DP is weaker than this node allows."""
+        if noise_multiplier < self.min_noise_multiplier:
+            raise UpdateRejectedError(
+                f"node policy: noise multiplier {noise_multiplier:g} below this node's "
+                f"saip-min-noise-multiplier {self.min_noise_multiplier:g}"
+            )
+        if self.min_noise_multiplier > 0 and sample_rate > self.max_sample_rate:
+            raise UpdateRejectedError(
+                f"node policy: sample rate {sample_rate:g} above this node's "
+                f"saip-max-sample-rate {self.max_sample_rate:g}"
+            )
+
+
 class SaipClient(NumPyClient):
     """One federated client: trains locally and returns a clipped update (``local - global``)."""
 
-    def __init__(self, cfg: RunConfig, partition_id: int) -> None:
+    def __init__(
+        self, cfg: RunConfig, partition_id: int, *, policy: NodePolicy | None = None
+    ) -> None:
         self.cfg = cfg
         self.partition_id = partition_id
         self.malicious = partition_id in cfg.attack.clients and cfg.attack.kind != "none"
+        self.policy = policy or NodePolicy()
+
+    def noise_source(self, rnd: int) -> NoiseSource:
+        """OS-keyed noise; a fixed seed only when the (test-only) config field asks for it."""
+        seed = self.cfg.dp.insecure_noise_seed
+        if seed is None:
+            return NoiseSource.secure()
+        return NoiseSource.insecure_for_tests(seed * 7919 + 104729 * rnd + self.partition_id)
 
     def _data(self) -> Dataset:
         data = local_data(self.cfg, self.partition_id)
@@ -130,21 +189,29 @@ class SaipClient(NumPyClient):
         model = build_model(data.num_features, data.num_classes, hidden=cfg.hidden)
         set_weights(model, [np.asarray(p, dtype=np.float32) for p in parameters])
         seed = cfg.seed * 7919 + 104729 * rnd + self.partition_id
+        noise = self.noise_source(rnd)
+        if cfg.dp.mode == "distributed" and kind == "none":
+            return self._fedsgd_share(model, data, config, noise)
         if cfg.dp.mode == "dpsgd":
             sigma = float(config["dp-noise-multiplier"])
-            # the server's accountant assumed this Poisson rate: never sample more than that
+            # the server's accountant assumed this Poisson rate: sample at exactly that rate
             rate = float(config["dp-sample-rate"])
+            self.policy.check_dp(sigma, rate)
             result = train_dpsgd(
                 model,
                 data,
                 epochs=cfg.local_epochs,
-                batch_size=max(1, int(rate * len(data.y))),
+                sample_rate=rate,
                 lr=cfg.learning_rate,
-                seed=seed,
                 noise_multiplier=sigma,
                 max_grad_norm=cfg.dp.max_grad_norm,
+                noise=noise,
             )
         else:
+            if cfg.dp.mode == "user":
+                self.policy.check_dp(float(cfg.dp.noise_multiplier or 0.0), cfg.fraction_fit)
+            else:
+                self.policy.check_dp(0.0, 1.0)
             result = train(
                 model,
                 data,
@@ -158,14 +225,16 @@ class SaipClient(NumPyClient):
         if kind != "none":
             # a malicious client runs its own code: no clipping, no range check
             update = attacks.tamper_update(update, kind, scale=cfg.attack.scale)
+            if cfg.attack.norm_bounded:
+                update, _ = clip_update(update, bound)
             norm = float("nan")
         else:
             update, norm = clip_update(update, bound)
             noise_std = float(config.get("dp-noise-std", 0.0))
             if noise_std > 0:
-                rng = np.random.default_rng(seed + 1)
                 update = [
-                    (u + rng.normal(0.0, noise_std, u.shape)).astype(np.float32) for u in update
+                    (u + noise.gaussian(tuple(u.shape), noise_std)).astype(np.float32)
+                    for u in update
                 ]
             if cfg.secagg.enabled:
                 peak = max(float(np.max(np.abs(u))) for u in update)
@@ -180,12 +249,43 @@ class SaipClient(NumPyClient):
             n = 10**6 if kind == "free_rider" else 1
             return update, n, {}
         n = 10**6 if kind == "free_rider" else min(result.num_examples, cfg.validation.max_examples)
+        if kind != "none" and cfg.attack.claimed_examples:
+            n = cfg.attack.claimed_examples
         metrics: dict[str, Any] = {
             PARTITION_KEY: self.partition_id,
             "train-loss": result.loss,
             "update-norm": norm,
         }
         return update, n, metrics
+
+    def _fedsgd_share(
+        self, model: Any, data: Dataset, config: dict[str, Any], noise: NoiseSource
+    ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+        """Distributed DP-FedSGD: ``-lr/B × (Σ clipped per-example gradients + noise share)``.
+
+        The share ``N(0, σ²C²/t)`` (``t`` = reconstruction threshold) is sized so that the SecAgg+
+        sum over any ``t`` surviving members carries ``N(0, σ²C²)``; nothing non-linear is applied
+        after the noise (a clip would break the sum argument), so the range check refuses instead.
+        """
+        cfg = self.cfg
+        sigma = float(config["dp-noise-multiplier"])
+        rate = float(config["dp-sample-rate"])
+        self.policy.check_dp(sigma, rate)
+        share = sigma * cfg.dp.max_grad_norm / math.sqrt(cfg.secagg.reconstruction_threshold)
+        scale = -cfg.learning_rate / float(config["dp-expected-batch"])
+        sums, _, _ = clipped_gradient_sum(
+            model, data, sample_rate=rate, max_grad_norm=cfg.dp.max_grad_norm, noise=noise
+        )
+        update = [
+            (scale * (s + noise.gaussian(tuple(s.shape), share))).astype(np.float32) for s in sums
+        ]
+        peak = max(float(np.max(np.abs(u))) for u in update)
+        if peak > cfg.secagg.clipping_range:
+            raise UpdateRejectedError(
+                f"update coordinate {peak:.3g} outside secagg.clipping_range "
+                f"{cfg.secagg.clipping_range}: refusing to let SecAgg+ clip it silently"
+            )
+        return update, 1, {}
 
 
 def client_fn(context: Context) -> Client:
@@ -200,16 +300,24 @@ def client_fn(context: Context) -> Client:
             "node_config lacks 'partition-id' (start the SuperNode with --node-config)"
         )
     pid = int(context.node_config["partition-id"])
-    return SaipClient(cfg, pid).to_client()
+    policy = NodePolicy.from_node_config(context.node_config)
+    if policy.require_secagg and not cfg.secagg.enabled:
+        raise FLConfigError("node policy saip-require-secagg: the run has secagg.enabled=false")
+    return SaipClient(cfg, pid, policy=policy).to_client()
 
 
 def dpsgd_schedule(cfg: RunConfig, n_examples: int) -> tuple[float, float, int]:
     """``(noise_multiplier, sample_rate, steps_per_round)`` of DP-SGD for ``n_examples`` samples."""
     q, steps = dp.dpsgd_steps(n_examples, batch_size=cfg.batch_size, epochs=cfg.local_epochs)
+    if cfg.dp.sample_rate is not None:
+        q, steps = cfg.dp.sample_rate, cfg.local_epochs * math.ceil(1 / cfg.dp.sample_rate)
+    if cfg.dp.mode == "distributed":
+        steps = 1  # one clipped-gradient step per round
     sigma = cfg.dp.noise_multiplier or dp.dpsgd_noise_multiplier(
         target_epsilon=cfg.dp.target_epsilon,
         delta=cfg.dp.delta,
         sample_rate=q,
         steps=steps * cfg.num_rounds,
+        accountant=cfg.dp.accountant,
     )
     return sigma, q, steps

@@ -58,9 +58,13 @@ class SecAggConfig(_Section):
     clipping_range: Annotated[float, Field(gt=0)] = 8.0
     quantization_range: Annotated[int, Field(gt=0)] = 4194304
     groups: Annotated[int, Field(ge=1)] = 1
-    timeout: Annotated[float, Field(gt=0)] | None = None
+    #: seconds each SecAgg+ stage waits for replies (a silent client must not stall the run)
+    timeout: Annotated[float, Field(gt=0)] = 120.0
     min_cosine: Annotated[float, Field(ge=-1, le=1)] = 0.0
     loss_tolerance: Annotated[float, Field(ge=0)] = 0.05
+    #: exclude a client after this many consecutive rounds in a rejected group (random regrouping
+    #: makes an honest client share the attacker's group with probability ≈ (m-1)/(n-1) per round)
+    exclude_after: Annotated[int, Field(ge=2)] = 4
 
     @model_validator(mode="after")
     def _shares(self) -> SecAggConfig:
@@ -82,18 +86,29 @@ class DPConfig(_Section):
     """Client-side differential privacy.
 
     ``mode = "dpsgd"``: example-level DP-SGD with Opacus in each client (Abadi et al., CCS 2016),
-    noise calibrated to ``target_epsilon`` over the whole run. ``mode = "user"``: user-level DP
+    noise calibrated to ``target_epsilon`` over the whole run. ``mode = "distributed"``:
+    record-level DP-FedSGD inside SecAgg+ groups — each member sends one step of clipped
+    per-example gradients over a Poisson sample plus a *share* of the Gaussian noise, so only the
+    group sum carries the full noise (needs ``secagg.enabled``). ``mode = "user"``: user-level DP
     (McMahan et al., ICLR 2018): each client clips its update to ``update_norm_bound`` and adds its
     share of Gaussian noise so that every (group) aggregate carries ``noise_multiplier × bound``.
+    ``sample_rate`` (Poisson rate per record and step) defaults to ``batch_size / smallest
+    client``.
     """
 
-    mode: Literal["none", "dpsgd", "user"] = "none"
+    mode: Literal["none", "dpsgd", "distributed", "user"] = "none"
+    sample_rate: Annotated[float, Field(gt=0, le=1)] | None = None
     target_epsilon: Annotated[float, Field(gt=0)] = 8.0
     delta: Annotated[float, Field(gt=0, lt=1)] = 1e-5
     max_grad_norm: Annotated[float, Field(gt=0)] = 1.0
     noise_multiplier: Annotated[float, Field(gt=0)] | None = None
     max_epsilon: Annotated[float, Field(gt=0)] = 10.0
     allow_weak: bool = False
+    #: privacy accountant: Rényi DP (Mironov 2017) or PRV (Gopi et al., NeurIPS 2021; tighter)
+    accountant: Literal["rdp", "prv"] = "rdp"
+    #: TEST ONLY: draw DP noise and sampling from this fixed seed. Whoever knows it can remove the
+    #: noise, so the ``saip fl`` CLI refuses any configuration that sets it.
+    insecure_noise_seed: int | None = None
 
 
 class AttackConfig(_Section):
@@ -105,6 +120,10 @@ class AttackConfig(_Section):
     target_label: Annotated[int, Field(ge=0)] = 0
     poison_fraction: Annotated[float, Field(gt=0, le=1)] = 0.5
     trigger_size: Annotated[int, Field(ge=1)] = 2
+    #: the attacker clips its tampered update to ``validation.update_norm_bound`` (evades norms)
+    norm_bounded: bool = False
+    #: example count the attacker reports (0: its true count); inflated counts target weighted means
+    claimed_examples: Annotated[int, Field(ge=0)] = 0
 
     @field_validator("clients", mode="before")
     @classmethod
@@ -128,6 +147,8 @@ class ValidationConfig(_Section):
     num_malicious: Annotated[int, Field(ge=0)] = 0
     trim_fraction: Annotated[float, Field(ge=0, lt=0.5)] = 0.2
     multikrum_keep: Annotated[int, Field(ge=0)] = 0
+    #: the run is *degraded* (not ok) when more than this share of rounds was rolled back
+    max_rollback_fraction: Annotated[float, Field(ge=0, le=1)] = 0.5
 
 
 class RunConfig(_Section):
@@ -186,12 +207,24 @@ class RunConfig(_Section):
                     f"secagg.groups={sa.groups} leaves groups of {size} clients, fewer than "
                     f"secagg.num_shares={sa.num_shares}: use fewer groups or fewer shares"
                 )
+            largest = -(-per_round // max(1, min(sa.groups, per_round // sa.num_shares)))
+            if largest * sa.quantization_range >= 2**32:
+                raise ValueError(
+                    f"secagg.quantization_range={sa.quantization_range} × group size {largest} "
+                    "reaches 2**32, SecAgg+'s modulus: the masked sum wraps around and the "
+                    "aggregate is garbage. Lower secagg.quantization_range (or use more groups)"
+                )
             if self.validation.update_norm_bound > sa.clipping_range:
                 raise ValueError(
                     f"validation.update_norm_bound={self.validation.update_norm_bound} exceeds "
                     f"secagg.clipping_range={sa.clipping_range}: honest updates would be clipped "
                     "coordinate-wise by the SecAgg+ mod and silently distorted"
                 )
+        if self.dp.mode == "distributed" and not sa.enabled:
+            raise ValueError(
+                "dp.mode='distributed' splits the noise across SecAgg+ group members: it needs "
+                "secagg.enabled (without SecAgg+ the server would see each under-noised share)"
+            )
         if self.dp.mode == "user" and self.dp.noise_multiplier is None:
             raise ValueError("dp.mode='user' needs dp.noise_multiplier (noise std / update bound)")
         bad = [c for c in self.attack.clients if not 0 <= c < self.num_clients]

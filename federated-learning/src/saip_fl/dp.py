@@ -7,15 +7,23 @@ Two modes (see :class:`saip_fl.config.DPConfig`):
   ``batch_size / n_client``) with Opacus' RDP accountant (Mironov, CSF 2017), and ε is reported
   after every round for the steps spent so far.
 * **user** — user-level DP (McMahan et al., ICLR 2018, DP-FedAvg): every client clips its update
-  to norm ``C`` and adds ``N(0, σ²C²/m)`` noise so that a sum over ``m`` honest clients carries
-  ``N(0, σ²C²)`` — the same guarantee as central noise, but compatible with SecAgg+ because no
-  party ever sees an un-noised sum. Each client is in exactly one group per round (parallel
-  composition), so the round is one subsampled Gaussian mechanism with rate ``fraction_fit``.
+  to norm ``C``. Under SecAgg+ each client adds a *share* ``N(0, σ²C²/t)`` where ``t`` is the
+  reconstruction threshold, so the sum over any ``≥ t`` surviving members of a group carries at
+  least ``N(0, σ²C²)`` (distributed noise, Kairouz et al., ICML 2021 "The Distributed Discrete
+  Gaussian Mechanism"); without SecAgg+ the server sees each update, so each client adds the full
+  ``N(0, σ²C²)``. Each client is in exactly one group per round (parallel composition), so the
+  round is one subsampled Gaussian mechanism with rate ``fraction_fit``. :func:`user_level_plan`
+  refuses, at start-up, settings whose aggregate noise would drown the signal (the run could not
+  train) or push honest coordinates outside the SecAgg+ clipping range.
+
+Noise and sampling come from :class:`saip_fl.noise.NoiseSource` (OS randomness): a seed chosen by
+the server would let it regenerate and subtract the noise.
 
 Notes
 -----
-The guarantee assumes the clients follow the protocol: a malicious member of a group can skip
-its noise share, which lowers the group's noise to ``σC·sqrt((m-a)/m)`` for ``a`` such members.
+The guarantee assumes SecAgg+ holds (fewer than ``t`` colluding members per group) and an
+honest-but-curious server; a malicious member of a group can skip its noise share, which lowers
+the group's noise to ``σC·sqrt((m-a)/t)`` for ``a`` such members of ``m``.
 """
 
 from __future__ import annotations
@@ -36,9 +44,14 @@ def dpsgd_steps(n_examples: int, *, batch_size: int, epochs: int) -> tuple[float
 
 
 def dpsgd_noise_multiplier(
-    *, target_epsilon: float, delta: float, sample_rate: float, steps: int
+    *,
+    target_epsilon: float,
+    delta: float,
+    sample_rate: float,
+    steps: int,
+    accountant: str = "rdp",
 ) -> float:
-    """Smallest noise multiplier reaching ``target_epsilon`` after ``steps`` (Opacus RDP)."""
+    """Smallest noise multiplier reaching ``target_epsilon`` after ``steps`` (Opacus)."""
     from opacus.accountants.utils import get_noise_multiplier
 
     return float(
@@ -47,20 +60,85 @@ def dpsgd_noise_multiplier(
             target_delta=delta,
             sample_rate=sample_rate,
             steps=steps,
-            accountant="rdp",
+            accountant=accountant,
         )
     )
 
 
-def epsilon(*, noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
-    """ε of ``steps`` compositions of the subsampled Gaussian mechanism (Opacus RDP accountant)."""
+def epsilon(
+    *,
+    noise_multiplier: float,
+    sample_rate: float,
+    steps: int,
+    delta: float,
+    accountant: str = "rdp",
+) -> float:
+    """ε of ``steps`` compositions of the subsampled Gaussian mechanism.
+
+    ``accountant`` is ``"rdp"`` (Mironov, CSF 2017) or ``"prv"`` (privacy random variables, Gopi
+    et al., NeurIPS 2021: numerically tight, typically a lower ε for the same mechanism).
+    """
     if steps <= 0:
         return 0.0
-    from opacus.accountants import RDPAccountant
+    from opacus.accountants import PRVAccountant, RDPAccountant
 
-    acc = RDPAccountant()
+    acc = PRVAccountant() if accountant == "prv" else RDPAccountant()
     acc.history = [(noise_multiplier, sample_rate, steps)]
     return float(acc.get_epsilon(delta=delta))
+
+
+@dataclass(frozen=True)
+class UserLevelPlan:
+    """How user-level noise is split and what the server should expect in an aggregate."""
+
+    share_std: float
+    aggregate_noise_norm: float
+    noise_peak: float
+
+
+def user_level_plan(
+    *,
+    noise_multiplier: float,
+    norm_bound: float,
+    num_params: int,
+    group_size: int,
+    threshold: int | None,
+    clipping_range: float | None,
+) -> UserLevelPlan:
+    """Per-client noise share and the expected noise of a (group) mean; refuse what cannot work.
+
+    ``threshold`` is the SecAgg+ reconstruction threshold (``None`` without SecAgg+: each client
+    then adds the full noise, the server seeing each update). The expected noise norm of a mean
+    over ``group_size`` clients is ``share·sqrt(num_params/group_size)``; when it exceeds the
+    update norm bound ``C`` (the largest signal an honest mean can carry), no round can pass the
+    server's checks and the model would not train.
+
+    Raises
+    ------
+    PrivacyGuaranteeError
+        The aggregate noise exceeds the signal, or honest noisy coordinates would leave the
+        SecAgg+ clipping range (SecAgg+ would clip them silently).
+    """
+    share = (
+        noise_multiplier * norm_bound / math.sqrt(threshold)
+        if threshold
+        else (noise_multiplier * norm_bound)
+    )
+    agg_norm = share * math.sqrt(num_params / group_size)
+    peak = share * math.sqrt(2 * math.log(2 * num_params * 1e6))  # P(any |z| > peak) < 1e-6
+    if agg_norm > norm_bound:
+        raise PrivacyGuaranteeError(
+            f"dp.mode='user' cannot train here: each aggregate of {group_size} clients carries "
+            f"noise of norm ≈ {agg_norm:.3g} over {num_params} parameters, above the update norm "
+            f"bound {norm_bound:g} (the signal). User-level DP needs far more clients per "
+            "aggregate (or a smaller model); use dp.mode='dpsgd' instead"
+        )
+    if clipping_range is not None and peak + norm_bound > clipping_range:
+        raise PrivacyGuaranteeError(
+            f"dp.mode='user': noisy coordinates reach ≈ {peak + norm_bound:.3g}, outside "
+            f"secagg.clipping_range={clipping_range:g}; raise secagg.clipping_range"
+        )
+    return UserLevelPlan(share, agg_norm, peak)
 
 
 @dataclass
@@ -77,6 +155,7 @@ class PrivacyLedger:
     sample_rate: float
     steps_per_round: int
     delta: float
+    accountant: str = "rdp"
     rounds: int = 0
 
     def step_round(self) -> float:
@@ -92,6 +171,7 @@ class PrivacyLedger:
             sample_rate=self.sample_rate,
             steps=self.steps_per_round * self.rounds,
             delta=self.delta,
+            accountant=self.accountant,
         )
 
 

@@ -21,3 +21,11 @@ class UpdateRejectedError(FLError):
 
 class PrivacyGuaranteeError(FLConfigError):
     """The differential-privacy settings cannot give a meaningful (ε, δ) guarantee."""
+
+
+class RunDegradedError(FLError):
+    """The run finished but too many rounds were rolled back: its model is not trustworthy."""
+
+
+class RunInterruptedError(FLError):
+    """The run was stopped (Ctrl-C / SIGTERM); ``metrics.json`` says ``interrupted``."""

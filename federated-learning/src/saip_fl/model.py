@@ -8,9 +8,11 @@ Recurrent Language Models", Alg. 1 ``ClipFn``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,6 +20,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from saip_fl.data import Dataset
+from saip_fl.noise import NoiseSource
 
 log = logging.getLogger(__name__)
 
@@ -139,58 +142,133 @@ def train_dpsgd(
     data: Dataset,
     *,
     epochs: int,
-    batch_size: int,
+    sample_rate: float,
     lr: float,
-    seed: int,
     noise_multiplier: float,
     max_grad_norm: float,
+    noise: NoiseSource,
 ) -> TrainResult:
-    """DP-SGD with Opacus (Abadi et al., CCS 2016): per-sample clipping, noise, Poisson batches.
+    """DP-SGD (Abadi et al., CCS 2016): per-sample clipping, Gaussian noise, Poisson batches.
 
-    ``noise_multiplier`` is calibrated by the caller for the whole run
-    (:func:`saip_fl.dp.dpsgd_noise_multiplier`), so that the server's accountant can report (ε, δ)
-    after every round. The trained weights are written back into ``model``.
+    Per-sample gradients and clipping are Opacus' (``GradSampleModule`` + ``DPOptimizer``); the
+    Poisson sampling (each record joins a batch with probability exactly ``sample_rate``, the
+    rate the server's accountant uses — Opacus' own loader would sample at ``1/len(loader)``) and
+    the Gaussian noise come from ``noise``, a :class:`~saip_fl.noise.NoiseSource` keyed by the OS,
+    so nobody who knows the run settings can regenerate and remove the noise. An empty batch
+    still takes a noise-only step (skipping it would reveal that the sample was empty).
+    ``noise_multiplier`` is calibrated by the caller for the whole run. The trained weights are
+    written back into ``model``.
     """
-    from opacus import PrivacyEngine
+    from opacus import GradSampleModule
 
+    if not 0 < sample_rate <= 1:
+        raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
     x, y = _tensors(data)
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(x, y),
-        batch_size=batch_size,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(seed),
-    )
+    n = len(y)
     work = build_model(data.num_features, _out_features(model), hidden=_hidden(model))
     work.load_state_dict(model.state_dict())
-    opt = torch.optim.SGD(work.parameters(), lr=lr, momentum=0.9)
-    engine = PrivacyEngine(accountant="rdp", secure_mode=False)
-    gen = torch.Generator().manual_seed(seed + 7)
-    private_model, private_opt, private_loader = engine.make_private(
-        module=work,
-        optimizer=opt,
-        data_loader=loader,
+    gsm = GradSampleModule(work)
+    expected = sample_rate * n
+    opt = _secure_dp_optimizer()(
+        torch.optim.SGD(gsm.parameters(), lr=lr, momentum=0.9),
         noise_multiplier=noise_multiplier,
         max_grad_norm=max_grad_norm,
-        noise_generator=gen,
+        expected_batch_size=expected,
+        noise=noise,
     )
     loss_fn = nn.CrossEntropyLoss()
-    private_model.train()
+    gsm.train()
+    steps_per_epoch = max(1, math.ceil(1 / sample_rate))
     steps, total = 0, 0.0
-    for _ in range(epochs):
-        for xb, yb in private_loader:
-            if len(yb) == 0:
-                continue
-            private_opt.zero_grad()
-            loss = loss_fn(private_model(xb), yb)
+    for _ in range(epochs * steps_per_epoch):
+        idx = torch.from_numpy(np.flatnonzero(noise.bernoulli(n, sample_rate)))
+        opt.zero_grad(set_to_none=True)
+        if len(idx) == 0:
+            opt.noise_only_step()
+        else:
+            loss = loss_fn(gsm(x[idx]), y[idx])
             loss.backward()
-            private_opt.step()
-            steps += 1
+            opt.step()
             total += float(loss.item())
-    state = {k.removeprefix("_module."): v for k, v in private_model.state_dict().items()}
+        steps += 1
+    state = {k.removeprefix("_module."): v for k, v in gsm.state_dict().items()}
     model.load_state_dict(state)
-    return TrainResult(
-        len(y), total / max(steps, 1), steps, noise_multiplier, batch_size / max(len(y), 1)
-    )
+    return TrainResult(n, total / max(steps, 1), steps, noise_multiplier, sample_rate)
+
+
+def clipped_gradient_sum(
+    model: nn.Module,
+    data: Dataset,
+    *,
+    sample_rate: float,
+    max_grad_norm: float,
+    noise: NoiseSource,
+) -> tuple[Weights, int, float]:
+    """Sum of per-example gradients, each clipped to ``max_grad_norm``, over a Poisson sample.
+
+    The building block of DP-FedSGD (McMahan et al., ICLR 2018, with per-example clipping as in
+    Abadi et al., CCS 2016): each record joins the batch with probability ``sample_rate`` (drawn
+    from ``noise``, the OS-keyed source), its gradient at the current ``model`` is clipped, and
+    the clipped gradients are summed. No noise is added here: the caller adds its share.
+
+    Returns
+    -------
+    (sums, batch_size, mean_loss)
+    """
+    from opacus import GradSampleModule
+
+    x, y = _tensors(data)
+    idx = torch.from_numpy(np.flatnonzero(noise.bernoulli(len(y), sample_rate)))
+    params = list(model.parameters())
+    if len(idx) == 0:
+        return [np.zeros(tuple(p.shape), np.float32) for p in params], 0, math.nan
+    gsm = GradSampleModule(model, loss_reduction="sum")
+    gsm.train()
+    gsm.zero_grad(set_to_none=True)
+    loss = nn.functional.cross_entropy(gsm(x[idx]), y[idx], reduction="sum")
+    loss.backward()  # type: ignore[no-untyped-call]
+    per = [p.grad_sample.reshape(len(idx), -1) for p in params]  # type: ignore[attr-defined]
+    norms = torch.sqrt(torch.stack([(g * g).sum(dim=1) for g in per]).sum(dim=0))
+    factor = (max_grad_norm / (norms + 1e-12)).clamp(max=1.0)
+    sums = [
+        (factor[:, None] * g).sum(dim=0).reshape(p.shape).detach().numpy().astype(np.float32)
+        for g, p in zip(per, params, strict=True)
+    ]
+    gsm._close()
+    for p in params:
+        p.grad_sample = None  # type: ignore[attr-defined]
+        p.grad = None
+    return sums, len(idx), float(loss.item()) / len(idx)
+
+
+@functools.lru_cache(maxsize=1)
+def _secure_dp_optimizer() -> type:
+    """Opacus' ``DPOptimizer`` with its noise drawn from a :class:`NoiseSource` (lazy import)."""
+    from opacus.optimizers import DPOptimizer
+    from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
+
+    class CsprngDPOptimizer(DPOptimizer):  # type: ignore[misc]
+        def __init__(self, optimizer: torch.optim.Optimizer, *, noise: NoiseSource, **kw: Any):
+            super().__init__(optimizer, **kw)
+            self._noise = noise
+
+        def _draw(self, ref: torch.Tensor) -> torch.Tensor:
+            std = self.noise_multiplier * self.max_grad_norm
+            z = self._noise.gaussian(tuple(ref.shape), std)
+            return torch.from_numpy(z).to(ref.dtype)
+
+        def add_noise(self) -> None:
+            for p in self.params:
+                _check_processed_flag(p.summed_grad)
+                p.grad = (p.summed_grad + self._draw(p.summed_grad)).view_as(p)
+                _mark_as_processed(p.summed_grad)
+
+        def noise_only_step(self) -> None:
+            for p in self.params:
+                p.grad = self._draw(p.data).view_as(p) / self.expected_batch_size
+            self.original_optimizer.step()
+
+    return CsprngDPOptimizer
 
 
 def _out_features(model: nn.Module) -> int:

@@ -1,11 +1,14 @@
-"""Run a federated training in Flower's simulation runtime (Ray), cleanly.
+"""Run a federated training locally: the Ray-free local engine (default) or Flower's Ray runtime.
 
-:func:`run` writes a small Flower app project (``pyproject.toml`` with the run's
-``[tool.flwr.app.config]``) into the run directory so that server and clients receive the same
-``run_config`` as under ``flwr run``; starts Ray with its temp directory *inside* the run
-directory; runs :data:`saip_fl.apps.server_app` / :data:`saip_fl.apps.client_app`; shuts Ray down
-(no stray processes); and writes ``metrics.json`` plus the final model — envelope-encrypted when an
-:class:`~saip_fl.protocols.Encryptor` is given (``model.saipenc``), plain ``model.npz`` otherwise.
+With ``engine="local"`` the ServerApp and ClientApp run in this process over
+:class:`saip_fl.engine.LocalGrid`. With ``engine="ray"``, :func:`run` writes a small Flower app
+project (``pyproject.toml`` with the run's ``[tool.flwr.app.config]``) into the run directory so
+that server and clients receive the same ``run_config`` as under ``flwr run``, starts Ray with its
+temp directory *inside* the run directory and shuts it down afterwards (no stray processes).
+Either way the apps are :data:`saip_fl.apps.server_app` / :data:`saip_fl.apps.client_app`, and the
+run leaves ``metrics.json`` plus, only when the run is ``ok``, the final model —
+envelope-encrypted when an :class:`~saip_fl.protocols.Encryptor` is given (``model.saipenc``),
+plain ``model.npz`` otherwise.
 """
 
 from __future__ import annotations
@@ -20,10 +23,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from saip_fl.config import RunConfig
-from saip_fl.errors import FLError, ProtocolHaltedError
+from saip_fl.errors import FLConfigError, FLError, ProtocolHaltedError, RunDegradedError
 from saip_fl.model import weights_to_bytes
 from saip_fl.protocols import Encryptor
 
@@ -92,37 +95,161 @@ def write_app_project(
     return path
 
 
+Engine = Literal["local", "ray"]
+
+
 def run(
     cfg: RunConfig,
     run_dir: Path,
     *,
     encryptor: Encryptor | None = None,
+    engine: Engine = "local",
     num_cpus: int = 2,
     verbose: bool = False,
 ) -> RunResult:
-    """Run ``cfg`` in the simulation runtime under ``run_dir``.
+    """Run ``cfg`` under ``run_dir`` on the local engine (default) or Flower's Ray simulation.
+
+    ``engine="local"`` (:mod:`saip_fl.engine`) runs the same ServerApp and ClientApp without Ray;
+    ``engine="ray"`` uses Flower's simulation runtime with Ray's temp directory inside
+    ``run_dir``. The model is written only when the run is ``ok``.
 
     Raises
     ------
+    KeyboardInterrupt
+        SIGINT/SIGTERM: ``metrics.json`` says ``interrupted``; no model is written.
     ProtocolHaltedError
         A round produced no aggregate (e.g. SecAgg+ halted); ``metrics.json`` says ``failed``.
+    RunDegradedError
+        Too many rounds were rolled back; ``metrics.json`` says ``degraded``.
     FLError
-        Any other failure of the run (the message says what; ``metrics.json`` records it).
+        Any other failure, including a run in which no round was accepted (``failed``).
     """
+    from saip_fl import apps
+
+    if engine not in ("local", "ray"):
+        raise FLConfigError(f"engine must be 'local' or 'ray', got {engine!r}")
+    run_dir = run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.chmod(0o700)
+    token = secrets.token_hex(8)
+    extra = {"out-dir": str(run_dir), "run-token": token}
+    run_config = {**cfg.to_flower(), **extra}
+    metrics_path = run_dir / "metrics.json"
+    metrics_path.unlink(missing_ok=True)
+    for stale in ("model.saipenc", "model.npz"):
+        (run_dir / stale).unlink(missing_ok=True)
+    started = time.perf_counter()
+    # Flower logs every round at INFO/DEBUG on its own handlers; the saip CLI prints its own
+    # per-round table, so Flower's logger is quieted unless verbose (restored afterwards).
+    flwr_logger = logging.getLogger("flwr")
+    old_level = flwr_logger.level
+    if not verbose:
+        flwr_logger.setLevel(logging.WARNING)
+    try:
+        if engine == "local":
+            _run_local(cfg, run_config, num_cpus=num_cpus)
+        else:
+            _run_ray(cfg, run_dir, run_config, extra, num_cpus=num_cpus, verbose=verbose)
+    except KeyboardInterrupt:
+        apps.take_result(token)
+        _mark_interrupted(metrics_path)
+        raise
+    finally:
+        flwr_logger.setLevel(old_level)
+    seconds = time.perf_counter() - started
+    weights = apps.take_result(token)
+    if not metrics_path.exists():
+        raise FLError("the server app wrote no metrics.json: the run did not complete")
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    if metrics.get("status") != "ok" or weights is None:
+        err = metrics.get("error") or "the run ended without a final model"
+        if metrics.get("status") == "degraded":
+            raise RunDegradedError(err)
+        raise ProtocolHaltedError(err) if "halted" in err or "no aggregate" in err else FLError(err)
+    blob = weights_to_bytes(weights)
+    if encryptor is not None:
+        model_path = run_dir / "model.saipenc"
+        model_path.write_bytes(encryptor.encrypt(blob, context={**MODEL_CONTEXT, "run": token}))
+    else:
+        model_path = run_dir / "model.npz"
+        model_path.write_bytes(blob)
+        log.warning("no encryptor given: final model stored UNENCRYPTED at %s", model_path)
+    model_path.chmod(0o600)
+    metrics["model"] = {
+        "path": str(model_path),
+        "encrypted": encryptor is not None,
+        "context": {**MODEL_CONTEXT, "run": token} if encryptor else None,
+    }
+    metrics["seconds"] = seconds
+    metrics["engine"] = engine
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    return RunResult(run_dir, metrics_path, model_path, encryptor is not None, metrics, seconds)
+
+
+def _mark_interrupted(metrics_path: Path) -> None:
+    """Leave ``metrics.json`` saying ``interrupted`` (whatever round the run was in)."""
+    doc: dict[str, Any] = {}
+    if metrics_path.exists():
+        try:
+            doc = json.loads(metrics_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            doc = {}
+    doc["status"] = "interrupted"
+    doc["error"] = "the run was interrupted"
+    tmp = metrics_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, metrics_path)
+
+
+def _wrap_failure(exc: Exception) -> FLError:
+    if isinstance(exc, FLError):
+        return exc
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, FLError):
+        return cause
+    return FLError(f"federated run failed: {type(exc).__name__}: {exc}")
+
+
+def _run_local(cfg: RunConfig, run_config: dict[str, Any], *, num_cpus: int) -> None:
+    from flwr.app import Context, RecordDict
+
+    from saip_fl import apps, engine
+
+    server_ctx = Context(
+        run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config
+    )
+    try:
+        engine.run_local(
+            apps.server_app,
+            apps.client_app,
+            server_context=server_ctx,
+            num_nodes=cfg.num_clients,
+            workers=num_cpus,
+        )
+    except Exception as exc:
+        wrapped = _wrap_failure(exc)
+        if wrapped is exc:
+            raise
+        raise wrapped from exc
+
+
+def _run_ray(
+    cfg: RunConfig,
+    run_dir: Path,
+    run_config: dict[str, Any],
+    extra: Mapping[str, str],
+    *,
+    num_cpus: int,
+    verbose: bool,
+) -> None:
     import ray
     from flwr.app import Context, RecordDict
     from flwr.simulation.run_simulation import _run_simulation
 
     from saip_fl import apps
 
-    run_dir = run_dir.resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    run_dir.chmod(0o700)
     app_dir = run_dir / "app"
-    token = secrets.token_hex(8)
-    extra = {"out-dir": str(run_dir), "run-token": token}
     write_app_project(app_dir, cfg, extra)
-    run_config = {**cfg.to_flower(), **extra}
     ray_dir = run_dir / "ray"
     ray_dir.mkdir(mode=0o700, exist_ok=True)
     ray_tmp = ray_dir
@@ -130,12 +257,9 @@ def run(
     if len(str(ray_dir)) > _MAX_RAY_TMP:
         # Ray's unix-socket paths must stay under 107 bytes: hand Ray a short symlink to the
         # directory inside the run directory (the files stay there); the link is removed below
-        link = Path(tempfile.gettempdir()) / f"saip-ray-{token}"
+        link = Path(tempfile.gettempdir()) / f"saip-ray-{extra['run-token']}"
         link.symlink_to(ray_dir, target_is_directory=True)
         ray_tmp = link
-    metrics_path = run_dir / "metrics.json"
-    metrics_path.unlink(missing_ok=True)
-    started = time.perf_counter()
     old_threads = os.environ.get("OMP_NUM_THREADS")
     # Ray/Flower export the driver's whole sys.path as PYTHONPATH for their workers and leave it
     # set: every later subprocess of this process (e.g. a tool in another venv) would import from
@@ -156,12 +280,6 @@ def run(
         },
         "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
     }
-    # Flower logs every round at INFO/DEBUG on its own handlers; the saip CLI prints its own
-    # per-round table, so Flower's logger is quieted unless verbose (restored afterwards).
-    flwr_logger = logging.getLogger("flwr")
-    old_level = flwr_logger.level
-    if not verbose:
-        flwr_logger.setLevel(logging.WARNING)
     try:
         _run_simulation(
             num_supernodes=cfg.num_clients,
@@ -174,15 +292,12 @@ def run(
             is_app=True,
             verbose_logging=verbose,
         )
-    except FLError:
-        raise
     except Exception as exc:  # the simulation runtime wraps app errors
-        cause = exc.__cause__ or exc.__context__
-        if isinstance(cause, FLError):
-            raise cause from None
-        raise FLError(f"federated run failed: {type(exc).__name__}: {exc}") from exc
+        wrapped = _wrap_failure(exc)
+        if wrapped is exc:
+            raise
+        raise wrapped from exc
     finally:
-        flwr_logger.setLevel(old_level)
         if ray.is_initialized():
             ray.shutdown()
         for name, old in (("OMP_NUM_THREADS", old_threads), ("PYTHONPATH", old_pythonpath)):
@@ -193,31 +308,6 @@ def run(
         if link is not None:
             link.unlink(missing_ok=True)
         shutil.rmtree(ray_dir, ignore_errors=True)
-    seconds = time.perf_counter() - started
-    weights = apps.take_result(token)
-    if not metrics_path.exists():
-        raise FLError("the server app wrote no metrics.json: the run did not complete")
-    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-    if metrics.get("status") != "ok" or weights is None:
-        err = metrics.get("error") or "the run ended without a final model"
-        raise ProtocolHaltedError(err) if "halted" in err or "no aggregate" in err else FLError(err)
-    blob = weights_to_bytes(weights)
-    if encryptor is not None:
-        model_path = run_dir / "model.saipenc"
-        model_path.write_bytes(encryptor.encrypt(blob, context={**MODEL_CONTEXT, "run": token}))
-    else:
-        model_path = run_dir / "model.npz"
-        model_path.write_bytes(blob)
-        log.warning("no encryptor given: final model stored UNENCRYPTED at %s", model_path)
-    model_path.chmod(0o600)
-    metrics["model"] = {
-        "path": str(model_path),
-        "encrypted": encryptor is not None,
-        "context": {**MODEL_CONTEXT, "run": token} if encryptor else None,
-    }
-    metrics["seconds"] = seconds
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    return RunResult(run_dir, metrics_path, model_path, encryptor is not None, metrics, seconds)
 
 
 def _exit_event() -> Any:

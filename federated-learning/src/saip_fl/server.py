@@ -52,11 +52,11 @@ from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
 from flwr.serverapp import Grid
 
-from saip_fl import attacks, dp, validation
+from saip_fl import attacks, dp, secagg_prg, validation
 from saip_fl.client import dpsgd_schedule
 from saip_fl.config import RunConfig
 from saip_fl.data import Split, client_partition, load_dataset, split_dataset
-from saip_fl.errors import FLError, ProtocolHaltedError
+from saip_fl.errors import FLError, ProtocolHaltedError, RunDegradedError, RunInterruptedError
 from saip_fl.model import (
     Weights,
     add,
@@ -183,8 +183,14 @@ class SaipStrategy(FedAvg):
         self.shapes = [tuple(w.shape) for w in initial]
         self._global: Weights = initial
         self.reputation = validation.ClientReputation(exclude_after=cfg.validation.exclude_after)
-        self.ledger, self._fit_extra = self._privacy_setup()
         per_round = max(2, round(cfg.fraction_fit * cfg.num_clients))
+        # exclusion may shrink the number of groups, never below one group, nor take half
+        self.group_streaks = validation.GroupStreaks(
+            exclude_after=cfg.secagg.exclude_after,
+            max_excluded=max(0, min(per_round - cfg.secagg.num_shares, per_round // 2 - 1)),
+        )
+        self.expected_noise_norm = 0.0
+        self.ledger, self._fit_extra = self._privacy_setup()
         super().__init__(
             fraction_fit=cfg.fraction_fit,
             fraction_evaluate=0.0,
@@ -214,24 +220,52 @@ class SaipStrategy(FedAvg):
             )
             for i in range(cfg.num_clients)
         ]
-        if cfg.dp.mode == "dpsgd":
+        if cfg.dp.mode in ("dpsgd", "distributed"):
             sigma, q, steps = dpsgd_schedule(cfg, min(sizes))
-            ledger = dp.PrivacyLedger(sigma, q, steps, cfg.dp.delta)
+            ledger = dp.PrivacyLedger(sigma, q, steps, cfg.dp.delta, accountant=cfg.dp.accountant)
             extra: dict[str, Scalar] = {"dp-noise-multiplier": sigma, "dp-sample-rate": q}
             records = min(sizes)
+            if cfg.dp.mode == "distributed":
+                sa = cfg.secagg
+                batch = q * float(np.mean(sizes))
+                extra["dp-expected-batch"] = batch
+                per_round = max(2, round(cfg.fraction_fit * cfg.num_clients))
+                m = max(sa.reconstruction_threshold, per_round // sa.groups)
+                # noise of a group mean of m members, each adding σC/√t, scaled by lr/B
+                self.expected_noise_norm = (
+                    cfg.learning_rate
+                    / batch
+                    * sigma
+                    * cfg.dp.max_grad_norm
+                    * math.sqrt(
+                        sum(math.prod(s) for s in self.shapes) / (m * sa.reconstruction_threshold)
+                    )
+                )
         else:
             sigma = float(cfg.dp.noise_multiplier or 0.0)
-            ledger = dp.PrivacyLedger(sigma, cfg.fraction_fit, 1, cfg.dp.delta)
+            ledger = dp.PrivacyLedger(
+                sigma, cfg.fraction_fit, 1, cfg.dp.delta, accountant=cfg.dp.accountant
+            )
             per_round = max(2, round(cfg.fraction_fit * cfg.num_clients))
-            smallest_group = per_round // cfg.secagg.groups if cfg.secagg.enabled else per_round
-            std = sigma * cfg.validation.update_norm_bound / math.sqrt(smallest_group)
-            extra = {"dp-noise-std": std}
+            sa = cfg.secagg
+            smallest_group = per_round // sa.groups if sa.enabled else per_round
+            plan = dp.user_level_plan(
+                noise_multiplier=sigma,
+                norm_bound=cfg.validation.update_norm_bound,
+                num_params=sum(math.prod(s) for s in self.shapes),
+                group_size=smallest_group,
+                threshold=sa.reconstruction_threshold if sa.enabled else None,
+                clipping_range=sa.clipping_range if sa.enabled else None,
+            )
+            self.expected_noise_norm = plan.aggregate_noise_norm
+            extra = {"dp-noise-std": plan.share_std}
             records = cfg.num_clients
         total = dp.epsilon(
             noise_multiplier=ledger.noise_multiplier,
             sample_rate=ledger.sample_rate,
             steps=ledger.steps_per_round * cfg.num_rounds,
             delta=cfg.dp.delta,
+            accountant=cfg.dp.accountant,
         )
         self.runlog.dp_warning = dp.check_guarantee(
             epsilon_total=total,
@@ -258,7 +292,7 @@ class SaipStrategy(FedAvg):
     ) -> list[tuple[ClientProxy, FitIns]]:
         """Sample clients as FedAvg does, minus excluded ones."""
         pairs = super().configure_fit(server_round, parameters, client_manager)
-        banned = self.reputation.excluded()
+        banned = self.reputation.excluded() | self.group_streaks.excluded()
         return [(proxy, ins) for proxy, ins in pairs if proxy.cid not in banned]
 
     def configure_evaluate(
@@ -362,8 +396,15 @@ class SaipStrategy(FedAvg):
         group_updates: dict[int, Weights],
         group_members: dict[int, list[str]],
         failed: dict[int, str],
+        contributors: dict[int, int] | None = None,
     ) -> Weights | None:
-        """Score and combine group aggregates; ``None`` means keep the global model (rollback)."""
+        """Score and combine group aggregates; ``None`` means keep the global model (rollback).
+
+        Every group's member IDs and contributor count go into the round record; members of
+        rejected groups build up a streak (:class:`~saip_fl.validation.GroupStreaks`) and are
+        excluded once it reaches ``secagg.exclude_after`` consecutive rounds.
+        """
+        contributors = contributors or {}
         rec = self.runlog.current(rnd)
         root = self.root_update(global_w, rnd)
         base_loss = self._loss_of(global_w)
@@ -382,10 +423,16 @@ class SaipStrategy(FedAvg):
                 clipping_range=sa.clipping_range,
                 min_cosine=sa.min_cosine,
                 loss_tolerance=sa.loss_tolerance,
+                noise_norm=self.expected_noise_norm,
             )
         for g in sorted(set(group_members)):
             s = scores.get(g)
-            entry: dict[str, Any] = {"group": g, "size": len(group_members[g])}
+            entry: dict[str, Any] = {
+                "group": g,
+                "size": len(group_members[g]),
+                "members": sorted(group_members[g]),
+                "contributors": contributors.get(g, 0),
+            }
             if s is None:
                 entry.update(
                     accepted=False, reason=f"protocol failed: {failed.get(g, 'no aggregate')}"
@@ -402,6 +449,14 @@ class SaipStrategy(FedAvg):
             rec.groups.append(entry)
             if not entry["accepted"]:
                 rec.rejected[f"group {g}"] = entry["reason"]
+        if any(g["accepted"] for g in rec.groups):
+            for entry in rec.groups:
+                self.group_streaks.record(entry["members"], rejected=not entry["accepted"])
+        rec.excluded = sorted(self.reputation.excluded() | self.group_streaks.excluded())
+        self.runlog.excluded_clients = {
+            **self.reputation.report(),
+            **self.group_streaks.report(),
+        }
         rec.accepted = sum(1 for s in scores.values() if s.accepted)
         combined = validation.combine_trusted(group_updates, scores, root)
         if combined is None:
@@ -579,7 +634,9 @@ class GroupedSecAggWorkflow:
         sa = strategy.cfg.secagg
         self.strategy = strategy
         self.groups = sa.groups
-        self.rng = rng or np.random.default_rng(strategy.cfg.seed + 17)
+        # the grouping must not be predictable by clients (an attacker could pick its group)
+        self.rng = rng or np.random.default_rng()
+        secagg_prg.install()
         self.secagg = SecAggPlusWorkflow(
             num_shares=sa.num_shares,
             reconstruction_threshold=sa.reconstruction_threshold,
@@ -643,9 +700,17 @@ class GroupedSecAggWorkflow:
             )
             try:
                 self.secagg(grid, sub)
+            except RunInterruptedError:
+                raise
             except Exception as exc:
                 with lock:
                     errors[g] = f"{type(exc).__name__}: {exc}"
+                    log.warning(
+                        "group %d failed: %s",
+                        g,
+                        errors[g],
+                        exc_info=log.isEnabledFor(logging.DEBUG),
+                    )
 
         with ThreadPoolExecutor(max_workers=k, thread_name_prefix="secagg-group") as pool:
             list(pool.map(run_group, list(members)))
@@ -660,7 +725,10 @@ class GroupedSecAggWorkflow:
         if not results:
             return  # GuardedFitWorkflow turns this into ProtocolHaltedError
         rec.aggregate_received = True
-        new = self.strategy.combine_groups(rnd, global_w, results, group_members, failed)
+        contributors = {g: c.received for g, c in captures.items()}
+        new = self.strategy.combine_groups(
+            rnd, global_w, results, group_members, failed, contributors
+        )
         if new is not None:
             context.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(
                 ndarrays_to_parameters(new), keep_input=True
@@ -674,6 +742,18 @@ def _plain_fit(strategy: SaipStrategy) -> Callable[[Grid, Context], None]:
         default_fit_workflow(grid, context)
 
     return fit
+
+
+def preflight(cfg: RunConfig) -> None:
+    """Start-up checks that need the data and the model (what the server does before round 1).
+
+    Raises
+    ------
+    FLConfigError
+        E.g. user-level DP that cannot train, or a weak (ε, δ) guarantee
+        (:class:`~saip_fl.errors.PrivacyGuaranteeError`).
+    """
+    SaipStrategy(cfg, RunLog(config={}, path=None))
 
 
 def run_server(grid: Grid, context: Context, cfg: RunConfig, runlog: RunLog) -> Weights:
@@ -693,6 +773,10 @@ def run_server(grid: Grid, context: Context, cfg: RunConfig, runlog: RunLog) -> 
     workflow = DefaultWorkflow(fit_workflow=GuardedFitWorkflow(inner, strategy))
     try:
         workflow(grid, legacy)
+    except (KeyboardInterrupt, RunInterruptedError):
+        runlog.status, runlog.error = "interrupted", "the run was interrupted"
+        runlog.write()
+        raise
     except FLError as exc:
         runlog.status, runlog.error = "failed", str(exc)
         runlog.write()
@@ -703,6 +787,30 @@ def run_server(grid: Grid, context: Context, cfg: RunConfig, runlog: RunLog) -> 
         raise
     final = _weights_of(legacy)
     runlog.final_weights = final
+    verdict = outcome(runlog.rounds, max_rollback_fraction=cfg.validation.max_rollback_fraction)
+    if verdict is not None:
+        status, reason = verdict
+        runlog.status, runlog.error = status, reason
+        runlog.write()
+        raise RunDegradedError(reason) if status == "degraded" else FLError(reason)
     runlog.status = "ok"
     runlog.write()
     return final
+
+
+def outcome(rounds: list[RoundRecord], *, max_rollback_fraction: float) -> tuple[str, str] | None:
+    """``("failed", why)`` when no round was accepted, ``("degraded", why)`` when more than
+    ``max_rollback_fraction`` of the rounds were rolled back, else ``None`` (the run is ok)."""
+    if not rounds:
+        return "failed", "no round ran"
+    rolled = [r.round for r in rounds if r.rolled_back]
+    if len(rolled) == len(rounds):
+        return "failed", (
+            f"no round was accepted (all {len(rounds)} rolled back): the model is untrained"
+        )
+    if len(rolled) > max_rollback_fraction * len(rounds):
+        return "degraded", (
+            f"{len(rolled)} of {len(rounds)} rounds rolled back (rounds {rolled}), more than "
+            f"validation.max_rollback_fraction={max_rollback_fraction:g}"
+        )
+    return None

@@ -105,10 +105,16 @@ def robust_aggregate(
     trim_fraction: float = 0.2,
     multikrum_keep: int = 0,
 ) -> Weights:
-    """Aggregate ``updates`` with one of Flower's rules; example counts capped at ``max_examples``.
+    """Aggregate ``updates`` with one of Flower's rules.
 
     Rules: ``fedavg``, ``krum`` (one update), ``multikrum`` (average of the ``multikrum_keep`` best,
     default ``n - num_malicious``), ``median``, ``trimmed_mean``, ``bulyan``.
+
+    Example counts are self-reported, so an attacker claims many to dominate a weighted mean. For
+    ``fedavg`` and ``trimmed_mean`` each count is capped at ``max_examples`` *and* at the median
+    reported count (an attacker minority cannot move the median); distance-based and
+    order-statistic rules (Krum, multi-Krum, Bulyan, median) use equal weights — Flower's
+    multi-Krum would otherwise average its survivors by the claimed counts.
     """
     from flwr.server.strategy.aggregate import (
         aggregate,
@@ -120,7 +126,11 @@ def robust_aggregate(
 
     if not updates:
         raise ValueError("no updates to aggregate")
-    capped = [min(int(c), max_examples) for c in counts]
+    if rule in ("fedavg", "trimmed_mean"):
+        median = float(np.median([max(int(c), 1) for c in counts]))
+        capped = [min(int(c), max_examples, int(median)) for c in counts]
+    else:
+        capped = [1] * len(counts)
     pairs = [([np.asarray(a) for a in u], max(c, 1)) for u, c in zip(updates, capped, strict=True)]
     n = len(pairs)
     f = min(num_malicious, max(0, (n - 3) // 2))
@@ -170,6 +180,47 @@ class ClientReputation:
         return {c: list(self.offences[c]) for c in sorted(self.excluded())}
 
 
+@dataclass
+class GroupStreaks:
+    """Excludes clients that keep landing in rejected groups across random regroupings.
+
+    Groups are redrawn at random every round, so an honest client shares a group with a given
+    attacker with probability ``(m-1)/(n-1)`` per round; the chance that it does so in
+    ``exclude_after`` consecutive rounds falls geometrically (e.g. (4/9)⁴ ≈ 4% for 10 clients in
+    groups of 5 with 4 rounds), while an attacker whose group is rejected every round is excluded
+    after ``exclude_after`` rounds. A round in an accepted group resets the streak.
+    """
+
+    exclude_after: int
+    max_excluded: int | None = None
+    streaks: dict[str, int] = field(default_factory=dict)
+    banned: dict[str, list[str]] = field(default_factory=dict)
+
+    def record(self, members: Sequence[str], *, rejected: bool) -> None:
+        """Note one group outcome for each of its ``members``.
+
+        Record only rounds in which some group was accepted: when every group fails the round
+        says nothing about who caused it. At most ``max_excluded`` clients are ever excluded, so
+        exclusion cannot starve the run of the clients its groups need.
+        """
+        for cid in members:
+            self.streaks[cid] = self.streaks.get(cid, 0) + 1 if rejected else 0
+            full = self.max_excluded is not None and len(self.banned) >= self.max_excluded
+            if self.streaks[cid] >= self.exclude_after and cid not in self.banned and not full:
+                self.banned[cid] = [
+                    f"in a rejected group {self.streaks[cid]} rounds in a row "
+                    "(random regrouping every round)"
+                ]
+
+    def excluded(self) -> set[str]:
+        """Clients no longer allowed to take part."""
+        return set(self.banned)
+
+    def report(self) -> dict[str, list[str]]:
+        """Reason for every excluded client."""
+        return {c: list(r) for c, r in sorted(self.banned.items())}
+
+
 # --------------------------------------------------------------------------- group aggregates
 @dataclass(frozen=True)
 class GroupScore:
@@ -197,11 +248,17 @@ def score_group(
     clipping_range: float,
     min_cosine: float,
     loss_tolerance: float,
+    noise_norm: float = 0.0,
 ) -> GroupScore:
     """Score one group's mean update against the root update and the holdout loss.
 
     The mean of honest updates bounded by ``norm_bound`` is itself bounded by it (triangle
-    inequality), so a larger group mean means a member sent an out-of-bound update.
+    inequality), so a larger group mean means a member sent an out-of-bound update. With
+    user-level DP the mean also carries Gaussian noise of expected norm ``noise_norm``; the bound
+    then allows ``norm_bound + 1.25 × noise_norm`` (the noise norm concentrates tightly around its
+    mean in high dimension), and the cosine threshold is lowered by ``3/sqrt(d)`` — three standard
+    deviations of the cosine between pure noise and any fixed direction in ``d`` dimensions —
+    so that an honest aggregate whose signal the noise partly hides is not dropped for it.
     """
     reason = check_structure(update, shapes)
     if reason is not None:
@@ -212,11 +269,13 @@ def score_group(
     loss = holdout_loss(add(global_weights, update))
     if peak > clipping_range:
         reason = f"coordinate {peak:.3g} outside clipping range {clipping_range:g}"
-    elif norm > norm_bound * 1.01:
-        reason = f"norm {norm:.3g} > bound {norm_bound:g}"
+    elif norm > norm_bound * 1.01 + 1.25 * noise_norm:
+        reason = f"norm {norm:.3g} > bound {norm_bound:g} (+ expected noise {noise_norm:.3g})"
     elif norm == 0.0:
         reason = "zero aggregate"
-    elif cos <= min_cosine:
+    elif cos <= min_cosine - (
+        3.0 / math.sqrt(max(1, sum(a.size for a in update))) if noise_norm > 0 else 0.0
+    ):
         reason = f"cosine to root update {cos:.2f} <= {min_cosine:g}"
     elif loss > base_loss + loss_tolerance:
         reason = f"holdout loss {loss:.3f} > {base_loss:.3f} + {loss_tolerance:g}"

@@ -40,8 +40,12 @@ run "secure_defaults" {
     error_message = "no Allow statement of the key policy may use a wildcard action"
   }
   assert {
-    condition     = !strcontains(aws_kms_key.this.policy, ":root")
-    error_message = "the key policy must not delegate to the account root"
+    condition     = [for s in jsondecode(aws_kms_key.this.policy).Statement : s.Sid if strcontains(jsonencode(s.Principal), ":root")] == ["AccountRecovery"]
+    error_message = "only the AccountRecovery statement may name the account root"
+  }
+  assert {
+    condition     = toset(one([for s in jsondecode(aws_kms_key.this.policy).Statement : s if s.Sid == "AccountRecovery"]).Action) == toset(["kms:DescribeKey", "kms:GetKeyPolicy", "kms:PutKeyPolicy"]) && one([for s in jsondecode(aws_kms_key.this.policy).Statement : s if s.Sid == "AccountRecovery"]).Effect == "Allow"
+    error_message = "the account root may recover the key policy (no lock-out when the admin role is recreated) and nothing else: no cryptographic use"
   }
   assert {
     condition     = one([for s in jsondecode(aws_kms_key.this.policy).Statement : s if s.Sid == "DenyRotationOff"]).Action == ["kms:DisableKeyRotation"]
@@ -157,4 +161,29 @@ run "rejects_empty_context_values" {
     users = [{ sid = "Bad", principal_arns = ["arn:aws:iam::123456789012:role/x"], actions = ["kms:Decrypt"], encryption_context = { k = [] } }]
   }
   expect_failures = [var.users]
+}
+
+run "service_users_are_bound_to_their_source" {
+  command = apply
+  module {
+    source = "./modules/kms-key"
+  }
+  variables {
+    service_users = [{ sid = "Trail", service = "cloudtrail.amazonaws.com", actions = ["kms:GenerateDataKey"], source_arns = ["arn:aws:cloudtrail:eu-west-1:123456789012:trail/t"] }]
+  }
+  assert {
+    condition     = one([for s in jsondecode(aws_kms_key.this.policy).Statement : s if s.Sid == "Trail"]).Condition.StringEquals["aws:SourceArn"] == ["arn:aws:cloudtrail:eu-west-1:123456789012:trail/t"] && one([for s in jsondecode(aws_kms_key.this.policy).Statement : s if s.Sid == "Trail"]).Condition.StringEquals["aws:SourceAccount"] == "123456789012"
+    error_message = "a service principal may use the key only for its own source resource in this account"
+  }
+}
+
+run "rejects_bad_service_users" {
+  command = plan
+  module {
+    source = "./modules/kms-key"
+  }
+  variables {
+    service_users = [{ sid = "Any", service = "s3.amazonaws.com", actions = ["kms:*"], source_arns = ["*"] }]
+  }
+  expect_failures = [var.service_users]
 }

@@ -67,6 +67,93 @@ run "composed_stack" {
   }
 }
 
+# Semantic checks of defect fixes: the rendered policies are evaluated for concrete requests (the
+# condition operators used here: StringEquals, StringNotEquals, Null; see the README), not only
+# searched for attribute names.
+run "policies_decide_requests" {
+  command = apply
+
+  assert {
+    condition     = alltrue([for b in ["landing", "quarantine", "artifacts"] : anytrue([for s in jsondecode(module.bucket[b].policy).Statement : s.Effect == "Deny" && contains(s.Action, "s3:PutObject") && alltrue([for op, kv in lookup(s, "Condition", {}) : alltrue([for k, v in kv : (op == "Null" ? (tostring(v) == "true") == !contains(keys({ "s3:x-amz-server-side-encryption" = "aws:kms" }), k) : op == "StringEquals" ? contains(keys({ "s3:x-amz-server-side-encryption" = "aws:kms" }), k) && contains(flatten([v]), lookup({ "s3:x-amz-server-side-encryption" = "aws:kms" }, k, "")) : op == "StringNotEquals" ? contains(keys({ "s3:x-amz-server-side-encryption" = "aws:kms" }), k) && !contains(flatten([v]), lookup({ "s3:x-amz-server-side-encryption" = "aws:kms" }, k, "")) : false)])])])])
+    error_message = "PutObject with SSE aws:kms but no key ID (S3 would use aws/s3) must be denied on every data bucket"
+  }
+  assert {
+    condition     = !anytrue([for s in jsondecode(module.bucket["landing"].policy).Statement : s.Effect == "Deny" && contains(s.Action, "s3:PutObject") && alltrue([for op, kv in lookup(s, "Condition", {}) : alltrue([for k, v in kv : (op == "Null" ? (tostring(v) == "true") == !contains(keys({ "s3:x-amz-server-side-encryption" = "aws:kms", "s3:x-amz-server-side-encryption-aws-kms-key-id" = module.storage_key.key_arn }), k) : op == "StringEquals" ? contains(keys({ "s3:x-amz-server-side-encryption" = "aws:kms", "s3:x-amz-server-side-encryption-aws-kms-key-id" = module.storage_key.key_arn }), k) && contains(flatten([v]), lookup({ "s3:x-amz-server-side-encryption" = "aws:kms", "s3:x-amz-server-side-encryption-aws-kms-key-id" = module.storage_key.key_arn }, k, "")) : op == "StringNotEquals" ? contains(keys({ "s3:x-amz-server-side-encryption" = "aws:kms", "s3:x-amz-server-side-encryption-aws-kms-key-id" = module.storage_key.key_arn }), k) && !contains(flatten([v]), lookup({ "s3:x-amz-server-side-encryption" = "aws:kms", "s3:x-amz-server-side-encryption-aws-kms-key-id" = module.storage_key.key_arn }, k, "")) : false)])])]) && !anytrue([for s in jsondecode(module.bucket["landing"].policy).Statement : s.Effect == "Deny" && contains(s.Action, "s3:PutObject") && alltrue([for op, kv in lookup(s, "Condition", {}) : alltrue([for k, v in kv : (op == "Null" ? (tostring(v) == "true") == !contains(keys({ "s3:x-amz-acl" = "private" }), k) : op == "StringEquals" ? contains(keys({ "s3:x-amz-acl" = "private" }), k) && contains(flatten([v]), lookup({ "s3:x-amz-acl" = "private" }, k, "")) : op == "StringNotEquals" ? contains(keys({ "s3:x-amz-acl" = "private" }), k) && !contains(flatten([v]), lookup({ "s3:x-amz-acl" = "private" }, k, "")) : false)])])])
+    error_message = "PutObject naming the bucket's CMK, or sending no SSE header (bucket default), must not be denied"
+  }
+  assert {
+    condition     = output.saip_config.ingest.aws.kms_key_id == module.storage_key.key_arn
+    error_message = "saip_config must carry the bucket key, so saip never sends aws:kms without a key ID"
+  }
+  assert {
+    condition     = anytrue([for s in jsondecode(module.trainer_role.policy).Statement : contains(s.Action, "s3:GetObject") && anytrue([for r in s.Resource : endswith(r, "*") ? startswith("arn:aws:s3:::saip-test-landing/accepted/c1/000000000001", trimsuffix(r, "*")) : r == "arn:aws:s3:::saip-test-landing/accepted/c1/000000000001"])])
+    error_message = "the trainer must read accepted batches"
+  }
+  assert {
+    condition     = !anytrue([for s in jsondecode(module.trainer_role.policy).Statement : contains(s.Action, "s3:GetObject") && anytrue([for r in s.Resource : endswith(r, "*") ? startswith("arn:aws:s3:::saip-test-landing/raw/2026/01/01/x", trimsuffix(r, "*")) : r == "arn:aws:s3:::saip-test-landing/raw/2026/01/01/x"])]) && !anytrue([for s in jsondecode(module.trainer_role.policy).Statement : contains(s.Action, "s3:GetObject") && anytrue([for r in s.Resource : endswith(r, "*") ? startswith("arn:aws:s3:::saip-test-landing/quarantine/schema/abc", trimsuffix(r, "*")) : r == "arn:aws:s3:::saip-test-landing/quarantine/schema/abc"])])
+    error_message = "the trainer must not read the raw Firehose archive or quarantine entries"
+  }
+}
+
+run "data_key_decides_decrypt" {
+  command = apply
+
+  # The mocked provider gives every role the same ARN: give the workload roles distinct ones.
+  override_module {
+    target  = module.consumer_role
+    outputs = { arn = "arn:aws:iam::123456789012:role/saip-test-consumer", name = "saip-test-consumer", policy = "{}" }
+  }
+  override_module {
+    target  = module.trainer_role
+    outputs = { arn = "arn:aws:iam::123456789012:role/saip-test-trainer", name = "saip-test-trainer", policy = "{}" }
+  }
+  override_module {
+    target  = module.producer_role
+    outputs = { arn = "arn:aws:iam::123456789012:role/saip-test-producer", name = "saip-test-producer", policy = "{}" }
+  }
+
+  assert {
+    condition     = anytrue([for s in jsondecode(module.data_key.policy).Statement : s.Effect == "Allow" && contains(flatten([s.Principal.AWS]), module.consumer_role.arn) && contains(s.Action, "kms:Decrypt") && alltrue([for op, kv in lookup(s, "Condition", {}) : alltrue([for k, v in kv : (op == "Null" ? (tostring(v) == "true") == !contains(keys({ "kms:CallerAccount" = "123456789012", "kms:EncryptionContext:saip:pipeline" = "ingest", "kms:EncryptionContext:saip:purpose" = "ingest-accepted" }), k) : op == "StringEquals" ? contains(keys({ "kms:CallerAccount" = "123456789012", "kms:EncryptionContext:saip:pipeline" = "ingest", "kms:EncryptionContext:saip:purpose" = "ingest-accepted" }), k) && contains(flatten([v]), lookup({ "kms:CallerAccount" = "123456789012", "kms:EncryptionContext:saip:pipeline" = "ingest", "kms:EncryptionContext:saip:purpose" = "ingest-accepted" }, k, "")) : op == "StringNotEquals" ? contains(keys({ "kms:CallerAccount" = "123456789012", "kms:EncryptionContext:saip:pipeline" = "ingest", "kms:EncryptionContext:saip:purpose" = "ingest-accepted" }), k) && !contains(flatten([v]), lookup({ "kms:CallerAccount" = "123456789012", "kms:EncryptionContext:saip:pipeline" = "ingest", "kms:EncryptionContext:saip:purpose" = "ingest-accepted" }, k, "")) : false)])])]) && anytrue([for s in jsondecode(module.data_key.policy).Statement : s.Effect == "Allow" && contains(flatten([s.Principal.AWS]), module.consumer_role.arn) && contains(s.Action, "kms:Decrypt") && alltrue([for op, kv in lookup(s, "Condition", {}) : alltrue([for k, v in kv : (op == "Null" ? (tostring(v) == "true") == !contains(keys({ "kms:CallerAccount" = "123456789012", "kms:EncryptionContext:saip:pipeline" = "ingest", "kms:EncryptionContext:saip:purpose" = "ingest-quarantine" }), k) : op == "StringEquals" ? contains(keys({ "kms:CallerAccount" = "123456789012", "kms:EncryptionContext:saip:pipeline" = "ingest", "kms:EncryptionContext:saip:purpose" = "ingest-quarantine" }), k) && contains(flatten([v]), lookup({ "kms:CallerAccount" = "123456789012", "kms:EncryptionContext:saip:pipeline" = "ingest", "kms:EncryptionContext:saip:purpose" = "ingest-quarantine" }, k, "")) : op == "StringNotEquals" ? contains(keys({ "kms:CallerAccount" = "123456789012", "kms:EncryptionContext:saip:pipeline" = "ingest", "kms:EncryptionContext:saip:purpose" = "ingest-quarantine" }), k) && !contains(flatten([v]), lookup({ "kms:CallerAccount" = "123456789012", "kms:EncryptionContext:saip:pipeline" = "ingest", "kms:EncryptionContext:saip:purpose" = "ingest-quarantine" }, k, "")) : false)])])])
+    error_message = "the consumer must be able to unwrap its own batches (crash recovery) and quarantine entries"
+  }
+  assert {
+    condition     = !anytrue([for s in jsondecode(module.data_key.policy).Statement : s.Effect == "Allow" && contains(flatten([s.Principal.AWS]), module.consumer_role.arn) && contains(s.Action, "kms:Decrypt") && alltrue([for op, kv in lookup(s, "Condition", {}) : alltrue([for k, v in kv : (op == "Null" ? (tostring(v) == "true") == !contains(keys({ "kms:CallerAccount" = "123456789012", "kms:EncryptionContext:saip:pipeline" = "ingest", "kms:EncryptionContext:saip:purpose" = "model-artifact" }), k) : op == "StringEquals" ? contains(keys({ "kms:CallerAccount" = "123456789012", "kms:EncryptionContext:saip:pipeline" = "ingest", "kms:EncryptionContext:saip:purpose" = "model-artifact" }), k) && contains(flatten([v]), lookup({ "kms:CallerAccount" = "123456789012", "kms:EncryptionContext:saip:pipeline" = "ingest", "kms:EncryptionContext:saip:purpose" = "model-artifact" }, k, "")) : op == "StringNotEquals" ? contains(keys({ "kms:CallerAccount" = "123456789012", "kms:EncryptionContext:saip:pipeline" = "ingest", "kms:EncryptionContext:saip:purpose" = "model-artifact" }), k) && !contains(flatten([v]), lookup({ "kms:CallerAccount" = "123456789012", "kms:EncryptionContext:saip:pipeline" = "ingest", "kms:EncryptionContext:saip:purpose" = "model-artifact" }, k, "")) : false)])])]) && !anytrue([for s in jsondecode(module.data_key.policy).Statement : s.Effect == "Allow" && contains(flatten([s.Principal.AWS]), module.consumer_role.arn) && contains(s.Action, "kms:Decrypt") && alltrue([for op, kv in lookup(s, "Condition", {}) : alltrue([for k, v in kv : (op == "Null" ? (tostring(v) == "true") == !contains(keys({ "kms:CallerAccount" = "123456789012", "kms:EncryptionContext:saip:purpose" = "ingest-accepted" }), k) : op == "StringEquals" ? contains(keys({ "kms:CallerAccount" = "123456789012", "kms:EncryptionContext:saip:purpose" = "ingest-accepted" }), k) && contains(flatten([v]), lookup({ "kms:CallerAccount" = "123456789012", "kms:EncryptionContext:saip:purpose" = "ingest-accepted" }, k, "")) : op == "StringNotEquals" ? contains(keys({ "kms:CallerAccount" = "123456789012", "kms:EncryptionContext:saip:purpose" = "ingest-accepted" }), k) && !contains(flatten([v]), lookup({ "kms:CallerAccount" = "123456789012", "kms:EncryptionContext:saip:purpose" = "ingest-accepted" }, k, "")) : false)])])])
+    error_message = "the consumer's Decrypt must be scoped by encryption context (purpose and the configured context)"
+  }
+}
+
+run "audit_records_and_alerts" {
+  command = apply
+
+  assert {
+    condition     = anytrue([for sel in aws_cloudtrail.data.advanced_event_selector : anytrue([for f in sel.field_selector : f.field == "eventCategory" && try(contains(f.equals, "Management"), false)]) && !anytrue([for f in sel.field_selector : f.field == "eventSource"])])
+    error_message = "management events (every KMS call, none excluded) must be recorded"
+  }
+  assert {
+    condition = alltrue([for obj in ["arn:aws:s3:::saip-test-landing/accepted/c/1", "arn:aws:s3:::saip-test-quarantine/x", "arn:aws:s3:::saip-test-artifacts/model", "arn:aws:s3:::saip-test-landing/raw/2026/x"] :
+      anytrue([for sel in aws_cloudtrail.data.advanced_event_selector :
+        anytrue([for f in sel.field_selector : f.field == "resources.type" && try(contains(f.equals, "AWS::S3::Object"), false)]) &&
+    anytrue([for f in sel.field_selector : f.field == "resources.ARN" && anytrue([for p in coalesce(f.starts_with, ["\u0000"]) : startswith(obj, p)])])])])
+    error_message = "object-level reads and writes of every data bucket must be recorded"
+  }
+  assert {
+    condition     = anytrue([for sel in aws_cloudtrail.data.advanced_event_selector : anytrue([for f in sel.field_selector : f.field == "resources.ARN" && try(contains(f.equals, "arn:aws:kinesis:eu-west-1:123456789012:stream/saip-test-records"), false)])])
+    error_message = "record-level events of the stream must be recorded"
+  }
+  assert {
+    condition     = aws_cloudtrail.data.enable_log_file_validation && aws_cloudtrail.data.kms_key_id == module.storage_key.key_arn && aws_cloudtrail.data.is_multi_region_trail
+    error_message = "the trail must be validated, encrypted with the CMK and multi-region"
+  }
+  assert {
+    condition     = toset(jsondecode(aws_cloudwatch_event_rule.kms_key_danger.event_pattern).detail.eventName) == toset(["DisableKey", "PutKeyPolicy", "ScheduleKeyDeletion"]) && aws_cloudwatch_event_target.kms_key_danger.arn == aws_sns_topic.alerts.arn
+    error_message = "a key pending deletion, disabled or re-policied must alert"
+  }
+  assert {
+    condition     = alltrue([for a in [aws_cloudwatch_metric_alarm.firehose_freshness, aws_cloudwatch_metric_alarm.consumer_lag] : a.alarm_actions == toset([aws_sns_topic.alerts.arn])])
+    error_message = "delivery and consumer-lag alarms must notify the alerts topic"
+  }
+}
+
 run "rejects_bad_input" {
   command = plan
   variables {

@@ -32,16 +32,34 @@ run "private_endpoint_per_service" {
     error_message = "interface endpoints must have private DNS on"
   }
   assert {
-    condition     = aws_vpc_endpoint.s3.vpc_endpoint_type == "Gateway" && aws_vpc_endpoint.s3.service_name == "com.amazonaws.eu-west-1.s3"
+    condition     = aws_vpc_endpoint.s3[0].vpc_endpoint_type == "Gateway" && aws_vpc_endpoint.s3[0].service_name == "com.amazonaws.eu-west-1.s3"
     error_message = "an S3 gateway endpoint is required"
   }
   assert {
-    condition     = alltrue([for e in concat(values(aws_vpc_endpoint.interface), [aws_vpc_endpoint.s3]) : length(jsondecode(e.policy).Statement) > 0])
+    condition     = alltrue([for e in concat(values(aws_vpc_endpoint.interface), aws_vpc_endpoint.s3) : length(jsondecode(e.policy).Statement) > 0])
     error_message = "every endpoint carries a policy"
   }
   assert {
     condition     = alltrue([for r in aws_vpc_security_group_ingress_rule.https : r.from_port == 443 && r.to_port == 443 && r.cidr_ipv4 != "0.0.0.0/0"])
     error_message = "endpoints accept only HTTPS from the workload CIDRs"
+  }
+}
+
+run "shared_vpc_creates_nothing_and_hands_over_the_policies" {
+  command = apply
+  module {
+    source = "./modules/vpc-endpoints"
+  }
+  variables {
+    create_endpoints = false
+  }
+  assert {
+    condition     = length(aws_vpc_endpoint.interface) == 0 && length(aws_vpc_endpoint.s3) == 0 && length(aws_security_group.endpoints) == 0 && output.endpoint_ids == {}
+    error_message = "in a shared VPC no endpoint (and no restrictive policy) may be created"
+  }
+  assert {
+    condition     = keys(output.policies) == ["firehose", "kinesis", "kms", "s3"] && jsondecode(output.policies["s3"]).Statement[0].Resource == ["arn:aws:s3:::b/*"]
+    error_message = "the endpoint policies must still be produced for the VPC owner"
   }
 }
 

@@ -939,19 +939,22 @@ def iter_accepted(store: ObjectStore, encryptor: Encryptor) -> list[dict[str, An
 
     A sink that cannot see its own buffered writes (Firehose) may hold a record in two batch
     objects after a crash and a restart with other batch boundaries: entries with the same
-    ``(producer_id, record_id)`` and leaf collapse (first wins); the same ids with another leaf
-    raise :class:`IngestError` (the engine never accepts that, so it means tampering).
+    ``(producer_id, record_id)``, leaf and stored record collapse (first wins); the same ids with
+    another leaf or another stored record raise :class:`IngestError` (the engine never writes
+    that, so it means tampering — a copy edited under the same leaf is not silently dropped).
     """
     out: list[dict[str, Any]] = []
-    seen: dict[tuple[str, str], str] = {}
+    seen: dict[tuple[str, str], tuple[str, str]] = {}
     for key in store.list(ACCEPTED_PREFIX):
         for entry in read_batch(store, encryptor, key):
             ident = (entry["producer_id"], entry["record_id"])
+            content = json.dumps(entry.get("record"), sort_keys=True, separators=(",", ":"))
+            fingerprint = (str(entry["leaf"]), hashlib.sha256(content.encode()).hexdigest())
             prev = seen.get(ident)
             if prev is None:
-                seen[ident] = entry["leaf"]
+                seen[ident] = fingerprint
                 out.append(entry)
-            elif prev != entry["leaf"]:
+            elif prev != fingerprint:
                 raise IngestError(f"record {ident[1]} of {ident[0]} is stored with two contents")
     return out
 

@@ -22,7 +22,7 @@ import click
 import typer
 
 from saip import __version__
-from saip.commands import crypto, demo, fl, ingest, report, scan
+from saip.commands import crypto, demo, fl, ingest, report, scan, tfconfig
 from saip.config import load_config
 from saip.context import AppState
 from saip.errors import GateError
@@ -101,6 +101,7 @@ scan.register(app)
 fl.register(app)
 demo.register(app)
 report.register(app)
+tfconfig.register(app)
 
 
 EXIT_GATE = 3
@@ -211,3 +212,7 @@ def _run(args: list[str]) -> int:
     if _signals_received or rv == EXIT_INTERRUPTED:
         return _interrupted()
     return rv if isinstance(rv, int) else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -20,20 +20,66 @@ class _Section(BaseModel):
 
 
 class EncryptionSection(_Section):
-    """Master key used for data at rest, as a key URI (``local:PATH``, ``aws-kms:ARN``, ...)."""
+    """Master key used for data at rest, as a key URI (``local:PATH``, ``aws-kms:ARN``, ...);
+    ``sign_with``: a KMS-held EC P-256 key URI that signs envelope headers; ``verify_with``:
+    ``SCHEME:KEY_ID=PUBLIC_KEY_PEM`` entries, one of which must have signed every envelope."""
 
     key: str | None = None
     context: dict[str, str] = Field(default_factory=dict)
+    sign_with: str | None = None
+    verify_with: list[str] = Field(default_factory=list)
+
+
+class AwsIngestOptions(_Section):
+    """``[ingest.aws]``: options of the AWS backend beyond the generic ones."""
+
+    kms_key_id: str | None = None
+    """SSE-KMS key of the landing bucket, sent on every PutObject (``infra/aws`` denies
+    ``aws:kms`` without a key ID, which S3 would serve with the AWS managed key)."""
+
+
+class AzureIngestOptions(_Section):
+    """``[ingest.azure]``: options of the Azure backend beyond the generic ones."""
+
+    namespace: str | None = None
+    """Event Hubs namespace FQDN (``<name>.servicebus.windows.net``)."""
+    consumer_group: str | None = None
+    checkpoint_container: str | None = None
+
+
+class GcpIngestOptions(_Section):
+    """``[ingest.gcp]``: options of the GCP backend beyond the generic ones."""
+
+    project: str | None = None
+    subscription: str | None = None
+    dead_letter_topic: str | None = None
+    pubsub_endpoint: str | None = None
 
 
 class IngestSection(_Section):
-    """Ingestion backend and its endpoints (private/VPC endpoints go here)."""
+    """Ingestion backend and its endpoints (private/VPC endpoints go here).
+
+    ``stream``/``bucket``/``endpoint_url``/``region`` are the generic names every backend maps
+    (Kinesis stream / Pub/Sub topic / event hub; bucket / BigQuery table / container). The
+    backend's own sub-table (``[ingest.aws]``, ``[ingest.azure]``, ``[ingest.gcp]``) holds what
+    has no generic name; only the selected backend's sub-table is passed to it.
+    """
 
     backend: Literal["local", "aws", "gcp", "azure"] = "local"
     endpoint_url: str | None = None
     region: str | None = None
     stream: str | None = None
     bucket: str | None = None
+    aws: AwsIngestOptions = Field(default_factory=AwsIngestOptions)
+    azure: AzureIngestOptions = Field(default_factory=AzureIngestOptions)
+    gcp: GcpIngestOptions = Field(default_factory=GcpIngestOptions)
+
+    def backend_options(self, name: str) -> dict[str, Any]:
+        """The set options of backend ``name``'s sub-table (empty for ``local``)."""
+        section = {"aws": self.aws, "azure": self.azure, "gcp": self.gcp}.get(name)
+        if section is None:
+            return {}
+        return {k: v for k, v in section.model_dump().items() if v is not None}
 
 
 class ScanSection(_Section):
@@ -58,7 +104,8 @@ class SaipConfig(_Section):
     fl: FLSection = Field(default_factory=FLSection)
 
 
-def _describe(exc: ValidationError) -> str:
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming every rejected setting by its dotted path."""
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "<root>"
@@ -89,4 +136,4 @@ def load_config(path: Path | None) -> SaipConfig:
     try:
         return SaipConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"config file {path}: {_describe(exc)}") from None
+        raise ConfigError(f"config file {path}: {describe_validation_error(exc)}") from None

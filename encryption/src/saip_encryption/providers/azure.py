@@ -86,8 +86,11 @@ def parse_key_id(key_id: str) -> tuple[str, str, str | None]:
     """
     if not isinstance(key_id, str):
         raise TypeError(f"key id must be a string, got {type(key_id).__name__}")
-    parts = urlsplit(key_id)
-    host = parts.hostname or ""
+    try:
+        parts = urlsplit(key_id)
+        host = parts.hostname or ""
+    except ValueError:  # e.g. "Invalid IPv6 URL": header key IDs are attacker-controlled
+        parts, host = urlsplit(""), ""
     match = _PATH.match(parts.path)
     if (
         parts.scheme != "https"

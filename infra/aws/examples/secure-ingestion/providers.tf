@@ -1,7 +1,7 @@
 locals {
   local_mode = var.local_endpoint_url != null
   # Every service this example touches, for the local (moto) endpoint override.
-  local_services = ["ec2", "firehose", "iam", "kinesis", "kms", "s3", "sts"]
+  local_services = ["cloudtrail", "cloudwatch", "ec2", "events", "firehose", "iam", "kinesis", "kms", "s3", "sns", "sts"]
 }
 
 provider "aws" {
@@ -19,13 +19,17 @@ provider "aws" {
   dynamic "endpoints" {
     for_each = local.local_mode ? [var.local_endpoint_url] : []
     content {
-      ec2      = endpoints.value
-      firehose = endpoints.value
-      iam      = endpoints.value
-      kinesis  = endpoints.value
-      kms      = endpoints.value
-      s3       = endpoints.value
-      sts      = endpoints.value
+      cloudtrail = endpoints.value
+      cloudwatch = endpoints.value
+      ec2        = endpoints.value
+      events     = endpoints.value
+      firehose   = endpoints.value
+      iam        = endpoints.value
+      kinesis    = endpoints.value
+      kms        = endpoints.value
+      s3         = endpoints.value
+      sns        = endpoints.value
+      sts        = endpoints.value
     }
   }
 

@@ -1,6 +1,9 @@
 # A customer-managed KMS key whose policy separates administrators (manage, never use) from users
-# (use, never manage). Rotation is always on; there is no account-root statement, so IAM policies
-# alone can never grant use of the key: only the principals named here can.
+# (use, never manage). Rotation is always on. The account root may only read and replace the key
+# policy (AccountRecovery): without it, deleting and recreating the administrator role would lock
+# everyone out of the key for good (KMS cannot be recovered without AWS Support). IAM policies can
+# therefore grant kms:PutKeyPolicy on this key — guard that permission like account
+# administration — but never any cryptographic use: only the principals named here can use it.
 
 data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
@@ -52,6 +55,20 @@ locals {
   }]
 }
 
+locals {
+  service_statements = [for u in var.service_users : {
+    Sid       = u.sid
+    Effect    = "Allow"
+    Principal = { Service = u.service }
+    Action    = u.actions
+    Resource  = "*" # in a key policy "*" means "this key"
+    Condition = { StringEquals = merge(
+      { "aws:SourceAccount" = local.account_id, "aws:SourceArn" = u.source_arns },
+      { for k, v in u.encryption_context : "kms:EncryptionContext:${k}" => v },
+    ) }
+  }]
+}
+
 resource "aws_kms_key" "this" {
   description              = var.description
   key_usage                = "ENCRYPT_DECRYPT"
@@ -73,13 +90,20 @@ resource "aws_kms_key" "this" {
         Resource  = "*" # in a key policy "*" means "this key"
       },
       {
+        Sid       = "AccountRecovery"
+        Effect    = "Allow"
+        Principal = { AWS = "arn:${data.aws_partition.current.partition}:iam::${local.account_id}:root" }
+        Action    = ["kms:DescribeKey", "kms:GetKeyPolicy", "kms:PutKeyPolicy"]
+        Resource  = "*" # in a key policy "*" means "this key"
+      },
+      {
         Sid       = "DenyRotationOff"
         Effect    = "Deny"
         Principal = { AWS = "*" }
         Action    = ["kms:DisableKeyRotation"]
         Resource  = "*"
       },
-    ], local.user_statements)
+    ], local.user_statements, local.service_statements)
   })
   tags = merge(var.tags, { Name = "${var.prefix}-${var.name}" })
 }

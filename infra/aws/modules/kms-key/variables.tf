@@ -70,6 +70,29 @@ variable "rotation_period_in_days" {
   }
 }
 
+variable "service_users" {
+  description = "Key-policy statements for AWS service principals that encrypt on the account's behalf (CloudTrail log files, SNS messages published by EventBridge/CloudWatch). Each is bound by aws:SourceAccount and to the listed aws:SourceArn values, so another account's resource cannot use the key through that service."
+  type = list(object({
+    sid                = string
+    service            = string
+    actions            = list(string)
+    source_arns        = list(string)
+    encryption_context = optional(map(list(string)), {})
+  }))
+  default  = []
+  nullable = false
+
+  validation {
+    condition     = alltrue([for u in var.service_users : can(regex("^[A-Za-z0-9]{1,64}$", u.sid)) && contains(["cloudtrail.amazonaws.com", "cloudwatch.amazonaws.com", "events.amazonaws.com"], u.service) && length(u.source_arns) > 0 && alltrue([for a in u.source_arns : can(regex("^arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:[0-9]{12}:[A-Za-z0-9/_+=,.@:-]+$", a))])])
+    error_message = "service_users: sid alphanumeric, service one of cloudtrail/cloudwatch/events.amazonaws.com, source_arns non-empty ARNs of this kind of resource (no wildcards)."
+  }
+
+  validation {
+    condition     = alltrue(flatten([for u in var.service_users : [for a in u.actions : contains(["kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKey"], a)]])) && alltrue([for u in var.service_users : length(u.actions) > 0])
+    error_message = "service_users[*].actions must be a non-empty list of kms:Decrypt, kms:DescribeKey, kms:GenerateDataKey."
+  }
+}
+
 variable "tags" {
   description = "Tags added to the key."
   type        = map(string)

@@ -114,6 +114,20 @@ resource "aws_s3_bucket_policy" "this" {
         }
       },
       {
+        # "aws:kms" without a key ID makes S3 use the AWS managed key aws/s3, not the bucket's
+        # default key (the statement above fires only when a key ID is sent). Requests with no
+        # encryption header at all get the bucket default (this key) and are allowed.
+        Sid       = "DenyKmsWithoutKeyId"
+        Effect    = "Deny"
+        Principal = { AWS = "*" }
+        Action    = ["s3:PutObject"]
+        Resource  = ["${aws_s3_bucket.this.arn}/*"]
+        Condition = {
+          StringEquals = { "s3:x-amz-server-side-encryption" = "aws:kms" }
+          Null         = { "s3:x-amz-server-side-encryption-aws-kms-key-id" = "true" }
+        }
+      },
+      {
         Sid       = "DenyS3ManagedEncryption"
         Effect    = "Deny"
         Principal = { AWS = "*" }

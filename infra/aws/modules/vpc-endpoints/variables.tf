@@ -14,6 +14,13 @@ variable "allowed_cidr_blocks" {
   }
 }
 
+variable "create_endpoints" {
+  description = "Create the endpoints (a VPC dedicated to the pipeline). false for a VPC shared with other workloads: nothing is created, and the `policies` output is merged into the VPC's existing endpoints by their owner (see main.tf)."
+  type        = bool
+  default     = true
+  nullable    = false
+}
+
 variable "policies" {
   description = "Endpoint policy statements per service (`kinesis`, `kms`, `firehose`, `s3`): who may call what on which ARNs through that endpoint. Every service needs at least one statement; actions must belong to the service and name no wildcard; resources must be ARNs."
   type = map(list(object({

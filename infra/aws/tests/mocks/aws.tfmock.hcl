@@ -43,3 +43,24 @@ mock_data "aws_partition" {
     partition = "aws"
   }
 }
+mock_resource "aws_sns_topic" {
+  defaults = {
+    arn = "arn:aws:sns:eu-west-1:123456789012:saip-test-alerts"
+  }
+}
+mock_resource "aws_security_group" {
+  defaults = {
+    id  = "sg-0123456789abcdef0"
+    arn = "arn:aws:ec2:eu-west-1:123456789012:security-group/sg-0123456789abcdef0"
+  }
+}
+mock_resource "aws_secretsmanager_secret" {
+  defaults = {
+    arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:saip-test/training-AbCdEf"
+  }
+}
+mock_resource "aws_cloudtrail" {
+  defaults = {
+    arn = "arn:aws:cloudtrail:eu-west-1:123456789012:trail/saip-test-data-events"
+  }
+}

@@ -1,6 +1,13 @@
-# Example root: resource group, VNet with a private-endpoint subnet, the four private DNS zones,
-# a Log Analytics workspace, and the secure-ingestion module. Run from inside the VNet (or a
-# peered network): Key Vault and storage accept no public traffic, including Terraform's own.
+# Stage 2 of the Azure example: the secure-ingestion module, applied FROM THE RUNNER VM that stage 1
+# (./network) created inside the VNet. Key Vault and the storage account have public network access
+# off, so their data plane (keys, and anything azurerm reads from it) is reachable only through the
+# private endpoints this stage creates in that VNet. Two steps:
+#
+#   1. cd network && terraform apply -var runner_ssh_public_key="$(cat ~/.ssh/id_ed25519.pub)"
+#   2. on the runner (ARM_USE_MSI=true, ARM_CLIENT_ID=<runner_identity_client_id>):
+#      terraform apply   (this folder; same prefix and location)
+#
+# Stage 2 reads stage 1's resources by name (data sources), so the two states stay independent.
 
 terraform {
   required_version = ">= 1.7.0"
@@ -8,7 +15,15 @@ terraform {
   required_providers {
     azurerm = {
       source  = "hashicorp/azurerm"
-      version = ">= 4.20.0, < 5.0.0"
+      version = ">= 4.55.0, < 5.0.0"
+    }
+    azapi = {
+      source  = "Azure/azapi"
+      version = ">= 2.0.0, < 3.0.0"
+    }
+    time = {
+      source  = "hashicorp/time"
+      version = ">= 0.9.0, < 1.0.0"
     }
   }
 }
@@ -20,8 +35,16 @@ provider "azurerm" {
     key_vault {
       purge_soft_delete_on_destroy = false
     }
+
+    # Never call the storage data plane for the account's own settings (queue/static website
+    # properties): containers and account settings go through Azure Resource Manager.
+    storage {
+      data_plane_available = false
+    }
   }
 }
+
+provider "azapi" {}
 
 variable "location" {
   description = "Azure region."
@@ -43,62 +66,33 @@ locals {
     servicebus = "privatelink.servicebus.windows.net"
     blob       = "privatelink.blob.core.windows.net"
     dfs        = "privatelink.dfs.core.windows.net"
+    file       = "privatelink.file.core.windows.net"
+    api        = "privatelink.api.azureml.ms"
+    notebooks  = "privatelink.notebooks.azure.net"
   }
+  ingestion_zones = ["vault", "servicebus", "blob", "dfs"]
 }
 
-resource "azurerm_resource_group" "this" {
-  name     = "${var.prefix}-rg"
-  location = var.location
+data "azurerm_resource_group" "this" {
+  name = "${var.prefix}-rg"
 }
 
-resource "azurerm_virtual_network" "this" {
-  name                = "${var.prefix}-vnet"
-  location            = var.location
-  resource_group_name = azurerm_resource_group.this.name
-  address_space       = ["10.60.0.0/16"]
+data "azurerm_subnet" "endpoints" {
+  name                 = "private-endpoints"
+  virtual_network_name = "${var.prefix}-vnet"
+  resource_group_name  = data.azurerm_resource_group.this.name
 }
 
-resource "azurerm_network_security_group" "endpoints" {
-  name                = "${var.prefix}-pe-nsg"
-  location            = var.location
-  resource_group_name = azurerm_resource_group.this.name
-}
-
-resource "azurerm_subnet" "endpoints" {
-  name                              = "private-endpoints"
-  resource_group_name               = azurerm_resource_group.this.name
-  virtual_network_name              = azurerm_virtual_network.this.name
-  address_prefixes                  = ["10.60.1.0/24"]
-  private_endpoint_network_policies = "Enabled"
-}
-
-resource "azurerm_subnet_network_security_group_association" "endpoints" {
-  subnet_id                 = azurerm_subnet.endpoints.id
-  network_security_group_id = azurerm_network_security_group.endpoints.id
-}
-
-resource "azurerm_private_dns_zone" "this" {
+data "azurerm_private_dns_zone" "this" {
   for_each = local.zones
 
   name                = each.value
-  resource_group_name = azurerm_resource_group.this.name
+  resource_group_name = data.azurerm_resource_group.this.name
 }
 
-resource "azurerm_private_dns_zone_virtual_network_link" "this" {
-  for_each = local.zones
-
-  name                  = "${var.prefix}-${each.key}"
-  resource_group_name   = azurerm_resource_group.this.name
-  private_dns_zone_name = azurerm_private_dns_zone.this[each.key].name
-  virtual_network_id    = azurerm_virtual_network.this.id
-}
-
-resource "azurerm_log_analytics_workspace" "this" {
+data "azurerm_log_analytics_workspace" "this" {
   name                = "${var.prefix}-logs"
-  location            = var.location
-  resource_group_name = azurerm_resource_group.this.name
-  sku                 = "PerGB2018"
-  retention_in_days   = 365
+  resource_group_name = data.azurerm_resource_group.this.name
 }
 
 module "secure_ingestion" {
@@ -106,15 +100,35 @@ module "secure_ingestion" {
 
   prefix                     = var.prefix
   location                   = var.location
-  resource_group_name        = azurerm_resource_group.this.name
-  log_analytics_workspace_id = azurerm_log_analytics_workspace.this.id
+  resource_group_name        = data.azurerm_resource_group.this.name
+  log_analytics_workspace_id = data.azurerm_log_analytics_workspace.this.id
   private_endpoints = {
-    subnet_id            = azurerm_subnet.endpoints.id
-    private_dns_zone_ids = { for k, z in azurerm_private_dns_zone.this : k => z.id }
+    subnet_id            = data.azurerm_subnet.endpoints.id
+    private_dns_zone_ids = { for k in local.ingestion_zones : k => data.azurerm_private_dns_zone.this[k].id }
+  }
+}
+
+# The training environment: Azure ML workspace (private, managed VNet, CMK) on the same VNet.
+module "ml_workspace" {
+  source = "../../modules/ml-workspace"
+
+  prefix                     = var.prefix
+  location                   = var.location
+  resource_group_name        = data.azurerm_resource_group.this.name
+  log_analytics_workspace_id = data.azurerm_log_analytics_workspace.this.id
+  ingestion                  = module.secure_ingestion.training_inputs
+  private_endpoints = {
+    subnet_id = data.azurerm_subnet.endpoints.id
+    private_dns_zone_ids = {
+      api       = data.azurerm_private_dns_zone.this["api"].id
+      notebooks = data.azurerm_private_dns_zone.this["notebooks"].id
+      blob      = data.azurerm_private_dns_zone.this["blob"].id
+      file      = data.azurerm_private_dns_zone.this["file"].id
+    }
   }
 }
 
 output "saip_config" {
-  description = "The [ingest] and [encryption] sections of saip's --config TOML."
+  description = "saip's --config settings: `terraform output -json saip_config | saip config from-terraform > saip.toml`."
   value       = module.secure_ingestion.saip_config
 }

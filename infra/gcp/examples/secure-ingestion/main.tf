@@ -133,6 +133,26 @@ module "secure_ingestion" {
   }
 }
 
+# The training environment on the same VPC: Vertex AI custom jobs with CMEK, private service
+# access and the trainer service account of the ingestion module.
+module "vertex_training" {
+  source = "../../modules/vertex-training"
+
+  prefix     = var.prefix
+  project_id = var.project_id
+  region     = var.region
+  ingestion  = module.secure_ingestion.training_inputs
+  network = {
+    self_link             = google_compute_network.this.self_link
+    peering_range_address = "10.80.0.0"
+  }
+}
+
+output "custom_job_spec" {
+  description = "Fields of every Vertex AI custom job (CMEK, network, service account, output directory)."
+  value       = module.vertex_training.custom_job_spec
+}
+
 output "saip_config" {
   description = "The [ingest] and [encryption] sections of saip's --config TOML."
   value       = module.secure_ingestion.saip_config

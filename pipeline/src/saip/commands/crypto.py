@@ -33,6 +33,7 @@ from saip_encryption.errors import DecryptionError, EncryptionConfigError
 from saip_encryption.providers import scheme_of
 from saip_encryption.providers.local import create_local_key
 from saip_encryption.rotation import audit, read_header, rewrap_file, split_key_version
+from saip_encryption.signing import HeaderVerifier, signer_from_uri, verifier_from_spec
 
 from saip.context import get_state
 from saip.errors import HintedDecryptionError
@@ -68,6 +69,27 @@ UnsignedOpt = Annotated[
         "(Key Vault RSA-OAEP): anyone who can read that public key can then forge them.",
     ),
 ]
+SignOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--sign-with",
+        help="Sign the header with this KMS-held EC P-256 key (aws-kms:ARN, "
+        "gcp-kms:.../cryptoKeyVersions/N, azure-kv:.../keys/NAME/VERSION). "
+        "Default: the encryption.sign_with setting.",
+    ),
+]
+VerifyOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--verify-with",
+        help="Require a valid header signature by SCHEME:KEY_ID=PUBLIC_KEY_PEM (repeatable). "
+        "Default: the encryption.verify_with setting.",
+    ),
+]
+
+
+def _verifiers(specs: list[str] | None) -> list[HeaderVerifier]:
+    return [verifier_from_spec(s) for s in specs or get_state().config.encryption.verify_with]
 
 
 def _options(endpoint_url: str | None, region: str | None) -> dict[str, Any]:
@@ -176,14 +198,20 @@ def encrypt_cmd(
     region: RegionOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT_FILE if it exists.")] = False,
     allow_unsigned: UnsignedOpt = False,
+    sign_with: SignOpt = None,
+    verify_with: VerifyOpt = None,
 ) -> None:
     """Encrypt IN_FILE to OUT_FILE (streamed, constant memory) under one or more master keys."""
     state = get_state()
     _check_paths(in_file, out_file, force)
+    opts = _options(endpoint_url, region)
+    signer_uri = sign_with or state.config.encryption.sign_with
     enc = EnvelopeEncryptor(
-        _providers(key, _options(endpoint_url, region)),
+        _providers(key, opts),
         cache=False,
         allow_unsigned_public_key_wraps=allow_unsigned,
+        signer=signer_from_uri(signer_uri, **opts) if signer_uri else None,
+        verify_with=_verifiers(verify_with),
     )
     ctx = _context(context)
     with _input(in_file, "encrypting") as src:
@@ -206,6 +234,7 @@ def decrypt_cmd(
     region: RegionOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT_FILE if it exists.")] = False,
     allow_unsigned: UnsignedOpt = False,
+    verify_with: VerifyOpt = None,
 ) -> None:
     """Decrypt IN_FILE to OUT_FILE; OUT_FILE appears only after every segment authenticated."""
     state = get_state()
@@ -214,6 +243,7 @@ def decrypt_cmd(
         _providers(key, _options(endpoint_url, region)),
         cache=False,
         allow_unsigned_public_key_wraps=allow_unsigned,
+        verify_with=_verifiers(verify_with),
     )
     ctx = _context(context)
     try:
@@ -378,6 +408,7 @@ def rewrap_cmd(
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
     allow_unsigned: UnsignedOpt = False,
+    verify_with: VerifyOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
 ) -> None:
     """Re-wrap data keys under new master key(s); payloads are never decrypted or rewritten."""
@@ -394,6 +425,7 @@ def rewrap_cmd(
             "name a key that can unwrap the current data keys with --from URI "
             "(or set [encryption] key); keys named in a header are never used"
         )
+    verifiers = _verifiers(verify_with)
     results = []
     for f in files:
         result = rewrap_file(
@@ -401,6 +433,7 @@ def rewrap_cmd(
             unwrap_with=sources,
             wrap_with=targets,
             allow_unsigned_public_key_wraps=allow_unsigned,
+            verify_with=verifiers,
         )
         old = [wire.escape(w.key_id) for w in result.old_keys]
         new = [wire.escape(w.key_id) for w in result.new_keys]
@@ -414,6 +447,23 @@ def rewrap_cmd(
         )
     if as_json:
         state.out.print_json(json.dumps({"rewrapped": results}))
+
+
+@keys_app.command("public-key")
+def public_key_cmd(
+    uri: Annotated[str, typer.Argument(help="Signing key URI, as given to --sign-with.")],
+    endpoint_url: EndpointOpt = None,
+    region: RegionOpt = None,
+) -> None:
+    """Print a signing key's public key (PEM) to pin with --verify-with URI=FILE."""
+    signer = signer_from_uri(uri, **_options(endpoint_url, region))
+    fetch = getattr(signer, "public_key_pem", None)
+    if fetch is None:
+        raise EncryptionConfigError(
+            f"{wire.escape(uri)}: export the public key with the service's own tools (az keyvault "
+            "key download --encoding PEM)"
+        )
+    sys.stdout.write(fetch().decode("ascii"))
 
 
 @keys_app.command("audit")

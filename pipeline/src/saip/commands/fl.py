@@ -1,13 +1,23 @@
 """``saip fl``: federated training with Flower — SecAgg+, client-side DP, update validation.
 
-``saip fl run --config RUN.toml [--key URI] [--name NAME] [--json]`` validates the run
-configuration (see ``federated-learning/README.md``; unknown keys are rejected by name), runs the
-Flower simulation with Ray's temp directory inside ``<data-dir>/fl/<name>/``, writes
-``metrics.json`` there and seals the final model with the envelope encryptor of ``--key`` (default:
-``[encryption] key`` of the settings file, else ``local:<data-dir>/keys/master.key``).
-A run whose protocol halted or failed exits 1 with one line.
+``saip fl run --config RUN.toml [--key URI] [--name NAME] [--engine local|ray] [--json]``
+validates the run configuration (see ``federated-learning/README.md``; unknown keys are rejected
+by name), runs it on the Ray-free local engine (default) or Flower's Ray simulation under
+``<data-dir>/fl/<name>/``, writes ``metrics.json`` there and seals the final model with the
+envelope encryptor of ``--key`` (default: ``[encryption] key`` of the settings file, else
+``local:<data-dir>/keys/master.key``).
 
-``saip fl check --config RUN.toml`` validates a configuration without running it.
+Exit codes: 0 ok; 1 the run failed (protocol halted, no round accepted, any error); 3 the run
+finished *degraded* (more than ``validation.max_rollback_fraction`` of rounds rolled back: a
+security gate refused the model); 130 interrupted (Ctrl-C / SIGTERM: the run stops within
+seconds, ``metrics.json`` says ``interrupted``, no model is written). In every non-zero case no
+model is sealed.
+
+``saip fl check --config RUN.toml`` validates a configuration, including the start-up checks
+that need the data (user-level DP feasibility, the (ε, δ) guarantee), without running it.
+
+Both refuse ``dp.insecure_noise_seed``: a fixed noise seed lets the server remove the noise; it
+exists only for the test suite, which calls the library directly.
 """
 
 from __future__ import annotations
@@ -63,10 +73,8 @@ def encryptor_for(
 
 def _check_inputs(config: Path) -> Any:
     """Load the run configuration and check the files it names, before anything is started."""
-    from saip_fl.config import load_run_config
-
     require_input(config, what="run configuration")
-    cfg = load_run_config(config)
+    cfg = _load(config)
     if cfg.dataset.startswith("npz:"):
         require_input(Path(cfg.dataset[4:]), what="dataset")
     return cfg
@@ -157,12 +165,24 @@ def run_cmd(
         ),
     ] = None,
     json_out: JsonOpt = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine", help="local: in-process engine without Ray (default); ray: Flower's."
+        ),
+    ] = "local",
     force: Annotated[
         bool, typer.Option("--force", help="Replace the run directory if it exists.")
     ] = False,
     mlflow: tracking.MlflowOpt = None,
 ) -> None:
-    """Run a federated training (Flower simulation) described by a run configuration file."""
+    """Run a federated training described by a run configuration file."""
+    from saip_fl.errors import RunDegradedError
+
+    from saip.errors import GateError
+
+    if engine not in ("local", "ray"):
+        raise typer.BadParameter("--engine must be 'local' or 'ray'")
     state = get_state()
     track = tracking.wanted(mlflow)
     cfg = _check_inputs(config)
@@ -184,7 +204,19 @@ def run_cmd(
         state.console.status(f"federated run: {cfg.num_clients} clients, {cfg.num_rounds} rounds"),
         RoundLines(run_dir / "metrics.json", state.console, total=cfg.num_rounds),
     ):
-        result = runner.run(cfg, run_dir, encryptor=encryptor)
+        try:
+            result = runner.run(
+                cfg,
+                run_dir,
+                encryptor=encryptor,
+                engine="ray" if engine == "ray" else "local",
+            )
+        except RunDegradedError as exc:
+            raise GateError(f"federated run degraded, model not sealed: {exc}") from None
+        except KeyboardInterrupt:
+            # typer turns a KeyboardInterrupt into a *returned* 130 that saip.cli.main ignores
+            state.console.print(f"[red]✗[/] interrupted; metrics at {run_dir / 'metrics.json'}")
+            raise typer.Exit(130) from None
     metrics = result.metrics
     state.console.print(rounds_table(metrics))
     final = metrics["final"]
@@ -229,10 +261,27 @@ def _track_run(
 def check_cmd(config: ConfigOpt) -> None:
     """Validate a run configuration (all safety guards) without running it."""
     cfg = _check_inputs(config)
+    from saip_fl.server import preflight
+
+    preflight(cfg)
     get_state().console.print(
         f"[green]✓[/] {config}: valid ({cfg.num_clients} clients, {cfg.num_rounds} rounds, "
         f"secagg={'on' if cfg.secagg.enabled else 'off'}, dp={cfg.dp.mode})"
     )
+
+
+def _load(config: Path) -> Any:
+    """Load and validate ``config``; refuse the test-only fixed noise seed."""
+    from saip_fl.config import load_run_config
+    from saip_fl.errors import FLConfigError
+
+    cfg = load_run_config(config)
+    if cfg.dp.insecure_noise_seed is not None:
+        raise FLConfigError(
+            f"{config}: dp.insecure_noise_seed is a test-only setting (whoever knows the seed "
+            "can remove the DP noise); the CLI refuses it"
+        )
+    return cfg
 
 
 def register(root: typer.Typer) -> None:

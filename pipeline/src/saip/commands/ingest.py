@@ -118,7 +118,7 @@ def _backend(
         "stream": stream or cfg.stream,
         "bucket": bucket or cfg.bucket,
     }
-    given = {k: v for k, v in options.items() if v is not None}
+    given = {**cfg.backend_options(name), **{k: v for k, v in options.items() if v is not None}}
     rs, store = open_backend(name, data_dir=state.data_dir, **given, **backend_options(name))
     label = name + (
         f"-{re.sub(r'[^A-Za-z0-9_-]', '_', given['bucket'])}" if "bucket" in given else ""
