@@ -179,6 +179,43 @@ def _write_lock(directory: Path) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def select_wheels(wheels: Sequence[Path], *, pins: Mapping[str, str], context: Path) -> None:
+    """Copy ``wheels`` into ``context/deps`` and ``context/project`` after checking each one.
+
+    Raises
+    ------
+    ContainerError
+        A CUDA/NVIDIA/Triton wheel or a non-CPU torch; a third-party wheel whose version is not
+        the one pinned in ``pins`` (the tested ``.venv``); no project wheel, or the wrong version.
+    """
+    shutil.rmtree(context, ignore_errors=True)
+    (context / "deps").mkdir(parents=True)
+    (context / "project").mkdir()
+    project_name = "secure-ai-pipelines"
+    for wheel in wheels:
+        name, version = _wheel_name(wheel)
+        if _FORBIDDEN_WHEEL.match(wheel.name) or (name == "torch" and "+cpu" not in version):
+            raise ContainerError(
+                f"refusing {wheel.name}: GPU/CUDA wheels never enter the images "
+                "(install the CPU torch wheel in .venv first)"
+            )
+        if name in EXCLUDED:
+            continue
+        if name == project_name:
+            if version != VERSION:
+                raise ContainerError(f"project wheel is {version}, expected {VERSION}")
+            shutil.copy2(wheel, context / "project" / wheel.name)
+            continue
+        if pins.get(name) != version:
+            raise ContainerError(
+                f"{wheel.name}: version {version} is not the .venv's ({pins.get(name)}): "
+                "the images must hold the tested versions"
+            )
+        shutil.copy2(wheel, context / "deps" / wheel.name)
+    if not list((context / "project").glob("*.whl")):
+        raise ContainerError("no secure_ai_pipelines wheel among the wheels")
+
+
 def build_context(*, out: Path, venv_python: Path, project: Path = ROOT) -> dict[str, str]:
     """Write ``out/context/{deps,project}`` (wheels + hash lock); return the two lock digests.
 
@@ -216,32 +253,7 @@ def build_context(*, out: Path, venv_python: Path, project: Path = ROOT) -> dict
     )
     if done.returncode != 0:
         raise ContainerError(f"pip wheel failed:\n{done.stderr[-2000:]}")
-    shutil.rmtree(ctx, ignore_errors=True)
-    (ctx / "deps").mkdir(parents=True)
-    (ctx / "project").mkdir()
-    project_name = "secure-ai-pipelines"
-    for wheel in sorted(staging.glob("*.whl")):
-        name, version = _wheel_name(wheel)
-        if _FORBIDDEN_WHEEL.match(wheel.name) or (name == "torch" and "+cpu" not in version):
-            raise ContainerError(
-                f"refusing {wheel.name}: GPU/CUDA wheels never enter the images "
-                "(install the CPU torch wheel in .venv first)"
-            )
-        if name in EXCLUDED:
-            continue
-        if name == project_name:
-            if version != VERSION:
-                raise ContainerError(f"project wheel is {version}, expected {VERSION}")
-            shutil.copy2(wheel, ctx / "project" / wheel.name)
-            continue
-        if pins.get(name) != version:
-            raise ContainerError(
-                f"{wheel.name}: version {version} is not the .venv's ({pins.get(name)}): "
-                "the images must hold the tested versions"
-            )
-        shutil.copy2(wheel, ctx / "deps" / wheel.name)
-    if not list((ctx / "project").glob("*.whl")):
-        raise ContainerError("pip wheel produced no secure_ai_pipelines wheel")
+    select_wheels(sorted(staging.glob("*.whl")), pins=pins, context=ctx)
     digests = {"deps": _write_lock(ctx / "deps"), "project": _write_lock(ctx / "project")}
     (out / "lock.json").write_text(json.dumps(digests, indent=2), encoding="utf-8")
     return digests
@@ -482,21 +494,29 @@ def _hardening(run_id: str, role: str) -> list[str]:
 
 
 _PROBE: Final = r"""
-import sys, grpc
-host, ca = sys.argv[1], sys.argv[2]
-def ready(creds):
-    ch = grpc.secure_channel(host, creds) if creds else grpc.insecure_channel(host)
+import http.client, ssl, sys
+host, port, ca = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def answer(conn):
     try:
-        grpc.channel_ready_future(ch).result(timeout=8)
-        return True
-    except grpc.FutureTimeoutError:
-        return False
+        conn.request("GET", "/health")
+        return conn.getresponse().status
+    except (OSError, http.client.HTTPException) as exc:
+        return type(exc).__name__
     finally:
-        ch.close()
-tls = ready(grpc.ssl_channel_credentials(open(ca, "rb").read()))
-plain = ready(None)
-print(f"tls_channel_ready={tls} plaintext_channel_ready={plain}")
+        conn.close()
+tls = answer(http.client.HTTPSConnection(
+    host, port, timeout=10, context=ssl.create_default_context(cafile=ca)))
+plain = answer(http.client.HTTPConnection(host, port, timeout=10))
+print(f"tls_http_status={tls} plaintext_http_status={plain}")
 """
+
+
+def _probe_ok(line: str) -> bool:
+    """TLS answers with an HTTP status (any); plaintext gets no HTTP answer at all."""
+    fields = dict(part.partition("=")[::2] for part in line.split())
+    return fields.get("tls_http_status", "").isdigit() and not fields.get(
+        "plaintext_http_status", "0"
+    ).isdigit()
 
 
 def _json_out(text: str) -> Any:
@@ -693,8 +713,6 @@ def deploy(
                     "--network",
                     net,
                     *_hardening(run_id, "cli"),
-                    "--env",
-                    "FLWR_HOME=/run/saip/cli",
                     "--volume",
                     f"{m_cli}:/run/saip/cli:ro",
                     "--volume",
@@ -703,8 +721,11 @@ def deploy(
                     "/usr/bin/tini",
                     IMAGES["superlink"],
                     "--",
-                    "sleep",
-                    "infinity",
+                    "sh",
+                    "-c",
+                    # FLWR_HOME (/tmp/flwr, tmpfs) must be writable: flwr keeps credentials there
+                    'mkdir -p "$FLWR_HOME" && cp /run/saip/cli/config.toml "$FLWR_HOME"/ '
+                    "&& exec sleep infinity",
                 ]
                 res.containers["cli"] = _start(engine, cli_args, res)
                 _wait_superlink(engine, res, startup_timeout, logs)
@@ -716,12 +737,13 @@ def deploy(
                     "python3",
                     "-c",
                     _PROBE,
-                    "superlink:8000",
+                    "superlink",
+                    "8000",
                     "/run/saip/cli/ca.pem",
                     timeout=60,
                 )
                 summary["plaintext_probe"] = probe.splitlines()[-1] if probe else ""
-                if "plaintext_channel_ready=False" not in probe or "tls_channel_ready=True" not in probe:
+                if not _probe_ok(summary["plaintext_probe"]):
                     raise ContainerError(f"plaintext/TLS probe of the SuperLink: {probe!r}")
                 mark("probe")
                 node_ids = {}
@@ -736,7 +758,10 @@ def deploy(
                         "--format",
                         "json",
                     )
-                    node_ids[n] = int(_json_out(out)["node-id"])
+                    try:
+                        node_ids[n] = int(_json_out(out)["node-id"])
+                    except (ValueError, KeyError, TypeError) as exc:
+                        raise ContainerError(f"registering {n} failed: {out[-600:]}") from exc
                 summary["node_ids"] = node_ids
                 for i, n in enumerate(names):
                     args = [
