@@ -69,7 +69,7 @@ class ContainerError(Exception):
     """A build or deployment step failed; the message names the step."""
 
 
-class InterruptedRun(ContainerError):
+class InterruptedRunError(ContainerError):
     """SIGINT/SIGTERM/SIGHUP stopped the run (everything was removed)."""
 
 
@@ -112,7 +112,9 @@ class Engine:
                 argv, capture_output=True, timeout=timeout, check=False, input=stdin
             )
         except subprocess.TimeoutExpired as exc:
-            raise ContainerError(f"'{self.name} {shlex.join(args)}' timed out ({timeout} s)") from exc
+            raise ContainerError(
+                f"'{self.name} {shlex.join(args)}' timed out ({timeout} s)"
+            ) from exc
         if self.log is not None:
             with self.log.open("a", encoding="utf-8") as out:
                 out.write(f"$ {self.name} {shlex.join(args)}\n[exit {done.returncode}]\n")
@@ -354,7 +356,7 @@ def sbom(engine: Engine, *, image: str, out: Path, context: Path | None = None) 
 @contextlib.contextmanager
 def _signals_raise() -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
-        raise InterruptedRun(f"interrupted by {signal.Signals(signum).name}")
+        raise InterruptedRunError(f"interrupted by {signal.Signals(signum).name}")
 
     sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {s: signal.signal(s, handler) for s in sigs}
@@ -425,7 +427,7 @@ def remove_all(engine: Engine, res: Resources, *, grace: int = 10) -> list[str]:
 
 
 def remove_stale(engine: Engine, parent: Path) -> list[str]:
-    """Remove, by recorded ID, what earlier runs under ``parent`` left when their controller died."""
+    """Remove, by recorded ID, what earlier runs under ``parent`` left (their controller died)."""
     removed: list[str] = []
     for state in sorted(parent.glob("run-*/containers.json")):
         try:
@@ -445,7 +447,9 @@ def remove_stale(engine: Engine, parent: Path) -> list[str]:
     return removed
 
 
-def _stage(files: Mapping[str, Path], target: Path, *, engine: Engine, readonly: bool = True) -> Path:
+def _stage(
+    files: Mapping[str, Path], target: Path, *, engine: Engine, readonly: bool = True
+) -> Path:
     """Copy ``files`` (name in the mount -> source) into ``target`` owned by the image user.
 
     Each container gets only the files it needs (a SuperNode never sees the SuperLink's key, no
@@ -489,7 +493,7 @@ def _hardening(run_id: str, role: str) -> list[str]:
         "--memory",
         "1536m",
         "--tmpfs",
-        "/tmp:rw,nosuid,nodev,size=512m,mode=1777",
+        "/tmp:rw,nosuid,nodev,size=512m,mode=1777",  # noqa: S108 (a tmpfs inside the container)
     ]
 
 
@@ -514,9 +518,10 @@ print(f"tls_http_status={tls} plaintext_http_status={plain}")
 def _probe_ok(line: str) -> bool:
     """TLS answers with an HTTP status (any); plaintext gets no HTTP answer at all."""
     fields = dict(part.partition("=")[::2] for part in line.split())
-    return fields.get("tls_http_status", "").isdigit() and not fields.get(
-        "plaintext_http_status", "0"
-    ).isdigit()
+    return (
+        fields.get("tls_http_status", "").isdigit()
+        and not fields.get("plaintext_http_status", "0").isdigit()
+    )
 
 
 def _json_out(text: str) -> Any:
@@ -524,6 +529,75 @@ def _json_out(text: str) -> Any:
     if start < 0:
         raise ValueError("no JSON object in output")
     return json.loads(text[start:])
+
+
+def make_pki(run_dir: Path, names: Sequence[str]) -> dict[str, Path]:
+    """The run's PKI with :mod:`saip_fl.pki` (as ``make fl-deploy-local``) under ``run_dir/pki``.
+
+    A run CA (ECDSA P-384, 1 day); the SuperLink certificate with SAN ``DNS:superlink``,
+    ``DNS:localhost``, ``IP:127.0.0.1``; per SuperNode an OpenSSH ECDSA P-384 key pair and a
+    certificate for its own Runtime API (so no node holds the SuperLink's key); a local master
+    key sealing the model. Returns the files by path relative to ``run_dir/pki``; all are 0600.
+    """
+    from saip_fl.pki import create_ca, create_node_keypair, issue_server_certificate
+
+    pki = run_dir / "pki"
+    ca = create_ca(directory=pki, common_name="saip federated-learning container CA")
+    files = {"ca.pem": ca.cert_path}
+    server = issue_server_certificate(
+        ca=ca,
+        directory=pki / "superlink",
+        dns_names=("superlink", "localhost"),
+        ip_addresses=("127.0.0.1",),
+    )
+    files |= {"superlink/server.pem": server.cert_path, "superlink/server.key": server.key_path}
+    for n in names:
+        key = create_node_keypair(directory=pki / "nodes", name=n)
+        files |= {f"nodes/{n}.key": key.private_key_path, f"nodes/{n}.pub": key.public_key_path}
+        rt = issue_server_certificate(
+            ca=ca, directory=pki / f"runtime-{n}", dns_names=("localhost",)
+        )
+        files |= {f"runtime-{n}/server.pem": rt.cert_path, f"runtime-{n}/server.key": rt.key_path}
+    seal_key = pki / "model-master.key"
+    subprocess.run(
+        [sys.executable, "-m", "saip", "keys", "create-local", str(seal_key)],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "SAIP_DATA_DIR": str(run_dir / "saip-data")},
+    )
+    files["model-master.key"] = seal_key
+    return files
+
+
+def flwr_config(connection: str = "saip") -> str:
+    """``config.toml`` for the ``flwr`` CLI: TLS to ``superlink:8000`` pinned to the run CA."""
+    text = (
+        f'[superlink]\ndefault = "{connection}"\n\n'
+        f'[superlink.{connection}]\naddress = "superlink:8000"\n'
+        'root-certificates = "/run/saip/cli/ca.pem"\n'
+    )
+    if tomllib.loads(text)["superlink"][connection].get("insecure"):
+        raise ContainerError("internal error: the flwr connection must not be insecure")
+    return text
+
+
+def compose_pki(out: Path, *, num_supernodes: int = 6) -> None:
+    """The files ``compose.yaml`` mounts, under ``out`` (``pki/``, ``cli/``, ``sealed/``)."""
+    if out.exists() and any(out.iterdir()):
+        raise ContainerError(f"{out} is not empty: use a fresh directory")
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    names = [f"node-{i}" for i in range(num_supernodes)]
+    files = make_pki(out, names)
+    cli = out / "cli"
+    cli.mkdir(mode=0o700)
+    (cli / "config.toml").write_text(flwr_config(), encoding="utf-8")
+    shutil.copyfile(files["ca.pem"], cli / "ca.pem")
+    for n in names:
+        shutil.copyfile(files[f"nodes/{n}.pub"], cli / f"{n}.pub")
+    (out / "sealed").mkdir(mode=0o700)
+    if os.geteuid() == 0:  # the containers run as UID 10001 and must read their files
+        for p in [out, *out.rglob("*")]:
+            os.chown(p, UID, UID)
 
 
 def deploy(
@@ -556,7 +630,6 @@ def deploy(
     ``no-new-privileges``, memory and PID limits, secrets mounted read-only per container.
     """
     from saip_fl.deploy import check_app
-    from saip_fl.pki import create_ca, create_node_keypair, issue_server_certificate
 
     if not 2 <= num_supernodes <= 16:
         raise ValueError("num_supernodes must be between 2 and 16")
@@ -602,38 +675,13 @@ def deploy(
         summary["timings"][step] = round(time.monotonic() - started, 1)
 
     names = [f"node-{i}" for i in range(num_supernodes)]
-    pki = run_dir / "pki"
-    ca = create_ca(directory=pki, common_name="saip federated-learning container CA")
-    server = issue_server_certificate(
-        ca=ca,
-        directory=pki / "superlink",
-        dns_names=("superlink", "localhost"),
-        ip_addresses=("127.0.0.1",),
-    )
-    keys = {n: create_node_keypair(directory=pki / "nodes", name=n) for n in names}
-    runtime = {
-        n: issue_server_certificate(ca=ca, directory=pki / f"runtime-{n}", dns_names=("localhost",))
-        for n in names
-    }
-    seal_key = pki / "model-master.key"
-    subprocess.run(
-        [sys.executable, "-m", "saip", "keys", "create-local", str(seal_key)],
-        check=True,
-        capture_output=True,
-        env={**os.environ, "SAIP_DATA_DIR": str(run_dir / "saip-data")},
-    )
+    pki_files = make_pki(run_dir, names)
+    ca_pem, seal_key = pki_files["ca.pem"], pki_files["model-master.key"]
     mounts = run_dir / "mounts"
     connection = "saip"
-    config_toml = (
-        f'[superlink]\ndefault = "{connection}"\n\n'
-        f'[superlink.{connection}]\naddress = "superlink:8000"\n'
-        'root-certificates = "/run/saip/cli/ca.pem"\n'
-    )
-    (run_dir / "config.toml").write_text(config_toml, encoding="utf-8")
-    if tomllib.loads(config_toml)["superlink"][connection].get("insecure"):
-        raise ContainerError("internal error: the flwr connection must not be insecure")
+    (run_dir / "config.toml").write_text(flwr_config(connection), encoding="utf-8")
     m_superlink = _stage(
-        {"ca.pem": ca.cert_path, "server.pem": server.cert_path, "server.key": server.key_path},
+        {n: pki_files[f"superlink/{n}"] for n in ("server.pem", "server.key")} | {"ca.pem": ca_pem},
         mounts / "superlink-tls",
         engine=engine,
     )
@@ -643,9 +691,9 @@ def deploy(
     _chown(sealed, engine)
     m_cli = _stage(
         {
-            "ca.pem": ca.cert_path,
+            "ca.pem": ca_pem,
             "config.toml": run_dir / "config.toml",
-            **{f"{n}.pub": keys[n].public_key_path for n in names},
+            **{f"{n}.pub": pki_files[f"nodes/{n}.pub"] for n in names},
         },
         mounts / "cli",
         engine=engine,
@@ -653,10 +701,10 @@ def deploy(
     m_nodes = {
         n: _stage(
             {
-                "ca.pem": ca.cert_path,
-                "node.key": keys[n].private_key_path,
-                "runtime.pem": runtime[n].cert_path,
-                "runtime.key": runtime[n].key_path,
+                "ca.pem": ca_pem,
+                "node.key": pki_files[f"nodes/{n}.key"],
+                "runtime.pem": pki_files[f"runtime-{n}/server.pem"],
+                "runtime.key": pki_files[f"runtime-{n}/server.key"],
             },
             mounts / f"tls-{n}",
             engine=engine,
@@ -890,8 +938,7 @@ def _security_view(info: Mapping[str, Any]) -> dict[str, Any]:
         "security_opt": host.get("SecurityOpt"),
         "privileged": host.get("Privileged"),
         "mounts": [
-            {"destination": m.get("Destination"), "rw": m.get("RW")}
-            for m in info.get("Mounts", [])
+            {"destination": m.get("Destination"), "rw": m.get("RW")} for m in info.get("Mounts", [])
         ],
         "port_bindings": host.get("PortBindings"),
     }
@@ -944,9 +991,7 @@ def _wait_online(
     raise ContainerError(f"SuperNodes not online after {timeout} s: {sorted(wanted - online)}")
 
 
-def _wait_run(
-    cli: Any, engine: Engine, res: Resources, run: int, timeout: float, conn: str
-) -> str:
+def _wait_run(cli: Any, engine: Engine, res: Resources, run: int, timeout: float, conn: str) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         runs = _json_out(cli("ls", conn, "--run-id", str(run), "--format", "json"))["runs"]
@@ -987,6 +1032,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_sbom.add_argument("image")
     p_sbom.add_argument("out", type=Path)
     p_sbom.add_argument("--context", type=Path)
+    p_cmp = sub.add_parser("compose-pki", help="the PKI and CLI files compose.yaml mounts")
+    p_cmp.add_argument("--out", type=Path, default=ROOT / ".run" / "compose")
     p_dep = sub.add_parser("deploy", help="the federation in containers (TLS, node auth, SecAgg+)")
     p_dep.add_argument("--run-dir", type=Path, required=True, help="parent of the run directory")
     p_dep.add_argument("--num-supernodes", type=int, default=6)
@@ -998,6 +1045,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "context":
             digests = build_context(out=args.out, venv_python=args.venv_python)
             print(json.dumps(digests))
+            return 0
+        if args.command == "compose-pki":
+            compose_pki(args.out)
+            print(f"compose PKI in {args.out}; register every {args.out}/cli/node-*.pub")
             return 0
         engine = Engine(args.engine)
         if args.command == "sbom":
@@ -1012,7 +1063,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             groups=args.groups,
             run_timeout=args.run_timeout,
         )
-    except InterruptedRun as exc:
+    except InterruptedRunError as exc:
         print(f"ctr: {exc}; everything this run created was removed", file=sys.stderr)
         return 130
     except (ContainerError, ValueError, subprocess.CalledProcessError) as exc:
