@@ -607,6 +607,7 @@ def deploy(
     num_supernodes: int = 6,
     num_rounds: int = 1,
     groups: int = 2,
+    secagg: bool = True,
     run_timeout: float = 900.0,
     startup_timeout: float = 180.0,
     app_dir: Path | None = None,
@@ -637,10 +638,11 @@ def deploy(
     run_config: dict[str, bool | int | float | str] = {
         "num-clients": num_supernodes,
         "num-rounds": num_rounds,
-        "secagg.enabled": True,
-        "secagg.groups": groups,
+        "secagg.enabled": secagg,
         "out-dir": "/run/saip/result",
     }
+    if secagg:
+        run_config["secagg.groups"] = groups
     check_app(app, run_config)
     from saip_fl.config import RunConfig
 
@@ -889,12 +891,14 @@ def deploy(
                 summary["seal_key"] = str(seal_key)
                 summary["model_context"] = MODEL_CONTEXT
                 mark("sealed")
+        finally:
+            with _signals_ignored():
+                # the security view of every container, from the engine, even when a step failed
                 summary["containers"] = {
                     role: _security_view(_inspect(engine, "container", cid))
                     for role, cid in res.containers.items()
+                    if engine.exists("container", cid)
                 }
-        finally:
-            with _signals_ignored():
                 for role, cid in res.containers.items():
                     done = engine("logs", cid, check=False, timeout=60)
                     (logs / f"{role}.log").write_bytes(done.stdout + done.stderr)
@@ -1039,6 +1043,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_dep.add_argument("--num-supernodes", type=int, default=6)
     p_dep.add_argument("--num-rounds", type=int, default=1)
     p_dep.add_argument("--groups", type=int, default=2)
+    p_dep.add_argument(
+        "--no-secagg", action="store_true", help="plain FedAvg (a smoke test on a loaded host)"
+    )
     p_dep.add_argument("--run-timeout", type=float, default=900.0)
     args = parser.parse_args(argv)
     try:
@@ -1061,6 +1068,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             num_supernodes=args.num_supernodes,
             num_rounds=args.num_rounds,
             groups=args.groups,
+            secagg=not args.no_secagg,
             run_timeout=args.run_timeout,
         )
     except InterruptedRunError as exc:
