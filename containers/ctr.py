@@ -620,8 +620,9 @@ def deploy(
        local master key that seals the model (``saip keys create-local``).
     2. An ``--internal`` network (no route out), labelled; the SuperLink (alias ``superlink``)
        with TLS and ``--enable-supernode-auth``; a CLI container for ``flwr``.
-    3. Every SuperNode's public key registered, then the SuperNodes started with their own key.
-    4. A plaintext gRPC channel to ``superlink:8000`` must fail while a TLS one succeeds.
+    3. Attacker first: a plaintext HTTP request to ``superlink:8000`` must get no HTTP answer
+       while the same request over TLS with the run CA gets one (the control).
+    4. Every SuperNode's public key registered, then the SuperNodes started with their own key.
     5. ``flwr run`` of the saip app with grouped SecAgg+; the ServerApp writes its model to a
        tmpfs inside the SuperLink, which seals it (``saip encrypt``) onto the mounted volume
        ``<run>/sealed``; the plaintext never reaches a disk.
