@@ -17,7 +17,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 start=$SECONDS
+make images
+built=$SECONDS
 rc=0
 SAIP_CONTAINERS=1 .venv/bin/pytest tests/containers -m containers -q -p no:cacheprovider || rc=$?
-echo "==> containers: container step took $((SECONDS - start)) s (exit $rc)"
+echo "==> containers: images $((built - start)) s, deployment test $((SECONDS - built)) s (exit $rc)"
 exit "$rc"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -28,8 +29,11 @@ import pytest
 
 from tests.containers._ctr import ROOT, load
 
+DEPLOY_TIMEOUT = 1500  # images (cached: ~1 min; cold: ~6-8 min here) + the run (900 s cap)
+
 pytestmark = [
     pytest.mark.containers,
+    pytest.mark.timeout(DEPLOY_TIMEOUT + 300),  # the fixture runs inside the first test's budget
     pytest.mark.skipif(
         os.environ.get("SAIP_CONTAINERS") != "1",
         reason="container test: needs podman (or docker); set SAIP_CONTAINERS=1 (.ci/run does)",
@@ -59,19 +63,25 @@ def _nodes(deployment: dict[str, Any]) -> int:
 @pytest.fixture(scope="module")
 def deployment() -> dict[str, Any]:
     before = set(RUNS.glob("run-*")) if RUNS.exists() else set()
-    done = subprocess.run(
+    proc = subprocess.Popen(
         ["make", "--no-print-directory", "fl-deploy-containers", f"CONTAINER_ENGINE={ENGINE}"],
         cwd=ROOT,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        check=False,
-        timeout=1500,
+        start_new_session=True,
     )
+    try:
+        output, _ = proc.communicate(timeout=DEPLOY_TIMEOUT)
+    except BaseException:  # a timeout (here or pytest-timeout) or Ctrl-C: stop it cleanly
+        os.killpg(proc.pid, signal.SIGTERM)  # ctr.py removes what it created, by ID, on SIGTERM
+        proc.communicate(timeout=180)
+        raise
     new = sorted(set(RUNS.glob("run-*")) - before)
-    assert new, f"no run directory was created:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert new, f"no run directory was created:\n{output[-3000:]}"
     summary: dict[str, Any] = json.loads((new[-1] / "deployment.json").read_text())
-    summary["_exit"] = done.returncode
-    summary["_output"] = done.stdout[-3000:] + done.stderr[-3000:]
+    summary["_exit"] = proc.returncode
+    summary["_output"] = output[-6000:]
     return summary
 
 
