@@ -45,7 +45,7 @@ def test_poi_cli_json_report_and_gate(
         ]
     )
     err = capsys.readouterr().err
-    assert rc == 1
+    assert rc == 3  # the gate ran and refused
     assert "exceeds --max-risk 40" in err
     assert "poisoned producer" in err
     assert "p1" in err
@@ -65,7 +65,7 @@ def test_poi_cli_json_report_and_gate(
         ({"x": np.zeros((30, 4)), "z": np.zeros(30)}, "no 'y' array"),
         ({"x": np.full((30, 4), np.nan), "y": np.arange(30) % 2}, "NaN"),
         ({"x": np.zeros((30, 4)), "y": np.arange(29) % 2}, "30 samples but y has 29"),
-        ({"x": np.zeros((30,)), "y": np.arange(30) % 2}, "N×D or N×H×W"),
+        ({"x": np.zeros((30,)), "y": np.arange(30) % 2}, "N×D, N×H×W or N×H×W×C"),
         (
             {"x": np.zeros((30, 4)), "y": np.r_[np.zeros(27), np.ones(3)].astype(int)},
             "too few samples per class",

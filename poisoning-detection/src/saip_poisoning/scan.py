@@ -35,7 +35,8 @@ Risk score (0–100)
 - ``noise`` = ``100·(1 − exp(−max(0, f − 0.02)/0.025))`` for the label-noise rule's flagged share
   ``f`` (calibrated data only; 2 % ≈ the share the rule flags on clean digits/MNIST-5k, the
   tuning sets: ambiguous digits);
-- ``candidate`` = 25 when a shared pattern passed the effect test but not the ASR check (review).
+- ``candidate`` = 15 when a shared pattern passed the effect test but not the ASR check (reported
+  for review; below the guarded band because it is not a working backdoor on the probe).
 
 Bands: **0–19 low**, **20–39 guarded**, **40–69 high**, **70–100 critical**. A score is not a
 probability; what it is measured against is in ``benchmarks/results/poisoning.json``.
@@ -84,7 +85,7 @@ BANDS: tuple[tuple[float, str], ...] = ((0, "low"), (20, "guarded"), (40, "high"
 #: share of clean samples the label-noise rule flags on the tuning sets, not counted as risk
 CLEAN_ALLOWANCE = 0.02
 _SCALE = 0.025
-_CANDIDATE_RISK = 25.0
+_CANDIDATE_RISK = 15.0
 
 
 def risk_from_fraction(fraction: float) -> float:
@@ -273,7 +274,7 @@ def scan(
     min_per_class: int = MIN_PER_CLASS,
     verify: bool = True,
     extended: bool = False,
-    min_effect: float = 5.0,
+    min_effect: float = 3.0,
     min_asr: float = 0.5,
     min_accuracy: float = 0.75,
     min_agreement: float = 0.8,
