@@ -72,7 +72,8 @@ def test_poi_accepts_nhwc_and_string_labels() -> None:
     assert d.shape == (4, 4, 3)
     assert d.classes == ("cat", "dog")
     assert d.class_name(1) == "dog"
-    assert d.record_id is not None and d.record_id[3] == "r3"
+    assert d.record_id is not None
+    assert d.record_id[3] == "r3"
 
 
 def test_poi_prepared_once_is_reused_by_detectors() -> None:

@@ -19,7 +19,8 @@ def test_poi_scan_a2o_reconstructs_trigger_and_mitigation_removes_backdoor(
     p, _ = a2o
     r = scan(p.x, p.y)
     assert r.band == "critical"
-    assert [t.target for t in r.triggers] == [0] and r.verified == (True,)
+    assert [t.target for t in r.triggers] == [0]
+    assert r.verified == (True,)
     assert r.asr_before[0] >= 0.5  # the reconstructed trigger works on a probe
     # every poison sample carries it, and (almost) nothing clean does
     assert (r.carrier & p.is_poison).sum() == p.is_poison.sum()
@@ -158,7 +159,9 @@ def test_poi_scan_larger_easy_class_not_flagged(digits: tuple[np.ndarray, np.nda
 
 def test_poi_bands_and_noise_risk_monotone() -> None:
     assert [b for _, b in BANDS] == ["low", "guarded", "high", "critical"]
-    assert band(19.9) == "low" and band(20) == "guarded" and band(70) == "critical"
+    assert band(19.9) == "low"
+    assert band(20) == "guarded"
+    assert band(70) == "critical"
     risks = [risk_from_fraction(f) for f in np.linspace(0, 1, 21)]
     assert risks == sorted(risks)
     assert risk_from_fraction(CLEAN_ALLOWANCE) == 0.0
