@@ -47,15 +47,21 @@ class InputSpace:
     majority_share: NDArray[np.float64]
 
 
-def input_space(data: Prepared, *, k: int = 10, n_dims: int = 40, seed: int = 0) -> InputSpace:
+def input_space(data: Prepared, *, k: int = 10, n_dims: int = 30, seed: int = 0) -> InputSpace:
     """Embed ``data.xs`` with PCA and find each sample's ``k`` nearest neighbours."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     n, d = data.xs.shape
     k = min(k, n - 1)
     if d > n_dims and n > n_dims:
-        z = PCA(n_dims, svd_solver="randomized", random_state=seed).fit_transform(
-            data.xs.astype(np.float32)
+        # the axes are fitted on at most 5,000 samples (a poison of ≥ 1 % still has ≥ 50 there)
+        # and applied to all
+        rng = np.random.default_rng(seed)
+        fit_rows = rng.choice(n, 5000, replace=False) if n > 5000 else np.arange(n)
+        pca = PCA(n_dims, svd_solver="randomized", random_state=seed)
+        pca.fit(data.xs[fit_rows].astype(np.float32))
+        z = np.vstack(
+            [pca.transform(data.xs[i : i + 8192].astype(np.float32)) for i in range(0, n, 8192)]
         )
     else:
         z = data.xs.astype(np.float32)

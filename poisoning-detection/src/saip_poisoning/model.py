@@ -203,9 +203,13 @@ def train_mlp(
         torch.manual_seed(seed)
         xt = torch.as_tensor(x, dtype=torch.float32)
         yt = torch.as_tensor(y, dtype=torch.long)
-        bs = max(8, min(batch_size, len(xt) // 60))
+        # small sets: at least 60 steps per epoch; large sets: at most ~250 steps per epoch
+        # (larger batches), so training time stops growing with N
+        bs = max(8, min(batch_size, len(xt) // 60), -(-len(xt) // 250))
         net = _MLP(xt.shape[1], n_classes, hidden, penultimate)
-        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        opt = torch.optim.Adam(
+            net.parameters(), lr=lr * max(1.0, (bs / batch_size) ** 0.5), foreach=True
+        )
         lossf = nn.CrossEntropyLoss()
         for _ in range(epochs):
             net.train()
@@ -258,7 +262,13 @@ def crossfit_probs(
     for f in range(folds):
         test = fold == f
         net = train_mlp(
-            x[~test], y[~test], n_classes=n_classes, epochs=epochs, hidden=128, seed=seed + f
+            x[~test],
+            y[~test],
+            n_classes=n_classes,
+            epochs=epochs,
+            hidden=128,
+            batch_size=128,
+            seed=seed + f,
         )
         probs[test] = predict_proba(net, x[test])
     return probs

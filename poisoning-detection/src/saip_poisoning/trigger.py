@@ -7,7 +7,10 @@ so its difference to them, ``D_i = x_i − mean(neighbours of its majority class
 trigger plus natural variation. Natural ambiguity (a "7" that looks like a "1") gives differences
 with no common direction. The search, per class ``t``:
 
-1. **Seeds**: samples labelled ``t`` whose neighbour majority is another class.
+1. **Seeds**: samples labelled ``t`` whose neighbour majority is another class; and,
+   separately, samples of ``t`` sharing an exact value on coordinates where that value is
+   unusually common in ``t`` (:func:`stamp_seeds`: a stamped patch, found without neighbours —
+   natural textures, clean-label poison). The seed set with the larger effect is used.
 2. **Shared-pattern test, cross-fitted**: split the seeds in two; the mean difference of one half
    gives a direction ``u``; the other half's neighbour residuals projected on ``u`` are compared
    with those of the reference samples (samples whose neighbours agree with their label, outside
@@ -25,8 +28,9 @@ with no common direction. The search, per class ``t``:
    confirms that the pattern is a working backdoor (Neural-Cleanse-style evidence, Wang et al.
    2019, without optimisation); after mitigation the gate is on this ASR, not on a flagged count.
 
-Limits: a clean-label attack (poison keeps its true label, Turner et al. 2019) leaves no seeds,
-so no trigger is reconstructed; a trigger on fewer than ``min_seeds`` seeds is not searched.
+Limits: a clean-label attack (poison keeps its true label, Turner et al. 2019) leaves no
+neighbour-disagreement seeds; only an exactly stamped pattern is seeded then. A trigger on
+fewer than ``min_seeds`` seeds is not searched.
 """
 
 from __future__ import annotations
@@ -74,6 +78,10 @@ class Trigger:
     fixed: NDArray[np.bool_] | None = None
     #: the overwritten values on :attr:`fixed` coordinates
     values: NDArray[np.float64] | None = None
+    #: per-coordinate tolerance of the value match on :attr:`fixed` coordinates
+    tolerance: NDArray[np.float64] | None = None
+    #: how the seeds were found: ``"neighbours"`` or ``"stamp"`` (shared exact values)
+    kind: str = "neighbours"
 
     def projection(self, xs: NDArray[np.float64]) -> NDArray[np.float64]:
         """Projection of scaled inputs on the unit trigger direction."""
@@ -110,6 +118,51 @@ def _effect(u: NDArray[np.float64], test: NDArray[np.float64], ref: NDArray[np.f
     return float(np.median(z))
 
 
+def _mode(col: NDArray[np.float64]) -> tuple[float, int]:
+    vals, cnt = np.unique(col, return_counts=True)
+    k = int(cnt.argmax())
+    return float(vals[k]), int(cnt[k])
+
+
+def stamp_seeds(
+    data: Prepared,
+    t: int,
+    *,
+    min_seeds: int,
+    min_excess: float = 0.05,
+    max_rows: int = 2000,
+    rng: np.random.Generator,
+) -> NDArray[np.intp]:
+    """Samples of class ``t`` that share an exact value on coordinates where that value is
+    unusually common in ``t`` (and is not the coordinate's usual value): a stamped patch.
+
+    This seed source does not need neighbours to disagree, so it also covers data whose
+    input-space neighbours are uninformative (natural textures) and clean-label poison.
+    """
+    idx_t = np.flatnonzero(data.y == t)
+    idx_o = np.flatnonzero(data.y != t)
+    if len(idx_o) > max_rows:
+        idx_o = rng.choice(idx_o, max_rows, replace=False)
+    sub_t = idx_t if len(idx_t) <= max_rows else rng.choice(idx_t, max_rows, replace=False)
+    xt, xo = data.xs[sub_t], data.xs[idx_o]
+    coords: list[int] = []
+    values: list[float] = []
+    for j in range(data.xs.shape[1]):
+        v, cnt = _mode(xt[:, j])
+        if cnt < min_seeds or cnt / len(sub_t) < min_excess:
+            continue
+        share_o = float((xo[:, j] == v).mean())
+        if share_o >= 0.5 or cnt / len(sub_t) - share_o < min_excess:
+            continue
+        coords.append(j)
+        values.append(v)
+    if len(coords) < 2:
+        return np.zeros(0, dtype=np.intp)
+    match = (data.xs[idx_t][:, coords] == np.asarray(values)).mean(axis=1) >= 0.8
+    out: NDArray[np.intp] = idx_t[match]
+    return out
+
+
 def find_triggers(
     data: Prepared,
     space: InputSpace,
@@ -125,21 +178,41 @@ def find_triggers(
     agree = np.flatnonzero(~seeds_all & (space.disagreement <= 0.3))
     out: list[Trigger] = []
     for t in range(data.n_classes):
-        s_idx = np.flatnonzero(seeds_all & (data.y == t))
-        if len(s_idx) < min_seeds:
-            continue
         ref_idx = agree[data.y[agree] != t]
         if len(ref_idx) < 20:
             continue
         if len(ref_idx) > max_reference:
             ref_idx = rng.choice(ref_idx, max_reference, replace=False)
-        d_s = _residuals(data, space, s_idx)
         d_r = _residuals(data, space, ref_idx)
-        perm = rng.permutation(len(s_idx))
-        a, b = perm[: len(perm) // 2], perm[len(perm) // 2 :]
-        effect = min(_effect(d_s[a].mean(0), d_s[b], d_r), _effect(d_s[b].mean(0), d_s[a], d_r))
-        if effect < min_effect:
+        best: tuple[float, NDArray[np.intp], NDArray[np.float64], str] | None = None
+        for kind, s_idx in (
+            ("neighbours", np.flatnonzero(seeds_all & (data.y == t))),
+            ("stamp", stamp_seeds(data, t, min_seeds=min_seeds, rng=rng)),
+        ):
+            if len(s_idx) < min_seeds:
+                continue
+            if kind == "neighbours":
+                d_s, d_ref = _residuals(data, space, s_idx), d_r
+            else:
+                # carriers of a stamp may be each other's neighbours: compare them with the
+                # rest of their own class instead (class content cancels, the stamp remains)
+                rest = np.setdiff1d(np.flatnonzero(data.y == t), s_idx)
+                if len(rest) < min_seeds:
+                    continue
+                if len(rest) > max_reference:
+                    rest = rng.choice(rest, max_reference, replace=False)
+                centre = data.xs[rest].mean(axis=0)
+                d_s, d_ref = data.xs[s_idx] - centre, data.xs[rest] - centre
+            perm = rng.permutation(len(s_idx))
+            a, b = perm[: len(perm) // 2], perm[len(perm) // 2 :]
+            eff = min(
+                _effect(d_s[a].mean(0), d_s[b], d_ref), _effect(d_s[b].mean(0), d_s[a], d_ref)
+            )
+            if best is None or eff > best[0]:
+                best = (eff, s_idx, d_s, kind)
+        if best is None or best[0] < min_effect:
             continue
+        effect, s_idx, d_s, kind = best
         mean = d_s.mean(0)
         se = d_s.std(0, ddof=1) / np.sqrt(len(s_idx)) + 1e-9
         coords = np.abs(mean) > 4.0 * se
@@ -152,6 +225,12 @@ def find_triggers(
         ref_spread = data.xs[ref_idx].std(axis=0) + 1e-9
         fixed = coords & (spread <= 0.1 * ref_spread)
         values = np.median(seed_x, axis=0)
+        if kind == "stamp":
+            # seeds found by their shared values: the trigger is those values, nothing else
+            coords = fixed
+            if coords.sum() < 2:
+                continue
+            delta = np.where(coords, mean, 0.0)
         u = delta / float(np.linalg.norm(delta))
         p_ref = data.xs[ref_idx] @ u
         p_seed = data.xs[s_idx] @ u
@@ -170,14 +249,29 @@ def find_triggers(
                 cut=cut,
                 fixed=fixed if fixed.sum() >= 0.5 * coords.sum() else None,
                 values=values,
+                tolerance=np.maximum(0.05 * ref_spread, 1e-9),
+                kind=kind,
             )
         )
     return out
 
 
 def carriers(data: Prepared, trigger: Trigger) -> NDArray[np.bool_]:
-    """Samples (any label) whose projection on the trigger is past its cut."""
-    out: NDArray[np.bool_] = trigger.projection(data.xs) > trigger.cut
+    """Samples (any label) carrying the trigger: for a trigger found by its stamped values, those
+    matching them on at least 90 % of its coordinates; otherwise those whose projection is past
+    the cut."""
+    t = trigger
+    if (
+        t.kind == "stamp"
+        and t.fixed is not None
+        and t.values is not None
+        and t.tolerance is not None
+    ):
+        f = t.fixed
+        close = np.abs(data.xs[:, f] - t.values[f]) <= t.tolerance[f]
+        out: NDArray[np.bool_] = close.mean(axis=1) >= 0.9
+        return out
+    out = trigger.projection(data.xs) > trigger.cut
     return out
 
 
@@ -189,6 +283,7 @@ def attack_success(
     labels: NDArray[np.int64] | None = None,
     epochs: int = 6,
     holdout: float = 0.2,
+    max_train: int = 12000,
     seed: int = 0,
 ) -> dict[str, float | dict[int, float]]:
     """Train a probe on the kept samples and measure each trigger's ASR on held-out samples.
@@ -196,7 +291,7 @@ def attack_success(
     The held-out part (``holdout`` of the kept samples, stratified) never trains the probe; the
     ASR of trigger ``t`` is the share of held-out samples of other classes, not themselves
     carriers, that the probe assigns to ``t`` once ``delta`` is stamped on them. Also returns the
-    held-out clean accuracy.
+    held-out clean accuracy. At most ``max_train`` random kept samples train the probe.
     """
     n = len(data.y)
     keep = np.ones(n, dtype=bool) if keep is None else keep
@@ -211,6 +306,15 @@ def attack_success(
         if len(idx):
             test[rng.choice(idx, max(1, round(holdout * len(idx))), replace=False)] = True
     train = keep & ~test
+    if train.sum() > max_train:
+        # the ASR needs a probe that learns what the data teaches, not all of the data
+        tr_idx = rng.choice(np.flatnonzero(train), max_train, replace=False)
+        train = np.zeros(n, dtype=bool)
+        train[tr_idx] = True
+    if test.sum() > max_train // 4:
+        te_idx = rng.choice(np.flatnonzero(test), max_train // 4, replace=False)
+        test = np.zeros(n, dtype=bool)
+        test[te_idx] = True
     net = train_mlp(data.xs[train], y[train], n_classes=data.n_classes, epochs=epochs, seed=seed)
     lo, hi = data.xs.min(0), data.xs.max(0)
     clean_idx = np.flatnonzero(test & ~is_carrier)
