@@ -100,3 +100,18 @@ def test_poi_cli_model_path_rejected(
 ) -> None:
     assert main(["scan", str(poisoned_npz), "--model", "weights.pt"]) == 1
     assert "only 'auto'" in capsys.readouterr().err
+
+
+def test_poi_cli_uncalibrated_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # nothing learnable: the scan cannot vouch for the data, the gate refuses (exit 3) and says
+    # why; with --allow-uncalibrated it passes (no false "critical")
+    rng = np.random.default_rng(0)
+    path = _write(tmp_path / "noise.npz", x=rng.random((400, 12)), y=rng.integers(0, 3, 400))
+    out = tmp_path / "r.json"
+    assert main(["scan", str(path), "--json", str(out)]) == 3
+    err = capsys.readouterr().err
+    assert "not calibrated" in err
+    doc = json.loads(out.read_text())
+    assert doc["calibrated"] is False
+    assert doc["risk_score"] < 20
+    assert main(["scan", str(path), "--allow-uncalibrated"]) == 0
