@@ -206,9 +206,16 @@ def _run_dataset(name: str, attacks: list[tuple[str, str, float]], out: dict[str
                 key = g.random(int(np.prod(x.shape[1:])))
                 src_te = x[te][y[te] != 0].reshape(int((y[te] != 0).sum()), -1)
                 trig = 0.8 * src_te + 0.2 * key
-            before = _asr_custom(p.x, p.y, x[te], y[te], k, attack, trig if attack == "blend" else None)
+            before = _asr_custom(
+                p.x, p.y, x[te], y[te], k, attack, trig if attack == "blend" else None
+            )
             after = _asr_custom(
-                p.x[mit.keep], mit.labels[mit.keep], x[te], y[te], k, attack,
+                p.x[mit.keep],
+                mit.labels[mit.keep],
+                x[te],
+                y[te],
+                k,
+                attack,
                 trig if attack == "blend" else None,
             )
             del key_seed
@@ -251,8 +258,20 @@ def _scale_child(n: int) -> None:
     x, y = mnist_data()
     imgs = (x / 255.0).reshape(-1, 28, 28)
     parts, labels = [], []
-    shifts = [(0, 0), (1, 0), (0, 1), (-1, 0), (0, -1), (1, 1), (-1, -1), (1, -1), (-1, 1),
-              (2, 0), (0, 2), (-2, 0)]
+    shifts = [
+        (0, 0),
+        (1, 0),
+        (0, 1),
+        (-1, 0),
+        (0, -1),
+        (1, 1),
+        (-1, -1),
+        (1, -1),
+        (-1, 1),
+        (2, 0),
+        (0, 2),
+        (-2, 0),
+    ]
     for dy, dx in shifts[: -(-n // len(y))]:
         parts.append(np.roll(imgs, (dy, dx), axis=(1, 2)))
         labels.append(y)
@@ -313,17 +332,18 @@ def main() -> int:
     heldout = [(d, a) for d, a in poisoned if d not in TUNING]
     out["summary"] = {
         "mean_f1_all_poisoned": round(statistics.mean(saip[d][a]["f1"] for d, a in poisoned), 4),
-        "mean_f1_heldout_poisoned": round(
-            statistics.mean(saip[d][a]["f1"] for d, a in heldout), 4
-        )
+        "mean_f1_heldout_poisoned": round(statistics.mean(saip[d][a]["f1"] for d, a in heldout), 4)
         if heldout
         else None,
         "mean_f1_knn10_all_poisoned": round(
             statistics.mean(knn[d][a]["f1"] for d, a in poisoned), 4
         ),
         "clean": {
-            d: {"flagged_pct": saip[d]["clean"]["clean_flagged_pct"], "risk": saip[d]["clean"]["risk"],
-                "calibrated": saip[d]["clean"]["calibrated"]}
+            d: {
+                "flagged_pct": saip[d]["clean"]["clean_flagged_pct"],
+                "risk": saip[d]["clean"]["risk"],
+                "calibrated": saip[d]["clean"]["calibrated"],
+            }
             for d in saip
         },
         "flips_saip_vs_knn10_f1": {

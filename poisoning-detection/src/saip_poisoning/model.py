@@ -18,6 +18,7 @@ arXiv:2110.11571) is strongest in early epochs before the network memorises ever
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,12 +124,8 @@ def fit_probe(
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # batch-64 MLP steps: one thread is as fast and never oversubscribes
-    try:
-        return _fit(x, y, n_classes, epochs, hidden, penultimate, batch_size, lr, seed)
-    finally:
-        torch.set_num_threads(threads)
+    # train_mlp runs on one thread: batch-64 MLP steps are as fast and never oversubscribe
+    return _fit(x, y, n_classes, epochs, hidden, penultimate, batch_size, lr, seed)
 
 
 def _fit(
@@ -142,29 +139,28 @@ def _fit(
     lr: float,
     seed: int,
 ) -> ProbeView:
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
     xt = torch.as_tensor(x, dtype=torch.float32)
     yt = torch.as_tensor(y, dtype=torch.long)
-    batch_size = max(8, min(batch_size, len(xt) // 60))
-    net = _MLP(xt.shape[1], n_classes, hidden, penultimate)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    lossf = nn.CrossEntropyLoss()
     traj: list[NDArray[np.float64]] = []
-    n = len(xt)
-    for _ in range(epochs):
-        net.train()
-        perm = torch.randperm(n, generator=gen)
-        for i in range(0, n, batch_size):
-            b = perm[i : i + batch_size]
-            opt.zero_grad()
-            lossf(net(xt[b]), yt[b]).backward()
-            opt.step()
-        net.eval()
+
+    def record(net: nn.Module) -> None:
         with torch.no_grad():
             loss = torch.nn.functional.cross_entropy(net(xt), yt, reduction="none")
         traj.append(loss.numpy().astype(np.float64))
-    net.eval()
+
+    net = train_mlp(
+        x,
+        y,
+        n_classes=n_classes,
+        epochs=epochs,
+        hidden=hidden,
+        penultimate=penultimate,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        on_epoch=record,
+    )
+    assert isinstance(net, _MLP)
     return _view(net.body, net.head, xt, yt, traj)
 
 
@@ -194,8 +190,10 @@ def train_mlp(
     batch_size: int = 64,
     lr: float = 1e-3,
     seed: int = 0,
+    on_epoch: Callable[[nn.Module], None] | None = None,
 ) -> nn.Module:
-    """Train the probe MLP on ``(x, y)`` and return the network (eval mode, one thread)."""
+    """Train the probe MLP on ``(x, y)`` and return the network (eval mode, one thread);
+    ``on_epoch(net)`` runs after every epoch with the network in eval mode."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -219,6 +217,9 @@ def train_mlp(
                 opt.zero_grad()
                 lossf(net(xt[b]), yt[b]).backward()
                 opt.step()
+            net.eval()
+            if on_epoch is not None:
+                on_epoch(net)
         net.eval()
         return net
     finally:
