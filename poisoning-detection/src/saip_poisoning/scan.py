@@ -23,7 +23,7 @@ Rules
    ``min_asr`` attack success when the trigger is stamped on held-out samples of other classes.
 2. **label noise** (calibrated data only) — the input-space neighbour majority (≥ 70 %) and the
    cross-fitted probe agree on another class, the probe gives the given label < 0.2, and the
-   neighbours themselves are typical members of their classes (≥ 70 % of them agree with their
+   neighbours themselves are typical members of their classes (≥ 50 % of them agree with their
    own neighbours): an isolated wrong label in a clean region, not a sample in an overlap zone.
 
 Risk score (0–100)
@@ -276,7 +276,7 @@ def scan(
     extended: bool = False,
     min_effect: float = 3.0,
     min_asr: float = 0.5,
-    min_accuracy: float = 0.75,
+    min_accuracy: float = 0.6,
     min_agreement: float = 0.8,
 ) -> ScanReport:
     """Scan ``(x, y)`` for poisoning; see the module docstring for rules, calibration and risk.
@@ -499,7 +499,7 @@ def _noise_rule(data: Prepared, space: InputSpace, oof: NDArray[np.float64]) -> 
         & (space.majority_share >= 0.7)
         & (pred == space.majority)
         & (p_given < 0.2)
-        & (typical >= 0.7)
+        & (typical >= 0.5)
     )
     return out
 

@@ -118,8 +118,11 @@ def _effect(u: NDArray[np.float64], test: NDArray[np.float64], ref: NDArray[np.f
     return float(np.median(z))
 
 
-def _mode(col: NDArray[np.float64]) -> tuple[float, int]:
+def _mode(col: NDArray[np.float64], usual: float) -> tuple[float, int]:
+    """The most common value of ``col`` other than ``usual`` (the coordinate's usual value:
+    a patch on a minority of the class must not hide behind the background's mode)."""
     vals, cnt = np.unique(col, return_counts=True)
+    cnt = np.where(vals == usual, 0, cnt)
     k = int(cnt.argmax())
     return float(vals[k]), int(cnt[k])
 
@@ -132,8 +135,8 @@ def stamp_seeds(
     min_excess: float = 0.05,
     max_rows: int = 2000,
     rng: np.random.Generator,
-) -> NDArray[np.intp]:
-    """Samples of class ``t`` that share an exact value on coordinates where that value is
+) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
+    """Samples of class ``t`` (and the coordinates) that share an exact value on coordinates where that value is
     unusually common in ``t`` (and is not the coordinate's usual value): a stamped patch.
 
     This seed source does not need neighbours to disagree, so it also covers data whose
@@ -148,7 +151,9 @@ def stamp_seeds(
     coords: list[int] = []
     values: list[float] = []
     for j in range(data.xs.shape[1]):
-        v, cnt = _mode(xt[:, j])
+        vals, counts = np.unique(xo[:, j], return_counts=True)
+        usual = float(vals[int(counts.argmax())])
+        v, cnt = _mode(xt[:, j], usual)
         if cnt < min_seeds or cnt / len(sub_t) < min_excess:
             continue
         share_o = float((xo[:, j] == v).mean())
@@ -156,11 +161,24 @@ def stamp_seeds(
             continue
         coords.append(j)
         values.append(v)
+    none = (np.zeros(0, dtype=np.intp), np.zeros(data.xs.shape[1], dtype=bool))
     if len(coords) < 2:
-        return np.zeros(0, dtype=np.intp)
-    match = (data.xs[idx_t][:, coords] == np.asarray(values)).mean(axis=1) >= 0.8
+        return none
+    # one stamp at a time: for every candidate coordinate, the coordinates that (nearly) all the
+    # samples sharing its value also share; a stamp is the largest such block (natural ink
+    # saturates a few coordinates together, a patch all of its coordinates)
+    xc = (data.xs[idx_t][:, coords] == np.asarray(values)).astype(np.float64)
+    co = (xc.T @ xc) / np.maximum(xc.sum(axis=0), 1.0)[:, None]  # P(coord b | coord a)
+    block = co >= 0.9
+    anchor = int(block.sum(axis=1).argmax())
+    together = block[anchor]
+    if together.sum() < 2:
+        return none
+    match = xc[:, together].mean(axis=1) >= 0.8
     out: NDArray[np.intp] = idx_t[match]
-    return out
+    mask = np.zeros(data.xs.shape[1], dtype=bool)
+    mask[np.asarray(coords)[together]] = True
+    return out, mask
 
 
 def find_triggers(
@@ -185,9 +203,10 @@ def find_triggers(
             ref_idx = rng.choice(ref_idx, max_reference, replace=False)
         d_r = _residuals(data, space, ref_idx)
         best: tuple[float, NDArray[np.intp], NDArray[np.float64], str] | None = None
+        stamp_idx, stamp_mask = stamp_seeds(data, t, min_seeds=min_seeds, rng=rng)
         for kind, s_idx in (
             ("neighbours", np.flatnonzero(seeds_all & (data.y == t))),
-            ("stamp", stamp_seeds(data, t, min_seeds=min_seeds, rng=rng)),
+            ("stamp", stamp_idx),
         ):
             if len(s_idx) < min_seeds:
                 continue
@@ -226,7 +245,9 @@ def find_triggers(
         fixed = coords & (spread <= 0.1 * ref_spread)
         values = np.median(seed_x, axis=0)
         if kind == "stamp":
-            # seeds found by their shared values: the trigger is those values, nothing else
+            # seeds found by their shared values: the trigger is those values where they are
+            # not the reference's usual value, nothing else
+            fixed = stamp_mask.copy()
             coords = fixed
             if coords.sum() < 2:
                 continue
