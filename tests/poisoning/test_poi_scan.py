@@ -19,8 +19,9 @@ def test_poi_scan_a2o_reconstructs_trigger_and_mitigation_removes_backdoor(
     p, _ = a2o
     r = scan(p.x, p.y)
     assert r.band == "critical"
-    assert [t.target for t in r.triggers] == [0]
-    assert r.verified == (True,)
+    # exactly one *working* trigger, into the target class (other shared patterns may be
+    # reported as unverified candidates)
+    assert [t.target for t, ok in zip(r.triggers, r.verified, strict=True) if ok] == [0]
     assert r.asr_before[0] >= 0.5  # the reconstructed trigger works on a probe
     # every poison sample carries it, and (almost) nothing clean does
     assert (r.carrier & p.is_poison).sum() == p.is_poison.sum()
