@@ -136,8 +136,9 @@ def stamp_seeds(
     max_rows: int = 2000,
     rng: np.random.Generator,
 ) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
-    """Samples of class ``t`` (and the coordinates) that share an exact value on coordinates where that value is
-    unusually common in ``t`` (and is not the coordinate's usual value): a stamped patch.
+    """Samples of class ``t`` sharing an exact value on coordinates where that value is unusually
+    common in ``t`` (and is not the coordinate's usual value): a stamped patch. Returns the
+    samples and the stamp's coordinate mask.
 
     This seed source does not need neighbours to disagree, so it also covers data whose
     input-space neighbours are uninformative (natural textures) and clean-label poison.
