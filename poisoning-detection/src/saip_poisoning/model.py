@@ -125,20 +125,6 @@ def fit_probe(
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     # train_mlp runs on one thread: batch-64 MLP steps are as fast and never oversubscribe
-    return _fit(x, y, n_classes, epochs, hidden, penultimate, batch_size, lr, seed)
-
-
-def _fit(
-    x: NDArray[np.float64],
-    y: NDArray[np.int64],
-    n_classes: int,
-    epochs: int,
-    hidden: int,
-    penultimate: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
-) -> ProbeView:
     xt = torch.as_tensor(x, dtype=torch.float32)
     yt = torch.as_tensor(y, dtype=torch.long)
     traj: list[NDArray[np.float64]] = []
