@@ -1,48 +1,60 @@
 """``saip scan``: poisoning detection over a dataset before training (the training gate).
 
-``saip scan INPUT.npz [--model auto|PATH] [--json OUT] [--max-risk N]``
+``saip scan INPUT [--labels Y.npy | --label-column COL] [--json OUT] [--max-risk N]``
 
-The npz holds ``x`` (N×D or N×H×W floats), ``y`` (N ints) and optionally ``producer`` (N strings)
-and ``record_id``. The scan fuses the detectors of :mod:`saip_poisoning`, prints a summary table
-and, with ``--json``, writes the report (``risk_score``, ``flagged``, ``scores``, ``per_class``,
-``per_producer``, ``mitigations``) to OUT (``-`` for stdout). The command exits non-zero when the
-risk exceeds ``--max-risk`` (default: the ``[scan] max_risk`` setting).
+INPUT is an npz with ``x`` (N×D, N×H×W or N×H×W×C), ``y`` (N integer or string labels) and
+optionally ``producer`` and ``record_id`` (what ``saip ingest export`` writes); an ``.npy`` of
+features with ``--labels``; a CSV with ``--label-column`` (and optional ``--producer-column``,
+``--id-column``); or a folder with one sub-folder of images per class. The scan
+(:mod:`saip_poisoning`) prints a summary and, with ``--json``, writes the report (``risk_score``,
+``calibrated``, ``flagged``, ``flagged_record_ids``, ``reasons``, ``triggers``, ``per_class``,
+``per_producer``, ``mitigations``) to OUT (``-`` for stdout). Exit 3 (gate refused) when the
+risk exceeds ``--max-risk`` (default: ``[scan] max_risk``) or the scan is not calibrated (unless
+``--allow-uncalibrated``).
 """
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from saip.context import get_state
-from saip.errors import PipelineError
+from saip.errors import GateError
 
 if TYPE_CHECKING:  # saip_poisoning imports torch: loaded only when a scan runs
     from saip_poisoning import ScanReport
 
 
-def load_npz(path: Path) -> dict[str, np.ndarray[Any, Any]]:
-    """Read the scan input; raise :class:`PoisoningInputError` naming what is wrong."""
-    from saip_poisoning import PoisoningInputError
+def load_input(
+    path: Path,
+    *,
+    labels: Path | None = None,
+    label_column: str | None = None,
+    producer_column: str | None = None,
+    id_column: str | None = None,
+) -> dict[str, np.ndarray[Any, Any]]:
+    """Read the scan input (npz, npy + labels, CSV, image folder); raise
+    :class:`PoisoningInputError` naming what is wrong."""
+    from saip_poisoning.loaders import load_dataset
 
-    if not path.is_file():
-        raise PoisoningInputError(f"input file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise PoisoningInputError(f"{path} is not a readable .npz file: {exc}") from None
-    for key in ("x", "y"):
-        if key not in arrays:
-            raise PoisoningInputError(
-                f"{path} has no '{key}' array (found: {sorted(arrays)}); expected x, y[, producer]"
-            )
-    return arrays
+    ds = load_dataset(
+        path,
+        labels=labels,
+        label_column=label_column,
+        producer_column=producer_column,
+        id_column=id_column,
+    )
+    out = {"x": ds.x, "y": ds.y}
+    if ds.producer is not None:
+        out["producer"] = ds.producer
+    if ds.record_id is not None:
+        out["record_id"] = ds.record_id
+    return out
 
 
 def _model_arg(value: str) -> None:
@@ -65,20 +77,26 @@ def _summary(report: ScanReport, *, n: int) -> Table:
     table.add_column("flagged", justify="right")
     table.add_column("risk", justify="right")
     table.add_column("class tests fired")
-    for c, v in report.per_class.items():
+    for v in report.per_class.values():
         table.add_row(
-            str(c),
+            escape(str(v["name"])),
             str(v["n"]),
             str(v["flagged"]),
             f"{v['risk_score']:.0f}",
             ", ".join(v["class_tests"]),
         )
-    table.caption = f"{len(report.flagged)} of {n} samples flagged"
+    table.caption = f"{len(report.flagged)} of {n} samples flagged" + (
+        ""
+        if report.calibrated
+        else " — NOT CALIBRATED: " + escape(str(report.calibration["reason"]))
+    )
     return table
 
 
 def scan_command(
-    input_npz: Annotated[Path, typer.Argument(help="npz with x, y[, producer, record_id].")],
+    input_npz: Annotated[
+        Path, typer.Argument(help="npz (x, y[, producer, record_id]), .npy, .csv or image folder.")
+    ],
     model: Annotated[
         str, typer.Option("--model", help="'auto' trains the probe network.")
     ] = "auto",
@@ -90,16 +108,47 @@ def scan_command(
         typer.Option("--max-risk", min=0, max=100, help="Fail above this risk (default: config)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the probe network.")] = 0,
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="Labels .npy for an .npy features input.")
+    ] = None,
+    label_column: Annotated[
+        str | None, typer.Option("--label-column", help="Label column of a CSV input.")
+    ] = None,
+    producer_column: Annotated[
+        str | None, typer.Option("--producer-column", help="Producer column of a CSV input.")
+    ] = None,
+    id_column: Annotated[
+        str | None, typer.Option("--id-column", help="Record-ID column of a CSV input.")
+    ] = None,
+    allow_uncalibrated: Annotated[
+        bool,
+        typer.Option(
+            "--allow-uncalibrated",
+            help="Pass the gate even when the probe was too weak to judge labels.",
+        ),
+    ] = False,
 ) -> None:
     """Scan a dataset for poisoning; exit non-zero if its risk exceeds the gate."""
     from saip_poisoning import scan
 
     state = get_state()
     _model_arg(model)
-    arrays = load_npz(input_npz)
+    arrays = load_input(
+        input_npz,
+        labels=labels,
+        label_column=label_column,
+        producer_column=producer_column,
+        id_column=id_column,
+    )
     limit = state.config.scan.max_risk if max_risk is None else max_risk
     with state.console.status("scanning for poisoning"):
-        report = scan(arrays["x"], arrays["y"], producer=arrays.get("producer"), seed=seed)
+        report = scan(
+            arrays["x"],
+            arrays["y"],
+            producer=arrays.get("producer"),
+            record_id=arrays.get("record_id"),
+            seed=seed,
+        )
     payload = report.to_json()
     if json_out == "-":
         state.out.print(payload, markup=False)
@@ -107,13 +156,18 @@ def scan_command(
         Path(json_out).write_text(payload + "\n", encoding="utf-8")
     state.console.print(_summary(report, n=len(report.flags)))
     for p in report.poisoned_producers:
-        state.console.print(f"[red]poisoned producer:[/] {p}")
+        state.console.print(f"[red]poisoned producer:[/] {escape(p)}")
     for m in report.mitigations:
-        state.console.print(f"[bold]{m.action}[/]: {m.reason}")
+        state.console.print(f"[bold]{m.action}[/]: {escape(m.reason)}")
     if report.risk_score > limit:
-        raise PipelineError(
+        raise GateError(
             f"poisoning risk {report.risk_score:.1f} exceeds --max-risk {limit:g} "
             f"({len(report.flagged)} samples flagged)"
+        )
+    if not report.calibrated and not allow_uncalibrated:
+        raise GateError(
+            "poisoning scan not calibrated, so the data cannot be vouched for: "
+            f"{report.calibration.get('reason', 'unknown')} (--allow-uncalibrated to pass anyway)"
         )
 
 
