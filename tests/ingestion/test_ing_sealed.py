@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from saip_ingestion.engine import IngestEngine, iter_accepted
 from saip_ingestion.errors import IngestError, QuarantineError
 from saip_ingestion.quarantine import QuarantineStore
@@ -249,3 +251,32 @@ def test_whole_object_batches_of_the_earlier_format_stay_readable(env: Env) -> N
     env.store.put(qkey, env.encryptor.encrypt(qplain, context=qctx))
     [e] = QuarantineStore(env.store, env.encryptor).entries()
     assert (e.qid, e.raw) == ("0" * 32, b"x")
+
+
+@given(tail=st.binary(max_size=300))
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_any_bytes_after_the_magic_give_the_typed_error(encryptor: Any, tail: bytes) -> None:
+    with pytest.raises(SealedBatchError):
+        open_lines(encryptor, _ctx("k"), MAGIC + tail, digest=None)
+
+
+@given(data=st.data())
+@settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_any_mutation_of_a_sealed_batch_is_refused(encryptor: Any, data: st.DataObject) -> None:
+    lines = [b'{"a":1}', b'{"b":2}', b'{"c":3}']
+    blob = seal_lines(encryptor, _ctx("k"), lines)
+    i = data.draw(st.integers(0, len(blob) - 1))
+    flip = data.draw(st.integers(1, 255))
+    bad = blob[:i] + bytes([blob[i] ^ flip]) + blob[i + 1 :]
+    try:
+        out = open_lines(encryptor, _ctx("k"), bad, digest=content_id(lines))
+    except SealedBatchError:
+        return
+    except Exception:  # a flipped magic byte reads it as the earlier format: the encryptor refuses
+        assert not bad.startswith(MAGIC)
+        return
+    raise AssertionError(f"a flipped byte at {i} was accepted: {out!r}")
