@@ -24,13 +24,15 @@ nothing is stored twice. Conservation: every received record ends as exactly one
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -481,8 +483,9 @@ class IngestEngine:
         Returns the outcome of each message: ``("accepted"|"duplicate"|"quarantined", reason)``.
         """
         received_at = self.clock() if now is None else now
-        batch = self._process(messages, received_at)
-        self._commit(batch, received_at)
+        with gc_paused():
+            batch = self._process(messages, received_at)
+            self._commit(batch, received_at)
         return batch.outcomes
 
     def _quarantine(
@@ -929,6 +932,25 @@ class IngestEngine:
         if outcome[0] in ("accepted", "duplicate"):
             self.quarantine.mark_released(qid, outcome=outcome[0], at=self.clock())
         return outcome
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused for one batch, restored afterwards (also on error).
+
+    A batch allocates many short-lived containers that reference counting frees; with the
+    collector on, every 700 allocations trigger a young-generation pass and, as the dedupe index
+    grows, full passes over it. Paused per batch, cycles made during the batch are collected
+    after it, so memory stays bounded by one batch. Measured: ≈ 1.4× records per CPU-second
+    (ingestion README).
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def read_batch(store: ObjectStore, encryptor: Encryptor, key: str) -> list[dict[str, Any]]:
