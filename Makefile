@@ -66,7 +66,7 @@ fmt: venv ## format and autofix
 
 bench: venv ## run every benchmark side by side with its anchors -> benchmarks/results/*.json (~15 min)
 	$(BIN)/python benchmarks/encryption.py
-	$(BIN)/python benchmarks/ingestion.py
+	$(BIN)/python benchmarks/ingestion.py --out benchmarks/results/ingestion.json
 	$(BIN)/python benchmarks/poisoning.py
 	$(BIN)/python benchmarks/fl.py
 

@@ -1,29 +1,40 @@
-"""Ingestion throughput: saip's full path vs a naive per-record path, side by side, one process.
+"""Ingestion throughput: saip's full path vs a fair naive per-record path, side by side.
 
 Full path (saip): read JSONL → parse + validate (pydantic-core, one schema) → signing input +
 RFC 6962 leaf hash → inclusion proof + batch Ed25519 signature (cached per Merkle batch) →
 content checks (NumPy, vectorised per batch) → dedupe + ts window + seq anti-replay → one
-envelope encryption per batch (saip_encryption, local key) → durable write (fsync) → journal →
-checkpoint. Records: 64-feature ``image-sample/v1`` (sklearn digits), 4 producers, Merkle batches
-of 256.
+``seal_many`` per batch (saip_encryption batch API, local key) → durable write (fsync) →
+journal → checkpoint. Records: 64-feature ``image-sample/v1`` (sklearn digits), 4 producers,
+Merkle batches of 256.
 
-Naive path (the anchor the issue names): per record one pydantic model (``validate_json``), one
-Ed25519 verification of a per-record signature, a dict dedupe, one AWS Encryption SDK message
-(raw AES keyring, committing suite without signature — the SDK's fastest configuration here),
-one append to a file.
+Fair naive (issue #12): the same records and the same number of them, per record: the same
+pydantic-core validator the engine uses, one Ed25519 verification of a per-record signature
+(signed by the producer before timing), a dict dedupe on (producer_id, record_id), the range
+check in Python, one AES-256-GCM encryption under a cached data key (``os.urandom`` nonce, the
+producer as AAD), one buffered append; one fsync at the end.
 
-Usage: ``python benchmarks/ingestion.py [--records N] [--repeats R]`` → writes
-``benchmarks/results/ingestion.json`` (median of R runs; one core: the process is pinned to
-one CPU when possible).
+Usage::
+
+    python benchmarks/ingestion.py --quick                    # development: 20k records
+    python benchmarks/ingestion.py --out benchmarks/results/ingestion.json   # full: 100k + 1M
+
+The default ``--out`` is ``.run/bench/ingestion.json`` (git-ignored), so a development run never
+overwrites the committed results. Keys: ``rec_per_cpu_s.{saip,naive}``, ``rec_per_s.{saip,naive}``
+(wall), ``peak_rss_mb`` (the saip run's peak RSS), ``rss_growth_mb_per_100k`` (saip's RSS growth
+per 100k records between 100k and 1M records of one run; between 25% and 100% of the run with
+``--quick``). Interleaved repeats, medians; one core (``sched_setaffinity``) where possible.
+``--profile`` adds a per-stage cost table (cProfile, one extra saip run).
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import gc
 import json
 import os
 import platform
-import resource
+import pstats
 import statistics
 import sys
 import tempfile
@@ -35,10 +46,11 @@ import psutil
 from saip_ingestion.backends.local import FileRecordStream, LocalObjectStore
 from saip_ingestion.engine import IngestEngine
 from saip_ingestion.provenance import ProducerRegistry, Signer, generate_key, record_leaf_data
-from saip_ingestion.schemas import RECORD_ADAPTER
+from saip_ingestion.schemas import IMAGE_RECORD_ADAPTER
 
 NOW = 1_764_100_000_000
-RESULTS = Path(__file__).resolve().parent / "results" / "ingestion.json"
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = ROOT / ".run" / "bench" / "ingestion.json"
 
 
 def make_records(n: int, tmp: Path) -> tuple[Path, ProducerRegistry, list[Any]]:
@@ -88,7 +100,9 @@ def _leaf(r: dict[str, Any]) -> bytes:
     return record_leaf_data(r)
 
 
-def saip_run(path: Path, registry: ProducerRegistry, tmp: Path) -> dict[str, Any]:
+def saip_run(
+    path: Path, registry: ProducerRegistry, tmp: Path, *, profile: cProfile.Profile | None = None
+) -> dict[str, Any]:
     from saip_encryption import EnvelopeEncryptor, from_uri
     from saip_encryption.providers.local import create_local_key
 
@@ -98,9 +112,11 @@ def saip_run(path: Path, registry: ProducerRegistry, tmp: Path) -> dict[str, Any
     encryptor = EnvelopeEncryptor([from_uri(f"local:{key}")])
     run = Path(tempfile.mkdtemp(dir=tmp))
     store = LocalObjectStore(run / "objects")
-    rss: list[float] = []
+    rss: list[tuple[int, float]] = []
     proc = psutil.Process()
     stream = FileRecordStream(path, checkpoint_dir=run / "ckpt")
+    gc.collect()
+    rss.append((0, proc.memory_info().rss / 2**20))
     with IngestEngine(
         store=store,
         encryptor=encryptor,
@@ -110,144 +126,219 @@ def saip_run(path: Path, registry: ProducerRegistry, tmp: Path) -> dict[str, Any
     ) as engine:
         t0 = time.perf_counter()
         c0 = time.process_time()
+        if profile is not None:
+            profile.enable()
         summary = engine.run(
             stream,
             batch_size=4000,
-            on_batch=lambda s: rss.append(proc.memory_info().rss / 2**20),
+            on_batch=lambda s: rss.append((s.received, proc.memory_info().rss / 2**20)),
         )
+        if profile is not None:
+            profile.disable()
         seconds = time.perf_counter() - t0
         cpu = time.process_time() - c0
     stream.close()
-    assert summary.stored == summary.received, summary.as_dict()
+    if summary.stored != summary.received:
+        raise AssertionError(f"saip did not store every record: {summary.as_dict()}")
     return {
-        "seconds": seconds,
+        "seconds": round(seconds, 3),
         "records": summary.received,
         "rec_per_s": summary.received / seconds,
         "rec_per_cpu_s": summary.received / cpu,
         "signature_checks": summary.signature_checks,
-        "rss_mb_quartiles": [round(rss[int(q * (len(rss) - 1))], 1) for q in (0.25, 0.5, 1.0)],
+        "peak_rss_mb": round(max(r for _, r in rss), 1),
+        "rss_mb_by_records": rss,
     }
 
 
-def naive_run(path: Path, signers: list[Any], tmp: Path, n: int) -> dict[str, Any]:
-    import aws_encryption_sdk
-    from aws_encryption_sdk.identifiers import (
-        Algorithm,
-        CommitmentPolicy,
-        EncryptionKeyType,
-        WrappingAlgorithm,
-    )
-    from aws_encryption_sdk.internal.crypto.wrapping_keys import WrappingKey
-    from aws_encryption_sdk.key_providers.raw import RawMasterKeyProvider
+def sign_per_record(lines: list[bytes], producers: list[str]) -> tuple[list[bytes], dict[str, Any]]:
+    """The naive producer's per-record Ed25519 signatures over the raw line (done before timing)."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    wrapping_key = os.urandom(32)
+    keys = {p: Ed25519PrivateKey.generate() for p in producers}
+    sigs = [keys[json.loads(raw)["producer_id"]].sign(raw) for raw in lines]
+    return sigs, {p: k.public_key() for p, k in keys.items()}
 
-    class _Provider(RawMasterKeyProvider):  # type: ignore[misc]
-        provider_id = "bench"
 
-        def _get_raw_key(self, key_id: bytes) -> WrappingKey:
-            return WrappingKey(
-                wrapping_algorithm=WrappingAlgorithm.AES_256_GCM_IV12_TAG16_NO_PADDING,
-                wrapping_key=wrapping_key,
-                wrapping_key_type=EncryptionKeyType.SYMMETRIC,
-            )
+def naive_run(
+    lines: list[bytes], sigs: list[bytes], pubs: dict[str, Any], tmp: Path
+) -> dict[str, Any]:
+    """Fair naive: same validator, Ed25519 per record, one AES-GCM per record (cached key)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-    provider = _Provider()
-    provider.add_master_key(b"k1")
-    client = aws_encryption_sdk.EncryptionSDKClient(
-        commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT
-    )
-    # per-record signatures (what a naive producer would send)
-    keys = {s.producer_id: Ed25519PrivateKey.generate() for s in signers}
-    lines = path.read_bytes().splitlines()[:n]
-    sigs = []
-    for raw in lines:
-        rec = RECORD_ADAPTER.validate_json(raw)
-        sigs.append(keys[rec["producer_id"]].sign(raw))
-    pubs = {p: k.public_key() for p, k in keys.items()}
-    seen: set[str] = set()
-    out = open(tmp / "naive.out", "wb")  # noqa: SIM115
-    t0 = time.perf_counter()
-    c0 = time.process_time()
-    for raw, sig in zip(lines, sigs, strict=True):
-        rec = RECORD_ADAPTER.validate_json(raw)
-        pubs[rec["producer_id"]].verify(sig, raw)
-        if not all(0.0 <= v <= 16.0 for v in rec["payload"]["features"]):  # type: ignore[typeddict-item]
-            raise AssertionError("out of range")
-        if rec["record_id"] in seen:
-            continue
-        seen.add(rec["record_id"])
-        ct, _hdr = client.encrypt(
-            source=raw,
-            key_provider=provider,
-            encryption_context={"producer": rec["producer_id"]},
-            algorithm=Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY,
-        )
-        out.write(len(ct).to_bytes(4, "little") + ct)
-    out.flush()
-    os.fsync(out.fileno())
-    seconds = time.perf_counter() - t0
-    cpu = time.process_time() - c0
-    out.close()
+    validate = IMAGE_RECORD_ADAPTER.validator.validate_json
+    aead = AESGCM(AESGCM.generate_key(bit_length=256))  # the cached data key
+    urandom = os.urandom
+    seen: set[tuple[str, str]] = set()
+    stored = 0
+    with open(tmp / "naive.out", "wb") as out:
+        t0 = time.perf_counter()
+        c0 = time.process_time()
+        for raw, sig in zip(lines, sigs, strict=True):
+            rec = validate(raw)
+            pid = rec["producer_id"]
+            pubs[pid].verify(sig, raw)
+            if not all(0.0 <= v <= 16.0 for v in rec["payload"]["features"]):
+                raise AssertionError("out of range")
+            ident = (pid, rec["record_id"])
+            if ident in seen:
+                continue
+            seen.add(ident)
+            nonce = urandom(12)
+            ct = aead.encrypt(nonce, raw, pid.encode())
+            out.write(len(ct).to_bytes(4, "little") + nonce + ct)
+            stored += 1
+        out.flush()
+        os.fsync(out.fileno())
+        seconds = time.perf_counter() - t0
+        cpu = time.process_time() - c0
+    if stored != len(lines):
+        raise AssertionError("naive did not store every record")
     return {
-        "seconds": seconds,
+        "seconds": round(seconds, 3),
         "records": len(lines),
         "rec_per_s": len(lines) / seconds,
         "rec_per_cpu_s": len(lines) / cpu,
     }
 
 
+#: profile stages: (label, function names whose cumulative time forms the stage)
+STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("parse + validate (pydantic-core)", ("_validate",)),
+    ("duplicate-key check", ("duplicate_key",)),
+    ("signing input + leaf hash", ("image_payload_bytes", "leaf_data", "leaf_hash")),
+    ("provenance (Merkle root + Ed25519 per batch)", ("_verify_group",)),
+    ("content checks (NumPy)", ("_check_content",)),
+    ("stored line (canonical JSON)", ("_stored_line",)),
+    ("dedupe + ts + seq windows (w/o stored line)", ("_decide",)),
+    ("encryption (seal_many)", ("seal_lines",)),
+    ("quarantine object", ("put_batch",)),
+    ("object write + fsync", ("put",)),
+    ("journal (fsync)", ("commit",)),
+    ("state snapshots", ("snapshot",)),
+    ("stream read + checkpoint", ("poll", "checkpoint")),
+)
+
+
+def stage_table(profile: cProfile.Profile, records: int) -> dict[str, float]:
+    """µs per record per stage, from cumulative times (cProfile overhead included)."""
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    cum: dict[str, float] = {}
+    for (file, _line, name), (_cc, _nc, _tt, ct, _callers) in stats.items():
+        if "saip_ingestion" in file or "saip_encryption" in file:
+            cum[name] = cum.get(name, 0.0) + ct
+    total = sum(v[3] for k, v in stats.items() if k[2] == "run" and "engine.py" in k[0])
+    out = {label: sum(cum.get(n, 0.0) for n in names) for label, names in STAGES}
+    out["dedupe + ts + seq windows (w/o stored line)"] -= out["stored line (canonical JSON)"]
+    out = {k: round(v / records * 1e6, 2) for k, v in out.items()}
+    out["total (engine.run)"] = round(total / records * 1e6, 2)
+    return out
+
+
+def growth(samples: list[tuple[int, float]], lo: int, hi: int) -> float:
+    """MB of RSS per 100k records between the first samples at >= lo and >= hi records."""
+    a = next((r, m) for r, m in samples if r >= lo)
+    b = next((r, m) for r, m in samples if r >= hi)
+    return round((b[1] - a[1]) / max(1, b[0] - a[0]) * 100_000, 2)
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--records", type=int, default=200_000)
-    ap.add_argument("--naive-records", type=int, default=3000)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="development run: 20k records")
+    ap.add_argument("--records", type=int, default=None, help="both sides (default 100k)")
+    ap.add_argument("--growth-records", type=int, default=None, help="default 1M (0 = skip)")
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--profile", action="store_true", help="add a per-stage cost table")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args(argv)
+    records = args.records or (20_000 if args.quick else 100_000)
+    grow_n = (
+        args.growth_records if args.growth_records is not None else (0 if args.quick else 1_000_000)
+    )
+    repeats = args.repeats or (1 if args.quick else 3)
+    if not args.quick and records < 100_000:
+        ap.error("--records must be >= 100000 without --quick")
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[-1]})
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         t0 = time.perf_counter()
-        path, registry, signers = make_records(args.records, tmp)
+        path, registry, signers = make_records(records, tmp)
+        lines = path.read_bytes().splitlines()
+        sigs, pubs = sign_per_record(lines, [s.producer_id for s in signers])
         gen_s = time.perf_counter() - t0
         saip_runs, naive_runs = [], []
-        for _ in range(args.repeats):  # interleaved, so both see the same machine load
+        for _ in range(repeats):  # interleaved, so both see the same machine load
             saip_runs.append(saip_run(path, registry, tmp))
-            naive_runs.append(naive_run(path, signers, tmp, args.naive_records))
-    saip = statistics.median(r["rec_per_s"] for r in saip_runs)
-    naive = statistics.median(r["rec_per_s"] for r in naive_runs)
-    saip_cpu = statistics.median(r["rec_per_cpu_s"] for r in saip_runs)
-    naive_cpu = statistics.median(r["rec_per_cpu_s"] for r in naive_runs)
+            naive_runs.append(naive_run(lines, sigs, pubs, tmp))
+        del lines, sigs
+        stages = None
+        if args.profile:
+            prof = cProfile.Profile()
+            saip_run(path, registry, tmp, profile=prof)
+            stages = stage_table(prof, records)
+        path.unlink()
+        grow_run = None
+        if grow_n:
+            gpath, gregistry, _ = make_records(grow_n, tmp / "grow")
+            grow_run = saip_run(gpath, gregistry, tmp)
+    med = statistics.median
+    saip = med(r["rec_per_s"] for r in saip_runs)
+    naive = med(r["rec_per_s"] for r in naive_runs)
+    saip_cpu = med(r["rec_per_cpu_s"] for r in saip_runs)
+    naive_cpu = med(r["rec_per_cpu_s"] for r in naive_runs)
+    if grow_run is not None:
+        rss_growth = growth(grow_run["rss_mb_by_records"], 100_000, grow_n)
+        growth_span = f"100k to {grow_n:,} records of one saip run"
+    else:
+        samples = saip_runs[0]["rss_mb_by_records"]
+        rss_growth = growth(samples, records // 4, records)
+        growth_span = f"{records // 4:,} to {records:,} records (--quick)"
+    for r in [*saip_runs, *([grow_run] if grow_run else [])]:
+        r["rss_mb_by_records"] = r["rss_mb_by_records"][
+            :: max(1, len(r["rss_mb_by_records"]) // 12)
+        ]
     result = {
-        "rec_per_s": {"saip": round(saip, 1), "naive": round(naive, 1)},
-        "ratio_saip_over_naive": round(saip / naive, 1),
         "rec_per_cpu_s": {"saip": round(saip_cpu, 1), "naive": round(naive_cpu, 1)},
-        "ratio_cpu_saip_over_naive": round(saip_cpu / naive_cpu, 1),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "goal": {"rec_per_s": 40000, "ratio": 10},
-        "records": args.records,
-        "naive_records": args.naive_records,
-        "repeats": args.repeats,
+        "rec_per_s": {"saip": round(saip, 1), "naive": round(naive, 1)},
+        "ratio_cpu_saip_over_naive": round(saip_cpu / naive_cpu, 2),
+        "ratio_saip_over_naive": round(saip / naive, 2),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in saip_runs),
+        "rss_growth_mb_per_100k": rss_growth,
+        "rss_growth_span": growth_span,
+        "goal": {"rec_per_cpu_s": 40000, "ratio": 6, "rss_growth_mb_per_100k": 2},
+        "records": records,
+        "quick": args.quick,
+        "repeats": repeats,
+        "stage_us_per_record": stages,
         "saip_runs": saip_runs,
         "naive_runs": naive_runs,
+        "growth_run": grow_run,
         "generate_seconds": round(gen_s, 1),
         "load_average_1m": os.getloadavg()[0],
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "notes": (
-            "one core (sched_setaffinity); median of interleaved repeats; rec_per_s is wall "
-            "clock, rec_per_cpu_s divides by the process CPU time (less sensitive to the other "
-            "jobs sharing this machine; see load_average_1m). Naive: one pydantic validate_json "
-            "+ one Ed25519 verify + one AWS Encryption SDK message (raw AES keyring, committing, "
-            "unsigned suite) per record. saip: full path incl. fsync'd batch writes."
+            "one core (sched_setaffinity); median of interleaved repeats, same records and "
+            "count on both sides; rec_per_s is wall clock, rec_per_cpu_s divides by the process "
+            "CPU time (less sensitive to the other jobs sharing this machine; see "
+            "load_average_1m). Fair naive (issue #12): the engine's pydantic-core validator + "
+            "one Ed25519 verify + one AES-256-GCM encryption under a cached data key per "
+            "record, dict dedupe, one fsync. saip: full path incl. fsync'd batch writes. "
+            "peak_rss_mb: the process RSS during the saip runs (records generated in the same "
+            "process are included)."
         ),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    json.dump(result["rec_per_s"] | {"peak_rss_mb": result["peak_rss_mb"]}, sys.stdout)
+    keys = ("rec_per_cpu_s", "rec_per_s", "ratio_cpu_saip_over_naive", "peak_rss_mb",
+            "rss_growth_mb_per_100k")  # fmt: skip
+    json.dump({k: result[k] for k in keys}, sys.stdout)
     print()
+    if stages:
+        for k, v in stages.items():
+            print(f"{v:8.2f} us  {k}")
+    print(f"-> {args.out}")
     return 0
 
 

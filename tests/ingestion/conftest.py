@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,30 @@ class TestOnlyAesGcmEncryptor:
             return self._aead.decrypt(ciphertext[:12], ciphertext[12:], self._aad(context))
         except (InvalidTag, ValueError):
             raise ValueError("decryption failed") from None
+
+    def bind(self, context: Mapping[str, str]) -> TestOnlyBound:
+        return TestOnlyBound(self, dict(context))
+
+
+class TestOnlyBound:
+    """TEST-ONLY bound-context batch API of :class:`TestOnlyAesGcmEncryptor` (a FAKE)."""
+
+    __test__ = False
+
+    def __init__(self, enc: TestOnlyAesGcmEncryptor, context: dict[str, str]) -> None:
+        self._enc, self._context = enc, context
+
+    def seal(self, plaintext: bytes) -> bytes:
+        return self._enc.encrypt(plaintext, context=self._context)
+
+    def open(self, ciphertext: bytes) -> bytes:
+        return self._enc.decrypt(ciphertext, context=self._context)
+
+    def seal_many(self, plaintexts: Sequence[bytes]) -> list[bytes]:
+        return [self.seal(p) for p in plaintexts]
+
+    def open_many(self, ciphertexts: Sequence[bytes]) -> list[bytes]:
+        return [self.open(c) for c in ciphertexts]
 
 
 def make_encryptor(tmp: Path) -> Any:

@@ -45,7 +45,7 @@ def test_poi_cli_json_report_and_gate(
         ]
     )
     err = capsys.readouterr().err
-    assert rc == 3  # a gate that refused, not a crash
+    assert rc == 3  # the gate ran and refused
     assert "exceeds --max-risk 40" in err
     assert "poisoned producer" in err
     assert "p1" in err
@@ -65,7 +65,7 @@ def test_poi_cli_json_report_and_gate(
         ({"x": np.zeros((30, 4)), "z": np.zeros(30)}, "no 'y' array"),
         ({"x": np.full((30, 4), np.nan), "y": np.arange(30) % 2}, "NaN"),
         ({"x": np.zeros((30, 4)), "y": np.arange(29) % 2}, "30 samples but y has 29"),
-        ({"x": np.zeros((30,)), "y": np.arange(30) % 2}, "N×D or N×H×W"),
+        ({"x": np.zeros((30,)), "y": np.arange(30) % 2}, "N×D, N×H×W or N×H×W×C"),
         (
             {"x": np.zeros((30, 4)), "y": np.r_[np.zeros(27), np.ones(3)].astype(int)},
             "too few samples per class",
@@ -100,3 +100,18 @@ def test_poi_cli_model_path_rejected(
 ) -> None:
     assert main(["scan", str(poisoned_npz), "--model", "weights.pt"]) == 1
     assert "only 'auto'" in capsys.readouterr().err
+
+
+def test_poi_cli_uncalibrated_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # nothing learnable: the scan cannot vouch for the data, the gate refuses (exit 3) and says
+    # why; with --allow-uncalibrated it passes (no false "critical")
+    rng = np.random.default_rng(0)
+    path = _write(tmp_path / "noise.npz", x=rng.random((400, 12)), y=rng.integers(0, 3, 400))
+    out = tmp_path / "r.json"
+    assert main(["scan", str(path), "--output", str(out)]) == 3
+    err = capsys.readouterr().err
+    assert "not calibrated" in err
+    doc = json.loads(out.read_text())
+    assert doc["calibrated"] is False
+    assert doc["risk_score"] < 20
+    assert main(["scan", str(path), "--allow-uncalibrated"]) == 0

@@ -1,4 +1,5 @@
-"""Fusion: risk bands, flags, per-producer naming, mitigations, the client hook."""
+"""The scan: calibration, trigger reconstruction and verification, label noise, producers,
+mitigation, the client hook. Attack cases first, then the clean controls."""
 
 from __future__ import annotations
 
@@ -6,65 +7,77 @@ import json
 
 import numpy as np
 import pytest
-from saip_poisoning import BANDS, band, client_filter, scan
-from saip_poisoning.attacks import Poisoned, add_patch
+from saip_poisoning import BANDS, band, client_filter, mitigate, scan
+from saip_poisoning.attacks import Poisoned, add_patch, poison
 from saip_poisoning.model import ProbeView
 from saip_poisoning.scan import CLEAN_ALLOWANCE, risk_from_fraction
 
 
-def test_poi_bands_documented_and_monotone() -> None:
-    assert [b for _, b in BANDS] == ["low", "guarded", "high", "critical"]
-    assert band(0) == "low"
-    assert band(19.9) == "low"
-    assert band(20) == "guarded"
-    assert band(40) == "high"
-    assert band(69.9) == "high"
-    assert band(70) == "critical"
-    risks = [risk_from_fraction(f) for f in np.linspace(0, 1, 21)]
-    assert risks == sorted(risks)
-    assert risk_from_fraction(CLEAN_ALLOWANCE) == 0.0
-    assert risk_from_fraction(0.10) > 90
-    assert risk_from_fraction(0.0, class_evidence=True) == 50.0
-    with pytest.raises(ValueError):
-        risk_from_fraction(1.5)
-
-
-def test_poi_scan_clean_is_low(clean: tuple[Poisoned, ProbeView]) -> None:
-    p, view = clean
-    r = scan(p.x, p.y, model=view)
-    assert r.band == "low"
-    assert r.risk_score < 20
-    assert r.flags.mean() <= 0.05
-    assert [m.action for m in r.mitigations] == ["proceed"]
-
-
-def test_poi_scan_a2o_high_risk_and_finds_poison(a2o: tuple[Poisoned, ProbeView]) -> None:
-    p, view = a2o
-    r = scan(p.x, p.y, model=view)
-    assert r.risk_score >= 70
-    tp = (r.flags & p.is_poison).sum()
-    # digits a2o_10 is the weakest case measured (F1 ≈ 0.55–0.6, benchmarks/results/poisoning.json)
-    assert tp / r.flags.sum() > 0.45
-    assert tp / p.is_poison.sum() > 0.5
-    # the fused score ranks poison above clean
-    assert np.median(r.scores[p.is_poison]) > np.median(r.scores[~p.is_poison])
-    assert r.per_class[0]["class_tests"]  # the target class is named
-    actions = [m.action for m in r.mitigations]
-    assert "drop_flagged_and_retrain" in actions
-    assert "audit_target_class" in actions
-    audit = next(m for m in r.mitigations if m.action == "audit_target_class")
-    assert audit.evidence["class"] == 0
-    assert audit.evidence["size_ratio_to_median"] > 1.5
+def test_poi_scan_a2o_reconstructs_trigger_and_mitigation_removes_backdoor(
+    a2o: tuple[Poisoned, ProbeView],
+) -> None:
+    p, _ = a2o
+    r = scan(p.x, p.y)
+    assert r.band == "critical"
+    # exactly one *working* trigger, into the target class (other shared patterns may be
+    # reported as unverified candidates)
+    assert [t.target for t, ok in zip(r.triggers, r.verified, strict=True) if ok] == [0]
+    assert r.asr_before[0] >= 0.5  # the reconstructed trigger works on a probe
+    # every poison sample carries it, and (almost) nothing clean does
+    assert (r.carrier & p.is_poison).sum() == p.is_poison.sum()
+    assert (r.carrier & ~p.is_poison).sum() <= 2
     assert set(r.reasons) == set(r.flagged)
+    assert all(r.reasons.values())  # never an empty reason
+    assert "remove_trigger_carriers" in [m.action for m in r.mitigations]
+    m = mitigate(p.x, p.y, report=r)
+    assert m.passed, m.reason
+    assert m.asr_after[0] <= 0.05
+    assert not m.keep[p.is_poison].any()
 
 
-def test_poi_scan_flips_recommend_relabel(flips: tuple[Poisoned, ProbeView]) -> None:
-    p, view = flips
-    r = scan(p.x, p.y, model=view)
+def test_poi_scan_replacing_a2o_keeps_class_sizes_and_is_caught(
+    digits: tuple[np.ndarray, np.ndarray],
+) -> None:
+    x, y = digits
+    p = poison(x, y, attack="a2o_replace", rate=0.05, rng=np.random.default_rng(2))
+    assert (np.bincount(p.y) == np.bincount(y)).all()
+    r = scan(p.x, p.y)
+    assert r.risk_score >= 70
+    assert (r.flags & p.is_poison).sum() >= 0.7 * p.is_poison.sum()
+
+
+def test_poi_scan_two_class_backdoor(digits: tuple[np.ndarray, np.ndarray]) -> None:
+    x, y = digits
+    sel = np.isin(y, [3, 8])
+    x2, y2 = x[sel], (y[sel] == 8).astype(np.int64)
+    p = poison(x2, y2, attack="a2o", rate=0.1, rng=np.random.default_rng(4), target=1)
+    r = scan(p.x, p.y)
+    assert r.risk_score >= 70
+    assert (r.flags & p.is_poison).sum() >= 0.7 * p.is_poison.sum()
+
+
+def test_poi_scan_flips_relabelled_by_neighbours(flips: tuple[Poisoned, ProbeView]) -> None:
+    p, _ = flips
+    r = scan(p.x, p.y)
     tp = (r.flags & p.is_poison).sum()
-    assert tp / r.flags.sum() > 0.7
+    assert tp / r.flags.sum() > 0.8
     assert tp / p.is_poison.sum() > 0.7
-    assert "relabel_or_review" in [m.action for m in r.mitigations]
+    assert "relabel_by_neighbours" in [m.action for m in r.mitigations]
+    m = mitigate(p.x, p.y, report=r)
+    clean_y = np.asarray(p.y).copy()
+    assert m.relabelled == r.noise.sum()
+    # most relabelled samples get their true label back
+    x0, y0 = _digits_truth()
+    assert (m.labels[r.noise] == y0[r.noise]).mean() > 0.8
+    assert (clean_y != m.labels).sum() == m.relabelled
+    assert x0.shape[0] == len(m.labels)
+
+
+def _digits_truth() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    return x, y.astype(np.int64)
 
 
 def _producer_dataset(digits: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, ...]:
@@ -85,34 +98,93 @@ def test_poi_scan_names_poisoned_producer(digits: tuple[np.ndarray, np.ndarray])
     x, y, producer, _ = _producer_dataset(digits)
     r = scan(x, y, producer=producer)
     assert r.poisoned_producers == ["kinesis-shard-2"]
-    pp = r.per_producer
-    assert pp["kinesis-shard-2"]["risk_score"] > max(
-        v["risk_score"] for k, v in pp.items() if k != "kinesis-shard-2"
-    )
     q = next(m for m in r.mitigations if m.action == "quarantine_producer")
     assert q.evidence["producer"] == "kinesis-shard-2"
-    assert q.evidence["p_value"] < 1e-3
+    assert q.evidence["p_value_bonferroni"] < 1e-3
     doc = json.loads(r.to_json())
-    for key in ("risk_score", "flagged", "scores", "per_class", "per_producer", "mitigations"):
+    for key in ("risk_score", "calibrated", "flagged", "scores", "per_class", "triggers"):
         assert key in doc
-    assert doc["per_producer"]["kinesis-shard-2"]["flagged"] == pp["kinesis-shard-2"]["flagged"]
     assert {"action", "reason", "evidence"} == set(doc["mitigations"][0])
-    assert len(doc["scores"]) == len(y)
+
+
+def test_poi_producers_of_one_class_each_not_named_on_clean_data(
+    digits: tuple[np.ndarray, np.ndarray],
+) -> None:
+    # each producer supplies (mostly) one class: class mix must not be mistaken for poison
+    x, y = digits
+    rng = np.random.default_rng(0)
+    producer = np.where(rng.random(len(y)) < 0.9, y, rng.integers(0, 10, len(y))).astype(str)
+    r = scan(x, y, producer=producer)
+    assert r.poisoned_producers == []
+
+
+def test_poi_scan_uncalibrated_on_unlearnable_data_not_critical() -> None:
+    # random labels on random features: nothing to learn; the scan must say so, not alarm
+    rng = np.random.default_rng(0)
+    x, y = rng.random((600, 20)), rng.integers(0, 3, 600)
+    r = scan(x, y)
+    assert r.calibrated is False
+    assert r.calibration["reason"]
+    assert r.risk_score < 20
+    assert r.flags.mean() <= 0.05
+    assert r.mitigations[0].action == "review_manually"
+
+
+def test_poi_scan_clean_is_low(clean: tuple[Poisoned, ProbeView]) -> None:
+    p, _ = clean
+    r = scan(p.x, p.y)
+    assert r.calibrated is True
+    assert r.band == "low"
+    assert r.flags.mean() <= 0.05
+    assert r.mitigations[-1].action == "proceed"
+
+
+def test_poi_scan_larger_easy_class_not_flagged(digits: tuple[np.ndarray, np.ndarray]) -> None:
+    # a clean class 1.5× larger than the others (item 4: the low-loss rule is within-class)
+    from saip_poisoning.detectors import LossTrajectory
+    from saip_poisoning.model import fit_probe
+
+    x, y = digits
+    keep = (y == 0) | (np.random.default_rng(0).random(len(y)) < 0.67)
+    x2, y2 = x[keep], y[keep]
+    r = scan(x2, y2)
+    assert r.risk_score < 20
+    assert r.per_class[0]["flagged_fraction"] < 0.05
+    from saip_poisoning.data import prepare
+
+    d = prepare(x2, y2)
+    assert (
+        LossTrajectory().detect(d, model=fit_probe(d.xs, d.y, n_classes=10)).suspect_classes == ()
+    )
+
+
+def test_poi_bands_and_noise_risk_monotone() -> None:
+    assert [b for _, b in BANDS] == ["low", "guarded", "high", "critical"]
+    assert band(19.9) == "low"
+    assert band(20) == "guarded"
+    assert band(70) == "critical"
+    risks = [risk_from_fraction(f) for f in np.linspace(0, 1, 21)]
+    assert risks == sorted(risks)
+    assert risk_from_fraction(CLEAN_ALLOWANCE) == 0.0
+    with pytest.raises(ValueError):
+        risk_from_fraction(1.5)
 
 
 def test_poi_client_filter_drops_poison(digits: tuple[np.ndarray, np.ndarray]) -> None:
     x, y, _, truth = _producer_dataset(digits)
     keep = client_filter(x, y)
     assert keep.dtype == np.bool_
-    assert keep.shape == y.shape
-    assert (~keep & truth).sum() > 0.6 * truth.sum()
+    assert (~keep & truth).sum() > 0.9 * truth.sum()
     assert (~keep & ~truth).sum() < 0.05 * (~truth).sum()
 
 
-def test_poi_client_filter_small_shard_and_cap(digits: tuple[np.ndarray, np.ndarray]) -> None:
+def test_poi_client_filter_min_per_class_5(digits: tuple[np.ndarray, np.ndarray]) -> None:
     x, y = digits
-    # a shard where only one class has enough samples: nothing to compare, keep all
-    sel = np.concatenate([np.flatnonzero(y == 1)[:20], np.flatnonzero(y == 2)[:2]])
-    assert client_filter(x[sel], y[sel]).all()
+    # classes with 5–9 samples: prepared once with min_per_class=5, no detector re-prepares
+    sel = np.concatenate([np.flatnonzero(y == c)[: 7 if c < 3 else 60] for c in range(10)])
+    keep = client_filter(x[sel], y[sel], min_per_class=5)
+    assert keep.shape == sel.shape
+    one = np.concatenate([np.flatnonzero(y == 1)[:20], np.flatnonzero(y == 2)[:2]])
+    assert client_filter(x[one], y[one]).all()
     with pytest.raises(ValueError, match="max_drop_fraction"):
         client_filter(x, y, max_drop_fraction=0)

@@ -13,7 +13,7 @@ from saip.config import SaipConfig, ScanSection
 from saip.errors import PipelineError
 from saip.pipeline import PipelineContext
 from saip.steps import scan as scan_step
-from saip_poisoning import ScanReport
+from saip_poisoning import MitigationResult
 
 
 def _ctx(tmp_path: Path, max_risk: float) -> PipelineContext:
@@ -26,12 +26,17 @@ def test_poi_step_mitigates_and_names_producer(tmp_path: Path) -> None:
     result = scan_step.run(ctx)
     assert result.details["risk_score"] > 40
     assert result.details["residual_risk"] <= 40
+    verification = result.details["verification"]
+    assert verification["passed"] is True
+    assert all(a <= 0.05 for a in verification["asr_after"].values())
+    assert verification["asr_after"]  # a trigger was reconstructed and verified
     assert result.details["poisoned_producers"] == [scan_step.POISONED_PRODUCER]
     assert scan_step.POISONED_PRODUCER in result.summary
     keep = np.load(ctx.artifacts["scan_keep_mask"])
     report = json.loads(Path(ctx.artifacts["scan_report"]).read_text())
     assert len(report["flagged"]) == ctx.artifacts["scan_flagged"]
-    assert set(report["flagged"]) <= set(np.flatnonzero(~keep).tolist())
+    assert set(np.flatnonzero(~keep).tolist()) <= set(report["flagged"])
+    assert report["flagged_record_ids"][0].startswith("rec-")
     with np.load(ctx.artifacts["dataset_npz_filtered"]) as f:
         assert len(f["y"]) == keep.sum()
 
@@ -56,22 +61,16 @@ def test_poi_step_reads_ingested_dataset_and_passes_clean(
     assert ctx.artifacts["dataset_npz_filtered"] == path
 
 
-def test_poi_step_fails_when_residual_stays_above_gate(
+def test_poi_step_fails_when_verification_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = scan_step.scan
+    real = scan_step.mitigate
 
-    def stubborn(*args: object, **kwargs: object) -> ScanReport:
-        # the real scan, with the risk pinned high: the residual can never pass the gate
-        return dataclasses.replace(real(*args, **kwargs), risk_score=95.0)  # type: ignore[arg-type]
+    def stubborn(*args: object, **kwargs: object) -> MitigationResult:
+        # the real mitigation, with the verification forced to fail: the step must stop
+        res = real(*args, **kwargs)  # type: ignore[arg-type]
+        return dataclasses.replace(res, passed=False, reason="attack success 60% > 5%")
 
-    monkeypatch.setattr(scan_step, "scan", stubborn)
-    real_iter = scan_step.filter_iteratively
-
-    def stubborn_iter(*args: object, **kwargs: object) -> tuple[np.ndarray, list[ScanReport]]:
-        keep, reports = real_iter(*args, **kwargs)  # type: ignore[arg-type]
-        return keep, [dataclasses.replace(r, risk_score=95.0) for r in reports]
-
-    monkeypatch.setattr(scan_step, "filter_iteratively", stubborn_iter)
-    with pytest.raises(PipelineError, match="residual risk 95 is still above the gate"):
+    monkeypatch.setattr(scan_step, "mitigate", stubborn)
+    with pytest.raises(PipelineError, match="verification failed: attack success 60%"):
         scan_step.run(_ctx(tmp_path, 40))

@@ -10,9 +10,10 @@ For each polled batch of raw records the engine
    images (range, label set, shape) — and sanitizes text fields with an audit trail;
 4. decides in arrival order: exact duplicate of an accepted record (counted, stored once),
    same ``record_id`` with other content (``conflict``), ``ts`` window, ``seq`` anti-replay;
-5. commits: quarantined records to the encrypted dead-letter store (content-addressed keys),
-   accepted records as ONE encrypted batch object ``accepted/<consumer>/<batch>`` (one
-   :class:`Encryptor` call per batch), then a journal line, then the stream checkpoint.
+5. commits: quarantined records to the encrypted dead-letter store (one object per batch),
+   accepted records as ONE batch object ``accepted/<consumer>/<batch>-<content id>`` whose
+   records are sealed with one ``seal_many`` call of the encryptor's bound-context batch API
+   (:mod:`saip_ingestion.sealed`), then a journal line, then the stream checkpoint.
 
 Crash safety (at-least-once delivery + idempotent writes): the checkpoint follows the durable
 writes; on start the engine rolls forward a batch object written before a crash whose journal
@@ -23,13 +24,15 @@ nothing is stored twice. Conservation: every received record ends as exactly one
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -69,6 +72,7 @@ from saip_ingestion.schemas import (
     canonical_json,
     duplicate_key,
 )
+from saip_ingestion.sealed import SealedBatchError, content_id, open_lines, seal_lines
 from saip_ingestion.state import ConsumerState
 
 __all__ = ["DATASET_SPECS", "ImageSpec", "IngestEngine", "IngestSummary", "TabularSpec"]
@@ -82,6 +86,7 @@ _RECORD_RE: Final = re.compile(RECORD_ID_PATTERN[1:-1])
 MAX_ERRORS: Final = 64
 _TAGS: Final = frozenset({"image-sample/v1", "tabular-sample/v1", "text-sample/v1"})
 ACCEPTED_PREFIX: Final = "accepted/"
+_CONTENT_ID: Final = re.compile(r"-([0-9a-f]{16})$")
 
 
 @dataclass(frozen=True)
@@ -389,14 +394,15 @@ class IngestEngine:
     def _batch_prefix(self, batch: int) -> str:
         return f"{ACCEPTED_PREFIX}{self.state.consumer_id}/{batch:012d}-"
 
-    def _batch_key(self, batch: int, plain: bytes) -> str:
-        """``accepted/<consumer>/<batch:012d>-<first 16 hex of SHA-256(plaintext)>``.
+    def _batch_key(self, batch: int, lines: Sequence[bytes]) -> str:
+        """``accepted/<consumer>/<batch:012d>-<content id>`` (first 16 hex of SHA-256 of the
+        plaintext lines, :func:`~saip_ingestion.sealed.content_id`).
 
         Content-derived: re-writing the same batch after a crash is the same key (a no-op, or
         collapsed on read by a sink that cannot refuse duplicates, e.g. Firehose); a batch of
         other content can never collide with it.
         """
-        return self._batch_prefix(batch) + hashlib.sha256(plain).hexdigest()[:16]
+        return self._batch_prefix(batch) + content_id(lines)
 
     @staticmethod
     def _context(key: str) -> dict[str, str]:
@@ -477,8 +483,9 @@ class IngestEngine:
         Returns the outcome of each message: ``("accepted"|"duplicate"|"quarantined", reason)``.
         """
         received_at = self.clock() if now is None else now
-        batch = self._process(messages, received_at)
-        self._commit(batch, received_at)
+        with gc_paused():
+            batch = self._process(messages, received_at)
+            self._commit(batch, received_at)
         return batch.outcomes
 
     def _quarantine(
@@ -887,14 +894,13 @@ class IngestEngine:
         )
         key = None
         if batch.stored:
-            plain = b"\n".join(batch.stored) + b"\n"
-            key = self._batch_key(number, plain)
-            blob = self.encryptor.encrypt(plain, context=self._context(key))
+            key = self._batch_key(number, batch.stored)
+            blob = seal_lines(self.encryptor, self._context(key), batch.stored)
             self.store.put(
                 key,
                 blob,
                 metadata={
-                    "format": "saip.accepted.v1",
+                    "format": "saip.accepted.v2",
                     "records": str(len(batch.stored)),
                     "contentid": key.rsplit("-", 1)[1],
                 },
@@ -928,10 +934,43 @@ class IngestEngine:
         return outcome
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused for one batch, restored afterwards (also on error).
+
+    A batch allocates many short-lived containers that reference counting frees; with the
+    collector on, every 700 allocations trigger a young-generation pass and, as the dedupe index
+    grows, full passes over it. Paused per batch, cycles made during the batch are collected
+    after it, so memory stays bounded by one batch. Measured: ≈ 1.4× records per CPU-second
+    (ingestion README).
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def read_batch(store: ObjectStore, encryptor: Encryptor, key: str) -> list[dict[str, Any]]:
-    """Decrypt one accepted batch object into its entries (one dict per record)."""
-    plain = encryptor.decrypt(store.get(key), context=IngestEngine._context(key))
-    return [json.loads(line) for line in plain.split(b"\n") if line]
+    """Decrypt one accepted batch object into its entries (one dict per record).
+
+    Sealed batches (``saip.accepted.v2``) open with one ``open_many`` call and their content id
+    is checked against the key; whole-object ciphertexts (``saip.accepted.v1``) stay readable.
+    Raises :class:`IngestError` naming the records that do not open.
+    """
+    m = _CONTENT_ID.search(key)
+    try:
+        lines = open_lines(
+            encryptor,
+            IngestEngine._context(key),
+            store.get(key),
+            digest=m.group(1) if m else None,
+        )
+    except SealedBatchError as exc:
+        raise IngestError(f"accepted batch {key}: {exc}") from None
+    return [json.loads(line) for line in lines]
 
 
 def iter_accepted(store: ObjectStore, encryptor: Encryptor) -> list[dict[str, Any]]:

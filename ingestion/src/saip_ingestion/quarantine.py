@@ -8,10 +8,14 @@ same qid, and readers collapse entries with the same qid (first wins), so the st
 duplicate-free after crashes and re-deliveries. An entry holds the raw bytes as received
 (base64; an oversized message is kept as its first ``limit + 1`` bytes plus its full length and
 SHA-256), the reason code and detail, the claimed producer and record id, the receipt time and
-the stream position. The object is the :class:`~saip_ingestion.protocols.Encryptor` ciphertext;
-the encryption context binds the key and purpose (AAD). Entries of the first format (one object
-``quarantine/<reason>/<qid>`` each, :meth:`QuarantineStore.put`) are still read. Releasing an
-entry writes ``quarantine-released/<qid>``; entries are never deleted (audit).
+the stream position. Each entry is sealed with one ``seal_many`` call per batch of the
+:class:`~saip_ingestion.protocols.Encryptor`'s batch API (:mod:`saip_ingestion.sealed`; format
+``saip.quarantine.v3``); the encryption context binds the key and purpose (AAD); reads use
+``open_many`` with a per-entry fallback that names the entries that do not open. Batch objects
+of the previous format (one ciphertext of the whole object, ``saip.quarantine.v2``) and
+entries of the first format (one object ``quarantine/<reason>/<qid>`` each,
+:meth:`QuarantineStore.put`) are still read. Releasing an entry writes
+``quarantine-released/<qid>``; entries are never deleted (audit).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any, Final
 from saip_ingestion.backends.base import ObjectStore
 from saip_ingestion.errors import QuarantineError
 from saip_ingestion.protocols import Encryptor
+from saip_ingestion.sealed import SealedBatchError, content_id, open_lines, seal_lines
 
 __all__ = ["REASONS", "QuarantineEntry", "QuarantineStore", "terminal_safe"]
 
@@ -183,13 +188,13 @@ class QuarantineStore:
                 docs[qid] = self._doc(qid, received_at, q)
         if not docs:
             return None
-        plain = b"".join(json.dumps(d).encode() + b"\n" for d in docs.values())
-        digest = hashlib.sha256(plain).hexdigest()[:16]
+        lines = [json.dumps(d).encode() for d in docs.values()]
+        digest = content_id(lines)
         key = f"{BATCH_PREFIX}{consumer}/{batch:012d}-{digest}"
         if self.store.exists(key):
             return key
-        blob = self.encryptor.encrypt(plain, context=self._context(key))
-        meta = {"format": "saip.quarantine.v2", "entries": str(len(docs)), "contentid": digest}
+        blob = seal_lines(self.encryptor, self._context(key), lines)
+        meta = {"format": "saip.quarantine.v3", "entries": str(len(docs)), "contentid": digest}
         self.store.put(key, blob, metadata=meta)
         return key
 
@@ -251,11 +256,14 @@ class QuarantineStore:
 
     def _decrypt(self, key: str) -> list[dict[str, Any]]:
         try:
-            plain = self.encryptor.decrypt(self.store.get(key), context=self._context(key))
-            return [json.loads(line) for line in plain.split(b"\n") if line]
+            digest = key.rsplit("-", 1)[1] if key.startswith(BATCH_PREFIX) else None
+            lines = open_lines(self.encryptor, self._context(key), self.store.get(key),
+                               digest=digest)  # fmt: skip
+            return [json.loads(line) for line in lines]
         except Exception as exc:  # decryption/parse failures: one opaque error type
             raise QuarantineError(
-                f"quarantine object {key} cannot be read ({type(exc).__name__})"
+                f"quarantine object {key} cannot be read ({type(exc).__name__}: "
+                f"{exc if isinstance(exc, SealedBatchError) else 'opaque'})"
             ) from None
 
     @staticmethod

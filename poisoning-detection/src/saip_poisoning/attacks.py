@@ -26,7 +26,9 @@ from numpy.typing import NDArray
 
 __all__ = ["Poisoned", "add_patch", "blend", "poison"]
 
-AttackName = Literal["a2o", "a2a", "flip", "blend", "clean"]
+AttackName = Literal[
+    "a2o", "a2o_replace", "a2a", "flip", "pair_flip", "blend", "clean_label", "clean"
+]
 
 
 @dataclass(frozen=True)
@@ -49,21 +51,20 @@ class Poisoned:
     target: int | None
 
 
-def _side(x: NDArray[np.float64]) -> int:
-    d = int(np.prod(x.shape[1:]))
-    side = math.isqrt(d)
-    if side * side != d:
-        raise ValueError(f"images must be square to place a trigger; got {d} features per sample")
-    return side
-
-
 def add_patch(x: NDArray[np.float64], *, size: int | None = None) -> NDArray[np.float64]:
     """Return ``x`` with a BadNets square (value 1.0) in the bottom-right corner.
 
     ``size`` defaults to ``max(2, side // 7)`` pixels (2 on 8×8 digits, 4 on 28×28 MNIST),
-    placed one pixel in from the border.
+    placed one pixel in from the border. Non-square (tabular) samples get the tabular analogue:
+    their last ``size`` features (default ``max(2, D // 10)``) set to 1.0.
     """
-    side = _side(x)
+    d = int(np.prod(x.shape[1:]))
+    side = math.isqrt(d)
+    if side * side != d:
+        s = size if size is not None else max(2, d // 10)
+        flat = x.reshape(len(x), d).copy()
+        flat[:, d - s :] = 1.0
+        return flat.reshape(x.shape)
     s = size if size is not None else max(2, side // 7)
     img = x.reshape(len(x), side, side).copy()
     img[:, side - 1 - s : side - 1, side - 1 - s : side - 1] = 1.0
@@ -99,7 +100,10 @@ def poison(
         Clean data (pixels in ``[0, 1]``) and integer labels.
     attack
         ``"a2o"`` (patch, all-to-one), ``"a2a"`` (patch, ``c → c+1``), ``"flip"`` (random
-        label flip), ``"blend"`` (blended key, all-to-one) or ``"clean"`` (nothing changed).
+        label flip), ``"blend"`` (blended key, all-to-one), ``"a2o_replace"`` (patched samples
+        *replace* target-class samples: class sizes unchanged), ``"clean_label"`` (patched
+        target-class samples keep their label), ``"pair_flip"`` (class ``target + 1`` relabelled
+        ``target``) or ``"clean"`` (nothing changed).
     rate
         Fraction of the whole dataset that is poisoned, in ``[0, 0.5]``. For all-to-one attacks
         the poisoned samples are drawn from the non-target classes.
@@ -120,6 +124,31 @@ def poison(
     is_poison = np.zeros(n, dtype=bool)
     if attack == "clean" or n_poison == 0:
         return Poisoned(x, y, is_poison, None)
+    if attack == "a2o_replace":
+        # class sizes unchanged: patched non-target samples take the place of target samples
+        tgt = np.flatnonzero(y == target)
+        src = rng.choice(
+            np.flatnonzero(y != target), size=min(n_poison, len(tgt) // 2), replace=False
+        )
+        slots = rng.choice(tgt, size=len(src), replace=False)
+        x[slots] = add_patch(x[src])
+        is_poison[slots] = True
+        return Poisoned(x, y, is_poison, target)
+    if attack == "clean_label":
+        # poison keeps its true label: patched samples of the target class (Turner et al. 2019)
+        tgt = np.flatnonzero(y == target)
+        idx = rng.choice(tgt, size=min(n_poison, len(tgt) // 2), replace=False)
+        x[idx] = add_patch(x[idx])
+        is_poison[idx] = True
+        return Poisoned(x, y, is_poison, target)
+    if attack == "pair_flip":
+        # targeted label flip: samples of one source class relabelled to the target
+        source = (target + 1) % k
+        pool = np.flatnonzero(y == source)
+        idx = rng.choice(pool, size=min(n_poison, len(pool) // 2), replace=False)
+        y[idx] = target
+        is_poison[idx] = True
+        return Poisoned(x, y, is_poison, target)
     pool = np.flatnonzero(y != target) if attack in ("a2o", "blend") else np.arange(n)
     idx = rng.choice(pool, size=min(n_poison, len(pool)), replace=False)
     is_poison[idx] = True

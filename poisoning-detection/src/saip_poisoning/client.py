@@ -13,6 +13,7 @@ import logging
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from saip_poisoning.data import prepare
 from saip_poisoning.scan import scan
 
 __all__ = ["client_filter"]
@@ -61,8 +62,8 @@ def client_filter(
     xa = np.asarray(x)
     keep = np.ones(len(ya), dtype=bool)
     if ya.ndim != 1:
-        # let scan's validation produce the typed error
-        scan(xa, ya, min_per_class=min_per_class, epochs=epochs, seed=seed)
+        # let the validation produce the typed error
+        prepare(xa, ya, min_per_class=min_per_class)
     labels, counts = np.unique(ya, return_counts=True)
     big = labels[counts >= min_per_class]
     sel = np.flatnonzero(np.isin(ya, big))
@@ -75,7 +76,9 @@ def client_filter(
     # remap the scanned classes to 0..k-1 so absent labels do not count as empty classes
     remap = {int(c): i for i, c in enumerate(big)}
     ys = np.array([remap[int(v)] for v in ya[sel]], dtype=np.int64)
-    report = scan(xa[sel], ys, min_per_class=min_per_class, epochs=epochs, seed=seed)
+    # prepared once with the caller's min_per_class; the scan and its detectors reuse it
+    data = prepare(xa[sel], ys, min_per_class=min_per_class)
+    report = scan(data, epochs=epochs, seed=seed)
     flagged = np.flatnonzero(report.flags)
     cap = int(np.floor(max_drop_fraction * len(ya)))
     if len(flagged) > cap:

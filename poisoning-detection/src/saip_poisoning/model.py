@@ -18,6 +18,7 @@ arXiv:2110.11571) is strongest in early epochs before the network memorises ever
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +26,7 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-__all__ = ["ProbeView", "fit_probe", "view_from_module"]
+__all__ = ["ProbeView", "crossfit_probs", "fit_probe", "train_mlp", "view_from_module"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,48 +124,29 @@ def fit_probe(
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # batch-64 MLP steps: one thread is as fast and never oversubscribes
-    try:
-        return _fit(x, y, n_classes, epochs, hidden, penultimate, batch_size, lr, seed)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _fit(
-    x: NDArray[np.float64],
-    y: NDArray[np.int64],
-    n_classes: int,
-    epochs: int,
-    hidden: int,
-    penultimate: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
-) -> ProbeView:
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
+    # train_mlp runs on one thread: batch-64 MLP steps are as fast and never oversubscribe
     xt = torch.as_tensor(x, dtype=torch.float32)
     yt = torch.as_tensor(y, dtype=torch.long)
-    batch_size = max(8, min(batch_size, len(xt) // 60))
-    net = _MLP(xt.shape[1], n_classes, hidden, penultimate)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    lossf = nn.CrossEntropyLoss()
     traj: list[NDArray[np.float64]] = []
-    n = len(xt)
-    for _ in range(epochs):
-        net.train()
-        perm = torch.randperm(n, generator=gen)
-        for i in range(0, n, batch_size):
-            b = perm[i : i + batch_size]
-            opt.zero_grad()
-            lossf(net(xt[b]), yt[b]).backward()
-            opt.step()
-        net.eval()
+
+    def record(net: nn.Module) -> None:
         with torch.no_grad():
             loss = torch.nn.functional.cross_entropy(net(xt), yt, reduction="none")
         traj.append(loss.numpy().astype(np.float64))
-    net.eval()
+
+    net = train_mlp(
+        x,
+        y,
+        n_classes=n_classes,
+        epochs=epochs,
+        hidden=hidden,
+        penultimate=penultimate,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        on_epoch=record,
+    )
+    assert isinstance(net, _MLP)
     return _view(net.body, net.head, xt, yt, traj)
 
 
@@ -181,3 +163,99 @@ def view_from_module(
     xt = torch.as_tensor(x, dtype=torch.float32)
     yt = torch.as_tensor(y, dtype=torch.long)
     return _view(body, head, xt, yt, [])
+
+
+def train_mlp(
+    x: NDArray[np.float64],
+    y: NDArray[np.int64],
+    *,
+    n_classes: int,
+    epochs: int = 6,
+    hidden: int = 256,
+    penultimate: int = 64,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    seed: int = 0,
+    on_epoch: Callable[[nn.Module], None] | None = None,
+) -> nn.Module:
+    """Train the probe MLP on ``(x, y)`` and return the network (eval mode, one thread);
+    ``on_epoch(net)`` runs after every epoch with the network in eval mode."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        gen = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        xt = torch.as_tensor(x, dtype=torch.float32)
+        yt = torch.as_tensor(y, dtype=torch.long)
+        # small sets: at least 60 steps per epoch; large sets: at most ~250 steps per epoch
+        # (larger batches), so training time stops growing with N
+        bs = max(8, min(batch_size, len(xt) // 60), -(-len(xt) // 250))
+        net = _MLP(xt.shape[1], n_classes, hidden, penultimate)
+        opt = torch.optim.Adam(
+            net.parameters(), lr=lr * max(1.0, (bs / batch_size) ** 0.5), foreach=True
+        )
+        lossf = nn.CrossEntropyLoss()
+        for _ in range(epochs):
+            net.train()
+            perm = torch.randperm(len(xt), generator=gen)
+            for i in range(0, len(xt), bs):
+                b = perm[i : i + bs]
+                opt.zero_grad()
+                lossf(net(xt[b]), yt[b]).backward()
+                opt.step()
+            net.eval()
+            if on_epoch is not None:
+                on_epoch(net)
+        net.eval()
+        return net
+    finally:
+        torch.set_num_threads(threads)
+
+
+def predict_proba(net: nn.Module, x: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Softmax outputs of ``net`` on ``x`` (batched, no gradient)."""
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(x), 8192):
+            xt = torch.as_tensor(x[i : i + 8192], dtype=torch.float32)
+            out.append(torch.softmax(net(xt), dim=1).numpy())
+    return np.vstack(out).astype(np.float64)
+
+
+def crossfit_probs(
+    x: NDArray[np.float64],
+    y: NDArray[np.int64],
+    *,
+    n_classes: int,
+    folds: int = 2,
+    epochs: int = 8,
+    seed: int = 0,
+) -> NDArray[np.float64]:
+    """Out-of-fold class probabilities: each sample is predicted by a probe that never saw it.
+
+    Cross-fitting (Chernozhukov et al. 2018; used for label errors by Northcutt et al. 2021,
+    "Confident Learning", arXiv:1911.00068) keeps the probe's memorisation of a sample out of
+    that sample's own score, so the held-out accuracy measures how learnable the data is.
+    Folds are stratified by label.
+    """
+    if folds < 2:
+        raise ValueError(f"folds must be >= 2, got {folds}")
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(y), dtype=np.int64)
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        fold[rng.permutation(idx)] = np.arange(len(idx)) % folds
+    probs = np.zeros((len(y), n_classes))
+    for f in range(folds):
+        test = fold == f
+        net = train_mlp(
+            x[~test],
+            y[~test],
+            n_classes=n_classes,
+            epochs=epochs,
+            hidden=128,
+            batch_size=128,
+            seed=seed + f,
+        )
+        probs[test] = predict_proba(net, x[test])
+    return probs

@@ -1,25 +1,45 @@
-"""Fusion of the detectors into flags, a dataset risk score, per-class/per-producer risk and
-recommended mitigations.
+"""The scan: calibrated rules over one shared input-space view, a risk score, mitigation and
+verification.
 
-Rules (each uses only the detectors' own thresholds; no poison rate is ever assumed):
+Everything is computed once per scan from :func:`saip_poisoning.data.prepare`'s output: a PCA
+embedding and its k-nearest neighbours (:mod:`saip_poisoning.inputspace`), cross-fitted
+("out-of-fold") probe probabilities (:func:`saip_poisoning.model.crossfit_probs`), and the
+per-class trigger search (:mod:`saip_poisoning.trigger`).
 
-1. **label noise** — the loss trajectory's high tail *and* a kNN majority (input or
-   representation space) disagree with the given label;
-2. **backdoor class** — in a class judged poisoned by the class-size prior: its low-loss tail
-   (fitted faster than the other classes' samples) and its input-space kNN disagreements;
-3. **activation cluster** — the small, separated activation cluster of a class that passes the
-   activation-clustering test;
-4. **corroborated outlier** — outside those classes, a sample flagged by at least three of: input
-   kNN, representation kNN, gradient similarity, spectral signature, robust spectral signature.
+Calibration (per dataset, nothing carried over from other data)
+---------------------------------------------------------------
+The scan first measures whether the data is learnable enough to judge labels: the cross-fitted
+probe's held-out accuracy (median over classes) and how often it agrees with the input-space
+neighbour majority. Below ``min_accuracy`` / ``min_agreement`` the report says
+``calibrated: false`` with the measured numbers as the reason, the label-noise rule is not run
+(on such data "disagrees with its neighbours" mostly means "hard", not "poisoned") and the risk
+only reflects what does not need a good probe (a reconstructed, verified trigger).
 
-Risk score (0–100) from the fused flagged fraction ``f``:
-``100·(1 - exp(-max(0, f - 0.03) / 0.025))``, raised to at least 50 when a class-level test
-(class-size prior, activation clustering) fires on a class of which the rules flag ≥ 10 %.
-Bands: **0–19 low** (clean MNIST/digits measure 0–10), **20–39 guarded** (review),
-**40–69 high** (drop flagged samples and re-scan before training), **70–100 critical** (stop;
-investigate sources).
-The 3 % allowance is the measured share of clean samples that rules 1–4 flag on clean MNIST-5k
-and digits (ambiguous digits); see ``benchmarks/results/poisoning.json``.
+Rules
+-----
+1. **trigger carrier** — a sample whose projection on a reconstructed trigger is past the cut
+   (any label). A trigger counts when its cross-fitted effect passes ``min_effect`` robust SD of
+   the dataset's own reference *and*, with ``verify``, a probe trained on the data reaches
+   ``min_asr`` attack success when the trigger is stamped on held-out samples of other classes.
+2. **label noise** (calibrated data only) — the input-space neighbour majority (≥ 70 %) and the
+   cross-fitted probe agree on another class, the probe gives the given label < 0.2, and the
+   neighbours themselves are typical members of their classes (≥ 50 % of them agree with their
+   own neighbours): an isolated wrong label in a clean region, not a sample in an overlap zone.
+
+Risk score (0–100)
+------------------
+``risk = max(trigger, noise, candidate)`` where
+
+- ``trigger`` = ``70 + 30·min(1, carriers/(0.05·N))`` when a verified trigger exists (a working
+  backdoor is critical at any rate), else 0;
+- ``noise`` = ``100·(1 − exp(−max(0, f − 0.02)/0.025))`` for the label-noise rule's flagged share
+  ``f`` (calibrated data only; 2 % ≈ the share the rule flags on clean digits/MNIST-5k, the
+  tuning sets: ambiguous digits);
+- ``candidate`` = 15 when a shared pattern passed the effect test but not the ASR check (reported
+  for review; below the guarded band because it is not a working backdoor on the probe).
+
+Bands: **0–19 low**, **20–39 guarded**, **40–69 high**, **70–100 critical**. A score is not a
+probability; what it is measured against is in ``benchmarks/results/poisoning.json``.
 """
 
 from __future__ import annotations
@@ -27,32 +47,33 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.stats import binom  # type: ignore[import-untyped]
+from scipy.stats import poisson  # type: ignore[import-untyped]
 
 from saip_poisoning.data import MIN_PER_CLASS, Prepared, prepare
 from saip_poisoning.detectors import (
     ActivationClustering,
-    ClassSizePrior,
     DetectionReport,
     GradientSimilarity,
-    KnnLabelDisagreement,
     LossTrajectory,
     SpectralSignature,
 )
-from saip_poisoning.model import ProbeView, fit_probe
+from saip_poisoning.inputspace import InputSpace, input_space
+from saip_poisoning.model import ProbeView, crossfit_probs, fit_probe
+from saip_poisoning.trigger import Trigger, attack_success, carriers, find_triggers
 
 __all__ = [
     "BANDS",
     "Mitigation",
+    "MitigationResult",
     "ScanReport",
     "band",
-    "filter_iteratively",
+    "mitigate",
     "risk_from_fraction",
     "scan",
 ]
@@ -61,21 +82,21 @@ logger = logging.getLogger(__name__)
 
 #: (lower bound, name) of the documented risk bands
 BANDS: tuple[tuple[float, str], ...] = ((0, "low"), (20, "guarded"), (40, "high"), (70, "critical"))
-#: share of clean samples the fused rules flag on clean data (measured), not counted as risk
-CLEAN_ALLOWANCE = 0.03
+#: share of clean samples the label-noise rule flags on the tuning sets, not counted as risk
+CLEAN_ALLOWANCE = 0.02
 _SCALE = 0.025
-_CLASS_FLOOR = 50.0
-_CLASS_FLAG_SHARE = 0.10
+_CANDIDATE_RISK = 15.0
 
 
-def risk_from_fraction(fraction: float, *, class_evidence: bool = False) -> float:
-    """Map a flagged fraction (and whether a class-level test fired) to a 0–100 risk."""
+def risk_from_fraction(fraction: float) -> float:
+    """Map the label-noise rule's flagged fraction to a 0–100 risk (see module docstring)."""
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction must be in [0, 1], got {fraction}")
-    risk = 100.0 * (1.0 - math.exp(-max(0.0, fraction - CLEAN_ALLOWANCE) / _SCALE))
-    if class_evidence:
-        risk = max(risk, _CLASS_FLOOR)
-    return round(risk, 1)
+    return round(100.0 * (1.0 - math.exp(-max(0.0, fraction - CLEAN_ALLOWANCE) / _SCALE)), 1)
+
+
+def _trigger_risk(n_carriers: int, n: int) -> float:
+    return round(70.0 + 30.0 * min(1.0, n_carriers / max(1.0, 0.05 * n)), 1)
 
 
 def band(risk: float) -> str:
@@ -106,35 +127,43 @@ class ScanReport:
 
     Attributes
     ----------
-    risk_score
-        Dataset-level poisoning risk, 0–100 (see module docstring for bands).
-    band
-        ``low``, ``guarded``, ``high`` or ``critical``.
-    flags
-        ``N`` booleans: samples flagged by the fused rules.
-    scores
-        ``N`` fused suspicion scores (higher is more suspicious; ≥1 roughly means "at a rule's
-        threshold").
-    reasons
-        Flagged index → the rule and detector evidence.
-    per_class, per_producer
-        Class → stats and risk; producer → ``risk_score``, ``flagged``, ``n`` and whether it is
-        named as poisoned.
-    mitigations
-        Recommended actions with evidence.
-    detectors
-        The individual detector reports.
+    risk_score, band
+        Dataset-level risk 0–100 and its band (module docstring).
+    calibrated, calibration
+        Whether the probe was strong enough to judge labels, and the measurements (with a
+        ``reason`` when not calibrated).
+    flags, scores, reasons
+        Per-sample flags, suspicion scores (≥ 1 at a rule's cut) and, for every flagged index,
+        a non-empty reason.
+    carrier, noise
+        Per-sample flags of the two rules.
+    relabel
+        The input-space neighbour majority label of every sample (used for relabelling).
+    triggers, asr_before
+        Reconstructed triggers (verified or candidate) and their measured attack success.
+    per_class, per_producer, mitigations, detectors
+        Class and producer statistics, recommended actions, extra detector reports.
     """
 
     risk_score: float
     band: str
+    calibrated: bool
+    calibration: Mapping[str, Any]
     flags: NDArray[np.bool_]
     scores: NDArray[np.float64]
     reasons: Mapping[int, str]
+    carrier: NDArray[np.bool_]
+    noise: NDArray[np.bool_]
+    relabel: NDArray[np.int64]
+    triggers: Sequence[Trigger]
+    verified: Sequence[bool]
+    asr_before: Mapping[int, float]
     per_class: Mapping[int, Mapping[str, Any]]
     per_producer: Mapping[str, Mapping[str, Any]]
     mitigations: Sequence[Mitigation]
-    detectors: Mapping[str, DetectionReport] = field(repr=False)
+    record_id: NDArray[np.str_] | None = None
+    class_names: tuple[str, ...] = ()
+    detectors: Mapping[str, DetectionReport] = field(default_factory=dict, repr=False)
 
     @property
     def flagged(self) -> list[int]:
@@ -143,15 +172,16 @@ class ScanReport:
 
     @property
     def poisoned_producers(self) -> list[str]:
-        """Producers named as poisoned (flagged share significantly above the rest)."""
+        """Producers named as poisoned (stratified excess of flagged samples, corrected)."""
         return [p for p, v in self.per_producer.items() if v["named"]]
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON report: ``risk_score``, ``band``, ``flagged``, ``scores``, ``per_class``,
-        ``per_producer``, ``mitigations``, ``reasons``, ``detectors`` (flag counts)."""
-        return {
+        """The JSON report."""
+        out: dict[str, Any] = {
             "risk_score": self.risk_score,
             "band": self.band,
+            "calibrated": self.calibrated,
+            "calibration": dict(self.calibration),
             "n_samples": len(self.flags),
             "flagged": self.flagged,
             "scores": [round(float(s), 4) for s in self.scores],
@@ -159,288 +189,384 @@ class ScanReport:
             "per_producer": {p: dict(v) for p, v in self.per_producer.items()},
             "mitigations": [m.to_dict() for m in self.mitigations],
             "reasons": {str(i): r for i, r in self.reasons.items()},
+            "triggers": [
+                {
+                    "target": t.target,
+                    "target_name": self._name(t.target),
+                    "effect": t.effect,
+                    "seeds": t.n_seeds,
+                    "coordinates": t.n_coords,
+                    "verified": v,
+                    "asr_before": self.asr_before.get(t.target),
+                }
+                for t, v in zip(self.triggers, self.verified, strict=True)
+            ],
             "detectors": {
                 name: {"flagged": r.n_flagged, "suspect_classes": list(r.suspect_classes)}
                 for name, r in self.detectors.items()
             },
         }
+        if self.record_id is not None:
+            out["flagged_record_ids"] = [str(self.record_id[i]) for i in self.flagged]
+        return out
+
+    def _name(self, code: int) -> str:
+        return self.class_names[code] if code < len(self.class_names) else str(code)
 
     def to_json(self) -> str:
         """:meth:`to_dict` as JSON text."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-def _producer_risk(
-    data: Prepared, flags: NDArray[np.bool_], overall: float
-) -> dict[str, dict[str, Any]]:
+def _producer_risk(data: Prepared, flags: NDArray[np.bool_]) -> dict[str, dict[str, Any]]:
+    """Per-producer excess of flagged samples over a class-stratified expectation.
+
+    Expected count for producer ``p``: ``Σ_c n_{p,c} · r_c`` where ``r_c`` is class ``c``'s flagged
+    rate among the *other* producers, shrunk towards the overall rate with 20 pseudo-samples
+    (a producer that supplies most of a class leaves few others to estimate it). Tail
+    probability: Poisson with that mean (more dispersed than the Poisson-binomial, so
+    conservative); Bonferroni-corrected over producers. Named when the corrected p < 1e-3, the
+    count is at least twice the expectation and at least 3.
+    """
     out: dict[str, dict[str, Any]] = {}
     if data.producer is None:
         return out
-    for p in sorted(set(data.producer.tolist())):
+    names = sorted(set(data.producer.tolist()))
+    overall = float(flags.mean())
+    k_cls = data.n_classes
+    for p in names:
         m = data.producer == p
         n = int(m.sum())
         k = int(flags[m].sum())
+        n_pc = np.bincount(data.y[m], minlength=k_cls)
+        n_oc = np.bincount(data.y[~m], minlength=k_cls)
+        f_oc = np.bincount(data.y[~m], weights=flags[~m].astype(float), minlength=k_cls)
+        rate = (f_oc + 20.0 * overall) / (n_oc + 20.0)
+        expected = float((n_pc * rate).sum())
+        p_value = float(poisson.sf(k - 1, max(expected, 1e-9))) if k else 1.0
+        p_adj = min(1.0, p_value * len(names))
         frac = k / n
-        rest = flags[~m]
-        base = float(rest.mean()) if len(rest) else overall
-        # one-sided binomial test: is this producer's flagged count above the others' rate?
-        p_value = float(binom.sf(k - 1, n, min(max(base, CLEAN_ALLOWANCE), 1.0))) if k else 1.0
-        risk = risk_from_fraction(frac)
-        named = bool(p_value < 1e-3 and risk >= 40.0)
+        named = bool(p_adj < 1e-3 and k >= 2.0 * expected and k >= 3)
+        risk = max(risk_from_fraction(frac), _trigger_risk(k, n)) if named else 0.0
         out[p] = {
-            "risk_score": risk,
+            "risk_score": round(risk, 1),
             "band": band(risk),
             "flagged": k,
+            "expected": round(expected, 2),
             "n": n,
             "flagged_fraction": round(frac, 4),
             "p_value": p_value,
+            "p_value_bonferroni": p_adj,
             "named": named,
         }
     return out
 
 
 def scan(
-    x: ArrayLike,
-    y: ArrayLike,
+    x: ArrayLike | Prepared,
+    y: ArrayLike | None = None,
     *,
     producer: ArrayLike | None = None,
+    record_id: ArrayLike | None = None,
     model: ProbeView | None = None,
     epochs: int = 6,
     seed: int = 0,
     min_per_class: int = MIN_PER_CLASS,
-    progress: Callable[[str], None] | None = None,
+    verify: bool = True,
+    extended: bool = False,
+    min_effect: float = 3.0,
+    min_asr: float = 0.5,
+    min_accuracy: float = 0.6,
+    min_agreement: float = 0.8,
 ) -> ScanReport:
-    """Run every detector on ``(x, y)``, fuse their flags and derive risk and mitigations.
+    """Scan ``(x, y)`` for poisoning; see the module docstring for rules, calibration and risk.
 
     Parameters
     ----------
     x, y
-        ``N×D`` or ``N×H×W`` floats and ``N`` integer labels.
-    producer
-        Optional ``N`` producer IDs; enables per-producer risk and naming a poisoned producer.
+        ``N×D``/``N×H×W``/``N×H×W×C`` numbers and ``N`` labels (integers or class names), or a
+        :class:`~saip_poisoning.data.Prepared` dataset as ``x`` (then ``y`` is ignored).
+    producer, record_id
+        Optional per-sample producer IDs (per-producer risk) and record IDs (echoed for flags).
     model
-        A :class:`~saip_poisoning.model.ProbeView` of the caller's trained network; by default a
-        probe MLP is trained on the data (``epochs``, ``seed``).
-    min_per_class
-        Classes with fewer samples are rejected (clustering and robust statistics need them).
-    progress
-        Called with the name of each stage as it starts (probe training, detector i/N); the CLI
-        prints it.
+        A caller's :class:`~saip_poisoning.model.ProbeView` for the extra representation
+        detectors (``extended``).
+    verify
+        Confirm reconstructed triggers by training a probe and measuring attack success.
+    extended
+        Also run the representation detectors (activation clustering, spectral signatures,
+        loss trajectory, gradients) and include their reports; they do not change the flags.
+    min_effect, min_asr, min_accuracy, min_agreement
+        The trigger effect cut (robust SD; set on digits/MNIST-5k), the ASR a trigger must reach
+        to count as a working backdoor, and the calibration floors.
 
     Raises
     ------
     PoisoningInputError
         Malformed input (see :func:`saip_poisoning.data.prepare`).
     """
-    data = prepare(x, y, producer=producer, min_per_class=min_per_class)
-    say = progress or (lambda _stage: None)
-    if model is None:
-        say(f"training the probe network ({epochs} epochs)")
-        model = fit_probe(data.xs, data.y, n_classes=data.n_classes, epochs=epochs, seed=seed)
-    yv = data.y
-    reps: dict[str, DetectionReport] = {}
-    detectors: list[Any] = [
-        ClassSizePrior(),
-        LossTrajectory(),
-        KnnLabelDisagreement(space="input"),
-        KnnLabelDisagreement(space="representation"),
-        ActivationClustering(seed=seed),
-        SpectralSignature(seed=seed),
-        GradientSimilarity(),
-        SpectralSignature(robust=True, seed=seed),
-    ]
-    for i, det in enumerate(detectors, start=1):
-        name = "spectral_signature_robust" if i == len(detectors) else det.name
-        say(f"detector {i}/{len(detectors)}: {name}")
-        reps[name] = det.detect(data.x, yv, model=model)
-    size, loss = reps["class_size_prior"], reps["loss_trajectory"]
-    kin, krep = reps["knn_disagreement"], reps["knn_disagreement_representation"]
-    ac = reps["activation_clustering"]
-    backdoor_classes = sorted(size.suspect_classes)
-    in_backdoor = np.isin(yv, backdoor_classes)
+    if isinstance(x, Prepared):
+        data = x
+    else:
+        if y is None:
+            raise TypeError("scan() needs labels y unless x is a Prepared dataset")
+        data = prepare(x, y, producer=producer, record_id=record_id, min_per_class=min_per_class)
+    space = input_space(data, seed=seed)
+    z = space.z / (float(space.z.std()) or 1.0)
+    oof = crossfit_probs(z, data.y, n_classes=data.n_classes, seed=seed)
+    calibration = _calibrate(data, space, oof, min_accuracy, min_agreement)
+    calibrated = bool(calibration["calibrated"])
 
-    noise = loss.parts["high_loss"] & (kin.flags | krep.flags)
-    backdoor = in_backdoor & (loss.parts["low_tail"] | kin.flags)
-    cluster = ac.flags
-    voters = ("knn_disagreement", "knn_disagreement_representation", "gradient_similarity")
-    votes = sum(reps[v].flags.astype(int) for v in voters)
-    votes = (
-        votes
-        + (reps["spectral_signature"].scores > 1)
-        + (reps["spectral_signature_robust"].scores > 1)
-    )
-    corroborated = (votes >= 3) & ~in_backdoor
-    flags = noise | backdoor | cluster | corroborated
+    triggers = find_triggers(data, space, min_effect=min_effect, seed=seed)
+    asr_before: dict[int, float] = {}
+    if triggers and verify:
+        res = attack_success(data, triggers, epochs=epochs, seed=seed)
+        asr_before = dict(res["asr"])  # type: ignore[arg-type]
+        calibration["probe_clean_accuracy_with_triggers"] = res["clean_accuracy"]
+    verified = [(not verify) or asr_before.get(t.target, 0.0) >= min_asr for t in triggers]
 
-    kin_s = kin.scores / kin.threshold
-    krep_s = krep.scores / krep.threshold
-    high_s = np.sqrt(np.clip(loss.scores, 0, None) * np.maximum(kin_s, krep_s))
-    vote_stack = np.vstack(
-        [
-            kin_s,
-            krep_s,
-            reps["gradient_similarity"].scores,
-            reps["spectral_signature"].scores,
-            reps["spectral_signature_robust"].scores,
-        ]
-    )
-    third = np.sort(vote_stack, axis=0)[-3]
-    scores = np.maximum.reduce(
-        [
-            high_s,
-            np.where(in_backdoor, np.maximum(loss.scores, kin_s), 0.0),
-            np.where(np.isin(yv, ac.suspect_classes), ac.scores, 0.0),
-            third,
-        ]
-    )
+    n = len(data.y)
+    carrier = np.zeros(n, dtype=bool)
+    carrier_of = np.full(n, -1)
+    for t, ok in zip(triggers, verified, strict=True):
+        if ok:
+            new = carriers(data, t) & ~carrier
+            carrier_of[new] = t.target
+            carrier |= new
+    noise = _noise_rule(data, space, oof) if calibrated else np.zeros(n, dtype=bool)
+    noise &= ~carrier
+    flags = carrier | noise
+
+    p_given = oof[np.arange(n), data.y]
+    scores = np.maximum(space.disagreement * (1.0 - p_given) / 0.56, 0.0)
+    for t, ok in zip(triggers, verified, strict=True):
+        if ok:
+            scores = np.maximum(scores, t.projection(data.xs) / t.cut)
     scores = np.where(flags, np.maximum(scores, 1.0), np.minimum(scores, 0.999))
 
     reasons: dict[int, str] = {}
+    tr_by = {t.target: t for t in triggers}
     for ii in np.flatnonzero(flags):
         i = int(ii)
-        parts = []
-        if noise[i]:
-            parts.append(
-                "label noise: "
-                + loss.reasons.get(i, "high loss")
-                + "; "
-                + kin.reasons.get(i, krep.reasons.get(i, ""))
+        if carrier[i]:
+            t = tr_by[int(carrier_of[i])]
+            reasons[i] = (
+                f"carries the trigger reconstructed for class {data.class_name(t.target)} "
+                f"({t.n_coords} input coordinates, effect {t.effect:.1f} robust SD, attack "
+                f"success {asr_before.get(t.target, float('nan')):.0%} on a probe)"
             )
-        if backdoor[i]:
-            parts.append(
-                f"backdoor class {int(yv[i])}: " + (loss.reasons.get(i) or kin.reasons.get(i, ""))
+        else:
+            reasons[i] = (
+                f"label {data.class_name(int(data.y[i]))} disagrees with "
+                f"{space.majority_share[i]:.0%} of its input-space neighbours (majority "
+                f"{data.class_name(int(space.majority[i]))}) and with a probe that never saw it "
+                f"(p(label) = {p_given[i]:.2f})"
             )
-        if cluster[i]:
-            parts.append(ac.reasons[i])
-        if corroborated[i]:
-            parts.append(f"flagged by {int(votes[i])} independent detectors")
-        reasons[i] = " | ".join(parts)
 
-    overall = float(flags.mean())
-    class_tests = {
-        "class_size_prior": set(size.suspect_classes),
-        "activation_clustering": set(ac.suspect_classes),
+    noise_frac = float(noise.mean())
+    n_verified_carriers = int(carrier.sum())
+    risk_parts = {
+        "trigger": _trigger_risk(n_verified_carriers, n) if any(verified) and triggers else 0.0,
+        "label_noise": risk_from_fraction(noise_frac) if calibrated else 0.0,
+        "candidate_pattern": _CANDIDATE_RISK if any(not v for v in verified) else 0.0,
     }
-    # a class test counts as evidence only where the fused rules also flag a real share of the
-    # class (after mitigation an oversized-but-cleaned class must not pin the risk at 50)
-    class_evidence = any(
-        float(flags[yv == c].mean()) >= _CLASS_FLAG_SHARE for cs in class_tests.values() for c in cs
-    )
-    risk = risk_from_fraction(overall, class_evidence=class_evidence)
+    risk = max(risk_parts.values())
+    calibration["risk_components"] = risk_parts
+
     per_class: dict[int, dict[str, Any]] = {}
     for c in range(data.n_classes):
-        m = yv == c
+        m = data.y == c
         if not m.any():
             continue
-        fired = [name for name, cs in class_tests.items() if c in cs]
-        frac = float(flags[m].mean())
+        fired: list[str] = []
+        if c in tr_by:
+            fired.append("trigger" if verified[triggers.index(tr_by[c])] else "candidate_pattern")
+        cls_noise = float(noise[m].mean())
+        if calibrated and risk_from_fraction(cls_noise) >= 20:
+            fired.append("label_noise")
         per_class[c] = {
+            "name": data.class_name(c),
             "n": int(m.sum()),
             "flagged": int(flags[m].sum()),
-            "flagged_fraction": round(frac, 4),
-            "risk_score": risk_from_fraction(
-                frac, class_evidence=bool(fired) and frac >= _CLASS_FLAG_SHARE
+            "flagged_fraction": round(float(flags[m].mean()), 4),
+            "carriers": int(carrier[m].sum()),
+            "label_noise": int(noise[m].sum()),
+            "risk_score": max(
+                risk_from_fraction(cls_noise) if calibrated else 0.0,
+                _trigger_risk(int(carrier[m].sum()), int(m.sum())) if carrier[m].any() else 0.0,
             ),
             "class_tests": fired,
-            "size_ratio_to_median": round(float(size.class_stats[c]["ratio_to_median"]), 3),
-            "low_loss_share": round(float(loss.class_stats[c]["low_loss_share"]), 3),
+            "oof_accuracy": round(float((oof[m].argmax(1) == c).mean()), 4),
         }
-    per_producer = _producer_risk(data, flags, overall)
+    per_producer = _producer_risk(data, flags)
     mitigations = _mitigations(
         risk=risk,
+        calibration=calibration,
         flags=flags,
         noise=noise,
-        backdoor=backdoor,
-        cluster=cluster,
-        corroborated=corroborated,
-        per_class=per_class,
+        triggers=triggers,
+        verified=verified,
+        carrier_of=carrier_of,
+        asr_before=asr_before,
         per_producer=per_producer,
-        n_classes=data.n_classes,
     )
+    detectors: dict[str, DetectionReport] = {}
+    if extended or model is not None:
+        view = model or fit_probe(
+            data.xs, data.y, n_classes=data.n_classes, epochs=epochs, seed=seed
+        )
+        for det in (
+            LossTrajectory(),
+            ActivationClustering(seed=seed),
+            SpectralSignature(seed=seed),
+            GradientSimilarity(),
+        ):
+            detectors[det.name] = det.detect(data, None, model=view)
     logger.info(
-        "poisoning scan: risk %.1f (%s), %d of %d flagged",
-        risk,
-        band(risk),
-        flags.sum(),
-        len(flags),
+        "poisoning scan: risk %.1f (%s), %d of %d flagged", risk, band(risk), flags.sum(), n
     )
     return ScanReport(
-        risk_score=risk,
+        risk_score=round(risk, 1),
         band=band(risk),
+        calibrated=calibrated,
+        calibration=calibration,
         flags=flags,
         scores=np.asarray(scores, dtype=np.float64),
         reasons=reasons,
+        carrier=carrier,
+        noise=noise,
+        relabel=space.majority,
+        triggers=tuple(triggers),
+        verified=tuple(verified),
+        asr_before=asr_before,
         per_class=per_class,
         per_producer=per_producer,
         mitigations=tuple(mitigations),
-        detectors=reps,
+        record_id=data.record_id,
+        class_names=data.classes,
+        detectors=detectors,
     )
+
+
+def _calibrate(
+    data: Prepared,
+    space: InputSpace,
+    oof: NDArray[np.float64],
+    min_accuracy: float,
+    min_agreement: float,
+) -> dict[str, Any]:
+    pred = oof.argmax(1)
+    per_class = [
+        float((pred[data.y == c] == c).mean()) for c in range(data.n_classes) if (data.y == c).any()
+    ]
+    acc = float(np.median(per_class))
+    agree = float((pred == space.majority).mean())
+    out: dict[str, Any] = {
+        "oof_accuracy": round(float((pred == data.y).mean()), 4),
+        "oof_accuracy_median_class": round(acc, 4),
+        "probe_neighbour_agreement": round(agree, 4),
+        "knn_accuracy": round(float((space.majority == data.y).mean()), 4),
+        "min_accuracy": min_accuracy,
+        "min_agreement": min_agreement,
+    }
+    problems = []
+    if acc < min_accuracy:
+        problems.append(
+            f"held-out probe accuracy (median over classes) {acc:.2f} < {min_accuracy:.2f}"
+        )
+    if agree < min_agreement:
+        problems.append(
+            f"probe and input-space neighbours agree on only {agree:.0%} of samples "
+            f"(< {min_agreement:.0%})"
+        )
+    out["calibrated"] = not problems
+    if problems:
+        out["reason"] = (
+            "; ".join(problems)
+            + ": the data is too hard for the probe to tell wrong labels from hard samples, so "
+            "the label-noise rule was not run (trigger search still ran)"
+        )
+    return out
+
+
+def _noise_rule(data: Prepared, space: InputSpace, oof: NDArray[np.float64]) -> NDArray[np.bool_]:
+    n = len(data.y)
+    pred = oof.argmax(1)
+    p_given = oof[np.arange(n), data.y]
+    typical = (space.disagreement < 0.5)[space.neighbours].mean(axis=1)
+    out: NDArray[np.bool_] = (
+        (space.majority != data.y)
+        & (space.majority_share >= 0.7)
+        & (pred == space.majority)
+        & (p_given < 0.2)
+        & (typical >= 0.5)
+    )
+    return out
 
 
 def _mitigations(
     *,
     risk: float,
+    calibration: Mapping[str, Any],
     flags: NDArray[np.bool_],
     noise: NDArray[np.bool_],
-    backdoor: NDArray[np.bool_],
-    cluster: NDArray[np.bool_],
-    corroborated: NDArray[np.bool_],
-    per_class: Mapping[int, Mapping[str, Any]],
+    triggers: Sequence[Trigger],
+    verified: Sequence[bool],
+    carrier_of: NDArray[np.int64],
+    asr_before: Mapping[int, float],
     per_producer: Mapping[str, Mapping[str, Any]],
-    n_classes: int,
 ) -> list[Mitigation]:
     out: list[Mitigation] = []
-    n_flag = int(flags.sum())
+    if not calibration["calibrated"]:
+        out.append(
+            Mitigation(
+                "review_manually",
+                "scan not calibrated: " + str(calibration["reason"]),
+                {k: v for k, v in calibration.items() if k != "reason"},
+            )
+        )
     if risk < 20:
         out.append(
             Mitigation(
                 "proceed",
-                "risk is in the low band: no poisoning signal beyond the clean allowance",
-                {
-                    "risk_score": risk,
-                    "flagged": n_flag,
-                    "flagged_fraction": round(float(flags.mean()), 4),
-                },
+                "risk is in the low band: no verified trigger and no label-noise excess",
+                {"risk_score": risk, "flagged": int(flags.sum())},
             )
         )
         return out
-    trigger_classes = {c: v for c, v in per_class.items() if v["class_tests"]}
-    if n_flag:
-        out.append(
-            Mitigation(
-                "drop_flagged_and_retrain",
-                f"{n_flag} samples flagged; remove them, retrain, and re-scan before training",
-                {
-                    "flagged": n_flag,
-                    "label_noise_rule": int(noise.sum()),
-                    "backdoor_class_rule": int(backdoor.sum()),
-                    "activation_cluster_rule": int(cluster.sum()),
-                    "corroborated_rule": int(corroborated.sum()),
-                },
+    for t, ok in zip(triggers, verified, strict=True):
+        if ok:
+            out.append(
+                Mitigation(
+                    "remove_trigger_carriers",
+                    f"a shared trigger into class {t.target} was reconstructed and works on a "
+                    "probe: remove every sample carrying it, retrain, and verify the attack "
+                    "success rate with the reconstructed trigger",
+                    {
+                        "class": t.target,
+                        "carriers": int((carrier_of == t.target).sum()),
+                        "effect": t.effect,
+                        "coordinates": t.n_coords,
+                        "asr_before": asr_before.get(t.target),
+                    },
+                )
             )
-        )
-    for c, v in trigger_classes.items():
-        out.append(
-            Mitigation(
-                "audit_target_class",
-                f"class {c} looks like a backdoor target ({', '.join(v['class_tests'])}): "
-                "inspect flagged samples for a shared trigger, test the retrained model for it",
-                {
-                    "class": c,
-                    "size_ratio_to_median": v["size_ratio_to_median"],
-                    "low_loss_share": v["low_loss_share"],
-                    "flagged": v["flagged"],
-                },
+        else:
+            out.append(
+                Mitigation(
+                    "review_candidate_pattern",
+                    f"samples labelled {t.target} share an input pattern, but a probe trained on "
+                    "the data does not follow it (not a working backdoor on the probe): review",
+                    {"class": t.target, "effect": t.effect, "asr_before": asr_before.get(t.target)},
+                )
             )
-        )
-    noisy_classes = sorted({int(c) for c, v in per_class.items() if v["flagged"]})
-    if noise.sum() >= max(5, 0.01 * len(flags)) and len(noisy_classes) >= n_classes / 2:
+    if noise.any() and risk_from_fraction(float(noise.mean())) >= 20:
         out.append(
             Mitigation(
-                "relabel_or_review",
-                "label disagreement is scattered over most classes (label noise or flipping): "
-                "send flagged samples for relabelling or review rather than only dropping them",
-                {"label_noise_flagged": int(noise.sum()), "classes_affected": len(noisy_classes)},
+                "relabel_by_neighbours",
+                f"{int(noise.sum())} labels contradict both their input-space neighbours and a "
+                "cross-fitted probe: relabel them to the neighbour majority (or review)",
+                {"label_noise_flagged": int(noise.sum())},
             )
         )
     for p, v in per_producer.items():
@@ -448,50 +574,143 @@ def _mitigations(
             out.append(
                 Mitigation(
                     "quarantine_producer",
-                    f"producer {p!r} supplies a significantly larger share of flagged samples: "
-                    "quarantine its stream, audit its recent records, rotate its credentials/key",
+                    f"producer {p!r} supplies significantly more flagged samples than its class "
+                    "mix predicts: quarantine its stream, audit its records, rotate its key",
                     {
                         "producer": p,
                         "flagged": v["flagged"],
+                        "expected": v["expected"],
                         "n": v["n"],
-                        "flagged_fraction": v["flagged_fraction"],
-                        "p_value": v["p_value"],
+                        "p_value_bonferroni": v["p_value_bonferroni"],
                     },
                 )
             )
     return out
 
 
-def filter_iteratively(
-    x: ArrayLike,
-    y: ArrayLike,
-    *,
-    producer: ArrayLike | None = None,
-    max_rounds: int = 3,
-    stop_below: float = 20.0,
-    seed: int = 0,
-) -> tuple[NDArray[np.bool_], list[ScanReport]]:
-    """Drop flagged samples and re-scan the rest until the risk is below ``stop_below``.
+@dataclass(frozen=True)
+class MitigationResult:
+    """The outcome of :func:`mitigate`.
 
-    The ``drop_flagged_and_retrain`` mitigation applied the way Sever (Diakonikolas et al.
-    2019) applies its filter: a poison that dominated the first probe is partly hidden by the
-    rest of the poison, and becomes visible once the most obvious part is gone. Returns the
-    keep-mask over the input and the report of every round (the last one is the residual).
+    Attributes
+    ----------
+    keep
+        ``N`` booleans: samples kept (trigger carriers, and with ``relabel=False`` label-noise
+        flags, are removed).
+    labels
+        ``N`` labels after relabelling (equal to the input where nothing was relabelled).
+    relabelled
+        Number of labels changed.
+    asr_after, clean_accuracy_after
+        Attack success of every verified trigger on a probe retrained on the kept data, and that
+        probe's held-out clean accuracy (empty / ``None`` when there was no trigger).
+    residual
+        The re-scan of the mitigated data.
+    passed
+        Every ASR ≤ ``max_asr`` and the residual risk ≤ ``max_risk``.
+    reason
+        Why it passed or not (never empty).
     """
-    if max_rounds < 1:
-        raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
-    xa, ya = np.asarray(x), np.asarray(y)
-    pa = None if producer is None else np.asarray(producer)
-    keep = np.ones(len(ya), dtype=bool)
-    reports: list[ScanReport] = []
-    for _ in range(max_rounds):
-        idx = np.flatnonzero(keep)
-        rep = scan(xa[idx], ya[idx], producer=None if pa is None else pa[idx], seed=seed)
-        reports.append(rep)
-        if rep.risk_score < stop_below or not rep.flags.any():
-            break
-        keep[idx[rep.flags]] = False
+
+    keep: NDArray[np.bool_]
+    labels: NDArray[np.int64]
+    relabelled: int
+    asr_after: Mapping[int, float]
+    clean_accuracy_after: float | None
+    residual: ScanReport
+    passed: bool
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary (without the residual's per-sample arrays)."""
+        return {
+            "kept": int(self.keep.sum()),
+            "removed": int((~self.keep).sum()),
+            "relabelled": self.relabelled,
+            "asr_after": {str(k): v for k, v in self.asr_after.items()},
+            "clean_accuracy_after": self.clean_accuracy_after,
+            "residual_risk": self.residual.risk_score,
+            "passed": self.passed,
+            "reason": self.reason,
+        }
+
+
+def mitigate(
+    x: ArrayLike | Prepared,
+    y: ArrayLike | None = None,
+    *,
+    report: ScanReport,
+    relabel: bool = True,
+    max_asr: float = 0.05,
+    max_risk: float = 40.0,
+    epochs: int = 6,
+    seed: int = 0,
+) -> MitigationResult:
+    """Apply the report's mitigations, then verify them.
+
+    Removes every carrier of a verified trigger; relabels label-noise flags to the input-space
+    neighbour majority (or removes them with ``relabel=False``); retrains a probe on the result
+    and measures the ASR of every verified trigger on held-out samples; re-scans. Passes only
+    when every ASR is ≤ ``max_asr`` and the residual risk is ≤ ``max_risk``.
+    """
+    if isinstance(x, Prepared):
+        data = x
+    elif y is None:
+        raise TypeError("mitigate() needs labels y unless x is a Prepared dataset")
     else:
-        idx = np.flatnonzero(keep)
-        reports.append(scan(xa[idx], ya[idx], producer=None if pa is None else pa[idx], seed=seed))
-    return keep, reports
+        data = prepare(x, y, min_per_class=2)
+    if len(data.y) != len(report.flags):
+        raise ValueError("report was made for a different dataset (length differs)")
+    keep = ~report.carrier.copy()
+    labels = data.y.copy()
+    if relabel:
+        labels[report.noise] = report.relabel[report.noise]
+    else:
+        keep &= ~report.noise
+    relabelled = int((labels != data.y).sum())
+    live = [t for t, ok in zip(report.triggers, report.verified, strict=True) if ok]
+    asr_after: dict[int, float] = {}
+    acc_after: float | None = None
+    if live:
+        res = attack_success(data, live, keep=keep, labels=labels, epochs=epochs, seed=seed)
+        asr_after = dict(res["asr"])  # type: ignore[arg-type]
+        acc_after = float(res["clean_accuracy"])  # type: ignore[arg-type]
+    idx = np.flatnonzero(keep)
+    sub = prepare(
+        data.x[idx],
+        labels[idx],
+        producer=None if data.producer is None else data.producer[idx],
+        record_id=None if data.record_id is None else data.record_id[idx],
+        n_classes=data.n_classes,
+        min_per_class=2,
+    )
+    residual = scan(sub, seed=seed, epochs=epochs)
+    bad_asr = {t: a for t, a in asr_after.items() if a > max_asr}
+    problems = []
+    if bad_asr:
+        problems.append(
+            "attack success after mitigation still above "
+            f"{max_asr:.0%}: " + ", ".join(f"class {t} {a:.1%}" for t, a in bad_asr.items())
+        )
+    if residual.risk_score > max_risk:
+        problems.append(f"residual risk {residual.risk_score:.0f} > {max_risk:g}")
+    if problems:
+        reason = "; ".join(problems)
+    elif live:
+        reason = (
+            "attack success after mitigation "
+            + ", ".join(f"class {t} {a:.1%}" for t, a in asr_after.items())
+            + f" ≤ {max_asr:.0%}; residual risk {residual.risk_score:.0f} ≤ {max_risk:g}"
+        )
+    else:
+        reason = f"no verified trigger; residual risk {residual.risk_score:.0f} ≤ {max_risk:g}"
+    return MitigationResult(
+        keep=keep,
+        labels=labels,
+        relabelled=relabelled,
+        asr_after=asr_after,
+        clean_accuracy_after=acc_after,
+        residual=residual,
+        passed=not problems,
+        reason=reason,
+    )

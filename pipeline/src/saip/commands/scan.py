@@ -1,20 +1,23 @@
 """``saip scan``: poisoning detection over a dataset before training (the training gate).
 
-``saip scan INPUT.npz [--model auto] [--json] [--output REPORT.json] [--force] [--max-risk N]``
+``saip scan INPUT [--labels Y.npy | --label-column COL] [--json] [--output OUT] [--max-risk N]``
 
-The npz holds ``x`` (N×D or N×H×W floats), ``y`` (N ints) and optionally ``producer`` (N strings)
-and ``record_id``. The scan fuses the detectors of :mod:`saip_poisoning`, prints a summary table
-and writes the report (``risk_score``, ``flagged``, ``scores``, ``per_class``, ``per_producer``,
-``mitigations``) as JSON on stdout with ``--json`` and/or to ``--output PATH`` (0600, never a
-partial file). Inputs and outputs are checked before the detectors (and torch) are even imported.
-The command exits 3 (a gate refused) when the risk exceeds ``--max-risk`` (default: the
-``[scan] max_risk`` setting), 1 on an error.
+INPUT is an npz with ``x`` (N×D, N×H×W or N×H×W×C), ``y`` (N integer or string labels) and
+optionally ``producer`` and ``record_id`` (what ``saip ingest export`` writes); an ``.npy`` of
+features with ``--labels``; a CSV with ``--label-column`` (and optional ``--producer-column``,
+``--id-column``); or a folder with one sub-folder of images per class. The scan
+(:mod:`saip_poisoning`) prints a summary and, with ``--json``, writes the report (``risk_score``,
+``calibrated``, ``flagged``, ``flagged_record_ids``, ``reasons``, ``triggers``, ``per_class``,
+``per_producer``, ``mitigations``) on stdout with ``--json`` and/or to ``--output OUT`` (0600,
+never partial; ``--sarif``/``--junit`` for CI). Inputs and outputs are checked before torch is
+imported. Exit 3 (gate refused) when the
+risk exceeds ``--max-risk`` (default: ``[scan] max_risk``) or the scan is not calibrated (unless
+``--allow-uncalibrated``).
 """
 
 from __future__ import annotations
 
 import json
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -34,22 +37,31 @@ if TYPE_CHECKING:  # saip_poisoning imports torch: loaded only when a scan runs
     from saip_poisoning import ScanReport
 
 
-def load_npz(path: Path) -> dict[str, np.ndarray[Any, Any]]:
-    """Read the scan input; raise :class:`PoisoningInputError` naming what is wrong."""
-    from saip_poisoning import PoisoningInputError
+def load_input(
+    path: Path,
+    *,
+    labels: Path | None = None,
+    label_column: str | None = None,
+    producer_column: str | None = None,
+    id_column: str | None = None,
+) -> dict[str, np.ndarray[Any, Any]]:
+    """Read the scan input (npz, npy + labels, CSV, image folder); raise
+    :class:`PoisoningInputError` naming what is wrong."""
+    from saip_poisoning.loaders import load_dataset
 
-    require_input(path)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise PoisoningInputError(f"{path} is not a readable .npz file: {exc}") from None
-    for key in ("x", "y"):
-        if key not in arrays:
-            raise PoisoningInputError(
-                f"{path} has no '{key}' array (found: {sorted(arrays)}); expected x, y[, producer]"
-            )
-    return arrays
+    ds = load_dataset(
+        path,
+        labels=labels,
+        label_column=label_column,
+        producer_column=producer_column,
+        id_column=id_column,
+    )
+    out = {"x": ds.x, "y": ds.y}
+    if ds.producer is not None:
+        out["producer"] = ds.producer
+    if ds.record_id is not None:
+        out["record_id"] = ds.record_id
+    return out
 
 
 def _model_arg(value: str) -> None:
@@ -70,20 +82,26 @@ def _summary(report: ScanReport, *, n: int) -> Table:
     table.add_column("flagged", justify="right")
     table.add_column("risk", justify="right")
     table.add_column("class tests fired")
-    for c, v in report.per_class.items():
+    for v in report.per_class.values():
         table.add_row(
-            str(c),
+            escape(str(v["name"])),
             str(v["n"]),
             str(v["flagged"]),
             f"{v['risk_score']:.0f}",
             ", ".join(v["class_tests"]),
         )
-    table.caption = f"{len(report.flagged)} of {n} samples flagged"
+    table.caption = f"{len(report.flagged)} of {n} samples flagged" + (
+        ""
+        if report.calibrated
+        else " — NOT CALIBRATED: " + escape(str(report.calibration["reason"]))
+    )
     return table
 
 
 def scan_command(
-    input_npz: Annotated[Path, typer.Argument(help="npz with x, y[, producer, record_id].")],
+    input_npz: Annotated[
+        Path, typer.Argument(help="npz (x, y[, producer, record_id]), .npy, .csv or image folder.")
+    ],
     model: Annotated[
         str, typer.Option("--model", help="'auto' trains the probe network.")
     ] = "auto",
@@ -99,6 +117,25 @@ def scan_command(
         typer.Option("--max-risk", min=0, max=100, help="Fail above this risk (default: config)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the probe network.")] = 0,
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="Labels .npy for an .npy features input.")
+    ] = None,
+    label_column: Annotated[
+        str | None, typer.Option("--label-column", help="Label column of a CSV input.")
+    ] = None,
+    producer_column: Annotated[
+        str | None, typer.Option("--producer-column", help="Producer column of a CSV input.")
+    ] = None,
+    id_column: Annotated[
+        str | None, typer.Option("--id-column", help="Record-ID column of a CSV input.")
+    ] = None,
+    allow_uncalibrated: Annotated[
+        bool,
+        typer.Option(
+            "--allow-uncalibrated",
+            help="Pass the gate even when the probe was too weak to judge labels.",
+        ),
+    ] = False,
     sarif: SarifOpt = None,
     junit: JunitOpt = None,
     mlflow: tracking.MlflowOpt = None,
@@ -107,9 +144,12 @@ def scan_command(
     state = get_state()
     track = tracking.wanted(mlflow)
     # Everything that can be checked without the detectors is checked first: a typo costs
-    # milliseconds, not a torch import and a 40-second scan.
+    # milliseconds, not a torch import and a long scan.
     _model_arg(model)
-    require_input(input_npz)
+    if not input_npz.is_dir():  # a folder is an image-folder input
+        require_input(input_npz)
+    if labels is not None:
+        require_input(labels, what="labels")
     for path in (output, sarif, junit):
         if path is not None:
             require_output(path, force=force)
@@ -119,17 +159,27 @@ def scan_command(
         stages.stage("loading the detectors (torch)")
         from saip_poisoning import scan
 
-        arrays = load_npz(input_npz)
-        n, classes = len(arrays["y"]), len(np.unique(arrays["y"]))
-        stages.stage(f"{n} samples, {classes} classes")
+        arrays = load_input(
+            input_npz,
+            labels=labels,
+            label_column=label_column,
+            producer_column=producer_column,
+            id_column=id_column,
+        )
+        stages.stage(f"{len(arrays['y'])} samples: training the probe, running the detectors")
         report = scan(
-            arrays["x"], arrays["y"], producer=arrays.get("producer"), seed=seed,
-            progress=stages.stage,
-        )  # fmt: skip
+            arrays["x"],
+            arrays["y"],
+            producer=arrays.get("producer"),
+            record_id=arrays.get("record_id"),
+            seed=seed,
+        )
         stages.stage(f"risk {report.risk_score:.1f}/100, {len(report.flagged)} samples flagged")
     payload = report.to_json()
     if output is not None:
         write_text_output(output, payload + "\n", force=force)
+    if as_json:
+        state.out.print(payload, markup=False)
     write_gate_files(
         scan_findings(json.loads(payload), max_risk=limit),
         tool="saip-scan",
@@ -138,8 +188,6 @@ def scan_command(
         junit=junit,
         force=force,
     )
-    if as_json:
-        state.out.print(payload, markup=False)
     if track:
         record = tracking.scan_record(
             json.loads(payload),
@@ -152,13 +200,18 @@ def scan_command(
         state.console.print(f"MLflow run {run_id} in {uri}", highlight=False, markup=False)
     state.console.print(_summary(report, n=len(report.flags)))
     for p in report.poisoned_producers:
-        state.console.print(f"[red]poisoned producer:[/] {escape(p)}", highlight=False)
+        state.console.print(f"[red]poisoned producer:[/] {escape(p)}")
     for m in report.mitigations:
-        state.console.print(f"[bold]{escape(m.action)}[/]: {escape(m.reason)}", highlight=False)
+        state.console.print(f"[bold]{m.action}[/]: {escape(m.reason)}")
     if report.risk_score > limit:
         raise GateError(
             f"poisoning risk {report.risk_score:.1f} exceeds --max-risk {limit:g} "
             f"({len(report.flagged)} samples flagged)"
+        )
+    if not report.calibrated and not allow_uncalibrated:
+        raise GateError(
+            "poisoning scan not calibrated, so the data cannot be vouched for: "
+            f"{report.calibration.get('reason', 'unknown')} (--allow-uncalibrated to pass anyway)"
         )
 
 

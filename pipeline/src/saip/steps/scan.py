@@ -3,13 +3,16 @@
 Reads ``ctx.artifacts["dataset_npz"]`` (x, y, producer, record_id from the ingestion step) or,
 when absent, builds a digits dataset in which one producer ships an all-to-one backdoor (BadNets
 patch, Gu et al. 2017). It scans the data, writes the JSON report, and when the risk is above
-``ctx.config.scan.max_risk`` applies the mitigation: drop the flagged samples, re-scan the rest,
-and continue only if the residual risk is under the gate (otherwise :class:`PipelineError`).
+``ctx.config.scan.max_risk`` applies the mitigation (:func:`saip_poisoning.mitigate`: remove every
+carrier of a reconstructed trigger and the label-noise flags), retrains a probe and measures the
+attack success rate with the reconstructed trigger, re-scans, and continues only if the
+verification passes (ASR ≤ 5 %, residual risk under the gate); otherwise :class:`PipelineError`.
+A scan that is not calibrated (probe too weak to judge the data) also stops the step.
 
 Artifacts written: ``scan_report`` (path of the first scan's JSON), ``scan_keep_mask`` (path of an
 ``.npy`` boolean mask over the input), ``scan_flagged`` (count), ``scan_poisoned_producers``,
 ``dataset_npz_filtered`` (path of the npz the training step should use), ``scan_residual_risk``.
-The keep-mask covers every round of filtering (drop flagged, re-scan, up to 3 rounds).
+``scan_verification`` (the mitigation's ASR/residual summary) when mitigation ran.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from saip_poisoning import filter_iteratively, scan
+from saip_poisoning import mitigate, prepare, scan
 from saip_poisoning.attacks import add_patch
 from sklearn.datasets import load_digits
 
@@ -60,30 +63,39 @@ def run(ctx: PipelineContext) -> StepResult:
         build_demo_dataset(Path(src), seed=ctx.seed)
     data = _load(Path(src))
     gate = ctx.config.scan.max_risk
-    report = scan(data["x"], data["y"], producer=data.get("producer"), seed=ctx.seed)
+    prepared = prepare(
+        data["x"], data["y"], producer=data.get("producer"), record_id=data.get("record_id")
+    )
+    report = scan(prepared, seed=ctx.seed)
     report_path = out_dir / "scan_report.json"
     report_path.write_text(report.to_json() + "\n", encoding="utf-8")
-    keep: np.ndarray = ~report.flags
+    if not report.calibrated:
+        raise PipelineError(
+            "poisoning gate: scan not calibrated: " + str(report.calibration.get("reason"))
+        )
+    keep: np.ndarray = np.ones(len(report.flags), dtype=bool)
     residual = report.risk_score
     mitigated = False
+    verification: dict[str, Any] | None = None
     if report.risk_score > gate:
         mitigated = True
-        # drop flagged and re-scan (up to 3 rounds, Sever-style) until under the gate
-        keep, rounds = filter_iteratively(
-            data["x"], data["y"], producer=data.get("producer"), stop_below=gate, seed=ctx.seed
+        # remove trigger carriers and label-noise flags (the training step reads a keep-mask,
+        # so flagged labels are dropped rather than relabelled), retrain, verify the ASR
+        result = mitigate(prepared, report=report, relabel=False, max_risk=gate, seed=ctx.seed)
+        keep = result.keep
+        residual = result.residual.risk_score
+        verification = result.to_dict()
+        (out_dir / "rescan_report.json").write_text(
+            result.residual.to_json() + "\n", encoding="utf-8"
         )
+        if not result.passed:
+            raise PipelineError(
+                f"poisoning gate: risk {report.risk_score:.0f} > {gate:g}; after removing "
+                f"{int((~keep).sum())} samples the verification failed: {result.reason}"
+            )
         # per-sample arrays are filtered; dataset-level scalars (e.g. width, height) are kept
         n = len(data["y"])
         kept = {k: v[keep] if v.ndim and len(v) == n else v for k, v in data.items()}
-        second = rounds[-1]
-        residual = second.risk_score
-        (out_dir / "rescan_report.json").write_text(second.to_json() + "\n", encoding="utf-8")
-        if residual > gate:
-            raise PipelineError(
-                f"poisoning gate: risk {report.risk_score:.0f} > {gate:g}; after dropping "
-                f"{int((~keep).sum())} flagged samples the residual risk {residual:.0f} is still "
-                "above the gate"
-            )
         filtered = out_dir / "dataset_filtered.npz"
         np.savez(filtered, **kept)
     else:
@@ -101,13 +113,15 @@ def run(ctx: PipelineContext) -> StepResult:
             "scan_residual_risk": residual,
         }
     )
+    if verification is not None:
+        ctx.artifacts["scan_verification"] = verification
     summary = (
         f"risk {report.risk_score:.0f}/100 ({report.band}) on {len(keep)} samples, "
         f"{int(report.flags.sum())} flagged"
         + (f", poisoned producer(s): {', '.join(producers)}" if producers else "")
         + (
-            f"; dropped flagged → residual risk {residual:.0f} ≤ gate {gate:g}, continuing"
-            if mitigated
+            f"; removed {int((~keep).sum())}, verified: {verification['reason']}; continuing"
+            if mitigated and verification
             else f"; under gate {gate:g}"
         )
     )
@@ -124,5 +138,7 @@ def run(ctx: PipelineContext) -> StepResult:
             "mitigations": [m.to_dict() for m in report.mitigations],
             "residual_risk": residual,
             "gate": gate,
+            "calibrated": report.calibrated,
+            "verification": verification,
         },
     )

@@ -25,6 +25,7 @@ from numpy.typing import ArrayLike
 from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 
+from saip_poisoning.data import Prepared
 from saip_poisoning.detectors.base import DetectionReport, class_indices, get_view, pca_reduce
 from saip_poisoning.model import ProbeView
 
@@ -70,7 +71,7 @@ class ActivationClustering:
         self.seed = seed
 
     def detect(
-        self, x: ArrayLike, y: ArrayLike, *, model: ProbeView | None = None
+        self, x: ArrayLike | Prepared, y: ArrayLike | None = None, *, model: ProbeView | None = None
     ) -> DetectionReport:
         """Cluster every class and flag the small, well-separated cluster of poisoned classes."""
         data, view = get_view(x, y, model)

@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from saip_poisoning.data import Prepared, prepare
+from saip_poisoning.data import Prepared, as_prepared
 from saip_poisoning.model import ProbeView, fit_probe
 
 __all__ = ["DetectionReport", "Detector", "get_view", "pca_reduce", "robust_z", "top_direction"]
@@ -67,7 +67,7 @@ class Detector(Protocol):
     name: str
 
     def detect(
-        self, x: ArrayLike, y: ArrayLike, *, model: ProbeView | None = None
+        self, x: ArrayLike | Prepared, y: ArrayLike | None = None, *, model: ProbeView | None = None
     ) -> DetectionReport:
         """Score every sample of ``(x, y)``; ``model`` is a trained probe (trained if None)."""
         ...
@@ -123,10 +123,10 @@ def pca_reduce(f: NDArray[np.float64], n_dims: int) -> NDArray[np.float64]:
 
 
 def get_view(
-    x: ArrayLike, y: ArrayLike, model: ProbeView | None, *, seed: int = 0
+    x: ArrayLike | Prepared, y: ArrayLike | None, model: ProbeView | None, *, seed: int = 0
 ) -> tuple[Prepared, ProbeView]:
     """Validate the data and return it with ``model`` (or a freshly trained probe)."""
-    data = prepare(x, y)
+    data = as_prepared(x, y)
     if model is None:
         model = fit_probe(data.xs, data.y, n_classes=data.n_classes, seed=seed)
     if model.features.shape[0] != len(data.y):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
+from saip_poisoning.data import Prepared
 from saip_poisoning.detectors.base import (
     DetectionReport,
     class_indices,
@@ -59,7 +60,7 @@ class GradientSimilarity:
         self.sever_iterations = sever_iterations
 
     def detect(
-        self, x: ArrayLike, y: ArrayLike, *, model: ProbeView | None = None
+        self, x: ArrayLike | Prepared, y: ArrayLike | None = None, *, model: ProbeView | None = None
     ) -> DetectionReport:
         """Score every sample's gradient against its class."""
         data, view = get_view(x, y, model)

@@ -13,8 +13,9 @@ Two tails, because two kinds of poison behave oppositely (measured on MNIST-5k, 
   Learning, arXiv:2110.11571). Measured here: for all-to-one patch and blended attacks the
   poisoned samples' early loss sits below almost every clean sample (AUROC of *low* loss ≈ 0.98),
   while for label flips the *high* tail holds them (AUROC ≈ 0.99). A class is tested first: it is
-  low-loss-poisoned when an outlying share of its samples (robust z across classes) sits far
-  below the loss distribution of the *other* classes; only then are its low-loss samples flagged.
+  low-loss-poisoned when an outlying share of its samples sits far below the class's *own*
+  median loss (a within-class reference: an easy or larger clean class is fitted fast as a
+  whole and is not flagged wholesale); only then are its low-loss samples flagged.
 
 Limits
 ------
@@ -32,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
+from saip_poisoning.data import Prepared
 from saip_poisoning.detectors.base import DetectionReport, class_indices, get_view, robust_z
 from saip_poisoning.model import ProbeView
 
@@ -51,13 +53,14 @@ class LossTrajectory:
         trajectory length.
     low_z
         A sample is "low-loss" when its log-loss (mean of epochs 2–4) is this many robust
-        standard deviations below the other classes' distribution (2.0).
+        standard deviations below its *own class's* median (2.5).
     class_z
-        A class is low-loss-poisoned when its share of low-loss samples has a robust z across
-        classes above this (3.5) and is at least ``min_share``.
+        Kept for configuration compatibility (must be > 0); the class test is relative to the
+        median class (below).
     min_share
-        Minimum share of low-loss samples in a poisoned class (0.3; clean MNIST classes
-        measured up to 0.19, poisoned target classes 0.40–0.58).
+        A class is low-loss-poisoned when at least this share of its samples is low-loss
+        (0.08; a normal class has ≈ 0.6 % beyond 2.5 robust SD) and the share is at least three
+        times the median class's share.
     """
 
     name = "loss_trajectory"
@@ -67,9 +70,9 @@ class LossTrajectory:
         *,
         high_p: float = 0.1,
         high_epoch: int = 4,
-        low_z: float = 2.0,
+        low_z: float = 2.5,
         class_z: float = 3.5,
-        min_share: float = 0.3,
+        min_share: float = 0.08,
     ) -> None:
         if not 0.0 < high_p < 1.0:
             raise ValueError(f"high_p must be in (0, 1), got {high_p}")
@@ -86,7 +89,7 @@ class LossTrajectory:
         self.min_share = min_share
 
     def detect(
-        self, x: ArrayLike, y: ArrayLike, *, model: ProbeView | None = None
+        self, x: ArrayLike | Prepared, y: ArrayLike | None = None, *, model: ProbeView | None = None
     ) -> DetectionReport:
         """Score both tails of the loss trajectory."""
         data, view = get_view(x, y, model)
@@ -103,16 +106,18 @@ class LossTrajectory:
         for c, idx in enumerate(idx_by_class):
             if len(idx) == 0:
                 continue
-            others = logl[data.y != c]
-            low_z[idx] = -robust_z(logl[idx], others)
+            # within-class reference: an easy (fast-fitted) clean class shifts as a whole and
+            # keeps its own shape; a backdoor adds a separate fast-fitted group to its class
+            low_z[idx] = -robust_z(logl[idx])
             share[c] = float(np.mean(low_z[idx] > self.low_z))
         present = np.array([len(i) > 0 for i in idx_by_class])
         share_z = np.zeros(data.n_classes)
         share_z[present] = robust_z(share[present])
+        med_share = float(np.median(share[present]))
         suspect = tuple(
             int(c)
             for c in np.flatnonzero(present)
-            if share_z[c] > self.class_z and share[c] >= self.min_share
+            if share[c] >= self.min_share and share[c] >= 3.0 * med_share
         )
         low = np.isin(data.y, suspect) & (low_z > self.low_z)
         flags = high | low

@@ -29,7 +29,7 @@ from numpy.typing import ArrayLike, NDArray
 from sklearn.ensemble import IsolationForest
 from sklearn.neighbors import NearestNeighbors
 
-from saip_poisoning.data import prepare
+from saip_poisoning.data import Prepared, as_prepared
 from saip_poisoning.detectors.base import (
     DetectionReport,
     class_indices,
@@ -92,11 +92,11 @@ class KnnLabelDisagreement:
             self.name = "knn_disagreement_representation"
 
     def detect(
-        self, x: ArrayLike, y: ArrayLike, *, model: ProbeView | None = None
+        self, x: ArrayLike | Prepared, y: ArrayLike | None = None, *, model: ProbeView | None = None
     ) -> DetectionReport:
         """Score each sample by the fraction of disagreeing neighbours."""
         if self.space == "input":
-            data = prepare(x, y)
+            data = as_prepared(x, y)
             z = data.x
         else:
             data, view = get_view(x, y, model)
@@ -141,7 +141,7 @@ class RobustOutliers:
         self.seed = seed
 
     def detect(
-        self, x: ArrayLike, y: ArrayLike, *, model: ProbeView | None = None
+        self, x: ArrayLike | Prepared, y: ArrayLike | None = None, *, model: ProbeView | None = None
     ) -> DetectionReport:
         """Score each sample by its class-relative isolation-forest anomaly."""
         data, view = get_view(x, y, model)
@@ -188,10 +188,10 @@ class ClassSizePrior:
         self.min_ratio = min_ratio
 
     def detect(
-        self, x: ArrayLike, y: ArrayLike, *, model: ProbeView | None = None
+        self, x: ArrayLike | Prepared, y: ArrayLike | None = None, *, model: ProbeView | None = None
     ) -> DetectionReport:
         """Per-class size test; the sample score is its class's size z (no sample flags)."""
-        data = prepare(x, y)
+        data = as_prepared(x, y)
         counts = np.bincount(data.y, minlength=data.n_classes).astype(np.float64)
         present = counts > 0
         z = np.zeros(data.n_classes)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from saip_poisoning.data import Prepared
 from saip_poisoning.detectors.base import (
     DetectionReport,
     class_indices,
@@ -123,7 +124,7 @@ class SpectralSignature:
         return trimmed_whiten(r)
 
     def detect(
-        self, x: ArrayLike, y: ArrayLike, *, model: ProbeView | None = None
+        self, x: ArrayLike | Prepared, y: ArrayLike | None = None, *, model: ProbeView | None = None
     ) -> DetectionReport:
         """Score every sample; flag the top tail of poisoned classes."""
         data, view = get_view(x, y, model)
