@@ -37,7 +37,7 @@ def test_argument_help_is_rendered_without_internal_names() -> None:
     assert "input_path" not in enc
     assert "IN_FILE" in enc
     scan = _run("scan", "--help", COLUMNS="120").stdout
-    assert "npz with x, y[, producer, record_id]." in scan  # brackets are not eaten as markup
+    assert "npz (x, y[, producer, record_id])" in scan  # brackets are not eaten as markup
     fl = _run("fl", "run", "--help", COLUMNS="120").stdout
     assert "encryption.key" in fl
 

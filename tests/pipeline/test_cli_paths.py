@@ -47,7 +47,7 @@ def _probe(*args: str, cwd: Path) -> tuple[int, str, list[str]]:
     ("args", "message"),
     [
         (["scan", "nope.npz"], "input file not found: nope.npz"),
-        (["scan", "."], "input . is a directory; expected a file"),
+        (["scan", "in.npz", "--labels", "sub"], "labels sub is a directory; expected a file"),
         (["scan", "in.npz", "--output", "/nonexistent/r.json"], "directory /nonexistent does"),
         (["scan", "in.npz", "--output", "sub"], "output sub is a directory; give a file path"),
         (["scan", "in.npz", "--output", "taken.json"], "exists (use --force to replace it)"),
