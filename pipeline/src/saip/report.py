@@ -512,6 +512,12 @@ def _mitigation(inputs: ReportInputs) -> str:
         for key, label in (("asr_before", "backdoor success before"), ("asr_after", "after"))
         if isinstance(details.get(key), int | float)
     ]
+    verification = details.get("verification") or {}
+    for c, v in (verification.get("asr_after") or {}).items():
+        if isinstance(v, int | float):
+            asr.append((f"after mitigation, class {c}", float(v) * 100))
+    if verification.get("reason"):
+        parts.append(f"<p>Verification: {escape(str(verification['reason']))}</p>")
     fl_asr = ((inputs.fl or {}).get("final") or {}).get("backdoor_asr")
     if isinstance(fl_asr, int | float):
         asr.append(("backdoor success, trained model", float(fl_asr) * 100))
