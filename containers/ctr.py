@@ -984,25 +984,33 @@ def _wait_online(
 ) -> None:
     deadline = time.monotonic() + timeout
     online: set[int] = set()
+    last_error = ""
     while time.monotonic() < deadline:
         for role, cid in res.containers.items():
             if role.startswith("node-") and not _running(engine, cid):
                 raise ContainerError(f"SuperNode {role} exited during start-up")
-        nodes = _json_out(cli("supernode", "ls", conn, "--format", "json"))["nodes"]
-        online = {int(n["node-id"]) for n in nodes if n.get("status") == "online"}
+        reply = _json_out(cli("supernode", "ls", conn, "--format", "json"))
+        if "nodes" not in reply:  # e.g. "Connection to the SuperLink is unavailable": retry
+            last_error = str(reply.get("error-message", reply))[-300:]
+            time.sleep(2.0)
+            continue
+        online = {int(n["node-id"]) for n in reply["nodes"] if n.get("status") == "online"}
         if wanted <= online:
             return
         time.sleep(2.0)
-    raise ContainerError(f"SuperNodes not online after {timeout} s: {sorted(wanted - online)}")
+    raise ContainerError(
+        f"SuperNodes not online after {timeout} s: {sorted(wanted - online)}"
+        + (f" (last 'flwr supernode ls' error: {last_error!r})" if last_error else "")
+    )
 
 
 def _wait_run(cli: Any, engine: Engine, res: Resources, run: int, timeout: float, conn: str) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        runs = _json_out(cli("ls", conn, "--run-id", str(run), "--format", "json"))["runs"]
-        status = str(runs[0]["status"])
-        if status.startswith("finished"):
-            return status
+        reply = _json_out(cli("ls", conn, "--run-id", str(run), "--format", "json"))
+        runs = reply.get("runs")  # empty on a transient "SuperLink unavailable" answer
+        if runs and str(runs[0]["status"]).startswith("finished"):
+            return str(runs[0]["status"])
         for role, cid in res.containers.items():
             if not _running(engine, cid):
                 raise ContainerError(f"container {role} exited during run {run}")
