@@ -90,7 +90,9 @@ def test_all_files_rewrapped_when_none_fails(
     old, new = _key(tmp_path, "old"), _key(tmp_path, "new")
     sealed = [_seal(tmp_path, old, f"{n}.saip") for n in "abc"]
     capsys.readouterr()
-    rc = main(["keys", "rewrap", "--json", "--from", old, "--to", new, *(str(p) for p, _ in sealed)])
+    rc = main(
+        ["keys", "rewrap", "--json", "--from", old, "--to", new, *(str(p) for p, _ in sealed)]
+    )
     out, err = capsys.readouterr()
     assert rc == 0, err
     report = json.loads(out)

@@ -431,7 +431,7 @@ def rewrap_cmd(
             "(or set [encryption] key); keys named in a header are never used"
         )
     verifiers = _verifiers(verify_with)
-    results = []
+    results: list[dict[str, Any]] = []
     for f in files:
         try:
             result = rewrap_file(
