@@ -52,6 +52,36 @@ def _keep_argument_help() -> None:
 
 _keep_argument_help()
 
+
+def _help_is_literal_text() -> None:
+    """Render every help text literally: Rich must not read ``[word]`` in a help string as markup.
+
+    Typer's ``rich`` markup mode passes each command, option and argument help through
+    ``Text.from_markup``, which silently drops anything that looks like a tag (``[encryption]``
+    vanished from ``fl run --help``). ``rich_markup_mode=None`` is no way out under Typer 0.20 /
+    Click 8.5 (it prints a literal ``\\[required]`` and lists every argument twice), and
+    ``markdown`` would eat ``*`` and ``_``. So the one function through which Typer turns help
+    text into Rich text escapes it first: every command at once, including ones added later.
+    Our help strings carry no intended markup. Idempotent.
+    """
+    from rich.markup import escape
+    from typer import rich_utils
+
+    original = rich_utils._make_rich_text
+    if getattr(original, "_saip_literal", False):
+        return
+
+    def make_rich_text(*, text: str, style: str = "", markup_mode: Any) -> Any:
+        if markup_mode == rich_utils.MARKUP_MODE_RICH:
+            text = escape(text)
+        return original(text=text, style=style, markup_mode=markup_mode)
+
+    make_rich_text._saip_literal = True  # type: ignore[attr-defined]
+    rich_utils._make_rich_text = make_rich_text
+
+
+_help_is_literal_text()
+
 app = typer.Typer(
     name="saip",
     help="Secure AI pipelines: ingestion, envelope encryption, poisoning scan, federated training.",

@@ -35,7 +35,7 @@ from saip_encryption.providers.local import create_local_key
 from saip_encryption.rotation import audit, read_header, rewrap_file, split_key_version
 from saip_encryption.signing import HeaderVerifier, signer_from_uri, verifier_from_spec
 
-from saip.context import get_state
+from saip.context import AppState, get_state
 from saip.errors import HintedDecryptionError
 from saip.outputs import PRIVATE_MODE, STDIO, atomic_output, require_input, require_output
 from saip.progress import ByteProgress
@@ -391,6 +391,11 @@ def create_local_cmd(
     )
 
 
+def _print_rewrap_json(state: AppState, doc: dict[str, Any]) -> None:
+    """File names are untrusted: ASCII-only JSON, so none reaches a terminal raw (``\\u202e``)."""
+    state.out.print_json(json.dumps(doc), ensure_ascii=True)
+
+
 @keys_app.command("rewrap")
 def rewrap_cmd(
     files: Annotated[list[Path], typer.Argument(help="Envelope files to re-wrap.")],
@@ -426,15 +431,29 @@ def rewrap_cmd(
             "(or set [encryption] key); keys named in a header are never used"
         )
     verifiers = _verifiers(verify_with)
-    results = []
+    results: list[dict[str, Any]] = []
     for f in files:
-        result = rewrap_file(
-            f,
-            unwrap_with=sources,
-            wrap_with=targets,
-            allow_unsigned_public_key_wraps=allow_unsigned,
-            verify_with=verifiers,
-        )
+        try:
+            result = rewrap_file(
+                f,
+                unwrap_with=sources,
+                wrap_with=targets,
+                allow_unsigned_public_key_wraps=allow_unsigned,
+                verify_with=verifiers,
+            )
+        except Exception as exc:
+            # Stop at the first failure: files already re-wrapped were reported above, later
+            # ones stay untouched. The error line names the file (escaped: a file name can
+            # carry terminal control characters); ``saip.cli.main`` appends "while ..." notes.
+            done = len(results)
+            exc.add_note(
+                f"while re-wrapping {wire.escape(str(f))}: file {done + 1} of {len(files)}, "
+                f"{done} re-wrapped before it, {len(files) - done - 1} not attempted"
+            )
+            if as_json:
+                failed = {"file": str(f), "error": type(exc).__name__}
+                _print_rewrap_json(state, {"rewrapped": results, "failed": failed})
+            raise
         old = [wire.escape(w.key_id) for w in result.old_keys]
         new = [wire.escape(w.key_id) for w in result.new_keys]
         results.append({"file": result.path, "in_place": result.in_place, "old": old, "new": new})
@@ -446,7 +465,7 @@ def rewrap_cmd(
             markup=False,
         )
     if as_json:
-        state.out.print_json(json.dumps({"rewrapped": results}))
+        _print_rewrap_json(state, {"rewrapped": results})
 
 
 @keys_app.command("public-key")
