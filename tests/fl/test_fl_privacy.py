@@ -248,6 +248,46 @@ def test_fl_node_policy_cannot_be_lowered_by_the_server() -> None:
         client.fit(client.get_parameters({}), {"server-round": 1})
 
 
+def test_fl_secagg_client_refuses_a_plain_training_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a server that wants individual updates sends "train" without the SecAgg+ config record
+    from flwr.app import ConfigRecord, Context, Message, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+    from saip_fl.apps import _secagg_when_configured
+
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    msg = Message(RecordDict({"config": ConfigRecord({"server-round": 1})}), 1, "train")
+    answered: list[Message] = []
+
+    def call_next(m: Message, _ctx: Context) -> Message:
+        answered.append(m)
+        return m
+
+    def ctx(run_config: dict[str, str], node_config: dict[str, str]) -> Context:
+        return Context(1, 1, node_config, RecordDict(), run_config)  # type: ignore[arg-type]
+
+    with pytest.raises(FLConfigError, match="plain training request"):
+        _secagg_when_configured(msg, ctx({"secagg.enabled": "True"}, {}), call_next)
+    # the node's own policy refuses even when the server's run_config says nothing of SecAgg+
+    with pytest.raises(FLConfigError, match="saip-require-secagg"):
+        _secagg_when_configured(msg, ctx({}, {"saip-require-secagg": "true"}), call_next)
+    assert answered == []
+    _secagg_when_configured(msg, ctx({}, {}), call_next)  # plain FL without SecAgg+: answered
+    assert answered == [msg]
+
+
+def test_fl_node_policy_caps_the_sample_rate() -> None:
+    policy = NodePolicy.from_node_config(
+        {"saip-min-noise-multiplier": 0.8, "saip-max-sample-rate": 0.05}
+    )
+    with pytest.raises(UpdateRejectedError, match="saip-max-sample-rate"):
+        policy.check_dp(1.0, 0.2)
+    policy.check_dp(1.0, 0.05)  # at the node's limits: accepted
+
+
 # ------------------------------------------------------------------ 7. accounting
 def test_fl_prv_accountant_is_available_and_not_looser_than_rdp() -> None:
     kw = {"noise_multiplier": 1.0, "sample_rate": 0.25, "steps": 40, "delta": 1e-5}
