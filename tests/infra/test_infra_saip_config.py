@@ -198,13 +198,6 @@ def test_pre_fix_outputs_are_refused(cloud: str, tmp_path: Path) -> None:
         dry_run_backend(cfg, data_dir=tmp_path)
 
 
-def test_key_of_another_cloud_is_refused() -> None:
-    value = _values("gcp")
-    value["encryption"]["key"] = "aws-kms:arn:aws:kms:eu-west-1:123456789012:key/x"
-    with pytest.raises(ConfigError, match=r"encryption\.key"):
-        config_from_terraform(value)
-
-
 def test_unknown_setting_and_non_config_input_are_refused() -> None:
     value = _values("azure")
     value["ingest"]["azure"]["nmespace"] = "x"
