@@ -279,6 +279,29 @@ def test_fl_secagg_client_refuses_a_plain_training_request(
     assert answered == [msg]
 
 
+def test_fl_client_refuses_secagg_without_the_full_key_generator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # if Flower's 32-bit mask generator were back in place, a SecAgg+ request must be refused
+    from flwr.app import ConfigRecord, Context, Message, RecordDict
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+    from flwr.supercore.task_identity import TaskIdentity
+    from saip_fl.apps import _secagg_when_configured
+
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    monkeypatch.setattr(secagg_prg, "installed", lambda: False)
+    msg = Message(RecordDict({RECORD_KEY_CONFIGS: ConfigRecord({"stage": "setup"})}), 1, "train")
+    ctx = Context(1, 1, {}, RecordDict(), {})
+
+    def never(_m: Message, _c: Context) -> Message:
+        raise AssertionError("the request must not reach training")
+
+    with pytest.raises(FLConfigError, match="32-bit"):
+        _secagg_when_configured(msg, ctx, never)
+
+
 def test_fl_node_policy_caps_the_sample_rate() -> None:
     policy = NodePolicy.from_node_config(
         {"saip-min-noise-multiplier": 0.8, "saip-max-sample-rate": 0.05}
