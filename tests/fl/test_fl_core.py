@@ -55,9 +55,12 @@ def test_fl_config_rejects_threshold_at_or_below_half() -> None:
         validate_run_config({"secagg": {**SECAGG, "reconstruction_threshold": 2}})
 
 
-def test_fl_config_rejects_per_client_rule_with_secagg() -> None:
+@pytest.mark.parametrize("rule", ["krum", "multikrum", "median", "trimmed_mean", "bulyan"])
+def test_fl_config_rejects_per_client_rule_with_secagg(rule: str) -> None:
     with pytest.raises(FLConfigError, match="silently replaces a per-client robust rule by FedAvg"):
-        validate_run_config({"aggregation": "krum", "secagg": SECAGG})
+        validate_run_config({"aggregation": rule, "secagg": SECAGG})
+    # the same rule without SecAgg+ is accepted: the refusal is about the combination
+    assert validate_run_config({"aggregation": rule}).aggregation == rule
 
 
 def test_fl_config_rejects_norm_bound_outside_clipping_range() -> None:

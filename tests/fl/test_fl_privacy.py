@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -246,6 +247,67 @@ def test_fl_node_policy_cannot_be_lowered_by_the_server() -> None:
     client = SaipClient(cfg, 0, policy=policy)
     with pytest.raises(UpdateRejectedError, match="node policy"):
         client.fit(client.get_parameters({}), {"server-round": 1})
+
+
+@pytest.fixture
+def flower_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flower 1.42 builds messages only inside a task: give the test one."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for attr, value in (("_run_id", 1), ("_task_id", 1), ("_node_id", 0)):
+        monkeypatch.setattr(TaskIdentity, attr, value)
+
+
+def _client_mod_call(
+    record: str, run_config: dict[str, str], node_config: dict[str, str]
+) -> tuple[Any, list[Any]]:
+    """Send a "train" request carrying config record ``record`` through saip's client mod."""
+    from flwr.app import ConfigRecord, Context, Message, RecordDict
+    from saip_fl.apps import _secagg_when_configured
+
+    msg = Message(RecordDict({record: ConfigRecord({"server-round": 1})}), 1, "train")
+    ctx = Context(1, 1, node_config, RecordDict(), run_config)  # type: ignore[arg-type]
+    answered: list[Any] = []
+
+    def call_next(m: Any, _ctx: Any) -> Any:
+        answered.append(m)
+        return m
+
+    _secagg_when_configured(msg, ctx, call_next)
+    return msg, answered
+
+
+@pytest.mark.usefixtures("flower_task")
+def test_fl_secagg_client_refuses_a_plain_training_request() -> None:
+    # a server that wants individual updates sends "train" without the SecAgg+ config record
+    with pytest.raises(FLConfigError, match="plain training request"):
+        _client_mod_call("config", {"secagg.enabled": "True"}, {})
+    # the node's own policy refuses even when the server's run_config says nothing of SecAgg+
+    with pytest.raises(FLConfigError, match="saip-require-secagg"):
+        _client_mod_call("config", {}, {"saip-require-secagg": "true"})
+    msg, answered = _client_mod_call("config", {}, {})  # plain FL without SecAgg+: answered
+    assert answered == [msg]
+
+
+@pytest.mark.usefixtures("flower_task")
+def test_fl_client_refuses_secagg_without_the_full_key_generator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # if Flower's 32-bit mask generator were back in place, a SecAgg+ request must be refused
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+
+    monkeypatch.setattr(secagg_prg, "installed", lambda: False)
+    with pytest.raises(FLConfigError, match="32-bit"):
+        _client_mod_call(RECORD_KEY_CONFIGS, {}, {})
+
+
+def test_fl_node_policy_caps_the_sample_rate() -> None:
+    policy = NodePolicy.from_node_config(
+        {"saip-min-noise-multiplier": 0.8, "saip-max-sample-rate": 0.05}
+    )
+    with pytest.raises(UpdateRejectedError, match="saip-max-sample-rate"):
+        policy.check_dp(1.0, 0.2)
+    policy.check_dp(1.0, 0.05)  # at the node's limits: accepted
 
 
 # ------------------------------------------------------------------ 7. accounting

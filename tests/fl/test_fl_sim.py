@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -46,6 +47,7 @@ def test_fl_sim_grouped_secagg_trains_drops_attacker_group_and_seals_model(
     tmp_path, capsys
 ) -> None:
     from saip_encryption import EnvelopeEncryptor, from_uri
+    from saip_encryption.errors import DecryptionError
 
     cfg = _toml(
         tmp_path / "run.toml",
@@ -86,6 +88,12 @@ scale = 10.0
     enc = EnvelopeEncryptor([from_uri(f"local:{data / 'keys' / 'master.key'}")])
     plain = enc.decrypt(blob, context=summary["model"]["context"])
     assert plain.startswith(b"PK")  # the npz (zip) of the final weights
+    # the context is bound: the same blob under another run's context does not open
+    other = {**summary["model"]["context"], "run": "another-run"}
+    with pytest.raises(DecryptionError):
+        enc.decrypt(blob, context=other)
+    assert stat.S_IMODE(run_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(model.stat().st_mode) == 0o600
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "ok"
     assert metrics["rounds"][0]["seconds"] > 0

@@ -635,6 +635,29 @@ def test_audit_and_alerts_cover_keys_and_delivery() -> None:
         in _one(dead["condition_threshold"])["filter"]
     )
     assert "DestroyCryptoKeyVersion" in gcp["google_logging_metric.key_destruction"]["filter"]
+    # capture errors alert too, not only its backlog
+    assert "ServerErrors" in str(azure["azurerm_monitor_metric_alert.capture"]["for_each"])
+    # GCP delivery lag: the ingest subscription's oldest unacked message age
+    lag = _one(gcp["google_monitoring_alert_policy.delivery_errors"]["conditions"])
+    lag_filter = _one(lag["condition_threshold"])["filter"]
+    assert "oldest_unacked_message_age" in lag_filter
+    assert "google_pubsub_subscription.ingest.name" in lag_filter
+    # Cloud Storage data access (the training bucket) is audited, reads and writes
+    storage = _blocks(INFRA / "gcp" / "modules" / "vertex-training", "resource")[
+        "google_project_iam_audit_config.storage"
+    ]
+    assert storage["service"] == "storage.googleapis.com"
+    assert {c["log_type"] for c in storage["audit_log_config"]} == {"DATA_READ", "DATA_WRITE"}
+    # the example network logs every flow and every firewall rule's hits
+    example = _blocks(INFRA / "gcp" / "examples" / "secure-ingestion", "resource")
+    subnets = _of_type(example, "google_compute_subnetwork")
+    assert subnets
+    for name, body in subnets.items():
+        assert _one(body["log_config"])["flow_sampling"] == 1, name
+    rules = _of_type(example, "google_compute_firewall")
+    assert rules
+    for name, body in rules.items():
+        assert _one(body["log_config"])["metadata"] == "INCLUDE_ALL_METADATA", name
 
 
 def test_azure_key_roles_are_minimal_and_cmk_identities_separate(

@@ -172,19 +172,30 @@ _OLD_OUTPUTS = {
 }
 
 
+_KEY_OF = {
+    "aws": "aws-kms:arn:aws:kms:eu-west-1:123456789012:key/0a1b2c3d-0000-4000-8000-00000000abcd",
+    "azure": "azure-kv:https://saipdemo-kv.vault.azure.net/keys/saipdemo-data",
+    "gcp": "gcp-kms:projects/p/locations/l/keyRings/r/cryptoKeys/k",
+}
+
+
+@pytest.mark.parametrize("cloud", sorted(_KEY_OF))
+def test_a_key_uri_of_another_cloud_is_refused(cloud: str) -> None:
+    values = _values(cloud)
+    for other, key in _KEY_OF.items():
+        if other == cloud:
+            continue
+        doc = {**values, "encryption": {**values.get("encryption", {}), "key": key}}
+        with pytest.raises(ConfigError, match=rf"encryption\.key.*{cloud}"):
+            config_from_terraform({"saip_config": {"value": doc}})
+
+
 @pytest.mark.parametrize("cloud", sorted(_OLD_OUTPUTS))
 def test_pre_fix_outputs_are_refused(cloud: str, tmp_path: Path) -> None:
     value, named = _OLD_OUTPUTS[cloud]
     cfg = config_from_terraform(value)  # the generic keys themselves were valid ...
     with pytest.raises(ConfigError, match=named):  # ... the backend refuses the values
         dry_run_backend(cfg, data_dir=tmp_path)
-
-
-def test_key_of_another_cloud_is_refused() -> None:
-    value = _values("gcp")
-    value["encryption"]["key"] = "aws-kms:arn:aws:kms:eu-west-1:123456789012:key/x"
-    with pytest.raises(ConfigError, match=r"encryption\.key"):
-        config_from_terraform(value)
 
 
 def test_unknown_setting_and_non_config_input_are_refused() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,6 +74,49 @@ def _drain(stream: RecordStream, want: int, rounds: int = 40) -> list[StreamMess
         if len(got) >= want:
             break
     return got
+
+
+class _NoCheckpoints:
+    """FAKE checkpoint store for a consumer that never checkpoints (no Azurite needed)."""
+
+    def list_checkpoints(self, *_args: Any) -> list[dict[str, Any]]:
+        return []
+
+
+class _CountingConsumer(fake.FakeConsumerClient):  # type: ignore[misc,name-defined]
+    """FAKE consumer that counts the events it has handed to the stream's callback."""
+
+    handed = 0
+
+    def receive_batch(self, on_event_batch: Any, **kw: Any) -> None:
+        def counting(context: Any, events: list[Any]) -> None:
+            def each() -> Iterator[Any]:
+                for event in events:
+                    self.handed += 1
+                    yield event
+
+            on_event_batch(context, each())
+
+        super().receive_batch(counting, **kw)
+
+
+def test_a_slow_engine_applies_back_pressure_to_the_receive_thread() -> None:
+    # attacker/fault: a producer floods the hub while the engine is slow; the consumer must not
+    # buffer the whole backlog in memory: the receive thread blocks on the bounded queue
+    hub = fake.FakeEventHub(partitions=1)
+    consumer = _CountingConsumer(hub, consumer_group="$Default", checkpoint_store=_NoCheckpoints())
+    stream = azure.EventHubStream(
+        producer=fake.FakeProducerClient(hub), consumer=consumer, prefetch_events=3
+    )
+    stream.publish([b"e%d" % i for i in range(20)], partition_key="k")
+    first = stream.poll(max_messages=1, timeout=5.0)
+    assert len(first) == 1
+    time.sleep(0.5)  # give the receive thread every chance to run ahead
+    # 1 taken + 3 queued + 1 blocked in put(); never the 20 the hub holds
+    assert consumer.handed == 5
+    got = first + _drain(stream, 20)
+    assert sorted(m.data for m in got) == sorted(b"e%d" % i for i in range(20))
+    stream.close()
 
 
 def test_publish_batches_by_real_sdk_size_accounting(az: dict[str, Any]) -> None:

@@ -211,10 +211,15 @@ def test_out_of_range_and_label_are_rejected_not_clamped(env: Env) -> None:
         ("quarantined", "shape_mismatch"),
         ("accepted", None),
     ]
-    entry = next(
-        e for e in QuarantineStore(env.store, env.encryptor).entries() if e.reason == "out_of_range"
+    details = sorted(
+        e.detail
+        for e in QuarantineStore(env.store, env.encryptor).entries()
+        if e.reason == "out_of_range"
     )
-    assert "outside" in entry.detail
+    # each rejection names the offending index and its value, so nothing is silently clamped
+    assert len(details) == 2, details
+    assert any(d.startswith("payload.features[10] = 16.5 outside") for d in details), details
+    assert any(d.startswith("payload.features[0] = -0.001 outside") for d in details), details
 
 
 def test_unknown_producer(env: Env) -> None:

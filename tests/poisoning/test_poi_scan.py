@@ -178,6 +178,17 @@ def test_poi_client_filter_drops_poison(digits: tuple[np.ndarray, np.ndarray]) -
     assert (~keep & ~truth).sum() < 0.05 * (~truth).sum()
 
 
+def test_poi_client_filter_caps_the_dropped_share(digits: tuple[np.ndarray, np.ndarray]) -> None:
+    # 130 poisoned samples, but the client may drop at most 2% of its shard: only the
+    # highest-scoring ones go, so a scan that over-flags cannot silently empty a shard
+    x, y, _, truth = _producer_dataset(digits)
+    keep = client_filter(x, y, max_drop_fraction=0.02)
+    cap = int(np.floor(0.02 * len(y)))
+    assert cap < truth.sum()
+    assert (~keep).sum() == cap
+    assert (~keep & truth).sum() > cap // 2  # the highest scores kept out are mostly poison
+
+
 def test_poi_client_filter_min_per_class_5(digits: tuple[np.ndarray, np.ndarray]) -> None:
     x, y = digits
     # classes with 5–9 samples: prepared once with min_per_class=5, no detector re-prepares

@@ -91,3 +91,20 @@ run "rejects_bad_input" {
   }
   expect_failures = [var.data, var.launcher_principal_arns, var.training_image_repository_arn]
 }
+
+run "rejects_bad_key_network_and_prefix" {
+  command = plan
+  module {
+    source = "./modules/sagemaker-training"
+  }
+  variables {
+    prefix      = "Saip_Test"
+    kms_key_arn = "alias/aws/sagemaker"
+    network = {
+      vpc_id     = "vpc-0123456789abcdef0"
+      vpc_cidr   = "10.0.0.0/16"
+      subnet_ids = []
+    }
+  }
+  expect_failures = [var.prefix, var.kms_key_arn, var.network]
+}
