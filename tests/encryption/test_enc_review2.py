@@ -365,3 +365,29 @@ def test_hostile_key_vault_key_id_is_the_typed_error(tmp_path: Path, algorithm: 
     assert path.read_bytes() == hostile
     with pytest.raises(EncryptionConfigError):
         azure.parse_key_id("https://[v.vault.azure.net/keys/k/1")
+
+
+class _FakePublicKeyClient:
+    """FAKE Cloud KMS client (tests only): answers ``get_public_key`` with a chosen PEM text."""
+
+    def __init__(self, pem: str) -> None:
+        self.pem = pem
+
+    def get_public_key(self, request: dict[str, str]) -> object:
+        return type("PublicKey", (), {"pem": self.pem})()
+
+
+@pytest.mark.parametrize(
+    "pem",
+    ["", "not a key", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"],
+)
+def test_gcp_public_key_of_a_malformed_pem_is_a_config_error(pem: str) -> None:
+    """A key service (or whoever answers in its place) returning a malformed PEM gives the typed
+    configuration error naming the key, not a ``ValueError`` from the parser."""
+    from saip_encryption.errors import EncryptionConfigError
+    from saip_encryption.signing import GcpKmsSigner
+
+    name = "projects/p/locations/global/keyRings/r/cryptoKeys/sig/cryptoKeyVersions/1"
+    signer = GcpKmsSigner(version_name=name, client=_FakePublicKeyClient(pem))
+    with pytest.raises(EncryptionConfigError, match="unreadable public key"):
+        signer.public_key_pem()

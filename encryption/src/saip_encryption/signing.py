@@ -275,7 +275,13 @@ class GcpKmsSigner:
     def public_key_pem(self) -> bytes:
         """The version's public key (``getPublicKey``), to pin in the decryptor's config."""
         resp = self._client.get_public_key(request={"name": self.key_id})
-        der = serialization.load_pem_public_key(resp.pem.encode()).public_bytes(
+        try:
+            key = serialization.load_pem_public_key(str(resp.pem).encode())
+        except (ValueError, UnsupportedAlgorithm):
+            raise EncryptionConfigError(
+                f"signing key {self.key_id}: unreadable public key"
+            ) from None
+        der = key.public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
         return _check_p256(der, self.key_id)
