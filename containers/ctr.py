@@ -61,8 +61,6 @@ EXCLUDED: Final = {
     "ray": "simulation-only (flwr[simulation]); the deployment images never start Ray",
 }
 _FORBIDDEN_WHEEL = re.compile(r"^(nvidia[_-]|triton-|cuda)", re.IGNORECASE)
-#: the context bound to the sealed model (same as ``saip fl deploy``; ``saip decrypt`` needs it)
-MODEL_CONTEXT: Final = {"purpose": "saip-fl-model", "format": "npz", "run": "deploy"}
 
 
 class ContainerError(Exception):
@@ -631,7 +629,7 @@ def deploy(
     Every container: non-root (UID 10001), read-only root file system, all capabilities dropped,
     ``no-new-privileges``, memory and PID limits, secrets mounted read-only per container.
     """
-    from saip_fl.deploy import check_app
+    from saip_fl.deploy import DEPLOY_MODEL_CONTEXT, check_app
 
     if not 2 <= num_supernodes <= 16:
         raise ValueError("num_supernodes must be between 2 and 16")
@@ -873,7 +871,9 @@ def deploy(
                 )
                 (run_dir / "metrics.json").write_text(metrics, encoding="utf-8")
                 summary["metrics"] = _summarise_metrics(json.loads(metrics))
-                ctx_args = [a for k, v in MODEL_CONTEXT.items() for a in ("--context", f"{k}={v}")]
+                ctx_args = [
+                    a for k, v in DEPLOY_MODEL_CONTEXT.items() for a in ("--context", f"{k}={v}")
+                ]
                 engine(
                     "exec",
                     res.containers["superlink"],
@@ -890,7 +890,7 @@ def deploy(
                 )
                 summary["sealed_model"] = str(sealed / "model.saipenc")
                 summary["seal_key"] = str(seal_key)
-                summary["model_context"] = MODEL_CONTEXT
+                summary["model_context"] = dict(DEPLOY_MODEL_CONTEXT)
                 mark("sealed")
         finally:
             with _signals_ignored():

@@ -79,6 +79,9 @@ __all__ = [
 _LOG = logging.getLogger(__name__)
 HOST: Final = "127.0.0.1"
 CONNECTION: Final = "saip-local"
+#: the encryption context bound to a deployment's sealed model (``saip fl deploy`` on processes and
+#: ``make fl-deploy-containers`` alike); ``saip decrypt`` of the model needs exactly this context
+DEPLOY_MODEL_CONTEXT: Final = {"purpose": "saip-fl-model", "format": "npz", "run": "deploy"}
 #: The Flower app submitted by :func:`run_local_deployment` (``federated-learning/deploy/app``).
 DEFAULT_APP_DIR: Final = Path(__file__).resolve().parents[2] / "deploy" / "app"
 _RUN_FINISHED: Final = "finished"

@@ -18,7 +18,6 @@ import typer
 from saip.context import get_state
 
 #: the context bound to a sealed deployment model (``saip decrypt --context`` needs the same)
-MODEL_CONTEXT = {"purpose": "saip-fl-model", "format": "npz", "run": "deploy"}
 
 
 def _value(text: str) -> bool | int | float | str:
@@ -61,7 +60,7 @@ def deploy(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Run the federation on loopback with TLS and SuperNode authentication; seal the model."""
-    from saip_fl.deploy import run_local_deployment
+    from saip_fl.deploy import DEPLOY_MODEL_CONTEXT, run_local_deployment
 
     from saip.compose import encryptor
 
@@ -80,7 +79,7 @@ def deploy(
         enc = encryptor(state, key)
         try:
             tmp = sealed.with_suffix(".tmp")
-            tmp.write_bytes(enc.encrypt(model.read_bytes(), context=MODEL_CONTEXT))
+            tmp.write_bytes(enc.encrypt(model.read_bytes(), context=DEPLOY_MODEL_CONTEXT))
             tmp.chmod(0o600)
             tmp.replace(sealed)
         finally:
