@@ -1010,7 +1010,7 @@ def export_npz(store: ObjectStore, encryptor: Encryptor, out: Path) -> dict[str,
     ids: list[str] = []
     shapes: set[tuple[int, int]] = set()
     skipped = 0
-    seen: set[tuple[str, str]] = set()
+    # iter_accepted yields each (producer, record id) once and refuses two contents under one
     for entry in iter_accepted(store, encryptor):
         # the same adapter, in the same (JSON) mode, as on ingestion
         rec = RECORD_ADAPTER.validate_json(json.dumps(entry["record"]))
@@ -1018,10 +1018,6 @@ def export_npz(store: ObjectStore, encryptor: Encryptor, out: Path) -> dict[str,
             skipped += 1
             continue
         payload = rec["payload"]
-        ident = (rec["producer_id"], rec["record_id"])
-        if ident in seen:
-            raise IngestError(f"record {rec['record_id']} of {rec['producer_id']} is stored twice")
-        seen.add(ident)
         shapes.add((payload["width"], payload["height"]))
         xs.append(payload["features"])
         ys.append(payload["label"])
