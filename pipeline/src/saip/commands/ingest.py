@@ -5,7 +5,6 @@ See ``ingestion/README.md`` and ``docs/ingestion-format.md``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -52,49 +51,14 @@ def _data_dir() -> Path:
     return get_state().data_dir
 
 
-def key_home() -> Path:
-    """Where default local master keys live: ``$SAIP_KEY_DIR``, else
-    ``$XDG_CONFIG_HOME/saip/keys``, else ``~/.config/saip/keys`` — never inside the data
-    directory, so a copy of the data directory (a backup, a shared volume) holds no key."""
-    explicit = os.environ.get("SAIP_KEY_DIR")
-    if explicit:
-        return Path(explicit)
-    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(config) / "saip" / "keys"
-
-
-def _default_key(data_dir: Path) -> str:
-    """The local master key of ``data_dir`` when neither ``--key`` nor the settings name one.
-
-    ``<key_home>/<first 16 hex of SHA-256(resolved data dir)>.key``, created 0600 (directory
-    0700) on first use. A key already kept at the old place ``<data-dir>/keys/master.key`` is
-    still used (with a warning) so that existing data stays readable.
-    """
-    from saip_encryption.providers.local import create_local_key
-
-    legacy = data_dir / "keys" / "master.key"
-    if legacy.is_file():
-        get_state().console.print(
-            f"[yellow]warning:[/] using the master key kept beside the data ({legacy}); move it "
-            f"to {key_home()} or pass --key"
-        )
-        return f"local:{legacy}"
-    ident = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
-    path = key_home() / f"{ident}.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        create_local_key(path)
-        get_state().console.print(f"created local master key {path}")
-    return f"local:{path}"
-
-
 def _encryptor(key: str | None, endpoint_url: str | None = None, region: str | None = None) -> Any:
-    """The envelope encryptor for ``key`` (default key created on first use, see _default_key)."""
-    from saip.compose import encryptor
+    """The envelope encryptor for ``key`` (the default local key, outside the data directory,
+    is created on first use: see ``saip.compose.resolve_key_uri``)."""
+    from saip.compose import encryptor, resolve_key_uri
 
     state = get_state()
     if key is None and state.config.encryption.key is None:
-        key = _default_key(state.data_dir)
+        key = resolve_key_uri(None, configured=None, data_dir=state.data_dir, console=state.console)
     return encryptor(state, key, endpoint_url=endpoint_url, region=region)
 
 
