@@ -472,11 +472,12 @@ def _quarantine_store(
     key: str | None,
     endpoint_url: str | None,
     region: str | None,
+    stream: str | None,
     bucket: str | None,
 ) -> Any:
     from saip_ingestion.quarantine import QuarantineStore
 
-    _name, _rs, store, _ = _backend(backend, endpoint_url, region, None, bucket)
+    _name, _rs, store, _ = _backend(backend, endpoint_url, region, stream, bucket)
     return QuarantineStore(store, _encryptor(key, endpoint_url, region))
 
 
@@ -506,6 +507,7 @@ def quarantine_list(
     key: KeyOpt = None,
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
+    stream: StreamOpt = None,
     bucket: BucketOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -515,7 +517,7 @@ def quarantine_list(
 
     if reason is not None and reason not in REASONS:
         raise typer.BadParameter(f"unknown reason {reason!r}; known: {', '.join(REASONS)}")
-    qs = _quarantine_store(backend, key, endpoint_url, region, bucket)
+    qs = _quarantine_store(backend, key, endpoint_url, region, stream, bucket)
     entries = [e.summary() for e in qs.entries(reason=reason)]
     if as_json:
         typer.echo(json.dumps(entries))  # ASCII-escaped JSON
@@ -543,12 +545,13 @@ def quarantine_show(
     key: KeyOpt = None,
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
+    stream: StreamOpt = None,
     bucket: BucketOpt = None,
 ) -> None:
     """Show one entry as JSON on stdout, raw record included (decrypted)."""
     from saip_ingestion.quarantine import terminal_safe
 
-    qs = _quarantine_store(backend, key, endpoint_url, region, bucket)
+    qs = _quarantine_store(backend, key, endpoint_url, region, stream, bucket)
     entry = qs.get(_full_qid(qs, qid))
     doc = entry.summary()
     doc["raw"] = entry.raw.decode("utf-8", errors="backslashreplace")
@@ -563,6 +566,7 @@ def quarantine_release(
     key: KeyOpt = None,
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
+    stream: StreamOpt = None,
     bucket: BucketOpt = None,
     dataset: DatasetOpt = None,
     image_shape: ImageShapeOpt = None,
@@ -582,8 +586,8 @@ def quarantine_release(
 
     state = get_state()
     image_spec, tabular_spec = _specs(dataset, image_shape, value_range, classes, columns)
-    _name, _rs, store, state_dir = _backend(backend, endpoint_url, region, None, bucket)
-    qid = _full_qid(_quarantine_store(backend, key, endpoint_url, region, bucket), qid)
+    _name, _rs, store, state_dir = _backend(backend, endpoint_url, region, stream, bucket)
+    qid = _full_qid(_quarantine_store(backend, key, endpoint_url, region, stream, bucket), qid)
     with IngestEngine(
         store=store,
         encryptor=_encryptor(key, endpoint_url, region),
