@@ -48,7 +48,9 @@ def test_fl_group_testing_finds_backdoor_clients_hidden_in_group_means() -> None
     rng = np.random.default_rng(7)
     clients = [f"c{i}" for i in range(20)]
     attackers = {"c3", "c11"}  # the server is not told how many there are
-    gt = validation.GroupTesting(z_threshold=2.0, t_threshold=3.0, min_rounds=3, max_excluded=9)
+    gt = validation.GroupTesting(
+        z_threshold=2.0, t_threshold=3.0, min_rounds=3, min_effect=0.15, max_excluded=9
+    )
     for groups, scores in _rounds(rng, clients, attackers, 12, drop=0.1):
         live = [c for c in clients if c not in gt.excluded()]
         kept = [(g, s) for g, s in zip(groups, scores, strict=True) if set(g) <= set(live)]
@@ -61,7 +63,9 @@ def test_fl_group_testing_finds_backdoor_clients_hidden_in_group_means() -> None
 def test_fl_group_testing_keeps_every_client_of_a_clean_federation() -> None:
     rng = np.random.default_rng(3)
     clients = [f"c{i}" for i in range(20)]
-    gt = validation.GroupTesting(z_threshold=2.0, t_threshold=3.0, min_rounds=3, max_excluded=9)
+    gt = validation.GroupTesting(
+        z_threshold=2.0, t_threshold=3.0, min_rounds=3, min_effect=0.15, max_excluded=9
+    )
     for groups, scores in _rounds(rng, clients, set(), 12, drop=0.0):
         gt.record(groups, scores)
     assert gt.excluded() == set()
@@ -179,6 +183,7 @@ def test_fl_clean_group_means_are_kept_without_exclusion_or_rewind() -> None:
     [
         {"suspicion_z": -1.0},
         {"suspicion_min_rounds": 1},
+        {"suspicion_min_effect": -0.1},
         {"root_norm_multiplier": -0.5},
         {"rewind_on_exclusion": "sometimes"},
     ],

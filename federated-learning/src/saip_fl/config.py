@@ -73,6 +73,9 @@ class SecAggConfig(_Section):
     #: groups' cosine to the root update is this many standard errors below zero (and 2 robust
     #: SDs below the median client). 0 = off
     suspicion_z: Annotated[float, Field(ge=0, le=20)] = 0.0
+    #: ... and whose estimated effect is at least this far below zero, in cosine units (a
+    #: relative test alone always finds someone in a federation with no attacker)
+    suspicion_min_effect: Annotated[float, Field(ge=0, le=2)] = 0.15
     #: observations (rounds) a client needs before group testing may exclude it
     suspicion_min_rounds: Annotated[int, Field(ge=2, le=1000)] = 3
     #: when a client is excluded whose past updates are in the model, reset the model to the

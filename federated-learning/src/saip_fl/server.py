@@ -11,7 +11,9 @@ Flow of one round (``DefaultWorkflow`` with our fit workflow plugged in):
   **concurrently** (each group on its own copy of the state records and its own
   ``LegacyContext``), scores every group aggregate against the server's root update and holdout
   loss (FLTrust, Cao et al. NDSS 2021), combines the trusted ones, and rolls the round back if the
-  combined update still degrades the holdout;
+  combined update still degrades the holdout; optionally (``[secagg]`` knobs) it excludes clients
+  found by group testing across regroupings, rewinds the model past their updates, and sends an
+  adaptive norm bound tied to its root update;
 * :class:`GuardedFitWorkflow` wraps either and fails the run with
   :class:`~saip_fl.errors.ProtocolHaltedError` when a round produced no aggregate (e.g. SecAgg+
   halted) instead of finishing "successfully" with an untrained model.
@@ -196,6 +198,7 @@ class SaipStrategy(FedAvg):
             z_threshold=2.0,
             t_threshold=cfg.secagg.suspicion_z,
             min_rounds=cfg.secagg.suspicion_min_rounds,
+            min_effect=cfg.secagg.suspicion_min_effect,
             max_excluded=self.group_streaks.max_excluded,
         )
         self._roots: dict[int, tuple[Weights, float]] = {}
@@ -495,6 +498,11 @@ class SaipStrategy(FedAvg):
             for entry in rec.groups:
                 self.group_streaks.record(entry["members"], rejected=not entry["accepted"])
         if sa.suspicion_z > 0:
+            # one cap on exclusions, shared with the rejected-group streaks
+            cap = self.group_streaks.max_excluded
+            if cap is not None:
+                others = self.group_streaks.excluded() - self.group_testing.excluded()
+                self.group_testing.max_excluded = max(0, cap - len(others))
             scored = [g for g in sorted(scores) if math.isfinite(scores[g].cosine)]
             self.group_testing.record(
                 [group_members[g] for g in scored], [scores[g].cosine for g in scored]
@@ -506,7 +514,8 @@ class SaipStrategy(FedAvg):
             **self.group_testing.report(),
         }
         rec.accepted = sum(1 for s in scores.values() if s.accepted)
-        self._history.append((rnd, global_w, self._contributed))
+        if sa.rewind_on_exclusion:  # one model copy per round, kept only when it may be needed
+            self._history.append((rnd, global_w, self._contributed))
         target = self._rewind_target()
         if target is not None:
             return self._rewind(rnd, rec, target)

@@ -14,7 +14,9 @@ Clients that fail checks repeatedly are excluded from later rounds (:class:`Clie
 With SecAgg+ the server only sees group aggregates; :func:`score_group` applies FLTrust-style
 checks (Cao et al., NDSS 2021): each aggregate's cosine to the server's *root update* (trained on
 server-held clean data) and the holdout loss after applying it; :func:`combine_trusted` weights
-the surviving aggregates by ReLU(cosine), norms capped at their median.
+the surviving aggregates by ReLU(cosine), norms capped at their median. Across rounds,
+:class:`GroupTesting` finds clients that keep dragging their (randomly redrawn) groups down, and
+:func:`adaptive_norm_bound` ties the norm bound to the server's own honest root update.
 """
 
 from __future__ import annotations
