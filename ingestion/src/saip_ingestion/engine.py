@@ -74,6 +74,7 @@ from saip_ingestion.schemas import (
 )
 from saip_ingestion.sealed import SealedBatchError, content_id, open_lines, seal_lines
 from saip_ingestion.state import ConsumerState
+from saip_ingestion.window import BELOW, SeqWindows, rid_hash
 
 __all__ = ["DATASET_SPECS", "ImageSpec", "IngestEngine", "IngestSummary", "TabularSpec"]
 
@@ -177,8 +178,7 @@ class _Candidate:
 @dataclass
 class _Batch:
     stored: list[bytes] = field(default_factory=list)
-    index: list[list[Any]] = field(default_factory=list)
-    seqs: list[list[Any]] = field(default_factory=list)
+    marks: list[list[Any]] = field(default_factory=list)
     quarantine: list[dict[str, Any]] = field(default_factory=list)
     outcomes: list[tuple[str, str | None]] = field(default_factory=list)
 
@@ -345,14 +345,13 @@ class IngestEngine:
         self._validate_image: Callable[[bytes], Any] = getattr(
             IMAGE_RECORD_ADAPTER.validator, "validate_json", IMAGE_RECORD_ADAPTER.validate_json
         )
-        self.replay = ReplayGuard(
-            clock=self.clock, max_age_ms=max_age_ms, max_skew_ms=max_skew_ms, seq_window=seq_window
-        )
+        self.replay = ReplayGuard(clock=self.clock, max_age_ms=max_age_ms, max_skew_ms=max_skew_ms)
+        self.windows = SeqWindows(window=seq_window)
         self.health = HealthTracker(window_ms=health_window_ms)
         self._health_path = Path(state_dir) / "health.json"
         self.quarantine = QuarantineStore(store, encryptor)
         self.snapshot_every = snapshot_every
-        self.state = ConsumerState(Path(state_dir), replay=self.replay)
+        self.state = ConsumerState(Path(state_dir), windows=self.windows)
         self._load_health()
         self.summary = IngestSummary()
         self._received_at = self.clock()
@@ -375,9 +374,9 @@ class IngestEngine:
         atomic_write(self._health_path, json.dumps(state, separators=(",", ":")).encode())
 
     def close(self) -> None:
-        """Snapshot the state (dedupe index, replay windows, producer health); release the lock."""
+        """Snapshot the state (changed windows, producer health); release the lock."""
         try:
-            self.state.snapshot(prune_before_ms=self._prune_bound())
+            self.state.snapshot()
             self._save_health()
         finally:
             self.state.close()
@@ -417,17 +416,14 @@ class IngestEngine:
                 return
             key = keys[0]
             entries = [e for k in keys for e in read_batch(self.store, self.encryptor, k)]
-            index = [
-                [self._dedupe_key(e["producer_id"], e["record_id"]), e["leaf"], e["ts"], "a"]
+            marks = [
+                [e["producer_id"], e["seq"], e["leaf"][:16], rid_hash(e["record_id"]).hex(), "a"]
                 for e in entries
             ]
-            seqs = [[e["producer_id"], e["seq"]] for e in entries]
-            for rid, leaf, ts, outcome in index:
-                self.state.index[rid] = (leaf, ts, outcome)
-            self.replay.apply((p, s) for p, s in seqs)
-            self.state.commit({"batch": batch, "key": key, "index": index, "seqs": seqs})
+            self.windows.apply(marks, batch=batch)
+            self.state.commit({"batch": batch, "key": key, "marks": marks})
             self.summary.recovered_batches += 1
-            _log.warning("recovered batch %s (%d records) written before a crash", key, len(index))
+            _log.warning("recovered batch %s (%d records) written before a crash", key, len(marks))
 
     # ------------------------------------------------------------------ processing
 
@@ -544,11 +540,6 @@ class IngestEngine:
             batch, i, msg, "internal_error", f"{type(exc).__name__} while processing the record",
             producer=producer, record_id=record_id, authenticated=authenticated,
         )  # fmt: skip
-
-    @staticmethod
-    def _dedupe_key(producer_id: str, record_id: str) -> str:
-        """Dedupe index key: record ids are unique per producer, not globally."""
-        return f"{producer_id}/{record_id}"
 
     def _parse(
         self,
@@ -747,55 +738,72 @@ class IngestEngine:
         rec = c.rec
         rid, pid, ts, seq = rec["record_id"], rec["producer_id"], rec["ts"], rec["seq"]
         leaf_hex = c.leaf.hex()
-        dkey = self._dedupe_key(pid, rid)
-        index = self.state.index
-        prev = index.get(dkey)
+        leaf8 = c.leaf[:8]
         line = self._stored_line(c, leaf_hex) if c.verdict is None else b""
-        if prev is not None and releasing and prev[0] == leaf_hex and prev[2] != "a":
-            # release of a record quarantined for its content: ts and seq were admitted on
-            # first receipt; only the content checks (under the current spec) decide now
-            prev = None
-            admitted = True
-        else:
-            admitted = False
-        if prev is not None:
-            if prev[0] != leaf_hex:
+        windows = self.windows
+        prev = windows.lookup(pid, seq)  # dedupe and anti-replay on the authenticated seq
+        admitted = False
+        if prev == BELOW:
+            high = windows.highest(pid)
+            self._quarantine(
+                batch, c.i, c.msg, "seq_out_of_window",
+                f"seq {seq} is below the window of {windows.window} (highest {high})",
+                producer=pid, record_id=rid, authenticated=True,
+            )  # fmt: skip
+            return
+        if isinstance(prev, tuple):
+            outcome, prev_leaf = prev
+            if prev_leaf != leaf8 or outcome == "legacy":
                 self._quarantine(
-                    batch, c.i, c.msg, "conflict",
-                    f"record_id {rid} of {pid} was already seen with different content",
+                    batch, c.i, c.msg, "replay",
+                    f"seq {seq} of {pid} was already used by another record"
+                    + (" (before the state upgrade)" if outcome == "legacy" else ""),
                     producer=pid, record_id=rid, authenticated=True,
                 )  # fmt: skip
-            elif prev[2] == "a":
+                return
+            if outcome == "a":
                 batch.outcomes[c.i] = ("duplicate", None)
                 self.summary.accepted += 1
                 self.summary.duplicates += 1
                 self.health.observe(pid, ts, "duplicate")
-            else:  # re-delivery of a record quarantined for its content
+                return
+            if not releasing:  # re-delivery of a record quarantined for its content
                 self._quarantine(
-                    batch, c.i, c.msg, prev[2], f"re-delivered; {prev[2]} on first receipt",
+                    batch, c.i, c.msg, outcome, f"re-delivered; {outcome} on first receipt",
                     producer=pid, record_id=rid, authenticated=True,
                 )  # fmt: skip
-            return
+                return
+            # release of a record quarantined for its content: ts and seq were admitted on
+            # first receipt; only the content checks (under the current spec) decide now
+            admitted = True
+        rid8 = rid_hash(rid)
         if not admitted:
-            err = self.replay.admit(pid, seq, ts, now)  # freshness + anti-replay; marks seq
+            other = windows.seq_of(pid, rid8)
+            if other is not None and other != seq:
+                self._quarantine(
+                    batch, c.i, c.msg, "conflict",
+                    f"record_id {rid} of {pid} is already used by seq {other} in the window",
+                    producer=pid, record_id=rid, authenticated=True,
+                )  # fmt: skip
+                return
+            err = self.replay.check_ts(ts, now)
             if err is not None:
                 self._quarantine(
                     batch, c.i, c.msg, err[0], err[1], producer=pid, record_id=rid,
                     authenticated=True,
                 )  # fmt: skip
                 return
-            batch.seqs.append([pid, seq])
         if c.verdict is not None:
             if not admitted:
-                index[dkey] = (leaf_hex, ts, c.verdict[0])
-                batch.index.append([dkey, leaf_hex, ts, c.verdict[0]])
+                windows.mark(pid, seq, leaf8, rid8, c.verdict[0])
+                batch.marks.append([pid, seq, leaf8.hex(), rid8.hex(), c.verdict[0]])
             self._quarantine(
                 batch, c.i, c.msg, c.verdict[0], c.verdict[1], producer=pid, record_id=rid,
                 authenticated=True,
             )  # fmt: skip
             return
-        index[dkey] = (leaf_hex, ts, "a")
-        batch.index.append([dkey, leaf_hex, ts, "a"])
+        windows.mark(pid, seq, leaf8, rid8, "a")
+        batch.marks.append([pid, seq, leaf8.hex(), rid8.hex(), "a"])
         batch.stored.append(line)
         batch.outcomes[c.i] = ("accepted", None)
         self.summary.accepted += 1
@@ -905,13 +913,11 @@ class IngestEngine:
                     "contentid": key.rsplit("-", 1)[1],
                 },
             )
-        if key is not None or qkey is not None or batch.index or batch.seqs:
-            self.state.commit(
-                {"batch": number, "key": key, "index": batch.index, "seqs": batch.seqs}
-            )
+        if key is not None or qkey is not None or batch.marks:
+            self.state.commit({"batch": number, "key": key, "marks": batch.marks})
             self.summary.batches += 1
             if self.state.last_batch % self.snapshot_every == 0:
-                self.state.snapshot(prune_before_ms=self._prune_bound())
+                self.state.snapshot()
 
     # ------------------------------------------------------------------ quarantine release
 
@@ -976,17 +982,19 @@ def read_batch(store: ObjectStore, encryptor: Encryptor, key: str) -> list[dict[
 def iter_accepted(store: ObjectStore, encryptor: Encryptor) -> list[dict[str, Any]]:
     """Every accepted entry in the store (all consumers), in key order, each record once.
 
-    A sink that cannot see its own buffered writes (Firehose) may hold a record in two batch
-    objects after a crash and a restart with other batch boundaries: entries with the same
-    ``(producer_id, record_id)``, leaf and stored record collapse (first wins); the same ids with
-    another leaf or another stored record raise :class:`IngestError` (the engine never writes
-    that, so it means tampering — a copy edited under the same leaf is not silently dropped).
+    A record is identified by its authenticated ``(producer_id, seq)`` (``record_id`` is unique
+    only within the producer's ``seq`` window, see ``docs/ingestion-format.md``). A sink that
+    cannot see its own buffered writes (Firehose) may hold a record in two batch objects after a
+    crash and a restart with other batch boundaries: entries with the same ``(producer_id,
+    seq)``, leaf and stored record collapse (first wins); the same ids with another leaf or
+    another stored record raise :class:`IngestError` (the engine never writes that, so it means
+    tampering — a copy edited under the same leaf is not silently dropped).
     """
     out: list[dict[str, Any]] = []
-    seen: dict[tuple[str, str], tuple[str, str]] = {}
+    seen: dict[tuple[str, int], tuple[str, str]] = {}
     for key in store.list(ACCEPTED_PREFIX):
         for entry in read_batch(store, encryptor, key):
-            ident = (entry["producer_id"], entry["record_id"])
+            ident = (str(entry["producer_id"]), int(entry["seq"]))
             content = json.dumps(entry.get("record"), sort_keys=True, separators=(",", ":"))
             fingerprint = (str(entry["leaf"]), hashlib.sha256(content.encode()).hexdigest())
             prev = seen.get(ident)
@@ -994,7 +1002,9 @@ def iter_accepted(store: ObjectStore, encryptor: Encryptor) -> list[dict[str, An
                 seen[ident] = fingerprint
                 out.append(entry)
             elif prev != fingerprint:
-                raise IngestError(f"record {ident[1]} of {ident[0]} is stored with two contents")
+                raise IngestError(
+                    f"record seq {ident[1]} of {ident[0]} is stored with two contents"
+                )
     return out
 
 

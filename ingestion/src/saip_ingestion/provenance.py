@@ -17,9 +17,9 @@ The consumer holds only public keys (:class:`ProducerRegistry`). Verifying costs
 verification per *batch* (results are cached by ``(producer, key_id, tree_size, root, root_sig)``)
 plus ``log2(n)`` SHA-256 per record, instead of one Ed25519 verification (~50–70 µs) per record.
 
-Freshness (:class:`ReplayGuard`) bounds ``ts`` to a window around the injectable clock and
-tracks ``seq`` per producer with a sliding anti-replay window (the IPsec scheme of RFC 4303
-§3.4.3): a sequence number already used, or older than the window, is refused.
+Freshness (:class:`ReplayGuard`) bounds ``ts`` to a window around the injectable clock; ``seq``
+anti-replay and dedupe are per-producer sliding windows (:mod:`saip_ingestion.window`, the IPsec
+scheme of RFC 4303 §3.4.3): a sequence number already used, or below the window, is refused.
 
 Notes
 -----
@@ -36,8 +36,8 @@ import hashlib
 import json
 import os
 import struct
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -545,14 +545,11 @@ def tree_paths_b64(leaves: Sequence[bytes]) -> tuple[bytes, list[list[str]]]:
     return root, paths
 
 
-@dataclass
-class _ProducerSeqs:
-    highest: int = -1
-    seen: set[int] = field(default_factory=set)
-
-
 class ReplayGuard:
-    """Freshness of ``ts`` and per-producer anti-replay of ``seq`` (RFC 4303 §3.4.3 window).
+    """Freshness of ``ts``: a window around the injectable clock.
+
+    Anti-replay of ``seq`` and dedupe are per-producer sliding windows on the authenticated
+    ``(producer_id, seq)`` (:class:`saip_ingestion.window.SeqWindows`, RFC 4303 §3.4.3 scheme).
 
     Parameters
     ----------
@@ -562,8 +559,6 @@ class ReplayGuard:
         Records older than this (by ``ts``) are refused as ``ts_out_of_window``.
     max_skew_ms:
         Records dated further in the future than this are refused as ``ts_out_of_window``.
-    seq_window:
-        How far below the highest seen ``seq`` a late (reordered) record may still arrive.
     """
 
     def __init__(
@@ -572,22 +567,15 @@ class ReplayGuard:
         clock: Callable[[], int],
         max_age_ms: int = 24 * 3600 * 1000,
         max_skew_ms: int = 5 * 60 * 1000,
-        seq_window: int = 65536,
     ) -> None:
         if not callable(clock):
             raise TypeError("clock must be callable")
-        for name, value in (
-            ("max_age_ms", max_age_ms),
-            ("max_skew_ms", max_skew_ms),
-            ("seq_window", seq_window),
-        ):
+        for name, value in (("max_age_ms", max_age_ms), ("max_skew_ms", max_skew_ms)):
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative int")
         self.clock = clock
         self.max_age_ms = max_age_ms
         self.max_skew_ms = max_skew_ms
-        self.seq_window = seq_window
-        self._seqs: dict[str, _ProducerSeqs] = {}
 
     def check_ts(self, ts: int, now: int) -> tuple[str, str] | None:
         """``None`` if ``ts`` is inside the window around ``now``."""
@@ -596,62 +584,6 @@ class ReplayGuard:
         if ts > now + self.max_skew_ms:
             return "ts_out_of_window", f"ts {ts} more than {self.max_skew_ms} ms in the future"
         return None
-
-    def check_seq(self, producer_id: str, seq: int) -> tuple[str, str] | None:
-        """``None`` if ``seq`` is new for ``producer_id`` and inside the window."""
-        state = self._seqs.get(producer_id)
-        if state is None:
-            return None
-        if seq in state.seen:
-            return "replay", f"seq {seq} of {producer_id!r} was already used by another record"
-        if seq <= state.highest - self.seq_window:
-            return "seq_out_of_window", f"seq {seq} is below the window (highest {state.highest})"
-        return None
-
-    def admit(self, producer_id: str, seq: int, ts: int, now: int) -> tuple[str, str] | None:
-        """:meth:`check_ts`, :meth:`check_seq` and, if both pass, :meth:`mark` in one call."""
-        if ts < now - self.max_age_ms or ts > now + self.max_skew_ms:
-            return self.check_ts(ts, now)
-        state = self._seqs.get(producer_id)
-        if state is None:
-            state = self._seqs[producer_id] = _ProducerSeqs()
-        elif seq in state.seen or seq <= state.highest - self.seq_window:
-            return self.check_seq(producer_id, seq)
-        state.seen.add(seq)
-        if seq > state.highest:
-            state.highest = seq
-            if len(state.seen) > 2 * self.seq_window:
-                floor = seq - self.seq_window
-                state.seen = {s for s in state.seen if s > floor}
-        return None
-
-    def mark(self, producer_id: str, seq: int) -> None:
-        """Record ``seq`` as used."""
-        state = self._seqs.get(producer_id)
-        if state is None:
-            state = self._seqs[producer_id] = _ProducerSeqs()
-        state.seen.add(seq)
-        if seq > state.highest:
-            state.highest = seq
-        if len(state.seen) > 2 * self.seq_window:
-            floor = state.highest - self.seq_window
-            state.seen = {s for s in state.seen if s > floor}
-
-    def snapshot(self) -> dict[str, Any]:
-        """JSON-able state (for the consumer's state file)."""
-        return {p: {"highest": s.highest, "seen": sorted(s.seen)} for p, s in self._seqs.items()}
-
-    def restore(self, data: dict[str, Any]) -> None:
-        """Load a :meth:`snapshot`."""
-        self._seqs = {
-            p: _ProducerSeqs(int(v["highest"]), {int(x) for x in v["seen"]})
-            for p, v in data.items()
-        }
-
-    def apply(self, marks: Iterable[tuple[str, int]]) -> None:
-        """Mark several ``(producer_id, seq)`` pairs."""
-        for producer_id, seq in marks:
-            self.mark(producer_id, seq)
 
 
 def generate_key() -> Ed25519PrivateKey:
