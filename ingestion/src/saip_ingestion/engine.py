@@ -778,11 +778,10 @@ class IngestEngine:
             admitted = True
         rid8 = rid_hash(rid)
         if not admitted:
-            other = windows.seq_of(pid, rid8)
-            if other is not None and other != seq:
+            if windows.has_record_id(pid, rid8):  # the seq is new: another seq has this id
                 self._quarantine(
                     batch, c.i, c.msg, "conflict",
-                    f"record_id {rid} of {pid} is already used by seq {other} in the window",
+                    f"record_id {rid} of {pid} is used by another seq in the window",
                     producer=pid, record_id=rid, authenticated=True,
                 )  # fmt: skip
                 return

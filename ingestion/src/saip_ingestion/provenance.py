@@ -55,10 +55,12 @@ from saip_ingestion.schemas import (
 
 __all__ = [
     "ALG",
+    "BatchHeader",
     "ProducerRegistry",
     "ReplayGuard",
     "Signer",
     "Verifier",
+    "header_message",
     "inclusion_root",
     "key_id_of",
     "leaf_data",
@@ -71,6 +73,8 @@ __all__ = [
 ALG: Final = "ed25519-merkle-sha256"
 _LEAF_PREFIX: Final = b"saip.record.v1\x00"
 _ROOT_PREFIX: Final = b"saip.batch.v1\x00"
+_HEADER_PREFIX: Final = b"saip.batch.v2\x00"
+_pack_range: Final = struct.Struct("<QQQ").pack
 _sha256 = hashlib.sha256
 _pack_u16 = struct.Struct("<H").pack
 _pack_hdr = struct.Struct("<QQH").pack
@@ -237,6 +241,52 @@ def root_message(producer_id: str, tree_size: int, root: bytes) -> bytes:
     return _ROOT_PREFIX + _str16(producer_id) + struct.pack("<Q", tree_size) + root
 
 
+def header_message(
+    producer_id: str, seq_first: int, seq_last: int, count: int, root: bytes
+) -> bytes:
+    """What the producer's Ed25519 key signs for one **batch header** (format v2).
+
+    ``"saip.batch.v2\\0" || str16 producer_id || u64 seq_first || u64 seq_last || u64 count ||
+    root`` — domain-separated from the v1 root message (``saip.batch.v1``) and from leaves and
+    nodes (RFC 6962 §2.1 prefixes ``0x00``/``0x01`` inside the tree), so a signature of one kind
+    never verifies as another.
+    """
+    return _HEADER_PREFIX + _str16(producer_id) + _pack_range(seq_first, seq_last, count) + root
+
+
+@dataclass(frozen=True)
+class BatchHeader:
+    """A v2 batch header: what one Ed25519 signature covers for ``count`` records.
+
+    Records of the batch carry ``seq = seq_first + index`` (contiguous, in leaf order), their
+    leaf ``index``, ``tree_size = count``, an empty ``path`` and ``root_sig``; the consumer
+    recomputes the RFC 6962 root from all ``count`` leaves (``count − 1`` node hashes).
+    """
+
+    producer_id: str
+    key_id: str
+    seq_first: int
+    seq_last: int
+    count: int
+    root: bytes
+    root_sig: str
+
+    def message(self) -> bytes:
+        """The signed bytes (:func:`header_message`)."""
+        return header_message(self.producer_id, self.seq_first, self.seq_last, self.count,
+                              self.root)  # fmt: skip
+
+    def check(self) -> tuple[str, str] | None:
+        """``("bad_batch", detail)`` if the seq range does not match the count."""
+        if not 1 <= self.count <= 65536:
+            return "bad_batch", f"count {self.count} outside 1..65536"
+        if self.seq_first < 0 or self.seq_last - self.seq_first + 1 != self.count:
+            return "bad_batch", (
+                f"seq range {self.seq_first}..{self.seq_last} does not hold {self.count} records"
+            )
+        return None
+
+
 def key_id_of(public_key: Ed25519PublicKey) -> str:
     """Key identifier: hex of the first 8 bytes of SHA-256 of the raw 32-byte public key."""
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -270,6 +320,29 @@ class Signer:
         self._key = private_key
         self.public_key = private_key.public_key()
         self.key_id = key_id_of(self.public_key)
+
+    def sign_header(
+        self, leaf_datas: Sequence[bytes], *, seq_first: int
+    ) -> tuple[BatchHeader, list[dict[str, Any]]]:
+        """Sign a v2 batch header once; return it and each record's ``sig`` (index, no path).
+
+        The records' ``seq`` must be ``seq_first, seq_first + 1, …`` in leaf order (they are in
+        the leaf data; the consumer checks it).
+        """
+        n = len(leaf_datas)
+        if not 1 <= n <= 65536:
+            raise ValueError("a batch holds 1..65536 records")
+        root = merkle_root([leaf_hash(d) for d in leaf_datas])
+        seq_last = seq_first + n - 1
+        sig = self._key.sign(header_message(self.producer_id, seq_first, seq_last, n, root))
+        root_sig = base64.b64encode(sig).decode("ascii")
+        header = BatchHeader(self.producer_id, self.key_id, seq_first, seq_last, n, root, root_sig)
+        sigs = [
+            {"alg": ALG, "key_id": self.key_id, "tree_size": n, "index": i, "path": [],
+             "root_sig": root_sig}
+            for i in range(n)
+        ]  # fmt: skip
+        return header, sigs
 
     def sign_batch(self, leaf_datas: Sequence[bytes]) -> list[dict[str, Any]]:
         """Return the ``sig`` object of each record of one batch (in order)."""
@@ -441,7 +514,7 @@ class Verifier:
         if cache_size < 1:
             raise ValueError("cache_size must be >= 1")
         self.registry = registry
-        self._cache: dict[tuple[str, str, int, bytes, str], bool] = {}
+        self._cache: dict[tuple[Any, ...], bool] = {}
         self._cache_size = cache_size
         self.signature_checks = 0
 
@@ -500,6 +573,50 @@ class Verifier:
                 return False
         return self._root_ok(key, producer_id, key_id, len(leaves), root, root_sig)
 
+    def verify_header(self, header: BatchHeader, leaves: Sequence[bytes]) -> tuple[str, str] | None:
+        """Verify a v2 batch from its header and **all** its leaves (index order).
+
+        Recomputes the RFC 6962 root (``n − 1`` node hashes) and verifies the header signature
+        once (cached). ``None`` if authentic, else ``(reason, detail)``: ``unknown_producer``,
+        ``unknown_key``, ``revoked_key``, ``bad_batch`` (the seq range does not match the count,
+        or the leaves are not ``count``) or ``bad_signature``.
+        """
+        pid, kid = header.producer_id, header.key_id
+        if not self.registry.knows(pid):
+            return "unknown_producer", f"producer {pid!r} is not registered"
+        key = self.registry.key(pid, kid)
+        if key is None:
+            return "unknown_key", f"key {kid} is not registered for {pid!r}"
+        if key.revoked:
+            return "revoked_key", f"key {kid} of {pid!r} is revoked"
+        err = header.check()
+        if err is None and len(leaves) != header.count:
+            err = "bad_batch", f"{len(leaves)} leaves for a header of {header.count}"
+        if err is not None:
+            return err
+        root = merkle_root(leaves)
+        cache_key = (pid, kid, header.count, root, header.root_sig, header.seq_first)
+        ok = self._cache.get(cache_key)
+        if ok is None:
+            self.signature_checks += 1
+            try:
+                key.public_key.verify(
+                    _a2b(header.root_sig, strict_mode=True),
+                    header_message(pid, header.seq_first, header.seq_last, header.count, root),
+                )
+                ok = True
+            except (InvalidSignature, ValueError, binascii.Error):
+                ok = False
+            self._remember(cache_key, ok)
+        if not ok:
+            return "bad_signature", "Ed25519 signature over the batch header does not verify"
+        return None
+
+    def _remember(self, cache_key: tuple[Any, ...], ok: bool) -> None:
+        if len(self._cache) >= self._cache_size:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[cache_key] = ok
+
     def _root_ok(
         self,
         key: ProducerKey,
@@ -520,9 +637,7 @@ class Verifier:
                 ok = True
             except (InvalidSignature, ValueError, binascii.Error):
                 ok = False
-            if len(self._cache) >= self._cache_size:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[cache_key] = ok
+            self._remember(cache_key, ok)
         return ok
 
 

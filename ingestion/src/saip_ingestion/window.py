@@ -11,9 +11,10 @@ of the record that used it and short hashes of its leaf and its ``record_id``:
 * a new ``seq`` whose ``record_id`` is in use by another ``seq`` of the window → ``conflict``.
 
 Memory is ``O(producers × W)``: per producer one status byte, an 8-byte leaf prefix and an
-8-byte record-id hash per slot (``17 × W`` bytes, 1.1 MiB for ``W = 65536``) plus a map of the
-record-id hashes in the window; it does not grow with the rate or the time. Producers are
-authenticated before this check, so one producer cannot touch another's window.
+8-byte record-id hash per slot (``17 × W`` bytes, 1.1 MiB for ``W = 65536``, allocated with the
+window) plus the set of the window's record-id hashes (≈ 60 B per record, ≤ ``W``); it does
+not grow with the rate or the time. Producers are authenticated before this check, so one
+producer cannot touch another's window.
 
 Persistence: one binary file per producer (``windows/<producer_id>.win``), rewritten atomically
 only when the producer's window changed since the last snapshot (incremental); the journal holds
@@ -62,6 +63,10 @@ def rid_hash(record_id: str) -> bytes:
     return hashlib.sha256(record_id.encode()).digest()[:_PREFIX]
 
 
+def _int(buf: bytearray, slot: int) -> int:
+    return int.from_bytes(buf[slot * _PREFIX : slot * _PREFIX + _PREFIX], "little")
+
+
 class _Window:
     __slots__ = ("batch", "highest", "leaf", "rid", "rids", "size", "status")
 
@@ -72,7 +77,7 @@ class _Window:
         self.status = bytearray(size)
         self.leaf = bytearray(size * _PREFIX)
         self.rid = bytearray(size * _PREFIX)
-        self.rids: dict[bytes, int] = {}
+        self.rids: set[int] = set()  # record-id hashes in the window (ints: ≈ 60 B each)
 
     def advance(self, seq: int) -> None:
         """Slide the window so that ``seq`` is the highest; evict what falls out."""
@@ -85,9 +90,7 @@ class _Window:
             for s in range(self.highest + 1, seq + 1):
                 slot = s % size
                 if status[slot]:
-                    old = bytes(rid[slot * _PREFIX : slot * _PREFIX + _PREFIX])
-                    if rids.get(old) == s - size:
-                        del rids[old]
+                    rids.discard(_int(rid, slot))
                     status[slot] = 0
         self.highest = seq
 
@@ -99,14 +102,12 @@ class _Window:
         slot = seq % self.size
         off = slot * _PREFIX
         if self.status[slot]:
-            old = bytes(self.rid[off : off + _PREFIX])
-            if self.rids.get(old) == seq:
-                del self.rids[old]
+            self.rids.discard(_int(self.rid, slot))
         self.status[slot] = code
         self.leaf[off : off + _PREFIX] = leaf8
         self.rid[off : off + _PREFIX] = rid8
         if code != _CODE["legacy"]:
-            self.rids[rid8] = seq
+            self.rids.add(int.from_bytes(rid8, "little"))
 
     def slots(self) -> Iterable[tuple[int, int]]:
         """``(seq, slot)`` of every used slot."""
@@ -151,10 +152,10 @@ class SeqWindows:
             return None
         return OUTCOMES[code - 1], bytes(w.leaf[slot * _PREFIX : slot * _PREFIX + _PREFIX])
 
-    def seq_of(self, producer_id: str, rid8: bytes) -> int | None:
-        """The ``seq`` in the window whose record had this record-id hash, if any."""
+    def has_record_id(self, producer_id: str, rid8: bytes) -> bool:
+        """Whether a record of the window had this record-id hash."""
         w = self._w.get(producer_id)
-        return None if w is None else w.rids.get(rid8)
+        return w is not None and int.from_bytes(rid8, "little") in w.rids
 
     def highest(self, producer_id: str) -> int:
         """Highest ``seq`` seen for ``producer_id`` (−1 if none)."""
@@ -217,9 +218,7 @@ class SeqWindows:
             w.leaf[:] = data[o + size : o + size * (1 + _PREFIX)]
             w.rid[:] = data[o + size * (1 + _PREFIX) :]
             legacy = _CODE["legacy"]
-            for seq, slot in w.slots():
-                if w.status[slot] != legacy:
-                    w.rids[bytes(w.rid[slot * _PREFIX : slot * _PREFIX + _PREFIX])] = seq
+            w.rids = {_int(w.rid, slot) for _seq, slot in w.slots() if w.status[slot] != legacy}
             if size != self.window:
                 w = self._resized(w)
                 self.dirty.add(path.stem)
