@@ -47,12 +47,14 @@ from saip_ingestion.errors import IngestError
 from saip_ingestion.health import HealthTracker
 from saip_ingestion.protocols import Encryptor
 from saip_ingestion.provenance import (
+    BatchHeader,
     ProducerRegistry,
     ReplayGuard,
     Verifier,
     image_payload_bytes,
     leaf_data,
     leaf_hash,
+    merkle_root,
     payload_bytes,
 )
 from saip_ingestion.quarantine import QuarantineStore
@@ -87,6 +89,8 @@ _RECORD_RE: Final = re.compile(RECORD_ID_PATTERN[1:-1])
 MAX_ERRORS: Final = 64
 _TAGS: Final = frozenset({"image-sample/v1", "tabular-sample/v1", "text-sample/v1"})
 ACCEPTED_PREFIX: Final = "accepted/"
+#: v2 batch headers and their leaf lists, one sealed object per committed batch that has any
+PROVENANCE_PREFIX: Final = "provenance/"
 _CONTENT_ID: Final = re.compile(r"-([0-9a-f]{16})$")
 
 
@@ -143,6 +147,7 @@ class IngestSummary:
     signature_checks: int = 0
     producers: dict[str, Any] = field(default_factory=dict)
     recovered_batches: int = 0
+    pending: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form (the ``--json`` summary)."""
@@ -156,10 +161,11 @@ class IngestSummary:
             "producers": self.producers,
             "batches": self.batches,
             "recovered_batches": self.recovered_batches,
+            "pending": self.pending,
             "signature_checks": self.signature_checks,
             "seconds": round(self.seconds, 3),
             "rec_per_s": round(self.received / self.seconds, 1) if self.seconds else None,
-            "conserved": self.received == self.accepted + self.quarantined,
+            "conserved": self.received == self.accepted + self.quarantined + self.pending,
         }
 
 
@@ -179,6 +185,7 @@ class _Candidate:
 class _Batch:
     stored: list[bytes] = field(default_factory=list)
     marks: list[list[Any]] = field(default_factory=list)
+    headers: list[tuple[BatchHeader, list[bytes]]] = field(default_factory=list)
     quarantine: list[dict[str, Any]] = field(default_factory=list)
     outcomes: list[tuple[str, str | None]] = field(default_factory=list)
 
@@ -324,6 +331,7 @@ class IngestEngine:
         seq_window: int = 65536,
         health_window_ms: int = 3_600_000,
         snapshot_every: int = 64,
+        max_pending: int = 131072,
     ) -> None:
         if not isinstance(encryptor, Encryptor):
             raise TypeError("encryptor must implement saip_ingestion.protocols.Encryptor")
@@ -333,6 +341,13 @@ class IngestEngine:
             raise ValueError("max_line_bytes must be in 1..64 MiB")
         if snapshot_every < 1:
             raise ValueError("snapshot_every must be >= 1")
+        if not isinstance(max_pending, int) or max_pending < 1:
+            raise ValueError("max_pending must be an int >= 1")
+        self.max_pending = max_pending
+        #: v2 batches not complete yet: group → (received count at first member, members)
+        self._carry: dict[tuple[str, str, int, str], tuple[int, list[_Candidate]]] = {}
+        self._unckpt: list[StreamMessage] = []
+        self._releasing = False
         self.store = store
         self.encryptor = encryptor
         self.registry = registry
@@ -459,11 +474,35 @@ class IngestEngine:
                 continue
             idle = 0
             self.process_and_commit(messages)
-            stream.checkpoint(messages)
+            self._checkpoint(stream, messages)
             if on_batch is not None:
                 on_batch(self.summary)
+        if self._carry:  # the stream is idle: what is still incomplete will not complete here
+            self.flush_pending()
+            self._checkpoint(stream, [])
         self.summary.seconds += time.perf_counter() - started
         return self.finish()
+
+    def _checkpoint(self, stream: RecordStream, messages: Sequence[StreamMessage]) -> None:
+        """Checkpoint every message before the first one of an incomplete v2 batch (those stay
+        re-deliverable until their batch is decided: at-least-once, re-deliveries are
+        duplicates); each message is checkpointed exactly once."""
+        todo = self._unckpt + list(messages) if self._unckpt else list(messages)
+        held = {id(c.msg) for _, members in self._carry.values() for c in members}
+        cut = next((k for k, m in enumerate(todo) if id(m) in held), len(todo))
+        if cut:
+            stream.checkpoint(todo[:cut])
+        self._unckpt = todo[cut:]
+
+    def flush_pending(self, *, now: int | None = None) -> list[tuple[str, str | None]]:
+        """Quarantine every incomplete v2 batch (``incomplete_batch``) and commit."""
+        received_at = self.clock() if now is None else now
+        batch = _Batch()
+        self._received_at = received_at
+        for group in list(self._carry):
+            self._give_up(batch, group, "the stream went idle")
+        self._commit(batch, received_at)
+        return batch.outcomes
 
     def finish(self) -> IngestSummary:
         """Fill in the derived parts of the summary."""
@@ -638,6 +677,121 @@ class IngestEngine:
             return None
         return classify_errors(errors, data)
 
+    def _give_up(self, batch: _Batch, group: tuple[str, str, int, str], why: str) -> None:
+        _since, members = self._carry.pop(group)
+        n = len({c.rec["sig"]["index"] for c in members})
+        for c in members:
+            c.i = len(batch.outcomes)
+            batch.outcomes.append(("", None))
+            self.summary.pending -= 1
+            self._quarantine(
+                batch, c.i, c.msg, "incomplete_batch",
+                f"{n} of the {group[2]} records of its signed batch arrived ({why})",
+                producer=group[0], record_id=c.rec["record_id"], authenticated=False,
+            )  # fmt: skip
+
+    def _bound_carry(self, batch: _Batch) -> None:
+        """Incomplete v2 batches wait at most ``max_pending`` received messages, and hold at
+        most ``max_pending`` records together (oldest given up first)."""
+        received = self.summary.received
+        for group, (since, members) in list(self._carry.items()):
+            if not members:
+                del self._carry[group]
+            elif received - since > self.max_pending:
+                self._give_up(batch, group, f"not complete within {self.max_pending} messages")
+        while self.summary.pending > self.max_pending and self._carry:
+            self._give_up(batch, next(iter(self._carry)), "too many records pending")
+
+    def _verify_v2(
+        self,
+        batch: _Batch,
+        group: tuple[str, str, int, str],
+        members: list[_Candidate],
+        cands: list[_Candidate],
+    ) -> bool:
+        """A v2 batch (records with an index and no path, ``root_sig`` over a batch header):
+        complete → the root is recomputed from all leaves and the header verified once;
+        incomplete → carried to the next poll. ``False``: a single record whose v2 header does
+        not verify (it may be a v1 record of a one-leaf tree)."""
+        pid, key_id, n, root_sig = group
+        by_index: dict[int, _Candidate] = {}
+        extras: list[_Candidate] = []  # the same record again (decided after the batch)
+        rivals: list[_Candidate] = []  # another record claiming a taken index
+        for c in members:
+            idx = c.rec["sig"]["index"]
+            if idx >= n:
+                self._quarantine(
+                    batch, c.i, c.msg, "bad_leaf_index",
+                    f"leaf index {idx} outside the signed batch of {n}",
+                    producer=pid, record_id=c.rec["record_id"], authenticated=False,
+                )  # fmt: skip
+                continue
+            first = by_index.setdefault(idx, c)
+            if first is not c:
+                (extras if first.leaf == c.leaf else rivals).append(c)
+        if len(by_index) < n and self._releasing:
+            self._release_v2(batch, pid, [*by_index.values(), *extras, *rivals], cands)
+            return True
+        if len(by_index) < n:
+            since, carried = self._carry.get(group, (self.summary.received, []))
+            waiting = [*by_index.values(), *extras, *rivals]
+            self._carry[group] = (since, carried + waiting)
+            for c in waiting:
+                batch.outcomes[c.i] = ("pending", None)
+            self.summary.pending += len(waiting)
+            return True
+        self._carry.pop(group, None)
+        ordered = [by_index[j] for j in range(n)]
+        seq_first = ordered[0].rec["seq"]
+        leaves = [c.leaf for c in ordered]
+        err: tuple[str, str] | None = None
+        for j, c in enumerate(ordered):
+            if c.rec["seq"] != seq_first + j:
+                err = ("bad_batch", f"leaf {j} has seq {c.rec['seq']}, the batch starts at "
+                       f"{seq_first}: seqs must be contiguous in leaf order")  # fmt: skip
+                break
+        header = BatchHeader(
+            pid, key_id, seq_first, seq_first + n - 1, n, merkle_root(leaves), root_sig
+        )
+        if err is None:
+            err = self.verifier.verify_header(header)
+        if err is not None and n == 1 and err[0] == "bad_signature":
+            return False
+        if err is not None:
+            for c in [*ordered, *extras, *rivals]:
+                self._quarantine(
+                    batch, c.i, c.msg, err[0], err[1], producer=pid,
+                    record_id=c.rec["record_id"], authenticated=False,
+                )  # fmt: skip
+            return True
+        batch.headers.append((header, leaves))
+        cands.extend(ordered)
+        cands.extend(extras)
+        for c in rivals:
+            self._quarantine(
+                batch, c.i, c.msg, "bad_signature",
+                f"another record holds leaf {c.rec['sig']['index']} of the verified batch",
+                producer=pid, record_id=c.rec["record_id"], authenticated=False,
+            )  # fmt: skip
+        return True
+
+    def _release_v2(
+        self, batch: _Batch, pid: str, members: list[_Candidate], cands: list[_Candidate]
+    ) -> None:
+        """Release of a v2 record (its batch is not here): it passed the header verification
+        on first receipt if its ``seq`` slot holds its leaf prefix with a content reason."""
+        for c in members:
+            slot = self.windows.lookup(pid, c.rec["seq"])
+            if isinstance(slot, tuple) and slot[1] == c.leaf[:8] and slot[0] not in ("a", "legacy"):
+                cands.append(c)
+            else:
+                self._quarantine(
+                    batch, c.i, c.msg, "incomplete_batch",
+                    "a record of a signed batch is released alone only while its seq is in the"
+                    " window with its first receipt's content verdict",
+                    producer=pid, record_id=c.rec["record_id"], authenticated=False,
+                )  # fmt: skip
+
     def _verify_group(
         self,
         batch: _Batch,
@@ -646,6 +800,19 @@ class IngestEngine:
         cands: list[_Candidate],
     ) -> None:
         pid, key_id, tree_size, root_sig = group
+        v2 = [c for c in members if not c.rec["sig"]["path"]]
+        if v2:
+            try:
+                done = self._verify_v2(batch, group, v2, cands)
+            except Exception as exc:
+                for c in v2:
+                    self._internal_error(batch, c.i, c.msg, exc, producer=pid,
+                                         record_id=c.rec["record_id"])  # fmt: skip
+                done = True
+            if done:
+                members = [c for c in members if c.rec["sig"]["path"]]
+                if not members:
+                    return
         if tree_size > 1 and len(members) == tree_size:
             members.sort(key=lambda c: c.rec["sig"]["index"])
             try:
@@ -701,9 +868,22 @@ class IngestEngine:
                 self._parse(batch, i, msg, pending)
             except Exception as exc:
                 self._internal_error(batch, i, msg, exc)
+        # carried (incomplete) v2 batches join this batch's members of the same batch
+        self._releasing = releasing
+        carried, self._carry = ({}, self._carry) if releasing else (self._carry, {})
+        for group, (since, members) in carried.items():
+            for c in members:
+                c.i = len(batch.outcomes)
+                batch.outcomes.append(("", None))
+                self.summary.pending -= 1
+            mine = pending.pop(group, [])
+            pending[group] = members + mine
+            self._carry[group] = (since, [])
         # phase 1b: provenance — whole Merkle batches at once, the rest record by record
         for group, members in pending.items():
             self._verify_group(batch, group, members, cands)
+        if not releasing:
+            self._bound_carry(batch)
         cands.sort(key=lambda c: c.i)  # decisions below are made in arrival order
         # phase 2: content checks (vectorised for images), sanitization (text)
         try:
@@ -899,6 +1079,11 @@ class IngestEngine:
             entries=batch.quarantine,
             received_at=received_at,
         )
+        if batch.headers:  # before the records: every stored v2 record stays verifiable
+            lines = [header_line(h, leaves) for h, leaves in batch.headers]
+            pkey = f"{PROVENANCE_PREFIX}{self.state.consumer_id}/{number:012d}-{content_id(lines)}"
+            blob = seal_lines(self.encryptor, provenance_context(pkey), lines)
+            self.store.put(pkey, blob, metadata={"format": "saip.batch-headers.v2"})
         key = None
         if batch.stored:
             key = self._batch_key(number, batch.stored)
@@ -937,6 +1122,27 @@ class IngestEngine:
         if outcome[0] in ("accepted", "duplicate"):
             self.quarantine.mark_released(qid, outcome=outcome[0], at=self.clock())
         return outcome
+
+
+def provenance_context(key: str) -> dict[str, str]:
+    """Encryption context of a provenance object (v2 batch headers and leaf lists)."""
+    return {"saip:purpose": "ingest-provenance", "saip:object": key}
+
+
+def header_line(header: BatchHeader, leaves: Sequence[bytes]) -> bytes:
+    """One stored v2 batch: its header fields and its leaves (hex, index order)."""
+    doc = {
+        "format": "saip.batch-header.v2",
+        "producer_id": header.producer_id,
+        "key_id": header.key_id,
+        "seq_first": header.seq_first,
+        "seq_last": header.seq_last,
+        "count": header.count,
+        "root": header.root.hex(),
+        "root_sig": header.root_sig,
+        "leaves": [leaf.hex() for leaf in leaves],
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 @contextmanager

@@ -573,13 +573,16 @@ class Verifier:
                 return False
         return self._root_ok(key, producer_id, key_id, len(leaves), root, root_sig)
 
-    def verify_header(self, header: BatchHeader, leaves: Sequence[bytes]) -> tuple[str, str] | None:
-        """Verify a v2 batch from its header and **all** its leaves (index order).
+    def verify_header(
+        self, header: BatchHeader, leaves: Sequence[bytes] | None = None
+    ) -> tuple[str, str] | None:
+        """Verify a v2 batch header; with ``leaves`` (all of them, index order), also that they
+        are the batch: the RFC 6962 root is recomputed (``n − 1`` node hashes) and must equal
+        ``header.root``. The signature is verified once per header (cached).
 
-        Recomputes the RFC 6962 root (``n − 1`` node hashes) and verifies the header signature
-        once (cached). ``None`` if authentic, else ``(reason, detail)``: ``unknown_producer``,
-        ``unknown_key``, ``revoked_key``, ``bad_batch`` (the seq range does not match the count,
-        or the leaves are not ``count``) or ``bad_signature``.
+        ``None`` if authentic, else ``(reason, detail)``: ``unknown_producer``, ``unknown_key``,
+        ``revoked_key``, ``bad_batch`` (the seq range does not match the count, or the leaves do
+        not match the header) or ``bad_signature``.
         """
         pid, kid = header.producer_id, header.key_id
         if not self.registry.knows(pid):
@@ -590,11 +593,14 @@ class Verifier:
         if key.revoked:
             return "revoked_key", f"key {kid} of {pid!r} is revoked"
         err = header.check()
-        if err is None and len(leaves) != header.count:
-            err = "bad_batch", f"{len(leaves)} leaves for a header of {header.count}"
+        if err is None and leaves is not None:
+            if len(leaves) != header.count:
+                err = "bad_batch", f"{len(leaves)} leaves for a header of {header.count}"
+            elif merkle_root(leaves) != header.root:
+                err = "bad_batch", "the leaves do not hash to the header's root"
         if err is not None:
             return err
-        root = merkle_root(leaves)
+        root = header.root
         cache_key = (pid, kid, header.count, root, header.root_sig, header.seq_first)
         ok = self._cache.get(cache_key)
         if ok is None:
