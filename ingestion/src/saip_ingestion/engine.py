@@ -4,12 +4,15 @@ For each polled batch of raw records the engine
 
 1. rejects oversized lines, then parses and validates each line with the one schema
    (:data:`saip_ingestion.schemas.RECORD_ADAPTER`, pydantic-core's JSON parser);
-2. computes the record's signing input and RFC 6962 leaf hash and verifies provenance
-   (inclusion proof + batch Ed25519 signature, cached per batch);
+2. computes the record's signing input and RFC 6962 leaf hash and verifies provenance: a v2
+   batch from all its leaves and one signed header (carried across polls until complete, its
+   messages not checkpointed before), a v1 record by its inclusion proof (Ed25519 cached per
+   batch);
 3. checks content against the declared dataset spec — vectorised over the batch with NumPy for
    images (range, label set, shape) — and sanitizes text fields with an audit trail;
-4. decides in arrival order: exact duplicate of an accepted record (counted, stored once),
-   same ``record_id`` with other content (``conflict``), ``ts`` window, ``seq`` anti-replay;
+4. decides in arrival order on the producer's ``seq`` window (:mod:`saip_ingestion.window`):
+   below it, exact duplicate (counted, stored once), ``replay``, ``record_id`` ``conflict``
+   within the window, ``ts`` window;
 5. commits: quarantined records to the encrypted dead-letter store (one object per batch),
    accepted records as ONE batch object ``accepted/<consumer>/<batch>-<content id>`` whose
    records are sealed with one ``seal_many`` call of the encryptor's bound-context batch API

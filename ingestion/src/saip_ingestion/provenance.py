@@ -13,6 +13,13 @@ A producer signs a batch of ``n`` records once:
    audit path, so **each record stays verifiable on its own** (RFC 9162 §2.1.3.2 inclusion-proof
    verification recomputes the root, then the root signature is checked).
 
+Format v2 (:meth:`Signer.sign_header`, :meth:`Verifier.verify_header`): the producer signs one
+**batch header** ``"saip.batch.v2\\0" || str16 producer_id || u64 seq_first || u64 seq_last ||
+u64 count || root`` (domain-separated from v1 roots and from RFC 6962 leaves/nodes); records
+carry ``index`` and an empty ``path``, their ``seq`` is ``seq_first + index``; the consumer
+recomputes the root from all ``count`` leaves (``n − 1`` hashes) and keeps the leaf list, so
+each stored record stays provable later (:mod:`saip_ingestion.verify`).
+
 The consumer holds only public keys (:class:`ProducerRegistry`). Verifying costs one Ed25519
 verification per *batch* (results are cached by ``(producer, key_id, tree_size, root, root_sig)``)
 plus ``log2(n)`` SHA-256 per record, instead of one Ed25519 verification (~50–70 µs) per record.
@@ -530,13 +537,9 @@ class Verifier:
         leaf: bytes,
     ) -> tuple[str, str] | None:
         """``None`` if authentic, else ``(reason_code, detail)``."""
-        if not self.registry.knows(producer_id):
-            return "unknown_producer", f"producer {producer_id!r} is not registered"
-        key = self.registry.key(producer_id, key_id)
-        if key is None:
-            return "unknown_key", f"key {key_id} is not registered for {producer_id!r}"
-        if key.revoked:
-            return "revoked_key", f"key {key_id} of {producer_id!r} is revoked"
+        key = self._usable_key(producer_id, key_id)
+        if isinstance(key, tuple):
+            return key
         try:
             hashes = [_a2b(p, strict_mode=True) for p in path]
         except (ValueError, binascii.Error):
@@ -585,13 +588,9 @@ class Verifier:
         not match the header) or ``bad_signature``.
         """
         pid, kid = header.producer_id, header.key_id
-        if not self.registry.knows(pid):
-            return "unknown_producer", f"producer {pid!r} is not registered"
-        key = self.registry.key(pid, kid)
-        if key is None:
-            return "unknown_key", f"key {kid} is not registered for {pid!r}"
-        if key.revoked:
-            return "revoked_key", f"key {kid} of {pid!r} is revoked"
+        key = self._usable_key(pid, kid)
+        if isinstance(key, tuple):
+            return key
         err = header.check()
         if err is None and leaves is not None:
             if len(leaves) != header.count:
@@ -617,6 +616,17 @@ class Verifier:
         if not ok:
             return "bad_signature", "Ed25519 signature over the batch header does not verify"
         return None
+
+    def _usable_key(self, producer_id: str, key_id: str) -> ProducerKey | tuple[str, str]:
+        """The registered, unrevoked key, or the reason why there is none."""
+        if not self.registry.knows(producer_id):
+            return "unknown_producer", f"producer {producer_id!r} is not registered"
+        key = self.registry.key(producer_id, key_id)
+        if key is None:
+            return "unknown_key", f"key {key_id} is not registered for {producer_id!r}"
+        if key.revoked:
+            return "revoked_key", f"key {key_id} of {producer_id!r} is revoked"
+        return key
 
     def _remember(self, cache_key: tuple[Any, ...], ok: bool) -> None:
         if len(self._cache) >= self._cache_size:
