@@ -305,17 +305,23 @@ class IngestEngine:
     registry:
         Producers' public keys.
     state_dir:
-        The consumer's durable state (dedupe index, replay windows, batch counter, lock).
+        The consumer's durable state (per-producer seq windows, batch counter, lock).
     image_spec, tabular_spec:
         What content is accepted (declared range, class set, shape).
     clock:
         Milliseconds since the epoch; injectable (freshness checks depend on it).
-    max_line_bytes, max_age_ms, max_skew_ms, seq_window:
+    max_line_bytes, max_age_ms, max_skew_ms:
         Limits (see :class:`~saip_ingestion.provenance.ReplayGuard`).
+    seq_window:
+        Per-producer dedupe/anti-replay window in sequence numbers
+        (:class:`~saip_ingestion.window.SeqWindows`).
     health_window_ms:
         Window of the per-producer health view.
     snapshot_every:
         Batches between state snapshots (the journal is replayed on start).
+    max_pending:
+        How long (received messages) and how many records an incomplete v2 batch may wait
+        before it is quarantined as ``incomplete_batch``.
     """
 
     def __init__(
