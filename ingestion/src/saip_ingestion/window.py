@@ -209,7 +209,12 @@ class SeqWindows:
                 magic, batch, high1, size = _HEAD.unpack_from(data)
             except struct.error:
                 raise IngestError(f"window file {path} is truncated") from None
-            if magic != _MAGIC or len(data) != _HEAD.size + size * (1 + 2 * _PREFIX):
+            if (
+                magic != _MAGIC
+                or size < 1
+                or len(data) != _HEAD.size + size * (1 + 2 * _PREFIX)
+                or max(data[_HEAD.size : _HEAD.size + size]) > len(OUTCOMES)
+            ):
                 raise IngestError(f"window file {path} is corrupt")
             w = _Window(size)
             w.batch, w.highest = batch, high1 - 1
