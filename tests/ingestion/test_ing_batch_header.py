@@ -34,7 +34,8 @@ from saip_ingestion.verify import verify_stored_record
 
 NOW_MS = 1_764_100_000_000
 FIXTURE = Path(__file__).parent / "fixtures" / "records.v1.jsonl"
-FIXTURE_PUBLIC_KEY = "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg="
+# the frozen fixture producer's Ed25519 PUBLIC key (base64 raw 32 bytes), not a secret
+FIXTURE_PUBLIC_KEY = "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg="  # pragma: allowlist secret
 Env = Any
 
 
