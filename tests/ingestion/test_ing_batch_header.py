@@ -102,6 +102,21 @@ def test_a_record_duplicated_with_other_content_does_not_displace_the_genuine_on
     assert len(iter_accepted(env.store, env.encryptor)) == 4
 
 
+def test_a_forged_record_arriving_first_at_an_index_does_not_sink_the_genuine_batch(
+    env: Env,
+) -> None:
+    p = env.producer("alpha")
+    recs = batch(p, 4)
+    forged = copy.deepcopy(recs[1])
+    forged["payload"]["label"] = 9
+    out = reasons(env.ingest([line(r) for r in [forged, *recs]]))
+    assert out == ["bad_signature", "accepted", "accepted", "accepted", "accepted"]
+    stored = {
+        e["seq"]: e["record"]["payload"]["label"] for e in iter_accepted(env.store, env.encryptor)
+    }
+    assert stored[recs[1]["seq"]] == recs[1]["payload"]["label"]
+
+
 def test_a_dropped_record_leaves_the_rest_pending_then_quarantined_not_dropped(
     env: Env, tmp_path: Path
 ) -> None:

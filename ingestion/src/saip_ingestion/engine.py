@@ -722,7 +722,7 @@ class IngestEngine:
         complete → the root is recomputed from all leaves and the header verified once;
         incomplete → carried to the next poll. ``False``: a single record whose v2 header does
         not verify (it may be a v1 record of a one-leaf tree)."""
-        pid, key_id, n, root_sig = group
+        pid, _key_id, n, _root_sig = group
         by_index: dict[int, _Candidate] = {}
         extras: list[_Candidate] = []  # the same record again (decided after the batch)
         rivals: list[_Candidate] = []  # another record claiming a taken index
@@ -751,19 +751,17 @@ class IngestEngine:
             return True
         self._carry.pop(group, None)
         ordered = [by_index[j] for j in range(n)]
-        seq_first = ordered[0].rec["seq"]
-        leaves = [c.leaf for c in ordered]
-        err: tuple[str, str] | None = None
-        for j, c in enumerate(ordered):
-            if c.rec["seq"] != seq_first + j:
-                err = ("bad_batch", f"leaf {j} has seq {c.rec['seq']}, the batch starts at "
-                       f"{seq_first}: seqs must be contiguous in leaf order")  # fmt: skip
+        err, header, leaves = self._check_v2(group, ordered)
+        # a forged record that arrived first at an index must not sink the genuine batch:
+        # try each rival in its place (bounded; one Ed25519 verification per try)
+        for r in rivals[:16] if err is not None and err[0] == "bad_signature" else []:
+            idx = r.rec["sig"]["index"]
+            trial = [r if j == idx else c for j, c in enumerate(ordered)]
+            t_err, t_header, t_leaves = self._check_v2(group, trial)
+            if t_err is None:
+                rivals = [c for c in rivals if c is not r] + [ordered[idx]]
+                ordered, err, header, leaves = trial, None, t_header, t_leaves
                 break
-        header = BatchHeader(
-            pid, key_id, seq_first, seq_first + n - 1, n, merkle_root(leaves), root_sig
-        )
-        if err is None:
-            err = self.verifier.verify_header(header)
         if err is not None and n == 1 and err[0] == "bad_signature":
             return False
         if err is not None:
@@ -783,6 +781,23 @@ class IngestEngine:
                 producer=pid, record_id=c.rec["record_id"], authenticated=False,
             )  # fmt: skip
         return True
+
+    def _check_v2(
+        self, group: tuple[str, str, int, str], ordered: list[_Candidate]
+    ) -> tuple[tuple[str, str] | None, BatchHeader, list[bytes]]:
+        """Rebuild the v2 header from the records in leaf order and verify it."""
+        pid, key_id, n, root_sig = group
+        seq_first = ordered[0].rec["seq"]
+        leaves = [c.leaf for c in ordered]
+        header = BatchHeader(
+            pid, key_id, seq_first, seq_first + n - 1, n, merkle_root(leaves), root_sig
+        )
+        for j, c in enumerate(ordered):
+            if c.rec["seq"] != seq_first + j:
+                return (("bad_batch", f"leaf {j} has seq {c.rec['seq']}, the batch starts at "
+                         f"{seq_first}: seqs must be contiguous in leaf order"),
+                        header, leaves)  # fmt: skip
+        return self.verifier.verify_header(header), header, leaves
 
     def _release_v2(
         self, batch: _Batch, pid: str, members: list[_Candidate], cands: list[_Candidate]
