@@ -467,6 +467,43 @@ def export_cmd(
         )
 
 
+@app.command("verify")
+def verify_cmd(
+    producer: Annotated[str, typer.Option("--producer", help="The record's producer.")],
+    seq: Annotated[int, typer.Option("--seq", min=0, help="The record's seq.")],
+    backend: BackendOpt = None,
+    key: KeyOpt = None,
+    endpoint_url: EndpointOpt = None,
+    region: RegionOpt = None,
+    stream: StreamOpt = None,
+    bucket: BucketOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Prove one stored record (producer, seq): its leaf, its batch, its producer's signature.
+
+    Exit 0 when proven, 3 when the proof is refused (the reason is named), 1 on other errors.
+    """
+    from saip_ingestion.errors import ProvenanceError
+    from saip_ingestion.verify import verify_stored_record
+
+    from saip.errors import GateError
+
+    _name, _rs, store, _ = _backend(backend, endpoint_url, region, stream, bucket)
+    try:
+        proof = verify_stored_record(
+            store, _encryptor(key, endpoint_url, region), _registry(),
+            producer_id=producer, seq=seq,
+        )  # fmt: skip
+    except ProvenanceError as exc:
+        raise GateError(f"record seq {seq} of {producer!r} not proven: {exc}") from None
+    if as_json:
+        typer.echo(json.dumps(proof.as_dict()))
+    else:
+        get_state().console.print(
+            f"proven: seq {seq} of {producer} ({proof.format}, key {proof.key_id})"
+        )
+
+
 def _quarantine_store(
     backend: str | None,
     key: str | None,
@@ -667,15 +704,26 @@ def sign_cmd(
     tree_size: Annotated[
         int, typer.Option("--tree-size", min=1, max=65536, help="Records per signed Merkle batch.")
     ] = 256,
+    batch_format: Annotated[
+        str,
+        typer.Option(
+            "--batch-format",
+            help="v2: one signed batch header, records carry their leaf index (default); "
+            "v1: an inclusion proof in every record.",
+        ),
+    ] = "v2",
     as_json: JsonOpt = False,
 ) -> None:
     """Sign your own image, tabular or text records with the producer's key (see the format doc)."""
     from saip_ingestion.producer import sign_records
 
+    if batch_format not in ("v1", "v2"):
+        raise typer.BadParameter("--batch-format must be v1 or v2")
     state = get_state()
     result = sign_records(
-        data_dir=state.data_dir, producer=producer, source=source, out=out, tree_size=tree_size
-    )
+        data_dir=state.data_dir, producer=producer, source=source, out=out, tree_size=tree_size,
+        batch_format=batch_format,
+    )  # fmt: skip
     doc = {
         "path": str(result.path),
         "records": result.records,
