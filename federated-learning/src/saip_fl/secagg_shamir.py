@@ -81,10 +81,10 @@ def _gf_inv(a: int) -> int:
 
 @lru_cache(maxsize=256)
 def _lagrange_tables(indices: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
-    """4-bit window tables of the Lagrange coefficients at 0 for the share indices ``indices``.
+    """8-bit window tables of the Lagrange coefficients at 0 for the share indices ``indices``.
 
     l_j(0) = prod_{m != j} x_m / (x_j + x_m) (characteristic 2: minus is plus). The table of
-    ``c`` holds the carry-less products c * w for w in 0..15 (unreduced, < 2^131).
+    ``c`` holds the carry-less products c * w for w in 0..255 (unreduced, < 2^136).
     """
     tables = []
     for j, xj in enumerate(indices):
@@ -94,15 +94,18 @@ def _lagrange_tables(indices: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
                 num = _gf_mul(num, xm)
                 den = _gf_mul(den, xj ^ xm)
         coeff = _gf_mul(num, _gf_inv(den))
-        tables.append(tuple(_clmul_small(coeff, w) for w in range(16)))
+        tables.append(tuple(_clmul_small(coeff, w) for w in range(256)))
     return tuple(tables)
 
 
-def _mul_table(table: tuple[int, ...], y: int) -> int:
-    """y * c in GF(2^128), with ``table`` the 4-bit window table of c (unreduced result)."""
+def _mul_table(table: tuple[int, ...], y: bytes) -> int:
+    """y * c in GF(2^128) (``y`` big-endian encoded), ``table`` the 8-bit window table of c.
+
+    The result is unreduced.
+    """
     z = 0
-    for shift in range(_BITS - 4, -4, -4):
-        z = (z << 4) ^ table[(y >> shift) & 0xF]
+    for byte in y:
+        z = (z << 8) ^ table[byte]
     return z
 
 
@@ -175,6 +178,6 @@ def combine_shares(share_list: list[bytes]) -> bytes:
     for start in range(_INDEX_BYTES, size, _CHUNK):
         acc = 0
         for share, table in zip(share_list, tables, strict=True):
-            acc ^= _mul_table(table, int.from_bytes(share[start : start + _CHUNK], "big"))
+            acc ^= _mul_table(table, share[start : start + _CHUNK])
         out += _reduce(acc).to_bytes(_CHUNK, "big")
     return _unpad(bytes(out))

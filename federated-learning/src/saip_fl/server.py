@@ -92,6 +92,9 @@ class RoundRecord:
     aggregate_received: bool = False
     backdoor_asr: float | None = None
     seconds: float = 0.0
+    #: CPU seconds of this process during the fit round (on the local engine: server and every
+    #: client); unlike ``seconds``, it does not grow when other processes share the cores
+    cpu_seconds: float = 0.0
 
 
 @dataclass
@@ -545,9 +548,10 @@ class GuardedFitWorkflow:
         before = _weights_of(context)
         rec = self.strategy.runlog.current(rnd)
         self.strategy._global = before
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         self.inner(grid, context)
         rec.seconds = time.perf_counter() - started
+        rec.cpu_seconds = time.process_time() - cpu_started
         after = _weights_of(context)
         unchanged = all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
         if not rec.aggregate_received:
