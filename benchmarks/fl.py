@@ -200,8 +200,8 @@ def _summarise(section: str, runs: dict[str, dict[str, Any]], result: dict[str, 
                 / _steady(runs["flat_secagg_n50"]),
                 "flower_flat_secagg_n50_overhead": _steady(runs["flat_secagg_n50"])
                 / _steady(runs["plain_n50"]),
-                # process CPU seconds per steady round: the same ratio without the other
-                # processes that share the cores (wall time varies with the machine's load)
+                # process CPU seconds per steady round: the same ratio, less sensitive than
+                # wall time to other processes sharing the cores
                 "secagg_cpu_overhead": {
                     k: _steady(runs[f"secagg_{k}"], "round_cpu_seconds")
                     / _steady(runs[f"plain_{k}"], "round_cpu_seconds")

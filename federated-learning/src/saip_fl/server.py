@@ -93,7 +93,8 @@ class RoundRecord:
     backdoor_asr: float | None = None
     seconds: float = 0.0
     #: CPU seconds of this process during the fit round (on the local engine: server and every
-    #: client); unlike ``seconds``, it does not grow when other processes share the cores
+    #: client); less sensitive than ``seconds`` to other processes on the same cores (it still
+    #: grows with contention)
     cpu_seconds: float = 0.0
 
 
