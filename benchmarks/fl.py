@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import statistics
 import sys
@@ -95,6 +96,7 @@ def _run(name: str, overrides: dict[str, Any], root: Path, engine: str = "local"
         "epsilon": res.metrics["final"]["epsilon"],
         "backdoor_asr": res.metrics["final"]["backdoor_asr"],
         "round_seconds": [r["seconds"] for r in rounds],
+        "round_cpu_seconds": [r.get("cpu_seconds") for r in rounds],
         "accuracy_per_round": [r["accuracy"] for r in rounds],
         "rolled_back": sum(1 for r in rounds if r["rolled_back"]),
         "wall_seconds": time.perf_counter() - started,
@@ -109,8 +111,8 @@ def _run(name: str, overrides: dict[str, Any], root: Path, engine: str = "local"
     return out
 
 
-def _steady(run: dict[str, Any]) -> float:
-    return statistics.median(run["round_seconds"][1:])
+def _steady(run: dict[str, Any], key: str = "round_seconds") -> float:
+    return statistics.median(run[key][1:])
 
 
 def _measure(section: str, root: Path, quick: bool) -> dict[str, dict[str, Any]]:
@@ -215,6 +217,17 @@ def _summarise(section: str, runs: dict[str, dict[str, Any]], result: dict[str, 
                 / _steady(runs["flat_secagg_n50"]),
                 "flower_flat_secagg_n50_overhead": _steady(runs["flat_secagg_n50"])
                 / _steady(runs["plain_n50"]),
+                # process CPU seconds per steady round: the same ratio, less sensitive than
+                # wall time to other processes sharing the cores
+                "secagg_cpu_overhead": {
+                    k: _steady(runs[f"secagg_{k}"], "round_cpu_seconds")
+                    / _steady(runs[f"plain_{k}"], "round_cpu_seconds")
+                    for k in ("n10", "n50")
+                },
+                "steady_round_cpu_seconds": {
+                    k: _steady(runs[k], "round_cpu_seconds")
+                    for k in ("plain_n10", "secagg_n10", "plain_n50", "secagg_n50")
+                },
                 "steady_round_seconds": {
                     k: _steady(runs[k])
                     for k in (
@@ -313,7 +326,10 @@ def main() -> None:
         "overhead": "median steady-round seconds (rounds 2-6), grouped SecAgg+ / plain FedAvg",
         "run_seconds": "10 clients, 6 rounds, 1 local epoch, plain FedAvg, end to end",
     }
+    result["setup"]["load_average_1m_at_end"] = round(os.getloadavg()[0], 1)
     summary = {k: result[k] for k in (*_keys(result), "goals")}
+    if args.quick:
+        summary["anchors"] = result.get("anchors", {})
     if not args.quick:
         out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(summary, indent=2))

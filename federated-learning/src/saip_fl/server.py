@@ -97,6 +97,10 @@ class RoundRecord:
     aggregate_received: bool = False
     backdoor_asr: float | None = None
     seconds: float = 0.0
+    #: CPU seconds of this process during the fit round (on the local engine: server and every
+    #: client); less sensitive than ``seconds`` to other processes on the same cores (it still
+    #: grows with contention)
+    cpu_seconds: float = 0.0
 
 
 @dataclass
@@ -644,9 +648,10 @@ class GuardedFitWorkflow:
         before = _weights_of(context)
         rec = self.strategy.runlog.current(rnd)
         self.strategy._global = before
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         self.inner(grid, context)
         rec.seconds = time.perf_counter() - started
+        rec.cpu_seconds = time.process_time() - cpu_started
         after = _weights_of(context)
         unchanged = all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
         if not rec.aggregate_received:
