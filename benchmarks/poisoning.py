@@ -24,7 +24,18 @@ ASR (true trigger stamped on non-target test samples) and clean accuracy of an M
 training part before and after ``saip_poisoning.mitigate``.
 
 Methods: ``saip`` (``scan``, its own flags and scores), ``knn10`` (flag a sample when ≥ 5 of its
-10 nearest input-space neighbours carry another label — the plain baseline the issue names).
+10 nearest input-space neighbours carry another label — the plain baseline the issue names), and
+the anchor IBM ART 1.20.1 in the same process on the same sets (``--no-art`` skips it):
+``art_ac_smaller``/``art_ac_distance`` (ActivationDefence) and ``art_ss`` (centred
+SpectralSignatureDefense); workarounds for its faults in :func:`_art`. ART's ``seconds`` include
+training the MLP it inspects.
+
+Mitigation: ``mitigate(..., unlearn=0.2)`` (carriers removed, label noise relabelled, counter-
+examples); the after-model trains on kept + counter-examples. ``asr``: share of non-target test
+samples the model classifies correctly without the trigger that the trigger sends to the target;
+``asr_raw``: share of all non-target test samples predicted as the target once triggered. When
+the scan flags none of a blend's samples, ``<attack>_half_flagged`` measures the mitigation on
+its own: half of the poison handed to ``mitigate`` as another detector's flags.
 
 Scale: ``seconds.<n>``/``peak_rss_mb.<n>`` for MNIST-5k tiled with 1-pixel shifts to 20k/60k,
 each in a child process (peak RSS of the child).
