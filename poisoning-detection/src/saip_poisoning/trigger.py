@@ -390,14 +390,18 @@ def triggers_from_flags(
         if tr is None:
             continue
         # a blend shrinks the natural variation of its carriers by (1 − a): estimate a from the
-        # seeds' variance against the reference's (median over coordinates), then the key
-        # a·k = mean(seeds) − (1 − a)·mean(reference)
-        var_r = data.xs[ref].var(axis=0)
+        # seeds' variance against that of the unflagged samples of the *other* classes (where
+        # all-to-one poison comes from; median over coordinates), then the key
+        # a·k = mean(seeds) − (1 − a)·mean(those samples)
+        src = ref[data.y[ref] != t]
+        if len(src) < 4 * min_seeds:
+            src = ref
+        var_r = data.xs[src].var(axis=0)
         ok = var_r > 1e-12
         ratio = float(np.median(data.xs[s_idx][:, ok].var(axis=0) / var_r[ok])) if ok.any() else 1
         a = float(np.clip(1.0 - np.sqrt(ratio), 0.0, 0.9))
         if a >= 0.05:
-            key = data.xs[s_idx].mean(axis=0) - (1.0 - a) * data.xs[ref].mean(axis=0)
+            key = data.xs[s_idx].mean(axis=0) - (1.0 - a) * data.xs[src].mean(axis=0)
             tr = replace(tr, delta=key, blend=round(a, 3), n_coords=int((key != 0).sum()))
         out.append(replace(tr, direction=w, cut=cut, fixed=None))
     return out
