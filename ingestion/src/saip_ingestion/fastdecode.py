@@ -18,15 +18,19 @@ decoder closes the gap:
   before a final ``\\n``; pydantic-core's Rust regex does not. Patterns are rewritten to end in
   ``\\Z``.
 * **unknown and duplicate keys** — msgspec ignores unknown ``TypedDict`` fields and keeps the last
-  of duplicated keys. Each key in the input is a string followed by ``"<ws>:``; strings add
-  matches, never remove them. The decoder counts those sequences and accepts only when the count
-  equals the number of keys of the decoded record (every object of a record is one of the models),
-  so an input with any unknown or repeated key, at any level, goes to pydantic and to the exact
-  duplicate-key check (RFC 8259 §4 leaves duplicates undefined; they are refused).
+  of duplicated keys. In valid JSON (msgspec parsed it, unknown fields included) a ``:`` occurs
+  exactly once after every key and otherwise only inside strings, so the number of ``:`` bytes is
+  at least the number of keys in the input. The decoder accepts only when it equals the number of
+  keys of the decoded record (every object of a record is one of the models): then the input has
+  no unknown and no repeated key at any level. Anything else (a ``:`` inside a string included)
+  goes to pydantic and to the exact duplicate-key check (RFC 8259 §4 leaves duplicates undefined;
+  they are refused).
 * **non-finite floats** — JSON has no NaN/Infinity literal, but ``1e400`` overflows to ``inf``;
   float fields carry ``ge=-DBL_MAX, le=DBL_MAX`` so ``inf``, ``-inf`` and NaN are refused.
 * **post-validators** (``AfterValidator``, e.g. the image shape check) run on the decoded value;
-  a ``ValueError`` sends the record to pydantic.
+  a ``ValueError`` sends the record to pydantic. A list of pattern-constrained strings (the Merkle
+  path) is checked the same way, with one ``all(map(re.search, items))`` pass (measured ≈ 2.5×
+  cheaper than msgspec's per-item pattern call).
 * **strict integers** — msgspec decodes strictly by default (no ``"1"``, ``1.0`` or ``true``
   for an ``int``; ints are accepted for ``float`` as pydantic's strict mode does); the
   ``BeforeValidator`` that enforces this on ``Literal[1]`` in pydantic is therefore redundant.
@@ -53,7 +57,6 @@ from saip_ingestion import schemas
 __all__ = ["FAST_DECODERS", "FastDecoder", "fast_type"]
 
 _DBL_MAX: Final = sys.float_info.max
-_KEY_END: Final = re.compile(rb'"[ \t\n\r]*:')
 #: BeforeValidators whose check msgspec's strict decoding already makes (nothing else is allowed)
 _IMPLIED_BY_STRICT: Final[frozenset[Callable[..., Any]]] = frozenset({schemas._exact_int})
 
@@ -122,7 +125,12 @@ def fast_type(tp: Any, *, path: tuple[str, ...] = (), post: list[PostCheck] | No
     elif origin is Literal:
         out = tp
     elif origin is list:
-        out = list[fast_type(typing.get_args(tp)[0], path=(*path, "[]"), post=post)]  # type: ignore[misc]
+        item = fast_type(typing.get_args(tp)[0], path=(*path, "[]"), post=post)
+        pattern = _pattern_only(item)
+        if pattern is not None:  # one C-level pass over the list: ~2.5x cheaper than per item
+            post.append((path, _all_match(pattern)))
+            item = str
+        out = list[item]  # type: ignore[valid-type]
     elif origin is dict:
         key, value = typing.get_args(tp)
         out = dict[  # type: ignore[misc]
@@ -142,7 +150,29 @@ def fast_type(tp: Any, *, path: tuple[str, ...] = (), post: list[PostCheck] | No
     return Annotated[out, msgspec.Meta(**meta)] if meta else out
 
 
-_TYPES: dict[Any, Any] = {}
+def _pattern_only(tp: Any) -> str | None:
+    """The pattern of ``Annotated[str, Meta(pattern=...)]`` with no other constraint, else None."""
+    if typing.get_origin(tp) is not Annotated:
+        return None
+    base, *metas = typing.get_args(tp)
+    if base is not str or len(metas) != 1 or not isinstance(metas[0], msgspec.Meta):
+        return None
+    meta = metas[0]
+    others = ("min_length", "max_length", "ge", "le", "gt", "lt", "multiple_of", "tz")
+    if any(getattr(meta, name, None) is not None for name in others):
+        return None
+    return meta.pattern
+
+
+def _all_match(pattern: str) -> Callable[[Any], Any]:
+    search = re.compile(pattern).search  # the same ``re.search`` msgspec applies per item
+
+    def check(items: Any) -> Any:
+        if not all(map(search, items)):
+            raise ValueError("an item does not match its pattern")
+        return items
+
+    return check
 
 
 def _fast_typeddict(model: Any, path: tuple[str, ...], post: list[PostCheck]) -> Any:
@@ -193,7 +223,6 @@ class FastDecoder:
         self.type = fast_type(model, post=self.post)
         self._decode = msgspec.json.Decoder(self.type, strict=True).decode
         self._key_count = key_count
-        self._findall = _KEY_END.findall
 
     def decode(self, data: bytes) -> Any:
         """The validated record (plain dicts, like pydantic's) or ``None`` if not certain."""
@@ -209,7 +238,7 @@ class FastDecoder:
                 check(value)
             except ValueError:
                 return None
-        if len(self._findall(data)) != self._key_count(rec):
+        if data.count(b":") != self._key_count(rec):
             return (
                 None  # unknown or repeated key somewhere (or a key-like string): pydantic decides
             )
