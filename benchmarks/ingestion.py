@@ -4,9 +4,9 @@ Full path (saip): read JSONL → parse + validate (msgspec decoder generated fro
 schemas; pydantic-core decides whatever it refuses) → signing input +
 RFC 6962 leaf hash → inclusion proof + batch Ed25519 signature (cached per Merkle batch) →
 content checks (NumPy, vectorised per batch) → dedupe + ts window + seq anti-replay → each line
-Zstandard-compressed, one ``seal_many`` per batch (saip_encryption batch API, local key) → durable write (fsync) →
-journal → checkpoint. Records: 64-feature ``image-sample/v1`` (sklearn digits), 4 producers,
-Merkle batches of 256.
+Zstandard-compressed, one ``seal_many`` per batch (saip_encryption batch API, local key) →
+durable write (fsync) → journal → checkpoint. Records: 64-feature ``image-sample/v1`` (sklearn
+digits), 4 producers, Merkle batches of 256.
 
 Fair naive (issue #12): the same records and the same number of them, per record: the same
 pydantic-core validator the engine uses, one Ed25519 verification of a per-record signature

@@ -61,6 +61,17 @@ _DBL_MAX: Final = sys.float_info.max
 _IMPLIED_BY_STRICT: Final[frozenset[Callable[..., Any]]] = frozenset({schemas._exact_int})
 
 #: post-validator: (path of keys from the record root, function)
+#: annotated-types bounds and lengths → the msgspec.Meta argument of the same name
+_BOUNDS: Final[dict[type, str]] = {
+    at.Ge: "ge",
+    at.Le: "le",
+    at.Gt: "gt",
+    at.Lt: "lt",
+    at.MinLen: "min_length",
+    at.MaxLen: "max_length",
+}
+_BOUND_TYPES: Final = tuple(_BOUNDS)
+
 PostCheck = tuple[tuple[str, ...], Callable[[Any], Any]]
 
 
@@ -79,18 +90,9 @@ def _meta_of(
             if item.alias is not None or item.validation_alias is not None:
                 raise TypeError(f"{path}: aliases have no fast-path mapping")
             _meta_of(list(item.metadata), meta, path, post)
-        elif isinstance(item, at.Ge):
-            meta["ge"] = item.ge
-        elif isinstance(item, at.Le):
-            meta["le"] = item.le
-        elif isinstance(item, at.Gt):
-            meta["gt"] = item.gt
-        elif isinstance(item, at.Lt):
-            meta["lt"] = item.lt
-        elif isinstance(item, at.MinLen):
-            meta["min_length"] = item.min_length
-        elif isinstance(item, at.MaxLen):
-            meta["max_length"] = item.max_length
+        elif isinstance(item, _BOUND_TYPES):
+            name = _BOUNDS[type(item)]
+            meta[name] = getattr(item, name)
         elif isinstance(item, StringConstraints):
             if item.strip_whitespace or item.to_upper or item.to_lower or item.strict is False:
                 raise TypeError(f"{path}: string transformations have no fast-path mapping")

@@ -4,7 +4,7 @@ A batch object (accepted records or quarantine entries) holds one ciphertext per
 sealed with the encryptor's bound-context batch API (:meth:`Encryptor.bind`), under the object's
 context (purpose + object key, the AAD). Layout (all integers big-endian)::
 
-    magic   8   b"SAIPRB1\\n"
+    magic   8   b"SAIPRB2\\n" (lines compressed; b"SAIPRB1\\n": uncompressed, read only)
     plen    4   length of P, the longest common prefix of the ciphertexts (the epoch header)
     P       plen
     count   4   number of records
