@@ -280,3 +280,89 @@ def test_any_mutation_of_a_sealed_batch_is_refused(encryptor: Any, data: st.Data
         assert not bad.startswith(MAGIC)
         return
     raise AssertionError(f"a flipped byte at {i} was accepted: {out!r}")
+
+
+# ------------------------------------------------------- issue 12 item 4: compressed batches
+
+
+def _seal_frames(env: Env, key: str, frames: list[bytes]) -> bytes:
+    """A batch object of pre-built plaintext frames, sealed with the real key: what a holder of
+    the data key (or a writer bug) could store — decompression must still be bounded."""
+    cts = env.encryptor.bind(_ctx(key)).seal_many(frames)
+    return _frame(b"", cts)
+
+
+def test_a_decompression_bomb_is_refused_before_allocation(env: Env) -> None:
+    import zstandard
+    from saip_ingestion.sealed import MAX_LINE_BYTES
+
+    bomb = zstandard.ZstdCompressor(level=19).compress(b"\0" * (MAX_LINE_BYTES + 1))
+    assert len(bomb) < 1024  # ~1 KB that would inflate to > 4 MiB
+    blob = _seal_frames(env, "k", [zstandard.ZstdCompressor().compress(b"{}"), bomb])
+    with pytest.raises(SealedBatchError, match="above the cap") as info:
+        open_lines(env.encryptor, _ctx("k"), blob, digest=None)
+    assert info.value.bad == [1]
+
+
+def test_frames_without_a_declared_size_or_lying_about_it_are_refused(env: Env) -> None:
+    import zstandard
+
+    unsized = zstandard.ZstdCompressor(write_content_size=False).compress(b'{"a":1}')
+    with pytest.raises(SealedBatchError, match="not declared"):
+        open_lines(env.encryptor, _ctx("k"), _seal_frames(env, "k", [unsized]), digest=None)
+    sized = bytearray(zstandard.ZstdCompressor().compress(b'{"a":1}'))
+    sized[5] ^= 0x01  # the single-byte content size field of this small frame: 7 -> 6
+    with pytest.raises(SealedBatchError, match=r"record 0"):
+        open_lines(env.encryptor, _ctx("k"), _seal_frames(env, "k", [bytes(sized)]), digest=None)
+    with pytest.raises(SealedBatchError, match="not a valid Zstandard frame"):
+        open_lines(env.encryptor, _ctx("k"), _seal_frames(env, "k", [b"plain"]), digest=None)
+
+
+@given(secret=st.binary(min_size=1, max_size=400), other=st.binary(min_size=1, max_size=400))
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_a_records_stored_size_does_not_depend_on_the_other_records(
+    encryptor: Any, secret: bytes, other: bytes
+) -> None:
+    """No compression-ratio side channel across records (CRIME/BREACH): a probe record's stored
+    size is the same whatever the other records of the batch hold, even when they repeat it."""
+    probe = b'{"probe":"' + secret[:40].hex().encode() + b'"}'
+    sizes = []
+    for neighbour in (secret, other, probe, probe[: len(probe) // 2]):
+        prefix, sfx = _frames(seal_lines(encryptor, _ctx("k"), [neighbour, probe]))
+        sizes.append(len(prefix) + len(sfx[1]))  # the probe's whole ciphertext
+    assert len(set(sizes)) == 1
+
+
+def test_batches_are_compressed_and_round_trip(env: Env) -> None:
+    p = env.producer("alpha")
+    recs = p.sign([p.record(label=i % 10) for i in range(200)])
+    env.ingest([env.line(r) for r in recs])
+    [key] = env.store.list("accepted/")
+    blob = env.store.get(key)
+    assert blob.startswith(b"SAIPRB2\n")
+    lines = open_lines(env.encryptor, _ctx(key), blob, digest=key.rsplit("-", 1)[1])
+    assert len(blob) < 0.75 * sum(len(x) + 1 for x in lines)  # smaller than the plaintext
+    assert len(iter_accepted(env.store, env.encryptor)) == 200
+
+
+_FROZEN = __import__("pathlib").Path(__file__).with_name("data")
+
+
+def test_frozen_uncompressed_sealed_batches_stay_readable() -> None:
+    """Objects written by the SAIPRB1 code (tests/ingestion/data, never regenerated): an accepted
+    batch and a quarantine batch, under a TEST-ONLY local key committed beside them."""
+    from saip_encryption import EnvelopeEncryptor, from_uri
+
+    enc = EnvelopeEncryptor([from_uri(f"local:{_FROZEN / 'frozen-test-only.key'}")])
+    meta = json.loads((_FROZEN / "saiprb1.json").read_text())
+    akey, qkey = meta["accepted_key"], meta["quarantine_key"]
+    ablob = (_FROZEN / "saiprb1-accepted.bin").read_bytes()
+    assert ablob.startswith(b"SAIPRB1\n")
+    lines = open_lines(enc, _ctx(akey), ablob, digest=akey.rsplit("-", 1)[1])
+    assert [json.loads(x)["record_id"] for x in lines] == meta["record_ids"]
+    qctx = {"saip:purpose": "ingest-quarantine", "saip:object": qkey}
+    qlines = open_lines(enc, qctx, (_FROZEN / "saiprb1-quarantine.bin").read_bytes(),
+                        digest=qkey.rsplit("-", 1)[1])  # fmt: skip
+    assert [json.loads(x)["reason"] for x in qlines] == meta["quarantine_reasons"]

@@ -10,7 +10,8 @@ duplicate-free after crashes and re-deliveries. An entry holds the raw bytes as 
 SHA-256), the reason code and detail, the claimed producer and record id, the receipt time and
 the stream position. Each entry is sealed with one ``seal_many`` call per batch of the
 :class:`~saip_ingestion.protocols.Encryptor`'s batch API (:mod:`saip_ingestion.sealed`; format
-``saip.quarantine.v3``); the encryption context binds the key and purpose (AAD); reads use
+``saip.quarantine.v4``, each entry Zstandard-compressed on its own; ``v3`` is the same
+without compression); the encryption context binds the key and purpose (AAD); reads use
 ``open_many`` with a per-entry fallback that names the entries that do not open. Batch objects
 of the previous format (one ciphertext of the whole object, ``saip.quarantine.v2``) and
 entries of the first format (one object ``quarantine/<reason>/<qid>`` each,
@@ -198,7 +199,7 @@ class QuarantineStore:
         if self.store.exists(key):
             return key
         blob = seal_lines(self.encryptor, self._context(key), lines)
-        meta = {"format": "saip.quarantine.v3", "entries": str(len(docs)), "contentid": digest}
+        meta = {"format": "saip.quarantine.v4", "entries": str(len(docs)), "contentid": digest}
         self.store.put(key, blob, metadata=meta)
         return key
 

@@ -4,7 +4,7 @@ A batch object (accepted records or quarantine entries) holds one ciphertext per
 sealed with the encryptor's bound-context batch API (:meth:`Encryptor.bind`), under the object's
 context (purpose + object key, the AAD). Layout (all integers big-endian)::
 
-    magic   8   b"SAIPRB1\\n"
+    magic   8   b"SAIPRB2\\n" (lines compressed; b"SAIPRB1\\n": uncompressed, read only)
     plen    4   length of P, the longest common prefix of the ciphertexts (the epoch header)
     P       plen
     count   4   number of records
@@ -18,10 +18,20 @@ plaintext (``b"".join(line + b"\\n")``), and the key is in every record's AAD. R
 recomputes that digest, so records dropped, repeated or reordered within an object, or moved
 from another object, are refused even though each one authenticates on its own.
 
+Compression (magic ``b"SAIPRB2\\n"``, written since issue 12 item 4; same layout): each line is
+compressed **on its own** with Zstandard (RFC 8878, one frame with its content size) before it is
+sealed. Compressing record by record, never across records, is deliberate: a shared compression
+context would let one producer who can see object sizes learn about another producer's records
+from the compression ratio (the CRIME/BREACH side channel, Kelsey 2002 "Compression and
+Information Leakage of Plaintext"); per record, the size reveals only the record's own
+redundancy. Decompression runs only after a record authenticates, and is capped
+(:data:`MAX_LINE_BYTES`, frame header and actual output both checked): a frame that claims or
+produces more is a :class:`SealedBatchError`, never an allocation of the claimed size.
+
 Reads use ``open_many`` (all or nothing); when it fails, every record is opened alone to name
 the ones that do not authenticate (:class:`SealedBatchError` carries their indices). Objects
-written before this format (one envelope ciphertext of the whole plaintext, no magic) are still
-read with ``decrypt``.
+written before these formats (one envelope ciphertext of the whole plaintext, no magic) are still
+read with ``decrypt``, and uncompressed ``SAIPRB1`` objects with ``open_many``.
 """
 
 from __future__ import annotations
@@ -31,11 +41,29 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Final
 
+import zstandard
+
 from saip_ingestion.protocols import Encryptor
 
-__all__ = ["MAGIC", "SealedBatchError", "content_id", "open_lines", "seal_lines"]
+__all__ = [
+    "MAGIC",
+    "MAGIC_V1",
+    "MAX_LINE_BYTES",
+    "SealedBatchError",
+    "content_id",
+    "open_lines",
+    "seal_lines",
+]
 
-MAGIC: Final = b"SAIPRB1\n"
+#: record-sealed batch with each line Zstandard-compressed (written)
+MAGIC: Final = b"SAIPRB2\n"
+#: record-sealed batch, uncompressed (read only)
+MAGIC_V1: Final = b"SAIPRB1\n"
+#: largest decompressed line accepted from a compressed batch (a stored record or a quarantine
+#: entry with its bounded raw head, base64); larger is refused as a decompression bomb
+MAX_LINE_BYTES: Final = 4 * 1024 * 1024
+#: Zstandard level: 1 is the fastest standard level (measured in the ingestion README)
+ZSTD_LEVEL: Final = 1
 _U32: Final = struct.Struct(">I")
 #: at most this many failing record indices are kept in an error
 _MAX_BAD: Final = 32
@@ -79,10 +107,13 @@ def _common_prefix(cts: Sequence[bytes]) -> int:
 
 
 def seal_lines(encryptor: Encryptor, context: Mapping[str, str], lines: Sequence[bytes]) -> bytes:
-    """Seal ``lines`` (one ``seal_many`` call) into one batch object."""
+    """Compress each line, seal them (one ``seal_many`` call) into one batch object."""
     if not lines:
         raise ValueError("a sealed batch holds at least one record")
-    cts = encryptor.bind(context).seal_many(lines)
+    if max(map(len, lines)) > MAX_LINE_BYTES:
+        raise ValueError(f"a line is longer than {MAX_LINE_BYTES} bytes")
+    compress = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True).compress
+    cts = encryptor.bind(context).seal_many([compress(line) for line in lines])
     if len(cts) != len(lines):
         raise ValueError("seal_many returned another number of ciphertexts")
     p = _common_prefix(cts)
@@ -119,6 +150,28 @@ def _split(blob: bytes) -> list[bytes]:
     return cts
 
 
+def _decompress_all(frames: Sequence[bytes]) -> list[bytes]:
+    """Each authenticated frame decompressed, at most :data:`MAX_LINE_BYTES` each."""
+    dctx = zstandard.ZstdDecompressor()
+    out: list[bytes] = []
+    for i, frame in enumerate(frames):
+        try:
+            size = zstandard.frame_content_size(frame)
+            if not 0 <= size <= MAX_LINE_BYTES:  # -1: unknown size, refused (we always write it)
+                raise SealedBatchError(
+                    f"record {i}: decompressed size not declared or above the cap "
+                    f"({MAX_LINE_BYTES} bytes)",
+                    bad=[i],
+                )
+            line = dctx.decompress(frame, max_output_size=MAX_LINE_BYTES)
+        except zstandard.ZstdError:
+            raise SealedBatchError(f"record {i}: not a valid Zstandard frame", bad=[i]) from None
+        if len(line) != size:
+            raise SealedBatchError(f"record {i}: decompressed size differs", bad=[i])
+        out.append(line)
+    return out
+
+
 def open_lines(
     encryptor: Encryptor, context: Mapping[str, str], blob: bytes, *, digest: str | None
 ) -> list[bytes]:
@@ -135,7 +188,8 @@ def open_lines(
     Exception
         Whatever the encryptor raises for a whole-object ciphertext of the earlier format.
     """
-    if not blob.startswith(MAGIC):
+    compressed = blob.startswith(MAGIC)
+    if not compressed and not blob.startswith(MAGIC_V1):
         plain = encryptor.decrypt(blob, context=context)
         return [line for line in plain.split(b"\n") if line]
     cts = _split(blob)
@@ -157,6 +211,8 @@ def open_lines(
                 f"{', '.join(sorted(kinds))})",
                 bad=bad[:_MAX_BAD],
             ) from None
+    if compressed:
+        lines = _decompress_all(lines)
     if digest is not None and content_id(lines) != digest:
         raise SealedBatchError("records dropped, repeated or reordered (content digest differs)")
     return lines
