@@ -41,7 +41,10 @@ Risk score (0–100)
   ``f`` (calibrated data only; 2 % ≈ the share the rule flags on clean digits/MNIST-5k, the
   tuning sets: ambiguous digits);
 - ``candidate`` = 15 when a shared pattern passed the effect test but not the ASR check (reported
-  for review; below the guarded band because it is not a working backdoor on the probe).
+  for review; below the guarded band because it is not a working backdoor on the probe). When
+  such a pattern is *stamped* (exact shared values on ≥ 4 coordinates, effect ≥ 4 robust SD) its
+  carriers are flagged for review and removed by :func:`mitigate` (clean-label poison), still
+  at risk 15.
 
 Bands: **0–19 low**, **20–39 guarded**, **40–69 high**, **70–100 critical**. A score is not a
 probability; what it is measured against is in ``benchmarks/results/poisoning.json``.
@@ -92,6 +95,10 @@ BANDS: tuple[tuple[float, str], ...] = ((0, "low"), (20, "guarded"), (40, "high"
 CLEAN_ALLOWANCE = 0.02
 _SCALE = 0.025
 _CANDIDATE_RISK = 15.0
+#: effect (robust SD) above which an unverified *stamped* pattern's carriers are flagged; set on
+#: the tuning sets: clean digits' strongest stamp candidate 3.5 (3 coordinates), clean-label
+#: poison 4.4 (digits, 2×2 patch) and 11.6 (MNIST-5k); at least 4 coordinates are also required
+_STAMP_EFFECT = 4.0
 
 
 def risk_from_fraction(fraction: float) -> float:
@@ -339,6 +346,16 @@ def scan(
             new = carriers(data, t) & ~carrier
             carrier_of[new] = t.target
             carrier |= new
+    n_verified_carriers = int(carrier.sum())
+    # an unverified but strong stamped pattern (exact shared values): flagged for review, no
+    # extra risk (clean-label poison keeps its label; a probe need not follow it)
+    stamped = np.zeros(n, dtype=bool)
+    for t, ok in zip(triggers, verified, strict=True):
+        if not ok and t.kind == "stamp" and t.effect >= _STAMP_EFFECT and t.n_coords >= 4:
+            new = carriers(data, t) & ~carrier & ~stamped
+            carrier_of[new] = t.target
+            stamped |= new
+    carrier |= stamped
     noise = _noise_rule(data, space, oof) if calibrated else np.zeros(n, dtype=bool)
     relabel = space.majority.copy()
     cluster_reason: dict[int, str] = {}
@@ -366,7 +383,16 @@ def scan(
     tr_by = {t.target: t for t in triggers}
     for ii in np.flatnonzero(flags):
         i = int(ii)
-        if carrier[i]:
+        if stamped[i]:
+            t = tr_by[int(carrier_of[i])]
+            reasons[i] = (
+                f"shares the exact values of a pattern stamped on {t.n_coords} input coordinates "
+                f"with {t.n_seeds} samples of class {data.class_name(t.target)} (effect "
+                f"{t.effect:.1f} robust SD); a probe does not follow it (attack success "
+                f"{asr_before.get(t.target, float('nan')):.0%}): clean-label poison or a "
+                "watermark, review"
+            )
+        elif carrier[i]:
             t = tr_by[int(carrier_of[i])]
             reasons[i] = (
                 f"carries the trigger reconstructed for class {data.class_name(t.target)} "
@@ -384,7 +410,6 @@ def scan(
             )
 
     noise_frac = float(noise.mean())
-    n_verified_carriers = int(carrier.sum())
     risk_parts = {
         "trigger": _trigger_risk(n_verified_carriers, n) if any(verified) and triggers else 0.0,
         "label_noise": risk_from_fraction(noise_frac) if calibrated else 0.0,
@@ -394,6 +419,7 @@ def scan(
     calibration["risk_components"] = risk_parts
 
     per_class: dict[int, dict[str, Any]] = {}
+    live = carrier & ~stamped
     for c in range(data.n_classes):
         m = data.y == c
         if not m.any():
@@ -413,7 +439,7 @@ def scan(
             "label_noise": int(noise[m].sum()),
             "risk_score": max(
                 risk_from_fraction(cls_noise) if calibrated else 0.0,
-                _trigger_risk(int(carrier[m].sum()), int(m.sum())) if carrier[m].any() else 0.0,
+                _trigger_risk(int(live[m].sum()), int(m.sum())) if live[m].any() else 0.0,
             ),
             "class_tests": fired,
             "oof_accuracy": round(float((oof[m].argmax(1) == c).mean()), 4),
