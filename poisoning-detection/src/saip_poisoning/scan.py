@@ -151,7 +151,8 @@ class ScanReport:
     carrier, noise
         Per-sample flags of the two rules.
     relabel
-        The input-space neighbour majority label of every sample (used for relabelling).
+        The label to relabel each sample to: its input-space neighbour majority, or for a
+        member of a relabelled cluster the class that claims the cluster.
     triggers, asr_before
         Reconstructed triggers (verified or candidate) and their measured attack success.
     per_class, per_producer, mitigations, detectors
