@@ -19,8 +19,9 @@ Attacks (``saip_poisoning.attacks``; tabular sets get the tabular patch: last fe
 the maximum): ``a2o_{1,5,10}`` patch all-to-one (target 0), ``a2o_replace_{5,10}`` patched
 samples replacing target samples (class sizes unchanged), ``blend_10``, ``flip_{5,10,20}``,
 ``pair_flip_10`` (class 1 → 0), ``clean_label_10`` (patched target samples keep their label),
-``clean``. Each dataset is split 80/20; the attack poisons the 80 % part; the 20 % part measures
-ASR (true trigger stamped on non-target test samples) and clean accuracy of an MLP trained on the
+``clean`` (scanned with seeds 0, 1, 2: ``risk_by_seed``, ``clean_flagged_pct_by_seed``).
+Each dataset is split 80/20; the attack poisons the 80 % part; the 20 % part measures ASR
+(true trigger stamped on non-target test samples) and clean accuracy of an MLP trained on the
 training part before and after ``saip_poisoning.mitigate``.
 
 Methods: ``saip`` (``scan``, its own flags and scores), ``knn10`` (flag a sample when ≥ 5 of its
@@ -78,6 +79,7 @@ ATTACKS: list[tuple[str, str, float]] = [
     ("clean_label_10", "clean_label", 0.10),
 ]
 TUNING = ("digits", "mnist5k", "mnist_3v8")
+CLEAN_SEEDS = (0, 1, 2)
 
 
 def _load(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -207,6 +209,13 @@ def _run_dataset(name: str, attacks: list[tuple[str, str, float]], out: dict[str
         )
         if not r.calibrated:
             m["calibration_reason"] = r.calibration.get("reason")
+        if attack == "clean":
+            # clean data over scan seeds 0, 1, 2 (PCA, probe, k-means): is the risk seed-dependent?
+            others = [scan(p.x, p.y, seed=s) for s in CLEAN_SEEDS[1:]]
+            m["risk_by_seed"] = [r.risk_score] + [o.risk_score for o in others]
+            m["clean_flagged_pct_by_seed"] = [m["clean_flagged_pct"]] + [
+                round(100 * float(o.flags.mean()), 2) for o in others
+            ]
         out["results"].setdefault("saip", {}).setdefault(name, {})[label] = m
         kd = _knn10(p.x, p.y)
         out["results"].setdefault("knn10", {}).setdefault(name, {})[label] = _metrics(
@@ -465,6 +474,8 @@ def main() -> int:
                 "flagged_pct": saip[d]["clean"]["clean_flagged_pct"],
                 "risk": saip[d]["clean"]["risk"],
                 "calibrated": saip[d]["clean"]["calibrated"],
+                "risk_by_seed": saip[d]["clean"]["risk_by_seed"],
+                "flagged_pct_by_seed": saip[d]["clean"]["clean_flagged_pct_by_seed"],
             }
             for d in saip
         },

@@ -25,6 +25,11 @@ Rules
    cross-fitted probe agree on another class, the probe gives the given label < 0.2, and the
    neighbours themselves are typical members of their classes (≥ 50 % of them agree with their
    own neighbours): an isolated wrong label in a clean region, not a sample in an overlap zone.
+   The three cuts scale with the data's own estimated flip rate (see ``_noise_rule``).
+3. **relabelled cluster** (calibrated data only, counted as label noise) — exclusionary
+   reclassification (Chen et al. 2018, :mod:`saip_poisoning.detectors.reclassify`): a separate
+   cluster of one label that another class claims once it is excluded, i.e. a targeted pair
+   flip whose flipped samples are each other's neighbours.
 
 Risk score (0–100)
 ------------------
@@ -36,7 +41,10 @@ Risk score (0–100)
   ``f`` (calibrated data only; 2 % ≈ the share the rule flags on clean digits/MNIST-5k, the
   tuning sets: ambiguous digits);
 - ``candidate`` = 15 when a shared pattern passed the effect test but not the ASR check (reported
-  for review; below the guarded band because it is not a working backdoor on the probe).
+  for review; below the guarded band because it is not a working backdoor on the probe). When
+  such a pattern is *stamped* (exact shared values on ≥ 4 coordinates, effect ≥ 4 robust SD) its
+  carriers are flagged for review and removed by :func:`mitigate` (clean-label poison), still
+  at risk 15.
 
 Bands: **0–19 low**, **20–39 guarded**, **40–69 high**, **70–100 critical**. A score is not a
 probability; what it is measured against is in ``benchmarks/results/poisoning.json``.
@@ -63,6 +71,7 @@ from saip_poisoning.detectors import (
     LossTrajectory,
     SpectralSignature,
 )
+from saip_poisoning.detectors.reclassify import reclassify_clusters
 from saip_poisoning.inputspace import InputSpace, input_space
 from saip_poisoning.model import ProbeView, crossfit_probs, fit_probe
 from saip_poisoning.trigger import Trigger, attack_success, carriers, find_triggers
@@ -84,6 +93,10 @@ BANDS: tuple[tuple[float, str], ...] = ((0, "low"), (20, "guarded"), (40, "high"
 CLEAN_ALLOWANCE = 0.02
 _SCALE = 0.025
 _CANDIDATE_RISK = 15.0
+#: effect (robust SD) above which an unverified *stamped* pattern's carriers are flagged; set on
+#: the tuning sets: clean digits' strongest stamp candidate 3.5 (3 coordinates), clean-label
+#: poison 4.4 (digits, 2×2 patch) and 11.6 (MNIST-5k); at least 4 coordinates are also required
+_STAMP_EFFECT = 4.0
 
 
 def risk_from_fraction(fraction: float) -> float:
@@ -136,7 +149,8 @@ class ScanReport:
     carrier, noise
         Per-sample flags of the two rules.
     relabel
-        The input-space neighbour majority label of every sample (used for relabelling).
+        The label to relabel each sample to: its input-space neighbour majority, or for a
+        member of a relabelled cluster the class that claims the cluster.
     triggers, asr_before
         Reconstructed triggers (verified or candidate) and their measured attack success.
     per_class, per_producer, mitigations, detectors
@@ -331,7 +345,29 @@ def scan(
             new = carriers(data, t) & ~carrier
             carrier_of[new] = t.target
             carrier |= new
+    n_verified_carriers = int(carrier.sum())
+    # an unverified but strong stamped pattern (exact shared values): flagged for review, no
+    # extra risk (clean-label poison keeps its label; a probe need not follow it)
+    stamped = np.zeros(n, dtype=bool)
+    for t, ok in zip(triggers, verified, strict=True):
+        if not ok and t.kind == "stamp" and t.effect >= _STAMP_EFFECT and t.n_coords >= 4:
+            new = carriers(data, t) & ~carrier & ~stamped
+            carrier_of[new] = t.target
+            stamped |= new
+    carrier |= stamped
     noise = _noise_rule(data, space, oof) if calibrated else np.zeros(n, dtype=bool)
+    relabel = space.majority.copy()
+    cluster_reason: dict[int, str] = {}
+    if calibrated:
+        for cl in reclassify_clusters(space.z, data.y, data.n_classes, seed=seed):
+            noise[cl.members] = True
+            relabel[cl.members] = cl.voted
+            for i in cl.members:
+                cluster_reason[int(i)] = (
+                    f"label {data.class_name(cl.label)} on a separate cluster of {cl.size} "
+                    f"samples that {cl.vote_share:.0%} of the time is reclassified as "
+                    f"{data.class_name(cl.voted)} by neighbours outside the cluster"
+                )
     noise &= ~carrier
     flags = carrier | noise
 
@@ -346,13 +382,24 @@ def scan(
     tr_by = {t.target: t for t in triggers}
     for ii in np.flatnonzero(flags):
         i = int(ii)
-        if carrier[i]:
+        if stamped[i]:
+            t = tr_by[int(carrier_of[i])]
+            reasons[i] = (
+                f"shares the exact values of a pattern stamped on {t.n_coords} input coordinates "
+                f"with {t.n_seeds} samples of class {data.class_name(t.target)} (effect "
+                f"{t.effect:.1f} robust SD); a probe does not follow it (attack success "
+                f"{asr_before.get(t.target, float('nan')):.0%}): clean-label poison or a "
+                "watermark, review"
+            )
+        elif carrier[i]:
             t = tr_by[int(carrier_of[i])]
             reasons[i] = (
                 f"carries the trigger reconstructed for class {data.class_name(t.target)} "
                 f"({t.n_coords} input coordinates, effect {t.effect:.1f} robust SD, attack "
                 f"success {asr_before.get(t.target, float('nan')):.0%} on a probe)"
             )
+        elif i in cluster_reason:
+            reasons[i] = cluster_reason[i]
         else:
             reasons[i] = (
                 f"label {data.class_name(int(data.y[i]))} disagrees with "
@@ -362,7 +409,6 @@ def scan(
             )
 
     noise_frac = float(noise.mean())
-    n_verified_carriers = int(carrier.sum())
     risk_parts = {
         "trigger": _trigger_risk(n_verified_carriers, n) if any(verified) and triggers else 0.0,
         "label_noise": risk_from_fraction(noise_frac) if calibrated else 0.0,
@@ -372,6 +418,7 @@ def scan(
     calibration["risk_components"] = risk_parts
 
     per_class: dict[int, dict[str, Any]] = {}
+    live = carrier & ~stamped
     for c in range(data.n_classes):
         m = data.y == c
         if not m.any():
@@ -391,7 +438,7 @@ def scan(
             "label_noise": int(noise[m].sum()),
             "risk_score": max(
                 risk_from_fraction(cls_noise) if calibrated else 0.0,
-                _trigger_risk(int(carrier[m].sum()), int(m.sum())) if carrier[m].any() else 0.0,
+                _trigger_risk(int(live[m].sum()), int(m.sum())) if live[m].any() else 0.0,
             ),
             "class_tests": fired,
             "oof_accuracy": round(float((oof[m].argmax(1) == c).mean()), 4),
@@ -433,7 +480,7 @@ def scan(
         reasons=reasons,
         carrier=carrier,
         noise=noise,
-        relabel=space.majority,
+        relabel=relabel,
         triggers=tuple(triggers),
         verified=tuple(verified),
         asr_before=asr_before,
@@ -488,16 +535,27 @@ def _calibrate(
 
 
 def _noise_rule(data: Prepared, space: InputSpace, oof: NDArray[np.float64]) -> NDArray[np.bool_]:
+    """Rule 2 (label noise), its cuts scaled by the data's own noise level.
+
+    ``r`` = share of samples whose neighbour majority and cross-fitted probe agree on another
+    class (an estimate of the flipped share). Under a flip rate ``r`` a clean neighbourhood
+    keeps only ``≈ 1 − r`` of its labels and a probe fitted on noisy labels gives a flipped
+    sample ``p(label) ≈ r``, so the cuts move with it: neighbour share ≥ ``0.7·(1 − r)/0.97``
+    (≤ 0.7), ``p(label) < 0.2 + r`` and typical neighbours ≥ ``0.5·(1 − r)``. On clean data
+    (``r ≈ 0.01–0.03``) this is the fixed rule (0.7 / 0.2 / 0.5). Set on the tuning sets: at 20 %
+    random flips the fixed cuts missed 27 % (digits) and 33 % (MNIST-5k) of the flips.
+    """
     n = len(data.y)
     pred = oof.argmax(1)
     p_given = oof[np.arange(n), data.y]
     typical = (space.disagreement < 0.5)[space.neighbours].mean(axis=1)
+    wrong = (space.majority != data.y) & (pred == space.majority)
+    r = float((wrong & (pred != data.y)).mean())
     out: NDArray[np.bool_] = (
-        (space.majority != data.y)
-        & (space.majority_share >= 0.7)
-        & (pred == space.majority)
-        & (p_given < 0.2)
-        & (typical >= 0.5)
+        wrong
+        & (space.majority_share >= min(0.7, 0.7 * (1.0 - r) / 0.97))
+        & (p_given < max(0.2, 0.2 + r))
+        & (typical >= min(0.5, 0.5 * (1.0 - r)))
     )
     return out
 

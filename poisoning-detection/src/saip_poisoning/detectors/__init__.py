@@ -5,6 +5,7 @@ from saip_poisoning.detectors.base import DetectionReport, Detector, robust_z
 from saip_poisoning.detectors.gradient import GradientSimilarity
 from saip_poisoning.detectors.loss import LossTrajectory
 from saip_poisoning.detectors.outliers import ClassSizePrior, KnnLabelDisagreement, RobustOutliers
+from saip_poisoning.detectors.reclassify import ExclusionaryReclassification
 from saip_poisoning.detectors.spectral import SpectralSignature
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "ClassSizePrior",
     "DetectionReport",
     "Detector",
+    "ExclusionaryReclassification",
     "GradientSimilarity",
     "KnnLabelDisagreement",
     "LossTrajectory",
