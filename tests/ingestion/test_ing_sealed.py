@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -347,15 +348,21 @@ def test_batches_are_compressed_and_round_trip(env: Env) -> None:
     assert len(iter_accepted(env.store, env.encryptor)) == 200
 
 
-_FROZEN = __import__("pathlib").Path(__file__).with_name("data")
+_FROZEN = Path(__file__).with_name("data")
 
 
-def test_frozen_uncompressed_sealed_batches_stay_readable() -> None:
+def test_frozen_uncompressed_sealed_batches_stay_readable(tmp_path: Path) -> None:
     """Objects written by the SAIPRB1 code (tests/ingestion/data, never regenerated): an accepted
-    batch and a quarantine batch, under a TEST-ONLY local key committed beside them."""
+    batch and a quarantine batch, under a TEST-ONLY local key committed beside them (git does not
+    keep file modes, and the local provider refuses a group/world-readable key: use a 0600 copy)."""
+    import shutil
+
     from saip_encryption import EnvelopeEncryptor, from_uri
 
-    enc = EnvelopeEncryptor([from_uri(f"local:{_FROZEN / 'frozen-test-only.key'}")])
+    key = tmp_path / "frozen-test-only.key"
+    shutil.copyfile(_FROZEN / "frozen-test-only.key", key)
+    key.chmod(0o600)
+    enc = EnvelopeEncryptor([from_uri(f"local:{key}")])
     meta = json.loads((_FROZEN / "saiprb1.json").read_text())
     akey, qkey = meta["accepted_key"], meta["quarantine_key"]
     ablob = (_FROZEN / "saiprb1-accepted.bin").read_bytes()
