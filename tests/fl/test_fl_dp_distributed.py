@@ -139,3 +139,45 @@ def test_fl_server_momentum_is_post_processing_and_needs_secagg() -> None:
     assert np.allclose(moved.server_step(step)[0], 2.0)  # 1 + 0.5 × 2
     with pytest.raises(FLConfigError, match="server_momentum"):
         validate_run_config({"dp": {"server_momentum": 0.5}})
+
+
+def test_fl_noisy_group_aggregates_are_averaged_not_cosine_weighted() -> None:
+    """Cosine weights on noise-dominated aggregates pick one group's noise (and a round whose
+    accepted groups all have cosine ≤ 0 was rolled back: 13 of 30 DP rounds on the validation
+    data). With DP noise expected, accepted groups are averaged with equal weights; the noise of
+    the combination then has the std of one group divided by √k."""
+    from saip_fl import validation
+
+    d, k, noise = 4000, 4, 0.02
+    rng = np.random.default_rng(0)
+    signal = np.full(d, 0.002, np.float32)
+    groups = {g: [signal + rng.normal(0, noise, d).astype(np.float32)] for g in range(k)}
+    kw: dict[str, Any] = {
+        "shapes": [(d,)],
+        "root_update": [signal],
+        "global_weights": [np.zeros(d, np.float32)],
+        "holdout_loss": lambda w: 0.0,
+        "base_loss": 0.0,
+        "norm_bound": 3.0,
+        "clipping_range": 8.0,
+        "min_cosine": 0.0,
+        "loss_tolerance": 0.1,
+    }
+    noisy = {
+        g: validation.score_group(g, u, noise_norm=noise * math.sqrt(d), **kw)
+        for g, u in groups.items()
+    }
+    assert all(s.accepted and s.weight == 1.0 for s in noisy.values())
+    combined = validation.combine_trusted(groups, noisy, [signal])
+    assert combined is not None
+    resid = combined[0] - signal
+    assert float(np.std(resid)) == pytest.approx(noise / math.sqrt(k), rel=0.1)
+    # without DP the cosine weighting (robustness against a poisoned group) is unchanged
+    clean = validation.score_group(0, [signal * 2], **kw)
+    assert clean.weight == pytest.approx(1.0)
+    assert (
+        validation.score_group(
+            0, [signal + rng.normal(0, noise, d).astype(np.float32)], **kw
+        ).weight
+        < 0.5
+    )
