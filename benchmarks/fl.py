@@ -68,15 +68,27 @@ ROBUST = {"aggregation": "multikrum", "validation": {"num_malicious": 1}}
 # DP-SGD needs a smaller model and learning rate (tuned offline: hidden 64 → 0.60, 16 → 0.73)
 DP_SETUP: dict[str, Any] = {"hidden": 16, "learning_rate": 0.05, "local_epochs": 3}
 SECAGG = {"enabled": True, "groups": 4, "num_shares": 5, "reconstruction_threshold": 3}
-# distributed DP-FedSGD: one clipped-gradient step per round (tuning runs: see README)
+# distributed DP-FedSGD: one clipped-gradient step per round. Hyperparameters were chosen on a
+# VALIDATION split (benchmarks/fl_dp_tune.py: digits minus this benchmark's test rows, scored on
+# its own held-out 20 %); the accuracy reported here is on the TEST split, never tuned on.
 DIST_ROUNDS = 30
 DIST: dict[str, Any] = {
-    "hidden": 16,
-    "learning_rate": 1.0,
+    "hidden": 64,
+    "learning_rate": 2.0,
     "num_rounds": DIST_ROUNDS,
     "secagg": SECAGG,
-    "dp": {"mode": "distributed", "target_epsilon": 8.0, "delta": 1e-5, "sample_rate": 0.5},
+    "dp": {
+        "mode": "distributed",
+        "target_epsilon": 8.0,
+        "delta": 1e-5,
+        "sample_rate": 0.5,
+        "server_momentum": 0.5,
+    },
 }
+DIST_SETUP = (
+    "DP-FedSGD in SecAgg+ groups of 5 (threshold 3), q=0.5, hidden 64, lr 2, server momentum "
+    "0.5, equal weights for accepted noisy groups; tuned on a validation split, scored on test"
+)
 SECTIONS = ("accuracy", "backdoor", "dp", "overhead", "engine")
 
 
@@ -183,7 +195,7 @@ def _summarise(section: str, runs: dict[str, dict[str, Any]], result: dict[str, 
                 "accuracy": runs["dp_distributed"]["accuracy"],
                 "delta": 1e-5,
                 "rounds": len(runs["dp_distributed"]["round_seconds"]),
-                "setup": "DP-FedSGD in SecAgg+ groups of 5 (threshold 3), q=0.5, hidden 16, lr 1",
+                "setup": DIST_SETUP,
             },
         }
     elif section == "overhead":
