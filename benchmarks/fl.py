@@ -16,7 +16,8 @@ All runs in ONE process, same seeds, on the Ray-free local engine unless stated:
 * dp: DP-SGD (Opacus per-sample clipping, OS-keyed noise) at target ε=8, δ=1e-5, no attack
   (hidden 16, lr 0.05, 3 local epochs), with the non-private run of the same setup alongside;
   ``dp.distributed``: record-level DP-FedSGD inside SecAgg+ groups of 5 (noise shares sized for
-  the reconstruction threshold), ε=8, δ=1e-5;
+  the reconstruction threshold), ε=8, δ=1e-5, median accuracy of 3 runs (each with fresh noise);
+  hyperparameters tuned on a validation split (``benchmarks/fl_dp_tune.py``), accuracy on test;
 * secagg_round_overhead: median steady-round seconds (rounds 2..R) of grouped SecAgg+ (groups of
   5, run concurrently) divided by plain FedAvg, at 10 and 50 clients; Flower's flat SecAgg+ at 50
   clients is measured alongside as the anchor;
@@ -74,15 +75,28 @@ SECAGG = {"enabled": True, "groups": 4, "num_shares": 5, "reconstruction_thresho
 # backdoor defences on group means (group testing across regroupings + rewind); thresholds chosen
 # on development runs with seeds 1 and 2, never on the scored seed-0 run
 GROUP_TESTING = {"suspicion_z": 2.0, "suspicion_min_rounds": 2, "rewind_on_exclusion": True}
-# distributed DP-FedSGD: one clipped-gradient step per round (tuning runs: see README)
+# distributed DP-FedSGD: one clipped-gradient step per round. Hyperparameters were chosen on a
+# VALIDATION split (benchmarks/fl_dp_tune.py: digits minus this benchmark's test rows, scored on
+# its own held-out 20 %); the accuracy reported here is on the TEST split, never tuned on.
 DIST_ROUNDS = 30
+DIST_REPEATS = 3
 DIST: dict[str, Any] = {
-    "hidden": 16,
-    "learning_rate": 1.0,
+    "hidden": 64,
+    "learning_rate": 2.0,
     "num_rounds": DIST_ROUNDS,
     "secagg": SECAGG,
-    "dp": {"mode": "distributed", "target_epsilon": 8.0, "delta": 1e-5, "sample_rate": 0.5},
+    "dp": {
+        "mode": "distributed",
+        "target_epsilon": 8.0,
+        "delta": 1e-5,
+        "sample_rate": 0.5,
+        "server_momentum": 0.5,
+    },
 }
+DIST_SETUP = (
+    "DP-FedSGD in SecAgg+ groups of 5 (threshold 3), q=0.5, hidden 64, lr 2, server momentum "
+    "0.5, equal weights for accepted noisy groups; tuned on a validation split, scored on test"
+)
 SECTIONS = ("accuracy", "backdoor", "dp", "overhead", "engine")
 
 
@@ -147,7 +161,11 @@ def _measure(section: str, root: Path, quick: bool) -> dict[str, dict[str, Any]]
         dp_cfg = {"mode": "dpsgd", "target_epsilon": 8.0, "delta": 1e-5}
         runs["dp"] = _run("dp", {**DP_SETUP, "dp": dp_cfg, **q}, root)
         runs["dp_nonprivate_same_setup"] = _run("dp_ref", {**DP_SETUP, **q}, root)
-        runs["dp_distributed"] = _run("dp_dist", {**DIST, **q}, root)
+        # fresh OS noise every run: accuracy varies by ±2 points, so the key is the median of 3
+        for i in range(DIST_REPEATS):
+            runs[f"dp_distributed{'' if i == 0 else f'_{i + 1}'}"] = _run(
+                f"dp_dist{i}", {**DIST, **q}, root
+            )
     elif section == "overhead":
         short = {"num_rounds": 3 if quick else 6, "local_epochs": 1}
         runs["plain_n10"] = _run("plain10", {**short, "num_clients": 10}, root)
@@ -192,6 +210,7 @@ def _summarise(section: str, runs: dict[str, dict[str, Any]], result: dict[str, 
             ]["accuracy"],
         }
     elif section == "dp":
+        dist_acc = [runs[k]["accuracy"] for k in sorted(runs) if k.startswith("dp_distributed")]
         result["dp"] = {
             "epsilon": runs["dp"]["epsilon"],
             "accuracy": runs["dp"]["accuracy"],
@@ -199,10 +218,11 @@ def _summarise(section: str, runs: dict[str, dict[str, Any]], result: dict[str, 
             "nonprivate_accuracy_same_setup": runs["dp_nonprivate_same_setup"]["accuracy"],
             "distributed": {
                 "epsilon": runs["dp_distributed"]["epsilon"],
-                "accuracy": runs["dp_distributed"]["accuracy"],
+                "accuracy": statistics.median(dist_acc),
+                "accuracy_runs": dist_acc,
                 "delta": 1e-5,
                 "rounds": len(runs["dp_distributed"]["round_seconds"]),
-                "setup": "DP-FedSGD in SecAgg+ groups of 5 (threshold 3), q=0.5, hidden 16, lr 1",
+                "setup": DIST_SETUP,
             },
         }
     elif section == "overhead":

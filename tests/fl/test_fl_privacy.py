@@ -27,6 +27,22 @@ from saip_fl.server import RoundRecord, RunLog, SaipStrategy, outcome, preflight
 SECAGG = {"enabled": True, "num_shares": 5, "reconstruction_threshold": 3, "groups": 2}
 
 
+def _score_kw(root: list[np.ndarray]) -> dict[str, Any]:
+    """Arguments of ``validation.score_group`` around ``root`` with a loss that never rises."""
+    d = root[0].size
+    return {
+        "shapes": [(d,)],
+        "root_update": root,
+        "global_weights": [np.zeros(d, np.float32)],
+        "holdout_loss": lambda w: 0.0,
+        "base_loss": 0.0,
+        "norm_bound": 3.0,
+        "clipping_range": 8.0,
+        "min_cosine": 0.0,
+        "loss_tolerance": 0.1,
+    }
+
+
 # ------------------------------------------------------------------ 1. noise from the OS
 def test_fl_secure_noise_differs_between_sources_and_has_the_right_law() -> None:
     a = NoiseSource.secure().gaussian((20000,), 2.0)
@@ -124,19 +140,9 @@ def test_fl_user_level_noise_shares_are_sized_for_the_reconstruction_threshold()
         plan_for(600, 3.1)
     # the group check expects the noise: a noisy honest mean is not rejected for its norm
     noisy = [np.full(100, (3.0 + 1.2 * plan.aggregate_noise_norm) / 10, np.float32)]
-    kw = {
-        "shapes": [(100,)],
-        "root_update": noisy,
-        "global_weights": [np.zeros(100, np.float32)],
-        "holdout_loss": lambda w: 0.0,
-        "base_loss": 0.0,
-        "norm_bound": 3.0,
-        "clipping_range": 8.0,
-        "min_cosine": 0.0,
-        "loss_tolerance": 0.1,
-    }
-    assert not validation.score_group(0, noisy, **kw).accepted  # type: ignore[arg-type]
-    score = validation.score_group(0, noisy, noise_norm=plan.aggregate_noise_norm, **kw)  # type: ignore[arg-type]
+    kw = _score_kw(noisy)
+    assert not validation.score_group(0, noisy, **kw).accepted
+    score = validation.score_group(0, noisy, noise_norm=plan.aggregate_noise_norm, **kw)
     assert score.accepted
 
 
@@ -433,3 +439,33 @@ def test_fl_cli_exit_codes_for_degraded_and_failed_runs(
         monkeypatch.setattr(runner, "run", fake_run)
         assert main(argv) == code
         assert str(exc) in capsys.readouterr().err
+
+
+def test_fl_noisy_group_aggregates_are_averaged_not_cosine_weighted() -> None:
+    """Cosine weights on noise-dominated aggregates pick one group's noise (and a round whose
+    accepted groups all have cosine ≤ 0 was rolled back: 13 of 30 DP rounds on the validation
+    data). With DP noise expected, accepted groups are averaged with equal weights; the noise of
+    the combination then has the std of one group divided by √k."""
+    d, k, noise = 4000, 4, 0.02
+    rng = np.random.default_rng(0)
+    signal = np.full(d, 0.002, np.float32)
+    groups = {g: [signal + rng.normal(0, noise, d).astype(np.float32)] for g in range(k)}
+    kw = _score_kw([signal])
+    noisy = {
+        g: validation.score_group(g, u, noise_norm=noise * math.sqrt(d), **kw)
+        for g, u in groups.items()
+    }
+    assert all(s.accepted and s.weight == 1.0 for s in noisy.values())
+    combined = validation.combine_trusted(groups, noisy, [signal])
+    assert combined is not None
+    resid = combined[0] - signal
+    assert float(np.std(resid)) == pytest.approx(noise / math.sqrt(k), rel=0.1)
+    # without DP the cosine weighting (robustness against a poisoned group) is unchanged
+    clean = validation.score_group(0, [signal * 2], **kw)
+    assert clean.weight == pytest.approx(1.0)
+    assert (
+        validation.score_group(
+            0, [signal + rng.normal(0, noise, d).astype(np.float32)], **kw
+        ).weight
+        < 0.5
+    )

@@ -122,6 +122,9 @@ class DPConfig(_Section):
     allow_weak: bool = False
     #: privacy accountant: Rényi DP (Mironov 2017) or PRV (Gopi et al., NeurIPS 2021; tighter)
     accountant: Literal["rdp", "prv"] = "rdp"
+    #: heavy-ball momentum the server applies to the combined group aggregate (SecAgg+ runs):
+    #: post-processing of released aggregates, free in privacy; 0 turns it off
+    server_momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
     #: TEST ONLY: draw DP noise and sampling from this fixed seed. Whoever knows it can remove the
     #: noise, so the ``saip fl`` CLI refuses any configuration that sets it.
     insecure_noise_seed: int | None = None
@@ -240,6 +243,11 @@ class RunConfig(_Section):
             raise ValueError(
                 "dp.mode='distributed' splits the noise across SecAgg+ group members: it needs "
                 "secagg.enabled (without SecAgg+ the server would see each under-noised share)"
+            )
+        if self.dp.server_momentum > 0 and not sa.enabled:
+            raise ValueError(
+                "dp.server_momentum applies to the combined SecAgg+ group aggregate: it needs "
+                "secagg.enabled (it would be ignored otherwise)"
             )
         if self.dp.mode == "user" and self.dp.noise_multiplier is None:
             raise ValueError("dp.mode='user' needs dp.noise_multiplier (noise std / update bound)")

@@ -210,6 +210,9 @@ class SaipStrategy(FedAvg):
         self._history: list[tuple[int, Weights, frozenset[str]]] = []
         self._contributed: frozenset[str] = frozenset()
         self.expected_noise_norm = 0.0
+        #: server momentum buffer (``dp.server_momentum``): post-processing of the released
+        #: aggregates, so it costs no privacy
+        self.velocity: Weights | None = None
         self.ledger, self._fit_extra = self._privacy_setup()
         super().__init__(
             fraction_fit=cfg.fraction_fit,
@@ -528,7 +531,8 @@ class SaipStrategy(FedAvg):
             log.warning("round %d: no group aggregate trusted; global model kept", rnd)
             rec.rolled_back = True
             return None
-        candidate = add(global_w, combined)
+        step = self.server_step(combined)
+        candidate = add(global_w, step)
         cand_loss = self._loss_of(candidate)
         set_weights(self.model, global_w)
         if cand_loss > base_loss + sa.loss_tolerance:
@@ -543,6 +547,8 @@ class SaipStrategy(FedAvg):
                 f"holdout loss {cand_loss:.3f} > {base_loss:.3f} + {sa.loss_tolerance:g}"
             )
             return None
+        if self.cfg.dp.server_momentum > 0:
+            self.velocity = step  # only an accepted step moves the momentum
         self._contributed |= {
             c for g, s in scores.items() if s.accepted and s.weight > 0 for c in group_members[g]
         }
@@ -572,6 +578,7 @@ class SaipStrategy(FedAvg):
         del self._history[index + 1 :]
         self._contributed = contributed
         rec.rewound_to = start
+        self.velocity = None  # the momentum carries the tainted steps too
         log.warning(
             "round %d: excluded clients had contributed to the model; rewound to round %d's start",
             rnd,
@@ -582,6 +589,18 @@ class SaipStrategy(FedAvg):
             rec.rolled_back = True
             return None
         return [w.copy() for w in weights]
+
+    def server_step(self, combined: Weights) -> Weights:
+        """``β·v + combined`` with ``β = dp.server_momentum`` (heavy-ball server momentum).
+
+        FedAvgM (Hsu et al., 2019, arXiv:1909.06335) applied to the DP aggregate: a function of
+        released, already-noised aggregates only, so post-processing leaves (ε, δ) unchanged
+        (Dwork & Roth 2014, Prop. 2.1), while averaging the noise of successive rounds.
+        """
+        beta = self.cfg.dp.server_momentum
+        if beta == 0 or self.velocity is None:
+            return combined
+        return add(combined, self.velocity, beta)
 
     # -- centralised evaluation: also closes the round record
     def evaluate(

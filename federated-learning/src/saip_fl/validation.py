@@ -260,7 +260,8 @@ def score_group(
     then allows ``norm_bound + 1.25 × noise_norm`` (the noise norm concentrates tightly around its
     mean in high dimension), and the cosine threshold is lowered by ``3/sqrt(d)`` — three standard
     deviations of the cosine between pure noise and any fixed direction in ``d`` dimensions —
-    so that an honest aggregate whose signal the noise partly hides is not dropped for it.
+    so that an honest aggregate whose signal the noise partly hides is not dropped for it; and the
+    accepted noisy aggregates get equal weights (averaging k aggregates divides the noise by √k).
     """
     reason = check_structure(update, shapes)
     if reason is not None:
@@ -283,7 +284,10 @@ def score_group(
         reason = f"holdout loss {loss:.3f} > {base_loss:.3f} + {loss_tolerance:g}"
     if reason is not None:
         return GroupScore(group, False, reason, cos, norm, loss, 0.0)
-    return GroupScore(group, True, "accepted", cos, norm, loss, max(cos, 0.0))
+    # under DP noise the cosine of an honest aggregate is mostly noise (≈ N(0, 1/d) around a small
+    # signal): weighting by it would pick one group's noise instead of averaging k of them
+    weight = 1.0 if noise_norm > 0 else max(cos, 0.0)
+    return GroupScore(group, True, "accepted", cos, norm, loss, weight)
 
 
 def combine_trusted(

@@ -1,0 +1,141 @@
+"""Distributed DP-FedSGD: what the privacy claim depends on (issue #15, "DP that keeps accuracy").
+
+Attacker first: the server reports ε from its accountant, but the clients run the mechanism. If
+the two disagree — another sample rate, more gradient steps per round, a smaller noise multiplier,
+or noise shares that no longer add up to σC once members drop out — the reported ε is a lie.
+These tests run the real client code (with the test-only noise seed, so the tolerances are fixed)
+and compare what it does with what the accountant assumed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+from saip_fl import client as client_mod
+from saip_fl import dp
+from saip_fl.client import SaipClient
+from saip_fl.config import validate_run_config
+from saip_fl.errors import FLConfigError
+from saip_fl.model import flatten
+from saip_fl.server import RunLog, SaipStrategy
+
+SECAGG = {"enabled": True, "num_shares": 5, "reconstruction_threshold": 3, "groups": 2}
+
+
+def _distributed(**dp_over: Any) -> Any:
+    return validate_run_config(
+        {
+            "num_clients": 10,
+            "num_rounds": 20,
+            "hidden": 16,
+            "secagg": SECAGG,
+            "dp": {"mode": "distributed", "sample_rate": 0.3, "insecure_noise_seed": 11, **dp_over},
+        }
+    )
+
+
+def test_fl_distributed_accountant_uses_the_rate_steps_and_sigma_the_clients_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cfg = _distributed()
+    strategy = SaipStrategy(cfg, RunLog(config={}, path=None))
+    ledger = strategy.ledger
+    assert ledger is not None
+    calls: list[tuple[float, float, int, int]] = []
+    real = client_mod.clipped_gradient_sum
+
+    def spy(model: Any, data: Any, **kw: Any) -> Any:
+        out = real(model, data, **kw)
+        calls.append((kw["sample_rate"], kw["max_grad_norm"], out[1], len(data.y)))
+        return out
+
+    monkeypatch.setattr(client_mod, "clipped_gradient_sum", spy)
+    shares: list[float] = []
+    real_gauss = client_mod.NoiseSource.gaussian
+
+    def gauss(self: Any, shape: tuple[int, ...], std: float) -> Any:
+        shares.append(std)
+        return real_gauss(self, shape, std)
+
+    monkeypatch.setattr(client_mod.NoiseSource, "gaussian", gauss)
+    client = SaipClient(cfg, 4)
+    params = client.get_parameters({})
+    fits = 40
+    for rnd in range(1, fits + 1):
+        client.fit(params, {**strategy._fit_config(rnd)})
+    # one clipped-gradient step per fit = the accountant's steps per round
+    assert len(calls) == fits * ledger.steps_per_round
+    # the client samples at exactly the accountant's rate and clips at C ...
+    assert {c[0] for c in calls} == {ledger.sample_rate}
+    assert {c[1] for c in calls} == {cfg.dp.max_grad_norm}
+    # ... and its Poisson batches have that rate (binomial, 4 standard deviations)
+    drawn, offered = sum(c[2] for c in calls), sum(c[3] for c in calls)
+    q = ledger.sample_rate
+    assert abs(drawn / offered - q) < 4 * math.sqrt(q * (1 - q) / offered)
+    # the noise share is σC/√t with the accountant's σ
+    t = cfg.secagg.reconstruction_threshold
+    share = ledger.noise_multiplier * cfg.dp.max_grad_norm / math.sqrt(t)
+    assert len(shares) == fits * 4  # one share per parameter array (hidden MLP: 4 arrays)
+    assert all(s == pytest.approx(share) for s in shares)
+    # ε reported after the run = that mechanism composed num_rounds times, within the target
+    for _ in range(cfg.num_rounds):
+        ledger.step_round()
+    expected = dp.epsilon(
+        noise_multiplier=ledger.noise_multiplier,
+        sample_rate=q,
+        steps=cfg.num_rounds,
+        delta=cfg.dp.delta,
+    )
+    assert ledger.epsilon == pytest.approx(expected)
+    assert expected <= cfg.dp.target_epsilon * 1.001
+
+
+def test_fl_distributed_group_sum_carries_sigma_c_down_to_the_threshold() -> None:
+    """Sum the real clients' noise shares over t survivors (the fewest SecAgg+ can unmask) and
+    over all m members: the group sum's noise is N(0, σ²C²) resp. N(0, σ²C²·m/t), never less."""
+    cfg = _distributed()
+    strategy = SaipStrategy(cfg, RunLog(config={}, path=None))
+    extra = strategy._fit_extra
+    sigma, batch = float(extra["dp-noise-multiplier"]), float(extra["dp-expected-batch"])
+    sc = sigma * cfg.dp.max_grad_norm
+    members = [SaipClient(cfg, i) for i in range(5)]
+    params = members[0].get_parameters({})
+    t = cfg.secagg.reconstruction_threshold
+    survivors_t: list[np.ndarray] = []
+    survivors_all: list[np.ndarray] = []
+    for rnd in range(1, 16):
+        # a round that samples no record: each update is its noise share, scaled by -lr/B
+        conf = {**extra, "server-round": rnd, "dp-sample-rate": 1e-12}
+        ups = [flatten(m.fit(params, conf)[0]) * (-batch / cfg.learning_rate) for m in members]
+        survivors_t.append(np.sum(ups[:t], axis=0))  # m - t members dropped out
+        survivors_all.append(np.sum(ups, axis=0))
+    at_t, full = np.concatenate(survivors_t), np.concatenate(survivors_all)
+    assert at_t.size > 15_000
+    # fixed tolerances: std of a sample std ≈ 1/√(2n) ≈ 0.6 %; 3 % is > 5 standard deviations
+    assert float(np.std(at_t)) == pytest.approx(sc, rel=0.03)
+    assert abs(float(np.mean(at_t))) < 0.03 * sc
+    assert float(np.std(full)) == pytest.approx(sc * math.sqrt(5 / t), rel=0.03)
+    # the accountant assumed exactly σC on a group sum: the threshold case meets it, no more
+    assert strategy.ledger is not None
+    assert strategy.ledger.noise_multiplier == pytest.approx(sigma)
+
+
+def test_fl_server_momentum_is_post_processing_and_needs_secagg() -> None:
+    plain = SaipStrategy(_distributed(), RunLog(config={}, path=None))
+    moved = SaipStrategy(_distributed(server_momentum=0.5), RunLog(config={}, path=None))
+    assert plain.ledger is not None
+    assert moved.ledger is not None
+    assert (moved.ledger.noise_multiplier, moved.ledger.sample_rate) == (
+        plain.ledger.noise_multiplier,
+        plain.ledger.sample_rate,
+    )
+    assert moved._fit_extra == plain._fit_extra  # the clients run the same mechanism
+    step = [np.ones(3, np.float32)]
+    assert np.allclose(moved.server_step(step)[0], 1.0)  # no velocity yet
+    moved.velocity = [np.full(3, 2.0, np.float32)]
+    assert np.allclose(moved.server_step(step)[0], 2.0)  # 1 + 0.5 × 2
+    with pytest.raises(FLConfigError, match="server_momentum"):
+        validate_run_config({"dp": {"server_momentum": 0.5}})
