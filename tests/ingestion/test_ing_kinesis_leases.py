@@ -42,18 +42,8 @@ class FakeClock:
         return self.t
 
 
-def create_lease_table(ddb: Any, name: str = TABLE) -> None:
-    """The table as ``infra/aws`` declares it: hash key ``lease_key`` (S), on-demand."""
-    ddb.create_table(
-        TableName=name,
-        KeySchema=[{"AttributeName": "lease_key", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "lease_key", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-
-
 @pytest.fixture
-def aws(moto_url: str) -> dict[str, Any]:
+def aws(moto_url: str, helpers: Any) -> dict[str, Any]:
     kinesis = boto3.client("kinesis", region_name=REGION, endpoint_url=moto_url)
     kinesis.create_stream(StreamName="lease-s", ShardCount=1)
     kinesis.get_waiter("stream_exists").wait(
@@ -62,7 +52,7 @@ def aws(moto_url: str) -> dict[str, Any]:
     s3 = boto3.client("s3", region_name=REGION, endpoint_url=moto_url)
     s3.create_bucket(Bucket="lease-b")
     ddb = boto3.client("dynamodb", region_name=REGION, endpoint_url=moto_url)
-    create_lease_table(ddb)
+    helpers.create_lease_table(ddb, TABLE)
     return {"kinesis": kinesis, "s3": s3, "ddb": ddb, "url": moto_url}
 
 
@@ -290,7 +280,7 @@ def test_parse_row_property_any_item_parses_or_fails_typed(item: dict[str, Any])
 
 
 def test_leases_split_between_consumers_and_a_graceful_close_hands_them_over(
-    moto_url: str, env: Any, tmp_path: Path
+    moto_url: str, helpers: Any
 ) -> None:
     kinesis = boto3.client("kinesis", region_name=REGION, endpoint_url=moto_url)
     kinesis.create_stream(StreamName="lease-s", ShardCount=4)
@@ -298,7 +288,7 @@ def test_leases_split_between_consumers_and_a_graceful_close_hands_them_over(
         StreamName="lease-s", WaiterConfig={"Delay": 0.1, "MaxAttempts": 50}
     )
     ddb = boto3.client("dynamodb", region_name=REGION, endpoint_url=moto_url)
-    create_lease_table(ddb)
+    helpers.create_lease_table(ddb, TABLE)
     aws = {"kinesis": kinesis, "ddb": ddb, "s3": boto3.client("s3", endpoint_url=moto_url)}
     aws["s3"].create_bucket(Bucket="lease-b")
     a, _ = consumer(aws, "a")
