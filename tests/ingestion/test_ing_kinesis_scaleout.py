@@ -23,7 +23,6 @@ from saip_ingestion.engine import ACCEPTED_PREFIX, read_batch
 from saip_ingestion.provenance import ProducerRegistry
 from saip_ingestion.quarantine import QuarantineStore
 
-
 REGION = "us-east-1"
 STREAM, BUCKET, TABLE = "scale-s", "scale-b", "scale-leases"
 PRODUCERS, PER_PRODUCER = 6, 60
