@@ -70,13 +70,8 @@ def test_three_consumers_one_sigkilled_shards_taken_over_exactly_once(
         Records=[{"Data": x, "PartitionKey": f"bad{i}"} for i, x in enumerate(bad)],
     )
 
-    proc_env = {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "SAIP_KEY_DIR": str(tmp_path / "keys"),
-    }
+    # the aws_env fixture (through moto_url) already put dummy credentials into os.environ
+    proc_env = {**os.environ, "SAIP_KEY_DIR": str(tmp_path / "keys")}
     procs: list[subprocess.Popen[bytes]] = []
     dirs = [tmp_path / f"c{i}" for i in range(3)]
     for i, data in enumerate(dirs):
