@@ -56,6 +56,18 @@ def aws(moto_url: str, helpers: Any) -> dict[str, Any]:
     return {"kinesis": kinesis, "s3": s3, "ddb": ddb, "url": moto_url}
 
 
+_OPEN: list[LeasedKinesisStream] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_renewers() -> Any:
+    """Every consumer a test opened stops its renewal thread when the test ends."""
+    yield
+    while _OPEN:
+        rs = _OPEN.pop()
+        rs._stop.set()
+
+
 def consumer(
     aws: dict[str, Any], name: str, clock: FakeClock | None = None, duration: float = 60.0
 ) -> tuple[LeasedKinesisStream, LeaseFencedStore]:
@@ -73,6 +85,7 @@ def consumer(
     rs = LeasedKinesisStream(
         kinesis=aws["kinesis"], stream="lease-s", leases=leases, exists=store.exists, **kw
     )
+    _OPEN.append(rs)
     return rs, LeaseFencedStore(store, rs)
 
 
@@ -327,5 +340,6 @@ def test_lease_options_validated_at_start_naming_the_setting(moto_url: str, tmp_
         )  # fmt: skip
     rs, store = open_backend("aws", **base, lease_table="t-leases", consumer="c1")
     assert isinstance(rs, LeasedKinesisStream)
+    _OPEN.append(rs)
     assert isinstance(store, LeaseFencedStore)
     assert json.dumps(rs.leases.lease_duration) == "10.0"
