@@ -343,3 +343,43 @@ def test_lease_options_validated_at_start_naming_the_setting(moto_url: str, tmp_
     _OPEN.append(rs)
     assert isinstance(store, LeaseFencedStore)
     assert json.dumps(rs.leases.lease_duration) == "10.0"
+
+
+def test_resharding_children_are_leased_only_after_the_parent_reaches_shard_end(
+    aws: dict[str, Any],
+) -> None:
+    """A split closes the parent: once its records are stored its lease is checkpointed
+    SHARD_END and given back, and only then are the children leased (per-key order).
+
+    moto gaps (5.2.5): records published after the split still land in the closed parent (its
+    EndingSequenceNumber grows), so this test publishes before the split only; and GetRecords on
+    a closed, drained shard never returns a null NextShardIterator, so the end is detected by the
+    checkpoint reaching the shard's EndingSequenceNumber (also true on Kinesis)."""
+    kinesis = aws["kinesis"]
+    rs, _ = consumer(aws, "a", duration=4.0)  # balances every second
+    kinesis.put_records(
+        StreamName="lease-s", Records=[{"Data": d, "PartitionKey": "k"} for d in (b"b0", b"b1")]
+    )
+    kinesis.update_shard_count(
+        StreamName="lease-s", TargetShardCount=2, ScalingType="UNIFORM_SCALING"
+    )
+    got: list[bytes] = []
+    children_seen_while_parent_open = False
+    for _ in range(40):
+        msgs = rs.poll(max_messages=10, timeout=0.3)
+        got += [m.data for m in msgs]
+        rs.checkpoint(msgs)
+        rows = rs.leases.rows()
+        parent = rows["shardId-000000000000"]
+        kids = [r for sid, r in rows.items() if sid != "shardId-000000000000"]
+        if parent.checkpoint != "SHARD_END" and any(k.owner for k in kids):
+            children_seen_while_parent_open = True
+        if parent.checkpoint == "SHARD_END" and kids and all(k.owner == "a" for k in kids):
+            break
+    assert got == [b"b0", b"b1"]
+    assert not children_seen_while_parent_open
+    assert parent.checkpoint == "SHARD_END"
+    assert parent.owner is None  # given back once drained
+    assert len(kids) == 2
+    assert all(k.parents == ("shardId-000000000000",) for k in kids)
+    assert all(k.owner == "a" for k in kids)

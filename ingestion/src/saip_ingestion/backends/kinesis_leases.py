@@ -546,10 +546,14 @@ class LeasedKinesisStream(KinesisStream):
         descs = self._list_shards()
         self._shard_desc = {str(d["ShardId"]): d for d in descs}
         leases.sync(descs)
-        for sid in list(leases.owned):
-            if sid in self._finished:
+        for sid, lease in list(leases.owned.items()):
+            ending = self._shard_desc.get(sid, {}).get("SequenceNumberRange", {})
+            ending = ending.get("EndingSequenceNumber")
+            drained = ending is not None and lease.checkpoint == str(ending)
+            if sid in self._finished or drained:  # closed and every record stored
                 leases.checkpoint(sid, SHARD_END)
                 leases.release(sid)
+                self._finished.add(sid)
         rows = leases.rows()
         for sid in list(leases.owned):
             row = rows.get(sid)
