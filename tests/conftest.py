@@ -26,6 +26,15 @@ _LIVE_ENV = {
 }
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _key_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Default local master keys (``saip.compose.key_home``) go to a temp dir for the whole
+    session, subprocesses included — never to the user's ``~/.config``."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SAIP_KEY_DIR", str(tmp_path_factory.mktemp("key-home")))
+        yield
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip ``live`` tests, naming the missing variables, unless ``SAIP_LIVE=1`` and creds exist."""
     for item in items:

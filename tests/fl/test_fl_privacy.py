@@ -179,11 +179,11 @@ def test_fl_secagg_masks_use_the_whole_key() -> None:
         np.array_equal(a, b)
         for a, b in zip(flower_prg(k1, 2**32, dims), flower_prg(k2, 2**32, dims), strict=True)
     )
-    m1, m2 = secagg_prg.shake_prg(k1, 2**32, dims), secagg_prg.shake_prg(k2, 2**32, dims)
+    m1, m2 = secagg_prg.mask_prg(k1, 2**32, dims), secagg_prg.mask_prg(k2, 2**32, dims)
     assert [m.shape for m in m1] == [(3, 4), (5,), ()]
     assert not np.array_equal(m1[0], m2[0])
     assert all(
-        np.array_equal(a, b) for a, b in zip(m1, secagg_prg.shake_prg(k1, 2**32, dims), strict=True)
+        np.array_equal(a, b) for a, b in zip(m1, secagg_prg.mask_prg(k1, 2**32, dims), strict=True)
     )
     assert all(((m >= 0) & (m < 2**32)).all() for m in m1)
     import saip_fl.apps  # noqa: F401 - installs the generator on import (server and client side)

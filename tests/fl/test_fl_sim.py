@@ -26,6 +26,7 @@ from pathlib import Path
 import psutil
 import pytest
 from saip.cli import main
+from saip.compose import default_key_path
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +86,8 @@ scale = 10.0
     assert summary["model"]["encrypted"]
     blob = model.read_bytes()
     assert b"arr_0" not in blob  # not a plaintext npz
-    enc = EnvelopeEncryptor([from_uri(f"local:{data / 'keys' / 'master.key'}")])
+    enc = EnvelopeEncryptor([from_uri(f"local:{default_key_path(data)}")])
+    assert not (data / "keys").exists()  # the default key is kept outside the data directory
     plain = enc.decrypt(blob, context=summary["model"]["context"])
     assert plain.startswith(b"PK")  # the npz (zip) of the final weights
     # the context is bound: the same blob under another run's context does not open

@@ -215,14 +215,6 @@ def validate(rec: dict[str, Any]) -> Any:
     return RECORD_ADAPTER.validate_python(rec)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _key_home(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """Default local master keys of the CLI go to a temp dir, never to the user's ~/.config."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SAIP_KEY_DIR", str(tmp_path_factory.mktemp("key-home")))
-        yield
-
-
 class BufferingFirehoseFake:
     """FAKE Firehose DirectPut client (tests only) that BUFFERS like the real service.
 

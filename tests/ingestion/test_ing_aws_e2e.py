@@ -126,6 +126,7 @@ def test_saip_cli_produce_publish_run_on_moto(
     import json
 
     from saip.cli import main
+    from saip_ingestion.quarantine import REASONS
 
     kinesis = boto3.client("kinesis", region_name=REGION, endpoint_url=moto_url)
     kinesis.create_stream(StreamName="saip-cli", ShardCount=1)
@@ -151,6 +152,14 @@ def test_saip_cli_produce_publish_run_on_moto(
     assert landed
     head = s3.head_object(Bucket="saip-cli", Key=landed[0]["Key"])
     assert head["ServerSideEncryption"] == "aws:kms"
+    # the quarantine of the aws backend is reachable from the CLI with the same options
+    # (backend, endpoint, region, stream and bucket as options: no config file needed)
+    assert main([*base, "quarantine", "list", *cloud, "--json"]) == 0
+    entries = json.loads(capsys.readouterr().out)
+    assert len(entries) == 5
+    assert all(e["reason"] in REASONS and e["producer_id"] in (None, "alpha") for e in entries)
+    assert main([*base, "quarantine", "show", *cloud, entries[0]["qid"]]) == 0
+    assert json.loads(capsys.readouterr().out)["qid"] == entries[0]["qid"]
     # a misconfigured backend fails with one line naming the setting, exit 1
     assert main([*base, "run", *cloud[:-2], "--bucket", "Bad_Bucket", "--source", "stream"]) == 1
     assert "bucket" in capsys.readouterr().err

@@ -61,6 +61,56 @@ def test_sign_own_records_then_ingest_with_a_declared_image_spec(
     assert json.loads(out)["reasons"] == {"shape_mismatch": 12}
 
 
+def test_signed_batch_header_records_are_proven_later_by_cli(tmp_path: Path, capsys: Any) -> None:
+    """``sign`` writes v2 records (index, no path) by default; the consumer stores their leaf
+    lists; ``ingest verify`` proves one stored record (exit 0) and refuses (exit 3) a missing
+    one or one whose key was revoked since."""
+    producer_home, consumer = tmp_path / "producer", tmp_path / "consumer"
+    src, signed, v1 = tmp_path / "mine.jsonl", tmp_path / "signed.jsonl", tmp_path / "v1.jsonl"
+    _own_records(src)
+    code, out, err = _run(capsys, "--data-dir", str(producer_home), "ingest", "sign",
+                          "--producer", "lab-a", "--tree-size", "5", str(src), str(signed),
+                          "--json")  # fmt: skip
+    assert code == 0, err
+    info = json.loads(out)
+    recs = [json.loads(x) for x in signed.read_text().splitlines()]
+    assert {len(r["sig"]["path"]) for r in recs} == {0}
+    code, _, err = _run(capsys, "--data-dir", str(producer_home), "ingest", "sign",
+                        "--producer", "lab-a", "--batch-format", "v1", str(src),
+                        str(v1))  # fmt: skip
+    assert code == 0, err
+    assert all(json.loads(x)["sig"]["path"] for x in v1.read_text().splitlines()[:5])
+    code, _, err = _run(capsys, "--data-dir", str(consumer), "ingest", "producers", "add",
+                        "lab-a", "--public-key", info["public_key"])  # fmt: skip
+    assert code == 0, err
+    for source in (signed, v1):
+        code, out, err = _run(capsys, "--data-dir", str(consumer), "ingest", "run", "--source",
+                              str(source), "--image-shape", "28x28", "--value-range", "0,255",
+                              "--json")  # fmt: skip
+        assert code == 0, err
+        # the v1 copy re-uses the caller's explicit record ids under new seqs: conflict
+        assert set(json.loads(out)["reasons"]) <= ({"conflict"} if source == v1 else set())
+    seq = recs[3]["seq"]
+    v1_seq = next(
+        r["seq"] for r in map(json.loads, v1.read_text().splitlines())
+        if r["record_id"].startswith("lab-a-")
+    )  # fmt: skip
+    for s, fmt in ((seq, "v2-batch-header"), (v1_seq, "v1-inclusion-proof")):
+        code, out, err = _run(capsys, "--data-dir", str(consumer), "ingest", "verify",
+                              "--producer", "lab-a", "--seq", str(s), "--json")  # fmt: skip
+        assert code == 0, err
+        assert json.loads(out)["format"] == fmt
+    code, _, err = _run(capsys, "--data-dir", str(consumer), "ingest", "verify",
+                        "--producer", "lab-a", "--seq", "999999")  # fmt: skip
+    assert code == 3
+    assert "not_found" in err
+    _run(capsys, "--data-dir", str(consumer), "ingest", "producers", "revoke", "lab-a")
+    code, _, err = _run(capsys, "--data-dir", str(consumer), "ingest", "verify",
+                        "--producer", "lab-a", "--seq", str(seq))  # fmt: skip
+    assert code == 3
+    assert "revoked_key" in err
+
+
 def test_sign_refuses_invalid_input_with_its_line_and_writes_nothing(
     tmp_path: Path, capsys: Any
 ) -> None:

@@ -92,6 +92,56 @@ def _assert_exactly_once(env: Any, accepted_unique: int, quarantined: int) -> No
     assert len(qs) == quarantined
 
 
+@pytest.mark.parametrize("file", ["window", "snapshot.json", "journal"])
+@pytest.mark.parametrize("at", [1, 2])
+def test_crash_mid_incremental_snapshot(
+    env: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, file: str, at: int
+) -> None:
+    """Killed while writing the n-th snapshot (a producer's window file, ``snapshot.json``, or
+    the fresh journal): the restart neither loses a record nor stores one twice."""
+    import saip_ingestion.state as state_mod
+    import saip_ingestion.window as window_mod
+
+    lines, accepted, quarantined = _workload(env)
+    stream = LocalStream(tmp_path / "stream")
+    stream.publish(lines, partition_key="p")
+    calls = {"n": 0}
+
+    def hit() -> None:
+        calls["n"] += 1
+        if calls["n"] == at:
+            raise _Crash(file)
+
+    if file == "journal":
+        real_open = state_mod._open_private
+
+        def crash_open(path: Path, mode: str) -> Any:
+            if path.name == "journal.jsonl" and mode == "w":
+                hit()
+            return real_open(path, mode)
+
+        monkeypatch.setattr(state_mod, "_open_private", crash_open)
+    else:
+        mod: Any = window_mod if file == "window" else state_mod
+        real_write = mod.atomic_write
+
+        def crash_write(path: Path, data: bytes, **kw: Any) -> None:
+            if path.name.endswith(".win" if file == "window" else "snapshot.json"):
+                hit()
+            real_write(path, data, **kw)
+
+        monkeypatch.setattr(mod, "atomic_write", crash_write)
+    engine = env.open(snapshot_every=2)
+    with pytest.raises(_Crash):
+        engine.run(stream, batch_size=40)
+    monkeypatch.undo()
+    engine.state.close()  # the process died: the OS drops the lock
+    env.engine = None
+    summary = env.open(snapshot_every=2).run(LocalStream(tmp_path / "stream"), batch_size=40)
+    assert summary.received == summary.accepted + summary.quarantined
+    _assert_exactly_once(env, accepted, quarantined)
+
+
 @pytest.mark.parametrize(
     ("stage", "at"),
     [

@@ -383,3 +383,20 @@ def test_resharding_children_are_leased_only_after_the_parent_reaches_shard_end(
     assert len(kids) == 2
     assert all(k.parents == ("shardId-000000000000",) for k in kids)
     assert all(k.owner == "a" for k in kids)
+
+
+def test_intent_never_rolls_forward_past_an_undecided_v2_message(
+    aws: dict[str, Any], env: Any
+) -> None:
+    """The engine holds the records of an incomplete v2 batch (not stored, not checkpointed):
+    a write intent stops before the first of them, so a successor re-reads it (never lost)."""
+    publish(env, aws, 8)
+    rs, store = consumer(aws, "a")
+    polled = rs.poll(max_messages=50, timeout=2)
+    rs.held = lambda: [polled[5], polled[6]]  # what IngestEngine.held_messages would say
+    store.put("accepted/c/000000000001-0123456789abcdef", b"x")
+    assert row(aws)["pending_seq"]["S"] == polled[4].position
+    rs.checkpoint(polled[:5])  # the engine checkpoints the decided prefix only
+    assert row(aws)["checkpoint"]["S"] == polled[4].position
+    rs.rebalance()  # un-checkpointed records keep their shard
+    assert set(rs.leases.owned) == {"shardId-000000000000"}

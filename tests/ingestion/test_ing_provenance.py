@@ -11,7 +11,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from saip_ingestion.provenance import (
     ProducerRegistry,
-    ReplayGuard,
     Signer,
     Verifier,
     inclusion_root,
@@ -178,19 +177,3 @@ def test_signer_validates_eagerly() -> None:
         Signer(producer_id="Bad Name", private_key=Ed25519PrivateKey.generate())
     with pytest.raises(TypeError):
         Signer(producer_id="alpha", private_key="not a key")  # type: ignore[arg-type]
-
-
-def test_replay_guard_window() -> None:
-    guard = ReplayGuard(clock=lambda: 0, seq_window=4)
-    for s in (10, 8, 11):
-        assert guard.check_seq("p", s) is None
-        guard.mark("p", s)
-    assert guard.check_seq("p", 8)[0] == "replay"
-    assert guard.check_seq("p", 9) is None  # late but inside the window
-    assert guard.check_seq("p", 7)[0] == "seq_out_of_window"
-    assert guard.check_seq("q", 0) is None
-    restored = ReplayGuard(clock=lambda: 0, seq_window=4)
-    restored.restore(json.loads(json.dumps(guard.snapshot())))
-    assert restored.check_seq("p", 11)[0] == "replay"
-    with pytest.raises(ValueError, match="seq_window"):
-        ReplayGuard(clock=lambda: 0, seq_window=-1)

@@ -6,15 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from saip.compose import build_encryptor, provider_options, resolve_key_uri
+from saip.compose import build_encryptor, default_key_path, provider_options, resolve_key_uri
 from saip.errors import ConfigError
 from saip_encryption import DecryptionError
 
 
 def test_configured_context_is_bound_and_rechecked(tmp_path: Path) -> None:
     uri = resolve_key_uri(None, configured=None, data_dir=tmp_path)
-    assert uri == f"local:{tmp_path / 'keys' / 'master.key'}"
-    assert (tmp_path / "keys" / "master.key").stat().st_mode & 0o777 == 0o600
+    assert uri == f"local:{default_key_path(tmp_path)}"
+    assert default_key_path(tmp_path).stat().st_mode & 0o777 == 0o600
     bound = build_encryptor(uri, context={"saip:pipeline": "ingest"})
     blob = bound.encrypt(b"record", context={"dataset": "d1"})
     assert bound.decrypt(blob, context={"dataset": "d1"}) == b"record"
@@ -51,6 +51,42 @@ def test_option_wins_over_setting(tmp_path: Path) -> None:
     assert resolve_key_uri("local:/a", configured="local:/b", data_dir=tmp_path) == "local:/a"
     assert resolve_key_uri(None, configured="local:/b", data_dir=tmp_path) == "local:/b"
     assert not (tmp_path / "keys").exists()
+
+
+def test_default_key_is_outside_the_data_dir_and_per_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy of the data directory (backup, shared volume) must hold no key: the default key
+    lives under ``$SAIP_KEY_DIR``, one per data directory, in a 0700 directory."""
+    home = tmp_path / "key-home"
+    monkeypatch.setenv("SAIP_KEY_DIR", str(home))
+    a, b = tmp_path / "a", tmp_path / "b"
+    uri_a = resolve_key_uri(None, configured=None, data_dir=a)
+    uri_b = resolve_key_uri(None, configured=None, data_dir=b)
+    assert uri_a != uri_b
+    assert uri_a.startswith(f"local:{home}/")
+    assert uri_b.startswith(f"local:{home}/")
+    assert home.stat().st_mode & 0o777 == 0o700
+    assert not a.exists()
+    assert not b.exists()
+    # reused, not recreated
+    before = default_key_path(a).read_bytes()
+    assert resolve_key_uri(None, configured=None, data_dir=a) == uri_a
+    assert default_key_path(a).read_bytes() == before
+
+
+def test_legacy_key_beside_the_data_is_still_used_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rich.console import Console
+    from saip_encryption.providers.local import create_local_key
+
+    legacy = tmp_path / "keys" / "master.key"
+    create_local_key(legacy)
+    uri = resolve_key_uri(None, configured=None, data_dir=tmp_path, console=Console())
+    assert uri == f"local:{legacy}"
+    assert "kept beside the data" in capsys.readouterr().out
+    assert not default_key_path(tmp_path).exists()
 
 
 def test_aws_kms_gets_the_pipeline_endpoint() -> None:

@@ -33,8 +33,11 @@ def test_poi_loaders_refuse_hostile_files(tmp_path: Path) -> None:
     with pytest.raises(PoisoningInputError, match="label column"):
         load_dataset(csv)
     (tmp_path / "t.parquet").write_text("x")
+    with pytest.raises(PoisoningInputError, match="not a readable parquet"):
+        load_dataset(tmp_path / "t.parquet", label_column="label")
+    (tmp_path / "t.feather").write_text("x")
     with pytest.raises(PoisoningInputError, match="unsupported input type"):
-        load_dataset(tmp_path / "t.parquet")
+        load_dataset(tmp_path / "t.feather")
     folder = tmp_path / "imgs"
     for cls, size in (("a", 4), ("b", 5)):
         (folder / cls).mkdir(parents=True)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 from saip.config import SaipConfig, ScanSection
-from saip.errors import PipelineError
+from saip.errors import GateError
 from saip.pipeline import PipelineContext
 from saip.steps import scan as scan_step
 from saip_poisoning import MitigationResult
@@ -72,5 +72,5 @@ def test_poi_step_fails_when_verification_fails(
         return dataclasses.replace(res, passed=False, reason="attack success 60% > 5%")
 
     monkeypatch.setattr(scan_step, "mitigate", stubborn)
-    with pytest.raises(PipelineError, match="verification failed: attack success 60%"):
+    with pytest.raises(GateError, match="verification failed: attack success 60%"):
         scan_step.run(_ctx(tmp_path, 40))

@@ -221,7 +221,13 @@ class SaipClient(NumPyClient):
                 seed=seed,
             )
         update = delta(get_weights(model), [np.asarray(p, dtype=np.float32) for p in parameters])
-        bound = cfg.validation.update_norm_bound
+        # the server may tighten the bound per round (adaptive bound); it can never loosen it
+        bound = min(
+            cfg.validation.update_norm_bound,
+            float(config.get("update-norm-bound", cfg.validation.update_norm_bound)),
+        )
+        if not bound > 0:
+            raise UpdateRejectedError(f"server sent a non-positive update-norm-bound {bound!r}")
         if kind != "none":
             # a malicious client runs its own code: no clipping, no range check
             update = attacks.tamper_update(update, kind, scale=cfg.attack.scale)

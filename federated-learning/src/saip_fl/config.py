@@ -65,6 +65,22 @@ class SecAggConfig(_Section):
     #: exclude a client after this many consecutive rounds in a rejected group (random regrouping
     #: makes an honest client share the attacker's group with probability ≈ (m-1)/(n-1) per round)
     exclude_after: Annotated[int, Field(ge=2)] = 4
+    #: adaptive norm bound (Sun et al. 2019): each round clients clip to this multiple of the
+    #: norm of the server's root update (an honest update on clean data), at most
+    #: ``validation.update_norm_bound``; group aggregates above it are rejected. 0 = off
+    root_norm_multiplier: Annotated[float, Field(ge=0, le=100)] = 0.0
+    #: group testing across random regroupings: exclude a client whose estimated effect on its
+    #: groups' cosine to the root update is this many standard errors below zero (and 2 robust
+    #: SDs below the median client). 0 = off
+    suspicion_z: Annotated[float, Field(ge=0, le=20)] = 0.0
+    #: ... and whose estimated effect is at least this far below zero, in cosine units (a
+    #: relative test alone always finds someone in a federation with no attacker)
+    suspicion_min_effect: Annotated[float, Field(ge=0, le=2)] = 0.15
+    #: observations (rounds) a client needs before group testing may exclude it
+    suspicion_min_rounds: Annotated[int, Field(ge=2, le=1000)] = 3
+    #: when a client is excluded whose past updates are in the model, reset the model to the
+    #: newest global model it did not contribute to (its backdoor must not outlive it)
+    rewind_on_exclusion: bool = False
 
     @model_validator(mode="after")
     def _shares(self) -> SecAggConfig:

@@ -196,6 +196,19 @@ class LocalGrid(Grid):
 
 
 @contextmanager
+def server_identity(run_id: int) -> Iterator[None]:
+    """Stamp server-created messages as the SuperLink's (as Flower's ``start_grid`` does)."""
+    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
+    TaskIdentity.task_id = 1
+    TaskIdentity.run_id = run_id
+    TaskIdentity.node_id = SUPERLINK_NODE_ID
+    try:
+        yield
+    finally:
+        TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
+
+
+@contextmanager
 def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
     """SIGINT/SIGTERM set ``stop`` and raise KeyboardInterrupt (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
@@ -236,17 +249,11 @@ def run_local(
         workers=workers,
         run_id=server_context.run_id or 1,
     )
-    # Flower stamps server-created messages with the process' task identity (as start_grid does)
-    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
-    TaskIdentity.task_id = 1
-    TaskIdentity.run_id = grid.run.run_id
-    TaskIdentity.node_id = SUPERLINK_NODE_ID
     try:
-        with _stop_on_signals(grid.stop):
+        with server_identity(grid.run.run_id), _stop_on_signals(grid.stop):
             try:
                 server_app(grid, server_context)
             except RunInterruptedError:
                 raise KeyboardInterrupt("interrupted") from None
     finally:
         grid.close()
-        TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved

@@ -11,7 +11,9 @@ Flow of one round (``DefaultWorkflow`` with our fit workflow plugged in):
   **concurrently** (each group on its own copy of the state records and its own
   ``LegacyContext``), scores every group aggregate against the server's root update and holdout
   loss (FLTrust, Cao et al. NDSS 2021), combines the trusted ones, and rolls the round back if the
-  combined update still degrades the holdout;
+  combined update still degrades the holdout; optionally (``[secagg]`` knobs) it excludes clients
+  found by group testing across regroupings, rewinds the model past their updates, and sends an
+  adaptive norm bound tied to its root update;
 * :class:`GuardedFitWorkflow` wraps either and fails the run with
   :class:`~saip_fl.errors.ProtocolHaltedError` when a round produced no aggregate (e.g. SecAgg+
   halted) instead of finishing "successfully" with an untrained model.
@@ -65,6 +67,7 @@ from saip_fl.model import (
     delta,
     evaluate,
     get_weights,
+    l2_norm,
     predict,
     set_weights,
     train,
@@ -89,9 +92,15 @@ class RoundRecord:
     groups: list[dict[str, Any]] = field(default_factory=list)
     excluded: list[str] = field(default_factory=list)
     rolled_back: bool = False
+    #: the global model was reset to the one at the start of this round (excluded contributors)
+    rewound_to: int | None = None
     aggregate_received: bool = False
     backdoor_asr: float | None = None
     seconds: float = 0.0
+    #: CPU seconds of this process during the fit round (on the local engine: server and every
+    #: client); less sensitive than ``seconds`` to other processes on the same cores (it still
+    #: grows with contention)
+    cpu_seconds: float = 0.0
 
 
 @dataclass
@@ -189,6 +198,17 @@ class SaipStrategy(FedAvg):
             exclude_after=cfg.secagg.exclude_after,
             max_excluded=max(0, min(per_round - cfg.secagg.num_shares, per_round // 2 - 1)),
         )
+        self.group_testing = validation.GroupTesting(
+            z_threshold=2.0,
+            t_threshold=cfg.secagg.suspicion_z,
+            min_rounds=cfg.secagg.suspicion_min_rounds,
+            min_effect=cfg.secagg.suspicion_min_effect,
+            max_excluded=self.group_streaks.max_excluded,
+        )
+        self._roots: dict[int, tuple[Weights, float]] = {}
+        # (round, global weights at its start, clients whose updates the model holds by then)
+        self._history: list[tuple[int, Weights, frozenset[str]]] = []
+        self._contributed: frozenset[str] = frozenset()
         self.expected_noise_norm = 0.0
         self.ledger, self._fit_extra = self._privacy_setup()
         super().__init__(
@@ -284,7 +304,28 @@ class SaipStrategy(FedAvg):
         return ledger, extra
 
     def _fit_config(self, rnd: int) -> dict[str, Scalar]:
-        return {"server-round": rnd, **self._fit_extra}
+        cfg: dict[str, Scalar] = {"server-round": rnd, **self._fit_extra}
+        if self.cfg.secagg.enabled and self.cfg.secagg.root_norm_multiplier > 0:
+            cfg["update-norm-bound"] = self.round_root(self._global, rnd)[1]
+        return cfg
+
+    def round_root(self, global_w: Weights, rnd: int) -> tuple[Weights, float]:
+        """This round's root update and norm bound (computed once per round).
+
+        The bound is :func:`~saip_fl.validation.adaptive_norm_bound` of the root update when
+        ``secagg.root_norm_multiplier`` is set, else ``validation.update_norm_bound``.
+        """
+        if rnd not in self._roots:
+            root = self.root_update(global_w, rnd)
+            ceiling = self.cfg.validation.update_norm_bound
+            mult = self.cfg.secagg.root_norm_multiplier
+            bound = (
+                validation.adaptive_norm_bound(l2_norm(root), multiplier=mult, ceiling=ceiling)
+                if mult > 0
+                else ceiling
+            )
+            self._roots = {rnd: (root, bound)}
+        return self._roots[rnd]
 
     # -- sampling: repeat offenders are excluded
     def configure_fit(
@@ -292,8 +333,16 @@ class SaipStrategy(FedAvg):
     ) -> list[tuple[ClientProxy, FitIns]]:
         """Sample clients as FedAvg does, minus excluded ones."""
         pairs = super().configure_fit(server_round, parameters, client_manager)
-        banned = self.reputation.excluded() | self.group_streaks.excluded()
+        banned = self.excluded_clients()
         return [(proxy, ins) for proxy, ins in pairs if proxy.cid not in banned]
+
+    def excluded_clients(self) -> set[str]:
+        """Clients excluded by update screening, rejected-group streaks or group testing."""
+        return (
+            self.reputation.excluded()
+            | self.group_streaks.excluded()
+            | self.group_testing.excluded()
+        )
 
     def configure_evaluate(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
@@ -406,7 +455,7 @@ class SaipStrategy(FedAvg):
         """
         contributors = contributors or {}
         rec = self.runlog.current(rnd)
-        root = self.root_update(global_w, rnd)
+        root, bound = self.round_root(global_w, rnd)
         base_loss = self._loss_of(global_w)
         sa = self.cfg.secagg
         scores: dict[int, validation.GroupScore] = {}
@@ -419,7 +468,7 @@ class SaipStrategy(FedAvg):
                 global_weights=global_w,
                 holdout_loss=self._loss_of,
                 base_loss=base_loss,
-                norm_bound=self.cfg.validation.update_norm_bound,
+                norm_bound=bound,
                 clipping_range=sa.clipping_range,
                 min_cosine=sa.min_cosine,
                 loss_tolerance=sa.loss_tolerance,
@@ -452,12 +501,28 @@ class SaipStrategy(FedAvg):
         if any(g["accepted"] for g in rec.groups):
             for entry in rec.groups:
                 self.group_streaks.record(entry["members"], rejected=not entry["accepted"])
-        rec.excluded = sorted(self.reputation.excluded() | self.group_streaks.excluded())
+        if sa.suspicion_z > 0:
+            # one cap on exclusions, shared with the rejected-group streaks
+            cap = self.group_streaks.max_excluded
+            if cap is not None:
+                others = self.group_streaks.excluded() - self.group_testing.excluded()
+                self.group_testing.max_excluded = max(0, cap - len(others))
+            scored = [g for g in sorted(scores) if math.isfinite(scores[g].cosine)]
+            self.group_testing.record(
+                [group_members[g] for g in scored], [scores[g].cosine for g in scored]
+            )
+        rec.excluded = sorted(self.excluded_clients())
         self.runlog.excluded_clients = {
             **self.reputation.report(),
             **self.group_streaks.report(),
+            **self.group_testing.report(),
         }
         rec.accepted = sum(1 for s in scores.values() if s.accepted)
+        if sa.rewind_on_exclusion:  # one model copy per round, kept only when it may be needed
+            self._history.append((rnd, global_w, self._contributed))
+        target = self._rewind_target()
+        if target is not None:
+            return self._rewind(rnd, rec, target)
         combined = validation.combine_trusted(group_updates, scores, root)
         if combined is None:
             log.warning("round %d: no group aggregate trusted; global model kept", rnd)
@@ -478,7 +543,45 @@ class SaipStrategy(FedAvg):
                 f"holdout loss {cand_loss:.3f} > {base_loss:.3f} + {sa.loss_tolerance:g}"
             )
             return None
+        self._contributed |= {
+            c for g, s in scores.items() if s.accepted and s.weight > 0 for c in group_members[g]
+        }
         return candidate
+
+    def _rewind_target(self) -> int | None:
+        """Index in the history to rewind to when an excluded client's update is in the model."""
+        if not self.cfg.secagg.rewind_on_exclusion:
+            return None
+        banned = self.group_streaks.excluded() | self.group_testing.excluded()
+        if not banned & self._contributed:
+            return None
+        for i in range(len(self._history) - 1, -1, -1):
+            if not banned & self._history[i][2]:
+                return i
+        return 0  # unreachable: the first entry holds no contributor
+
+    def _rewind(self, rnd: int, rec: RoundRecord, index: int) -> Weights | None:
+        """Reset the global model to the newest one that no excluded client contributed to.
+
+        Excluding a client stops its *future* updates; its past updates (e.g. a backdoor it
+        planted before group testing caught it) stay in the model and outlive it. Rewinding
+        drops them at the cost of the rounds since; this round's aggregate is discarded too, as
+        it was computed from the tainted model.
+        """
+        start, weights, contributed = self._history[index]
+        del self._history[index + 1 :]
+        self._contributed = contributed
+        rec.rewound_to = start
+        log.warning(
+            "round %d: excluded clients had contributed to the model; rewound to round %d's start",
+            rnd,
+            start,
+        )
+        if start == rnd:
+            self._history.pop()
+            rec.rolled_back = True
+            return None
+        return [w.copy() for w in weights]
 
     # -- centralised evaluation: also closes the round record
     def evaluate(
@@ -545,9 +648,10 @@ class GuardedFitWorkflow:
         before = _weights_of(context)
         rec = self.strategy.runlog.current(rnd)
         self.strategy._global = before
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         self.inner(grid, context)
         rec.seconds = time.perf_counter() - started
+        rec.cpu_seconds = time.process_time() - cpu_started
         after = _weights_of(context)
         unchanged = all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
         if not rec.aggregate_received:

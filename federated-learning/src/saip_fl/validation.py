@@ -14,7 +14,9 @@ Clients that fail checks repeatedly are excluded from later rounds (:class:`Clie
 With SecAgg+ the server only sees group aggregates; :func:`score_group` applies FLTrust-style
 checks (Cao et al., NDSS 2021): each aggregate's cosine to the server's *root update* (trained on
 server-held clean data) and the holdout loss after applying it; :func:`combine_trusted` weights
-the surviving aggregates by ReLU(cosine), norms capped at their median.
+the surviving aggregates by ReLU(cosine), norms capped at their median. Across rounds,
+:class:`GroupTesting` finds clients that keep dragging their (randomly redrawn) groups down, and
+:func:`adaptive_norm_bound` ties the norm bound to the server's own honest root update.
 """
 
 from __future__ import annotations
@@ -306,3 +308,110 @@ def combine_trusted(
         for o, a in zip(out, upd, strict=True):
             o += (s.weight / total) * cap * a
     return out
+
+
+def adaptive_norm_bound(root_norm: float, *, multiplier: float, ceiling: float) -> float:
+    """This round's norm bound: ``multiplier ×`` the root update's norm, at most ``ceiling``.
+
+    Sun et al., "Can You Really Backdoor Federated Learning?" (2019) show that a norm bound close
+    to the honest updates' norms limits what a bounded attacker can inject per round. Under
+    SecAgg+ the server cannot see honest norms; its root update (trained on clean server data
+    from the same global model) is an honest update it can see, and it shrinks as training
+    converges — so does the bound, while a fixed bound lets an attacker send many times an
+    honest update's norm late in training.
+    """
+    if not (math.isfinite(root_norm) and root_norm >= 0):
+        raise ValueError(f"root update norm must be finite and >= 0, got {root_norm!r}")
+    bound = min(ceiling, multiplier * root_norm)
+    return bound if bound > 0 else ceiling
+
+
+@dataclass
+class GroupTesting:
+    """Finds clients that keep dragging their groups' scores down across random regroupings.
+
+    Group testing (Dorfman, Ann. Math. Stat. 1943) over SecAgg+ groups: each round every client
+    sits in one random group and the server scores only the group means (FLTrust cosine to the
+    root update, Cao et al. NDSS 2021). A group's score residual (its cosine minus the round's
+    median) is modelled as the mean of its members' hidden effects; ridge least squares over all
+    recorded rounds estimates each client's effect. A client whose effect lies more than
+    ``z_threshold`` robust standard deviations (1.4826 × MAD) *below* the median client and at
+    least ``min_effect`` below zero (in score units: a relative test alone always finds someone
+    in a federation with no attacker), after at least ``min_rounds`` observations, is excluded
+    from later rounds. The server is not told how
+    many attackers there are: the test is relative to the population, and at most
+    ``max_excluded`` clients are ever excluded.
+    """
+
+    z_threshold: float
+    min_rounds: int
+    min_effect: float = 0.0
+    t_threshold: float = 3.0
+    max_excluded: int | None = None
+    ridge: float = 0.5
+    rows: list[tuple[tuple[str, ...], float]] = field(default_factory=list)
+    banned: dict[str, list[str]] = field(default_factory=dict)
+    _se: dict[str, float] = field(default_factory=dict, repr=False)
+
+    def record(self, groups: Sequence[Sequence[str]], scores: Sequence[float]) -> None:
+        """Note one round: the members of each scored group and its score (higher = better)."""
+        if len(groups) != len(scores):
+            raise ValueError("one score per group")
+        usable = [(tuple(m), float(s)) for m, s in zip(groups, scores, strict=True) if m]
+        if len(usable) < 2 or not all(math.isfinite(s) for _, s in usable):
+            return  # one group (or a NaN score) says nothing relative to the others
+        med = float(np.median([s for _, s in usable]))
+        self.rows.extend((m, s - med) for m, s in usable)
+        self._update()
+
+    def effects(self) -> dict[str, tuple[float, int]]:
+        """Estimated effect and number of observations of every client seen so far."""
+        clients = sorted({c for m, _ in self.rows for c in m})
+        if not clients:
+            return {}
+        col = {c: i for i, c in enumerate(clients)}
+        a = np.zeros((len(self.rows), len(clients)))
+        b = np.zeros(len(self.rows))
+        for r, (members, resid) in enumerate(self.rows):
+            for c in members:
+                a[r, col[c]] = 1.0 / len(members)
+            b[r] = resid
+        inv = np.linalg.inv(a.T @ a + self.ridge * np.eye(len(clients)) / len(clients))
+        x = inv @ a.T @ b
+        dof = len(b) - float(np.trace(a @ inv @ a.T))
+        sigma2 = float(np.sum((a @ x - b) ** 2)) / max(dof, 1.0)
+        self._se = {c: math.sqrt(max(sigma2 * float(inv[i, i]), 1e-24)) for c, i in col.items()}
+        seen = (a > 0).sum(axis=0)
+        return {c: (float(x[col[c]]), int(seen[col[c]])) for c in clients}
+
+    def _update(self) -> None:
+        est = self.effects()
+        ready = {c: e for c, (e, n) in est.items() if n >= self.min_rounds}
+        if len(ready) < 3:
+            return
+        vals = np.array(list(ready.values()))
+        med = float(np.median(vals))
+        mad = 1.4826 * float(np.median(np.abs(vals - med)))
+        if mad <= 0:
+            return
+        for c in sorted(ready, key=lambda k: ready[k]):
+            z = (ready[c] - med) / mad
+            full = self.max_excluded is not None and len(self.banned) >= self.max_excluded
+            t = ready[c] / self._se[c]
+            if z >= -self.z_threshold or ready[c] >= -self.min_effect or full:
+                break
+            if t >= -self.t_threshold:
+                continue
+            if c not in self.banned:
+                self.banned[c] = [
+                    f"its groups score {-z:.1f} robust SDs below the median client "
+                    f"over {est[c][1]} random regroupings"
+                ]
+
+    def excluded(self) -> set[str]:
+        """Clients no longer allowed to take part."""
+        return set(self.banned)
+
+    def report(self) -> dict[str, list[str]]:
+        """Reason for every excluded client."""
+        return {c: list(r) for c, r in sorted(self.banned.items())}

@@ -4,12 +4,15 @@ For each polled batch of raw records the engine
 
 1. rejects oversized lines, then parses and validates each line with the one schema
    (:data:`saip_ingestion.schemas.RECORD_ADAPTER`, pydantic-core's JSON parser);
-2. computes the record's signing input and RFC 6962 leaf hash and verifies provenance
-   (inclusion proof + batch Ed25519 signature, cached per batch);
+2. computes the record's signing input and RFC 6962 leaf hash and verifies provenance: a v2
+   batch from all its leaves and one signed header (carried across polls until complete, its
+   messages not checkpointed before), a v1 record by its inclusion proof (Ed25519 cached per
+   batch);
 3. checks content against the declared dataset spec — vectorised over the batch with NumPy for
    images (range, label set, shape) — and sanitizes text fields with an audit trail;
-4. decides in arrival order: exact duplicate of an accepted record (counted, stored once),
-   same ``record_id`` with other content (``conflict``), ``ts`` window, ``seq`` anti-replay;
+4. decides in arrival order on the producer's ``seq`` window (:mod:`saip_ingestion.window`):
+   below it, exact duplicate (counted, stored once), ``replay``, ``record_id`` ``conflict``
+   within the window, ``ts`` window;
 5. commits: quarantined records to the encrypted dead-letter store (one object per batch),
    accepted records as ONE batch object ``accepted/<consumer>/<batch>-<content id>`` whose
    records are sealed with one ``seal_many`` call of the encryptor's bound-context batch API
@@ -47,12 +50,14 @@ from saip_ingestion.errors import IngestError
 from saip_ingestion.health import HealthTracker
 from saip_ingestion.protocols import Encryptor
 from saip_ingestion.provenance import (
+    BatchHeader,
     ProducerRegistry,
     ReplayGuard,
     Verifier,
     image_payload_bytes,
     leaf_data,
     leaf_hash,
+    merkle_root,
     payload_bytes,
 )
 from saip_ingestion.quarantine import QuarantineStore
@@ -74,6 +79,7 @@ from saip_ingestion.schemas import (
 )
 from saip_ingestion.sealed import SealedBatchError, content_id, open_lines, seal_lines
 from saip_ingestion.state import ConsumerState
+from saip_ingestion.window import BELOW, SeqWindows, rid_hash
 
 __all__ = ["DATASET_SPECS", "ImageSpec", "IngestEngine", "IngestSummary", "TabularSpec"]
 
@@ -86,6 +92,8 @@ _RECORD_RE: Final = re.compile(RECORD_ID_PATTERN[1:-1])
 MAX_ERRORS: Final = 64
 _TAGS: Final = frozenset({"image-sample/v1", "tabular-sample/v1", "text-sample/v1"})
 ACCEPTED_PREFIX: Final = "accepted/"
+#: v2 batch headers and their leaf lists, one sealed object per committed batch that has any
+PROVENANCE_PREFIX: Final = "provenance/"
 _CONTENT_ID: Final = re.compile(r"-([0-9a-f]{16})$")
 
 
@@ -142,6 +150,7 @@ class IngestSummary:
     signature_checks: int = 0
     producers: dict[str, Any] = field(default_factory=dict)
     recovered_batches: int = 0
+    pending: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form (the ``--json`` summary)."""
@@ -155,10 +164,11 @@ class IngestSummary:
             "producers": self.producers,
             "batches": self.batches,
             "recovered_batches": self.recovered_batches,
+            "pending": self.pending,
             "signature_checks": self.signature_checks,
             "seconds": round(self.seconds, 3),
             "rec_per_s": round(self.received / self.seconds, 1) if self.seconds else None,
-            "conserved": self.received == self.accepted + self.quarantined,
+            "conserved": self.received == self.accepted + self.quarantined + self.pending,
         }
 
 
@@ -177,8 +187,8 @@ class _Candidate:
 @dataclass
 class _Batch:
     stored: list[bytes] = field(default_factory=list)
-    index: list[list[Any]] = field(default_factory=list)
-    seqs: list[list[Any]] = field(default_factory=list)
+    marks: list[list[Any]] = field(default_factory=list)
+    headers: list[tuple[BatchHeader, list[bytes]]] = field(default_factory=list)
     quarantine: list[dict[str, Any]] = field(default_factory=list)
     outcomes: list[tuple[str, str | None]] = field(default_factory=list)
 
@@ -295,17 +305,23 @@ class IngestEngine:
     registry:
         Producers' public keys.
     state_dir:
-        The consumer's durable state (dedupe index, replay windows, batch counter, lock).
+        The consumer's durable state (per-producer seq windows, batch counter, lock).
     image_spec, tabular_spec:
         What content is accepted (declared range, class set, shape).
     clock:
         Milliseconds since the epoch; injectable (freshness checks depend on it).
-    max_line_bytes, max_age_ms, max_skew_ms, seq_window:
+    max_line_bytes, max_age_ms, max_skew_ms:
         Limits (see :class:`~saip_ingestion.provenance.ReplayGuard`).
+    seq_window:
+        Per-producer dedupe/anti-replay window in sequence numbers
+        (:class:`~saip_ingestion.window.SeqWindows`).
     health_window_ms:
         Window of the per-producer health view.
     snapshot_every:
         Batches between state snapshots (the journal is replayed on start).
+    max_pending:
+        How long (received messages) and how many records an incomplete v2 batch may wait
+        before it is quarantined as ``incomplete_batch``.
     """
 
     def __init__(
@@ -324,6 +340,7 @@ class IngestEngine:
         seq_window: int = 65536,
         health_window_ms: int = 3_600_000,
         snapshot_every: int = 64,
+        max_pending: int = 131072,
     ) -> None:
         if not isinstance(encryptor, Encryptor):
             raise TypeError("encryptor must implement saip_ingestion.protocols.Encryptor")
@@ -333,6 +350,13 @@ class IngestEngine:
             raise ValueError("max_line_bytes must be in 1..64 MiB")
         if snapshot_every < 1:
             raise ValueError("snapshot_every must be >= 1")
+        if not isinstance(max_pending, int) or max_pending < 1:
+            raise ValueError("max_pending must be an int >= 1")
+        self.max_pending = max_pending
+        #: v2 batches not complete yet: group → (received count at first member, members)
+        self._carry: dict[tuple[str, str, int, str], tuple[int, list[_Candidate]]] = {}
+        self._unckpt: list[StreamMessage] = []
+        self._releasing = False
         self.store = store
         self.encryptor = encryptor
         self.registry = registry
@@ -345,14 +369,13 @@ class IngestEngine:
         self._validate_image: Callable[[bytes], Any] = getattr(
             IMAGE_RECORD_ADAPTER.validator, "validate_json", IMAGE_RECORD_ADAPTER.validate_json
         )
-        self.replay = ReplayGuard(
-            clock=self.clock, max_age_ms=max_age_ms, max_skew_ms=max_skew_ms, seq_window=seq_window
-        )
+        self.replay = ReplayGuard(clock=self.clock, max_age_ms=max_age_ms, max_skew_ms=max_skew_ms)
+        self.windows = SeqWindows(window=seq_window)
         self.health = HealthTracker(window_ms=health_window_ms)
         self._health_path = Path(state_dir) / "health.json"
         self.quarantine = QuarantineStore(store, encryptor)
         self.snapshot_every = snapshot_every
-        self.state = ConsumerState(Path(state_dir), replay=self.replay)
+        self.state = ConsumerState(Path(state_dir), windows=self.windows)
         self._load_health()
         self.summary = IngestSummary()
         self._received_at = self.clock()
@@ -375,9 +398,9 @@ class IngestEngine:
         atomic_write(self._health_path, json.dumps(state, separators=(",", ":")).encode())
 
     def close(self) -> None:
-        """Snapshot the state (dedupe index, replay windows, producer health); release the lock."""
+        """Snapshot the state (changed windows, producer health); release the lock."""
         try:
-            self.state.snapshot(prune_before_ms=self._prune_bound())
+            self.state.snapshot()
             self._save_health()
         finally:
             self.state.close()
@@ -417,17 +440,14 @@ class IngestEngine:
                 return
             key = keys[0]
             entries = [e for k in keys for e in read_batch(self.store, self.encryptor, k)]
-            index = [
-                [self._dedupe_key(e["producer_id"], e["record_id"]), e["leaf"], e["ts"], "a"]
+            marks = [
+                [e["producer_id"], e["seq"], e["leaf"][:16], rid_hash(e["record_id"]).hex(), "a"]
                 for e in entries
             ]
-            seqs = [[e["producer_id"], e["seq"]] for e in entries]
-            for rid, leaf, ts, outcome in index:
-                self.state.index[rid] = (leaf, ts, outcome)
-            self.replay.apply((p, s) for p, s in seqs)
-            self.state.commit({"batch": batch, "key": key, "index": index, "seqs": seqs})
+            self.windows.apply(marks, batch=batch)
+            self.state.commit({"batch": batch, "key": key, "marks": marks})
             self.summary.recovered_batches += 1
-            _log.warning("recovered batch %s (%d records) written before a crash", key, len(index))
+            _log.warning("recovered batch %s (%d records) written before a crash", key, len(marks))
 
     # ------------------------------------------------------------------ processing
 
@@ -463,11 +483,40 @@ class IngestEngine:
                 continue
             idle = 0
             self.process_and_commit(messages)
-            stream.checkpoint(messages)
+            self._checkpoint(stream, messages)
             if on_batch is not None:
                 on_batch(self.summary)
+        if self._carry:  # the stream is idle: what is still incomplete will not complete here
+            self.flush_pending()
+            self._checkpoint(stream, [])
         self.summary.seconds += time.perf_counter() - started
         return self.finish()
+
+    def _checkpoint(self, stream: RecordStream, messages: Sequence[StreamMessage]) -> None:
+        """Checkpoint every message before the first one of an incomplete v2 batch (those stay
+        re-deliverable until their batch is decided: at-least-once, re-deliveries are
+        duplicates); each message is checkpointed exactly once."""
+        todo = self._unckpt + list(messages) if self._unckpt else list(messages)
+        held = {id(c.msg) for _, members in self._carry.values() for c in members}
+        cut = next((k for k, m in enumerate(todo) if id(m) in held), len(todo))
+        if cut:
+            stream.checkpoint(todo[:cut])
+        self._unckpt = todo[cut:]
+
+    def held_messages(self) -> list[StreamMessage]:
+        """Messages of incomplete v2 batches: processed but not decided, so not stored and not
+        to be checkpointed yet (a scale-out stream must not let a successor skip them)."""
+        return [c.msg for _, members in self._carry.values() for c in members]
+
+    def flush_pending(self, *, now: int | None = None) -> list[tuple[str, str | None]]:
+        """Quarantine every incomplete v2 batch (``incomplete_batch``) and commit."""
+        received_at = self.clock() if now is None else now
+        batch = _Batch()
+        self._received_at = received_at
+        for group in list(self._carry):
+            self._give_up(batch, group, "the stream went idle")
+        self._commit(batch, received_at)
+        return batch.outcomes
 
     def finish(self) -> IngestSummary:
         """Fill in the derived parts of the summary."""
@@ -544,11 +593,6 @@ class IngestEngine:
             batch, i, msg, "internal_error", f"{type(exc).__name__} while processing the record",
             producer=producer, record_id=record_id, authenticated=authenticated,
         )  # fmt: skip
-
-    @staticmethod
-    def _dedupe_key(producer_id: str, record_id: str) -> str:
-        """Dedupe index key: record ids are unique per producer, not globally."""
-        return f"{producer_id}/{record_id}"
 
     def _parse(
         self,
@@ -647,6 +691,136 @@ class IngestEngine:
             return None
         return classify_errors(errors, data)
 
+    def _give_up(self, batch: _Batch, group: tuple[str, str, int, str], why: str) -> None:
+        _since, members = self._carry.pop(group)
+        n = len({c.rec["sig"]["index"] for c in members})
+        for c in members:
+            c.i = len(batch.outcomes)
+            batch.outcomes.append(("", None))
+            self.summary.pending -= 1
+            self._quarantine(
+                batch, c.i, c.msg, "incomplete_batch",
+                f"{n} of the {group[2]} records of its signed batch arrived ({why})",
+                producer=group[0], record_id=c.rec["record_id"], authenticated=False,
+            )  # fmt: skip
+
+    def _bound_carry(self, batch: _Batch) -> None:
+        """Incomplete v2 batches wait at most ``max_pending`` received messages, and hold at
+        most ``max_pending`` records together (oldest given up first)."""
+        received = self.summary.received
+        for group, (since, members) in list(self._carry.items()):
+            if not members:
+                del self._carry[group]
+            elif received - since > self.max_pending:
+                self._give_up(batch, group, f"not complete within {self.max_pending} messages")
+        while self.summary.pending > self.max_pending and self._carry:
+            self._give_up(batch, next(iter(self._carry)), "too many records pending")
+
+    def _verify_v2(
+        self,
+        batch: _Batch,
+        group: tuple[str, str, int, str],
+        members: list[_Candidate],
+        cands: list[_Candidate],
+    ) -> bool:
+        """A v2 batch (records with an index and no path, ``root_sig`` over a batch header):
+        complete → the root is recomputed from all leaves and the header verified once;
+        incomplete → carried to the next poll. ``False``: a single record whose v2 header does
+        not verify (it may be a v1 record of a one-leaf tree)."""
+        pid, _key_id, n, _root_sig = group
+        by_index: dict[int, _Candidate] = {}
+        extras: list[_Candidate] = []  # the same record again (decided after the batch)
+        rivals: list[_Candidate] = []  # another record claiming a taken index
+        for c in members:
+            idx = c.rec["sig"]["index"]
+            if idx >= n:
+                self._quarantine(
+                    batch, c.i, c.msg, "bad_leaf_index",
+                    f"leaf index {idx} outside the signed batch of {n}",
+                    producer=pid, record_id=c.rec["record_id"], authenticated=False,
+                )  # fmt: skip
+                continue
+            first = by_index.setdefault(idx, c)
+            if first is not c:
+                (extras if first.leaf == c.leaf else rivals).append(c)
+        if len(by_index) < n and self._releasing:
+            self._release_v2(batch, pid, [*by_index.values(), *extras, *rivals], cands)
+            return True
+        if len(by_index) < n:
+            since, carried = self._carry.get(group, (self.summary.received, []))
+            waiting = [*by_index.values(), *extras, *rivals]
+            self._carry[group] = (since, carried + waiting)
+            for c in waiting:
+                batch.outcomes[c.i] = ("pending", None)
+            self.summary.pending += len(waiting)
+            return True
+        self._carry.pop(group, None)
+        ordered = [by_index[j] for j in range(n)]
+        err, header, leaves = self._check_v2(group, ordered)
+        # a forged record that arrived first at an index must not sink the genuine batch:
+        # try each rival in its place (bounded; one Ed25519 verification per try)
+        for r in rivals[:16] if err is not None and err[0] == "bad_signature" else []:
+            idx = r.rec["sig"]["index"]
+            trial = [r if j == idx else c for j, c in enumerate(ordered)]
+            t_err, t_header, t_leaves = self._check_v2(group, trial)
+            if t_err is None:
+                rivals = [c for c in rivals if c is not r] + [ordered[idx]]
+                ordered, err, header, leaves = trial, None, t_header, t_leaves
+                break
+        if err is not None and n == 1 and err[0] == "bad_signature":
+            return False
+        if err is not None:
+            for c in [*ordered, *extras, *rivals]:
+                self._quarantine(
+                    batch, c.i, c.msg, err[0], err[1], producer=pid,
+                    record_id=c.rec["record_id"], authenticated=False,
+                )  # fmt: skip
+            return True
+        batch.headers.append((header, leaves))
+        cands.extend(ordered)
+        cands.extend(extras)
+        for c in rivals:
+            self._quarantine(
+                batch, c.i, c.msg, "bad_signature",
+                f"another record holds leaf {c.rec['sig']['index']} of the verified batch",
+                producer=pid, record_id=c.rec["record_id"], authenticated=False,
+            )  # fmt: skip
+        return True
+
+    def _check_v2(
+        self, group: tuple[str, str, int, str], ordered: list[_Candidate]
+    ) -> tuple[tuple[str, str] | None, BatchHeader, list[bytes]]:
+        """Rebuild the v2 header from the records in leaf order and verify it."""
+        pid, key_id, n, root_sig = group
+        seq_first = ordered[0].rec["seq"]
+        leaves = [c.leaf for c in ordered]
+        header = BatchHeader(
+            pid, key_id, seq_first, seq_first + n - 1, n, merkle_root(leaves), root_sig
+        )
+        for j, c in enumerate(ordered):
+            if c.rec["seq"] != seq_first + j:
+                return (("bad_batch", f"leaf {j} has seq {c.rec['seq']}, the batch starts at "
+                         f"{seq_first}: seqs must be contiguous in leaf order"),
+                        header, leaves)  # fmt: skip
+        return self.verifier.verify_header(header), header, leaves
+
+    def _release_v2(
+        self, batch: _Batch, pid: str, members: list[_Candidate], cands: list[_Candidate]
+    ) -> None:
+        """Release of a v2 record (its batch is not here): it passed the header verification
+        on first receipt if its ``seq`` slot holds its leaf prefix with a content reason."""
+        for c in members:
+            slot = self.windows.lookup(pid, c.rec["seq"])
+            if isinstance(slot, tuple) and slot[1] == c.leaf[:8] and slot[0] not in ("a", "legacy"):
+                cands.append(c)
+            else:
+                self._quarantine(
+                    batch, c.i, c.msg, "incomplete_batch",
+                    "a record of a signed batch is released alone only while its seq is in the"
+                    " window with its first receipt's content verdict",
+                    producer=pid, record_id=c.rec["record_id"], authenticated=False,
+                )  # fmt: skip
+
     def _verify_group(
         self,
         batch: _Batch,
@@ -655,6 +829,19 @@ class IngestEngine:
         cands: list[_Candidate],
     ) -> None:
         pid, key_id, tree_size, root_sig = group
+        v2 = [c for c in members if not c.rec["sig"]["path"]]
+        if v2:
+            try:
+                done = self._verify_v2(batch, group, v2, cands)
+            except Exception as exc:
+                for c in v2:
+                    self._internal_error(batch, c.i, c.msg, exc, producer=pid,
+                                         record_id=c.rec["record_id"])  # fmt: skip
+                done = True
+            if done:
+                members = [c for c in members if c.rec["sig"]["path"]]
+                if not members:
+                    return
         if tree_size > 1 and len(members) == tree_size:
             members.sort(key=lambda c: c.rec["sig"]["index"])
             try:
@@ -710,9 +897,22 @@ class IngestEngine:
                 self._parse(batch, i, msg, pending)
             except Exception as exc:
                 self._internal_error(batch, i, msg, exc)
+        # carried (incomplete) v2 batches join this batch's members of the same batch
+        self._releasing = releasing
+        carried, self._carry = ({}, self._carry) if releasing else (self._carry, {})
+        for group, (since, members) in carried.items():
+            for c in members:
+                c.i = len(batch.outcomes)
+                batch.outcomes.append(("", None))
+                self.summary.pending -= 1
+            mine = pending.pop(group, [])
+            pending[group] = members + mine
+            self._carry[group] = (since, [])
         # phase 1b: provenance — whole Merkle batches at once, the rest record by record
         for group, members in pending.items():
             self._verify_group(batch, group, members, cands)
+        if not releasing:
+            self._bound_carry(batch)
         cands.sort(key=lambda c: c.i)  # decisions below are made in arrival order
         # phase 2: content checks (vectorised for images), sanitization (text)
         try:
@@ -747,55 +947,71 @@ class IngestEngine:
         rec = c.rec
         rid, pid, ts, seq = rec["record_id"], rec["producer_id"], rec["ts"], rec["seq"]
         leaf_hex = c.leaf.hex()
-        dkey = self._dedupe_key(pid, rid)
-        index = self.state.index
-        prev = index.get(dkey)
+        leaf8 = c.leaf[:8]
         line = self._stored_line(c, leaf_hex) if c.verdict is None else b""
-        if prev is not None and releasing and prev[0] == leaf_hex and prev[2] != "a":
-            # release of a record quarantined for its content: ts and seq were admitted on
-            # first receipt; only the content checks (under the current spec) decide now
-            prev = None
-            admitted = True
-        else:
-            admitted = False
-        if prev is not None:
-            if prev[0] != leaf_hex:
+        windows = self.windows
+        prev = windows.lookup(pid, seq)  # dedupe and anti-replay on the authenticated seq
+        admitted = False
+        if prev == BELOW:
+            high = windows.highest(pid)
+            self._quarantine(
+                batch, c.i, c.msg, "seq_out_of_window",
+                f"seq {seq} is below the window of {windows.window} (highest {high})",
+                producer=pid, record_id=rid, authenticated=True,
+            )  # fmt: skip
+            return
+        if isinstance(prev, tuple):
+            outcome, prev_leaf = prev
+            if prev_leaf != leaf8 or outcome == "legacy":
                 self._quarantine(
-                    batch, c.i, c.msg, "conflict",
-                    f"record_id {rid} of {pid} was already seen with different content",
+                    batch, c.i, c.msg, "replay",
+                    f"seq {seq} of {pid} was already used by another record"
+                    + (" (before the state upgrade)" if outcome == "legacy" else ""),
                     producer=pid, record_id=rid, authenticated=True,
                 )  # fmt: skip
-            elif prev[2] == "a":
+                return
+            if outcome == "a":
                 batch.outcomes[c.i] = ("duplicate", None)
                 self.summary.accepted += 1
                 self.summary.duplicates += 1
                 self.health.observe(pid, ts, "duplicate")
-            else:  # re-delivery of a record quarantined for its content
+                return
+            if not releasing:  # re-delivery of a record quarantined for its content
                 self._quarantine(
-                    batch, c.i, c.msg, prev[2], f"re-delivered; {prev[2]} on first receipt",
+                    batch, c.i, c.msg, outcome, f"re-delivered; {outcome} on first receipt",
                     producer=pid, record_id=rid, authenticated=True,
                 )  # fmt: skip
-            return
+                return
+            # release of a record quarantined for its content: ts and seq were admitted on
+            # first receipt; only the content checks (under the current spec) decide now
+            admitted = True
+        rid8 = rid_hash(rid)
         if not admitted:
-            err = self.replay.admit(pid, seq, ts, now)  # freshness + anti-replay; marks seq
+            if windows.has_record_id(pid, rid8):  # the seq is new: another seq has this id
+                self._quarantine(
+                    batch, c.i, c.msg, "conflict",
+                    f"record_id {rid} of {pid} is used by another seq in the window",
+                    producer=pid, record_id=rid, authenticated=True,
+                )  # fmt: skip
+                return
+            err = self.replay.check_ts(ts, now)
             if err is not None:
                 self._quarantine(
                     batch, c.i, c.msg, err[0], err[1], producer=pid, record_id=rid,
                     authenticated=True,
                 )  # fmt: skip
                 return
-            batch.seqs.append([pid, seq])
         if c.verdict is not None:
             if not admitted:
-                index[dkey] = (leaf_hex, ts, c.verdict[0])
-                batch.index.append([dkey, leaf_hex, ts, c.verdict[0]])
+                windows.mark(pid, seq, leaf8, rid8, c.verdict[0])
+                batch.marks.append([pid, seq, leaf8.hex(), rid8.hex(), c.verdict[0]])
             self._quarantine(
                 batch, c.i, c.msg, c.verdict[0], c.verdict[1], producer=pid, record_id=rid,
                 authenticated=True,
             )  # fmt: skip
             return
-        index[dkey] = (leaf_hex, ts, "a")
-        batch.index.append([dkey, leaf_hex, ts, "a"])
+        windows.mark(pid, seq, leaf8, rid8, "a")
+        batch.marks.append([pid, seq, leaf8.hex(), rid8.hex(), "a"])
         batch.stored.append(line)
         batch.outcomes[c.i] = ("accepted", None)
         self.summary.accepted += 1
@@ -892,6 +1108,11 @@ class IngestEngine:
             entries=batch.quarantine,
             received_at=received_at,
         )
+        if batch.headers:  # before the records: every stored v2 record stays verifiable
+            lines = [header_line(h, leaves) for h, leaves in batch.headers]
+            pkey = f"{PROVENANCE_PREFIX}{self.state.consumer_id}/{number:012d}-{content_id(lines)}"
+            blob = seal_lines(self.encryptor, provenance_context(pkey), lines)
+            self.store.put(pkey, blob, metadata={"format": "saip.batch-headers.v2"})
         key = None
         if batch.stored:
             key = self._batch_key(number, batch.stored)
@@ -905,13 +1126,11 @@ class IngestEngine:
                     "contentid": key.rsplit("-", 1)[1],
                 },
             )
-        if key is not None or qkey is not None or batch.index or batch.seqs:
-            self.state.commit(
-                {"batch": number, "key": key, "index": batch.index, "seqs": batch.seqs}
-            )
+        if key is not None or qkey is not None or batch.marks:
+            self.state.commit({"batch": number, "key": key, "marks": batch.marks})
             self.summary.batches += 1
             if self.state.last_batch % self.snapshot_every == 0:
-                self.state.snapshot(prune_before_ms=self._prune_bound())
+                self.state.snapshot()
 
     # ------------------------------------------------------------------ quarantine release
 
@@ -932,6 +1151,27 @@ class IngestEngine:
         if outcome[0] in ("accepted", "duplicate"):
             self.quarantine.mark_released(qid, outcome=outcome[0], at=self.clock())
         return outcome
+
+
+def provenance_context(key: str) -> dict[str, str]:
+    """Encryption context of a provenance object (v2 batch headers and leaf lists)."""
+    return {"saip:purpose": "ingest-provenance", "saip:object": key}
+
+
+def header_line(header: BatchHeader, leaves: Sequence[bytes]) -> bytes:
+    """One stored v2 batch: its header fields and its leaves (hex, index order)."""
+    doc = {
+        "format": "saip.batch-header.v2",
+        "producer_id": header.producer_id,
+        "key_id": header.key_id,
+        "seq_first": header.seq_first,
+        "seq_last": header.seq_last,
+        "count": header.count,
+        "root": header.root.hex(),
+        "root_sig": header.root_sig,
+        "leaves": [leaf.hex() for leaf in leaves],
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 @contextmanager
@@ -976,17 +1216,19 @@ def read_batch(store: ObjectStore, encryptor: Encryptor, key: str) -> list[dict[
 def iter_accepted(store: ObjectStore, encryptor: Encryptor) -> list[dict[str, Any]]:
     """Every accepted entry in the store (all consumers), in key order, each record once.
 
-    A sink that cannot see its own buffered writes (Firehose) may hold a record in two batch
-    objects after a crash and a restart with other batch boundaries: entries with the same
-    ``(producer_id, record_id)``, leaf and stored record collapse (first wins); the same ids with
-    another leaf or another stored record raise :class:`IngestError` (the engine never writes
-    that, so it means tampering — a copy edited under the same leaf is not silently dropped).
+    A record is identified by its authenticated ``(producer_id, seq)`` (``record_id`` is unique
+    only within the producer's ``seq`` window, see ``docs/ingestion-format.md``). A sink that
+    cannot see its own buffered writes (Firehose) may hold a record in two batch objects after a
+    crash and a restart with other batch boundaries: entries with the same ``(producer_id,
+    seq)``, leaf and stored record collapse (first wins); the same ids with another leaf or
+    another stored record raise :class:`IngestError` (the engine never writes that, so it means
+    tampering — a copy edited under the same leaf is not silently dropped).
     """
     out: list[dict[str, Any]] = []
-    seen: dict[tuple[str, str], tuple[str, str]] = {}
+    seen: dict[tuple[str, int], tuple[str, str]] = {}
     for key in store.list(ACCEPTED_PREFIX):
         for entry in read_batch(store, encryptor, key):
-            ident = (entry["producer_id"], entry["record_id"])
+            ident = (str(entry["producer_id"]), int(entry["seq"]))
             content = json.dumps(entry.get("record"), sort_keys=True, separators=(",", ":"))
             fingerprint = (str(entry["leaf"]), hashlib.sha256(content.encode()).hexdigest())
             prev = seen.get(ident)
@@ -994,7 +1236,9 @@ def iter_accepted(store: ObjectStore, encryptor: Encryptor) -> list[dict[str, An
                 seen[ident] = fingerprint
                 out.append(entry)
             elif prev != fingerprint:
-                raise IngestError(f"record {ident[1]} of {ident[0]} is stored with two contents")
+                raise IngestError(
+                    f"record seq {ident[1]} of {ident[0]} is stored with two contents"
+                )
     return out
 
 

@@ -383,6 +383,7 @@ def sign_records(
     out: Path,
     tree_size: int = 256,
     clock: Callable[[], int] | None = None,
+    batch_format: str = "v2",
 ) -> SignResult:
     """Sign a user's own records (one JSON object per line) as ``producer``.
 
@@ -394,6 +395,8 @@ def sign_records(
     are signed in Merkle batches of ``tree_size`` with the producer's key
     (``<data_dir>/producers/<name>/ed25519.pem``, created on first use; its public key is written
     beside it as ``ed25519.pub.pem`` for ``saip ingest producers add`` on the consumer).
+    ``batch_format`` ``"v2"`` signs one batch header per batch (records carry their leaf index);
+    ``"v1"`` puts an RFC 6962 inclusion proof in every record (``docs/ingestion-format.md`` §3).
 
     Raises
     ------
@@ -407,6 +410,8 @@ def sign_records(
 
     if not 1 <= tree_size <= 65536:
         raise ValueError("tree_size must be in 1..65536")
+    if batch_format not in ("v1", "v2"):
+        raise ValueError("batch_format must be 'v1' or 'v2'")
     if not source.is_file():
         raise IngestError(f"source file not found: {source}")
     state_path = data_dir / "producers" / producer / "state.json"
@@ -460,7 +465,12 @@ def sign_records(
             next_seq += 1
     for start in range(0, len(records), tree_size):
         chunk = records[start : start + tree_size]
-        for r, s in zip(chunk, signer.sign_batch([_leaf(r) for r in chunk]), strict=True):
+        datas = [_leaf(r) for r in chunk]
+        if batch_format == "v2":  # seqs are contiguous within the chunk
+            _header, sigs = signer.sign_header(datas, seq_first=chunk[0]["seq"])
+        else:
+            sigs = signer.sign_batch(datas)
+        for r, s in zip(chunk, sigs, strict=True):
             r["sig"] = s
     text = "".join(json.dumps(r, separators=(",", ":"), ensure_ascii=False) + "\n" for r in records)
     atomic_write(out, text.encode("utf-8"), mode=0o644)

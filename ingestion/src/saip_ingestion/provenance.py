@@ -13,13 +13,20 @@ A producer signs a batch of ``n`` records once:
    audit path, so **each record stays verifiable on its own** (RFC 9162 §2.1.3.2 inclusion-proof
    verification recomputes the root, then the root signature is checked).
 
+Format v2 (:meth:`Signer.sign_header`, :meth:`Verifier.verify_header`): the producer signs one
+**batch header** ``"saip.batch.v2\\0" || str16 producer_id || u64 seq_first || u64 seq_last ||
+u64 count || root`` (domain-separated from v1 roots and from RFC 6962 leaves/nodes); records
+carry ``index`` and an empty ``path``, their ``seq`` is ``seq_first + index``; the consumer
+recomputes the root from all ``count`` leaves (``n − 1`` hashes) and keeps the leaf list, so
+each stored record stays provable later (:mod:`saip_ingestion.verify`).
+
 The consumer holds only public keys (:class:`ProducerRegistry`). Verifying costs one Ed25519
 verification per *batch* (results are cached by ``(producer, key_id, tree_size, root, root_sig)``)
 plus ``log2(n)`` SHA-256 per record, instead of one Ed25519 verification (~50–70 µs) per record.
 
-Freshness (:class:`ReplayGuard`) bounds ``ts`` to a window around the injectable clock and
-tracks ``seq`` per producer with a sliding anti-replay window (the IPsec scheme of RFC 4303
-§3.4.3): a sequence number already used, or older than the window, is refused.
+Freshness (:class:`ReplayGuard`) bounds ``ts`` to a window around the injectable clock; ``seq``
+anti-replay and dedupe are per-producer sliding windows (:mod:`saip_ingestion.window`, the IPsec
+scheme of RFC 4303 §3.4.3): a sequence number already used, or below the window, is refused.
 
 Notes
 -----
@@ -36,8 +43,8 @@ import hashlib
 import json
 import os
 import struct
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -55,10 +62,12 @@ from saip_ingestion.schemas import (
 
 __all__ = [
     "ALG",
+    "BatchHeader",
     "ProducerRegistry",
     "ReplayGuard",
     "Signer",
     "Verifier",
+    "header_message",
     "inclusion_root",
     "key_id_of",
     "leaf_data",
@@ -71,6 +80,8 @@ __all__ = [
 ALG: Final = "ed25519-merkle-sha256"
 _LEAF_PREFIX: Final = b"saip.record.v1\x00"
 _ROOT_PREFIX: Final = b"saip.batch.v1\x00"
+_HEADER_PREFIX: Final = b"saip.batch.v2\x00"
+_pack_range: Final = struct.Struct("<QQQ").pack
 _sha256 = hashlib.sha256
 _pack_u16 = struct.Struct("<H").pack
 _pack_hdr = struct.Struct("<QQH").pack
@@ -237,6 +248,52 @@ def root_message(producer_id: str, tree_size: int, root: bytes) -> bytes:
     return _ROOT_PREFIX + _str16(producer_id) + struct.pack("<Q", tree_size) + root
 
 
+def header_message(
+    producer_id: str, seq_first: int, seq_last: int, count: int, root: bytes
+) -> bytes:
+    """What the producer's Ed25519 key signs for one **batch header** (format v2).
+
+    ``"saip.batch.v2\\0" || str16 producer_id || u64 seq_first || u64 seq_last || u64 count ||
+    root`` — domain-separated from the v1 root message (``saip.batch.v1``) and from leaves and
+    nodes (RFC 6962 §2.1 prefixes ``0x00``/``0x01`` inside the tree), so a signature of one kind
+    never verifies as another.
+    """
+    return _HEADER_PREFIX + _str16(producer_id) + _pack_range(seq_first, seq_last, count) + root
+
+
+@dataclass(frozen=True)
+class BatchHeader:
+    """A v2 batch header: what one Ed25519 signature covers for ``count`` records.
+
+    Records of the batch carry ``seq = seq_first + index`` (contiguous, in leaf order), their
+    leaf ``index``, ``tree_size = count``, an empty ``path`` and ``root_sig``; the consumer
+    recomputes the RFC 6962 root from all ``count`` leaves (``count − 1`` node hashes).
+    """
+
+    producer_id: str
+    key_id: str
+    seq_first: int
+    seq_last: int
+    count: int
+    root: bytes
+    root_sig: str
+
+    def message(self) -> bytes:
+        """The signed bytes (:func:`header_message`)."""
+        return header_message(self.producer_id, self.seq_first, self.seq_last, self.count,
+                              self.root)  # fmt: skip
+
+    def check(self) -> tuple[str, str] | None:
+        """``("bad_batch", detail)`` if the seq range does not match the count."""
+        if not 1 <= self.count <= 65536:
+            return "bad_batch", f"count {self.count} outside 1..65536"
+        if self.seq_first < 0 or self.seq_last - self.seq_first + 1 != self.count:
+            return "bad_batch", (
+                f"seq range {self.seq_first}..{self.seq_last} does not hold {self.count} records"
+            )
+        return None
+
+
 def key_id_of(public_key: Ed25519PublicKey) -> str:
     """Key identifier: hex of the first 8 bytes of SHA-256 of the raw 32-byte public key."""
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -270,6 +327,29 @@ class Signer:
         self._key = private_key
         self.public_key = private_key.public_key()
         self.key_id = key_id_of(self.public_key)
+
+    def sign_header(
+        self, leaf_datas: Sequence[bytes], *, seq_first: int
+    ) -> tuple[BatchHeader, list[dict[str, Any]]]:
+        """Sign a v2 batch header once; return it and each record's ``sig`` (index, no path).
+
+        The records' ``seq`` must be ``seq_first, seq_first + 1, …`` in leaf order (they are in
+        the leaf data; the consumer checks it).
+        """
+        n = len(leaf_datas)
+        if not 1 <= n <= 65536:
+            raise ValueError("a batch holds 1..65536 records")
+        root = merkle_root([leaf_hash(d) for d in leaf_datas])
+        seq_last = seq_first + n - 1
+        sig = self._key.sign(header_message(self.producer_id, seq_first, seq_last, n, root))
+        root_sig = base64.b64encode(sig).decode("ascii")
+        header = BatchHeader(self.producer_id, self.key_id, seq_first, seq_last, n, root, root_sig)
+        sigs = [
+            {"alg": ALG, "key_id": self.key_id, "tree_size": n, "index": i, "path": [],
+             "root_sig": root_sig}
+            for i in range(n)
+        ]  # fmt: skip
+        return header, sigs
 
     def sign_batch(self, leaf_datas: Sequence[bytes]) -> list[dict[str, Any]]:
         """Return the ``sig`` object of each record of one batch (in order)."""
@@ -441,7 +521,7 @@ class Verifier:
         if cache_size < 1:
             raise ValueError("cache_size must be >= 1")
         self.registry = registry
-        self._cache: dict[tuple[str, str, int, bytes, str], bool] = {}
+        self._cache: dict[tuple[Any, ...], bool] = {}
         self._cache_size = cache_size
         self.signature_checks = 0
 
@@ -457,13 +537,9 @@ class Verifier:
         leaf: bytes,
     ) -> tuple[str, str] | None:
         """``None`` if authentic, else ``(reason_code, detail)``."""
-        if not self.registry.knows(producer_id):
-            return "unknown_producer", f"producer {producer_id!r} is not registered"
-        key = self.registry.key(producer_id, key_id)
-        if key is None:
-            return "unknown_key", f"key {key_id} is not registered for {producer_id!r}"
-        if key.revoked:
-            return "revoked_key", f"key {key_id} of {producer_id!r} is revoked"
+        key = self._usable_key(producer_id, key_id)
+        if isinstance(key, tuple):
+            return key
         try:
             hashes = [_a2b(p, strict_mode=True) for p in path]
         except (ValueError, binascii.Error):
@@ -500,6 +576,63 @@ class Verifier:
                 return False
         return self._root_ok(key, producer_id, key_id, len(leaves), root, root_sig)
 
+    def verify_header(
+        self, header: BatchHeader, leaves: Sequence[bytes] | None = None
+    ) -> tuple[str, str] | None:
+        """Verify a v2 batch header; with ``leaves`` (all of them, index order), also that they
+        are the batch: the RFC 6962 root is recomputed (``n − 1`` node hashes) and must equal
+        ``header.root``. The signature is verified once per header (cached).
+
+        ``None`` if authentic, else ``(reason, detail)``: ``unknown_producer``, ``unknown_key``,
+        ``revoked_key``, ``bad_batch`` (the seq range does not match the count, or the leaves do
+        not match the header) or ``bad_signature``.
+        """
+        pid, kid = header.producer_id, header.key_id
+        key = self._usable_key(pid, kid)
+        if isinstance(key, tuple):
+            return key
+        err = header.check()
+        if err is None and leaves is not None:
+            if len(leaves) != header.count:
+                err = "bad_batch", f"{len(leaves)} leaves for a header of {header.count}"
+            elif merkle_root(leaves) != header.root:
+                err = "bad_batch", "the leaves do not hash to the header's root"
+        if err is not None:
+            return err
+        root = header.root
+        cache_key = (pid, kid, header.count, root, header.root_sig, header.seq_first)
+        ok = self._cache.get(cache_key)
+        if ok is None:
+            self.signature_checks += 1
+            try:
+                key.public_key.verify(
+                    _a2b(header.root_sig, strict_mode=True),
+                    header_message(pid, header.seq_first, header.seq_last, header.count, root),
+                )
+                ok = True
+            except (InvalidSignature, ValueError, binascii.Error):
+                ok = False
+            self._remember(cache_key, ok)
+        if not ok:
+            return "bad_signature", "Ed25519 signature over the batch header does not verify"
+        return None
+
+    def _usable_key(self, producer_id: str, key_id: str) -> ProducerKey | tuple[str, str]:
+        """The registered, unrevoked key, or the reason why there is none."""
+        if not self.registry.knows(producer_id):
+            return "unknown_producer", f"producer {producer_id!r} is not registered"
+        key = self.registry.key(producer_id, key_id)
+        if key is None:
+            return "unknown_key", f"key {key_id} is not registered for {producer_id!r}"
+        if key.revoked:
+            return "revoked_key", f"key {key_id} of {producer_id!r} is revoked"
+        return key
+
+    def _remember(self, cache_key: tuple[Any, ...], ok: bool) -> None:
+        if len(self._cache) >= self._cache_size:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[cache_key] = ok
+
     def _root_ok(
         self,
         key: ProducerKey,
@@ -520,9 +653,7 @@ class Verifier:
                 ok = True
             except (InvalidSignature, ValueError, binascii.Error):
                 ok = False
-            if len(self._cache) >= self._cache_size:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[cache_key] = ok
+            self._remember(cache_key, ok)
         return ok
 
 
@@ -545,14 +676,11 @@ def tree_paths_b64(leaves: Sequence[bytes]) -> tuple[bytes, list[list[str]]]:
     return root, paths
 
 
-@dataclass
-class _ProducerSeqs:
-    highest: int = -1
-    seen: set[int] = field(default_factory=set)
-
-
 class ReplayGuard:
-    """Freshness of ``ts`` and per-producer anti-replay of ``seq`` (RFC 4303 §3.4.3 window).
+    """Freshness of ``ts``: a window around the injectable clock.
+
+    Anti-replay of ``seq`` and dedupe are per-producer sliding windows on the authenticated
+    ``(producer_id, seq)`` (:class:`saip_ingestion.window.SeqWindows`, RFC 4303 §3.4.3 scheme).
 
     Parameters
     ----------
@@ -562,8 +690,6 @@ class ReplayGuard:
         Records older than this (by ``ts``) are refused as ``ts_out_of_window``.
     max_skew_ms:
         Records dated further in the future than this are refused as ``ts_out_of_window``.
-    seq_window:
-        How far below the highest seen ``seq`` a late (reordered) record may still arrive.
     """
 
     def __init__(
@@ -572,22 +698,15 @@ class ReplayGuard:
         clock: Callable[[], int],
         max_age_ms: int = 24 * 3600 * 1000,
         max_skew_ms: int = 5 * 60 * 1000,
-        seq_window: int = 65536,
     ) -> None:
         if not callable(clock):
             raise TypeError("clock must be callable")
-        for name, value in (
-            ("max_age_ms", max_age_ms),
-            ("max_skew_ms", max_skew_ms),
-            ("seq_window", seq_window),
-        ):
+        for name, value in (("max_age_ms", max_age_ms), ("max_skew_ms", max_skew_ms)):
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative int")
         self.clock = clock
         self.max_age_ms = max_age_ms
         self.max_skew_ms = max_skew_ms
-        self.seq_window = seq_window
-        self._seqs: dict[str, _ProducerSeqs] = {}
 
     def check_ts(self, ts: int, now: int) -> tuple[str, str] | None:
         """``None`` if ``ts`` is inside the window around ``now``."""
@@ -596,62 +715,6 @@ class ReplayGuard:
         if ts > now + self.max_skew_ms:
             return "ts_out_of_window", f"ts {ts} more than {self.max_skew_ms} ms in the future"
         return None
-
-    def check_seq(self, producer_id: str, seq: int) -> tuple[str, str] | None:
-        """``None`` if ``seq`` is new for ``producer_id`` and inside the window."""
-        state = self._seqs.get(producer_id)
-        if state is None:
-            return None
-        if seq in state.seen:
-            return "replay", f"seq {seq} of {producer_id!r} was already used by another record"
-        if seq <= state.highest - self.seq_window:
-            return "seq_out_of_window", f"seq {seq} is below the window (highest {state.highest})"
-        return None
-
-    def admit(self, producer_id: str, seq: int, ts: int, now: int) -> tuple[str, str] | None:
-        """:meth:`check_ts`, :meth:`check_seq` and, if both pass, :meth:`mark` in one call."""
-        if ts < now - self.max_age_ms or ts > now + self.max_skew_ms:
-            return self.check_ts(ts, now)
-        state = self._seqs.get(producer_id)
-        if state is None:
-            state = self._seqs[producer_id] = _ProducerSeqs()
-        elif seq in state.seen or seq <= state.highest - self.seq_window:
-            return self.check_seq(producer_id, seq)
-        state.seen.add(seq)
-        if seq > state.highest:
-            state.highest = seq
-            if len(state.seen) > 2 * self.seq_window:
-                floor = seq - self.seq_window
-                state.seen = {s for s in state.seen if s > floor}
-        return None
-
-    def mark(self, producer_id: str, seq: int) -> None:
-        """Record ``seq`` as used."""
-        state = self._seqs.get(producer_id)
-        if state is None:
-            state = self._seqs[producer_id] = _ProducerSeqs()
-        state.seen.add(seq)
-        if seq > state.highest:
-            state.highest = seq
-        if len(state.seen) > 2 * self.seq_window:
-            floor = state.highest - self.seq_window
-            state.seen = {s for s in state.seen if s > floor}
-
-    def snapshot(self) -> dict[str, Any]:
-        """JSON-able state (for the consumer's state file)."""
-        return {p: {"highest": s.highest, "seen": sorted(s.seen)} for p, s in self._seqs.items()}
-
-    def restore(self, data: dict[str, Any]) -> None:
-        """Load a :meth:`snapshot`."""
-        self._seqs = {
-            p: _ProducerSeqs(int(v["highest"]), {int(x) for x in v["seen"]})
-            for p, v in data.items()
-        }
-
-    def apply(self, marks: Iterable[tuple[str, int]]) -> None:
-        """Mark several ``(producer_id, seq)`` pairs."""
-        for producer_id, seq in marks:
-            self.mark(producer_id, seq)
 
 
 def generate_key() -> Ed25519PrivateKey:

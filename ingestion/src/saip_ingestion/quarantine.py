@@ -50,7 +50,11 @@ REASONS: Final[dict[str, str]] = {
     "unknown_key": "the signing key is not registered for the producer",
     "revoked_key": "the signing key is revoked",
     "bad_signature": "the inclusion proof or Ed25519 signature does not verify",
-    "conflict": "the record_id was already accepted with different content",
+    "bad_batch": "a v2 batch's seqs do not follow its signed header's range, or the header's "
+    "range does not hold its count",
+    "bad_leaf_index": "the record's leaf index lies outside its signed batch",
+    "incomplete_batch": "not every record of its signed v2 batch arrived in time",
+    "conflict": "the record_id is used by another seq in the producer's window",
     "ts_out_of_window": "ts is too old or too far in the future",
     "replay": "the producer's seq was already used by another record",
     "seq_out_of_window": "seq is below the producer's anti-replay window",

@@ -1,12 +1,21 @@
-"""Durable consumer state: dedupe index, anti-replay windows, batch counter.
+"""Durable consumer state: per-producer dedupe/anti-replay windows, batch counter.
 
 One consumer per state directory (an exclusive ``flock``; the OS releases it when the process
 dies, so a killed consumer can be restarted at once). Layout::
 
     lock             the flock target
     consumer.json    {"consumer_id": <random hex>} — names this consumer's batch objects
-    snapshot.json    {"batch": n, "index": {...}, "replay": {...}} (atomic rewrite)
-    journal.jsonl    one fsync'd line per committed batch after the snapshot
+    snapshot.json    {"format": 2, "batch": n} (atomic rewrite)
+    windows/<producer_id>.win   one producer's window (:mod:`saip_ingestion.window`), rewritten
+                     atomically at a snapshot only if it changed since the previous one
+    journal.jsonl    one fsync'd line per committed batch after the snapshot:
+                     {"batch", "key", "marks": [[producer_id, seq, leaf8, rid8, outcome]]}
+
+A snapshot is incremental: the changed windows first, then ``snapshot.json``, then an empty
+journal. A crash between these steps is harmless: marks are idempotent and a window file records
+the batch it includes, so journal lines it already holds are skipped for that producer. State
+of the first format (``index`` + ``replay`` in ``snapshot.json``, ``index``/``seqs`` journal
+lines) is read once: its used ``seq`` numbers become ``legacy`` slots (used, content unknown).
 
 A journal line is written after the batch's objects are durable and before the stream
 checkpoint; a torn last line (crash mid-append) is ignored and the engine rolls the batch
@@ -20,28 +29,33 @@ import json
 import os
 import secrets
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import Any, Final, TextIO, cast
 
 from saip_ingestion.backends.local import atomic_write
 from saip_ingestion.errors import IngestError
-from saip_ingestion.provenance import ReplayGuard
+from saip_ingestion.window import SeqWindows
 
 __all__ = ["ConsumerState"]
 
-#: index value: (leaf hash hex, ts, outcome) — outcome ``"a"`` (accepted) or a reason code
-IndexEntry = tuple[str, int, str]
+_LEGACY_MARK: Final = ("0" * 16, "0" * 16, "legacy")
 
 
 def _encode(entry: dict[str, Any]) -> str:
     """Compact JSON of a journal entry, built directly (3–4× faster than ``json.dumps`` here).
 
-    Safe without escaping: record ids, producer ids and reason codes match strict ASCII patterns
-    (no quotes or backslashes) and leaves are hex; anything else goes through ``json.dumps``.
+    Safe without escaping: producer ids and reason codes match strict ASCII patterns (no quotes
+    or backslashes), leaf and record-id hashes are hex; the key goes through ``json.dumps``.
     """
-    idx = ",".join(f'["{r}","{lf}",{int(t)},"{o}"]' for r, lf, t, o in entry["index"])
-    seqs = ",".join(f'["{p}",{int(s)}]' for p, s in entry["seqs"])
+    marks = ",".join(f'["{p}",{int(s)},"{lf}","{r}","{o}"]' for p, s, lf, r, o in entry["marks"])
     key = json.dumps(entry["key"])
-    return f'{{"batch":{int(entry["batch"])},"key":{key},"index":[{idx}],"seqs":[{seqs}]}}'
+    return f'{{"batch":{int(entry["batch"])},"key":{key},"marks":[{marks}]}}'
+
+
+def _marks(entry: dict[str, Any]) -> list[Any]:
+    """An entry's marks; a first-format line (``seqs``) gives ``legacy`` marks."""
+    if "marks" in entry:
+        return list(entry["marks"])
+    return [[p, int(s), *_LEGACY_MARK] for p, s in entry["seqs"]]
 
 
 def _open_private(path: Path, mode: str) -> TextIO:
@@ -56,10 +70,10 @@ def _open_private(path: Path, mode: str) -> TextIO:
 class ConsumerState:
     """See the module docstring."""
 
-    def __init__(self, directory: Path, *, replay: ReplayGuard) -> None:
+    def __init__(self, directory: Path, *, windows: SeqWindows) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.replay = replay
+        self.windows = windows
         self._lock_fh: TextIO | None = _open_private(self.directory / "lock", "a")
         try:
             fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -75,7 +89,6 @@ class ConsumerState:
         else:
             self.consumer_id = secrets.token_hex(8)
             atomic_write(ident, json.dumps({"consumer_id": self.consumer_id}).encode())
-        self.index: dict[str, IndexEntry] = {}
         self.last_batch = 0
         self._snapshot_batch = 0
         self._load()
@@ -84,11 +97,16 @@ class ConsumerState:
     def _load(self) -> None:
         snap = self.directory / "snapshot.json"
         try:
+            self.windows.load(self.directory / "windows")
             if snap.is_file():
                 doc = json.loads(snap.read_text(encoding="utf-8"))
                 self.last_batch = self._snapshot_batch = int(doc["batch"])
-                self.index = {k: (v[0], int(v[1]), v[2]) for k, v in doc["index"].items()}
-                self.replay.restore(doc["replay"])
+                if "replay" in doc:  # first format: the used seqs, content unknown
+                    self.windows.apply(
+                        ([p, int(s), *_LEGACY_MARK] for p, v in doc["replay"].items()
+                         for s in v["seen"]),
+                        batch=self.last_batch,
+                    )  # fmt: skip
             journal = self.directory / "journal.jsonl"
             if journal.is_file():
                 data = journal.read_bytes()
@@ -107,7 +125,7 @@ class ConsumerState:
                         self._apply_if_new(entry)
                         with open(journal, "ab") as fh:
                             fh.write(b"\n")
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
+        except (ValueError, KeyError, TypeError, IndexError, OSError) as exc:
             raise IngestError(f"consumer state in {self.directory} is corrupt: {exc}") from None
 
     def _apply_if_new(self, entry: dict[str, Any]) -> None:
@@ -115,9 +133,7 @@ class ConsumerState:
             self._apply(entry)
 
     def _apply(self, entry: dict[str, Any]) -> None:
-        for rid, leaf, ts, outcome in entry["index"]:
-            self.index[rid] = (leaf, int(ts), outcome)
-        self.replay.apply((p, int(s)) for p, s in entry["seqs"])
+        self.windows.apply(_marks(entry), batch=int(entry["batch"]))
         self.last_batch = max(self.last_batch, int(entry["batch"]))
 
     def commit(self, entry: dict[str, Any]) -> None:
@@ -129,25 +145,18 @@ class ConsumerState:
         os.fsync(self._journal.fileno())
         self.last_batch = int(entry["batch"])
 
-    def snapshot(self, *, prune_before_ms: int | None = None) -> None:
-        """Write a snapshot and start an empty journal; drop index entries older than a bound.
-
-        Entries whose ``ts`` is before ``prune_before_ms`` can go: such records are refused by
-        the freshness window anyway, so memory stays bounded by the window, not the history.
-        """
-        if prune_before_ms is not None:
-            self.index = {k: v for k, v in self.index.items() if v[1] >= prune_before_ms}
-        doc = {
-            "batch": self.last_batch,
-            "index": {k: list(v) for k, v in self.index.items()},
-            "replay": self.replay.snapshot(),
-        }
+    def snapshot(self) -> int:
+        """Incremental snapshot: the windows changed since the last one, then ``snapshot.json``,
+        then an empty journal. Returns the number of window files written."""
+        written = self.windows.save(self.directory / "windows", batch=self.last_batch)
+        doc = {"format": 2, "batch": self.last_batch}
         atomic_write(self.directory / "snapshot.json", json.dumps(doc).encode())
         self._snapshot_batch = self.last_batch
         self._journal.close()
         self._journal = _open_private(self.directory / "journal.jsonl", "w")
         self._journal.flush()
         os.fsync(self._journal.fileno())
+        return written
 
     def close(self) -> None:
         """Release the lock."""

@@ -8,6 +8,8 @@ configured ``[encryption] context`` into every call (a KMS key policy may requir
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -56,18 +58,50 @@ class ContextBoundEncryptor:
             close()
 
 
+def key_home() -> Path:
+    """Where default local master keys live: ``$SAIP_KEY_DIR``, else
+    ``$XDG_CONFIG_HOME/saip/keys``, else ``~/.config/saip/keys`` — never inside the data
+    directory, so a copy of the data directory (a backup, a shared volume) holds no key."""
+    explicit = os.environ.get("SAIP_KEY_DIR")
+    if explicit:
+        return Path(explicit)
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config) / "saip" / "keys"
+
+
+def default_key_path(data_dir: Path) -> Path:
+    """The default local master key of ``data_dir``:
+    ``<key_home>/<first 16 hex of SHA-256(resolved data dir)>.key``."""
+    ident = hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:16]
+    return key_home() / f"{ident}.key"
+
+
 def resolve_key_uri(
     key: str | None, *, configured: str | None, data_dir: Path, console: Any = None
 ) -> str:
     """The master key URI: ``key`` (an option), else ``configured`` (``[encryption] key``), else
-    the local default key ``<data-dir>/keys/master.key``, created 0600 on first use."""
+    the local default key of ``data_dir`` (:func:`default_key_path`, outside the data
+    directory), created 0600 in a 0700 directory on first use.
+
+    A key already kept at the old place ``<data-dir>/keys/master.key`` is still used, with a
+    warning, so that existing data stays readable.
+    """
     from saip_encryption.providers.local import create_local_key
 
     uri = key or configured
     if uri is not None:
         return uri
-    path = Path(data_dir) / "keys" / "master.key"
+    legacy = Path(data_dir) / "keys" / "master.key"
+    if legacy.is_file():
+        if console is not None:
+            console.print(
+                f"[yellow]warning:[/] using the master key kept beside the data ({legacy}); "
+                f"move it to {key_home()} or pass --key"
+            )
+        return f"local:{legacy}"
+    path = default_key_path(data_dir)
     if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         create_local_key(path)
         if console is not None:
             console.print(f"created local master key {path}")

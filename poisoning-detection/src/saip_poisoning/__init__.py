@@ -1,24 +1,17 @@
 """Poisoning detection before training: calibrated scan, risk score, mitigation, verification.
 
 Public API: :func:`scan` (a :class:`ScanReport`), :func:`mitigate` (remove trigger carriers,
-relabel label noise, retrain and verify: a :class:`MitigationResult`), :func:`client_filter`
-(keep-mask hook for federated clients), the individual detectors in
-:mod:`saip_poisoning.detectors`, and :class:`PoisoningInputError` for malformed input.
+relabel label noise, optional counter-examples, retrain and verify: a
+:class:`MitigationResult`), :func:`client_filter` (keep-mask hook for federated clients), the
+individual detectors in :mod:`saip_poisoning.detectors`, and :class:`PoisoningInputError`.
 """
 
 from saip_poisoning.client import client_filter
 from saip_poisoning.data import Prepared, prepare
 from saip_poisoning.detectors import DetectionReport
 from saip_poisoning.errors import PoisoningInputError
-from saip_poisoning.scan import (
-    BANDS,
-    Mitigation,
-    MitigationResult,
-    ScanReport,
-    band,
-    mitigate,
-    scan,
-)
+from saip_poisoning.mitigation import MitigationResult, mitigate
+from saip_poisoning.scan import BANDS, Mitigation, ScanReport, band, scan
 
 __all__ = [
     "BANDS",

@@ -1,4 +1,4 @@
-"""Reading a dataset to scan from disk: ``.npz``, ``.npy`` pairs, CSV, image folders.
+"""Reading a dataset to scan from disk: ``.npz``, ``.npy`` pairs, CSV, parquet, image folders.
 
 Every loader returns a :class:`LoadedDataset` or raises
 :class:`~saip_poisoning.errors.PoisoningInputError` naming the file and what is wrong; nothing
@@ -9,6 +9,13 @@ decompression-bomb limit in force.
 - ``.npy``: the features, with ``labels=`` a second ``.npy`` of N labels;
 - ``.csv``: one row per sample; ``label_column`` names the label, optional ``producer_column``
   and ``id_column``; every other column must be numeric;
+- ``.parquet``: like CSV (``label_column`` required), read with pyarrow. The schema is checked
+  from the file's metadata *before* any data is read: a named column that is missing, a nested
+  type (list, struct, map) or a non-numeric feature column, a label/producer/ID column that is not
+  integers or strings, or a string column larger than :data:`MAX_PARQUET_STRING_BYTES`
+  (uncompressed, per the metadata) raises :class:`~saip_poisoning.errors.PoisoningInputError`
+  naming the column; so does a null label or feature. Column names from the file are shown
+  escaped and shortened.
 - a directory: one sub-directory per class holding PNG/JPEG/BMP/GIF images of one size, read
   as N×H×W (grayscale) or N×H×W×C.
 """
@@ -25,8 +32,12 @@ from numpy.typing import NDArray
 
 from saip_poisoning.errors import PoisoningInputError
 
-__all__ = ["LoadedDataset", "load_dataset"]
+__all__ = ["MAX_PARQUET_STRING_BYTES", "LoadedDataset", "load_dataset"]
 
+#: refuse a parquet string column (label, producer, record ID) larger than this, uncompressed
+MAX_PARQUET_STRING_BYTES = 256 * 1024 * 1024
+#: refuse a single label/producer/record-ID string longer than this (characters)
+MAX_PARQUET_STRING_CHARS = 4096
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
 
 
@@ -64,8 +75,13 @@ def load_dataset(
         if label_column is None:
             raise PoisoningInputError(f"{path}: a CSV needs the name of its label column")
         return _load_csv(path, label_column, producer_column, id_column)
+    if suffix == ".parquet":
+        if label_column is None:
+            raise PoisoningInputError(f"{path}: a parquet file needs the name of its label column")
+        return _load_parquet(path, label_column, producer_column, id_column)
     raise PoisoningInputError(
-        f"{path}: unsupported input type {suffix or '(none)'!r} (.npz, .npy, .csv or a folder)"
+        f"{path}: unsupported input type {suffix or '(none)'!r} "
+        "(.npz, .npy, .csv, .parquet or a folder)"
     )
 
 
@@ -130,6 +146,108 @@ def _load_csv(
         y=yv,
         producer=None if producer_column is None else frame[producer_column].astype(str).to_numpy(),
         record_id=None if id_column is None else frame[id_column].astype(str).to_numpy(),
+    )
+
+
+def _shown(name: object) -> str:
+    """A column name from an untrusted file, escaped (``repr``) and shortened for messages."""
+    text = str(name)
+    return repr(text if len(text) <= 60 else text[:60] + "…")
+
+
+def _load_parquet(
+    path: Path, label_column: str, producer_column: str | None, id_column: str | None
+) -> LoadedDataset:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import pyarrow.types as pt
+
+    try:
+        pf = pq.ParquetFile(path)
+        schema = pf.schema_arrow
+        meta = pf.metadata
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise PoisoningInputError(f"{path} is not a readable parquet file: {exc}") from None
+    names = list(schema.names)
+    if len(set(names)) != len(names):
+        raise PoisoningInputError(f"{path}: duplicate column names")
+    roles = {"label": label_column, "producer": producer_column, "id": id_column}
+    for role, col in roles.items():
+        if col is not None and col not in names:
+            raise PoisoningInputError(
+                f"{path} has no {role} column {_shown(col)} "
+                f"(columns: {[_shown(c) for c in names[:20]]})"
+            )
+    named = {c for c in roles.values() if c is not None}
+    features = [c for c in names if c not in named]
+    if not features:
+        raise PoisoningInputError(f"{path} has no feature columns besides the label")
+    for c in features:
+        typ = schema.field(c).type
+        if pt.is_nested(typ) or not (
+            pt.is_integer(typ) or pt.is_floating(typ) or pt.is_boolean(typ)
+        ):
+            raise PoisoningInputError(
+                f"{path}: feature column {_shown(c)} has type {typ}; expected numbers"
+            )
+    for role, col in roles.items():
+        if col is None:
+            continue
+        typ = schema.field(col).type
+        if pt.is_dictionary(typ):
+            typ = typ.value_type
+        if not (pt.is_integer(typ) or pt.is_string(typ) or pt.is_large_string(typ)):
+            raise PoisoningInputError(
+                f"{path}: {role} column {_shown(col)} has type {typ}; expected integers or strings"
+            )
+        if pt.is_string(typ) or pt.is_large_string(typ):
+            size = sum(
+                meta.row_group(g).column(j).total_uncompressed_size
+                for g in range(meta.num_row_groups)
+                for j in range(meta.num_columns)
+                if meta.row_group(g).column(j).path_in_schema == col
+            )
+            if size > MAX_PARQUET_STRING_BYTES:
+                raise PoisoningInputError(
+                    f"{path}: {role} column {_shown(col)} holds {size} bytes of strings "
+                    f"(limit {MAX_PARQUET_STRING_BYTES})"
+                )
+    try:
+        table = pf.read()
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise PoisoningInputError(f"{path} is not a readable parquet file: {exc}") from None
+    n = table.num_rows
+    x = np.empty((n, len(features)), dtype=np.float64)
+    for j, c in enumerate(features):
+        col = table.column(c)
+        if col.null_count:
+            raise PoisoningInputError(f"{path}: feature column {_shown(c)} has empty values")
+        x[:, j] = col.to_numpy()
+
+    def _strings(col: str, role: str) -> NDArray[Any]:
+        arr = table.column(col)
+        if arr.null_count:
+            raise PoisoningInputError(f"{path}: {role} column {_shown(col)} has empty values")
+        values: NDArray[Any] = np.asarray(arr.to_numpy(zero_copy_only=False))
+        if values.dtype.kind == "O":
+            longest = max((len(v) for v in values), default=0)
+            if longest > MAX_PARQUET_STRING_CHARS:
+                raise PoisoningInputError(
+                    f"{path}: {role} column {_shown(col)} has a value of {longest} characters "
+                    f"(limit {MAX_PARQUET_STRING_CHARS})"
+                )
+            out: NDArray[Any] = values.astype(str)
+            return out
+        return values
+
+    y = _strings(label_column, "label")
+    return LoadedDataset(
+        x=x,
+        y=y,
+        producer=None
+        if producer_column is None
+        else _strings(producer_column, "producer").astype(str),
+        record_id=None if id_column is None else _strings(id_column, "id").astype(str),
     )
 
 

@@ -35,7 +35,7 @@ fewer than ``min_seeds`` seeds is not searched.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -45,7 +45,14 @@ from saip_poisoning.detectors.base import robust_z
 from saip_poisoning.inputspace import InputSpace
 from saip_poisoning.model import predict_proba, train_mlp
 
-__all__ = ["Trigger", "attack_success", "carriers", "find_triggers"]
+__all__ = [
+    "Trigger",
+    "attack_success",
+    "carriers",
+    "counter_examples",
+    "find_triggers",
+    "triggers_from_flags",
+]
 
 
 @dataclass(frozen=True)
@@ -80,12 +87,19 @@ class Trigger:
     values: NDArray[np.float64] | None = None
     #: per-coordinate tolerance of the value match on :attr:`fixed` coordinates
     tolerance: NDArray[np.float64] | None = None
-    #: how the seeds were found: ``"neighbours"`` or ``"stamp"`` (shared exact values)
+    #: how the seeds were found: ``"neighbours"``, ``"stamp"`` (shared exact values) or
+    #: ``"flagged"`` (flagged by a detector, :func:`triggers_from_flags`)
     kind: str = "neighbours"
+    #: the direction carriers are found along when it is not ``delta`` (a discriminant)
+    direction: NDArray[np.float64] | None = None
+    #: a blended trigger's weight ``a``: :meth:`stamp` gives ``(1 − a)·x + delta`` (Chen et al.
+    #: 2017 blend ``(1 − a)·x + a·k`` with ``delta = a·k``); 0 for an additive/stamped trigger
+    blend: float = 0.0
 
     def projection(self, xs: NDArray[np.float64]) -> NDArray[np.float64]:
         """Projection of scaled inputs on the unit trigger direction."""
-        u = self.delta / (float(np.linalg.norm(self.delta)) + 1e-12)
+        v = self.delta if self.direction is None else self.direction
+        u = v / (float(np.linalg.norm(v)) + 1e-12)
         out: NDArray[np.float64] = xs @ u
         return out
 
@@ -93,7 +107,7 @@ class Trigger:
         self, xs: NDArray[np.float64], lo: NDArray[np.float64], hi: NDArray[np.float64]
     ) -> NDArray[np.float64]:
         """``xs`` with the trigger added, clipped to the data's per-coordinate range."""
-        out: NDArray[np.float64] = np.clip(xs + self.delta, lo, hi)
+        out: NDArray[np.float64] = np.clip((1.0 - self.blend) * xs + self.delta, lo, hi)
         if self.fixed is not None and self.values is not None and self.fixed.any():
             out[:, self.fixed] = self.values[self.fixed]
         return out
@@ -223,58 +237,173 @@ def find_triggers(
                     rest = rng.choice(rest, max_reference, replace=False)
                 centre = data.xs[rest].mean(axis=0)
                 d_s, d_ref = data.xs[s_idx] - centre, data.xs[rest] - centre
-            perm = rng.permutation(len(s_idx))
-            a, b = perm[: len(perm) // 2], perm[len(perm) // 2 :]
-            eff = min(
-                _effect(d_s[a].mean(0), d_s[b], d_ref), _effect(d_s[b].mean(0), d_s[a], d_ref)
-            )
+            eff = _split_effect(d_s, d_ref, rng)
             if best is None or eff > best[0]:
                 best = (eff, s_idx, d_s, kind)
         if best is None or best[0] < min_effect:
             continue
         effect, s_idx, d_s, kind = best
-        mean = d_s.mean(0)
-        se = d_s.std(0, ddof=1) / np.sqrt(len(s_idx)) + 1e-9
-        coords = np.abs(mean) > 4.0 * se
-        if not coords.any():
-            continue
+        tr = _reconstruct(data, t, s_idx, d_s, ref_idx, effect, kind, stamp_mask)
+        if tr is not None:
+            out.append(tr)
+    return out
+
+
+def _reconstruct(
+    data: Prepared,
+    t: int,
+    s_idx: NDArray[np.intp],
+    d_s: NDArray[np.float64],
+    ref_idx: NDArray[np.intp],
+    effect: float,
+    kind: str,
+    stamp_mask: NDArray[np.bool_] | None = None,
+) -> Trigger | None:
+    """Steps 3–4 of the module docstring: ``delta`` from the seeds' mean difference ``d_s`` on its
+    significant coordinates, stamped values where the seeds agree, and the carrier cut."""
+    mean = d_s.mean(0)
+    se = d_s.std(0, ddof=1) / np.sqrt(len(s_idx)) + 1e-9
+    coords = np.abs(mean) > 4.0 * se
+    if not coords.any():
+        return None
+    delta = np.where(coords, mean, 0.0)
+    # a stamped patch: the seeds' values on the trigger coordinates are (nearly) constant
+    seed_x = data.xs[s_idx]
+    spread = np.median(np.abs(seed_x - np.median(seed_x, axis=0)), axis=0)
+    ref_spread = data.xs[ref_idx].std(axis=0) + 1e-9
+    fixed = coords & (spread <= 0.1 * ref_spread)
+    values = np.median(seed_x, axis=0)
+    if kind == "stamp" and stamp_mask is not None:
+        # seeds found by their shared values: the trigger is those values where they are
+        # not the reference's usual value, nothing else
+        fixed = stamp_mask.copy()
+        coords = fixed
+        if coords.sum() < 2:
+            return None
         delta = np.where(coords, mean, 0.0)
-        # a stamped patch: the seeds' values on the trigger coordinates are (nearly) constant
-        seed_x = data.xs[s_idx]
-        spread = np.median(np.abs(seed_x - np.median(seed_x, axis=0)), axis=0)
-        ref_spread = data.xs[ref_idx].std(axis=0) + 1e-9
-        fixed = coords & (spread <= 0.1 * ref_spread)
-        values = np.median(seed_x, axis=0)
-        if kind == "stamp":
-            # seeds found by their shared values: the trigger is those values where they are
-            # not the reference's usual value, nothing else
-            fixed = stamp_mask.copy()
-            coords = fixed
-            if coords.sum() < 2:
-                continue
-            delta = np.where(coords, mean, 0.0)
-        u = delta / float(np.linalg.norm(delta))
-        p_ref = data.xs[ref_idx] @ u
-        p_seed = data.xs[s_idx] @ u
-        med_r, med_s = float(np.median(p_ref)), float(np.median(p_seed))
-        mad_s = 1.4826 * float(np.median(np.abs(p_seed - med_s)))
-        # past the midpoint, and within 3 robust SD of the seeds' own (tight) projection: a
-        # stamped trigger overwrites the same coordinates in every carrier
-        cut = max(med_r + 0.5 * (med_s - med_r), med_s - max(3.0 * mad_s, 0.05 * (med_s - med_r)))
-        out.append(
-            Trigger(
-                target=t,
-                delta=delta,
-                effect=round(effect, 2),
-                n_seeds=len(s_idx),
-                n_coords=int(coords.sum()),
-                cut=cut,
-                fixed=fixed if fixed.sum() >= 0.5 * coords.sum() else None,
-                values=values,
-                tolerance=np.maximum(0.05 * ref_spread, 1e-9),
-                kind=kind,
-            )
+    u = delta / float(np.linalg.norm(delta))
+    p_ref = data.xs[ref_idx] @ u
+    p_seed = data.xs[s_idx] @ u
+    med_r, med_s = float(np.median(p_ref)), float(np.median(p_seed))
+    mad_s = 1.4826 * float(np.median(np.abs(p_seed - med_s)))
+    # past the midpoint, and within 3 robust SD of the seeds' own (tight) projection: a
+    # stamped trigger overwrites the same coordinates in every carrier
+    cut = max(med_r + 0.5 * (med_s - med_r), med_s - max(3.0 * mad_s, 0.05 * (med_s - med_r)))
+    return Trigger(
+        target=t,
+        delta=delta,
+        effect=round(effect, 2),
+        n_seeds=len(s_idx),
+        n_coords=int(coords.sum()),
+        cut=cut,
+        fixed=fixed if fixed.sum() >= 0.5 * coords.sum() else None,
+        values=values,
+        tolerance=np.maximum(0.05 * ref_spread, 1e-9),
+        kind=kind,
+    )
+
+
+def _split_effect(
+    d_s: NDArray[np.float64], d_ref: NDArray[np.float64], rng: np.random.Generator
+) -> float:
+    """Cross-fitted effect: each half's mean direction separates the other half from the
+    reference by this many robust SD (the smaller of the two)."""
+    perm = rng.permutation(len(d_s))
+    a, b = perm[: len(perm) // 2], perm[len(perm) // 2 :]
+    return min(_effect(d_s[a].mean(0), d_s[b], d_ref), _effect(d_s[b].mean(0), d_s[a], d_ref))
+
+
+def _discriminant(xs_s: NDArray[np.float64], xs_r: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Fisher's discriminant of seeds vs reference, ``(Σ_r + λI)⁻¹ (μ_s − μ_r)``, with
+    Ledoit–Wolf shrinkage of the reference covariance: natural variation (texture, correlated
+    tabular features) is discounted, a dense blended key stands out."""
+    from sklearn.covariance import ledoit_wolf
+
+    cov, _ = ledoit_wolf(xs_r)
+    w: NDArray[np.float64] = np.linalg.solve(
+        cov + 1e-6 * np.eye(len(cov)), xs_s.mean(0) - xs_r.mean(0)
+    )
+    return w / (float(np.linalg.norm(w)) + 1e-12)
+
+
+def triggers_from_flags(
+    data: Prepared,
+    flags: NDArray[np.bool_],
+    *,
+    known: list[Trigger] | None = None,
+    min_seeds: int = 6,
+    min_effect: float = 6.0,
+    max_reference: int = 2000,
+    seed: int = 0,
+) -> list[Trigger]:
+    """Reconstruct a trigger from samples some detector flagged, for classes without one yet.
+
+    Per class ``t`` with at least ``min_seeds`` flagged samples (not carriers of a ``known``
+    trigger), the flagged samples are the seeds and unflagged samples of every class the
+    reference. Carriers are found along Fisher's discriminant of seeds vs reference (shrunk
+    covariance): the cross-fitted effect — a discriminant fitted on half the seeds and half the
+    reference, scored on the other halves, in robust SD of the held-out reference — must reach
+    ``min_effect`` both ways. ``delta`` (for stamping in the ASR check and the counter-examples)
+    is the seeds' mean difference to the reference on its significant coordinates, as in
+    :func:`find_triggers`; for a blended key (Chen et al. 2017) it is the dense key. Carriers:
+    past the midpoint between the seeds and the reference, and at least 4 robust SD above the
+    reference (which still holds the unflagged carriers, hence robust).
+    """
+    rng = np.random.default_rng(seed + 7)
+    known = known or []
+    taken = np.zeros(len(data.y), dtype=bool)
+    for k in known:
+        taken |= carriers(data, k)
+    have = {k.target for k in known}
+    ref_all = np.flatnonzero(~flags & ~taken)
+    out: list[Trigger] = []
+    for t in range(data.n_classes):
+        if t in have:
+            continue
+        s_idx = np.flatnonzero(flags & ~taken & (data.y == t))
+        if len(s_idx) < min_seeds or len(ref_all) < 4 * min_seeds:
+            continue
+        ref = (
+            ref_all
+            if len(ref_all) <= max_reference
+            else rng.choice(ref_all, max_reference, replace=False)
         )
+        ps, pr = rng.permutation(len(s_idx)), rng.permutation(len(ref))
+        halves_s = (s_idx[ps[: len(ps) // 2]], s_idx[ps[len(ps) // 2 :]])
+        halves_r = (ref[pr[: len(pr) // 2]], ref[pr[len(pr) // 2 :]])
+        effects = []
+        for i in (0, 1):
+            w = _discriminant(data.xs[halves_s[i]], data.xs[halves_r[i]])
+            test_s, test_r = data.xs[halves_s[1 - i]] @ w, data.xs[halves_r[1 - i]] @ w
+            effects.append(float(np.median(robust_z(test_s, test_r))))
+        effect = min(effects)
+        if effect < min_effect:
+            continue
+        w = _discriminant(data.xs[s_idx], data.xs[ref])
+        p_r = data.xs[ref] @ w
+        med_r, med_s = float(np.median(p_r)), float(np.median(data.xs[s_idx] @ w))
+        # the reference still holds the unflagged carriers: its spread is taken robustly
+        sd_r = 1.4826 * float(np.median(np.abs(p_r - med_r)))
+        cut = med_r + max(0.5 * (med_s - med_r), 4.0 * sd_r)
+        d_s = data.xs[s_idx] - data.xs[ref].mean(axis=0)
+        tr = _reconstruct(data, t, s_idx, d_s, ref, effect, "flagged")
+        if tr is None:
+            continue
+        # a blend shrinks the natural variation of its carriers by (1 − a): estimate a from the
+        # seeds' variance against that of the unflagged samples of the *other* classes (where
+        # all-to-one poison comes from; median over coordinates), then the key
+        # a·k = mean(seeds) − (1 − a)·mean(those samples)
+        src = ref[data.y[ref] != t]
+        if len(src) < 4 * min_seeds:
+            src = ref
+        var_r = data.xs[src].var(axis=0)
+        ok = var_r > 1e-12
+        ratio = float(np.median(data.xs[s_idx][:, ok].var(axis=0) / var_r[ok])) if ok.any() else 1
+        a = float(np.clip(1.0 - np.sqrt(ratio), 0.0, 0.9))
+        if a >= 0.05:
+            key = data.xs[s_idx].mean(axis=0) - (1.0 - a) * data.xs[src].mean(axis=0)
+            tr = replace(tr, delta=key, blend=round(a, 3), n_coords=int((key != 0).sum()))
+        out.append(replace(tr, direction=w, cut=cut, fixed=None))
     return out
 
 
@@ -297,12 +426,73 @@ def carriers(data: Prepared, trigger: Trigger) -> NDArray[np.bool_]:
     return out
 
 
+def _counter_rows(
+    rows: NDArray[np.intp],
+    labels: NDArray[np.int64],
+    triggers: list[Trigger],
+    share: float,
+    rng: np.random.Generator,
+) -> list[tuple[Trigger, NDArray[np.intp]]]:
+    """Sources of the counter-examples: ``share`` of ``rows``, split over the triggers, each
+    trigger stamped only on samples not labelled with its target."""
+    if share <= 0 or not triggers or len(rows) == 0:
+        return []
+    n = min(len(rows), max(1, round(share * len(rows))))
+    picked = rng.choice(rows, n, replace=False)
+    out = []
+    for i, t in enumerate(triggers):
+        part = picked[i :: len(triggers)]
+        out.append((t, part[labels[part] != t.target]))
+    return out
+
+
+def counter_examples(
+    data: Prepared,
+    triggers: list[Trigger],
+    *,
+    keep: NDArray[np.bool_],
+    labels: NDArray[np.int64] | None = None,
+    share: float = 0.2,
+    seed: int = 0,
+) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.intp]]:
+    """Copies of ``share`` of the kept samples with a reconstructed trigger stamped on and their
+    own (correct) label kept: the *unlearning* set of Neural Cleanse (Wang et al. 2019, IEEE S&P,
+    §VI-C), which teaches a model trained on it to ignore the pattern.
+
+    Needed where the trigger is a natural extreme of the data (a max-value patch on natural
+    textures, maximal tabular features): a model trained on clean data already follows it, so
+    removing every carrier cannot bring the attack success rate down. Returns ``x`` in the
+    caller's units (``N'×D``, flattened), the labels, and the source index of each copy.
+    """
+    y = data.y if labels is None else labels
+    rng = np.random.default_rng(seed + 202)
+    is_carrier = np.zeros(len(y), dtype=bool)
+    for t in triggers:
+        is_carrier |= carriers(data, t)
+    rows = np.flatnonzero(keep & ~is_carrier)
+    lo, hi = data.xs.min(0), data.xs.max(0)
+    scale = float(data.x.std()) or 1.0
+    xs_parts, y_parts, src_parts = [], [], []
+    for t, src in _counter_rows(rows, y, triggers, share, rng):
+        xs_parts.append(t.stamp(data.xs[src], lo, hi) * scale)
+        y_parts.append(y[src])
+        src_parts.append(src)
+    if not xs_parts:
+        return (
+            np.zeros((0, data.xs.shape[1])),
+            np.zeros(0, dtype=np.int64),
+            np.zeros(0, dtype=np.intp),
+        )
+    return np.vstack(xs_parts), np.concatenate(y_parts), np.concatenate(src_parts)
+
+
 def attack_success(
     data: Prepared,
     triggers: list[Trigger],
     *,
     keep: NDArray[np.bool_] | None = None,
     labels: NDArray[np.int64] | None = None,
+    unlearn: float = 0.0,
     epochs: int = 6,
     holdout: float = 0.2,
     max_train: int = 12000,
@@ -312,8 +502,12 @@ def attack_success(
 
     The held-out part (``holdout`` of the kept samples, stratified) never trains the probe; the
     ASR of trigger ``t`` is the share of held-out samples of other classes, not themselves
-    carriers, that the probe assigns to ``t`` once ``delta`` is stamped on them. Also returns the
-    held-out clean accuracy. At most ``max_train`` random kept samples train the probe.
+    carriers and classified correctly without the trigger, that the probe assigns to ``t`` once
+    ``delta`` is stamped on them (the usual definition: a probe's own confusion with ``t`` on
+    hard data is not attack success). Also returns the
+    held-out clean accuracy. At most ``max_train`` random kept samples train the probe. With
+    ``unlearn`` > 0 the probe also trains on :func:`counter_examples` made from that share of
+    its own training rows (never from the held-out rows the ASR is measured on).
     """
     n = len(data.y)
     keep = np.ones(n, dtype=bool) if keep is None else keep
@@ -337,14 +531,24 @@ def attack_success(
         te_idx = rng.choice(np.flatnonzero(test), max_train // 4, replace=False)
         test = np.zeros(n, dtype=bool)
         test[te_idx] = True
-    net = train_mlp(data.xs[train], y[train], n_classes=data.n_classes, epochs=epochs, seed=seed)
     lo, hi = data.xs.min(0), data.xs.max(0)
+    x_tr, y_tr = data.xs[train], y[train]
+    extra = _counter_rows(
+        np.flatnonzero(train & ~is_carrier), y, triggers, unlearn, np.random.default_rng(seed + 5)
+    )
+    if extra:
+        x_tr = np.vstack([x_tr, *(t.stamp(data.xs[src], lo, hi) for t, src in extra)])
+        y_tr = np.concatenate([y_tr, *(y[src] for _, src in extra)])
+    net = train_mlp(x_tr, y_tr, n_classes=data.n_classes, epochs=epochs, seed=seed)
     clean_idx = np.flatnonzero(test & ~is_carrier)
     pred = predict_proba(net, data.xs[clean_idx]).argmax(1)
     accuracy = float((pred == y[clean_idx]).mean()) if len(clean_idx) else 0.0
     asr: dict[int, float] = {}
     for t in triggers:
-        src = clean_idx[y[clean_idx] != t.target]
+        # the samples the probe gets right without the trigger: the ASR is the share the
+        # trigger sends to the target, not the probe's own confusion with it (on hard data a
+        # weak probe already puts some of them there)
+        src = clean_idx[(y[clean_idx] != t.target) & (pred == y[clean_idx])]
         if len(src) == 0:
             asr[t.target] = 0.0
             continue

@@ -513,7 +513,9 @@ class LeasedKinesisStream(KinesisStream):
         )
         self.leases = leases
         self._exists = exists
-        self._in_flight: dict[str, str] = {}
+        self._in_flight: dict[str, set[int]] = {}
+        #: the engine's undecided messages (``IngestEngine.held_messages``), wired by the caller
+        self.held: Callable[[], Sequence[StreamMessage]] = list
         self._verified: set[str] = set()
         self._next_balance = 0.0
         self._stop = threading.Event()
@@ -539,8 +541,6 @@ class LeasedKinesisStream(KinesisStream):
 
     def rebalance(self) -> None:
         """One balancing round (see the class docstring); called by :meth:`poll`."""
-        if self._in_flight:
-            raise CloudBackendError("rebalance with records not yet checkpointed")
         leases = self.leases
         leases.heartbeat()
         descs = self._list_shards()
@@ -550,6 +550,8 @@ class LeasedKinesisStream(KinesisStream):
             ending = self._shard_desc.get(sid, {}).get("SequenceNumberRange", {})
             ending = ending.get("EndingSequenceNumber")
             drained = ending is not None and lease.checkpoint == str(ending)
+            if self._in_flight.get(sid):
+                continue  # records of it not yet checkpointed: keep it
             if sid in self._finished or drained:  # closed and every record stored
                 leases.checkpoint(sid, SHARD_END)
                 leases.release(sid)
@@ -562,7 +564,8 @@ class LeasedKinesisStream(KinesisStream):
         open_rows = {sid: r for sid, r in rows.items() if r.checkpoint != SHARD_END}
         target = leases.target(len(open_rows))
         extra = len(leases.owned) - target
-        for sid in sorted(leases.owned, reverse=True)[: max(0, extra)]:
+        idle = [sid for sid in sorted(leases.owned, reverse=True) if not self._in_flight.get(sid)]
+        for sid in idle[: max(0, extra)]:
             _log.info("releasing %s (fair share %d)", sid, target)
             leases.release(sid)
         for sid, row in sorted(open_rows.items()):
@@ -662,15 +665,26 @@ class LeasedKinesisStream(KinesisStream):
             return []
         out = super().poll(max_messages=max_messages, timeout=timeout)
         for msg in out:
-            prev = self._in_flight.get(msg.partition)
-            if prev is None or int(msg.position) > int(prev):
-                self._in_flight[msg.partition] = msg.position
+            self._in_flight.setdefault(msg.partition, set()).add(int(msg.position))
         return out
 
     def before_put(self, key: str) -> None:
-        """Record a write intent for ``key`` in each lease the polled batch covers (fenced)."""
-        for sid, seq in sorted(self._in_flight.items()):
-            self.leases.record_intent(sid, key, seq)
+        """Record a write intent for ``key`` in each lease the batch covers (fenced).
+
+        The intent's sequence number per shard is the highest un-checkpointed one below the
+        shard's first undecided message (:attr:`held`): a successor that rolls forward to it
+        skips only records this batch decided, never one still waiting for its v2 batch.
+        """
+        first_held: dict[str, int] = {}
+        for msg in self.held():
+            seq = int(msg.position)
+            if seq < first_held.get(msg.partition, seq + 1):
+                first_held[msg.partition] = seq
+        for sid, seqs in sorted(self._in_flight.items()):
+            limit = first_held.get(sid)
+            safe = [s for s in seqs if limit is None or s < limit]
+            if safe:
+                self.leases.record_intent(sid, key, str(max(safe)))
 
     def checkpoint(self, messages: Sequence[StreamMessage]) -> None:
         """Fenced per-shard checkpoint of the highest sequence number in ``messages``."""
@@ -685,7 +699,14 @@ class LeasedKinesisStream(KinesisStream):
                 self.leases.checkpoint(sid, str(seq))
             except LeaseLostError:
                 lost.append(sid)
-        self._in_flight.clear()
+        for msg in messages:  # the engine may hold back undecided v2 messages: only these leave
+            pending = self._in_flight.get(msg.partition)
+            if pending is not None:
+                pending.discard(int(msg.position))
+                if not pending:
+                    del self._in_flight[msg.partition]
+        for sid in lost:
+            self._in_flight.pop(sid, None)
         if lost:
             raise LeaseLostError(
                 f"checkpoint refused for shard(s) {', '.join(lost)}: lease taken over by another "

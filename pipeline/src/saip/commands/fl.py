@@ -4,8 +4,8 @@
 validates the run configuration (see ``federated-learning/README.md``; unknown keys are rejected
 by name), runs it on the Ray-free local engine (default) or Flower's Ray simulation under
 ``<data-dir>/fl/<name>/``, writes ``metrics.json`` there and seals the final model with the
-envelope encryptor of ``--key`` (default: ``[encryption] key`` of the settings file, else
-``local:<data-dir>/keys/master.key``).
+envelope encryptor of ``--key`` (default: ``[encryption] key`` of the settings file, else the
+data directory's default local key, kept outside it: see ``saip.compose.resolve_key_uri``).
 
 Exit codes: 0 ok; 1 the run failed (protocol halted, no round accepted, any error); 3 the run
 finished *degraded* (more than ``validation.max_rollback_fraction`` of rounds rolled back: a

@@ -5,7 +5,6 @@ See ``ingestion/README.md`` and ``docs/ingestion-format.md``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -52,49 +51,14 @@ def _data_dir() -> Path:
     return get_state().data_dir
 
 
-def key_home() -> Path:
-    """Where default local master keys live: ``$SAIP_KEY_DIR``, else
-    ``$XDG_CONFIG_HOME/saip/keys``, else ``~/.config/saip/keys`` — never inside the data
-    directory, so a copy of the data directory (a backup, a shared volume) holds no key."""
-    explicit = os.environ.get("SAIP_KEY_DIR")
-    if explicit:
-        return Path(explicit)
-    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(config) / "saip" / "keys"
-
-
-def _default_key(data_dir: Path) -> str:
-    """The local master key of ``data_dir`` when neither ``--key`` nor the settings name one.
-
-    ``<key_home>/<first 16 hex of SHA-256(resolved data dir)>.key``, created 0600 (directory
-    0700) on first use. A key already kept at the old place ``<data-dir>/keys/master.key`` is
-    still used (with a warning) so that existing data stays readable.
-    """
-    from saip_encryption.providers.local import create_local_key
-
-    legacy = data_dir / "keys" / "master.key"
-    if legacy.is_file():
-        get_state().console.print(
-            f"[yellow]warning:[/] using the master key kept beside the data ({legacy}); move it "
-            f"to {key_home()} or pass --key"
-        )
-        return f"local:{legacy}"
-    ident = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
-    path = key_home() / f"{ident}.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        create_local_key(path)
-        get_state().console.print(f"created local master key {path}")
-    return f"local:{path}"
-
-
 def _encryptor(key: str | None, endpoint_url: str | None = None, region: str | None = None) -> Any:
-    """The envelope encryptor for ``key`` (default key created on first use, see _default_key)."""
-    from saip.compose import encryptor
+    """The envelope encryptor for ``key`` (the default local key, outside the data directory,
+    is created on first use: see ``saip.compose.resolve_key_uri``)."""
+    from saip.compose import encryptor, resolve_key_uri
 
     state = get_state()
     if key is None and state.config.encryption.key is None:
-        key = _default_key(state.data_dir)
+        key = resolve_key_uri(None, configured=None, data_dir=state.data_dir, console=state.console)
     return encryptor(state, key, endpoint_url=endpoint_url, region=region)
 
 
@@ -458,6 +422,8 @@ def run_cmd(
         tabular_spec=tabular_spec,
         max_age_ms=max_age * 1000,
     ) as engine:
+        if getattr(rs, "leases", None) is not None:
+            rs.held = engine.held_messages  # intents never skip undecided v2 messages
         streams: list[Any] = [rs]
         if source != ["stream"]:
             streams = [
@@ -543,16 +509,54 @@ def export_cmd(
         )
 
 
+@app.command("verify")
+def verify_cmd(
+    producer: Annotated[str, typer.Option("--producer", help="The record's producer.")],
+    seq: Annotated[int, typer.Option("--seq", min=0, help="The record's seq.")],
+    backend: BackendOpt = None,
+    key: KeyOpt = None,
+    endpoint_url: EndpointOpt = None,
+    region: RegionOpt = None,
+    stream: StreamOpt = None,
+    bucket: BucketOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Prove one stored record (producer, seq): its leaf, its batch, its producer's signature.
+
+    Exit 0 when proven, 3 when the proof is refused (the reason is named), 1 on other errors.
+    """
+    from saip_ingestion.errors import ProvenanceError
+    from saip_ingestion.verify import verify_stored_record
+
+    from saip.errors import GateError
+
+    _name, _rs, store, _ = _backend(backend, endpoint_url, region, stream, bucket)
+    try:
+        proof = verify_stored_record(
+            store, _encryptor(key, endpoint_url, region), _registry(),
+            producer_id=producer, seq=seq,
+        )  # fmt: skip
+    except ProvenanceError as exc:
+        raise GateError(f"record seq {seq} of {producer!r} not proven: {exc}") from None
+    if as_json:
+        typer.echo(json.dumps(proof.as_dict()))
+    else:
+        get_state().console.print(
+            f"proven: seq {seq} of {producer} ({proof.format}, key {proof.key_id})"
+        )
+
+
 def _quarantine_store(
     backend: str | None,
     key: str | None,
     endpoint_url: str | None,
     region: str | None,
+    stream: str | None,
     bucket: str | None,
 ) -> Any:
     from saip_ingestion.quarantine import QuarantineStore
 
-    _name, _rs, store, _ = _backend(backend, endpoint_url, region, None, bucket)
+    _name, _rs, store, _ = _backend(backend, endpoint_url, region, stream, bucket)
     return QuarantineStore(store, _encryptor(key, endpoint_url, region))
 
 
@@ -582,6 +586,7 @@ def quarantine_list(
     key: KeyOpt = None,
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
+    stream: StreamOpt = None,
     bucket: BucketOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -591,7 +596,7 @@ def quarantine_list(
 
     if reason is not None and reason not in REASONS:
         raise typer.BadParameter(f"unknown reason {reason!r}; known: {', '.join(REASONS)}")
-    qs = _quarantine_store(backend, key, endpoint_url, region, bucket)
+    qs = _quarantine_store(backend, key, endpoint_url, region, stream, bucket)
     entries = [e.summary() for e in qs.entries(reason=reason)]
     if as_json:
         typer.echo(json.dumps(entries))  # ASCII-escaped JSON
@@ -619,12 +624,13 @@ def quarantine_show(
     key: KeyOpt = None,
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
+    stream: StreamOpt = None,
     bucket: BucketOpt = None,
 ) -> None:
     """Show one entry as JSON on stdout, raw record included (decrypted)."""
     from saip_ingestion.quarantine import terminal_safe
 
-    qs = _quarantine_store(backend, key, endpoint_url, region, bucket)
+    qs = _quarantine_store(backend, key, endpoint_url, region, stream, bucket)
     entry = qs.get(_full_qid(qs, qid))
     doc = entry.summary()
     doc["raw"] = entry.raw.decode("utf-8", errors="backslashreplace")
@@ -639,6 +645,7 @@ def quarantine_release(
     key: KeyOpt = None,
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
+    stream: StreamOpt = None,
     bucket: BucketOpt = None,
     dataset: DatasetOpt = None,
     image_shape: ImageShapeOpt = None,
@@ -658,8 +665,8 @@ def quarantine_release(
 
     state = get_state()
     image_spec, tabular_spec = _specs(dataset, image_shape, value_range, classes, columns)
-    _name, _rs, store, state_dir = _backend(backend, endpoint_url, region, None, bucket)
-    qid = _full_qid(_quarantine_store(backend, key, endpoint_url, region, bucket), qid)
+    _name, _rs, store, state_dir = _backend(backend, endpoint_url, region, stream, bucket)
+    qid = _full_qid(_quarantine_store(backend, key, endpoint_url, region, stream, bucket), qid)
     with IngestEngine(
         store=store,
         encryptor=_encryptor(key, endpoint_url, region),
@@ -739,15 +746,26 @@ def sign_cmd(
     tree_size: Annotated[
         int, typer.Option("--tree-size", min=1, max=65536, help="Records per signed Merkle batch.")
     ] = 256,
+    batch_format: Annotated[
+        str,
+        typer.Option(
+            "--batch-format",
+            help="v2: one signed batch header, records carry their leaf index (default); "
+            "v1: an inclusion proof in every record.",
+        ),
+    ] = "v2",
     as_json: JsonOpt = False,
 ) -> None:
     """Sign your own image, tabular or text records with the producer's key (see the format doc)."""
     from saip_ingestion.producer import sign_records
 
+    if batch_format not in ("v1", "v2"):
+        raise typer.BadParameter("--batch-format must be v1 or v2")
     state = get_state()
     result = sign_records(
-        data_dir=state.data_dir, producer=producer, source=source, out=out, tree_size=tree_size
-    )
+        data_dir=state.data_dir, producer=producer, source=source, out=out, tree_size=tree_size,
+        batch_format=batch_format,
+    )  # fmt: skip
     doc = {
         "path": str(result.path),
         "records": result.records,

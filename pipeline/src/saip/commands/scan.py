@@ -4,15 +4,14 @@
 
 INPUT is an npz with ``x`` (N×D, N×H×W or N×H×W×C), ``y`` (N integer or string labels) and
 optionally ``producer`` and ``record_id`` (what ``saip ingest export`` writes); an ``.npy`` of
-features with ``--labels``; a CSV with ``--label-column`` (and optional ``--producer-column``,
-``--id-column``); or a folder with one sub-folder of images per class. The scan
-(:mod:`saip_poisoning`) prints a summary and, with ``--json``, writes the report (``risk_score``,
-``calibrated``, ``flagged``, ``flagged_record_ids``, ``reasons``, ``triggers``, ``per_class``,
-``per_producer``, ``mitigations``) on stdout with ``--json`` and/or to ``--output OUT`` (0600,
-never partial; ``--sarif``/``--junit`` for CI). Inputs and outputs are checked before torch is
-imported. Exit 3 (gate refused) when the
-risk exceeds ``--max-risk`` (default: ``[scan] max_risk``) or the scan is not calibrated (unless
-``--allow-uncalibrated``).
+features with ``--labels``; a CSV or parquet file with ``--label-column`` (and optional
+``--producer-column``, ``--id-column``); or a folder with one sub-folder of images per class. The
+scan (:mod:`saip_poisoning`) shows a summary and, with ``--json``, writes the report
+(``risk_score``, ``calibrated``, ``flagged``, ``flagged_record_ids``, ``reasons``, ``triggers``,
+``per_class``, ``per_producer``, ``mitigations``) on stdout with ``--json`` and/or to ``--output
+OUT`` (0600, never partial; ``--sarif``/``--junit`` for CI). Inputs and outputs are checked before
+torch is imported. Exit 3 (gate refused) when the risk exceeds ``--max-risk`` (default: ``[scan]
+max_risk``) or the scan is not calibrated (unless ``--allow-uncalibrated``).
 """
 
 from __future__ import annotations
@@ -100,7 +99,10 @@ def _summary(report: ScanReport, *, n: int) -> Table:
 
 def scan_command(
     input_npz: Annotated[
-        Path, typer.Argument(help="npz (x, y[, producer, record_id]), .npy, .csv or image folder.")
+        Path,
+        typer.Argument(
+            help="npz (x, y[, producer, record_id]), .npy, .csv, .parquet or image folder."
+        ),
     ],
     model: Annotated[
         str, typer.Option("--model", help="'auto' trains the probe network.")
@@ -121,13 +123,14 @@ def scan_command(
         Path | None, typer.Option("--labels", help="Labels .npy for an .npy features input.")
     ] = None,
     label_column: Annotated[
-        str | None, typer.Option("--label-column", help="Label column of a CSV input.")
+        str | None, typer.Option("--label-column", help="Label column of a CSV or parquet input.")
     ] = None,
     producer_column: Annotated[
-        str | None, typer.Option("--producer-column", help="Producer column of a CSV input.")
+        str | None,
+        typer.Option("--producer-column", help="Producer column of a CSV or parquet input."),
     ] = None,
     id_column: Annotated[
-        str | None, typer.Option("--id-column", help="Record-ID column of a CSV input.")
+        str | None, typer.Option("--id-column", help="Record-ID column of a CSV or parquet input.")
     ] = None,
     allow_uncalibrated: Annotated[
         bool,

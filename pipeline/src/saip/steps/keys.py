@@ -1,7 +1,9 @@
 """Demo step "keys": the local master key, one artifact round trip, one rejected tamper.
 
-Creates (or reuses) ``<data_dir>/keys/master.key`` (mode 0600) — or uses the ``encryption.key``
-setting when one is configured — and publishes the key URI as
+Creates (or reuses) the default local master key of the data directory — kept outside it, under
+``$SAIP_KEY_DIR`` or ``~/.config/saip/keys`` (mode 0600), see
+:func:`saip.compose.resolve_key_uri` — or uses the ``encryption.key`` setting when one is
+configured, and publishes the key URI as
 ``ctx.artifacts["key_uri"]`` for the later steps (ingest encrypts records with it, fl seals the
 model), then proves the envelope works on this machine: a sample artifact is encrypted as a
 stream, decrypted and compared, and a copy with one flipped ciphertext bit is rejected with the
@@ -15,9 +17,9 @@ import io
 import time
 
 from saip_encryption import DecryptionError, EnvelopeEncryptor, from_uri
-from saip_encryption.providers.local import create_local_key
 from saip_encryption.rotation import read_header
 
+from saip.compose import default_key_path, resolve_key_uri
 from saip.pipeline import PipelineContext, StepResult
 
 _SAMPLE_BYTES = 4 << 20
@@ -25,19 +27,19 @@ _SAMPLE_BYTES = 4 << 20
 
 def run(ctx: PipelineContext) -> StepResult:
     """Create or reuse the local master key and show a round trip and a rejected tamper."""
-    key_dir = ctx.data_dir / "keys"
-    key_path = key_dir / "master.key"
-    key_uri = ctx.config.encryption.key or f"local:{key_path}"
-    created = key_uri == f"local:{key_path}" and not key_path.exists()
-    if created:
-        create_local_key(key_path)
+    key_path = default_key_path(ctx.data_dir)
+    existed = key_path.exists()
+    key_uri = resolve_key_uri(None, configured=ctx.config.encryption.key, data_dir=ctx.data_dir)
+    created = key_uri == f"local:{key_path}" and not existed
     provider = from_uri(key_uri)
     ctx.artifacts["key_uri"] = key_uri
     context = {"dataset": "demo-sample", "purpose": "keys-step", **ctx.config.encryption.context}
 
     enc = EnvelopeEncryptor(provider, cache=False)
     sample = hashlib.shake_256(f"saip-demo-{ctx.seed}".encode()).digest(_SAMPLE_BYTES)
-    artifact = key_dir / "sample.saip"
+    sample_dir = ctx.data_dir / "keys"
+    sample_dir.mkdir(parents=True, exist_ok=True)
+    artifact = sample_dir / "sample.saip"
     started = time.perf_counter()
     with open(artifact, "wb") as out:
         enc.encrypt_stream(io.BytesIO(sample), out, context=context)

@@ -25,7 +25,7 @@ from saip_poisoning import mitigate, prepare, scan
 from saip_poisoning.attacks import add_patch
 from sklearn.datasets import load_digits
 
-from saip.errors import PipelineError
+from saip.errors import GateError, PipelineError
 from saip.pipeline import PipelineContext, StepResult
 
 POISONED_PRODUCER = "producer-3"
@@ -89,7 +89,7 @@ def run(ctx: PipelineContext) -> StepResult:
             result.residual.to_json() + "\n", encoding="utf-8"
         )
         if not result.passed:
-            raise PipelineError(
+            raise GateError(
                 f"poisoning gate: risk {report.risk_score:.0f} > {gate:g}; after removing "
                 f"{int((~keep).sum())} samples the verification failed: {result.reason}"
             )
