@@ -24,8 +24,7 @@ from saip.config import SaipConfig
 from saip_encryption.providers.local import create_local_key
 from saip_ingestion.backends.aws import S3ObjectStore
 from saip_ingestion.engine import ACCEPTED_PREFIX, read_batch
-from saip_ingestion.provenance import ProducerRegistry
-from saip_ingestion.provenance import record_leaf_data
+from saip_ingestion.provenance import ProducerRegistry, record_leaf_data
 from saip_ingestion.quarantine import QuarantineStore
 from saip_ingestion.schemas import PAYLOAD_ADAPTERS
 
