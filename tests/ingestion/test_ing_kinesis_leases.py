@@ -400,3 +400,20 @@ def test_intent_never_rolls_forward_past_an_undecided_v2_message(
     assert row(aws)["checkpoint"]["S"] == polled[4].position
     rs.rebalance()  # un-checkpointed records keep their shard
     assert set(rs.leases.owned) == {"shardId-000000000000"}
+
+
+def test_cli_refuses_bad_scale_out_flags_naming_them(
+    moto_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``saip ingest run`` fails at start-up, exit 1, one line naming the setting."""
+    from saip.cli import main
+
+    base = ["--data-dir", str(tmp_path), "ingest", "run", "--source", "stream", "--backend"]
+    base += ["aws", "--endpoint-url", moto_url, "--region", REGION, "--stream", "s"]
+    base += ["--bucket", "bucket-x", "--lease-table", "t-leases"]
+    assert main(base) == 1
+    assert "consumer: required with lease_table" in capsys.readouterr().err
+    assert main([*base, "--consumer-name", "c1", "--lease-duration", "0.5"]) == 1
+    assert "lease_duration" in capsys.readouterr().err
+    assert main([*base, "--consumer-name", "bad name"]) == 1
+    assert "consumer" in capsys.readouterr().err

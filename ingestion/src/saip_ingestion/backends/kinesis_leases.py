@@ -559,7 +559,7 @@ class LeasedKinesisStream(KinesisStream):
         rows = leases.rows()
         for sid in list(leases.owned):
             row = rows.get(sid)
-            if row is None or row.owner != leases.owner or row.counter != leases.owned[sid].counter:
+            if row is None or row.owner != leases.owner:
                 leases.owned.pop(sid, None)  # taken over (the renewer may not have seen it yet)
         open_rows = {sid: r for sid, r in rows.items() if r.checkpoint != SHARD_END}
         target = leases.target(len(open_rows))
