@@ -112,11 +112,20 @@ def test_three_consumers_one_sigkilled_shards_taken_over_exactly_once(
         out = (data / "out.json").open("wb")
         procs.append(subprocess.Popen(cmd, env=proc_env, stdout=out, stderr=subprocess.PIPE))
     try:
-        journal = dirs[0] / "ingest" / "state" / f"aws-{BUCKET}" / "journal.jsonl"
-        _wait(lambda: journal.is_file() and journal.read_bytes().count(b"\n") >= 1, "c0 batch")
-        os.kill(procs[0].pid, signal.SIGKILL)  # mid-run: no checkpoint, no lease release
-        procs[0].wait(timeout=10)
-        for proc in procs[1:]:
+        journals = [d / "ingest" / "state" / f"aws-{BUCKET}" / "journal.jsonl" for d in dirs]
+
+        def first_to_store() -> int | None:
+            for n, journal in enumerate(journals):
+                if journal.is_file() and journal.read_bytes().count(b"\n") >= 1:
+                    return n
+            return None
+
+        _wait(lambda: first_to_store() is not None, "a stored batch")
+        victim = first_to_store()
+        assert victim is not None
+        os.kill(procs[victim].pid, signal.SIGKILL)  # mid-run: no checkpoint, no lease release
+        procs[victim].wait(timeout=10)
+        for proc in procs[:victim] + procs[victim + 1 :]:
             _, err = proc.communicate(timeout=120)
             assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
     finally:
@@ -124,7 +133,7 @@ def test_three_consumers_one_sigkilled_shards_taken_over_exactly_once(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    assert procs[0].returncode == -signal.SIGKILL
+    assert procs[victim].returncode == -signal.SIGKILL
 
     enc = build_encryptor(f"local:{key}", context=SaipConfig().encryption.context)
     store = S3ObjectStore(s3=s3, bucket=BUCKET)
@@ -136,13 +145,15 @@ def test_three_consumers_one_sigkilled_shards_taken_over_exactly_once(
         ids += [e["record_id"] for e in entries]
     assert len(ids) == len(set(ids))  # 0 stored twice (every object read, nothing collapsed)
     assert set(ids) == set(good)  # 0 lost
-    c0_id = json.loads((dirs[0] / "ingest/state" / f"aws-{BUCKET}/consumer.json").read_text())
-    c0_stored = per_consumer.get(c0_id["consumer_id"], 0)
-    assert 0 < c0_stored < len(good)  # killed mid-run: the others finished its shards
+    dead = json.loads((dirs[victim] / "ingest/state" / f"aws-{BUCKET}/consumer.json").read_text())
+    dead_stored = per_consumer.get(dead["consumer_id"], 0)
+    assert 0 < dead_stored < len(good)  # killed mid-run: the others finished its shards
     qs = QuarantineStore(store, enc)
     raws = [e.raw for e in qs.entries()]
     assert sorted(raws) == sorted(bad)  # conserved: 360 accepted + 6 quarantined = 366 sent
-    summaries = [json.loads((d / "out.json").read_text()) for d in dirs[1:]]
+    summaries = [
+        json.loads((d / "out.json").read_text()) for n, d in enumerate(dirs) if n != victim
+    ]
     assert all(s["conserved"] for s in summaries)
     # every shard checkpointed to its last record, and no lease left to the dead consumer
     rows = ddb.scan(TableName=TABLE, ConsistentRead=True)["Items"]
@@ -158,5 +169,5 @@ def test_three_consumers_one_sigkilled_shards_taken_over_exactly_once(
             assert r["checkpoint"]["S"] == recs[-1]["SequenceNumber"]
         else:  # no record hashed to this shard
             assert "checkpoint" not in r
-        assert r.get("owner", {}).get("S") != "c0"
+        assert r.get("owner", {}).get("S") != f"c{victim}"
         assert "pending_keys" not in r

@@ -873,21 +873,27 @@ def open_backend(
 
     s3 = make("s3")
     if lease_table is not None:
-        from saip_ingestion.backends.kinesis_leases import open_leased
+        from saip_ingestion.backends import kinesis_leases as kl
 
-        return open_leased(
-            kinesis=make("kinesis"),
+        landing = S3ObjectStore(
+            s3=s3, bucket=bucket, prefix=prefix, kms_key_id=kms_key_id, bucket_key=bucket_key
+        )
+        leases = kl.ShardLeaseTable(
             dynamodb=make("dynamodb"),
-            store=S3ObjectStore(
-                s3=s3, bucket=bucket, prefix=prefix, kms_key_id=kms_key_id, bucket_key=bucket_key
-            ),
+            table=lease_table,
             stream=stream,
-            lease_table=lease_table,
-            consumer=consumer,
+            owner=consumer,
             lease_duration=lease_duration,
+        )
+        leased = kl.LeasedKinesisStream(
+            kinesis=make("kinesis"),
+            stream=stream,
+            leases=leases,
+            exists=landing.exists,
             initial_position=initial_position,
             backoff=backoff,
         )
+        return leased, kl.LeaseFencedStore(landing, leased)
     checkpoints = S3CheckpointStore(
         s3=s3,
         bucket=bucket,
