@@ -73,6 +73,14 @@ module "storage_key" {
       encryption_context = { "aws:s3:arn" = [local.bucket_arns.landing, local.bucket_arns.quarantine] }
     },
     {
+      # DynamoDB encrypts the lease table under this key on the consumers' behalf (leases.tf).
+      sid                = "LeaseTable"
+      principal_arns     = [module.consumer_role.arn]
+      actions            = ["kms:Decrypt", "kms:GenerateDataKey"]
+      via_service        = "dynamodb"
+      encryption_context = { "aws:dynamodb:tableName" = [local.lease_table_name] }
+    },
+    {
       sid                = "TrainerBuckets"
       principal_arns     = [module.trainer_role.arn]
       actions            = ["kms:Decrypt", "kms:GenerateDataKey"]
@@ -370,6 +378,13 @@ module "consumer_role" {
       resources = ["${local.bucket_arns.landing}/*", "${local.bucket_arns.quarantine}/*"]
     },
     {
+      # Several consumers share the stream through KCL-style leases (saip_ingestion.backends.kinesis_leases):
+      # exactly the calls that module makes, on this table only.
+      sid       = "ShardLeases"
+      actions   = ["dynamodb:DeleteItem", "dynamodb:PutItem", "dynamodb:Scan", "dynamodb:UpdateItem"]
+      resources = [local.lease_table_arn]
+    },
+    {
       sid       = "WatchArchive"
       actions   = ["firehose:DescribeDeliveryStream"]
       resources = ["arn:${local.partition}:firehose:${local.region}:${local.account_id}:deliverystream/${var.prefix}-archive"]
@@ -452,6 +467,12 @@ module "endpoints" {
         resources      = [module.data_key.key_arn]
       },
     ]
+    dynamodb = [{
+      sid            = "ShardLeases"
+      principal_arns = [module.consumer_role.arn]
+      actions        = ["dynamodb:DeleteItem", "dynamodb:PutItem", "dynamodb:Scan", "dynamodb:UpdateItem"]
+      resources      = [local.lease_table_arn]
+    }]
     firehose = [{
       sid            = "WatchArchive"
       principal_arns = [module.consumer_role.arn]

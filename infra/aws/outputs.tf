@@ -28,6 +28,11 @@ output "flow_log_id" {
   value       = aws_flow_log.vpc.id
 }
 
+output "lease_table_name" {
+  description = "DynamoDB lease table for several consumers of one stream: `saip ingest run --lease-table NAME --consumer-name UNIQUE` (or [ingest.aws] lease_table)."
+  value       = aws_dynamodb_table.leases.name
+}
+
 output "role_arns" {
   description = "ARNs of the workload roles: producer, consumer, trainer."
   value       = local.role_arns

@@ -159,7 +159,7 @@ variable "trusted_principal_arns" {
 }
 
 variable "unsafe_force_destroy_buckets" {
-  description = "UNSAFE - throwaway stacks only. Lets `terraform destroy` delete buckets that still hold data."
+  description = "UNSAFE - throwaway stacks only. Lets `terraform destroy` delete buckets that still hold data, and turns off the lease table's deletion protection."
   type        = bool
   default     = false
   nullable    = false

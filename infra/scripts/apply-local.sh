@@ -7,6 +7,7 @@
 #      produces signed records, publishes them to the applied Kinesis stream and runs
 #      `saip ingest run --source stream` into the applied bucket with the applied KMS keys, every
 #      setting taken from that file
+#      and once more through the applied DynamoDB lease table (the scale-out path)
 #   4. a second plan must show no changes (check-noop-plan.py; see it for the one moto gap allowed)
 #   5. terraform destroy
 set -euo pipefail
@@ -83,6 +84,19 @@ accepted = result.get("accepted", result.get("stored", 0))
 if not isinstance(accepted, int) or accepted <= 0:
     sys.exit(f"tf-apply-local: saip ingest stored no record: {result}")
 print(f"    saip ingest: {accepted} records accepted into the applied bucket")
+PY
+
+echo "==> the same stream through the applied lease table (scale-out path: --lease-table, --consumer-name)"
+lease_table="$("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["lease_table_name"]["value"])' "$run/outputs.json")"
+"$saip" --data-dir "$data" --config "$run/saip.toml" ingest run --source stream \
+  --lease-table "$lease_table" --consumer-name tf-local --lease-duration 5 --json > "$run/ingest-leased.json"
+"$py" - "$run/ingest-leased.json" <<'PY'
+import json, sys
+result = json.load(open(sys.argv[1]))
+# every record is read again from the lease table's (empty) checkpoints and recognised as stored
+if not result.get("received") or not result.get("conserved") or result.get("stored") != 0:
+    sys.exit(f"tf-apply-local: leased run: {result}")
+print(f"    leased run: {result['received']} records read through the lease table, 0 stored twice")
 PY
 
 echo "==> second plan must be empty"

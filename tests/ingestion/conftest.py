@@ -280,5 +280,17 @@ def helpers() -> Any:
     import types
 
     return types.SimpleNamespace(
-        BufferingFirehoseFake=BufferingFirehoseFake, CrashAfterPut=CrashAfterPut
+        BufferingFirehoseFake=BufferingFirehoseFake,
+        CrashAfterPut=CrashAfterPut,
+        create_lease_table=create_lease_table,
+    )
+
+
+def create_lease_table(ddb: Any, name: str) -> None:
+    """The Kinesis lease table as ``infra/aws`` declares it: hash key ``lease_key`` (S)."""
+    ddb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "lease_key", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "lease_key", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
     )

@@ -58,8 +58,20 @@ run "composed_stack" {
     error_message = "the storage key is usable by producers only through Kinesis"
   }
   assert {
-    condition     = keys(module.endpoints.endpoint_ids) == ["firehose", "kinesis", "kms", "s3"]
-    error_message = "a VPC endpoint per data-plane service"
+    condition     = keys(module.endpoints.endpoint_ids) == ["dynamodb", "firehose", "kinesis", "kms", "s3"]
+    error_message = "a VPC endpoint per data-plane service (the lease table's DynamoDB included)"
+  }
+  assert {
+    condition     = aws_dynamodb_table.leases.server_side_encryption[0].enabled && aws_dynamodb_table.leases.server_side_encryption[0].kms_key_arn == module.storage_key.key_arn && aws_dynamodb_table.leases.point_in_time_recovery[0].enabled && aws_dynamodb_table.leases.deletion_protection_enabled && aws_dynamodb_table.leases.hash_key == "lease_key"
+    error_message = "the lease table must be CMK-encrypted, with point-in-time recovery and deletion protection, keyed by lease_key"
+  }
+  assert {
+    condition     = one([for s in jsondecode(module.consumer_role.policy).Statement : s if s.Sid == "ShardLeases"]).Action == ["dynamodb:DeleteItem", "dynamodb:PutItem", "dynamodb:Scan", "dynamodb:UpdateItem"] && one([for s in jsondecode(module.consumer_role.policy).Statement : s if s.Sid == "ShardLeases"]).Resource == ["arn:aws:dynamodb:eu-west-1:123456789012:table/saip-test-kinesis-leases"]
+    error_message = "the consumer may use exactly the four lease calls, on the lease table only"
+  }
+  assert {
+    condition     = one([for s in jsondecode(module.storage_key.policy).Statement : s if s.Sid == "LeaseTable"]).Condition.StringEquals["kms:ViaService"] == "dynamodb.eu-west-1.amazonaws.com"
+    error_message = "the storage key is usable for the lease table only through DynamoDB"
   }
   assert {
     condition     = aws_flow_log.vpc.traffic_type == "ALL" && aws_flow_log.vpc.log_destination_type == "s3"

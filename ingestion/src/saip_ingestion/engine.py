@@ -511,6 +511,11 @@ class IngestEngine:
             stream.checkpoint(todo[:cut])
         self._unckpt = todo[cut:]
 
+    def held_messages(self) -> list[StreamMessage]:
+        """Messages of incomplete v2 batches: processed but not decided, so not stored and not
+        to be checkpointed yet (a scale-out stream must not let a successor skip them)."""
+        return [c.msg for _, members in self._carry.values() for c in members]
+
     def flush_pending(self, *, now: int | None = None) -> list[tuple[str, str | None]]:
         """Quarantine every incomplete v2 batch (``incomplete_batch``) and commit."""
         received_at = self.clock() if now is None else now

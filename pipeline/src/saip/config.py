@@ -36,6 +36,9 @@ class AwsIngestOptions(_Section):
     kms_key_id: str | None = None
     """SSE-KMS key of the landing bucket, sent on every PutObject (``infra/aws`` denies
     ``aws:kms`` without a key ID, which S3 would serve with the AWS managed key)."""
+    lease_table: str | None = None
+    """DynamoDB lease table shared by several consumers of one stream (scale-out;
+    ``infra/aws`` output ``lease_table_name``); each consumer needs ``--consumer-name``."""
 
 
 class AzureIngestOptions(_Section):

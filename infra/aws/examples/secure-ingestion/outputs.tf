@@ -8,6 +8,11 @@ output "data_key_arn" {
   value       = module.secure_ingestion.data_key_arn
 }
 
+output "lease_table_name" {
+  description = "DynamoDB lease table for several consumers of the stream (saip ingest run --lease-table)."
+  value       = module.secure_ingestion.lease_table_name
+}
+
 output "role_arns" {
   description = "Workload role ARNs (producer, consumer, trainer)."
   value       = module.secure_ingestion.role_arns

@@ -1,7 +1,7 @@
 locals {
   local_mode = var.local_endpoint_url != null
   # Every service this example touches, for the local (moto) endpoint override.
-  local_services = ["cloudtrail", "cloudwatch", "ec2", "events", "firehose", "iam", "kinesis", "kms", "s3", "sns", "sts"]
+  local_services = ["cloudtrail", "cloudwatch", "dynamodb", "ec2", "events", "firehose", "iam", "kinesis", "kms", "s3", "sns", "sts"]
 }
 
 provider "aws" {
@@ -21,6 +21,7 @@ provider "aws" {
     content {
       cloudtrail = endpoints.value
       cloudwatch = endpoints.value
+      dynamodb   = endpoints.value
       ec2        = endpoints.value
       events     = endpoints.value
       firehose   = endpoints.value

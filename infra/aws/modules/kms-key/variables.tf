@@ -137,8 +137,8 @@ variable "users" {
   }
 
   validation {
-    condition     = alltrue([for u in var.users : u.via_service == null || contains(["firehose", "kinesis", "s3"], coalesce(u.via_service, "none"))])
-    error_message = "users[*].via_service must be one of firehose, kinesis, s3 (or omitted)."
+    condition     = alltrue([for u in var.users : u.via_service == null || contains(["dynamodb", "firehose", "kinesis", "s3"], coalesce(u.via_service, "none"))])
+    error_message = "users[*].via_service must be one of dynamodb, firehose, kinesis, s3 (or omitted)."
   }
 
   validation {

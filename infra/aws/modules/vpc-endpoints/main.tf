@@ -1,6 +1,7 @@
 # Private connectivity for every data-plane service the pipeline calls: interface endpoints (private
-# DNS on, so the SDKs' default endpoints resolve to private IPs) for Kinesis, KMS and Firehose, and a
-# gateway endpoint for S3. Each endpoint carries a policy naming the principals, actions and ARNs it
+# DNS on, so the SDKs' default endpoints resolve to private IPs) for Kinesis, KMS and Firehose, and
+# gateway endpoints for S3 and (when `policies` has a dynamodb entry: the Kinesis lease table of
+# several consumers) DynamoDB. Each endpoint carries a policy naming the principals, actions and ARNs it
 # may serve: a data perimeter, so stolen credentials cannot move data to another account's resources
 # through this VPC.
 #
@@ -74,4 +75,15 @@ resource "aws_vpc_endpoint" "s3" {
   route_table_ids   = var.route_table_ids
   policy            = local.policy_documents["s3"]
   tags              = merge(var.tags, { Name = "${var.prefix}-s3" })
+}
+
+resource "aws_vpc_endpoint" "dynamodb" {
+  count = var.create_endpoints && contains(keys(var.policies), "dynamodb") ? 1 : 0
+
+  vpc_id            = var.vpc_id
+  service_name      = "com.amazonaws.${data.aws_region.current.name}.dynamodb"
+  vpc_endpoint_type = "Gateway"
+  route_table_ids   = var.route_table_ids
+  policy            = local.policy_documents["dynamodb"]
+  tags              = merge(var.tags, { Name = "${var.prefix}-dynamodb" })
 }

@@ -1,6 +1,6 @@
 output "endpoint_ids" {
-  description = "IDs of the VPC endpoints, by service (firehose, kinesis, kms, s3); empty when create_endpoints is false."
-  value       = merge({ for k, v in aws_vpc_endpoint.interface : k => v.id }, { for e in aws_vpc_endpoint.s3 : "s3" => e.id })
+  description = "IDs of the VPC endpoints, by service (firehose, kinesis, kms, s3, dynamodb when requested); empty when create_endpoints is false."
+  value       = merge({ for k, v in aws_vpc_endpoint.interface : k => v.id }, { for e in aws_vpc_endpoint.s3 : "s3" => e.id }, { for e in aws_vpc_endpoint.dynamodb : "dynamodb" => e.id })
 }
 
 output "policies" {

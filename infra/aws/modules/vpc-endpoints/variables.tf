@@ -22,7 +22,7 @@ variable "create_endpoints" {
 }
 
 variable "policies" {
-  description = "Endpoint policy statements per service (`kinesis`, `kms`, `firehose`, `s3`): who may call what on which ARNs through that endpoint. Every service needs at least one statement; actions must belong to the service and name no wildcard; resources must be ARNs."
+  description = "Endpoint policy statements per service (`kinesis`, `kms`, `firehose`, `s3`, and optionally `dynamodb` for the Kinesis lease table): who may call what on which ARNs through that endpoint. Every service needs at least one statement; actions must belong to the service and name no wildcard; resources must be ARNs."
   type = map(list(object({
     sid            = string
     principal_arns = list(string)
@@ -32,15 +32,15 @@ variable "policies" {
   nullable = false
 
   validation {
-    condition     = length(setsubtract(["firehose", "kinesis", "kms", "s3"], keys(var.policies))) == 0 && length(setsubtract(keys(var.policies), ["firehose", "kinesis", "kms", "s3"])) == 0
-    error_message = "policies must have exactly the keys firehose, kinesis, kms and s3."
+    condition     = length(setsubtract(["firehose", "kinesis", "kms", "s3"], keys(var.policies))) == 0 && length(setsubtract(keys(var.policies), ["dynamodb", "firehose", "kinesis", "kms", "s3"])) == 0
+    error_message = "policies must have the keys firehose, kinesis, kms and s3, and may have dynamodb (nothing else)."
   }
 
   validation {
     condition = alltrue(flatten([for svc, stmts in var.policies : [
       for s in stmts : [for a in s.actions : startswith(a, "${svc == "kinesis" ? "kinesis" : svc == "firehose" ? "firehose" : svc}:") && !strcontains(a, "*")]
     ]])) && alltrue([for svc, stmts in var.policies : length(stmts) > 0])
-    error_message = "policies: each service needs statements whose actions belong to it (kinesis:*, kms:*, firehose:*, s3:* prefixes) and contain no wildcard."
+    error_message = "policies: each service needs statements whose actions belong to it (kinesis:*, kms:*, firehose:*, s3:*, dynamodb:* prefixes) and contain no wildcard."
   }
 
   validation {

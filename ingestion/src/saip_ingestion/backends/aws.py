@@ -29,8 +29,9 @@ One object per shard under the bucket's own prefix, written with S3 conditional 
 (``If-None-Match``/``If-Match`` on the ETag) so a checkpoint only moves forward even if two
 consumers race. This needs no second service, no extra IAM principal or table, and inherits the
 bucket's SSE-KMS and TLS-only policy. The Kinesis Client Library uses a DynamoDB lease table
-because it also balances shards *between* workers; this consumer reads all shards itself, so it
-needs only compare-and-set, which S3 now provides.
+because it also balances shards *between* workers; a single consumer reads all shards itself, so
+it needs only compare-and-set, which S3 now provides. Several consumers sharing one stream
+(``lease_table=``) use DynamoDB leases instead: :mod:`saip_ingestion.backends.kinesis_leases`.
 
 Credentials and TLS
 -------------------
@@ -51,7 +52,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import boto3
 from botocore.config import Config
@@ -216,6 +217,19 @@ class S3CheckpointStore:
         raise CloudBackendError(f"checkpoint of shard {shard_id}: lost 5 races in a row")
 
 
+class CheckpointStore(Protocol):
+    """Per-shard checkpoints as :class:`KinesisStream` uses them (:class:`S3CheckpointStore`,
+    or the lease table of :mod:`saip_ingestion.backends.kinesis_leases`)."""
+
+    def load(self, shard_id: str) -> str | None:
+        """The checkpointed sequence number of ``shard_id``, or None."""
+        ...
+
+    def save(self, shard_id: str, sequence_number: str) -> None:
+        """Move the checkpoint of ``shard_id`` forward."""
+        ...
+
+
 def _sse_args(kms_key_id: str | None, bucket_key: bool) -> dict[str, Any]:
     args: dict[str, Any] = {"ServerSideEncryption": "aws:kms", "BucketKeyEnabled": bucket_key}
     if kms_key_id is not None:
@@ -269,7 +283,7 @@ class KinesisStream(RecordStream):
         *,
         kinesis: Any,
         stream: str,
-        checkpoints: S3CheckpointStore,
+        checkpoints: CheckpointStore,
         initial_position: str = "TRIM_HORIZON",
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -752,10 +766,13 @@ def open_backend(
     delivery_stream: str | None = None,
     firehose_s3_prefix: str = "",
     checkpoint_prefix: str = "_checkpoints/",
-    consumer: str = "saip",
+    consumer: str | None = None,
     initial_position: str = "TRIM_HORIZON",
+    lease_table: str | None = None,
+    lease_duration: float = 10.0,
     endpoint_url: str | None = None,
     kinesis_endpoint_url: str | None = None,
+    dynamodb_endpoint_url: str | None = None,
     s3_endpoint_url: str | None = None,
     firehose_endpoint_url: str | None = None,
     session: Any = None,
@@ -779,8 +796,15 @@ def open_backend(
         ``"s3"`` (default, write-time idempotence) or ``"firehose"`` (needs
         ``delivery_stream``; ``bucket``/``firehose_s3_prefix`` name the delivery destination).
     checkpoint_prefix, consumer, initial_position:
-        Consumer checkpoint location/name and start position for shards without checkpoint.
-    endpoint_url, kinesis_endpoint_url, s3_endpoint_url, firehose_endpoint_url:
+        Consumer checkpoint location/name (default ``saip``) and start position for shards
+        without checkpoint.
+    lease_table, lease_duration:
+        Scale-out: a DynamoDB lease table shared by several consumers of the stream, each with
+        its own unique ``consumer`` name (required then), and the lease duration in seconds
+        (1..3600, default 10). Checkpoints then live in the lease table, not in S3
+        (:mod:`saip_ingestion.backends.kinesis_leases`).
+    endpoint_url, kinesis_endpoint_url, s3_endpoint_url, firehose_endpoint_url,
+    dynamodb_endpoint_url:
         Custom endpoints (VPC interface endpoints, FIPS, local moto); the per-service ones win.
     session, botocore_config:
         Injected ``boto3.session.Session`` (default: a new one using the default credential
@@ -810,7 +834,15 @@ def open_backend(
     )
     if prefix and checkpoint_prefix.startswith(prefix):
         raise ValueError("checkpoint_prefix: must not lie under the landing prefix")
+    if lease_table is not None and consumer is None:
+        raise ValueError(
+            "consumer: required with lease_table (a name unique among the stream's consumers, "
+            "e.g. the container or VM name)"
+        )
+    consumer = consumer if consumer is not None else "saip"
     check_name("consumer", consumer, _CONSUMER, hint="1-64 of [A-Za-z0-9_.-]")
+    if lease_table is not None and sink == "firehose":
+        raise ValueError("lease_table: needs sink='s3' (Firehose cannot tell a batch is stored)")
     if sink not in ("s3", "firehose"):
         raise ValueError(f"sink: must be 's3' or 'firehose', got {sink!r}")
     if sink == "firehose" and delivery_stream is None:
@@ -822,6 +854,7 @@ def open_backend(
             ("kinesis_endpoint_url", kinesis_endpoint_url),
             ("s3_endpoint_url", s3_endpoint_url),
             ("firehose_endpoint_url", firehose_endpoint_url),
+            ("dynamodb_endpoint_url", dynamodb_endpoint_url),
         )
     }
     if botocore_config is not None and not isinstance(botocore_config, Config):
@@ -839,6 +872,28 @@ def open_backend(
         )
 
     s3 = make("s3")
+    if lease_table is not None:
+        from saip_ingestion.backends import kinesis_leases as kl
+
+        landing = S3ObjectStore(
+            s3=s3, bucket=bucket, prefix=prefix, kms_key_id=kms_key_id, bucket_key=bucket_key
+        )
+        leases = kl.ShardLeaseTable(
+            dynamodb=make("dynamodb"),
+            table=lease_table,
+            stream=stream,
+            owner=consumer,
+            lease_duration=lease_duration,
+        )
+        leased = kl.LeasedKinesisStream(
+            kinesis=make("kinesis"),
+            stream=stream,
+            leases=leases,
+            exists=landing.exists,
+            initial_position=initial_position,
+            backoff=backoff,
+        )
+        return leased, kl.LeaseFencedStore(landing, leased)
     checkpoints = S3CheckpointStore(
         s3=s3,
         bucket=bucket,

@@ -68,6 +68,7 @@ def _backend(
     region: str | None,
     stream: str | None,
     bucket: str | None,
+    **scale_out: Any,
 ) -> tuple[str, Any, Any, Path]:
     from saip_ingestion.backends import open_backend
 
@@ -82,6 +83,7 @@ def _backend(
         "stream": stream or cfg.stream,
         "bucket": bucket or cfg.bucket,
     }
+    options.update(scale_out)
     given = {**cfg.backend_options(name), **{k: v for k, v in options.items() if v is not None}}
     rs, store = open_backend(name, data_dir=state.data_dir, **given, **backend_options(name))
     label = name + (
@@ -345,12 +347,41 @@ def run_cmd(
             help="Exit 3 (gate refused) when quarantined/received of this run exceeds R.",
         ),
     ] = None,
+    consumer_name: Annotated[
+        str | None,
+        typer.Option(
+            "--consumer-name",
+            help="Scale-out: this consumer's name, unique among the processes sharing the "
+            "stream (e.g. the container or VM name); required with a lease table.",
+        ),
+    ] = None,
+    lease_table: Annotated[
+        str | None,
+        typer.Option(
+            "--lease-table",
+            help="Scale-out (aws): DynamoDB lease table shared by the consumers of the stream "
+            "(default: config [ingest.aws] lease_table).",
+        ),
+    ] = None,
+    lease_duration: Annotated[
+        float | None,
+        typer.Option(
+            "--lease-duration",
+            help="Scale-out: seconds without renewal after which another consumer takes a "
+            "shard over (1-3600; default 10).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     sarif: SarifOpt = None,
     junit: JunitOpt = None,
     force: ForceOpt = False,
 ) -> None:
-    """Validate, sanitize, verify provenance, dedupe, encrypt and store; quarantine the rest."""
+    """Validate, sanitize, verify provenance, dedupe, encrypt and store; quarantine the rest.
+
+    Several processes can share one stream (--consumer-name, --lease-table): each takes a
+    fair share of the shards, and a dead one's shards are taken over after --lease-duration
+    (ingestion/README.md, "Scale-out").
+    """
     from saip_ingestion.backends.local import FileRecordStream
     from saip_ingestion.engine import IngestEngine
     from saip_ingestion.errors import IngestError
@@ -368,7 +399,14 @@ def run_cmd(
         if path is not None:
             require_output(path, force=force)
     image_spec, tabular_spec = _specs(dataset, image_shape, value_range, classes, columns)
-    _name, rs, store, state_dir = _backend(backend, endpoint_url, region, stream, bucket)
+    scale_out = {
+        "consumer": consumer_name,
+        "lease_table": lease_table,
+        "lease_duration": lease_duration,
+    }
+    _name, rs, store, state_dir = _backend(
+        backend, endpoint_url, region, stream, bucket, **scale_out
+    )
     encryptor = _encryptor(key, endpoint_url, region)
     registry = ProducerRegistry(state.data_dir / "ingest" / "producers")
     if source != ["stream"]:
@@ -384,6 +422,8 @@ def run_cmd(
         tabular_spec=tabular_spec,
         max_age_ms=max_age * 1000,
     ) as engine:
+        if getattr(rs, "leases", None) is not None:
+            rs.held = engine.held_messages  # intents never skip undecided v2 messages
         streams: list[Any] = [rs]
         if source != ["stream"]:
             streams = [
@@ -405,6 +445,8 @@ def run_cmd(
             for rstream in streams:
                 if isinstance(rstream, FileRecordStream):
                     rstream.close()
+            if getattr(rs, "leases", None) is not None:
+                rs.close()  # a leased stream stops renewing and gives its leases back
         summary = engine.finish().as_dict()
     write_gate_files(
         ingest_findings(summary),
