@@ -191,3 +191,24 @@ def test_fl_clean_group_means_are_kept_without_exclusion_or_rewind() -> None:
 def test_fl_backdoor_defence_settings_are_validated_by_name(secagg: dict[str, object]) -> None:
     with pytest.raises(FLConfigError, match=f"secagg.{next(iter(secagg))}"):
         validate_run_config({"num_clients": 20, "secagg": {**GROUPED, **secagg}})
+
+
+def test_fl_exclusions_from_streaks_and_group_testing_share_one_cap() -> None:
+    """Attackers can land honest clients in rejected groups: neither exclusion mechanism may
+    push the total past the cap (else too few clients remain to form a SecAgg+ group)."""
+    cfg = validate_run_config(
+        {"num_clients": 20, "secagg": {**GROUPED, "rewind_on_exclusion": False}}
+    )
+    strategy = SaipStrategy(cfg, RunLog(config={}, path=None))
+    cap = strategy.exclusion_cap
+    assert cap > 0
+    # group testing has already used the whole cap
+    strategy.group_testing.banned = {f"t{i}": ["test"] for i in range(cap)}
+    glob = strategy.global_weights
+    members = {0: [f"a{i}" for i in range(5)], 1: [f"r{i}" for i in range(5)]}
+    for rnd in range(1, cfg.secagg.exclude_after + 2):
+        root, _ = strategy.round_root(glob, rnd)
+        means = {0: [0.5 * r for r in root], 1: [100.0 * r for r in root]}  # group 1 rejected
+        strategy.combine_groups(rnd, glob, means, members, {})
+    assert not strategy.runlog.rounds[-1].groups[1]["accepted"]
+    assert len(strategy.excluded_clients()) <= cap

@@ -194,16 +194,17 @@ class SaipStrategy(FedAvg):
         self.reputation = validation.ClientReputation(exclude_after=cfg.validation.exclude_after)
         per_round = max(2, round(cfg.fraction_fit * cfg.num_clients))
         # exclusion may shrink the number of groups, never below one group, nor take half
+        #: one cap on clients excluded by streaks and group testing together
+        self.exclusion_cap = max(0, min(per_round - cfg.secagg.num_shares, per_round // 2 - 1))
         self.group_streaks = validation.GroupStreaks(
-            exclude_after=cfg.secagg.exclude_after,
-            max_excluded=max(0, min(per_round - cfg.secagg.num_shares, per_round // 2 - 1)),
+            exclude_after=cfg.secagg.exclude_after, max_excluded=self.exclusion_cap
         )
         self.group_testing = validation.GroupTesting(
             z_threshold=2.0,
             t_threshold=cfg.secagg.suspicion_z,
             min_rounds=cfg.secagg.suspicion_min_rounds,
             min_effect=cfg.secagg.suspicion_min_effect,
-            max_excluded=self.group_streaks.max_excluded,
+            max_excluded=self.exclusion_cap,
         )
         self._roots: dict[int, tuple[Weights, float]] = {}
         # (round, global weights at its start, clients whose updates the model holds by then)
@@ -501,15 +502,18 @@ class SaipStrategy(FedAvg):
             rec.groups.append(entry)
             if not entry["accepted"]:
                 rec.rejected[f"group {g}"] = entry["reason"]
+        # one cap on exclusions, shared both ways: each tracker may only fill what the other left
+        streaks, testing = self.group_streaks, self.group_testing
         if any(g["accepted"] for g in rec.groups):
+            streaks.max_excluded = max(
+                0, self.exclusion_cap - len(testing.excluded() - streaks.excluded())
+            )
             for entry in rec.groups:
-                self.group_streaks.record(entry["members"], rejected=not entry["accepted"])
+                streaks.record(entry["members"], rejected=not entry["accepted"])
         if sa.suspicion_z > 0:
-            # one cap on exclusions, shared with the rejected-group streaks
-            cap = self.group_streaks.max_excluded
-            if cap is not None:
-                others = self.group_streaks.excluded() - self.group_testing.excluded()
-                self.group_testing.max_excluded = max(0, cap - len(others))
+            testing.max_excluded = max(
+                0, self.exclusion_cap - len(streaks.excluded() - testing.excluded())
+            )
             scored = [g for g in sorted(scores) if math.isfinite(scores[g].cosine)]
             self.group_testing.record(
                 [group_members[g] for g in scored], [scores[g].cosine for g in scored]
