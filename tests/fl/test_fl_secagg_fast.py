@@ -208,3 +208,29 @@ def test_fl_secagg_aggregate_is_exact_with_dropouts_down_to_the_threshold(
     assert result is not None
     expected = np.mean([_update(p) for p in survivors], axis=0)
     np.testing.assert_allclose(result, expected, atol=1e-4)
+
+
+def test_fl_parsed_secagg_private_keys_are_not_retained_across_keys() -> None:
+    """The PEM memo must not keep past rounds' ephemeral private keys alive (Flower drops them
+    when the next round's keys replace them): parsing another key releases the previous one."""
+    import sys
+
+    from cryptography.hazmat.primitives import serialization
+
+    def pem() -> bytes:
+        sk = ec.generate_private_key(ec.SECP256R1())
+        return sk.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    first, second = pem(), pem()
+    base = sys.getrefcount(first)
+    a = secagg_prg.load_private_key(first)
+    assert secagg_prg.load_private_key(first) is a  # memoised inside a stage's loop
+    b = secagg_prg.load_private_key(second)
+    assert sys.getrefcount(first) == base  # nothing in the module holds the old key's PEM
+    assert a.private_numbers() != b.private_numbers()
+    again = secagg_prg.load_private_key(first)  # no confusion between keys
+    assert again.private_numbers() == a.private_numbers()
