@@ -212,3 +212,34 @@ def test_fl_exclusions_from_streaks_and_group_testing_share_one_cap() -> None:
         strategy.combine_groups(rnd, glob, means, members, {})
     assert not strategy.runlog.rounds[-1].groups[1]["accepted"]
     assert len(strategy.excluded_clients()) <= cap
+
+
+def test_fl_rewind_resets_server_momentum_and_history_stays_bounded() -> None:
+    """Rewind keeps one model copy per distinct contributor set, not one per round, and drops
+    the server momentum (it carries the excluded client's steps)."""
+    cfg = validate_run_config(
+        {"num_clients": 20, "secagg": GROUPED, "dp": {"server_momentum": 0.5}}
+    )
+    strategy = SaipStrategy(cfg, RunLog(config={}, path=None))
+    start = strategy.global_weights
+    glob = start
+    members = {0: ["bad", "h1", "h2", "h3", "h4"], 1: [f"g{i}" for i in range(5)]}
+    for rnd in range(1, 9):
+        root, _ = strategy.round_root(glob, rnd)
+        new = strategy.combine_groups(
+            rnd, glob, {g: [0.5 * r for r in root] for g in members}, members, {}
+        )
+        assert new is not None
+        assert strategy.velocity is not None
+        glob = new
+    # round 1 (nobody contributed yet) and the newest start of each later contributor set
+    assert len(strategy._history) <= 2
+    strategy.group_testing.banned["bad"] = ["caught"]
+    root, _ = strategy.round_root(glob, 9)
+    new = strategy.combine_groups(
+        9, glob, {g: [0.5 * r for r in root] for g in members}, members, {}
+    )
+    assert strategy.runlog.rounds[-1].rewound_to == 1
+    assert new is not None
+    assert all(np.array_equal(a, b) for a, b in zip(new, start, strict=True))
+    assert strategy.velocity is None
