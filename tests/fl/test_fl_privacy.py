@@ -506,3 +506,31 @@ def test_fl_node_policy_refuses_non_finite_dp_parameters(sigma: float, rate: flo
     policy = NodePolicy.from_node_config({"saip-min-noise-multiplier": 0.8})
     with pytest.raises(UpdateRejectedError, match="node policy"):
         policy.check_dp(sigma, rate)
+
+
+def test_fl_noise_allowance_does_not_let_a_group_carry_a_crafted_vector() -> None:
+    """Under DP noise accepted groups get equal weights, so the norm allowance for the noise must
+    not leave room for a crafted vector: Gaussian noise of expected norm N in d dimensions has a
+    norm within a few % of N, so an honest mean stays near sqrt(B² + N²), while the old linear
+    allowance (B + 1.25 N) let a member add a fixed off-root vector of norm ≈ 1.3 B."""
+    d, bound, noise_norm = 4810, 3.0, 2.09  # the DP-FedSGD benchmark's numbers (groups of 5)
+    rng = np.random.default_rng(3)
+    root = np.zeros(d, np.float32)
+    root[: d // 2] = 1.0
+    root *= np.float32(bound / np.linalg.norm(root))
+    kw = _score_kw([root])
+
+    def noise(scale: float = 1.0) -> np.ndarray:
+        return rng.normal(0, scale * noise_norm / math.sqrt(d), d).astype(np.float32)
+
+    crafted = np.zeros(d, np.float32)
+    crafted[d // 2 :] = 1.0  # orthogonal to the root update: e.g. a backdoor direction
+    crafted *= np.float32(4.0 / np.linalg.norm(crafted))
+    attacked = [0.6 * root + noise(math.sqrt(4 / 5)) + crafted]  # attacker sent no noise share
+    verdict = validation.score_group(0, attacked, noise_norm=noise_norm, **kw)
+    assert not verdict.accepted
+    assert "norm" in verdict.reason
+    # honest noisy means at the signal bound are accepted, over many draws
+    for _ in range(200):
+        honest = [root * np.float32(1.0) + noise()]
+        assert validation.score_group(0, honest, noise_norm=noise_norm, **kw).accepted

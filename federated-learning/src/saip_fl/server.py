@@ -211,6 +211,9 @@ class SaipStrategy(FedAvg):
         self._history: list[tuple[int, Weights, frozenset[str]]] = []
         self._contributed: frozenset[str] = frozenset()
         self.expected_noise_norm = 0.0
+        #: group size ``expected_noise_norm`` is computed for (a mean over fewer survivors is
+        #: noisier by sqrt(size / survivors))
+        self.noise_group_size = 1
         #: server momentum buffer (``dp.server_momentum``): post-processing of the released
         #: aggregates, so it costs no privacy
         self.velocity: Weights | None = None
@@ -255,6 +258,7 @@ class SaipStrategy(FedAvg):
                 extra["dp-expected-batch"] = batch
                 per_round = max(2, round(cfg.fraction_fit * cfg.num_clients))
                 m = max(sa.reconstruction_threshold, per_round // sa.groups)
+                self.noise_group_size = m
                 # noise of a group mean of m members, each adding σC/√t, scaled by lr/B
                 self.expected_noise_norm = (
                     cfg.learning_rate
@@ -282,6 +286,7 @@ class SaipStrategy(FedAvg):
                 clipping_range=sa.clipping_range if sa.enabled else None,
             )
             self.expected_noise_norm = plan.aggregate_noise_norm
+            self.noise_group_size = smallest_group
             extra = {"dp-noise-std": plan.share_std}
             records = cfg.num_clients
         total = dp.epsilon(
@@ -476,7 +481,7 @@ class SaipStrategy(FedAvg):
                 clipping_range=sa.clipping_range,
                 min_cosine=sa.min_cosine,
                 loss_tolerance=sa.loss_tolerance,
-                noise_norm=self.expected_noise_norm,
+                noise_norm=self.group_noise_norm(contributors.get(g, 0)),
             )
         for g in sorted(set(group_members)):
             s = scores.get(g)
@@ -564,6 +569,13 @@ class SaipStrategy(FedAvg):
             c for g, s in scores.items() if s.accepted and s.weight > 0 for c in group_members[g]
         }
         return candidate
+
+    def group_noise_norm(self, contributors: int) -> float:
+        """Expected DP noise norm of a group mean over ``contributors`` survivors (0: unknown,
+        the planned group size)."""
+        if contributors <= 0:
+            return self.expected_noise_norm
+        return self.expected_noise_norm * math.sqrt(self.noise_group_size / contributors)
 
     def _rewind_target(self) -> int | None:
         """Index in the history to rewind to when an excluded client's update is in the model."""
