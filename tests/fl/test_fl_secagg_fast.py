@@ -23,6 +23,7 @@ from flwr.clientapp import ClientApp
 from flwr.common import FitIns, ndarrays_to_parameters
 from flwr.common.secure_aggregation.crypto import shamir as flower_shamir
 from flwr.common.secure_aggregation.secaggplus_utils import pseudo_rand_gen as flower_prg
+from flwr.supercore.primitives import asymmetric as flower_asym
 from flwr.compat.common import recorddict_compat as compat
 from flwr.server import ServerConfig
 from flwr.server.client_manager import SimpleClientManager
@@ -162,13 +163,37 @@ def _update(pid: int) -> np.ndarray:
     return np.linspace(-1.0, 1.0, 257, dtype=np.float32) * (pid + 1) / 10
 
 
-def _run_group(num: int, dropped: set[int]) -> tuple[np.ndarray | None, int]:
+_STOCK = {  # Flower 1.42's own primitives, as a node without saip's install() runs them
+    "pseudo_rand_gen": flower_prg,
+    "create_shares": flower_shamir.create_shares,
+    "bytes_to_private_key": flower_asym.bytes_to_private_key,
+    "generate_key_pairs": flower_asym.generate_key_pairs,
+}
+
+
+def _run_group(
+    num: int, dropped: set[int], stock: frozenset[int] = frozenset()
+) -> tuple[np.ndarray | None, int]:
     def client_fn(context: Context):  # type: ignore[no-untyped-def]
         pid = int(context.node_config["partition-id"])
         return _FixedUpdateClient(pid, pid in dropped).to_client()
 
-    app = ClientApp(client_fn=client_fn, mods=[secaggplus_mod])
-    grid = engine.LocalGrid(app, run_config={}, num_nodes=num, workers=2)
+    mod_module = importlib.import_module("flwr.client.mod.secure_aggregation.secaggplus_mod")
+
+    def mixed_mod(msg, ctxt, call_next):  # type: ignore[no-untyped-def]
+        if int(ctxt.node_config["partition-id"]) not in stock:
+            return secaggplus_mod(msg, ctxt, call_next)
+        saved = {name: getattr(mod_module, name) for name in _STOCK}
+        try:  # one worker: no other node runs while these are swapped
+            for name, fn in _STOCK.items():
+                setattr(mod_module, name, fn)
+            return secaggplus_mod(msg, ctxt, call_next)
+        finally:
+            for name, fn in saved.items():
+                setattr(mod_module, name, fn)
+
+    app = ClientApp(client_fn=client_fn, mods=[mixed_mod if stock else secaggplus_mod])
+    grid = engine.LocalGrid(app, run_config={}, num_nodes=num, workers=1 if stock else 2)
     try:
         params = ndarrays_to_parameters([np.zeros(257, np.float32)])
         fit = FitIns(params, {})
@@ -234,3 +259,12 @@ def test_fl_parsed_secagg_private_keys_are_not_retained_across_keys() -> None:
     assert a.private_numbers() != b.private_numbers()
     again = secagg_prg.load_private_key(first)  # no confusion between keys
     assert again.private_numbers() == a.private_numbers()
+
+
+def test_fl_secagg_node_with_stock_flower_fails_its_group_instead_of_weakening_it() -> None:
+    """A node without saip's primitives (32-bit mask seed, P-384 keys) cannot take part quietly:
+    key agreement across curves fails, the group halts and yields no aggregate."""
+    result, received = _run_group(5, dropped=set(), stock=frozenset({2}))
+    assert result is None
+    assert received == 0
+    assert secagg_prg.installed()  # the swap was undone
