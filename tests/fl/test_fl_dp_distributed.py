@@ -173,4 +173,6 @@ def test_fl_group_noise_allowance_follows_the_survivors() -> None:
     ]
     members = {0: [f"n{i}" for i in range(size)]}
     strategy.combine_groups(1, glob, {0: noisy}, members, {}, {0: t})
-    assert strategy.runlog.rounds[-1].groups[0]["accepted"], strategy.runlog.rounds[-1].groups[0]["reason"]
+    assert strategy.runlog.rounds[-1].groups[0]["accepted"], strategy.runlog.rounds[-1].groups[0][
+        "reason"
+    ]

@@ -23,7 +23,6 @@ from flwr.clientapp import ClientApp
 from flwr.common import FitIns, ndarrays_to_parameters
 from flwr.common.secure_aggregation.crypto import shamir as flower_shamir
 from flwr.common.secure_aggregation.secaggplus_utils import pseudo_rand_gen as flower_prg
-from flwr.supercore.primitives import asymmetric as flower_asym
 from flwr.compat.common import recorddict_compat as compat
 from flwr.server import ServerConfig
 from flwr.server.client_manager import SimpleClientManager
@@ -31,6 +30,7 @@ from flwr.server.compat.grid_client_proxy import GridClientProxy
 from flwr.server.compat.legacy_context import LegacyContext
 from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
+from flwr.supercore.primitives import asymmetric as flower_asym
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from saip_fl import engine, secagg_prg, secagg_shamir

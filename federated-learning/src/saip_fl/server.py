@@ -531,14 +531,14 @@ class SaipStrategy(FedAvg):
         }
         rec.accepted = sum(1 for s in scores.values() if s.accepted)
         if sa.rewind_on_exclusion:  # kept only when it may be needed
-            entry = (rnd, global_w, self._contributed)
+            snapshot = (rnd, global_w, self._contributed)
             if self._history and self._history[-1][2] == self._contributed:
                 # a rewind goes to the newest start without the excluded clients: of two starts
                 # with the same contributors the older is never chosen (one copy per distinct
                 # contributor set, at most num_clients + 1, not one per round)
-                self._history[-1] = entry
+                self._history[-1] = snapshot
             else:
-                self._history.append(entry)
+                self._history.append(snapshot)
         target = self._rewind_target()
         if target is not None:
             return self._rewind(rnd, rec, target)

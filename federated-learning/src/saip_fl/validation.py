@@ -276,10 +276,11 @@ def score_group(
     DP the mean also carries Gaussian noise of expected norm ``noise_norm``; the bound then allows
     :func:`noisy_norm_limit` (the signal and the noise add in quadrature, and the noise norm
     concentrates tightly around its mean in high dimension, so no room is left for a crafted
-    vector the size of the noise), and the cosine threshold is lowered by ``3/sqrt(d)`` — three standard
-    deviations of the cosine between pure noise and any fixed direction in ``d`` dimensions —
-    so that an honest aggregate whose signal the noise partly hides is not dropped for it; and the
-    accepted noisy aggregates get equal weights (averaging k aggregates divides the noise by √k).
+    vector the size of the noise), and the cosine threshold is lowered by ``3/sqrt(d)`` — three
+    standard deviations of the cosine between pure noise and any fixed direction in ``d``
+    dimensions — so that an honest aggregate whose signal the noise partly hides is not dropped
+    for it; and the accepted noisy aggregates get equal weights (averaging k aggregates divides
+    the noise by √k).
     """
     reason = check_structure(update, shapes)
     if reason is not None:
