@@ -18,7 +18,7 @@ from saip_fl import client as client_mod
 from saip_fl import dp
 from saip_fl.client import SaipClient
 from saip_fl.config import validate_run_config
-from saip_fl.errors import FLConfigError
+from saip_fl.errors import FLConfigError, UpdateRejectedError
 from saip_fl.model import flatten, l2_norm
 from saip_fl.server import RunLog, SaipStrategy
 
@@ -176,3 +176,29 @@ def test_fl_group_noise_allowance_follows_the_survivors() -> None:
     assert strategy.runlog.rounds[-1].groups[0]["accepted"], strategy.runlog.rounds[-1].groups[0][
         "reason"
     ]
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        {"dp-expected-batch": float("nan")},
+        {"dp-expected-batch": 0.0},
+        {"dp-expected-batch": -4.0},
+        {"dp-noise-multiplier": None},
+    ],
+)
+def test_fl_distributed_client_refuses_malformed_server_numbers(sent: dict[str, Any]) -> None:
+    """A NaN batch made an all-NaN update that passed the clipping-range check (NaN > x is
+    false); a missing σ was a bare KeyError."""
+    cfg = _distributed()
+    client = SaipClient(cfg, 0)
+    config: dict[str, Any] = {
+        "server-round": 1,
+        "dp-noise-multiplier": 1.0,
+        "dp-sample-rate": 0.3,
+        "dp-expected-batch": 10.0,
+    }
+    config.update(sent)
+    config = {k: v for k, v in config.items() if v is not None}
+    with pytest.raises(UpdateRejectedError, match="dp-"):
+        client.fit(client.get_parameters({}), config)

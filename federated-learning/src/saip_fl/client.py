@@ -201,9 +201,9 @@ class SaipClient(NumPyClient):
         if cfg.dp.mode == "distributed" and kind == "none":
             return self._fedsgd_share(model, data, config, noise)
         if cfg.dp.mode == "dpsgd":
-            sigma = float(config["dp-noise-multiplier"])
+            sigma = _server_float(config, "dp-noise-multiplier", math.nan)
             # the server's accountant assumed this Poisson rate: sample at exactly that rate
-            rate = float(config["dp-sample-rate"])
+            rate = _server_float(config, "dp-sample-rate", math.nan)
             self.policy.check_dp(sigma, rate)
             result = train_dpsgd(
                 model,
@@ -294,11 +294,14 @@ class SaipClient(NumPyClient):
         after the noise (a clip would break the sum argument), so the range check refuses instead.
         """
         cfg = self.cfg
-        sigma = float(config["dp-noise-multiplier"])
-        rate = float(config["dp-sample-rate"])
+        sigma = _server_float(config, "dp-noise-multiplier", math.nan)
+        rate = _server_float(config, "dp-sample-rate", math.nan)
         self.policy.check_dp(sigma, rate)
         share = sigma * cfg.dp.max_grad_norm / math.sqrt(cfg.secagg.reconstruction_threshold)
-        scale = -cfg.learning_rate / float(config["dp-expected-batch"])
+        batch = _server_float(config, "dp-expected-batch", math.nan)
+        if batch <= 0:
+            raise UpdateRejectedError(f"server sent a non-positive dp-expected-batch {batch!r}")
+        scale = -cfg.learning_rate / batch
         sums, _, _ = clipped_gradient_sum(
             model, data, sample_rate=rate, max_grad_norm=cfg.dp.max_grad_norm, noise=noise
         )
@@ -315,7 +318,8 @@ class SaipClient(NumPyClient):
 
 
 def _server_float(config: Mapping[str, Any], key: str, default: float) -> float:
-    """A number from the server's fit config: finite and >= 0, else a typed refusal."""
+    """A number from the server's fit config: finite and >= 0, else a typed refusal (a missing
+    key without a default, ``math.nan``, is refused too)."""
     raw = config.get(key, default)
     try:
         value = float(raw)
