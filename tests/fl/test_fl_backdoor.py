@@ -108,9 +108,9 @@ def test_fl_client_clips_to_the_servers_tighter_bound_and_never_a_looser_one() -
     params = client.get_parameters({})
     tight, _, _ = client.fit(params, {"server-round": 1, "update-norm-bound": 0.05})
     assert l2_norm(tight) <= 0.05 * (1 + 1e-5)
-    loose, _, _ = client.fit(params, {"server-round": 1, "update-norm-bound": 1e9})
-    assert l2_norm(loose) <= cfg.validation.update_norm_bound * (1 + 1e-5)
-    for bad in (0.0, -1.0):
+    same, _, _ = client.fit(params, {"server-round": 1, "update-norm-bound": 3.0})
+    assert l2_norm(same) <= cfg.validation.update_norm_bound * (1 + 1e-5)
+    for bad in (0.0, -1.0, 1e9):  # a looser bound than the run's is refused, not clamped
         with pytest.raises(UpdateRejectedError, match="update-norm-bound"):
             client.fit(params, {"server-round": 1, "update-norm-bound": bad})
 
@@ -191,3 +191,55 @@ def test_fl_clean_group_means_are_kept_without_exclusion_or_rewind() -> None:
 def test_fl_backdoor_defence_settings_are_validated_by_name(secagg: dict[str, object]) -> None:
     with pytest.raises(FLConfigError, match=f"secagg.{next(iter(secagg))}"):
         validate_run_config({"num_clients": 20, "secagg": {**GROUPED, **secagg}})
+
+
+def test_fl_exclusions_from_streaks_and_group_testing_share_one_cap() -> None:
+    """Attackers can land honest clients in rejected groups: neither exclusion mechanism may
+    push the total past the cap (else too few clients remain to form a SecAgg+ group)."""
+    cfg = validate_run_config(
+        {"num_clients": 20, "secagg": {**GROUPED, "rewind_on_exclusion": False}}
+    )
+    strategy = SaipStrategy(cfg, RunLog(config={}, path=None))
+    cap = strategy.exclusion_cap
+    assert cap > 0
+    # group testing has already used the whole cap
+    strategy.group_testing.banned = {f"t{i}": ["test"] for i in range(cap)}
+    glob = strategy.global_weights
+    members = {0: [f"a{i}" for i in range(5)], 1: [f"r{i}" for i in range(5)]}
+    for rnd in range(1, cfg.secagg.exclude_after + 2):
+        root, _ = strategy.round_root(glob, rnd)
+        means = {0: [0.5 * r for r in root], 1: [100.0 * r for r in root]}  # group 1 rejected
+        strategy.combine_groups(rnd, glob, means, members, {})
+    assert not strategy.runlog.rounds[-1].groups[1]["accepted"]
+    assert len(strategy.excluded_clients()) <= cap
+
+
+def test_fl_rewind_resets_server_momentum_and_history_stays_bounded() -> None:
+    """Rewind keeps one model copy per distinct contributor set, not one per round, and drops
+    the server momentum (it carries the excluded client's steps)."""
+    cfg = validate_run_config(
+        {"num_clients": 20, "secagg": GROUPED, "dp": {"server_momentum": 0.5}}
+    )
+    strategy = SaipStrategy(cfg, RunLog(config={}, path=None))
+    start = strategy.global_weights
+    glob = start
+    members = {0: ["bad", "h1", "h2", "h3", "h4"], 1: [f"g{i}" for i in range(5)]}
+    for rnd in range(1, 9):
+        root, _ = strategy.round_root(glob, rnd)
+        new = strategy.combine_groups(
+            rnd, glob, {g: [0.5 * r for r in root] for g in members}, members, {}
+        )
+        assert new is not None
+        assert strategy.velocity is not None
+        glob = new
+    # round 1 (nobody contributed yet) and the newest start of each later contributor set
+    assert len(strategy._history) <= 2
+    strategy.group_testing.banned["bad"] = ["caught"]
+    root, _ = strategy.round_root(glob, 9)
+    new = strategy.combine_groups(
+        9, glob, {g: [0.5 * r for r in root] for g in members}, members, {}
+    )
+    assert strategy.runlog.rounds[-1].rewound_to == 1
+    assert new is not None
+    assert all(np.array_equal(a, b) for a, b in zip(new, start, strict=True))
+    assert strategy.velocity is None

@@ -18,8 +18,8 @@ from saip_fl import client as client_mod
 from saip_fl import dp
 from saip_fl.client import SaipClient
 from saip_fl.config import validate_run_config
-from saip_fl.errors import FLConfigError
-from saip_fl.model import flatten
+from saip_fl.errors import FLConfigError, UpdateRejectedError
+from saip_fl.model import flatten, l2_norm
 from saip_fl.server import RunLog, SaipStrategy
 
 SECAGG = {"enabled": True, "num_shares": 5, "reconstruction_threshold": 3, "groups": 2}
@@ -139,3 +139,66 @@ def test_fl_server_momentum_is_post_processing_and_needs_secagg() -> None:
     assert np.allclose(moved.server_step(step)[0], 2.0)  # 1 + 0.5 × 2
     with pytest.raises(FLConfigError, match="server_momentum"):
         validate_run_config({"dp": {"server_momentum": 0.5}})
+
+
+def test_fl_group_noise_allowance_follows_the_survivors() -> None:
+    """A group mean over fewer survivors (dropouts down to the threshold) carries more noise:
+    the honest group is still accepted, while the planned size keeps the tight allowance."""
+    cfg = validate_run_config(
+        {
+            "num_clients": 20,
+            "num_rounds": 30,
+            "hidden": 64,
+            "learning_rate": 2.0,
+            "secagg": {**SECAGG, "groups": 4, "loss_tolerance": 100.0},  # norm check only
+            "dp": {"mode": "distributed", "sample_rate": 0.5},
+        }
+    )  # the DP-FedSGD benchmark's setting: noise of the size of the signal
+    strategy = SaipStrategy(cfg, RunLog(config={}, path=None))
+    planned = strategy.expected_noise_norm
+    assert planned > 1.0
+    size = strategy.noise_group_size
+    t = strategy.cfg.secagg.reconstruction_threshold
+    assert strategy.group_noise_norm(0) == planned
+    assert strategy.group_noise_norm(size) == pytest.approx(planned)
+    assert strategy.group_noise_norm(t) == pytest.approx(planned * np.sqrt(size / t))
+    glob = strategy.global_weights
+    root, bound = strategy.round_root(glob, 1)
+    rng = np.random.default_rng(4)
+    d = sum(w.size for w in glob)
+    noisy = [
+        r * np.float32(bound / l2_norm(root))
+        + rng.normal(0, strategy.group_noise_norm(t) / np.sqrt(d), r.shape).astype(np.float32)
+        for r in root
+    ]
+    members = {0: [f"n{i}" for i in range(size)]}
+    strategy.combine_groups(1, glob, {0: noisy}, members, {}, {0: t})
+    assert strategy.runlog.rounds[-1].groups[0]["accepted"], strategy.runlog.rounds[-1].groups[0][
+        "reason"
+    ]
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        {"dp-expected-batch": float("nan")},
+        {"dp-expected-batch": 0.0},
+        {"dp-expected-batch": -4.0},
+        {"dp-noise-multiplier": None},
+    ],
+)
+def test_fl_distributed_client_refuses_malformed_server_numbers(sent: dict[str, Any]) -> None:
+    """A NaN batch made an all-NaN update that passed the clipping-range check (NaN > x is
+    false); a missing σ was a bare KeyError."""
+    cfg = _distributed()
+    client = SaipClient(cfg, 0)
+    config: dict[str, Any] = {
+        "server-round": 1,
+        "dp-noise-multiplier": 1.0,
+        "dp-sample-rate": 0.3,
+        "dp-expected-batch": 10.0,
+    }
+    config.update(sent)
+    config = {k: v for k, v in config.items() if v is not None}
+    with pytest.raises(UpdateRejectedError, match="dp-"):
+        client.fit(client.get_parameters({}), config)

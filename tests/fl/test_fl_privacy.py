@@ -20,7 +20,7 @@ from saip_fl import dp, secagg_prg, validation
 from saip_fl.client import NodePolicy, SaipClient
 from saip_fl.config import validate_run_config
 from saip_fl.errors import FLConfigError, PrivacyGuaranteeError, UpdateRejectedError
-from saip_fl.model import flatten
+from saip_fl.model import flatten, l2_norm
 from saip_fl.noise import NoiseSource
 from saip_fl.server import RoundRecord, RunLog, SaipStrategy, outcome, preflight
 
@@ -469,3 +469,68 @@ def test_fl_noisy_group_aggregates_are_averaged_not_cosine_weighted() -> None:
         ).weight
         < 0.5
     )
+
+
+# ------------------------------------------------------------------ review: the server's numbers
+def test_fl_server_cannot_lower_user_level_noise_below_the_node_policy() -> None:
+    """The node checks σ from run_config against its policy, so the noise it adds must follow
+    from that σ, not from a fit-config std the server may set to 0 (or omit)."""
+    policy = NodePolicy.from_node_config({"saip-min-noise-multiplier": 1.0})
+    cfg = validate_run_config(
+        {"num_clients": 10, "dp": {"mode": "user", "noise_multiplier": 1.0, "allow_weak": True}}
+    )
+    client = SaipClient(cfg, 3, policy=policy)
+    params = client.get_parameters({})
+    plain = SaipClient(validate_run_config({"num_clients": 10}), 3)
+    clean = l2_norm(plain.fit(params, {"server-round": 1})[0])
+    for sent in ({}, {"dp-noise-std": 0.0}, {"dp-noise-std": 1e-9}):
+        upd, _, _ = client.fit(params, {"server-round": 1, **sent})
+        # σ·C = 3 per coordinate over thousands of coordinates: far above any clipped update
+        assert l2_norm(upd) > 50 * max(clean, cfg.validation.update_norm_bound)
+    for bad in (float("nan"), float("inf"), -1.0, "lots"):
+        with pytest.raises(UpdateRejectedError, match="dp-noise-std"):
+            client.fit(params, {"server-round": 1, "dp-noise-std": bad})
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -0.5, 0.0, 1e9, "wide"])
+def test_fl_client_refuses_a_malformed_or_looser_update_norm_bound(bad: object) -> None:
+    client = SaipClient(validate_run_config({"num_clients": 10}), 1)
+    with pytest.raises(UpdateRejectedError, match="update-norm-bound"):
+        client.fit(client.get_parameters({}), {"server-round": 1, "update-norm-bound": bad})
+
+
+@pytest.mark.parametrize(
+    ("sigma", "rate"), [(float("nan"), 0.1), (1.0, float("nan")), (float("inf"), 0.1), (1.0, 0.0)]
+)
+def test_fl_node_policy_refuses_non_finite_dp_parameters(sigma: float, rate: float) -> None:
+    policy = NodePolicy.from_node_config({"saip-min-noise-multiplier": 0.8})
+    with pytest.raises(UpdateRejectedError, match="node policy"):
+        policy.check_dp(sigma, rate)
+
+
+def test_fl_noise_allowance_does_not_let_a_group_carry_a_crafted_vector() -> None:
+    """Under DP noise accepted groups get equal weights, so the norm allowance for the noise must
+    not leave room for a crafted vector: Gaussian noise of expected norm N in d dimensions has a
+    norm within a few % of N, so an honest mean stays near sqrt(B² + N²), while the old linear
+    allowance (B + 1.25 N) let a member add a fixed off-root vector of norm ≈ 1.3 B."""
+    d, bound, noise_norm = 4810, 3.0, 2.09  # the DP-FedSGD benchmark's numbers (groups of 5)
+    rng = np.random.default_rng(3)
+    root = np.zeros(d, np.float32)
+    root[: d // 2] = 1.0
+    root *= np.float32(bound / np.linalg.norm(root))
+    kw = _score_kw([root])
+
+    def noise(scale: float = 1.0) -> np.ndarray:
+        return rng.normal(0, scale * noise_norm / math.sqrt(d), d).astype(np.float32)
+
+    crafted = np.zeros(d, np.float32)
+    crafted[d // 2 :] = 1.0  # orthogonal to the root update: e.g. a backdoor direction
+    crafted *= np.float32(4.0 / np.linalg.norm(crafted))
+    attacked = [0.6 * root + noise(math.sqrt(4 / 5)) + crafted]  # attacker sent no noise share
+    verdict = validation.score_group(0, attacked, noise_norm=noise_norm, **kw)
+    assert not verdict.accepted
+    assert "norm" in verdict.reason
+    # honest noisy means at the signal bound are accepted, over many draws
+    for _ in range(200):
+        honest = [root * np.float32(1.0) + noise()]
+        assert validation.score_group(0, honest, noise_norm=noise_norm, **kw).accepted

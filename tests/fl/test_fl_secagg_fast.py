@@ -30,6 +30,7 @@ from flwr.server.compat.grid_client_proxy import GridClientProxy
 from flwr.server.compat.legacy_context import LegacyContext
 from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
+from flwr.supercore.primitives import asymmetric as flower_asym
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from saip_fl import engine, secagg_prg, secagg_shamir
@@ -162,13 +163,37 @@ def _update(pid: int) -> np.ndarray:
     return np.linspace(-1.0, 1.0, 257, dtype=np.float32) * (pid + 1) / 10
 
 
-def _run_group(num: int, dropped: set[int]) -> tuple[np.ndarray | None, int]:
+_STOCK = {  # Flower 1.42's own primitives, as a node without saip's install() runs them
+    "pseudo_rand_gen": flower_prg,
+    "create_shares": flower_shamir.create_shares,
+    "bytes_to_private_key": flower_asym.bytes_to_private_key,
+    "generate_key_pairs": flower_asym.generate_key_pairs,
+}
+
+
+def _run_group(
+    num: int, dropped: set[int], stock: frozenset[int] = frozenset()
+) -> tuple[np.ndarray | None, int]:
     def client_fn(context: Context):  # type: ignore[no-untyped-def]
         pid = int(context.node_config["partition-id"])
         return _FixedUpdateClient(pid, pid in dropped).to_client()
 
-    app = ClientApp(client_fn=client_fn, mods=[secaggplus_mod])
-    grid = engine.LocalGrid(app, run_config={}, num_nodes=num, workers=2)
+    mod_module = importlib.import_module("flwr.client.mod.secure_aggregation.secaggplus_mod")
+
+    def mixed_mod(msg, ctxt, call_next):  # type: ignore[no-untyped-def]
+        if int(ctxt.node_config["partition-id"]) not in stock:
+            return secaggplus_mod(msg, ctxt, call_next)
+        saved = {name: getattr(mod_module, name) for name in _STOCK}
+        try:  # one worker: no other node runs while these are swapped
+            for name, fn in _STOCK.items():
+                setattr(mod_module, name, fn)
+            return secaggplus_mod(msg, ctxt, call_next)
+        finally:
+            for name, fn in saved.items():
+                setattr(mod_module, name, fn)
+
+    app = ClientApp(client_fn=client_fn, mods=[mixed_mod if stock else secaggplus_mod])
+    grid = engine.LocalGrid(app, run_config={}, num_nodes=num, workers=1 if stock else 2)
     try:
         params = ndarrays_to_parameters([np.zeros(257, np.float32)])
         fit = FitIns(params, {})
@@ -208,3 +233,38 @@ def test_fl_secagg_aggregate_is_exact_with_dropouts_down_to_the_threshold(
     assert result is not None
     expected = np.mean([_update(p) for p in survivors], axis=0)
     np.testing.assert_allclose(result, expected, atol=1e-4)
+
+
+def test_fl_parsed_secagg_private_keys_are_not_retained_across_keys() -> None:
+    """The PEM memo must not keep past rounds' ephemeral private keys alive (Flower drops them
+    when the next round's keys replace them): parsing another key releases the previous one."""
+    import sys
+
+    from cryptography.hazmat.primitives import serialization
+
+    def pem() -> bytes:
+        sk = ec.generate_private_key(ec.SECP256R1())
+        return sk.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    first, second = pem(), pem()
+    base = sys.getrefcount(first)
+    a = secagg_prg.load_private_key(first)
+    assert secagg_prg.load_private_key(first) is a  # memoised inside a stage's loop
+    b = secagg_prg.load_private_key(second)
+    assert sys.getrefcount(first) == base  # nothing in the module holds the old key's PEM
+    assert a.private_numbers() != b.private_numbers()
+    again = secagg_prg.load_private_key(first)  # no confusion between keys
+    assert again.private_numbers() == a.private_numbers()
+
+
+def test_fl_secagg_node_with_stock_flower_fails_its_group_instead_of_weakening_it() -> None:
+    """A node without saip's primitives (32-bit mask seed, P-384 keys) cannot take part quietly:
+    key agreement across curves fails, the group halts and yields no aggregate."""
+    result, received = _run_group(5, dropped=set(), stock=frozenset({2}))
+    assert result is None
+    assert received == 0
+    assert secagg_prg.installed()  # the swap was undone

@@ -112,7 +112,15 @@ class NodePolicy:
             raise FLConfigError(f"node_config: bad saip-* policy value: {exc}") from None
 
     def check_dp(self, noise_multiplier: float, sample_rate: float) -> None:
-        """Refuse a round whose DP is weaker than this node allows."""
+        """Refuse a round whose DP is weaker than this node allows (or malformed: a NaN
+        compares false against every limit)."""
+        if not (math.isfinite(noise_multiplier) and noise_multiplier >= 0) or not (
+            math.isfinite(sample_rate) and 0 < sample_rate <= 1
+        ):
+            raise UpdateRejectedError(
+                f"node policy: malformed DP parameters from the server (noise multiplier "
+                f"{noise_multiplier!r}, sample rate {sample_rate!r})"
+            )
         if noise_multiplier < self.min_noise_multiplier:
             raise UpdateRejectedError(
                 f"node policy: noise multiplier {noise_multiplier:g} below this node's "
@@ -193,9 +201,9 @@ class SaipClient(NumPyClient):
         if cfg.dp.mode == "distributed" and kind == "none":
             return self._fedsgd_share(model, data, config, noise)
         if cfg.dp.mode == "dpsgd":
-            sigma = float(config["dp-noise-multiplier"])
+            sigma = _server_float(config, "dp-noise-multiplier", math.nan)
             # the server's accountant assumed this Poisson rate: sample at exactly that rate
-            rate = float(config["dp-sample-rate"])
+            rate = _server_float(config, "dp-sample-rate", math.nan)
             self.policy.check_dp(sigma, rate)
             result = train_dpsgd(
                 model,
@@ -222,12 +230,13 @@ class SaipClient(NumPyClient):
             )
         update = delta(get_weights(model), [np.asarray(p, dtype=np.float32) for p in parameters])
         # the server may tighten the bound per round (adaptive bound); it can never loosen it
-        bound = min(
-            cfg.validation.update_norm_bound,
-            float(config.get("update-norm-bound", cfg.validation.update_norm_bound)),
-        )
-        if not bound > 0:
-            raise UpdateRejectedError(f"server sent a non-positive update-norm-bound {bound!r}")
+        ceiling = cfg.validation.update_norm_bound
+        bound = _server_float(config, "update-norm-bound", ceiling)
+        if not 0 < bound <= ceiling:
+            raise UpdateRejectedError(
+                f"server sent update-norm-bound {bound!r} outside (0, {ceiling:g}] "
+                "(validation.update_norm_bound): refusing"
+            )
         if kind != "none":
             # a malicious client runs its own code: no clipping, no range check
             update = attacks.tamper_update(update, kind, scale=cfg.attack.scale)
@@ -236,7 +245,8 @@ class SaipClient(NumPyClient):
             norm = float("nan")
         else:
             update, norm = clip_update(update, bound)
-            noise_std = float(config.get("dp-noise-std", 0.0))
+            # the server may add noise, never less than the σ this node's policy checked implies
+            noise_std = max(_server_float(config, "dp-noise-std", 0.0), self._user_noise_std())
             if noise_std > 0:
                 update = [
                     (u + noise.gaussian(tuple(u.shape), noise_std)).astype(np.float32)
@@ -264,6 +274,16 @@ class SaipClient(NumPyClient):
         }
         return update, n, metrics
 
+    def _user_noise_std(self) -> float:
+        """User-level DP noise per coordinate from the run's σ (the one the node policy checked):
+        σC/√t under SecAgg+ (``t`` = reconstruction threshold), σC without (as
+        :func:`saip_fl.dp.user_level_plan`)."""
+        cfg = self.cfg
+        if cfg.dp.mode != "user":
+            return 0.0
+        std = float(cfg.dp.noise_multiplier or 0.0) * cfg.validation.update_norm_bound
+        return std / math.sqrt(cfg.secagg.reconstruction_threshold) if cfg.secagg.enabled else std
+
     def _fedsgd_share(
         self, model: Any, data: Dataset, config: dict[str, Any], noise: NoiseSource
     ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
@@ -274,11 +294,14 @@ class SaipClient(NumPyClient):
         after the noise (a clip would break the sum argument), so the range check refuses instead.
         """
         cfg = self.cfg
-        sigma = float(config["dp-noise-multiplier"])
-        rate = float(config["dp-sample-rate"])
+        sigma = _server_float(config, "dp-noise-multiplier", math.nan)
+        rate = _server_float(config, "dp-sample-rate", math.nan)
         self.policy.check_dp(sigma, rate)
         share = sigma * cfg.dp.max_grad_norm / math.sqrt(cfg.secagg.reconstruction_threshold)
-        scale = -cfg.learning_rate / float(config["dp-expected-batch"])
+        batch = _server_float(config, "dp-expected-batch", math.nan)
+        if batch <= 0:
+            raise UpdateRejectedError(f"server sent a non-positive dp-expected-batch {batch!r}")
+        scale = -cfg.learning_rate / batch
         sums, _, _ = clipped_gradient_sum(
             model, data, sample_rate=rate, max_grad_norm=cfg.dp.max_grad_norm, noise=noise
         )
@@ -292,6 +315,19 @@ class SaipClient(NumPyClient):
                 f"{cfg.secagg.clipping_range}: refusing to let SecAgg+ clip it silently"
             )
         return update, 1, {}
+
+
+def _server_float(config: Mapping[str, Any], key: str, default: float) -> float:
+    """A number from the server's fit config: finite and >= 0, else a typed refusal (a missing
+    key without a default, ``math.nan``, is refused too)."""
+    raw = config.get(key, default)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(raw, bool) or not (math.isfinite(value) and value >= 0):
+        raise UpdateRejectedError(f"server sent a malformed {key} {raw!r}: refusing")
+    return value
 
 
 def client_fn(context: Context) -> Client:

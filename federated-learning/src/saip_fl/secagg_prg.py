@@ -18,8 +18,8 @@ in place, at the same module-attribute seams:
   GF(2^128) and the same share format, without PyCryptodome's bit-by-bit multiplication and a
   thread pool per call (shares interoperate with Flower's, tested);
 * :func:`load_private_key`: Flower parses the same PEM private key once per neighbour per stage
-  (≈ 0.7 ms each for P-384); parsed keys are memoised in a small bounded cache keyed by the PEM
-  bytes that the caller already holds;
+  (≈ 0.7 ms each for P-384); the last key each thread parsed is memoised (keyed by the PEM
+  bytes the caller already holds, no older key retained);
 * :func:`generate_key_pairs`: SecAgg+'s two per-round ECDH key pairs on NIST P-256 instead of
   P-384 (≈ 10× cheaper key generation and agreement). Every other primitive of Flower's SecAgg+
   works at the 128-bit level — the Shamir shares of the mask seed and of the private key travel
@@ -37,8 +37,8 @@ from __future__ import annotations
 import hashlib
 import importlib
 import math
+import threading
 from collections.abc import Callable
-from functools import lru_cache
 from types import ModuleType
 from typing import Any, cast
 
@@ -82,12 +82,23 @@ def mask_prg(
     return out
 
 
-@lru_cache(maxsize=128)
+_LAST_KEY = threading.local()
+
+
 def load_private_key(private_key_bytes: bytes) -> ec.EllipticCurvePrivateKey:
-    """Parse a PEM private key (memoised; drop-in for Flower's ``bytes_to_private_key``)."""
+    """Parse a PEM private key (drop-in for Flower's ``bytes_to_private_key``).
+
+    Flower parses the same key once per neighbour inside one stage's loop; only the *last* key
+    parsed by each thread is memoised, so no past round's ephemeral private key stays alive in
+    this module once the thread moves on (a larger cache kept up to 128 of them).
+    """
+    last: tuple[bytes, ec.EllipticCurvePrivateKey] | None = getattr(_LAST_KEY, "entry", None)
+    if last is not None and last[0] == private_key_bytes:
+        return last[1]
     key = serialization.load_pem_private_key(private_key_bytes, password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise ValueError("SecAgg+ private key is not an elliptic-curve key")
+    _LAST_KEY.entry = (bytes(private_key_bytes), key)
     return key
 
 

@@ -194,22 +194,26 @@ class SaipStrategy(FedAvg):
         self.reputation = validation.ClientReputation(exclude_after=cfg.validation.exclude_after)
         per_round = max(2, round(cfg.fraction_fit * cfg.num_clients))
         # exclusion may shrink the number of groups, never below one group, nor take half
+        #: one cap on clients excluded by streaks and group testing together
+        self.exclusion_cap = max(0, min(per_round - cfg.secagg.num_shares, per_round // 2 - 1))
         self.group_streaks = validation.GroupStreaks(
-            exclude_after=cfg.secagg.exclude_after,
-            max_excluded=max(0, min(per_round - cfg.secagg.num_shares, per_round // 2 - 1)),
+            exclude_after=cfg.secagg.exclude_after, max_excluded=self.exclusion_cap
         )
         self.group_testing = validation.GroupTesting(
             z_threshold=2.0,
             t_threshold=cfg.secagg.suspicion_z,
             min_rounds=cfg.secagg.suspicion_min_rounds,
             min_effect=cfg.secagg.suspicion_min_effect,
-            max_excluded=self.group_streaks.max_excluded,
+            max_excluded=self.exclusion_cap,
         )
         self._roots: dict[int, tuple[Weights, float]] = {}
         # (round, global weights at its start, clients whose updates the model holds by then)
         self._history: list[tuple[int, Weights, frozenset[str]]] = []
         self._contributed: frozenset[str] = frozenset()
         self.expected_noise_norm = 0.0
+        #: group size ``expected_noise_norm`` is computed for (a mean over fewer survivors is
+        #: noisier by sqrt(size / survivors))
+        self.noise_group_size = 1
         #: server momentum buffer (``dp.server_momentum``): post-processing of the released
         #: aggregates, so it costs no privacy
         self.velocity: Weights | None = None
@@ -254,6 +258,7 @@ class SaipStrategy(FedAvg):
                 extra["dp-expected-batch"] = batch
                 per_round = max(2, round(cfg.fraction_fit * cfg.num_clients))
                 m = max(sa.reconstruction_threshold, per_round // sa.groups)
+                self.noise_group_size = m
                 # noise of a group mean of m members, each adding σC/√t, scaled by lr/B
                 self.expected_noise_norm = (
                     cfg.learning_rate
@@ -281,6 +286,7 @@ class SaipStrategy(FedAvg):
                 clipping_range=sa.clipping_range if sa.enabled else None,
             )
             self.expected_noise_norm = plan.aggregate_noise_norm
+            self.noise_group_size = smallest_group
             extra = {"dp-noise-std": plan.share_std}
             records = cfg.num_clients
         total = dp.epsilon(
@@ -475,7 +481,7 @@ class SaipStrategy(FedAvg):
                 clipping_range=sa.clipping_range,
                 min_cosine=sa.min_cosine,
                 loss_tolerance=sa.loss_tolerance,
-                noise_norm=self.expected_noise_norm,
+                noise_norm=self.group_noise_norm(contributors.get(g, 0)),
             )
         for g in sorted(set(group_members)):
             s = scores.get(g)
@@ -501,15 +507,18 @@ class SaipStrategy(FedAvg):
             rec.groups.append(entry)
             if not entry["accepted"]:
                 rec.rejected[f"group {g}"] = entry["reason"]
+        # one cap on exclusions, shared both ways: each tracker may only fill what the other left
+        streaks, testing = self.group_streaks, self.group_testing
         if any(g["accepted"] for g in rec.groups):
+            streaks.max_excluded = max(
+                0, self.exclusion_cap - len(testing.excluded() - streaks.excluded())
+            )
             for entry in rec.groups:
-                self.group_streaks.record(entry["members"], rejected=not entry["accepted"])
+                streaks.record(entry["members"], rejected=not entry["accepted"])
         if sa.suspicion_z > 0:
-            # one cap on exclusions, shared with the rejected-group streaks
-            cap = self.group_streaks.max_excluded
-            if cap is not None:
-                others = self.group_streaks.excluded() - self.group_testing.excluded()
-                self.group_testing.max_excluded = max(0, cap - len(others))
+            testing.max_excluded = max(
+                0, self.exclusion_cap - len(streaks.excluded() - testing.excluded())
+            )
             scored = [g for g in sorted(scores) if math.isfinite(scores[g].cosine)]
             self.group_testing.record(
                 [group_members[g] for g in scored], [scores[g].cosine for g in scored]
@@ -521,8 +530,15 @@ class SaipStrategy(FedAvg):
             **self.group_testing.report(),
         }
         rec.accepted = sum(1 for s in scores.values() if s.accepted)
-        if sa.rewind_on_exclusion:  # one model copy per round, kept only when it may be needed
-            self._history.append((rnd, global_w, self._contributed))
+        if sa.rewind_on_exclusion:  # kept only when it may be needed
+            snapshot = (rnd, global_w, self._contributed)
+            if self._history and self._history[-1][2] == self._contributed:
+                # a rewind goes to the newest start without the excluded clients: of two starts
+                # with the same contributors the older is never chosen (one copy per distinct
+                # contributor set, at most num_clients + 1, not one per round)
+                self._history[-1] = snapshot
+            else:
+                self._history.append(snapshot)
         target = self._rewind_target()
         if target is not None:
             return self._rewind(rnd, rec, target)
@@ -553,6 +569,13 @@ class SaipStrategy(FedAvg):
             c for g, s in scores.items() if s.accepted and s.weight > 0 for c in group_members[g]
         }
         return candidate
+
+    def group_noise_norm(self, contributors: int) -> float:
+        """Expected DP noise norm of a group mean over ``contributors`` survivors (0: unknown,
+        the planned group size)."""
+        if contributors <= 0:
+            return self.expected_noise_norm
+        return self.expected_noise_norm * math.sqrt(self.noise_group_size / contributors)
 
     def _rewind_target(self) -> int | None:
         """Index in the history to rewind to when an excluded client's update is in the model."""

@@ -237,6 +237,23 @@ class GroupScore:
     weight: float
 
 
+def noisy_norm_limit(norm_bound: float, noise_norm: float, dim: int) -> float:
+    """Largest norm of an honest mean ``s + n``: ``|s| <= norm_bound`` plus isotropic Gaussian
+    noise ``n`` of expected norm ``noise_norm`` in ``dim`` dimensions.
+
+    ``|s + n|² = |s|² + 2 s·n + |n|²`` with ``|n|²/N² ~ χ²_d / d`` (standard deviation
+    ``sqrt(2/d)``) and ``s·n ~ N(0, |s|² N² / d)``; both are allowed six standard deviations
+    (Laurent & Massart, Ann. Stat. 2000, for the χ² tail). Without noise: the bound + 1 %.
+    """
+    b = norm_bound * 1.01
+    if noise_norm <= 0:
+        return b
+    z, d = 6.0, max(1, dim)
+    return math.sqrt(
+        b * b + noise_norm**2 * (1 + z * math.sqrt(2 / d)) + 2 * z * b * noise_norm / math.sqrt(d)
+    )
+
+
 def score_group(
     group: int,
     update: Weights,
@@ -256,12 +273,14 @@ def score_group(
 
     The mean of honest updates bounded by ``norm_bound`` is itself bounded by it (triangle
     inequality), so a larger group mean means a member sent an out-of-bound update. With
-    user-level DP the mean also carries Gaussian noise of expected norm ``noise_norm``; the bound
-    then allows ``norm_bound + 1.25 × noise_norm`` (the noise norm concentrates tightly around its
-    mean in high dimension), and the cosine threshold is lowered by ``3/sqrt(d)`` — three standard
-    deviations of the cosine between pure noise and any fixed direction in ``d`` dimensions —
-    so that an honest aggregate whose signal the noise partly hides is not dropped for it; and the
-    accepted noisy aggregates get equal weights (averaging k aggregates divides the noise by √k).
+    DP the mean also carries Gaussian noise of expected norm ``noise_norm``; the bound then allows
+    :func:`noisy_norm_limit` (the signal and the noise add in quadrature, and the noise norm
+    concentrates tightly around its mean in high dimension, so no room is left for a crafted
+    vector the size of the noise), and the cosine threshold is lowered by ``3/sqrt(d)`` — three
+    standard deviations of the cosine between pure noise and any fixed direction in ``d``
+    dimensions — so that an honest aggregate whose signal the noise partly hides is not dropped
+    for it; and the accepted noisy aggregates get equal weights (averaging k aggregates divides
+    the noise by √k).
     """
     reason = check_structure(update, shapes)
     if reason is not None:
@@ -272,7 +291,7 @@ def score_group(
     loss = holdout_loss(add(global_weights, update))
     if peak > clipping_range:
         reason = f"coordinate {peak:.3g} outside clipping range {clipping_range:g}"
-    elif norm > norm_bound * 1.01 + 1.25 * noise_norm:
+    elif norm > noisy_norm_limit(norm_bound, noise_norm, sum(a.size for a in update)):
         reason = f"norm {norm:.3g} > bound {norm_bound:g} (+ expected noise {noise_norm:.3g})"
     elif norm == 0.0:
         reason = "zero aggregate"
