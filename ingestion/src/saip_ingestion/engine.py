@@ -733,7 +733,7 @@ class IngestEngine:
         complete → the root is recomputed from all leaves and the header verified once;
         incomplete → carried to the next poll. ``False``: a single record whose v2 header does
         not verify (it may be a v1 record of a one-leaf tree)."""
-        pid, _key_id, n, _root_sig = group
+        pid, key_id, n, _root_sig = group
         by_index: dict[int, _Candidate] = {}
         extras: list[_Candidate] = []  # the same record again (decided after the batch)
         rivals: list[_Candidate] = []  # another record claiming a taken index
@@ -753,8 +753,17 @@ class IngestEngine:
             self._release_v2(batch, pid, [*by_index.values(), *extras, *rivals], cands)
             return True
         if len(by_index) < n:
-            since, carried = self._carry.get(group, (self.summary.received, []))
             waiting = [*by_index.values(), *extras, *rivals]
+            # a batch whose producer/key can never verify does not hold pending slots
+            refused = self.verifier.key_problem(pid, key_id)
+            if refused is not None:
+                for c in waiting:
+                    self._quarantine(
+                        batch, c.i, c.msg, refused[0], refused[1], producer=pid,
+                        record_id=c.rec["record_id"], authenticated=False,
+                    )  # fmt: skip
+                return True  # carried members of earlier polls are among ``waiting``
+            since, carried = self._carry.get(group, (self.summary.received, []))
             self._carry[group] = (since, carried + waiting)
             for c in waiting:
                 batch.outcomes[c.i] = ("pending", None)
