@@ -8,7 +8,9 @@ forged records placed first at several leaf indexes do not sink the genuine batc
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 from typing import Any
 
 from saip_ingestion.engine import iter_accepted
@@ -46,7 +48,7 @@ def test_records_whose_producer_or_key_cannot_verify_never_wait(env: Env) -> Non
     evicting a genuine batch that spans polls)."""
     alpha = env.producer("alpha")
     mallory = env.producer("mallory", register=False)
-    beta = env.producer("beta")
+    env.producer("beta")  # registered; ``rogue`` below uses beta's name with another key
     rogue = env.producer("beta", register=False)  # beta's name, an unregistered key
     gamma = env.producer("gamma")
     env.registry.revoke("gamma")
@@ -65,4 +67,38 @@ def test_records_whose_producer_or_key_cannot_verify_never_wait(env: Env) -> Non
     assert (s.accepted, s.quarantined, s.pending) == (10, 30, 0)
     assert s.received == s.accepted + s.quarantined
     assert len(iter_accepted(env.store, env.encryptor)) == 10
-    assert beta.name == "beta"
+
+
+def _big_forged(p: Any, seq: int) -> bytes:
+    """A record of a registered producer claiming a 65,536-record batch, with the largest image
+    the schema allows (65,536 features) and a made-up header signature."""
+    rec = p.record({"width": 256, "height": 256, "features": [0] * 65536, "label": 1}, seq=seq)
+    rec["sig"] = {
+        "alg": "ed25519-merkle-sha256",
+        "key_id": p.signer.key_id,
+        "tree_size": 65536,
+        "index": 0,
+        "path": [],
+        "root_sig": base64.b64encode(os.urandom(64)).decode(),
+    }
+    return line(rec)
+
+
+def test_pending_records_are_bounded_in_bytes_not_only_in_count(env: Env) -> None:
+    """Each forged record above holds ≈ 2.8 MB once decoded (≈ 20x its 131 KB line); counted only
+    in records (131,072 by default) the pending set could hold hundreds of GB. A byte budget
+    gives the oldest incomplete batches up first, with a typed reason, nothing dropped."""
+    alpha = env.producer("alpha")
+    budget = 16 * 1024 * 1024
+    eng = env.open(max_pending_bytes=budget)
+    lines = [_big_forged(alpha, 100 + k) for k in range(12)]
+    outs = []
+    for k in range(0, 12, 3):
+        outs += eng.process_and_commit(env.msgs(lines[k : k + 3]))
+        assert eng.pending_bytes <= budget
+        assert eng.summary.pending <= 6
+    outs += eng.flush_pending()
+    decided = [r for r in reasons(outs) if r != "pending"]
+    assert decided == ["incomplete_batch"] * 12
+    s = eng.summary
+    assert (s.accepted, s.quarantined, s.pending) == (0, 12, 0)
