@@ -9,10 +9,12 @@ forged records placed first at several leaf indexes do not sink the genuine batc
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import os
 from typing import Any
 
+import pytest
 from saip_ingestion.engine import iter_accepted
 from saip_ingestion.provenance import record_leaf_data
 from saip_ingestion.schemas import PAYLOAD_ADAPTERS
@@ -102,3 +104,22 @@ def test_pending_records_are_bounded_in_bytes_not_only_in_count(env: Env) -> Non
     assert decided == ["incomplete_batch"] * 12
     s = eng.summary
     assert (s.accepted, s.quarantined, s.pending) == (0, 12, 0)
+
+
+@pytest.mark.parametrize("seq_shift", [0])
+def test_copies_of_a_forged_record_tried_away_are_never_accepted(env: Env, seq_shift: int) -> None:
+    """A forged record sent twice first at an index: the second copy is "the same record
+    again" of the first arrival; once the genuine record takes the index, both copies are
+    rivals (refused). Before the fix the copy went on as a duplicate of a verified record and,
+    decided in arrival order before the genuine one, was stored with the forged content."""
+    p = env.producer("alpha")
+    recs = signed_v2(p, 4)
+    forged = copy.deepcopy(recs[1])
+    forged["seq"] += seq_shift
+    forged["payload"]["label"] = 9
+    out = reasons(env.ingest([line(r) for r in [forged, forged, *recs]]))
+    assert out == ["bad_signature", "bad_signature"] + ["accepted"] * 4
+    stored = {
+        e["seq"]: e["record"]["payload"]["label"] for e in iter_accepted(env.store, env.encryptor)
+    }
+    assert stored == {r["seq"]: r["payload"]["label"] for r in recs}

@@ -811,8 +811,13 @@ class IngestEngine:
             trial = [r if j == idx else c for j, c in enumerate(ordered)]
             t_err, t_header, t_leaves = self._check_v2(group, trial)
             if t_err is None:
-                rivals = [c for c in rivals if c is not r] + [ordered[idx]]
+                pool = [c for c in [*extras, *rivals, ordered[idx]] if c is not r]
                 ordered, err, header, leaves = trial, None, t_header, t_leaves
+                # "the same record again" is judged against the verified record now: a copy
+                # of the displaced forged record is a rival, never a duplicate
+                same = [c.leaf == trial[c.rec["sig"]["index"]].leaf for c in pool]
+                extras = [c for c, ok in zip(pool, same, strict=True) if ok]
+                rivals = [c for c, ok in zip(pool, same, strict=True) if not ok]
                 break
         if err is not None and n == 1 and err[0] == "bad_signature":
             return False
