@@ -106,7 +106,39 @@ def test_pending_records_are_bounded_in_bytes_not_only_in_count(env: Env) -> Non
     assert (s.accepted, s.quarantined, s.pending) == (0, 12, 0)
 
 
-@pytest.mark.parametrize("seq_shift", [0])
+def test_forged_records_first_at_two_indexes_do_not_sink_the_genuine_batch(env: Env) -> None:
+    p = env.producer("alpha")
+    recs = signed_v2(p, 6)
+    forged = []
+    for j in (1, 4):
+        f = copy.deepcopy(recs[j])
+        f["payload"]["label"] = 9
+        forged.append(f)
+    out = reasons(env.ingest([line(r) for r in [*forged, *recs]]))
+    assert out == ["bad_signature"] * 2 + ["accepted"] * 6
+    stored = {
+        e["seq"]: e["record"]["payload"]["label"] for e in iter_accepted(env.store, env.encryptor)
+    }
+    assert stored == {r["seq"]: r["payload"]["label"] for r in recs}
+
+
+def test_a_forged_record_with_another_seq_first_at_an_index_does_not_sink_the_batch(
+    env: Env,
+) -> None:
+    """The seq check comes before the signature: a forged record whose seq breaks the
+    contiguous range must be tried away like one that only breaks the signature."""
+    p = env.producer("alpha")
+    recs = signed_v2(p, 4)
+    forged = [copy.deepcopy(recs[0]), copy.deepcopy(recs[2])]
+    forged[0]["seq"] += 1000
+    forged[1]["seq"] += 1000
+    out = reasons(env.ingest([line(r) for r in [*forged, *recs]]))
+    assert out[2:] == ["accepted"] * 4
+    assert set(out[:2]) == {"bad_signature"}
+    assert len(iter_accepted(env.store, env.encryptor)) == 4
+
+
+@pytest.mark.parametrize("seq_shift", [0, 1000])
 def test_copies_of_a_forged_record_tried_away_are_never_accepted(env: Env, seq_shift: int) -> None:
     """A forged record sent twice first at an index: the second copy is "the same record
     again" of the first arrival; once the genuine record takes the index, both copies are

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import itertools
 import json
 import logging
 import re
@@ -91,6 +92,8 @@ _PRODUCER_RE: Final = re.compile(PRODUCER_ID_PATTERN[1:-1])
 _RECORD_RE: Final = re.compile(RECORD_ID_PATTERN[1:-1])
 #: at most this many validation errors are materialised for one record
 MAX_ERRORS: Final = 64
+#: combinations of the records claiming contested leaf indexes tried for one v2 batch
+_RIVAL_TRIES: Final = 16
 _TAGS: Final = frozenset({"image-sample/v1", "tabular-sample/v1", "text-sample/v1"})
 ACCEPTED_PREFIX: Final = "accepted/"
 #: v2 batch headers and their leaf lists, one sealed object per committed batch that has any
@@ -804,21 +807,31 @@ class IngestEngine:
         self._carry.pop(group, None)
         ordered = [by_index[j] for j in range(n)]
         err, header, leaves = self._check_v2(group, ordered)
-        # a forged record that arrived first at an index must not sink the genuine batch:
-        # try each rival in its place (bounded; one Ed25519 verification per try)
-        for r in rivals[:16] if err is not None and err[0] == "bad_signature" else []:
-            idx = r.rec["sig"]["index"]
-            trial = [r if j == idx else c for j, c in enumerate(ordered)]
-            t_err, t_header, t_leaves = self._check_v2(group, trial)
-            if t_err is None:
-                pool = [c for c in [*extras, *rivals, ordered[idx]] if c is not r]
-                ordered, err, header, leaves = trial, None, t_header, t_leaves
-                # "the same record again" is judged against the verified record now: a copy
-                # of the displaced forged record is a rival, never a duplicate
-                same = [c.leaf == trial[c.rec["sig"]["index"]].leaf for c in pool]
-                extras = [c for c, ok in zip(pool, same, strict=True) if ok]
-                rivals = [c for c, ok in zip(pool, same, strict=True) if not ok]
-                break
+        # forged records that arrived first at one or more indexes must not sink the genuine
+        # batch: try the combinations of the records claiming each contested index (bounded:
+        # _RIVAL_TRIES tries, at most one Ed25519 verification each; a seq that breaks the
+        # range is refused before the signature, so it is tried away the same way)
+        if err is not None and err[0] in ("bad_signature", "bad_batch") and rivals:
+            options: dict[int, list[_Candidate]] = {}
+            for r in rivals:
+                idx = r.rec["sig"]["index"]
+                options.setdefault(idx, [ordered[idx]]).append(r)
+            idxs = sorted(options)
+            combos = itertools.product(*(options[i] for i in idxs))
+            for combo in itertools.islice(combos, 1, _RIVAL_TRIES + 1):  # 0: the first arrivals
+                choice = dict(zip(idxs, combo, strict=True))
+                trial = [choice.get(j, c) for j, c in enumerate(ordered)]
+                t_err, t_header, t_leaves = self._check_v2(group, trial)
+                if t_err is None:
+                    kept = {id(c) for c in trial}
+                    pool = [c for c in [*extras, *rivals, *ordered] if id(c) not in kept]
+                    ordered, err, header, leaves = trial, None, t_header, t_leaves
+                    # "the same record again" is judged against the verified record now: a
+                    # copy of a displaced forged record is a rival, never a duplicate
+                    same = [c.leaf == trial[c.rec["sig"]["index"]].leaf for c in pool]
+                    extras = [c for c, ok in zip(pool, same, strict=True) if ok]
+                    rivals = [c for c, ok in zip(pool, same, strict=True) if not ok]
+                    break
         if err is not None and n == 1 and err[0] == "bad_signature":
             return False
         if err is not None:
