@@ -12,9 +12,11 @@ import base64
 import copy
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
+from saip_ingestion.backends.local import LocalStream
 from saip_ingestion.engine import iter_accepted
 from saip_ingestion.provenance import record_leaf_data
 from saip_ingestion.schemas import PAYLOAD_ADAPTERS
@@ -155,3 +157,22 @@ def test_copies_of_a_forged_record_tried_away_are_never_accepted(env: Env, seq_s
         e["seq"]: e["record"]["payload"]["label"] for e in iter_accepted(env.store, env.encryptor)
     }
     assert stored == {r["seq"]: r["payload"]["label"] for r in recs}
+
+
+def test_stopping_at_max_records_inside_a_batch_leaves_it_to_the_next_run(
+    env: Env, tmp_path: Path
+) -> None:
+    """``run(max_records=…)`` (``saip ingest run --max-records``) that stops inside a v2 batch
+    did quarantine its records as ``incomplete_batch`` and checkpoint them, though the rest of
+    the batch was still in the stream: the genuine batch was refused for good. Only an idle
+    stream gives a batch up; a stop leaves it uncheckpointed for the next run."""
+    p = env.producer("alpha")
+    lines = [line(r) for r in signed_v2(p, 10)]
+    LocalStream(tmp_path / "stream").publish(lines, partition_key="p")
+    first = env.open().run(LocalStream(tmp_path / "stream"), batch_size=4, max_records=6)
+    assert (first.received, first.accepted, first.quarantined, first.pending) == (6, 0, 0, 6)
+    assert first.as_dict()["conserved"]
+    env.close()
+    second = env.open().run(LocalStream(tmp_path / "stream"), batch_size=4)
+    assert (second.accepted, second.quarantined, second.pending) == (10, 0, 0)
+    assert len(iter_accepted(env.store, env.encryptor)) == 10

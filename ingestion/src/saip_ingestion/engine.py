@@ -382,6 +382,7 @@ class IngestEngine:
         #: v2 batches not complete yet: group → (received count at first member, members)
         self._carry: dict[tuple[str, str, int, str], tuple[int, list[_Candidate]]] = {}
         self._unckpt: list[StreamMessage] = []
+        self._unckpt_stream: RecordStream | None = None
         self._releasing = False
         self.store = store
         self.encryptor = encryptor
@@ -490,7 +491,9 @@ class IngestEngine:
         idle_polls: int = 1,
         on_batch: Callable[[IngestSummary], None] | None = None,
     ) -> IngestSummary:
-        """Process ``stream`` until ``idle_polls`` consecutive polls return nothing.
+        """Process ``stream`` until ``idle_polls`` consecutive polls return nothing (then
+        incomplete v2 batches are given up) or ``max_records`` are received (then they stay
+        pending, their messages uncheckpointed, for the next run).
 
         Returns the cumulative :class:`IngestSummary` (with per-producer health).
         """
@@ -500,6 +503,7 @@ class IngestEngine:
             raise ValueError("idle_polls must be >= 1")
         started = time.perf_counter()
         idle = 0
+        went_idle = False
         while max_records is None or self.summary.received < max_records:
             want = batch_size
             if max_records is not None:
@@ -508,6 +512,7 @@ class IngestEngine:
             if not messages:
                 idle += 1
                 if idle >= idle_polls:
+                    went_idle = True
                     break
                 continue
             idle = 0
@@ -515,7 +520,9 @@ class IngestEngine:
             self._checkpoint(stream, messages)
             if on_batch is not None:
                 on_batch(self.summary)
-        if self._carry:  # the stream is idle: what is still incomplete will not complete here
+        # the stream is idle: what is still incomplete will not complete here; a stop at
+        # max_records leaves it pending and uncheckpointed (the rest may still be in the stream)
+        if self._carry and went_idle:
             self.flush_pending()
             self._checkpoint(stream, [])
         self.summary.seconds += time.perf_counter() - started
@@ -525,6 +532,8 @@ class IngestEngine:
         """Checkpoint every message before the first one of an incomplete v2 batch (those stay
         re-deliverable until their batch is decided: at-least-once, re-deliveries are
         duplicates); each message is checkpointed exactly once."""
+        if stream is not self._unckpt_stream:  # held messages of another stream stay
+            self._unckpt, self._unckpt_stream = [], stream  # re-deliverable there
         todo = self._unckpt + list(messages) if self._unckpt else list(messages)
         held = {id(c.msg) for _, members in self._carry.values() for c in members}
         cut = next((k for k, m in enumerate(todo) if id(m) in held), len(todo))
