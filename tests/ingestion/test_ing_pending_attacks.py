@@ -176,3 +176,20 @@ def test_stopping_at_max_records_inside_a_batch_leaves_it_to_the_next_run(
     second = env.open().run(LocalStream(tmp_path / "stream"), batch_size=4)
     assert (second.accepted, second.quarantined, second.pending) == (10, 0, 0)
     assert len(iter_accepted(env.store, env.encryptor)) == 10
+
+
+def test_a_genuine_record_replayed_at_another_index_first_does_not_sink_the_batch(
+    env: Env,
+) -> None:
+    """The index is not in the leaf: a copy of record 2 relabelled as leaf 1, sent first,
+    breaks the seq range (``bad_batch`` before any signature); it is tried away and refused,
+    and record 2 itself is stored once."""
+    p = env.producer("alpha")
+    recs = signed_v2(p, 4)
+    relabelled = copy.deepcopy(recs[2])
+    relabelled["sig"]["index"] = 1
+    out = reasons(env.ingest([line(r) for r in [relabelled, *recs]]))
+    assert out == ["bad_signature"] + ["accepted"] * 4
+    assert sorted(e["seq"] for e in iter_accepted(env.store, env.encryptor)) == [
+        r["seq"] for r in recs
+    ]
