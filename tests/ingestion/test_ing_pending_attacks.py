@@ -193,3 +193,62 @@ def test_a_genuine_record_replayed_at_another_index_first_does_not_sink_the_batc
     assert sorted(e["seq"] for e in iter_accepted(env.store, env.encryptor)) == [
         r["seq"] for r in recs
     ]
+
+
+def test_release_does_not_authenticate_a_v2_record_by_its_64_bit_leaf_prefix(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A v2 record released alone (its batch is not here) was admitted when its ``seq`` slot
+    held its 8-byte leaf prefix with a content reason. A forgery with that prefix (a 2⁶⁴
+    second preimage, simulated here) quarantined as ``incomplete_batch`` was then released and
+    stored with forged content. Only an entry quarantined for its content on first receipt
+    (so authenticated then) is released alone."""
+    import saip_ingestion.engine as engine_mod
+
+    p = env.producer("alpha")
+    recs = [p.record(label=1), p.record(label=11), p.record(label=2)]  # 11: not a digit
+    datas = [
+        record_leaf_data(
+            {**r, "payload": PAYLOAD_ADAPTERS["image-sample/v1"].validate_python(r["payload"])}
+        )
+        for r in recs
+    ]
+    _h, sigs = p.signer.sign_header(datas, seq_first=recs[0]["seq"])
+    for r, s in zip(recs, sigs, strict=True):
+        r["sig"] = s
+    eng = env.open()
+    assert reasons(env.ingest([line(r) for r in recs])) == ["accepted", "label_invalid", "accepted"]
+    genuine_prefix = engine_mod.leaf_hash(datas[1])[:8]
+    forged = copy.deepcopy(recs[1])
+    forged["payload"]["label"] = 5
+    forged["sig"]["root_sig"] = base64.b64encode(os.urandom(64)).decode()
+    forged_data = record_leaf_data(
+        {
+            **forged,
+            "payload": PAYLOAD_ADAPTERS["image-sample/v1"].validate_python(forged["payload"]),
+        }
+    )
+    real = engine_mod.leaf_hash
+    monkeypatch.setattr(
+        engine_mod,
+        "leaf_hash",
+        lambda d: genuine_prefix + real(d)[8:] if d == forged_data else real(d),
+    )
+    out = eng.process_and_commit(env.msgs([line(forged)])) + eng.flush_pending()
+    assert reasons(out)[-1] == "incomplete_batch"
+    from saip_ingestion.quarantine import QuarantineStore
+
+    qs = QuarantineStore(env.store, env.encryptor)
+    entries = [qs.get(key[0]) for key in qs.keys()]  # noqa: SIM118 (a method, not a dict)
+    forged_qid = next(e.qid for e in entries if e.reason == "incomplete_batch")
+    genuine_qid = next(e.qid for e in entries if e.reason == "label_invalid")
+    assert eng.release(forged_qid) == ("quarantined", "incomplete_batch")
+    stored = {
+        e["seq"]: e["record"]["payload"]["label"] for e in iter_accepted(env.store, env.encryptor)
+    }
+    assert stored == {recs[0]["seq"]: 1, recs[2]["seq"]: 2}
+    # the genuine entry is still released record by record (under a spec that allows 11)
+    eng.close()
+    env.engine = None
+    spec = engine_mod.ImageSpec(8, 8, 0.0, 16.0, frozenset(range(12)))
+    assert env.open(image_spec=spec).release(genuine_qid) == ("accepted", None)

@@ -384,6 +384,8 @@ class IngestEngine:
         self._unckpt: list[StreamMessage] = []
         self._unckpt_stream: RecordStream | None = None
         self._releasing = False
+        #: reason of the quarantine entry being released (``release``), else ``None``
+        self._release_reason: str | None = None
         self.store = store
         self.encryptor = encryptor
         self.registry = registry
@@ -881,11 +883,19 @@ class IngestEngine:
     def _release_v2(
         self, batch: _Batch, pid: str, members: list[_Candidate], cands: list[_Candidate]
     ) -> None:
-        """Release of a v2 record (its batch is not here): it passed the header verification
-        on first receipt if its ``seq`` slot holds its leaf prefix with a content reason."""
+        """Release of a v2 record (its batch is not here): only an entry quarantined for its
+        content passed the header verification on first receipt (the consumer sealed those
+        bytes); its ``seq`` slot must still hold its leaf prefix with that reason. The 8-byte
+        prefix alone authenticates nothing (a forged record quarantined as ``incomplete_batch``
+        with a colliding prefix would pass)."""
         for c in members:
             slot = self.windows.lookup(pid, c.rec["seq"])
-            if isinstance(slot, tuple) and slot[1] == c.leaf[:8] and slot[0] not in ("a", "legacy"):
+            if (
+                isinstance(slot, tuple)
+                and slot[1] == c.leaf[:8]
+                and slot[0] not in ("a", "legacy")
+                and slot[0] == self._release_reason
+            ):
                 cands.append(c)
             else:
                 self._quarantine(
@@ -1219,7 +1229,11 @@ class IngestEngine:
             raise IngestError(f"quarantine entry {qid} was already released")
         msg = StreamMessage(entry.raw, "quarantine-release", qid)
         received_at = entry.received_at
-        batch = self._process([msg], received_at, releasing=True)
+        self._release_reason = entry.reason
+        try:
+            batch = self._process([msg], received_at, releasing=True)
+        finally:
+            self._release_reason = None
         self._commit(batch, received_at)
         outcome = batch.outcomes[0]
         if outcome[0] in ("accepted", "duplicate"):
