@@ -28,18 +28,22 @@ def line(rec: dict[str, Any]) -> bytes:
     return json.dumps(rec, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def signed_v2(p: Any, n: int, **over: Any) -> list[dict[str, Any]]:
-    recs = [p.record(label=i % 10, **over) for i in range(n)]
-    datas = [
-        record_leaf_data(
-            {**r, "payload": PAYLOAD_ADAPTERS["image-sample/v1"].validate_python(r["payload"])}
-        )
-        for r in recs
-    ]
-    _header, sigs = p.signer.sign_header(datas, seq_first=recs[0]["seq"])
+def leaf_input(r: dict[str, Any]) -> bytes:
+    return record_leaf_data(
+        {**r, "payload": PAYLOAD_ADAPTERS["image-sample/v1"].validate_python(r["payload"])}
+    )
+
+
+def sign_v2(p: Any, recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sign ``recs`` as one v2 batch (one header signature; each record gets its index)."""
+    _header, sigs = p.signer.sign_header(list(map(leaf_input, recs)), seq_first=recs[0]["seq"])
     for r, s in zip(recs, sigs, strict=True):
         r["sig"] = s
     return recs
+
+
+def signed_v2(p: Any, n: int, **over: Any) -> list[dict[str, Any]]:
+    return sign_v2(p, [p.record(label=i % 10, **over) for i in range(n)])
 
 
 def reasons(outcomes: list[tuple[str, str | None]]) -> list[str | None]:
@@ -206,28 +210,14 @@ def test_release_does_not_authenticate_a_v2_record_by_its_64_bit_leaf_prefix(
     import saip_ingestion.engine as engine_mod
 
     p = env.producer("alpha")
-    recs = [p.record(label=1), p.record(label=11), p.record(label=2)]  # 11: not a digit
-    datas = [
-        record_leaf_data(
-            {**r, "payload": PAYLOAD_ADAPTERS["image-sample/v1"].validate_python(r["payload"])}
-        )
-        for r in recs
-    ]
-    _h, sigs = p.signer.sign_header(datas, seq_first=recs[0]["seq"])
-    for r, s in zip(recs, sigs, strict=True):
-        r["sig"] = s
+    recs = sign_v2(p, [p.record(label=1), p.record(label=11), p.record(label=2)])  # 11: no digit
     eng = env.open()
     assert reasons(env.ingest([line(r) for r in recs])) == ["accepted", "label_invalid", "accepted"]
-    genuine_prefix = engine_mod.leaf_hash(datas[1])[:8]
+    genuine_prefix = engine_mod.leaf_hash(leaf_input(recs[1]))[:8]
     forged = copy.deepcopy(recs[1])
     forged["payload"]["label"] = 5
     forged["sig"]["root_sig"] = base64.b64encode(os.urandom(64)).decode()
-    forged_data = record_leaf_data(
-        {
-            **forged,
-            "payload": PAYLOAD_ADAPTERS["image-sample/v1"].validate_python(forged["payload"]),
-        }
-    )
+    forged_data = leaf_input(forged)
     real = engine_mod.leaf_hash
     monkeypatch.setattr(
         engine_mod,
