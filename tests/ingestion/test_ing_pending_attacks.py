@@ -242,3 +242,42 @@ def test_release_does_not_authenticate_a_v2_record_by_its_64_bit_leaf_prefix(
     env.engine = None
     spec = engine_mod.ImageSpec(8, 8, 0.0, 16.0, frozenset(range(12)))
     assert env.open(image_spec=spec).release(genuine_qid) == ("accepted", None)
+
+
+class _FailingPut:
+    """Test fake: an object store whose first ``accepted/`` write fails (a transient error)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.fail = inner, True
+
+    def put(self, key: str, data: bytes, *, metadata: Any = None) -> None:
+        if self.fail and key.startswith("accepted/"):
+            self.fail = False
+            raise OSError("transient store error")
+        self.inner.put(key, data, metadata=metadata)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_crash_between_the_provenance_and_the_batch_object_does_not_wedge_the_consumer(
+    env: Env,
+) -> None:
+    """The provenance object (headers + leaves) is written before the batch object. After a
+    crash between the two, the restarted consumer writes the same batch number with the same
+    content id: the sealed bytes differ (fresh nonces) and stores never overwrite, so every
+    restart failed with "already exists with different content". The key is content-derived:
+    an existing one already holds these headers."""
+    p = env.producer("alpha")
+    lines = [line(r) for r in signed_v2(p, 3)]
+    store = env.store
+    env.store = _FailingPut(store)
+    eng = env.open()
+    with pytest.raises(OSError):
+        eng.process_and_commit(env.msgs(lines))
+    eng.state.close()  # a crash: no snapshot, the lock released by the OS
+    env.engine = None
+    env.store = store
+    out = env.open().process_and_commit(env.msgs(lines))
+    assert reasons(out) == ["accepted"] * 3
+    assert len(iter_accepted(env.store, env.encryptor)) == 3

@@ -1195,8 +1195,9 @@ class IngestEngine:
         if batch.headers:  # before the records: every stored v2 record stays verifiable
             lines = [header_line(h, leaves) for h, leaves in batch.headers]
             pkey = f"{PROVENANCE_PREFIX}{self.state.consumer_id}/{number:012d}-{content_id(lines)}"
-            blob = seal_lines(self.encryptor, provenance_context(pkey), lines)
-            self.store.put(pkey, blob, metadata={"format": "saip.batch-headers.v2"})
+            if not self.store.exists(pkey):  # content-derived: written before a crash = same
+                blob = seal_lines(self.encryptor, provenance_context(pkey), lines)
+                self.store.put(pkey, blob, metadata={"format": "saip.batch-headers.v2"})
         key = None
         if batch.stored:
             key = self._batch_key(number, batch.stored)
