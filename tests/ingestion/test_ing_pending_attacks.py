@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from saip_ingestion.backends.local import LocalStream
 from saip_ingestion.engine import iter_accepted
+from saip_ingestion.errors import IngestError
 from saip_ingestion.provenance import record_leaf_data
 from saip_ingestion.schemas import PAYLOAD_ADAPTERS
 
@@ -278,6 +279,27 @@ def test_a_crash_between_the_provenance_and_the_batch_object_does_not_wedge_the_
     eng.state.close()  # a crash: no snapshot, the lock released by the OS
     env.engine = None
     env.store = store
+    out = env.open().process_and_commit(env.msgs(lines))
+    assert reasons(out) == ["accepted"] * 3
+    assert len(iter_accepted(env.store, env.encryptor)) == 3
+
+
+def test_a_failed_commit_loses_no_record(env: Env) -> None:
+    """The seq windows are marked in memory before the batch object is written. A write that
+    failed left them marked: the same engine took the re-sent records for duplicates, and
+    ``close()`` (run by ``with IngestEngine(...)`` on the way out of the error) saved the marks
+    in a snapshot, so after a restart they were duplicates too — stored nowhere. Now the
+    engine refuses to go on after a failed commit and does not snapshot; a reopened engine
+    (state from the journal) stores them."""
+    p = env.producer("alpha")
+    lines = [line(r) for r in signed_v2(p, 3)]
+    env.store = _FailingPut(env.store)
+    eng = env.open()
+    with pytest.raises(OSError):
+        eng.process_and_commit(env.msgs(lines))
+    with pytest.raises(IngestError, match="reopen"):
+        eng.process_and_commit(env.msgs(lines))
+    env.close()  # what ``with IngestEngine(...)`` does on the way out
     out = env.open().process_and_commit(env.msgs(lines))
     assert reasons(out) == ["accepted"] * 3
     assert len(iter_accepted(env.store, env.encryptor)) == 3

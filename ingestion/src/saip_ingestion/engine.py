@@ -384,6 +384,8 @@ class IngestEngine:
         self._unckpt: list[StreamMessage] = []
         self._unckpt_stream: RecordStream | None = None
         self._releasing = False
+        #: an earlier batch failed between processing and commit (see :meth:`_durable`)
+        self._failed = False
         #: reason of the quarantine entry being released (``release``), else ``None``
         self._release_reason: str | None = None
         self.store = store
@@ -430,10 +432,13 @@ class IngestEngine:
         atomic_write(self._health_path, json.dumps(state, separators=(",", ":")).encode())
 
     def close(self) -> None:
-        """Snapshot the state (changed windows, producer health); release the lock."""
+        """Snapshot the state (changed windows, producer health); release the lock.
+
+        After a failed commit nothing is snapshotted: the journal is the state."""
         try:
-            self.state.snapshot()
-            self._save_health()
+            if not self._failed:
+                self.state.snapshot()
+                self._save_health()
         finally:
             self.state.close()
 
@@ -543,14 +548,32 @@ class IngestEngine:
             stream.checkpoint(todo[:cut])
         self._unckpt = todo[cut:]
 
+    @contextmanager
+    def _durable(self) -> Iterator[None]:
+        """Processing marks the seq windows in memory before the commit writes the batch; if
+        anything fails in between, those marks name records stored nowhere (a re-sent copy
+        would be a "duplicate"). The engine then refuses to go on, and :meth:`close` does not
+        snapshot them: a reopened engine re-reads the state from the journal."""
+        if self._failed:
+            raise IngestError(
+                "an earlier batch failed to commit: reopen the engine (its state is re-read "
+                "from the journal; the batch's messages were not checkpointed)"
+            )
+        try:
+            yield
+        except BaseException:
+            self._failed = True
+            raise
+
     def flush_pending(self, *, now: int | None = None) -> list[tuple[str, str | None]]:
         """Quarantine every incomplete v2 batch (``incomplete_batch``) and commit."""
         received_at = self.clock() if now is None else now
         batch = _Batch()
         self._received_at = received_at
-        for group in list(self._carry):
-            self._give_up(batch, group, "the stream went idle")
-        self._commit(batch, received_at)
+        with self._durable():
+            for group in list(self._carry):
+                self._give_up(batch, group, "the stream went idle")
+            self._commit(batch, received_at)
         return batch.outcomes
 
     def finish(self) -> IngestSummary:
@@ -567,7 +590,7 @@ class IngestEngine:
         Returns the outcome of each message: ``("accepted"|"duplicate"|"quarantined", reason)``.
         """
         received_at = self.clock() if now is None else now
-        with gc_paused():
+        with self._durable(), gc_paused():
             batch = self._process(messages, received_at)
             self._commit(batch, received_at)
         return batch.outcomes
@@ -1232,10 +1255,11 @@ class IngestEngine:
         received_at = entry.received_at
         self._release_reason = entry.reason
         try:
-            batch = self._process([msg], received_at, releasing=True)
+            with self._durable():
+                batch = self._process([msg], received_at, releasing=True)
+                self._commit(batch, received_at)
         finally:
             self._release_reason = None
-        self._commit(batch, received_at)
         outcome = batch.outcomes[0]
         if outcome[0] in ("accepted", "duplicate"):
             self.quarantine.mark_released(qid, outcome=outcome[0], at=self.clock())
