@@ -197,7 +197,7 @@ class _Batch:
     outcomes: list[tuple[str, str | None]] = field(default_factory=list)
 
 
-def pending_cost(c: _Candidate) -> int:
+def _pending_cost(c: _Candidate) -> int:
     """Estimated resident bytes of a waiting record: its line, the decoded record and, for an
     image, its canonical pixels (measured with ``tracemalloc``: an image record ≈ its line +
     5 x its pixel bytes + 1 KiB; a tabular record up to ≈ 17 x its line, text ≈ 3 x)."""
@@ -336,7 +336,7 @@ class IngestEngine:
         before it is quarantined as ``incomplete_batch``.
     max_pending_bytes:
         How much memory the waiting records may hold together (estimated by
-        :func:`pending_cost`; oldest batch given up first). Pending records are chosen by
+        :func:`_pending_cost`; oldest batch given up first). Pending records are chosen by
         whoever writes to the stream (they are not authenticated before their batch is
         complete), so a record count alone does not bound memory: a 131 KB image line holds
         ≈ 2.8 MB once decoded. It must hold the largest batch a producer splits across polls.
@@ -768,7 +768,7 @@ class IngestEngine:
     @property
     def pending_bytes(self) -> int:
         """Estimated memory held by the records waiting in incomplete v2 batches."""
-        return sum(pending_cost(c) for _, members in self._carry.values() for c in members)
+        return sum(_pending_cost(c) for _, members in self._carry.values() for c in members)
 
     def _bound_carry(self, batch: _Batch) -> None:
         """Incomplete v2 batches wait at most ``max_pending`` received messages, and hold at
@@ -782,7 +782,7 @@ class IngestEngine:
                 self._give_up(batch, group, f"not complete within {self.max_pending} messages")
         while self.summary.pending > self.max_pending and self._carry:
             self._give_up(batch, next(iter(self._carry)), "too many records pending")
-        costs = {g: sum(map(pending_cost, m)) for g, (_, m) in self._carry.items()}
+        costs = {g: sum(map(_pending_cost, m)) for g, (_, m) in self._carry.items()}
         held = sum(costs.values())
         while held > self.max_pending_bytes and self._carry:
             group = next(iter(self._carry))
