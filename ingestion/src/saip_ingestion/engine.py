@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import itertools
 import json
 import logging
 import re
@@ -91,6 +92,8 @@ _PRODUCER_RE: Final = re.compile(PRODUCER_ID_PATTERN[1:-1])
 _RECORD_RE: Final = re.compile(RECORD_ID_PATTERN[1:-1])
 #: at most this many validation errors are materialised for one record
 MAX_ERRORS: Final = 64
+#: combinations of the records claiming contested leaf indexes tried for one v2 batch
+_RIVAL_TRIES: Final = 16
 _TAGS: Final = frozenset({"image-sample/v1", "tabular-sample/v1", "text-sample/v1"})
 ACCEPTED_PREFIX: Final = "accepted/"
 #: v2 batch headers and their leaf lists, one sealed object per committed batch that has any
@@ -192,6 +195,14 @@ class _Batch:
     headers: list[tuple[BatchHeader, list[bytes]]] = field(default_factory=list)
     quarantine: list[dict[str, Any]] = field(default_factory=list)
     outcomes: list[tuple[str, str | None]] = field(default_factory=list)
+
+
+def _pending_cost(c: _Candidate) -> int:
+    """Estimated resident bytes of a waiting record: its line, the decoded record and, for an
+    image, its canonical pixels (measured with ``tracemalloc``: an image record ≈ its line +
+    5 x its pixel bytes + 1 KiB; a tabular record up to ≈ 17 x its line, text ≈ 3 x)."""
+    n = len(c.msg.data)
+    return n + 5 * len(c.pixels) + 1024 if c.pixels is not None else 18 * n
 
 
 def _ms_clock() -> int:
@@ -323,6 +334,12 @@ class IngestEngine:
     max_pending:
         How long (received messages) and how many records an incomplete v2 batch may wait
         before it is quarantined as ``incomplete_batch``.
+    max_pending_bytes:
+        How much memory the waiting records may hold together (estimated by
+        :func:`_pending_cost`; oldest batch given up first). Pending records are chosen by
+        whoever writes to the stream (they are not authenticated before their batch is
+        complete), so a record count alone does not bound memory: a 131 KB image line holds
+        ≈ 2.8 MB once decoded. It must hold the largest batch a producer splits across polls.
     fast_decode:
         Try the msgspec decoder generated from the schemas first
         (:mod:`saip_ingestion.fastdecode`); it only accepts, pydantic decides every rejection.
@@ -345,6 +362,7 @@ class IngestEngine:
         health_window_ms: int = 3_600_000,
         snapshot_every: int = 64,
         max_pending: int = 131072,
+        max_pending_bytes: int = 256 * 1024 * 1024,
         fast_decode: bool = True,
     ) -> None:
         if not isinstance(encryptor, Encryptor):
@@ -357,11 +375,19 @@ class IngestEngine:
             raise ValueError("snapshot_every must be >= 1")
         if not isinstance(max_pending, int) or max_pending < 1:
             raise ValueError("max_pending must be an int >= 1")
+        if not isinstance(max_pending_bytes, int) or max_pending_bytes < 1:
+            raise ValueError("max_pending_bytes must be an int >= 1")
         self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
         #: v2 batches not complete yet: group → (received count at first member, members)
         self._carry: dict[tuple[str, str, int, str], tuple[int, list[_Candidate]]] = {}
         self._unckpt: list[StreamMessage] = []
+        self._unckpt_stream: RecordStream | None = None
         self._releasing = False
+        #: an earlier batch failed between processing and commit (see :meth:`_durable`)
+        self._failed = False
+        #: reason of the quarantine entry being released (``release``), else ``None``
+        self._release_reason: str | None = None
         self.store = store
         self.encryptor = encryptor
         self.registry = registry
@@ -406,10 +432,13 @@ class IngestEngine:
         atomic_write(self._health_path, json.dumps(state, separators=(",", ":")).encode())
 
     def close(self) -> None:
-        """Snapshot the state (changed windows, producer health); release the lock."""
+        """Snapshot the state (changed windows, producer health); release the lock.
+
+        After a failed commit nothing is snapshotted: the journal is the state."""
         try:
-            self.state.snapshot()
-            self._save_health()
+            if not self._failed:
+                self.state.snapshot()
+                self._save_health()
         finally:
             self.state.close()
 
@@ -469,7 +498,9 @@ class IngestEngine:
         idle_polls: int = 1,
         on_batch: Callable[[IngestSummary], None] | None = None,
     ) -> IngestSummary:
-        """Process ``stream`` until ``idle_polls`` consecutive polls return nothing.
+        """Process ``stream`` until ``idle_polls`` consecutive polls return nothing (then
+        incomplete v2 batches are given up) or ``max_records`` are received (then they stay
+        pending, their messages uncheckpointed, for the next run).
 
         Returns the cumulative :class:`IngestSummary` (with per-producer health).
         """
@@ -479,6 +510,7 @@ class IngestEngine:
             raise ValueError("idle_polls must be >= 1")
         started = time.perf_counter()
         idle = 0
+        went_idle = False
         while max_records is None or self.summary.received < max_records:
             want = batch_size
             if max_records is not None:
@@ -487,6 +519,7 @@ class IngestEngine:
             if not messages:
                 idle += 1
                 if idle >= idle_polls:
+                    went_idle = True
                     break
                 continue
             idle = 0
@@ -494,7 +527,9 @@ class IngestEngine:
             self._checkpoint(stream, messages)
             if on_batch is not None:
                 on_batch(self.summary)
-        if self._carry:  # the stream is idle: what is still incomplete will not complete here
+        # the stream is idle: what is still incomplete will not complete here; a stop at
+        # max_records leaves it pending and uncheckpointed (the rest may still be in the stream)
+        if self._carry and went_idle:
             self.flush_pending()
             self._checkpoint(stream, [])
         self.summary.seconds += time.perf_counter() - started
@@ -504,6 +539,8 @@ class IngestEngine:
         """Checkpoint every message before the first one of an incomplete v2 batch (those stay
         re-deliverable until their batch is decided: at-least-once, re-deliveries are
         duplicates); each message is checkpointed exactly once."""
+        if stream is not self._unckpt_stream:  # held messages of another stream stay
+            self._unckpt, self._unckpt_stream = [], stream  # re-deliverable there
         todo = self._unckpt + list(messages) if self._unckpt else list(messages)
         held = {id(c.msg) for _, members in self._carry.values() for c in members}
         cut = next((k for k, m in enumerate(todo) if id(m) in held), len(todo))
@@ -516,14 +553,32 @@ class IngestEngine:
         to be checkpointed yet (a scale-out stream must not let a successor skip them)."""
         return [c.msg for _, members in self._carry.values() for c in members]
 
+    @contextmanager
+    def _durable(self) -> Iterator[None]:
+        """Processing marks the seq windows in memory before the commit writes the batch; if
+        anything fails in between, those marks name records stored nowhere (a re-sent copy
+        would be a "duplicate"). The engine then refuses to go on, and :meth:`close` does not
+        snapshot them: a reopened engine re-reads the state from the journal."""
+        if self._failed:
+            raise IngestError(
+                "an earlier batch failed to commit: reopen the engine (its state is re-read "
+                "from the journal; the batch's messages were not checkpointed)"
+            )
+        try:
+            yield
+        except BaseException:
+            self._failed = True
+            raise
+
     def flush_pending(self, *, now: int | None = None) -> list[tuple[str, str | None]]:
         """Quarantine every incomplete v2 batch (``incomplete_batch``) and commit."""
         received_at = self.clock() if now is None else now
         batch = _Batch()
         self._received_at = received_at
-        for group in list(self._carry):
-            self._give_up(batch, group, "the stream went idle")
-        self._commit(batch, received_at)
+        with self._durable():
+            for group in list(self._carry):
+                self._give_up(batch, group, "the stream went idle")
+            self._commit(batch, received_at)
         return batch.outcomes
 
     def finish(self) -> IngestSummary:
@@ -540,7 +595,7 @@ class IngestEngine:
         Returns the outcome of each message: ``("accepted"|"duplicate"|"quarantined", reason)``.
         """
         received_at = self.clock() if now is None else now
-        with gc_paused():
+        with self._durable(), gc_paused():
             batch = self._process(messages, received_at)
             self._commit(batch, received_at)
         return batch.outcomes
@@ -715,9 +770,15 @@ class IngestEngine:
                 producer=group[0], record_id=c.rec["record_id"], authenticated=False,
             )  # fmt: skip
 
+    @property
+    def pending_bytes(self) -> int:
+        """Estimated memory held by the records waiting in incomplete v2 batches."""
+        return sum(_pending_cost(c) for _, members in self._carry.values() for c in members)
+
     def _bound_carry(self, batch: _Batch) -> None:
         """Incomplete v2 batches wait at most ``max_pending`` received messages, and hold at
-        most ``max_pending`` records together (oldest given up first)."""
+        most ``max_pending`` records and ``max_pending_bytes`` together (oldest given up
+        first)."""
         received = self.summary.received
         for group, (since, members) in list(self._carry.items()):
             if not members:
@@ -726,6 +787,14 @@ class IngestEngine:
                 self._give_up(batch, group, f"not complete within {self.max_pending} messages")
         while self.summary.pending > self.max_pending and self._carry:
             self._give_up(batch, next(iter(self._carry)), "too many records pending")
+        costs = {g: sum(map(_pending_cost, m)) for g, (_, m) in self._carry.items()}
+        held = sum(costs.values())
+        while held > self.max_pending_bytes and self._carry:
+            group = next(iter(self._carry))
+            held -= costs[group]
+            self._give_up(
+                batch, group, f"pending records hold more than {self.max_pending_bytes} B"
+            )
 
     def _verify_v2(
         self,
@@ -738,7 +807,7 @@ class IngestEngine:
         complete → the root is recomputed from all leaves and the header verified once;
         incomplete → carried to the next poll. ``False``: a single record whose v2 header does
         not verify (it may be a v1 record of a one-leaf tree)."""
-        pid, _key_id, n, _root_sig = group
+        pid, key_id, n, _root_sig = group
         by_index: dict[int, _Candidate] = {}
         extras: list[_Candidate] = []  # the same record again (decided after the batch)
         rivals: list[_Candidate] = []  # another record claiming a taken index
@@ -758,8 +827,17 @@ class IngestEngine:
             self._release_v2(batch, pid, [*by_index.values(), *extras, *rivals], cands)
             return True
         if len(by_index) < n:
-            since, carried = self._carry.get(group, (self.summary.received, []))
             waiting = [*by_index.values(), *extras, *rivals]
+            # a batch whose producer/key can never verify does not hold pending slots
+            refused = self.verifier.key_problem(pid, key_id)
+            if refused is not None:
+                for c in waiting:
+                    self._quarantine(
+                        batch, c.i, c.msg, refused[0], refused[1], producer=pid,
+                        record_id=c.rec["record_id"], authenticated=False,
+                    )  # fmt: skip
+                return True  # carried members of earlier polls are among ``waiting``
+            since, carried = self._carry.get(group, (self.summary.received, []))
             self._carry[group] = (since, carried + waiting)
             for c in waiting:
                 batch.outcomes[c.i] = ("pending", None)
@@ -768,16 +846,31 @@ class IngestEngine:
         self._carry.pop(group, None)
         ordered = [by_index[j] for j in range(n)]
         err, header, leaves = self._check_v2(group, ordered)
-        # a forged record that arrived first at an index must not sink the genuine batch:
-        # try each rival in its place (bounded; one Ed25519 verification per try)
-        for r in rivals[:16] if err is not None and err[0] == "bad_signature" else []:
-            idx = r.rec["sig"]["index"]
-            trial = [r if j == idx else c for j, c in enumerate(ordered)]
-            t_err, t_header, t_leaves = self._check_v2(group, trial)
-            if t_err is None:
-                rivals = [c for c in rivals if c is not r] + [ordered[idx]]
-                ordered, err, header, leaves = trial, None, t_header, t_leaves
-                break
+        # forged records that arrived first at one or more indexes must not sink the genuine
+        # batch: try the combinations of the records claiming each contested index (bounded:
+        # _RIVAL_TRIES tries, at most one Ed25519 verification each; a seq that breaks the
+        # range is refused before the signature, so it is tried away the same way)
+        if err is not None and err[0] in ("bad_signature", "bad_batch") and rivals:
+            options: dict[int, list[_Candidate]] = {}
+            for r in rivals:
+                idx = r.rec["sig"]["index"]
+                options.setdefault(idx, [ordered[idx]]).append(r)
+            idxs = sorted(options)
+            combos = itertools.product(*(options[i] for i in idxs))
+            for combo in itertools.islice(combos, 1, _RIVAL_TRIES + 1):  # 0: the first arrivals
+                choice = dict(zip(idxs, combo, strict=True))
+                trial = [choice.get(j, c) for j, c in enumerate(ordered)]
+                t_err, t_header, t_leaves = self._check_v2(group, trial)
+                if t_err is None:
+                    kept = {id(c) for c in trial}
+                    pool = [c for c in [*extras, *rivals, *ordered] if id(c) not in kept]
+                    ordered, err, header, leaves = trial, None, t_header, t_leaves
+                    # "the same record again" is judged against the verified record now: a
+                    # copy of a displaced forged record is a rival, never a duplicate
+                    same = [c.leaf == trial[c.rec["sig"]["index"]].leaf for c in pool]
+                    extras = [c for c, ok in zip(pool, same, strict=True) if ok]
+                    rivals = [c for c, ok in zip(pool, same, strict=True) if not ok]
+                    break
         if err is not None and n == 1 and err[0] == "bad_signature":
             return False
         if err is not None:
@@ -818,11 +911,19 @@ class IngestEngine:
     def _release_v2(
         self, batch: _Batch, pid: str, members: list[_Candidate], cands: list[_Candidate]
     ) -> None:
-        """Release of a v2 record (its batch is not here): it passed the header verification
-        on first receipt if its ``seq`` slot holds its leaf prefix with a content reason."""
+        """Release of a v2 record (its batch is not here): only an entry quarantined for its
+        content passed the header verification on first receipt (the consumer sealed those
+        bytes); its ``seq`` slot must still hold its leaf prefix with that reason. The 8-byte
+        prefix alone authenticates nothing (a forged record quarantined as ``incomplete_batch``
+        with a colliding prefix would pass)."""
         for c in members:
             slot = self.windows.lookup(pid, c.rec["seq"])
-            if isinstance(slot, tuple) and slot[1] == c.leaf[:8] and slot[0] not in ("a", "legacy"):
+            if (
+                isinstance(slot, tuple)
+                and slot[1] == c.leaf[:8]
+                and slot[0] not in ("a", "legacy")
+                and slot[0] == self._release_reason
+            ):
                 cands.append(c)
             else:
                 self._quarantine(
@@ -1122,8 +1223,9 @@ class IngestEngine:
         if batch.headers:  # before the records: every stored v2 record stays verifiable
             lines = [header_line(h, leaves) for h, leaves in batch.headers]
             pkey = f"{PROVENANCE_PREFIX}{self.state.consumer_id}/{number:012d}-{content_id(lines)}"
-            blob = seal_lines(self.encryptor, provenance_context(pkey), lines)
-            self.store.put(pkey, blob, metadata={"format": "saip.batch-headers.v2"})
+            if not self.store.exists(pkey):  # content-derived: written before a crash = same
+                blob = seal_lines(self.encryptor, provenance_context(pkey), lines)
+                self.store.put(pkey, blob, metadata={"format": "saip.batch-headers.v2"})
         key = None
         if batch.stored:
             key = self._batch_key(number, batch.stored)
@@ -1156,8 +1258,13 @@ class IngestEngine:
             raise IngestError(f"quarantine entry {qid} was already released")
         msg = StreamMessage(entry.raw, "quarantine-release", qid)
         received_at = entry.received_at
-        batch = self._process([msg], received_at, releasing=True)
-        self._commit(batch, received_at)
+        self._release_reason = entry.reason
+        try:
+            with self._durable():
+                batch = self._process([msg], received_at, releasing=True)
+                self._commit(batch, received_at)
+        finally:
+            self._release_reason = None
         outcome = batch.outcomes[0]
         if outcome[0] in ("accepted", "duplicate"):
             self.quarantine.mark_released(qid, outcome=outcome[0], at=self.clock())

@@ -25,10 +25,15 @@ decoder closes the gap:
   no unknown and no repeated key at any level. Anything else (a ``:`` inside a string included)
   goes to pydantic and to the exact duplicate-key check (RFC 8259 §4 leaves duplicates undefined;
   they are refused).
+* **key order** — msgspec returns a ``TypedDict`` with the input's key order, pydantic with the
+  schema's, and the stored record is the canonical re-serialisation of that dict: every model
+  object is put in schema order (a post-step; a dict already in order is kept), so both paths
+  store the same bytes.
 * **non-finite floats** — JSON has no NaN/Infinity literal, but ``1e400`` overflows to ``inf``;
   float fields carry ``ge=-DBL_MAX, le=DBL_MAX`` so ``inf``, ``-inf`` and NaN are refused.
-* **post-validators** (``AfterValidator``, e.g. the image shape check) run on the decoded value;
-  a ``ValueError`` sends the record to pydantic. A list of pattern-constrained strings (the Merkle
+* **post-validators** (``AfterValidator``, e.g. the image shape check) run on the decoded value
+  and their return value replaces it, as in pydantic; a ``ValueError`` sends the record to
+  pydantic. A list of pattern-constrained strings (the Merkle
   path) is checked the same way, with one ``all(map(re.search, items))`` pass (measured ≈ 2.5×
   cheaper than msgspec's per-item pattern call).
 * **strict integers** — msgspec decodes strictly by default (no ``"1"``, ``1.0`` or ``true``
@@ -194,7 +199,21 @@ def _fast_typeddict(model: Any, path: tuple[str, ...], post: list[PostCheck]) ->
             raise TypeError(f"{model.__name__}.{name}: optional without NotRequired")
         ftype = fast_type(hint, path=(*path, name), post=post)
         fields[name] = NotRequired[ftype] if optional else ftype
+    if "[]" in path or "{}" in path:  # post-checks walk dict keys only
+        raise TypeError(f"{model.__name__}: a model inside a list or dict has no fast mapping")
+    post.append((path, _in_order(tuple(fields))))  # after the fields' own post-checks
     return TypedDict(f"Fast{model.__name__}", fields)  # type: ignore[operator]
+
+
+def _in_order(order: tuple[str, ...]) -> Callable[[Any], Any]:
+    """Post-step: the decoded object with its keys in schema order (pydantic's output order)."""
+
+    def check(obj: Any) -> Any:
+        if tuple(obj) == order:
+            return obj
+        return {k: obj[k] for k in order if k in obj}
+
+    return check
 
 
 def _key_count(record: Any) -> int:
@@ -232,14 +251,19 @@ class FastDecoder:
             rec = self._decode(data)
         except Exception:  # invalid, or e.g. RecursionError on deep nesting: pydantic decides
             return None
-        for path, check in self.post:
-            value = rec
+        for path, check in self.post:  # a value a check returns replaces the checked one
+            parent, value = None, rec
             for key in path:
-                value = value[key]
+                parent, value = value, value[key]
             try:
-                check(value)
+                new = check(value)
             except ValueError:
                 return None
+            if new is not value:
+                if parent is None:
+                    rec = new
+                else:
+                    parent[path[-1]] = new
         if data.count(b":") != self._key_count(rec):
             return (
                 None  # unknown or repeated key somewhere (or a key-like string): pydantic decides

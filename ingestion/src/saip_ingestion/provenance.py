@@ -617,6 +617,12 @@ class Verifier:
             return "bad_signature", "Ed25519 signature over the batch header does not verify"
         return None
 
+    def key_problem(self, producer_id: str, key_id: str) -> tuple[str, str] | None:
+        """Why no record signed by ``key_id`` of ``producer_id`` can verify now, else ``None``
+        (``unknown_producer``, ``unknown_key`` or ``revoked_key``, with a detail)."""
+        key = self._usable_key(producer_id, key_id)
+        return key if isinstance(key, tuple) else None
+
     def _usable_key(self, producer_id: str, key_id: str) -> ProducerKey | tuple[str, str]:
         """The registered, unrevoked key, or the reason why there is none."""
         if not self.registry.knows(producer_id):
