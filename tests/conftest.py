@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +25,19 @@ _LIVE_ENV = {
     "azure": ("AZURE_CLIENT_ID", "AZURE_FEDERATED_TOKEN_FILE"),
     "gcp": ("GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT"),
 }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sigint_not_ignored() -> Iterator[None]:
+    """A suite started in the background of a non-interactive shell (``make test &``) inherits
+    SIGINT *ignored*, and so would every CLI it spawns: the Ctrl-C tests would then test the
+    shell, not saip. Restore Python's handler here so children start with SIGINT at default."""
+    before = signal.getsignal(signal.SIGINT)
+    if before == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    if before == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @pytest.fixture(scope="session", autouse=True)
