@@ -106,8 +106,8 @@ def test_three_consumers_one_sigkilled_shards_taken_over_exactly_once(
             sys.executable, "-m", "saip", "--data-dir", str(data), "ingest", "run",
             "--backend", "aws", "--source", "stream", "--endpoint-url", moto_url,
             "--region", REGION, "--stream", STREAM, "--bucket", BUCKET, "--key", f"local:{key}",
-            "--lease-table", TABLE, "--consumer-name", f"c{i}", "--lease-duration", "2",
-            "--batch-size", "10", "--poll-timeout", "0.5", "--idle-polls", "12", "--json",
+            "--lease-table", TABLE, "--consumer-name", f"c{i}", "--lease-duration", "6",
+            "--batch-size", "10", "--poll-timeout", "0.5", "--idle-polls", "30", "--json",
         ]  # fmt: skip
         out = (data / "out.json").open("wb")
         procs.append(subprocess.Popen(cmd, env=proc_env, stdout=out, stderr=subprocess.PIPE))
