@@ -132,6 +132,28 @@ def stored_ids(env: Any, store: Any) -> list[str]:
     ]
 
 
+def successor_stores_the_rest(
+    aws: dict[str, Any], env: Any, tmp_path: Path, *, after: str, rest: int, total: int
+) -> None:
+    """B takes the dead owner's lease over: its checkpoint is ``after`` (rolled forward), B reads
+    ``rest`` records, stores them, and every accepted object holds ``total`` distinct records."""
+    clock = FakeClock()
+    b_rs, b_store = consumer(aws, "b", clock)
+    take_over(b_rs, clock)
+    item = row(aws)
+    assert item["checkpoint"]["S"] == after
+    assert "pending_keys" not in item
+    msgs = b_rs.poll(max_messages=100, timeout=2)
+    assert len(msgs) == rest
+    eng_b = engine(env, b_store, tmp_path / "b")
+    eng_b.process_and_commit(msgs)
+    b_rs.checkpoint(msgs)
+    eng_b.close()
+    ids = stored_ids(env, b_store)
+    assert len(ids) == len(set(ids)) == total
+    assert "pending_keys" not in row(aws)
+
+
 # ---------------------------------------------------------------- hostile first
 
 
@@ -191,20 +213,7 @@ def test_crash_after_durable_write_is_rolled_forward_not_stored_twice(
     eng.state.close()
     assert row(aws)["pending_seq"]["S"] == first[-1].position
 
-    clock = FakeClock()
-    b_rs, b_store = consumer(aws, "b", clock)
-    take_over(b_rs, clock)
-    item = row(aws)
-    assert item["checkpoint"]["S"] == first[-1].position
-    assert "pending_keys" not in item
-    rest = b_rs.poll(max_messages=100, timeout=2)
-    assert len(rest) == 18
-    eng_b = engine(env, b_store, tmp_path / "b")
-    eng_b.process_and_commit(rest)
-    b_rs.checkpoint(rest)
-    eng_b.close()
-    ids = stored_ids(env, b_store)
-    assert len(ids) == len(set(ids)) == 30
+    successor_stores_the_rest(aws, env, tmp_path, after=first[-1].position, rest=18, total=30)
 
 
 def test_crash_before_the_object_write_rereads_the_batch(
@@ -439,19 +448,7 @@ def test_crash_in_the_next_batch_never_rereads_a_stored_uncheckpointed_batch(
     a_rs.before_put("accepted/deadbeef/000000000002-0123456789abcdef")
     eng.state.close()
 
-    clock = FakeClock()
-    b_rs, b_store = consumer(aws, "b", clock)
-    take_over(b_rs, clock)
-    assert row(aws)["checkpoint"]["S"] == first[-1].position
-    rest = b_rs.poll(max_messages=100, timeout=2)
-    assert len(rest) == 10
-    eng_b = engine(env, b_store, tmp_path / "b")
-    eng_b.process_and_commit(rest)
-    b_rs.checkpoint(rest)
-    eng_b.close()
-    ids = stored_ids(env, b_store)
-    assert len(ids) == len(set(ids)) == 20
-    assert "pending_keys" not in row(aws)
+    successor_stores_the_rest(aws, env, tmp_path, after=first[-1].position, rest=10, total=20)
 
 
 def test_an_owner_roll_forward_leaves_no_intent_behind(
