@@ -132,6 +132,28 @@ def stored_ids(env: Any, store: Any) -> list[str]:
     ]
 
 
+def successor_stores_the_rest(
+    aws: dict[str, Any], env: Any, tmp_path: Path, *, after: str, rest: int, total: int
+) -> None:
+    """B takes the dead owner's lease over: its checkpoint is ``after`` (rolled forward), B reads
+    ``rest`` records, stores them, and every accepted object holds ``total`` distinct records."""
+    clock = FakeClock()
+    b_rs, b_store = consumer(aws, "b", clock)
+    take_over(b_rs, clock)
+    item = row(aws)
+    assert item["checkpoint"]["S"] == after
+    assert "pending_keys" not in item
+    msgs = b_rs.poll(max_messages=100, timeout=2)
+    assert len(msgs) == rest
+    eng_b = engine(env, b_store, tmp_path / "b")
+    eng_b.process_and_commit(msgs)
+    b_rs.checkpoint(msgs)
+    eng_b.close()
+    ids = stored_ids(env, b_store)
+    assert len(ids) == len(set(ids)) == total
+    assert "pending_keys" not in row(aws)
+
+
 # ---------------------------------------------------------------- hostile first
 
 
@@ -191,20 +213,7 @@ def test_crash_after_durable_write_is_rolled_forward_not_stored_twice(
     eng.state.close()
     assert row(aws)["pending_seq"]["S"] == first[-1].position
 
-    clock = FakeClock()
-    b_rs, b_store = consumer(aws, "b", clock)
-    take_over(b_rs, clock)
-    item = row(aws)
-    assert item["checkpoint"]["S"] == first[-1].position
-    assert "pending_keys" not in item
-    rest = b_rs.poll(max_messages=100, timeout=2)
-    assert len(rest) == 18
-    eng_b = engine(env, b_store, tmp_path / "b")
-    eng_b.process_and_commit(rest)
-    b_rs.checkpoint(rest)
-    eng_b.close()
-    ids = stored_ids(env, b_store)
-    assert len(ids) == len(set(ids)) == 30
+    successor_stores_the_rest(aws, env, tmp_path, after=first[-1].position, rest=18, total=30)
 
 
 def test_crash_before_the_object_write_rereads_the_batch(
@@ -417,3 +426,51 @@ def test_cli_refuses_bad_scale_out_flags_naming_them(
     assert "lease_duration" in capsys.readouterr().err
     assert main([*base, "--consumer-name", "bad name"]) == 1
     assert "consumer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("next_batch_reads_the_shard", [True, False])
+def test_crash_in_the_next_batch_never_rereads_a_stored_uncheckpointed_batch(
+    aws: dict[str, Any], env: Any, tmp_path: Path, next_batch_reads_the_shard: bool
+) -> None:
+    """A stores batch 1 but may not checkpoint it (the engine checkpoints only up to the first
+    held v2 message, of any shard), then dies between batch 2's write intent and its object.
+    Batch 2's intent must not hide batch 1's: B rolls forward past batch 1 and reads only what
+    was never stored (before the fix B re-read and stored batch 1's records a second time)."""
+    publish(env, aws, 20)
+    a_rs, a_store = consumer(aws, "a")
+    first = a_rs.poll(max_messages=10, timeout=2)
+    assert len(first) == 10
+    eng = engine(env, a_store, tmp_path / "a")
+    eng.process_and_commit(first)  # durable; not checkpointed (held v2 records elsewhere)
+    if next_batch_reads_the_shard:  # batch 2 has newer records of the shard
+        assert len(a_rs.poll(max_messages=10, timeout=2)) == 10
+    # batch 2's accepted write intent, then SIGKILL before the object is written
+    a_rs.before_put("accepted/deadbeef/000000000002-0123456789abcdef")
+    eng.state.close()
+
+    successor_stores_the_rest(aws, env, tmp_path, after=first[-1].position, rest=10, total=20)
+
+
+def test_an_owner_roll_forward_leaves_no_intent_behind(
+    aws: dict[str, Any], env: Any, tmp_path: Path
+) -> None:
+    """After the owner settled a stored batch's intent itself, later batches that carry no newer
+    record of the shard record no intent at or below the checkpoint (a checkpoint that is not
+    newer would never clear it: a stale intent left in the row)."""
+    publish(env, aws, 10)
+    rs, store = consumer(aws, "a")
+    polled = rs.poll(max_messages=10, timeout=2)
+    eng = engine(env, store, tmp_path / "a")
+    eng.process_and_commit(polled)  # stored, not checkpointed
+    store.put("accepted/c/000000000002-0123456789abcdef", b"x")  # batch 2: settles batch 1
+    item = row(aws)
+    assert item["checkpoint"]["S"] == polled[-1].position
+    assert "pending_keys" not in item
+    store.put("accepted/c/000000000003-0123456789abcdef", b"y")  # batch 3: nothing to intend
+    assert "pending_keys" not in row(aws)
+    rs.checkpoint(polled)  # the engine's own (no longer newer) checkpoint
+    eng.state.close()
+    item = row(aws)
+    assert item["checkpoint"]["S"] == polled[-1].position
+    assert "pending_keys" not in item
+    assert not rs._in_flight

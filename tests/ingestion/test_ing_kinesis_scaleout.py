@@ -125,9 +125,13 @@ def test_three_consumers_one_sigkilled_shards_taken_over_exactly_once(
         assert victim is not None
         os.kill(procs[victim].pid, signal.SIGKILL)  # mid-run: no checkpoint, no lease release
         procs[victim].wait(timeout=10)
-        for proc in procs[:victim] + procs[victim + 1 :]:
-            _, err = proc.communicate(timeout=120)
-            assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
+        assert procs[victim].stderr is not None
+        errs = {victim: procs[victim].stderr.read().decode(errors="replace")}
+        for n, proc in enumerate(procs):
+            if n != victim:
+                _, err = proc.communicate(timeout=120)
+                errs[n] = err.decode(errors="replace")
+                assert proc.returncode == 0, errs[n][-2000:]
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -143,7 +147,11 @@ def test_three_consumers_one_sigkilled_shards_taken_over_exactly_once(
         entries = read_batch(store, enc, k)
         per_consumer[k.split("/")[1]] = per_consumer.get(k.split("/")[1], 0) + len(entries)
         ids += [e["record_id"] for e in entries]
-    assert len(ids) == len(set(ids))  # 0 stored twice (every object read, nothing collapsed)
+    # 0 stored twice (every object read, nothing collapsed); on failure the consumers' logs
+    # ("took lease", "was stored by the previous owner") show which takeover read what again
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    logs = "\n".join(f"--- c{n} (victim: {n == victim}) ---\n{e[-3000:]}" for n, e in errs.items())
+    assert len(ids) == len(set(ids)), f"stored twice: {twice[:20]}\n{logs}"
     assert set(ids) == set(good)  # 0 lost
     dead = json.loads((dirs[victim] / "ingest/state" / f"aws-{BUCKET}/consumer.json").read_text())
     dead_stored = per_consumer.get(dead["consumer_id"], 0)

@@ -25,6 +25,11 @@ the checkpoint moves to the intent's sequence number — the records are not rea
 again; otherwise the intent is dropped and the records are read again (a rejected record may
 then get a second dead-letter copy; an accepted record is never stored twice). So a consumer
 killed between its durable write and its checkpoint leaves no accepted record stored twice.
+A stored batch may stay un-checkpointed while the engine holds undecided v2 records (it
+checkpoints only up to the first of them, of any shard): the next intent on the shard then
+settles it in the same fenced update (checkpoint := its sequence number) rather than
+overwriting it, else a crash between the next intent and its object would drop the only trace
+of the stored batch and the successor would store its records again.
 
 Rows are untrusted input on read: a counter, owner, checkpoint or intent that is not well formed
 raises :class:`LeaseTableError` naming the shard and the attribute, and a checkpoint that names
@@ -78,6 +83,7 @@ _SHARD_ID: Final = re.compile(r"shardId-[0-9]{1,20}")
 SHARD_END: Final = "SHARD_END"
 _MAX_COUNTER: Final = 2**63 - 1
 _MAX_PENDING_KEYS: Final = 16
+_PENDING: Final = "pending_keys, pending_seq"
 _KNOWN_ATTRS: Final = frozenset(
     {"lease_key", "owner", "counter", "checkpoint", "parents", "pending_keys", "pending_seq"}
 )
@@ -221,6 +227,8 @@ class ShardLeaseTable:
         self._seen: dict[str, tuple[int, float]] = {}
         self._workers_seen: dict[str, tuple[int, float]] = {}
         self._heartbeat = 0
+        #: accepted objects this owner wrote that a held lease's intent still names
+        self._written: set[str] = set()
 
     # ------------------------------------------------------------------ low level
 
@@ -420,9 +428,40 @@ class ShardLeaseTable:
             return self._update(lease, "", {}, remove="pending_keys, pending_seq")
 
     def record_intent(self, shard_id: str, key: str, seq: str) -> None:
-        """Before writing object ``key`` holding records of ``shard_id`` up to ``seq``."""
+        """Before writing object ``key`` holding records of ``shard_id`` up to ``seq``.
+
+        An intent left by an earlier batch of this owner whose accepted object was written
+        (:meth:`note_written`) is not overwritten but settled in the same fenced update: the
+        checkpoint moves to its sequence number, as a successor's :meth:`resolve_intent` would.
+        (The engine may leave a stored batch un-checkpointed — it checkpoints only up to the
+        first held v2 message of any shard — and a crash between the next batch's intent and
+        its object then dropped the only trace of the stored one: stored twice.)
+        """
         with self._lock:
             lease = self._owned(shard_id)
+            named = {k for held in self.owned.values() for k in held.pending_keys}
+            self._written &= named  # forget written keys no held intent names any more
+            done = any(
+                k.startswith(ACCEPTED_PREFIX) and k in self._written for k in lease.pending_keys
+            )
+            cp = rolled = lease.checkpoint
+            pending = lease.pending_seq
+            if done and pending is not None and cp != SHARD_END:
+                rolled = pending if cp is None or int(cp) < int(pending) else cp
+            if rolled == SHARD_END or (rolled is not None and int(seq) <= int(rolled)):
+                # every record of the shard up to seq is settled: no intent is needed
+                if rolled != cp:
+                    self._update(lease, "checkpoint = :cp", {":cp": {"S": rolled}}, remove=_PENDING)
+                elif lease.pending_seq is not None:
+                    self._update(lease, "", {}, remove=_PENDING)
+                return
+            if rolled is not None and rolled != cp:
+                self._update(
+                    lease,
+                    "checkpoint = :cp, pending_keys = :k, pending_seq = :s",
+                    {":cp": {"S": rolled}, ":k": {"L": [{"S": key}]}, ":s": {"S": seq}},
+                )
+                return
             keys = list(lease.pending_keys) if lease.pending_seq == seq else []
             if key not in keys:
                 keys.append(key)
@@ -434,6 +473,16 @@ class ShardLeaseTable:
                 {":k": {"L": [{"S": k} for k in keys]}, ":s": {"S": seq}},
             )
 
+    def note_written(self, key: str) -> None:
+        """``key`` (named by a write intent of this owner) is durably written.
+
+        The engine writes a batch's accepted object last, so an intent naming a written
+        accepted object is a stored batch (see :meth:`record_intent`).
+        """
+        if key.startswith(ACCEPTED_PREFIX):
+            with self._lock:
+                self._written.add(key)
+
     def checkpoint(self, shard_id: str, seq: str) -> None:
         """Fenced checkpoint: only the current owner moves it, and only forward."""
         if seq != SHARD_END and not _SEQ.fullmatch(seq):
@@ -442,6 +491,11 @@ class ShardLeaseTable:
             lease = self._owned(shard_id)
             cur = lease.checkpoint
             if cur == SHARD_END or (cur is not None and seq != SHARD_END and int(cur) >= int(seq)):
+                stale = lease.pending_seq is not None and (
+                    cur == SHARD_END or int(lease.pending_seq) <= int(cur or 0)
+                )
+                if stale:  # the owner's own roll-forward got there first (record_intent)
+                    self._update(lease, "", {}, remove=_PENDING)
                 return
             self._update(
                 lease, "checkpoint = :cp", {":cp": {"S": seq}}, remove="pending_keys, pending_seq"
@@ -745,6 +799,7 @@ class LeaseFencedStore(ObjectStore):
         self.stream.before_put(key)
         started = time.monotonic()
         self.inner.put(key, data, metadata=metadata)
+        self.stream.leases.note_written(key)
         if time.monotonic() - started > self.stream.leases.lease_duration:
             _log.error(
                 "object %s took longer than the lease to write; a takeover may have read its "
