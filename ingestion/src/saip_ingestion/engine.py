@@ -542,7 +542,7 @@ class IngestEngine:
         if stream is not self._unckpt_stream:  # held messages of another stream stay
             self._unckpt, self._unckpt_stream = [], stream  # re-deliverable there
         todo = self._unckpt + list(messages) if self._unckpt else list(messages)
-        held = {id(c.msg) for _, members in self._carry.values() for c in members}
+        held = {id(m) for m in self.held_messages()}
         cut = next((k for k, m in enumerate(todo) if id(m) in held), len(todo))
         if cut:
             stream.checkpoint(todo[:cut])
