@@ -81,6 +81,11 @@ class SecAggConfig(_Section):
     #: when a client is excluded whose past updates are in the model, reset the model to the
     #: newest global model it did not contribute to (its backdoor must not outlive it)
     rewind_on_exclusion: bool = False
+    #: post-training erasure (:mod:`saip_fl.erasure`): project the final model's first layer onto
+    #: the clean root data's input subspace with this ridge (input-variance units); directions the
+    #: clean data hardly uses, where a patch trigger lives, are shrunk away. 0 = off; above 0.5
+    #: it erases the clean task too
+    erase_ridge: Annotated[float, Field(ge=0, le=0.5)] = 0.0
 
     @model_validator(mode="after")
     def _shares(self) -> SecAggConfig:
@@ -239,6 +244,11 @@ class RunConfig(_Section):
                     f"secagg.clipping_range={sa.clipping_range}: honest updates would be clipped "
                     "coordinate-wise by the SecAgg+ mod and silently distorted"
                 )
+        if sa.erase_ridge > 0 and not sa.enabled:
+            raise ValueError(
+                "secagg.erase_ridge is a backdoor defence of grouped SecAgg+ runs: it needs "
+                "secagg.enabled (it would be ignored otherwise)"
+            )
         if self.dp.mode == "distributed" and not sa.enabled:
             raise ValueError(
                 "dp.mode='distributed' splits the noise across SecAgg+ group members: it needs "

@@ -54,11 +54,17 @@ from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
 from flwr.serverapp import Grid
 
-from saip_fl import attacks, dp, secagg_prg, validation
+from saip_fl import attacks, dp, erasure, secagg_prg, validation
 from saip_fl.client import dpsgd_schedule
 from saip_fl.config import RunConfig
 from saip_fl.data import Split, client_partition, load_dataset, split_dataset
-from saip_fl.errors import FLError, ProtocolHaltedError, RunDegradedError, RunInterruptedError
+from saip_fl.errors import (
+    FLConfigError,
+    FLError,
+    ProtocolHaltedError,
+    RunDegradedError,
+    RunInterruptedError,
+)
 from saip_fl.model import (
     Weights,
     add,
@@ -95,6 +101,8 @@ class RoundRecord:
     #: the global model was reset to the one at the start of this round (excluded contributors)
     rewound_to: int | None = None
     aggregate_received: bool = False
+    #: the backdoor erasure (``secagg.erase_ridge``) was applied to this round's model
+    erased: bool = False
     backdoor_asr: float | None = None
     seconds: float = 0.0
     #: CPU seconds of this process during the fit round (on the local engine: server and every
@@ -189,6 +197,12 @@ class SaipStrategy(FedAvg):
             data.num_features, data.num_classes, hidden=cfg.hidden, seed=cfg.seed
         )
         initial = get_weights(self.model)
+        if cfg.secagg.erase_ridge > 0 and len(self.split.root.y) <= data.num_features:
+            raise FLConfigError(
+                f"secagg.erase_ridge needs more root samples than input features (root_size="
+                f"{len(self.split.root.y)}, {data.num_features} features): the clean covariance "
+                "would be singular and the erasure would wipe directions the task needs"
+            )
         self.shapes = [tuple(w.shape) for w in initial]
         self._global: Weights = initial
         self.reputation = validation.ClientReputation(exclude_after=cfg.validation.exclude_after)
@@ -460,8 +474,30 @@ class SaipStrategy(FedAvg):
 
         Every group's member IDs and contributor count go into the round record; members of
         rejected groups build up a streak (:class:`~saip_fl.validation.GroupStreaks`) and are
-        excluded once it reaches ``secagg.exclude_after`` consecutive rounds.
+        excluded once it reaches ``secagg.exclude_after`` consecutive rounds. In the last round
+        with ``secagg.erase_ridge`` set, the model the run ends with — accepted, rewound or
+        rolled back — goes through :func:`~saip_fl.erasure.project_input_layer` on the root data.
         """
+        new = self._combine_groups(
+            rnd, global_w, group_updates, group_members, failed, contributors
+        )
+        ridge = self.cfg.secagg.erase_ridge
+        if ridge <= 0 or rnd < self.cfg.num_rounds:
+            return new
+        self.runlog.current(rnd).erased = True
+        return erasure.project_input_layer(
+            new if new is not None else global_w, self.split.root, ridge=ridge
+        )
+
+    def _combine_groups(
+        self,
+        rnd: int,
+        global_w: Weights,
+        group_updates: dict[int, Weights],
+        group_members: dict[int, list[str]],
+        failed: dict[int, str],
+        contributors: dict[int, int] | None,
+    ) -> Weights | None:
         contributors = contributors or {}
         rec = self.runlog.current(rnd)
         root, bound = self.round_root(global_w, rnd)
