@@ -10,9 +10,11 @@ All runs in ONE process, same seeds, on the Ray-free local engine unless stated:
 * backdoor_asr: 4 backdoor clients (2×2 trigger → label 0, boosted ×5, claiming 1,000 examples);
   undefended FedAvg vs screening + multi-Krum (``num_malicious = 1``), and
   ``secagg_grouped_norm_bounded``: the boosted update *clipped to the norm bound* under grouped
-  SecAgg+ (no norm check can see it), defended by group testing across random regroupings with
-  rewind (``GROUP_TESTING``); ``..._scoring_only`` is the same attack with FLTrust group scoring
-  alone, and ``clean_secagg_grouped_group_testing_accuracy`` the defence's cost without attack;
+  SecAgg+ (no norm check can see it), defended by group testing across random regroupings and
+  post-training erasure on the server's root data (``GROUP_TESTING``: clean-subspace projection
+  of the final model's first layer); ``..._scoring_only`` is the same attack with FLTrust group
+  scoring alone, ``..._erasure_only`` scoring plus the erasure without group testing, and
+  ``clean_secagg_grouped_group_testing_accuracy`` the defence's cost without attack;
 * dp: DP-SGD (Opacus per-sample clipping, OS-keyed noise) at target ε=8, δ=1e-5, no attack
   (hidden 16, lr 0.05, 3 local epochs), with the non-private run of the same setup alongside;
   ``dp.distributed``: record-level DP-FedSGD inside SecAgg+ groups of 5 (noise shares sized for
@@ -72,8 +74,9 @@ ROBUST = {"aggregation": "multikrum", "validation": {"num_malicious": 1}}
 # DP-SGD needs a smaller model and learning rate (tuned offline: hidden 64 → 0.60, 16 → 0.73)
 DP_SETUP: dict[str, Any] = {"hidden": 16, "learning_rate": 0.05, "local_epochs": 3}
 SECAGG = {"enabled": True, "groups": 4, "num_shares": 5, "reconstruction_threshold": 3}
-# backdoor defences on group means (group testing across regroupings + rewind); thresholds chosen
-# on development runs with seeds 1 and 2, never on the scored seed-0 run
+# backdoor defences on group means (group testing across regroupings, no rewind, + post-training
+# erasure: clean-subspace projection with ridge 0.05); thresholds and the ridge chosen on
+# development runs with seeds 1-7, never on the scored seed-0 run
 GROUP_TESTING = {
     "suspicion_z": 2.0,
     "suspicion_min_rounds": 2,
@@ -159,6 +162,11 @@ def _measure(section: str, root: Path, quick: bool) -> dict[str, dict[str, Any]]
         runs["backdoor_secagg_grouped_norm_bounded_scoring_only"] = _run(
             "bd_grouped_nb_scoring", {"attack": nb, "secagg": SECAGG, **q}, root
         )
+        runs["backdoor_secagg_grouped_norm_bounded_erasure_only"] = _run(
+            "bd_grouped_nb_erasure",
+            {"attack": nb, "secagg": {**SECAGG, "erase_ridge": GROUP_TESTING["erase_ridge"]}, **q},
+            root,
+        )
         runs["clean_secagg_grouped_group_testing"] = _run(
             "clean_grouped_gt", {"secagg": defended, **q}, root
         )
@@ -210,6 +218,12 @@ def _summarise(section: str, runs: dict[str, dict[str, Any]], result: dict[str, 
             "secagg_grouped_norm_bounded_scoring_only": runs[
                 "backdoor_secagg_grouped_norm_bounded_scoring_only"
             ]["backdoor_asr"],
+            "secagg_grouped_norm_bounded_erasure_only": runs[
+                "backdoor_secagg_grouped_norm_bounded_erasure_only"
+            ]["backdoor_asr"],
+            "secagg_grouped_norm_bounded_erasure_only_accuracy": runs[
+                "backdoor_secagg_grouped_norm_bounded_erasure_only"
+            ]["accuracy"],
             "clean_secagg_grouped_group_testing_accuracy": runs[
                 "clean_secagg_grouped_group_testing"
             ]["accuracy"],
@@ -343,8 +357,9 @@ def main() -> None:
         "1000 examples; norm_bounded: then clipped to the norm bound",
         "secagg": "4 random groups of 5 per round, num_shares=5, threshold=3, concurrent",
         "group_testing": "backdoor under grouped SecAgg+: exclude clients whose groups score "
-        "2 robust SDs and 2 standard errors below the rest, after 2 rounds; rewind the model "
-        "(thresholds from seeds 1-2, scored on seed 0)",
+        "2 robust SDs and 2 standard errors below the rest, after 2 rounds (no rewind); then "
+        "project the final model's first layer onto the root data's input subspace (ridge "
+        "0.05) (settings from seeds 1-7, scored on seed 0)",
         "robust": "norm bound 3.0 + cosine to coordinate median + Flower multi-Krum told f=1 "
         "(true f=4)",
         "machine": f"{platform.machine()} {platform.python_version()}, 2 cores shared",
