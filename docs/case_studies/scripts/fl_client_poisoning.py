@@ -3,7 +3,8 @@
 Runs the project's own client (``saip_fl.client.SaipClient.fit``: local training, the attacks of
 ``saip_fl.attacks``) and server (``saip_fl.server.SaipStrategy``: update screening and robust
 aggregation without SecAgg; ``combine_groups``: FLTrust-style group scoring, combination and
-rollback under grouped SecAgg+) in one process, round by round, without Flower's transport.
+rollback under grouped SecAgg+, and the post-training erasure of ``saip_fl.erasure`` on the final
+model) in one process, round by round, without Flower's transport.
 What is NOT run here: the network, Ray, and the SecAgg+ masking protocol itself — the harness
 computes each group's mean, which is what a SecAgg+ round releases to the server (with honest
 weights of 1). The full Flower runs of the same defences are ``benchmarks/fl.py``; their measured
@@ -61,6 +62,16 @@ DEFENCES: dict[str, dict[str, Any]] = {
     },
     "saip grouped SecAgg+ (4 groups of 3)": {
         "secagg": {"enabled": True, "groups": 4, "num_shares": 3, "reconstruction_threshold": 2}
+    },
+    # post-training erasure of the final model on the server's clean root data (erasure.py)
+    "saip grouped SecAgg+ + erasure": {
+        "secagg": {
+            "enabled": True,
+            "groups": 4,
+            "num_shares": 3,
+            "reconstruction_threshold": 2,
+            "erase_ridge": 0.05,
+        }
     },
 }
 
