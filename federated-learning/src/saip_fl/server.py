@@ -12,8 +12,9 @@ Flow of one round (``DefaultWorkflow`` with our fit workflow plugged in):
   ``LegacyContext``), scores every group aggregate against the server's root update and holdout
   loss (FLTrust, Cao et al. NDSS 2021), combines the trusted ones, and rolls the round back if the
   combined update still degrades the holdout; optionally (``[secagg]`` knobs) it excludes clients
-  found by group testing across regroupings, rewinds the model past their updates, and sends an
-  adaptive norm bound tied to its root update;
+  found by group testing across regroupings, rewinds the model past their updates, sends an
+  adaptive norm bound tied to its root update, and erases a backdoor from the final model
+  (:func:`saip_fl.erasure.project_input_layer` on the root data);
 * :class:`GuardedFitWorkflow` wraps either and fails the run with
   :class:`~saip_fl.errors.ProtocolHaltedError` when a round produced no aggregate (e.g. SecAgg+
   halted) instead of finishing "successfully" with an untrained model.
@@ -478,26 +479,6 @@ class SaipStrategy(FedAvg):
         with ``secagg.erase_ridge`` set, the model the run ends with — accepted, rewound or
         rolled back — goes through :func:`~saip_fl.erasure.project_input_layer` on the root data.
         """
-        new = self._combine_groups(
-            rnd, global_w, group_updates, group_members, failed, contributors
-        )
-        ridge = self.cfg.secagg.erase_ridge
-        if ridge <= 0 or rnd < self.cfg.num_rounds:
-            return new
-        self.runlog.current(rnd).erased = True
-        return erasure.project_input_layer(
-            new if new is not None else global_w, self.split.root, ridge=ridge
-        )
-
-    def _combine_groups(
-        self,
-        rnd: int,
-        global_w: Weights,
-        group_updates: dict[int, Weights],
-        group_members: dict[int, list[str]],
-        failed: dict[int, str],
-        contributors: dict[int, int] | None,
-    ) -> Weights | None:
         contributors = contributors or {}
         rec = self.runlog.current(rnd)
         root, bound = self.round_root(global_w, rnd)
@@ -577,12 +558,12 @@ class SaipStrategy(FedAvg):
                 self._history.append(snapshot)
         target = self._rewind_target()
         if target is not None:
-            return self._rewind(rnd, rec, target)
+            return self._erase_if_last(rnd, global_w, self._rewind(rnd, rec, target))
         combined = validation.combine_trusted(group_updates, scores, root)
         if combined is None:
             log.warning("round %d: no group aggregate trusted; global model kept", rnd)
             rec.rolled_back = True
-            return None
+            return self._erase_if_last(rnd, global_w, None)
         step = self.server_step(combined)
         candidate = add(global_w, step)
         cand_loss = self._loss_of(candidate)
@@ -598,13 +579,23 @@ class SaipStrategy(FedAvg):
             rec.rejected["combined"] = (
                 f"holdout loss {cand_loss:.3f} > {base_loss:.3f} + {sa.loss_tolerance:g}"
             )
-            return None
+            return self._erase_if_last(rnd, global_w, None)
         if self.cfg.dp.server_momentum > 0:
             self.velocity = step  # only an accepted step moves the momentum
         self._contributed |= {
             c for g, s in scores.items() if s.accepted and s.weight > 0 for c in group_members[g]
         }
-        return candidate
+        return self._erase_if_last(rnd, global_w, candidate)
+
+    def _erase_if_last(self, rnd: int, global_w: Weights, new: Weights | None) -> Weights | None:
+        """In the last round with ``secagg.erase_ridge`` set: the erased model the run ends with."""
+        ridge = self.cfg.secagg.erase_ridge
+        if ridge <= 0 or rnd < self.cfg.num_rounds:
+            return new
+        self.runlog.current(rnd).erased = True
+        return erasure.project_input_layer(
+            new if new is not None else global_w, self.split.root, ridge=ridge
+        )
 
     def group_noise_norm(self, contributors: int) -> float:
         """Expected DP noise norm of a group mean over ``contributors`` survivors (0: unknown,
