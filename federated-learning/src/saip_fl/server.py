@@ -758,6 +758,37 @@ class _GroupStrategy(Strategy):
         return None
 
 
+class _PlaintextGroupStrategy(_GroupStrategy):
+    """Inner strategy of one *plaintext* group: the server averages the members' updates.
+
+    Equal weights, as under SecAgg+ (where every client reports one example); an update that
+    cannot be added (wrong structure, NaN) counts as a failure, as it would halt SecAgg+'s sum.
+    """
+
+    def __init__(self, instructions: list[tuple[ClientProxy, FitIns]], shapes: list[Any]) -> None:
+        super().__init__(instructions)
+        self.shapes = shapes
+
+    def aggregate_fit(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, FitRes]],
+        failures: list[tuple[ClientProxy, FitRes] | BaseException],
+    ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        updates: list[Weights] = []
+        for _, res in results:
+            upd = [np.asarray(a, dtype=np.float32) for a in parameters_to_ndarrays(res.parameters)]
+            if validation.check_structure(upd, self.shapes) is None:
+                updates.append(upd)
+        if updates:
+            self.result = [
+                np.asarray(np.mean(np.stack(layer), axis=0, dtype=np.float64), dtype=np.float32)
+                for layer in zip(*updates, strict=True)
+            ]
+            self.received = len(updates)
+        return None, {}
+
+
 class GroupedSecAggWorkflow:
     """SecAgg+ inside random groups, run concurrently, combined robustly (see module docstring).
 
@@ -819,7 +850,7 @@ class GroupedSecAggWorkflow:
             for g, part in enumerate(np.array_split(order, k))
         }
         grid.get_node_ids()  # initialise the grid's node list before threads share it
-        captures = {g: _GroupStrategy(m) for g, m in members.items()}
+        captures = {g: self._capture(m) for g, m in members.items()}
         errors: dict[int, str] = {}
         lock = threading.Lock()
 
@@ -845,7 +876,7 @@ class GroupedSecAggWorkflow:
                 client_manager=context.client_manager,
             )
             try:
-                self.secagg(grid, sub)
+                self._aggregate_group(grid, sub)
             except RunInterruptedError:
                 raise
             except Exception as exc:
@@ -880,6 +911,31 @@ class GroupedSecAggWorkflow:
                 ndarrays_to_parameters(new), keep_input=True
             )
 
+    def _capture(self, instructions: list[tuple[ClientProxy, FitIns]]) -> _GroupStrategy:
+        return _GroupStrategy(instructions)
+
+    def _aggregate_group(self, grid: Grid, sub: LegacyContext) -> None:
+        self.secagg(grid, sub)
+
+
+class PlaintextGroupedWorkflow(GroupedSecAggWorkflow):
+    """Grouped SecAgg+'s aggregation with the group means computed in the clear.
+
+    ``aggregation = "grouped_plaintext"``: the same random groups, run concurrently, the same
+    FLTrust scoring, combination, rollback and exclusions as :class:`GroupedSecAggWorkflow`;
+    each group runs Flower's plain fit round and the server averages its members' updates
+    (equal weights). It exists to measure what SecAgg+ itself costs: **the server sees every
+    individual update**, so it is a benchmark baseline, never a privacy control.
+    """
+
+    def _capture(self, instructions: list[tuple[ClientProxy, FitIns]]) -> _GroupStrategy:
+        return _PlaintextGroupStrategy(instructions, list(self.strategy.shapes))
+
+    def _aggregate_group(self, grid: Grid, sub: LegacyContext) -> None:
+        from flwr.server.workflow.default_workflows import default_fit_workflow
+
+        default_fit_workflow(grid, sub)
+
 
 def _plain_fit(strategy: SaipStrategy) -> Callable[[Grid, Context], None]:
     from flwr.server.workflow.default_workflows import default_fit_workflow
@@ -912,7 +968,12 @@ def run_server(grid: Grid, context: Context, cfg: RunConfig, runlog: RunLog) -> 
     """
     strategy = SaipStrategy(cfg, runlog)
     inner: Callable[[Grid, Context], None]
-    inner = GroupedSecAggWorkflow(strategy) if cfg.secagg.enabled else _plain_fit(strategy)
+    if cfg.secagg.enabled:
+        inner = GroupedSecAggWorkflow(strategy)
+    elif cfg.aggregation == "grouped_plaintext":
+        inner = PlaintextGroupedWorkflow(strategy)
+    else:
+        inner = _plain_fit(strategy)
     legacy = LegacyContext(
         context, config=ServerConfig(num_rounds=cfg.num_rounds), strategy=strategy
     )
