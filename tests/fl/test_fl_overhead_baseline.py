@@ -1,4 +1,4 @@
-"""The benchmark baseline ``aggregation = "grouped_plaintext"``.
+"""The benchmark baseline ``aggregation = "grouped_plaintext"`` and server-side torch threading.
 
 ``grouped_plaintext`` is grouped SecAgg+'s aggregation (same groups, FLTrust scoring, combination)
 with the group means computed in the clear: the denominator of ``secagg_round_overhead``. It must
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
 from saip_fl import runner
 from saip_fl.config import validate_run_config
@@ -88,3 +89,34 @@ def test_fl_grouped_plaintext_run_groups_scores_and_trains(tmp_path: Path) -> No
         next(g for g in r["groups"] if "1000" in g["members"])["accepted"] for r in rounds
     )
     assert rounds[-1]["accuracy"] > 0.5
+
+
+def test_fl_server_torch_work_runs_on_one_thread_and_restores_the_caller(tmp_path: Path) -> None:
+    """The server's root update and holdout losses (tiny MLP) must not spin OpenMP threads on
+    shared cores (30× their CPU time measured); the caller's thread setting comes back."""
+    seen: list[int] = []
+    from saip_fl import server
+
+    orig = server.SaipStrategy.root_update
+
+    def spy(self: server.SaipStrategy, *a: object, **k: object) -> object:
+        seen.append(torch.get_num_threads())
+        return orig(self, *a, **k)  # type: ignore[arg-type]
+
+    before = torch.get_num_threads()
+    server.SaipStrategy.root_update = spy  # type: ignore[method-assign,assignment]
+    try:
+        cfg = validate_run_config(
+            {
+                "num_clients": 10,
+                "num_rounds": 1,
+                "aggregation": "grouped_plaintext",
+                "secagg": {"groups": 2, "num_shares": 5, "reconstruction_threshold": 3},
+            }
+        )
+        runner.run(cfg, tmp_path / "run")
+    finally:
+        server.SaipStrategy.root_update = orig  # type: ignore[method-assign]
+    assert seen
+    assert set(seen) == {1}
+    assert torch.get_num_threads() == before
