@@ -8,6 +8,7 @@ must be exactly what SecAgg+ would release (equal weights).
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import numpy as np
@@ -120,3 +121,43 @@ def test_fl_server_torch_work_runs_on_one_thread_and_restores_the_caller(tmp_pat
     assert seen
     assert set(seen) == {1}
     assert torch.get_num_threads() == before
+
+
+def test_fl_run_freezes_the_warmed_up_heap_only_while_it_runs(tmp_path: Path) -> None:
+    """From round 2 the warmed-up heap is exempt from full GC passes; the run undoes it, also
+    when it fails in a later round, so the caller's process is left as it was."""
+    from saip_fl import server
+    from saip_fl.errors import FLError
+
+    frozen: list[int] = []
+    orig = server.SaipStrategy.root_update
+
+    def spy(self: server.SaipStrategy, *a: object, **k: object) -> object:
+        frozen.append(gc.get_freeze_count())
+        if fail_in_round_2 and len(frozen) == 2:
+            raise RuntimeError("injected failure in round 2")
+        return orig(self, *a, **k)  # type: ignore[arg-type]
+
+    cfg = validate_run_config(
+        {
+            "num_clients": 10,
+            "num_rounds": 2,
+            "aggregation": "grouped_plaintext",
+            "secagg": {"groups": 2, "num_shares": 5, "reconstruction_threshold": 3},
+        }
+    )
+    server.SaipStrategy.root_update = spy  # type: ignore[method-assign,assignment]
+    try:
+        fail_in_round_2 = False
+        runner.run(cfg, tmp_path / "ok")
+        assert frozen[0] == 0
+        assert frozen[-1] > 0
+        assert gc.get_freeze_count() == 0
+        frozen.clear()
+        fail_in_round_2 = True
+        with pytest.raises(FLError, match="injected failure"):
+            runner.run(cfg, tmp_path / "failed")
+    finally:
+        server.SaipStrategy.root_update = orig  # type: ignore[method-assign]
+    assert frozen[-1] > 0
+    assert gc.get_freeze_count() == 0
