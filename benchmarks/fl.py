@@ -19,10 +19,11 @@ All runs in ONE process, same seeds, on the Ray-free local engine unless stated:
   the reconstruction threshold), ε=8, δ=1e-5, median accuracy of 3 runs (each with fresh noise);
   hyperparameters tuned on a validation split (``benchmarks/fl_dp_tune.py``), accuracy on test;
 * secagg_round_overhead (the headline): what SecAgg+ *itself* costs. Median steady-round seconds
-  (rounds 2..R) of grouped SecAgg+ (groups of 5, run concurrently, FLTrust group scoring) divided
-  by the SAME grouped aggregation with the group means computed in the clear
-  (``aggregation="grouped_plaintext"``: same groups, scoring, combination; only SecAgg+ differs),
-  at 10 and 50 clients; ``.cpu`` is the same ratio in process CPU seconds;
+  (rounds 2..6 of 3 alternating repeats of each configuration, pooled) of grouped SecAgg+
+  (groups of 5, run concurrently, FLTrust group scoring) divided by the SAME grouped
+  aggregation with the group means computed in the clear (``aggregation="grouped_plaintext"``:
+  same groups, scoring, combination; only SecAgg+ differs), at 10 and 50 clients; ``.cpu`` is
+  the same ratio in process CPU seconds;
 * secagg_round_overhead_vs_plain_fedavg: grouped SecAgg+ (with its FLTrust group scoring)
   divided by plain FedAvg with per-client screening — what a user pays for switching SecAgg+ on,
   robust grouped aggregation included (the comparison this benchmark reported before
@@ -105,6 +106,8 @@ DIST_SETUP = (
     "0.5, equal weights for accepted noisy groups; tuned on a validation split, scored on test"
 )
 SECTIONS = ("accuracy", "backdoor", "dp", "overhead", "engine")
+#: each overhead configuration runs this many times, alternating with the others
+OVERHEAD_REPEATS = 3
 
 
 def _run(name: str, overrides: dict[str, Any], root: Path, engine: str = "local") -> dict[str, Any]:
@@ -134,6 +137,12 @@ def _run(name: str, overrides: dict[str, Any], root: Path, engine: str = "local"
 
 def _steady(run: dict[str, Any], key: str = "round_seconds") -> float:
     return statistics.median(run[key][1:])
+
+
+def _pooled(runs: dict[str, dict[str, Any]], name: str, key: str = "round_seconds") -> float:
+    """Median steady round of ``name`` over all its repeats (``name``, ``name_2``, ...)."""
+    reps = [name, *(f"{name}_{i}" for i in range(2, OVERHEAD_REPEATS + 1))]
+    return statistics.median(v for r in reps if r in runs for v in runs[r][key][1:])
 
 
 def _measure(section: str, root: Path, quick: bool) -> dict[str, dict[str, Any]]:
@@ -175,22 +184,28 @@ def _measure(section: str, root: Path, quick: bool) -> dict[str, dict[str, Any]]
             )
     elif section == "overhead":
         short = {"num_rounds": 3 if quick else 6, "local_epochs": 1}
-        for n, k in ((10, 2), (50, 10)):
-            runs[f"plain_n{n}"] = _run(f"plain{n}", {**short, "num_clients": n}, root)
-            # the same grouping and group scoring as the SecAgg+ run, group means in the clear
-            runs[f"grouped_plaintext_n{n}"] = _run(
-                f"grouped_plain{n}",
-                {
-                    **short,
-                    "num_clients": n,
-                    "aggregation": "grouped_plaintext",
-                    "secagg": {**SECAGG, "groups": k, "enabled": False},
-                },
-                root,
-            )
-            runs[f"secagg_n{n}"] = _run(
-                f"secagg{n}", {**short, "num_clients": n, "secagg": {**SECAGG, "groups": k}}, root
-            )
+        # the three sides alternate, OVERHEAD_REPEATS times: the load of the shared cores drifts
+        # by 2x within minutes, so each ratio pools the steady rounds of every repeat
+        for rep in range(1 if quick else OVERHEAD_REPEATS):
+            tag = "" if rep == 0 else f"_{rep + 1}"
+            for n, k in ((10, 2), (50, 10)):
+                runs[f"plain_n{n}{tag}"] = _run(f"plain{n}{tag}", {**short, "num_clients": n}, root)
+                # the same grouping and group scoring as the SecAgg+ run, group means in the clear
+                runs[f"grouped_plaintext_n{n}{tag}"] = _run(
+                    f"grouped_plain{n}{tag}",
+                    {
+                        **short,
+                        "num_clients": n,
+                        "aggregation": "grouped_plaintext",
+                        "secagg": {**SECAGG, "groups": k, "enabled": False},
+                    },
+                    root,
+                )
+                runs[f"secagg_n{n}{tag}"] = _run(
+                    f"secagg{n}{tag}",
+                    {**short, "num_clients": n, "secagg": {**SECAGG, "groups": k}},
+                    root,
+                )
         runs["flat_secagg_n50"] = _run(
             "flat50", {**short, "num_clients": 50, "secagg": {**SECAGG, "groups": 1}}, root
         )
@@ -245,7 +260,7 @@ def _summarise(section: str, runs: dict[str, dict[str, Any]], result: dict[str, 
 
         def ratio(num: str, den: str, key: str = "round_seconds") -> dict[str, float]:
             return {
-                n: _steady(runs[f"{num}_{n}"], key) / _steady(runs[f"{den}_{n}"], key)
+                n: _pooled(runs, f"{num}_{n}", key) / _pooled(runs, f"{den}_{n}", key)
                 for n in sizes
             }
 
@@ -275,16 +290,20 @@ def _summarise(section: str, runs: dict[str, dict[str, Any]], result: dict[str, 
         result["anchors"].pop("secagg_cpu_overhead", None)  # now secagg_round_overhead*.cpu
         result["anchors"].update(
             {
-                "grouped_vs_flat_secagg_n50": _steady(runs["secagg_n50"])
+                "grouped_vs_flat_secagg_n50": _pooled(runs, "secagg_n50")
                 / _steady(runs["flat_secagg_n50"]),
                 "flower_flat_secagg_n50_overhead": _steady(runs["flat_secagg_n50"])
-                / _steady(runs["plain_n50"]),
+                / _pooled(runs, "plain_n50"),
                 # process CPU seconds per steady round: less sensitive than wall time to other
-                # processes sharing the cores
+                # processes sharing the cores (pooled over the repeats)
                 "steady_round_cpu_seconds": {
-                    k: _steady(runs[k], "round_cpu_seconds") for k in names
+                    k: _pooled(runs, k, "round_cpu_seconds") for k in names
                 },
-                "steady_round_seconds": {k: _steady(runs[k]) for k in (*names, "flat_secagg_n50")},
+                "steady_round_seconds": {
+                    **{k: _pooled(runs, k) for k in names},
+                    "flat_secagg_n50": _steady(runs["flat_secagg_n50"]),
+                },
+                "overhead_repeats": OVERHEAD_REPEATS,
             }
         )
     elif section == "engine":
@@ -370,7 +389,8 @@ def main() -> None:
         "robust": "norm bound 3.0 + cosine to coordinate median + Flower multi-Krum told f=1 "
         "(true f=4)",
         "machine": f"{platform.machine()} {platform.python_version()}, 2 cores shared",
-        "overhead": "median steady-round seconds (rounds 2-6): secagg_round_overhead = grouped "
+        "overhead": "median steady-round seconds (rounds 2-6 of 3 alternating repeats, pooled): "
+        "secagg_round_overhead = grouped "
         "SecAgg+ / the same grouped aggregation in the clear; *_vs_plain_fedavg = grouped SecAgg+ "
         "/ plain FedAvg",
         "run_seconds": "10 clients, 6 rounds, 1 local epoch, plain FedAvg, end to end",
