@@ -20,9 +20,17 @@ All runs in ONE process, same seeds, on the Ray-free local engine unless stated:
   ``dp.distributed``: record-level DP-FedSGD inside SecAgg+ groups of 5 (noise shares sized for
   the reconstruction threshold), ε=8, δ=1e-5, median accuracy of 3 runs (each with fresh noise);
   hyperparameters tuned on a validation split (``benchmarks/fl_dp_tune.py``), accuracy on test;
-* secagg_round_overhead: median steady-round seconds (rounds 2..R) of grouped SecAgg+ (groups of
-  5, run concurrently) divided by plain FedAvg, at 10 and 50 clients; Flower's flat SecAgg+ at 50
-  clients is measured alongside as the anchor;
+* secagg_round_overhead (the headline): what SecAgg+ *itself* costs. Median steady-round seconds
+  (rounds 2..6 of 3 alternating repeats of each configuration, pooled) of grouped SecAgg+
+  (groups of 5, run concurrently, FLTrust group scoring) divided by the SAME grouped
+  aggregation with the group means computed in the clear (``aggregation="grouped_plaintext"``:
+  same groups, scoring, combination; only SecAgg+ differs), at 10 and 50 clients; ``.cpu`` is
+  the same ratio in process CPU seconds;
+* secagg_round_overhead_vs_plain_fedavg: grouped SecAgg+ (with its FLTrust group scoring)
+  divided by plain FedAvg with per-client screening — what a user pays for switching SecAgg+ on,
+  robust grouped aggregation included (the comparison this benchmark reported before
+  29 Nov 2026); ``.cpu`` likewise; Flower's flat SecAgg+ at 50 clients is measured alongside as
+  the anchor;
 * run_seconds: the same 10-client 6-round plain run end to end on Flower's Ray simulation and on
   the local engine.
 
@@ -106,6 +114,8 @@ DIST_SETUP = (
     "0.5, equal weights for accepted noisy groups; tuned on a validation split, scored on test"
 )
 SECTIONS = ("accuracy", "backdoor", "dp", "overhead", "engine")
+#: each overhead configuration runs this many times, alternating with the others
+OVERHEAD_REPEATS = 3
 
 
 def _run(name: str, overrides: dict[str, Any], root: Path, engine: str = "local") -> dict[str, Any]:
@@ -135,6 +145,12 @@ def _run(name: str, overrides: dict[str, Any], root: Path, engine: str = "local"
 
 def _steady(run: dict[str, Any], key: str = "round_seconds") -> float:
     return statistics.median(run[key][1:])
+
+
+def _pooled(runs: dict[str, dict[str, Any]], name: str, key: str = "round_seconds") -> float:
+    """Median steady round of ``name`` over all its repeats (``name``, ``name_2``, ...)."""
+    reps = [name, *(f"{name}_{i}" for i in range(2, OVERHEAD_REPEATS + 1))]
+    return statistics.median(v for r in reps if r in runs for v in runs[r][key][1:])
 
 
 def _measure(section: str, root: Path, quick: bool) -> dict[str, dict[str, Any]]:
@@ -181,14 +197,28 @@ def _measure(section: str, root: Path, quick: bool) -> dict[str, dict[str, Any]]
             )
     elif section == "overhead":
         short = {"num_rounds": 3 if quick else 6, "local_epochs": 1}
-        runs["plain_n10"] = _run("plain10", {**short, "num_clients": 10}, root)
-        runs["secagg_n10"] = _run(
-            "secagg10", {**short, "num_clients": 10, "secagg": {**SECAGG, "groups": 2}}, root
-        )
-        runs["plain_n50"] = _run("plain50", {**short, "num_clients": 50}, root)
-        runs["secagg_n50"] = _run(
-            "secagg50", {**short, "num_clients": 50, "secagg": {**SECAGG, "groups": 10}}, root
-        )
+        # the three sides alternate, OVERHEAD_REPEATS times: the load of the shared cores drifts
+        # by 2x within minutes, so each ratio pools the steady rounds of every repeat
+        for rep in range(1 if quick else OVERHEAD_REPEATS):
+            tag = "" if rep == 0 else f"_{rep + 1}"
+            for n, k in ((10, 2), (50, 10)):
+                runs[f"plain_n{n}{tag}"] = _run(f"plain{n}{tag}", {**short, "num_clients": n}, root)
+                # the same grouping and group scoring as the SecAgg+ run, group means in the clear
+                runs[f"grouped_plaintext_n{n}{tag}"] = _run(
+                    f"grouped_plain{n}{tag}",
+                    {
+                        **short,
+                        "num_clients": n,
+                        "aggregation": "grouped_plaintext",
+                        "secagg": {**SECAGG, "groups": k, "enabled": False},
+                    },
+                    root,
+                )
+                runs[f"secagg_n{n}{tag}"] = _run(
+                    f"secagg{n}{tag}",
+                    {**short, "num_clients": n, "secagg": {**SECAGG, "groups": k}},
+                    root,
+                )
         runs["flat_secagg_n50"] = _run(
             "flat50", {**short, "num_clients": 50, "secagg": {**SECAGG, "groups": 1}}, root
         )
@@ -245,38 +275,54 @@ def _summarise(section: str, runs: dict[str, dict[str, Any]], result: dict[str, 
             },
         }
     elif section == "overhead":
+        sizes = ("n10", "n50")
+
+        def ratio(num: str, den: str, key: str = "round_seconds") -> dict[str, float]:
+            return {
+                n: _pooled(runs, f"{num}_{n}", key) / _pooled(runs, f"{den}_{n}", key)
+                for n in sizes
+            }
+
         result["secagg_round_overhead"] = {
-            "n10": _steady(runs["secagg_n10"]) / _steady(runs["plain_n10"]),
-            "n50": _steady(runs["secagg_n50"]) / _steady(runs["plain_n50"]),
+            **ratio("secagg", "grouped_plaintext"),
+            "cpu": ratio("secagg", "grouped_plaintext", "round_cpu_seconds"),
+            "compares": "grouped SecAgg+ / the same grouped FLTrust aggregation with group means "
+            "in the clear (aggregation=grouped_plaintext); median steady round, wall (n10, n50) "
+            "and process CPU seconds (cpu)",
+            # 1/5/15-minute load average when the section ended (2 shared cores)
+            "load_average": [round(x, 1) for x in os.getloadavg()],
         }
+        result["secagg_round_overhead_vs_plain_fedavg"] = {
+            **ratio("secagg", "plain"),
+            "cpu": ratio("secagg", "plain", "round_cpu_seconds"),
+            "compares": "grouped SecAgg+ with FLTrust group scoring / plain FedAvg with "
+            "per-client screening (no grouping, no root update, no holdout losses)",
+        }
+        result["grouped_scoring_overhead"] = {
+            **ratio("grouped_plaintext", "plain"),
+            "cpu": ratio("grouped_plaintext", "plain", "round_cpu_seconds"),
+            "compares": "grouped FLTrust aggregation in the clear / plain FedAvg (the cost of "
+            "grouping and group scoring alone, no SecAgg+)",
+        }
+        names = [f"{a}_{n}" for n in sizes for a in ("plain", "grouped_plaintext", "secagg")]
         result.setdefault("anchors", {})
+        result["anchors"].pop("secagg_cpu_overhead", None)  # now secagg_round_overhead*.cpu
         result["anchors"].update(
             {
-                "grouped_vs_flat_secagg_n50": _steady(runs["secagg_n50"])
+                "grouped_vs_flat_secagg_n50": _pooled(runs, "secagg_n50")
                 / _steady(runs["flat_secagg_n50"]),
                 "flower_flat_secagg_n50_overhead": _steady(runs["flat_secagg_n50"])
-                / _steady(runs["plain_n50"]),
-                # process CPU seconds per steady round: the same ratio, less sensitive than
-                # wall time to other processes sharing the cores
-                "secagg_cpu_overhead": {
-                    k: _steady(runs[f"secagg_{k}"], "round_cpu_seconds")
-                    / _steady(runs[f"plain_{k}"], "round_cpu_seconds")
-                    for k in ("n10", "n50")
-                },
+                / _pooled(runs, "plain_n50"),
+                # process CPU seconds per steady round: less sensitive than wall time to other
+                # processes sharing the cores (pooled over the repeats)
                 "steady_round_cpu_seconds": {
-                    k: _steady(runs[k], "round_cpu_seconds")
-                    for k in ("plain_n10", "secagg_n10", "plain_n50", "secagg_n50")
+                    k: _pooled(runs, k, "round_cpu_seconds") for k in names
                 },
                 "steady_round_seconds": {
-                    k: _steady(runs[k])
-                    for k in (
-                        "plain_n10",
-                        "secagg_n10",
-                        "plain_n50",
-                        "secagg_n50",
-                        "flat_secagg_n50",
-                    )
+                    **{k: _pooled(runs, k) for k in names},
+                    "flat_secagg_n50": _steady(runs["flat_secagg_n50"]),
                 },
+                "overhead_repeats": OVERHEAD_REPEATS,
             }
         )
     elif section == "engine":
@@ -363,7 +409,10 @@ def main() -> None:
         "robust": "norm bound 3.0 + cosine to coordinate median + Flower multi-Krum told f=1 "
         "(true f=4)",
         "machine": f"{platform.machine()} {platform.python_version()}, 2 cores shared",
-        "overhead": "median steady-round seconds (rounds 2-6), grouped SecAgg+ / plain FedAvg",
+        "overhead": "median steady-round seconds (rounds 2-6 of 3 alternating repeats, pooled): "
+        "secagg_round_overhead = grouped "
+        "SecAgg+ / the same grouped aggregation in the clear; *_vs_plain_fedavg = grouped SecAgg+ "
+        "/ plain FedAvg",
         "run_seconds": "10 clients, 6 rounds, 1 local epoch, plain FedAvg, end to end",
     }
     result["setup"]["load_average_1m_at_end"] = round(os.getloadavg()[0], 1)
@@ -378,7 +427,15 @@ def main() -> None:
 def _keys(result: dict[str, Any]) -> list[str]:
     return [
         k
-        for k in ("accuracy", "backdoor_asr", "dp", "secagg_round_overhead", "run_seconds")
+        for k in (
+            "accuracy",
+            "backdoor_asr",
+            "dp",
+            "secagg_round_overhead",
+            "secagg_round_overhead_vs_plain_fedavg",
+            "grouped_scoring_overhead",
+            "run_seconds",
+        )
         if k in result
     ]
 

@@ -17,7 +17,8 @@ defaults. For example (``[tool.flwr.app.config]`` in the app's ``pyproject.toml`
     batch-size = 16
     learning-rate = 0.1
     seed = 0
-    aggregation = "fedavg"        # krum | multikrum | median | trimmed_mean | bulyan (no SecAgg)
+    aggregation = "fedavg"        # krum | multikrum | median | trimmed_mean | bulyan (no SecAgg);
+                                  # grouped_plaintext: benchmark baseline, server sees updates
     client-filter = "pkg.mod:fn"  # optional client-side data filter (x, y) -> keep mask
     secagg.enabled = true
     secagg.num-shares = 3         # odd, >= 3

@@ -26,7 +26,9 @@ PER_CLIENT_RULES = frozenset({"krum", "multikrum", "median", "trimmed_mean", "bu
 #: run_config keys that are not part of :class:`RunConfig` (set by the runner or the deployment)
 RUNTIME_KEYS = frozenset({"out-dir", "run-token"})
 
-Aggregation = Literal["fedavg", "krum", "multikrum", "median", "trimmed_mean", "bulyan"]
+Aggregation = Literal[
+    "fedavg", "krum", "multikrum", "median", "trimmed_mean", "bulyan", "grouped_plaintext"
+]
 AttackKind = Literal[
     "none",
     "label_flip",
@@ -249,6 +251,18 @@ class RunConfig(_Section):
                 "secagg.erase_ridge is a backdoor defence of grouped SecAgg+ runs: it needs "
                 "secagg.enabled (it would be ignored otherwise)"
             )
+        if self.aggregation == "grouped_plaintext":
+            if sa.enabled:
+                raise ValueError(
+                    "aggregation='grouped_plaintext' is grouped SecAgg+'s aggregation with the "
+                    "group means computed in the clear (a benchmark baseline): it cannot run with "
+                    "secagg.enabled"
+                )
+            if max(2, round(self.fraction_fit * self.num_clients)) < sa.groups:
+                raise ValueError(
+                    f"aggregation='grouped_plaintext' needs at least secagg.groups={sa.groups} "
+                    "clients per round"
+                )
         if self.dp.mode == "distributed" and not sa.enabled:
             raise ValueError(
                 "dp.mode='distributed' splits the noise across SecAgg+ group members: it needs "

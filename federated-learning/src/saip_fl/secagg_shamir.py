@@ -15,7 +15,8 @@ per chunk>`` layout), so shares made by either implementation combine with the o
 * the polynomial's k-1 random coefficients per chunk come from ``os.urandom`` (as PyCryptodome's
   ``get_random_bytes``), one call per secret;
 * evaluation at the small share indices uses carry-less multiplication by a small integer
-  (a few shifts and XORs) with Horner's rule;
+  (a few shifts and XORs) with Horner's rule, on every chunk of the secret at once (one slot
+  per chunk in one big integer, see :func:`create_shares`);
 * reconstruction is Lagrange interpolation at 0 over *all* given shares (as Flower does); the
   Lagrange coefficients depend only on the share indices and are computed once per index set,
   and each multiplication by a fixed coefficient uses a 4-bit window table.
@@ -124,31 +125,48 @@ def _unpad(padded: bytes) -> bytes:
 def create_shares(secret: bytes, threshold: int, num: int) -> list[bytes]:
     """Split ``secret`` into ``num`` shares, any ``threshold`` of which reconstruct it.
 
-    Drop-in for Flower 1.42's ``create_shares`` (same output format and field).
+    Drop-in for Flower 1.42's ``create_shares`` (same output format and field). All chunks of
+    the secret are evaluated at once: term j of every chunk's polynomial sits in its own
+    byte-aligned slot of ``128 + 8·⌈bits(num)/8⌉`` bits of one integer (chunk 0 in the top
+    slot), so the carry-less product by a share index (shifts and XORs) and the reduction (such
+    a product has at most ``bits(num)`` bits above 128, folded back in one pass) act on every
+    chunk in a few big-int operations and never carry across slots.
     """
     if not 1 <= threshold <= num or num >= 1 << (8 * _INDEX_BYTES):
         raise ValueError(f"need 1 <= threshold ({threshold}) <= num ({num})")
     padded = _pad(bytes(secret))
-    chunks = [int.from_bytes(padded[i : i + _CHUNK], "big") for i in range(0, len(padded), _CHUNK)]
-    rand = os.urandom(_CHUNK * (threshold - 1) * len(chunks))
-    # coefficients of x^(k-1) .. x^1 per chunk, then the secret chunk as the constant term
-    coeffs = [
-        [
-            int.from_bytes(rand[o : o + _CHUNK], "big")
-            for o in range(c * (threshold - 1) * _CHUNK, (c + 1) * (threshold - 1) * _CHUNK, 16)
-        ]
-        + [chunk]
-        for c, chunk in enumerate(chunks)
+    n = len(padded) // _CHUNK
+    k = threshold - 1
+    rand = os.urandom(_CHUNK * k * n)
+    headroom = num.bit_length()
+    pad = bytes(-(-headroom // 8))
+    slot = len(pad) + _CHUNK
+
+    def pack(blocks: list[bytes]) -> int:
+        return int.from_bytes(b"".join(pad + b for b in blocks), "big")
+
+    # Horner order per chunk c: the coefficients of x^k .. x^1 are rand[(c*k + j)*16 :][:16]
+    # for j = 0..k-1 (as one os.urandom call, like PyCryptodome), then the secret chunk
+    terms = [
+        pack([rand[(c * k + j) * _CHUNK : (c * k + j + 1) * _CHUNK] for c in range(n)])
+        for j in range(k)
     ]
+    terms.append(pack([padded[c * _CHUNK : (c + 1) * _CHUNK] for c in range(n)]))
+    low = pack([b"\xff" * _CHUNK] * n)
+    # the lowest ``headroom`` bits of every slot: where the part above 128 bits lands
+    high_mask = pack([((1 << headroom) - 1).to_bytes(_CHUNK, "big")] * n)
     shares: list[bytes] = []
     for idx in range(1, num + 1):
-        out = bytearray(idx.to_bytes(_INDEX_BYTES, "little"))
-        for poly in coeffs:
-            y = 0
-            for coeff in poly:  # Horner's rule, as PyCryptodome
-                y = _reduce(_clmul_small(y, idx)) ^ coeff
-            out += y.to_bytes(_CHUNK, "big")
-        shares.append(bytes(out))
+        y = 0
+        for term in terms:  # Horner's rule, as PyCryptodome
+            z = _clmul_small(y, idx)
+            high = (z >> _BITS) & high_mask
+            y = (z & low) ^ high ^ (high << 1) ^ (high << 2) ^ (high << 7) ^ term
+        raw = y.to_bytes(slot * n, "big")
+        shares.append(
+            idx.to_bytes(_INDEX_BYTES, "little")
+            + b"".join(raw[c * slot + len(pad) : (c + 1) * slot] for c in range(n))
+        )
     return shares
 
 
