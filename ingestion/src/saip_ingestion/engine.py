@@ -49,7 +49,7 @@ from pydantic_core import from_json
 from saip_ingestion.backends.base import ObjectStore, RecordStream, StreamMessage
 from saip_ingestion.backends.local import atomic_write
 from saip_ingestion.errors import IngestError
-from saip_ingestion.fastdecode import FAST_DECODERS
+from saip_ingestion.fastdecode import decode_any
 from saip_ingestion.health import HealthTracker
 from saip_ingestion.protocols import Encryptor
 from saip_ingestion.provenance import (
@@ -406,9 +406,7 @@ class IngestEngine:
         self._validate_image: Callable[[bytes], Any] = getattr(
             IMAGE_RECORD_ADAPTER.validator, "validate_json", IMAGE_RECORD_ADAPTER.validate_json
         )
-        self._fast_image: Callable[[bytes], Any] | None = (
-            FAST_DECODERS["image-sample/v1"].decode if fast_decode else None
-        )
+        self._fast: Callable[[bytes], Any] | None = decode_any if fast_decode else None
         self.replay = ReplayGuard(clock=self.clock, max_age_ms=max_age_ms, max_skew_ms=max_skew_ms)
         self.windows = SeqWindows(window=seq_window)
         self.health = HealthTracker(window_ms=health_window_ms)
@@ -679,7 +677,7 @@ class IngestEngine:
             )  # fmt: skip
             return
         # the fast path only accepts (no unknown or repeated key); pydantic decides the rest
-        rec = self._fast_image(data) if self._fast_image is not None else None
+        rec = self._fast(data) if self._fast is not None else None
         if rec is None:
             rec, verdict, doc = self._validate(data)
             if rec is None or verdict is not None:

@@ -62,7 +62,7 @@ from typing_extensions import is_typeddict
 
 from saip_ingestion import schemas
 
-__all__ = ["FAST_DECODERS", "FastDecoder", "fast_type"]
+__all__ = ["FAST_DECODERS", "FastDecoder", "decode_any", "fast_type"]
 
 _DBL_MAX: Final = sys.float_info.max
 #: BeforeValidators whose check msgspec's strict decoding already makes (nothing else is allowed)
@@ -317,3 +317,24 @@ FAST_DECODERS: Final[dict[str, FastDecoder]] = {
     "tabular-sample/v1": FastDecoder(schemas.TabularRecordV1),
     "text-sample/v1": FastDecoder(schemas.TextRecordV1),
 }
+
+_DECODE_IMAGE: Final = FAST_DECODERS["image-sample/v1"].decode
+_DECODE_TABULAR: Final = FAST_DECODERS["tabular-sample/v1"].decode
+_DECODE_TEXT: Final = FAST_DECODERS["text-sample/v1"].decode
+
+
+def decode_any(data: bytes) -> Any:
+    """A record of any schema if its generated decoder accepts ``data``, else ``None``.
+
+    Image first (the common case); the tabular or text decoder is tried only when its schema
+    name occurs in the line. Only one decoder can accept a given line (``schema.name`` is a
+    literal of each record type), and each accepts only what pydantic's tagged union accepts,
+    with the same value; ``None`` leaves every decision, and its reason, to pydantic.
+    """
+    rec = _DECODE_IMAGE(data)
+    if rec is None:
+        if b'"tabular-sample"' in data:
+            return _DECODE_TABULAR(data)
+        if b'"text-sample"' in data:
+            return _DECODE_TEXT(data)
+    return rec
