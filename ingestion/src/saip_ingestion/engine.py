@@ -1041,6 +1041,13 @@ class IngestEngine:
                 except Exception as exc:
                     c.verdict = ("internal_error", f"{type(exc).__name__} in the content checks")
         # phase 3: dedupe, freshness, anti-replay, decision (arrival order)
+        self._decide_all(batch, cands, now, releasing=releasing)
+        return batch
+
+    def _decide_all(
+        self, batch: _Batch, cands: list[_Candidate], now: int, *, releasing: bool
+    ) -> None:
+        """Phase 3 for every authenticated candidate, in arrival order."""
         accepted_counts: Counter[tuple[str, int, Any]] = Counter()
         # the common case inline (content passed, ts in the window, seq above the producer's
         # highest, record_id new): the same checks and state changes as ``_decide``, in one
@@ -1072,7 +1079,6 @@ class IngestEngine:
                 self._internal_error(batch, c.i, c.msg, exc, producer=c.rec["producer_id"],
                                      record_id=c.rec["record_id"], authenticated=True)  # fmt: skip
         self.health.observe_accepted(accepted_counts)
-        return batch
 
     def _decide(
         self,

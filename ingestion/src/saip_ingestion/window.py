@@ -187,7 +187,12 @@ class SeqWindows:
             w = self._w[producer_id] = _Window(self.window)
         elif seq <= w.highest or rid in w.rids:
             return False
-        w.put(seq, leaf8, rid8, _ACCEPTED)
+        w.advance(seq)  # frees every slot up to seq: seq's slot is free now
+        off = (seq % w.size) * _PREFIX
+        w.status[seq % w.size] = _ACCEPTED
+        w.leaf[off : off + _PREFIX] = leaf8
+        w.rid[off : off + _PREFIX] = rid8
+        w.rids.add(rid)
         self.dirty.add(producer_id)
         return True
 
