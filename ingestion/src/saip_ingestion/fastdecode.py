@@ -329,12 +329,13 @@ def decode_any(data: bytes) -> Any:
     Image first (the common case); the tabular or text decoder is tried only when its schema
     name occurs in the line. Only one decoder can accept a given line (``schema.name`` is a
     literal of each record type), and each accepts only what pydantic's tagged union accepts,
-    with the same value; ``None`` leaves every decision, and its reason, to pydantic.
+    with the same value; ``None`` leaves every decision, and its reason, to pydantic. The
+    name test is a byte search, so a value may spell another schema's name (a text record
+    whose instruction is ``tabular-sample``): a decoder that refuses passes on to the next.
     """
     rec = _DECODE_IMAGE(data)
-    if rec is None:
-        if b'"tabular-sample"' in data:
-            return _DECODE_TABULAR(data)
-        if b'"text-sample"' in data:
-            return _DECODE_TEXT(data)
+    if rec is None and b'"tabular-sample"' in data:
+        rec = _DECODE_TABULAR(data)
+    if rec is None and b'"text-sample"' in data:
+        rec = _DECODE_TEXT(data)
     return rec
