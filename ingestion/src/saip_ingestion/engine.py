@@ -1244,7 +1244,8 @@ class IngestEngine:
         string pattern-constrained to ASCII that JSON writes verbatim), at about half the
         cost; pydantic-core writes a positive exponent as ``1e+16`` where msgspec writes
         ``1e16``, so any other record takes :func:`canonical_json` (differential hypothesis
-        test ``tests/ingestion/test_ing_stored_line.py``).
+        test in ``tests/ingestion/test_ing_speed_paths.py``; hostile number spellings on both
+        sides of the bound, end to end, in ``tests/ingestion/test_ing_speed_attacks.py``).
         """
         rec = c.rec
         if c.plain and c.sanitized is None:
