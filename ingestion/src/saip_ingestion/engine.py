@@ -1245,7 +1245,7 @@ class IngestEngine:
         cost; pydantic-core writes a positive exponent as ``1e+16`` where msgspec writes
         ``1e16``, so any other record takes :func:`canonical_json` (differential hypothesis
         test in ``tests/ingestion/test_ing_speed_paths.py``; hostile number spellings on both
-        sides of the bound, end to end, in ``tests/ingestion/test_ing_speed_attacks.py``).
+        sides of the bound, end to end, in the same file).
         """
         rec = c.rec
         if c.plain and c.sanitized is None:
