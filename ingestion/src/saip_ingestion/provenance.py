@@ -200,13 +200,35 @@ def _split(n: int) -> int:
 
 
 def merkle_root(leaves: Sequence[bytes]) -> bytes:
-    """RFC 6962 Merkle Tree Hash of already-hashed leaves (``n >= 1``)."""
+    """RFC 6962 Merkle Tree Hash of already-hashed leaves (``n >= 1``).
+
+    Computed level by level: hash adjacent pairs, carry an odd last node up unchanged. This is
+    the same tree as RFC 6962 §2.1's recursive split at the largest power of two below ``n``
+    (the left subtree is always perfect, so its pairs line up; only the rightmost node of a level
+    can lack a sibling), with ``n − 1`` hashes and no recursion (``merkle_root_recursive`` is
+    the definition, kept for the differential test).
+    """
+    if not leaves:
+        raise ValueError("a Merkle tree needs at least one leaf")
+    level = list(leaves)
+    sha = _sha256
+    while len(level) > 1:
+        odd = level[-1] if len(level) & 1 else None
+        it = iter(level)
+        level = [sha(b"\x01" + a + b).digest() for a, b in zip(it, it, strict=False)]
+        if odd is not None:
+            level.append(odd)
+    return level[0]
+
+
+def merkle_root_recursive(leaves: Sequence[bytes]) -> bytes:
+    """RFC 6962 §2.1 Merkle Tree Hash, as defined (recursive split); see :func:`merkle_root`."""
     if not leaves:
         raise ValueError("a Merkle tree needs at least one leaf")
     if len(leaves) == 1:
         return leaves[0]
     k = _split(len(leaves))
-    return _node(merkle_root(leaves[:k]), merkle_root(leaves[k:]))
+    return _node(merkle_root_recursive(leaves[:k]), merkle_root_recursive(leaves[k:]))
 
 
 def merkle_proofs(leaves: Sequence[bytes]) -> tuple[bytes, list[list[bytes]]]:

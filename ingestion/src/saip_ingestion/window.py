@@ -51,6 +51,7 @@ OUTCOMES: Final[tuple[str, ...]] = (
     "internal_error",
 )
 _CODE: Final = {name: i + 1 for i, name in enumerate(OUTCOMES)}
+_ACCEPTED: Final = _CODE["a"]
 #: ``lookup`` result for a ``seq`` at or below ``highest − W``
 BELOW: Final = "below"
 _MAGIC: Final = b"SAIPWIN1"
@@ -172,6 +173,28 @@ class SeqWindows:
             w = self._w[producer_id] = _Window(self.window)
         w.put(seq, bytes(leaf8[:_PREFIX]), bytes(rid8[:_PREFIX]), code)
         self.dirty.add(producer_id)
+
+    def accept_new(self, producer_id: str, seq: int, leaf8: bytes, rid8: bytes) -> bool:
+        """The common case in one call: if ``seq`` is above the producer's highest and
+        ``rid8`` is not in its window, mark ``seq`` accepted and return ``True``; else change
+        nothing and return ``False`` (the caller then decides with :meth:`lookup` and
+        :meth:`has_record_id`, which give the same answer for these cases: ``lookup`` is
+        ``None`` above the highest, so only the record-id check remains, made here before the
+        window slides, as the caller would)."""
+        w = self._w.get(producer_id)
+        rid = int.from_bytes(rid8, "little")
+        if w is None:
+            w = self._w[producer_id] = _Window(self.window)
+        elif seq <= w.highest or rid in w.rids:
+            return False
+        w.advance(seq)  # frees every slot up to seq: seq's slot is free now
+        off = (seq % w.size) * _PREFIX
+        w.status[seq % w.size] = _ACCEPTED
+        w.leaf[off : off + _PREFIX] = leaf8
+        w.rid[off : off + _PREFIX] = rid8
+        w.rids.add(rid)
+        self.dirty.add(producer_id)
+        return True
 
     def apply(self, marks: Iterable[Sequence[object]], *, batch: int) -> None:
         """Apply journal marks ``[producer_id, seq, leaf8 hex, rid8 hex, outcome]`` of ``batch``;
