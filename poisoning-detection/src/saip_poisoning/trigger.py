@@ -88,7 +88,8 @@ class Trigger:
     #: per-coordinate tolerance of the value match on :attr:`fixed` coordinates
     tolerance: NDArray[np.float64] | None = None
     #: how the seeds were found: ``"neighbours"``, ``"stamp"`` (shared exact values) or
-    #: ``"flagged"`` (flagged by a detector, :func:`triggers_from_flags`)
+    #: ``"flagged"`` (flagged by a detector, :func:`triggers_from_flags`) or ``"blend"`` (a whitened
+    #: sub-population, :mod:`saip_poisoning.blendsearch`, reconstructed like ``"flagged"``)
     kind: str = "neighbours"
     #: the direction carriers are found along when it is not ``delta`` (a discriminant)
     direction: NDArray[np.float64] | None = None
@@ -396,14 +397,20 @@ def triggers_from_flags(
         src = ref[data.y[ref] != t]
         if len(src) < 4 * min_seeds:
             src = ref
-        var_r = data.xs[src].var(axis=0)
-        ok = var_r > 1e-12
-        ratio = float(np.median(data.xs[s_idx][:, ok].var(axis=0) / var_r[ok])) if ok.any() else 1
+        # robust spreads (MAD): a few clean samples among the seeds must not inflate the ratio
+        mad_r = _mad(data.xs[src])
+        ok = mad_r > 1e-12
+        ratio = float(np.median((_mad(data.xs[s_idx][:, ok]) / mad_r[ok]) ** 2)) if ok.any() else 1
         a = float(np.clip(1.0 - np.sqrt(ratio), 0.0, 0.9))
         if a >= 0.05:
             key = data.xs[s_idx].mean(axis=0) - (1.0 - a) * data.xs[src].mean(axis=0)
             tr = replace(tr, delta=key, blend=round(a, 3), n_coords=int((key != 0).sum()))
         out.append(replace(tr, direction=w, cut=cut, fixed=None))
+    return out
+
+
+def _mad(x: NDArray[np.float64]) -> NDArray[np.float64]:
+    out: NDArray[np.float64] = np.median(np.abs(x - np.median(x, axis=0)), axis=0)
     return out
 
 
