@@ -105,6 +105,11 @@ _CANDIDATE_RISK = 15.0
 #: the tuning sets: clean digits' strongest stamp candidate 3.5 (3 coordinates), clean-label
 #: poison 4.4 (digits, 2×2 patch) and 11.6 (MNIST-5k); at least 4 coordinates are also required
 _STAMP_EFFECT = 4.0
+#: effect above which an unverified *neighbour-seeded* pattern's carriers are flagged for review
+#: (risk stays 15); set on the tuning sets: clean candidates reach 4.1 (MNIST 3-vs-8, seed 2;
+#: 156 carriers), a2o 1 % on digits 8.2 (14 poisoned, all of them the carriers, ASR 27 %);
+#: 5.8 is the geometric midpoint
+_SHARED_EFFECT = 5.8
 #: largest blend weight ``a`` of a trigger reconstructed from a blend candidate (Chen et al. 2017
 #: blend keys with a = 0.05–0.2; a clean digits "1" sub-population reconstructs as a ≈ 0.74)
 _MAX_BLEND = 0.5
@@ -383,7 +388,8 @@ def scan(
     # extra risk (clean-label poison keeps its label; a probe need not follow it)
     stamped = np.zeros(n, dtype=bool)
     for t, ok in zip(triggers, verified, strict=True):
-        if not ok and t.kind == "stamp" and t.effect >= _STAMP_EFFECT and t.n_coords >= 4:
+        strong_stamp = t.kind == "stamp" and t.effect >= _STAMP_EFFECT and t.n_coords >= 4
+        if not ok and (strong_stamp or (t.kind == "neighbours" and t.effect >= _SHARED_EFFECT)):
             new = carriers(data, t) & ~carrier & ~stamped
             carrier_of[new] = t.target
             stamped |= new
@@ -417,13 +423,21 @@ def scan(
         i = int(ii)
         if stamped[i]:
             t = tr_by[int(carrier_of[i])]
-            reasons[i] = (
-                f"shares the exact values of a pattern stamped on {t.n_coords} input coordinates "
-                f"with {t.n_seeds} samples of class {data.class_name(t.target)} (effect "
-                f"{t.effect:.1f} robust SD); a probe does not follow it (attack success "
-                f"{asr_before.get(t.target, float('nan')):.0%}): clean-label poison or a "
-                "watermark, review"
-            )
+            asr_t = asr_before.get(t.target, float("nan"))
+            if t.kind == "stamp":
+                reasons[i] = (
+                    f"shares the exact values of a pattern stamped on {t.n_coords} input "
+                    f"coordinates with {t.n_seeds} samples of class {data.class_name(t.target)} "
+                    f"(effect {t.effect:.1f} robust SD); a probe does not follow it (attack "
+                    f"success {asr_t:.0%}): clean-label poison or a watermark, review"
+                )
+            else:
+                reasons[i] = (
+                    f"carries a pattern on {t.n_coords} input coordinates shared by {t.n_seeds} "
+                    f"samples labelled {data.class_name(t.target)} whose neighbours are another "
+                    f"class (effect {t.effect:.1f} robust SD); a probe does not follow it yet "
+                    f"(attack success {asr_t:.0%}): a weak or early backdoor, review"
+                )
         elif carrier[i]:
             t = tr_by[int(carrier_of[i])]
             how = (
