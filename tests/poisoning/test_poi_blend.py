@@ -83,11 +83,11 @@ def test_poi_blend_key_found_verified_and_removed(loader: object) -> None:
     assert res.passed, res.reason
     xa = p.x[res.keep].reshape(int(res.keep.sum()), -1)
     ya = res.labels[res.keep]
-    assert res.counter_x is not None
-    assert res.counter_y is not None
-    after, acc_after = key_rng_asr(
-        np.vstack([xa, res.counter_x]), np.concatenate([ya, res.counter_y])
-    )
+    if res.counter_x is not None and res.counter_y is not None:
+        # only where removal alone leaves the reconstructed trigger working
+        assert max(res.asr_removal_only.values()) > 0.05
+        xa, ya = np.vstack([xa, res.counter_x]), np.concatenate([ya, res.counter_y])
+    after, acc_after = key_rng_asr(xa, ya)
     assert after < 0.05
     assert acc_after >= acc_before - 0.02
 

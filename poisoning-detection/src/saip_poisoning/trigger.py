@@ -500,6 +500,7 @@ def attack_success(
     keep: NDArray[np.bool_] | None = None,
     labels: NDArray[np.int64] | None = None,
     unlearn: float = 0.0,
+    counter_triggers: list[Trigger] | None = None,
     epochs: int = 6,
     holdout: float = 0.2,
     max_train: int = 12000,
@@ -514,7 +515,8 @@ def attack_success(
     hard data is not attack success). Also returns the
     held-out clean accuracy. At most ``max_train`` random kept samples train the probe. With
     ``unlearn`` > 0 the probe also trains on :func:`counter_examples` made from that share of
-    its own training rows (never from the held-out rows the ASR is measured on).
+    its own training rows (never from the held-out rows the ASR is measured on), stamped with
+    ``counter_triggers`` (default: ``triggers``).
     """
     n = len(data.y)
     keep = np.ones(n, dtype=bool) if keep is None else keep
@@ -541,7 +543,11 @@ def attack_success(
     lo, hi = data.xs.min(0), data.xs.max(0)
     x_tr, y_tr = data.xs[train], y[train]
     extra = _counter_rows(
-        np.flatnonzero(train & ~is_carrier), y, triggers, unlearn, np.random.default_rng(seed + 5)
+        np.flatnonzero(train & ~is_carrier),
+        y,
+        triggers if counter_triggers is None else counter_triggers,
+        unlearn,
+        np.random.default_rng(seed + 5),
     )
     if extra:
         x_tr = np.vstack([x_tr, *(t.stamp(data.xs[src], lo, hi) for t, src in extra)])
