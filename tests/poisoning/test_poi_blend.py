@@ -8,6 +8,9 @@ below 5 %. On clean data of the same kinds nothing may be flagged.
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 from saip_poisoning import mitigate, scan
@@ -17,29 +20,27 @@ from saip_poisoning.data import prepare
 from saip_poisoning.model import predict_proba, train_mlp
 
 
-def _crops(per_class: int = 500) -> tuple[np.ndarray, np.ndarray]:
-    """12×12 grayscale crops of scikit-learn's two sample photographs, 4 classes."""
-    from sklearn.datasets import load_sample_images
+def _bench_load(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The benchmark's own datasets (``benchmarks/poisoning.py::_load``), so the test and the
+    measured figures use the same data."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "poisoning.py"
+    spec = importlib.util.spec_from_file_location("_saip_poisoning_bench", path)
+    assert spec is not None
+    assert spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    x, y = mod._load(name)
+    return np.asarray(x), np.asarray(y)
 
-    rng = np.random.default_rng(0)
-    xs, ys = [], []
-    for i, img in enumerate(load_sample_images().images):
-        g = img.mean(axis=2) / 255.0
-        h = g.shape[0] // 2
-        for half in (0, 1):
-            for _ in range(per_class):
-                r = rng.integers(half * h, (half + 1) * h - 12)
-                c = rng.integers(0, g.shape[1] - 12)
-                xs.append(g[r : r + 12, c : c + 12])
-                ys.append(2 * i + half)
-    return np.array(xs), np.array(ys, dtype=np.int64)
+
+def _crops() -> tuple[np.ndarray, np.ndarray]:
+    """12×12 grayscale crops of scikit-learn's two sample photographs, 4 classes."""
+    return _bench_load("crops")
 
 
 def _breast() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_breast_cancer
-
-    x, y = load_breast_cancer(return_X_y=True)
-    return (x - x.min(0)) / (x.max(0) - x.min(0)), y.astype(np.int64)
+    """sklearn's breast cancer table, min–max scaled, 2 classes."""
+    return _bench_load("breast_cancer")
 
 
 @pytest.mark.parametrize("loader", [_crops, _breast], ids=["crops", "tabular"])
