@@ -32,7 +32,10 @@ SpectralSignatureDefense); workarounds for its faults in :func:`_art`. ART's ``s
 training the MLP it inspects.
 
 Mitigation: ``mitigate(..., unlearn=0.2)`` (carriers removed, label noise relabelled, counter-
-examples); the after-model trains on kept + counter-examples. ``asr``: share of non-target test
+examples for the triggers removal alone leaves working); the after-model trains on kept +
+counter-examples. ``--attacks`` (development only) restricts the attacks, e.g. the mitigation
+re-run ``--quick --no-art --attacks a2o_10,blend_10 --out results/poisoning_mitigation.json``.
+``asr``: share of non-target test
 samples the model classifies correctly without the trigger that the trigger sends to the target;
 ``asr_raw``: share of all non-target test samples predicted as the target once triggered. When
 the scan flags none of a blend's samples, ``<attack>_half_flagged`` measures the mitigation on
@@ -406,6 +409,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--no-art", action="store_true", help="skip the ART anchor")
     ap.add_argument("--datasets", help="comma-separated subset (development only)")
+    ap.add_argument("--attacks", help="comma-separated attack labels (development only)")
     args = ap.parse_args()
     ART[0] = not args.no_art
     if args.scale_child:
@@ -432,6 +436,8 @@ def main() -> int:
         atk = attacks
         if ds == "mnist_3v8":
             atk = [a for a in ATTACKS if a[0] in ("clean", "a2o_5", "a2o_10", "a2o_replace_10")]
+        if args.attacks:
+            atk = [a for a in atk if a[0] in args.attacks.split(",")]
         _run_dataset(ds, atk, out)
     sizes = [5000] if args.quick else [5000, 20000, 60000]
     for n in sizes:
@@ -478,6 +484,7 @@ def main() -> int:
                 "flagged_pct_by_seed": saip[d]["clean"]["clean_flagged_pct_by_seed"],
             }
             for d in saip
+            if "clean" in saip[d]
         },
         "flips_saip_vs_knn10_f1": {
             d: {a: [saip[d][a]["f1"], knn[d][a]["f1"]] for a in saip[d] if "flip" in a}

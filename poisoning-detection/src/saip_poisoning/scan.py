@@ -57,12 +57,14 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.stats import poisson  # type: ignore[import-untyped]
 
+from saip_poisoning.blendsearch import blend_candidates
 from saip_poisoning.data import MIN_PER_CLASS, Prepared, prepare
 from saip_poisoning.detectors import (
     ActivationClustering,
@@ -74,7 +76,13 @@ from saip_poisoning.detectors import (
 from saip_poisoning.detectors.reclassify import reclassify_clusters
 from saip_poisoning.inputspace import InputSpace, input_space
 from saip_poisoning.model import ProbeView, crossfit_probs, fit_probe
-from saip_poisoning.trigger import Trigger, attack_success, carriers, find_triggers
+from saip_poisoning.trigger import (
+    Trigger,
+    attack_success,
+    carriers,
+    find_triggers,
+    triggers_from_flags,
+)
 
 __all__ = [
     "BANDS",
@@ -97,6 +105,14 @@ _CANDIDATE_RISK = 15.0
 #: the tuning sets: clean digits' strongest stamp candidate 3.5 (3 coordinates), clean-label
 #: poison 4.4 (digits, 2×2 patch) and 11.6 (MNIST-5k); at least 4 coordinates are also required
 _STAMP_EFFECT = 4.0
+#: effect above which an unverified *neighbour-seeded* pattern's carriers are flagged for review
+#: (risk stays 15); set on the tuning sets: clean candidates reach 4.1 (MNIST 3-vs-8, seed 2;
+#: 156 carriers), a2o 1 % on digits 8.2 (14 poisoned, all of them the carriers, ASR 27 %);
+#: 5.8 is the geometric midpoint
+_SHARED_EFFECT = 5.8
+#: largest blend weight ``a`` of a trigger reconstructed from a blend candidate (Chen et al. 2017
+#: blend keys with a = 0.05–0.2; a clean digits "1" sub-population reconstructs as a ≈ 0.74)
+_MAX_BLEND = 0.5
 
 
 def risk_from_fraction(fraction: float) -> float:
@@ -330,6 +346,28 @@ def scan(
     calibrated = bool(calibration["calibrated"])
 
     triggers = find_triggers(data, space, min_effect=min_effect, seed=seed)
+    # blended keys on textures/tabular data: a whitened sub-population of one class, turned
+    # into a trigger (discriminant, blend weight, key) that the verification below must confirm
+    blends = blend_candidates(data, skip=frozenset(t.target for t in triggers), seed=seed)
+    if blends:
+        seeds = np.zeros(len(data.y), dtype=bool)
+        for b in blends:
+            seeds[b.members] = True
+        found = triggers_from_flags(data, seeds, known=triggers, seed=seed)
+        # a "key" that must overwrite more than half of the input is the class's own content
+        # (a natural sub-population), not a hidden pattern: not counted as a trigger
+        triggers += [dc_replace(t, kind="blend") for t in found if t.blend <= _MAX_BLEND]
+        weight = {t.target: t.blend for t in found}
+        calibration["blend_candidates"] = [
+            {
+                "class": data.class_name(b.label),
+                "separation": b.separation,
+                "relative": b.relative,
+                "members": len(b.members),
+                "blend_weight": weight.get(b.label),
+            }
+            for b in blends
+        ]
     asr_before: dict[int, float] = {}
     if triggers and verify:
         res = attack_success(data, triggers, epochs=epochs, seed=seed)
@@ -350,7 +388,8 @@ def scan(
     # extra risk (clean-label poison keeps its label; a probe need not follow it)
     stamped = np.zeros(n, dtype=bool)
     for t, ok in zip(triggers, verified, strict=True):
-        if not ok and t.kind == "stamp" and t.effect >= _STAMP_EFFECT and t.n_coords >= 4:
+        strong_stamp = t.kind == "stamp" and t.effect >= _STAMP_EFFECT and t.n_coords >= 4
+        if not ok and (strong_stamp or (t.kind == "neighbours" and t.effect >= _SHARED_EFFECT)):
             new = carriers(data, t) & ~carrier & ~stamped
             carrier_of[new] = t.target
             stamped |= new
@@ -384,18 +423,32 @@ def scan(
         i = int(ii)
         if stamped[i]:
             t = tr_by[int(carrier_of[i])]
-            reasons[i] = (
-                f"shares the exact values of a pattern stamped on {t.n_coords} input coordinates "
-                f"with {t.n_seeds} samples of class {data.class_name(t.target)} (effect "
-                f"{t.effect:.1f} robust SD); a probe does not follow it (attack success "
-                f"{asr_before.get(t.target, float('nan')):.0%}): clean-label poison or a "
-                "watermark, review"
-            )
+            asr_t = asr_before.get(t.target, float("nan"))
+            if t.kind == "stamp":
+                reasons[i] = (
+                    f"shares the exact values of a pattern stamped on {t.n_coords} input "
+                    f"coordinates with {t.n_seeds} samples of class {data.class_name(t.target)} "
+                    f"(effect {t.effect:.1f} robust SD); a probe does not follow it (attack "
+                    f"success {asr_t:.0%}): clean-label poison or a watermark, review"
+                )
+            else:
+                reasons[i] = (
+                    f"carries a pattern on {t.n_coords} input coordinates shared by {t.n_seeds} "
+                    f"samples labelled {data.class_name(t.target)} whose neighbours are another "
+                    f"class (effect {t.effect:.1f} robust SD); a probe does not follow it yet "
+                    f"(attack success {asr_t:.0%}): a weak or early backdoor, review"
+                )
         elif carrier[i]:
             t = tr_by[int(carrier_of[i])]
+            how = (
+                f"a blended key (weight {t.blend:.2f}) split off class "
+                f"{data.class_name(t.target)} along a whitened direction, "
+                if t.kind == "blend"
+                else ""
+            )
             reasons[i] = (
                 f"carries the trigger reconstructed for class {data.class_name(t.target)} "
-                f"({t.n_coords} input coordinates, effect {t.effect:.1f} robust SD, attack "
+                f"({how}{t.n_coords} input coordinates, effect {t.effect:.1f} robust SD, attack "
                 f"success {asr_before.get(t.target, float('nan')):.0%} on a probe)"
             )
         elif i in cluster_reason:

@@ -88,7 +88,8 @@ class Trigger:
     #: per-coordinate tolerance of the value match on :attr:`fixed` coordinates
     tolerance: NDArray[np.float64] | None = None
     #: how the seeds were found: ``"neighbours"``, ``"stamp"`` (shared exact values) or
-    #: ``"flagged"`` (flagged by a detector, :func:`triggers_from_flags`)
+    #: ``"flagged"`` (flagged by a detector, :func:`triggers_from_flags`) or ``"blend"`` (a whitened
+    #: sub-population, :mod:`saip_poisoning.blendsearch`, reconstructed like ``"flagged"``)
     kind: str = "neighbours"
     #: the direction carriers are found along when it is not ``delta`` (a discriminant)
     direction: NDArray[np.float64] | None = None
@@ -396,14 +397,20 @@ def triggers_from_flags(
         src = ref[data.y[ref] != t]
         if len(src) < 4 * min_seeds:
             src = ref
-        var_r = data.xs[src].var(axis=0)
-        ok = var_r > 1e-12
-        ratio = float(np.median(data.xs[s_idx][:, ok].var(axis=0) / var_r[ok])) if ok.any() else 1
+        # robust spreads (MAD): a few clean samples among the seeds must not inflate the ratio
+        mad_r = _mad(data.xs[src])
+        ok = mad_r > 1e-12
+        ratio = float(np.median((_mad(data.xs[s_idx][:, ok]) / mad_r[ok]) ** 2)) if ok.any() else 1
         a = float(np.clip(1.0 - np.sqrt(ratio), 0.0, 0.9))
         if a >= 0.05:
             key = data.xs[s_idx].mean(axis=0) - (1.0 - a) * data.xs[src].mean(axis=0)
             tr = replace(tr, delta=key, blend=round(a, 3), n_coords=int((key != 0).sum()))
         out.append(replace(tr, direction=w, cut=cut, fixed=None))
+    return out
+
+
+def _mad(x: NDArray[np.float64]) -> NDArray[np.float64]:
+    out: NDArray[np.float64] = np.median(np.abs(x - np.median(x, axis=0)), axis=0)
     return out
 
 
@@ -493,6 +500,7 @@ def attack_success(
     keep: NDArray[np.bool_] | None = None,
     labels: NDArray[np.int64] | None = None,
     unlearn: float = 0.0,
+    counter_triggers: list[Trigger] | None = None,
     epochs: int = 6,
     holdout: float = 0.2,
     max_train: int = 12000,
@@ -507,7 +515,8 @@ def attack_success(
     hard data is not attack success). Also returns the
     held-out clean accuracy. At most ``max_train`` random kept samples train the probe. With
     ``unlearn`` > 0 the probe also trains on :func:`counter_examples` made from that share of
-    its own training rows (never from the held-out rows the ASR is measured on).
+    its own training rows (never from the held-out rows the ASR is measured on), stamped with
+    ``counter_triggers`` (default: ``triggers``).
     """
     n = len(data.y)
     keep = np.ones(n, dtype=bool) if keep is None else keep
@@ -534,7 +543,11 @@ def attack_success(
     lo, hi = data.xs.min(0), data.xs.max(0)
     x_tr, y_tr = data.xs[train], y[train]
     extra = _counter_rows(
-        np.flatnonzero(train & ~is_carrier), y, triggers, unlearn, np.random.default_rng(seed + 5)
+        np.flatnonzero(train & ~is_carrier),
+        y,
+        triggers if counter_triggers is None else counter_triggers,
+        unlearn,
+        np.random.default_rng(seed + 5),
     )
     if extra:
         x_tr = np.vstack([x_tr, *(t.stamp(data.xs[src], lo, hi) for t, src in extra)])
