@@ -36,20 +36,35 @@ sys.path.insert(0, str(Path(__file__).parent))
 import fl as bench  # the benchmark's own settings
 
 #: candidates: overrides of the benchmark's distributed-DP setup
+_PREVIOUS = {"server_learning_rate": 1.0, "server_lr_schedule": "constant"}
 GRID: dict[str, dict[str, Any]] = {
-    "before": {"hidden": 16, "learning_rate": 1.0, "dp": {"server_momentum": 0.0}},
+    "before": {
+        "hidden": 16,
+        "learning_rate": 1.0,
+        "activation": "relu",
+        "dp": {"server_momentum": 0.0, **_PREVIOUS},
+    },
+    "previous": {"activation": "relu", "dp": _PREVIOUS},  # the setup before tanh and server lr
     "chosen": {},
-    "hidden16": {"hidden": 16},
-    "no_momentum": {"dp": {"server_momentum": 0.0}},
-    "lr1": {"learning_rate": 1.0},
-    "threshold4": {"secagg": {"reconstruction_threshold": 4}},
+    "relu": {"activation": "relu"},
+    "constant_server_lr": {"dp": {"server_lr_schedule": "constant"}},
+    "server_lr2": {"dp": {"server_learning_rate": 2.0}},
+    "threshold8_groups2": {"secagg": {"groups": 2, "num_shares": 9, "reconstruction_threshold": 8}},
 }
 
 
 #: DP-SGD candidates: overrides of the benchmark's DP-SGD setup
 GRID_DPSGD: dict[str, dict[str, Any]] = {
-    "before": {"hidden": 16, "learning_rate": 0.05, "local_epochs": 3, "activation": "relu"},
+    "before": {"learning_rate": 0.05, "activation": "relu"},
     "chosen": {},
+    "lr0.05": {"learning_rate": 0.05},
+    "lr0.2": {"learning_rate": 0.2},
+    "hidden32": {"hidden": 32},
+    "hidden64": {"hidden": 64},
+    "batch32": {"batch_size": 32},
+    "epochs1": {"local_epochs": 1},
+    "epochs2": {"local_epochs": 2},
+    "epochs4": {"local_epochs": 4},
 }
 
 
