@@ -1,4 +1,5 @@
-"""Settings that help DP train (issue #15): tanh activations and a server learning rate.
+"""Settings that help DP train (issue #15): tanh activations and a server learning rate
+(its post-processing test sits with the other distributed-DP tests).
 
 Hostile first: a setting that does not exist, or that the run would silently ignore, is refused
 naming the setting; the server-side knobs change nothing the clients run (post-processing), so
@@ -17,22 +18,7 @@ from saip_fl.data import load_dataset, split_dataset
 from saip_fl.errors import FLConfigError
 from saip_fl.model import build_model, evaluate, get_weights, train_dpsgd
 from saip_fl.noise import NoiseSource
-from saip_fl.server import RunLog, SaipStrategy
 from torch import nn
-
-SECAGG = {"enabled": True, "num_shares": 5, "reconstruction_threshold": 3, "groups": 2}
-
-
-def _distributed(**dp_over: Any) -> Any:
-    return validate_run_config(
-        {
-            "num_clients": 10,
-            "num_rounds": 8,
-            "hidden": 16,
-            "secagg": SECAGG,
-            "dp": {"mode": "distributed", "sample_rate": 0.3, **dp_over},
-        }
-    )
 
 
 @pytest.mark.parametrize(
@@ -98,31 +84,3 @@ def test_fl_dpsgd_trains_a_tanh_model_and_keeps_its_architecture() -> None:
     )
     assert any(isinstance(m, nn.Tanh) for m in model.modules())
     assert evaluate(model, split.test)[1] > max(0.5, start)
-
-
-def test_fl_server_learning_rate_is_post_processing_and_follows_its_schedule() -> None:
-    plain = SaipStrategy(_distributed(), RunLog(config={}, path=None))
-    tuned = SaipStrategy(
-        _distributed(server_learning_rate=3.0, server_lr_schedule="cosine", server_momentum=0.5),
-        RunLog(config={}, path=None),
-    )
-    assert plain.ledger is not None
-    assert tuned.ledger is not None
-    # the clients run exactly the same mechanism, accounted the same way
-    assert tuned._fit_extra == plain._fit_extra
-    assert (tuned.ledger.noise_multiplier, tuned.ledger.sample_rate) == (
-        plain.ledger.noise_multiplier,
-        plain.ledger.sample_rate,
-    )
-    assert tuned.expected_noise_norm == plain.expected_noise_norm  # group checks unchanged
-    # cosine: η at round 1, η/2 halfway, → 0 at the end; constant: η every round
-    rounds = tuned.cfg.num_rounds
-    assert tuned.server_lr(1) == pytest.approx(3.0)
-    assert tuned.server_lr(rounds // 2 + 1) == pytest.approx(1.5)
-    assert 0 < tuned.server_lr(rounds) < tuned.server_lr(rounds - 1)
-    assert [plain.server_lr(r) for r in (1, rounds)] == [1.0, 1.0]
-    step = [np.ones(3, np.float32)]
-    assert np.allclose(plain.server_step(step, rnd=rounds)[0], 1.0)
-    assert np.allclose(tuned.server_step(step, rnd=1)[0], 3.0)  # no velocity yet
-    tuned.velocity = [np.full(3, 2.0, np.float32)]
-    assert np.allclose(tuned.server_step(step, rnd=rounds // 2 + 1)[0], 1.5 + 0.5 * 2.0)
