@@ -55,16 +55,25 @@ GRID: dict[str, dict[str, Any]] = {
 
 #: DP-SGD candidates: overrides of the benchmark's DP-SGD setup
 GRID_DPSGD: dict[str, dict[str, Any]] = {
-    "before": {"learning_rate": 0.05, "activation": "relu"},
+    "before": {
+        "hidden": 16,
+        "learning_rate": 0.05,
+        "activation": "relu",
+        "batch_size": 16,
+        "dp": {"sample_rate": None},
+    },
+    "minibatch_tanh": {
+        "hidden": 16,
+        "learning_rate": 0.1,
+        "batch_size": 16,
+        "dp": {"sample_rate": None},
+    },
     "chosen": {},
-    "lr0.05": {"learning_rate": 0.05},
-    "lr0.2": {"learning_rate": 0.2},
-    "hidden32": {"hidden": 32},
+    "hidden16": {"hidden": 16},
     "hidden64": {"hidden": 64},
-    "batch32": {"batch_size": 32},
-    "epochs1": {"local_epochs": 1},
-    "epochs2": {"local_epochs": 2},
-    "epochs4": {"local_epochs": 4},
+    "lr1": {"learning_rate": 1.0},
+    "epochs6": {"hidden": 16, "local_epochs": 6},
+    "q0.5_lr0.2": {"hidden": 16, "dp": {"sample_rate": 0.5}, "learning_rate": 0.2},
 }
 
 
