@@ -16,7 +16,8 @@ All runs in ONE process, same seeds, on the Ray-free local engine unless stated:
   scoring alone, ``..._erasure_only`` scoring plus the erasure without group testing, and
   ``clean_secagg_grouped_group_testing_accuracy`` the defence's cost without attack;
 * dp: DP-SGD (Opacus per-sample clipping, OS-keyed noise) at target ε=8, δ=1e-5, no attack
-  (hidden 16, lr 0.05, 3 local epochs), with the non-private run of the same setup alongside;
+  (hidden 32 tanh, lr 1, one full-batch local step per round, 200 rounds), median accuracy of 3
+  runs, with the non-private run of the same setup alongside;
   ``dp.distributed``: record-level DP-FedSGD inside SecAgg+ groups of 5 (noise shares sized for
   the reconstruction threshold), ε=8, δ=1e-5, median accuracy of 3 runs (each with fresh noise);
   hyperparameters tuned on a validation split (``benchmarks/fl_dp_tune.py``), accuracy on test;
@@ -79,8 +80,29 @@ BACKDOOR = {
 }
 # the server is not told the true number of attackers (4): it guesses 1
 ROBUST = {"aggregation": "multikrum", "validation": {"num_malicious": 1}}
-# DP-SGD needs a smaller model and learning rate (tuned offline: hidden 64 → 0.60, 16 → 0.73)
-DP_SETUP: dict[str, Any] = {"hidden": 16, "learning_rate": 0.05, "local_epochs": 3}
+# DP-SGD: a small tanh model (Papernot et al. 2021) taking one full-batch step per round (q = 1)
+# over 200 rounds instead of ≈ 180 noisier minibatch steps in 12 rounds; chosen on the VALIDATION
+# split with benchmarks/fl_dp_tune.py --mode dpsgd (medians: ReLU, hidden 16, q ≈ 0.3: 0.60;
+# tanh: 0.69-0.72; tanh, hidden 32, q = 1, 3 steps x 12 rounds: 0.77; 1 step x 36 / 60 / 100 /
+# 200 rounds, lr 1: 0.81 / 0.83 / 0.85 / 0.88). The non-private run of the same setup takes the
+# same full-batch steps (batch_size above every client's size).
+DP_SETUP: dict[str, Any] = {
+    "hidden": 32,
+    "activation": "tanh",
+    "learning_rate": 1.0,
+    "local_epochs": 1,
+    "num_rounds": 200,
+    "batch_size": 1000,
+}
+DPSGD: dict[str, Any] = {
+    **DP_SETUP,
+    "dp": {"mode": "dpsgd", "target_epsilon": 8.0, "delta": 1e-5, "sample_rate": 1.0},
+}
+DPSGD_SETUP = (
+    "DP-SGD in each client (Opacus per-sample clipping C=1, OS-keyed noise, Poisson q=1: one "
+    "full-batch step per round), hidden 32 tanh, lr 1, 200 rounds; median of 3; tuned on a "
+    "validation split, scored on test"
+)
 SECAGG = {"enabled": True, "groups": 4, "num_shares": 5, "reconstruction_threshold": 3}
 # backdoor defences on group means (group testing across regroupings, no rewind, + post-training
 # erasure: clean-subspace projection with ridge 0.05); thresholds and the ridge chosen on
@@ -98,6 +120,7 @@ DIST_ROUNDS = 30
 DIST_REPEATS = 3
 DIST: dict[str, Any] = {
     "hidden": 64,
+    "activation": "tanh",
     "learning_rate": 2.0,
     "num_rounds": DIST_ROUNDS,
     "secagg": SECAGG,
@@ -107,11 +130,14 @@ DIST: dict[str, Any] = {
         "delta": 1e-5,
         "sample_rate": 0.5,
         "server_momentum": 0.5,
+        "server_learning_rate": 3.0,
+        "server_lr_schedule": "cosine",
     },
 }
 DIST_SETUP = (
-    "DP-FedSGD in SecAgg+ groups of 5 (threshold 3), q=0.5, hidden 64, lr 2, server momentum "
-    "0.5, equal weights for accepted noisy groups; tuned on a validation split, scored on test"
+    "DP-FedSGD in SecAgg+ groups of 5 (threshold 3), q=0.5, hidden 64 tanh, lr 2, server "
+    "learning rate 3 with cosine decay and momentum 0.5 (post-processing), equal weights for "
+    "accepted noisy groups; tuned on a validation split, scored on test"
 )
 SECTIONS = ("accuracy", "backdoor", "dp", "overhead", "engine")
 #: each overhead configuration runs this many times, alternating with the others
@@ -187,8 +213,9 @@ def _measure(section: str, root: Path, quick: bool) -> dict[str, dict[str, Any]]
             "clean_grouped_gt", {"secagg": defended, **q}, root
         )
     elif section == "dp":
-        dp_cfg = {"mode": "dpsgd", "target_epsilon": 8.0, "delta": 1e-5}
-        runs["dp"] = _run("dp", {**DP_SETUP, "dp": dp_cfg, **q}, root)
+        # fresh OS noise every run: each DP key is the median of 3 runs
+        for i in range(DIST_REPEATS):
+            runs[f"dp{'' if i == 0 else f'_{i + 1}'}"] = _run(f"dp{i}", {**DPSGD, **q}, root)
         runs["dp_nonprivate_same_setup"] = _run("dp_ref", {**DP_SETUP, **q}, root)
         # fresh OS noise every run: accuracy varies by ±2 points, so the key is the median of 3
         for i in range(DIST_REPEATS):
@@ -260,9 +287,12 @@ def _summarise(section: str, runs: dict[str, dict[str, Any]], result: dict[str, 
         }
     elif section == "dp":
         dist_acc = [runs[k]["accuracy"] for k in sorted(runs) if k.startswith("dp_distributed")]
+        sgd_acc = [runs[k]["accuracy"] for k in ("dp", "dp_2", "dp_3") if k in runs]
         result["dp"] = {
             "epsilon": runs["dp"]["epsilon"],
-            "accuracy": runs["dp"]["accuracy"],
+            "accuracy": statistics.median(sgd_acc),
+            "accuracy_runs": sgd_acc,
+            "setup": DPSGD_SETUP,
             "delta": 1e-5,
             "nonprivate_accuracy_same_setup": runs["dp_nonprivate_same_setup"]["accuracy"],
             "distributed": {
@@ -349,8 +379,13 @@ def _goals(result: dict[str, Any]) -> dict[str, bool]:
     d = result.get("dp")
     if d:
         goals["dp_epsilon_at_most_8"] = d["epsilon"] <= 8.0
+        # DP-SGD's goal: within 10 points of the same model trained without DP (issue 15);
+        # the distance to clean FedAvg (another model and recipe) is reported alongside
+        goals["dp_within_10_points"] = d["nonprivate_accuracy_same_setup"] - d["accuracy"] <= 0.10
         if acc:
-            goals["dp_within_10_points"] = acc["clean_fedavg"] - d["accuracy"] <= 0.10
+            goals["dp_within_10_points_of_clean_fedavg"] = (
+                acc["clean_fedavg"] - d["accuracy"] <= 0.10
+            )
         dist = d.get("distributed")
         if dist:
             goals["dp_distributed_epsilon_at_most_8"] = dist["epsilon"] <= 8.0

@@ -7,14 +7,21 @@ validation split and no test image is ever seen while choosing hyperparameters. 
 the real mechanism (local engine, grouped SecAgg+, OS-keyed noise, ε = 8, δ = 1e-5), so ε is the
 benchmark's; accuracies vary by a few points between runs (fresh noise).
 
-Run: ``.venv/bin/python benchmarks/fl_dp_tune.py [--rounds 30] [--grid NAME ...]`` → prints one
-line per candidate (validation accuracy, ε, rolled-back rounds, seconds); writes nothing.
+``--mode dpsgd`` tunes the benchmark's DP-SGD section the same way (its own grid, its own base
+setup ``bench.DP_SETUP``); ``--try JSON`` adds an ad-hoc candidate (overrides of the base), and
+``--repeats N`` runs every candidate N times (fresh noise) and prints the median.
+
+Run: ``.venv/bin/python benchmarks/fl_dp_tune.py [--mode distributed|dpsgd] [--rounds R]
+[--grid NAME ...] [--try JSON ...] [--repeats N]`` → prints one line per candidate (validation
+accuracy, ε, rolled-back rounds, seconds); writes nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import statistics
 import sys
 import tempfile
 import time
@@ -29,13 +36,48 @@ sys.path.insert(0, str(Path(__file__).parent))
 import fl as bench  # the benchmark's own settings
 
 #: candidates: overrides of the benchmark's distributed-DP setup
+_PREVIOUS = {"server_learning_rate": 1.0, "server_lr_schedule": "constant"}
 GRID: dict[str, dict[str, Any]] = {
-    "before": {"hidden": 16, "learning_rate": 1.0, "dp": {"server_momentum": 0.0}},
+    "before": {
+        "hidden": 16,
+        "learning_rate": 1.0,
+        "activation": "relu",
+        "dp": {"server_momentum": 0.0, **_PREVIOUS},
+    },
+    "previous": {"activation": "relu", "dp": _PREVIOUS},  # the setup before tanh and server lr
     "chosen": {},
-    "hidden16": {"hidden": 16},
-    "no_momentum": {"dp": {"server_momentum": 0.0}},
-    "lr1": {"learning_rate": 1.0},
-    "threshold4": {"secagg": {"reconstruction_threshold": 4}},
+    "relu": {"activation": "relu"},
+    "constant_server_lr": {"dp": {"server_lr_schedule": "constant"}},
+    "server_lr2": {"dp": {"server_learning_rate": 2.0}},
+    "threshold8_groups2": {"secagg": {"groups": 2, "num_shares": 9, "reconstruction_threshold": 8}},
+}
+
+
+#: DP-SGD candidates: overrides of the benchmark's DP-SGD setup
+GRID_DPSGD: dict[str, dict[str, Any]] = {
+    "before": {
+        "hidden": 16,
+        "learning_rate": 0.05,
+        "activation": "relu",
+        "batch_size": 16,
+        "local_epochs": 3,
+        "num_rounds": 12,
+        "dp": {"sample_rate": None},
+    },
+    "minibatch_tanh": {
+        "hidden": 16,
+        "learning_rate": 0.1,
+        "batch_size": 16,
+        "local_epochs": 3,
+        "num_rounds": 12,
+        "dp": {"sample_rate": None},
+    },
+    "fullbatch_3x12": {"learning_rate": 0.5, "local_epochs": 3, "num_rounds": 12},
+    "chosen": {},
+    "rounds36": {"num_rounds": 36},
+    "rounds100": {"num_rounds": 100},
+    "rounds36_lr2": {"num_rounds": 36, "learning_rate": 2.0},
+    "rounds36_hidden64": {"num_rounds": 36, "hidden": 64},
 }
 
 
@@ -59,28 +101,46 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=bench.DIST_ROUNDS)
-    parser.add_argument("--grid", nargs="*", default=list(GRID), choices=list(GRID))
+    parser.add_argument("--mode", choices=("distributed", "dpsgd"), default="distributed")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--grid", nargs="*", default=None)
+    parser.add_argument("--try", dest="extra", nargs="*", default=[], metavar="JSON")
+    parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
+    grid, base = (GRID, bench.DIST) if args.mode == "distributed" else (GRID_DPSGD, bench.DPSGD)
+    names = list(grid) if args.grid is None and not args.extra else (args.grid or [])
+    unknown = set(names) - set(grid)
+    if unknown:
+        parser.error(f"unknown candidates {sorted(unknown)}; choose from {list(grid)}")
+    candidates = {n: grid[n] for n in names} | {e: json.loads(e) for e in args.extra}
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("flwr").setLevel(logging.ERROR)
     logging.getLogger("saip_fl").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="saip-fldp-") as tmp:
         data = validation_dataset(Path(tmp) / "validation.npz")
-        for name in args.grid:
-            over = _merge(bench.DIST, GRID[name])
-            over["validation"] = {"max_rollback_fraction": 1.0}  # report, do not stop
-            cfg = validate_run_config(
-                {**bench.BASE, **over, "dataset": f"npz:{data}", "num_rounds": args.rounds}
-            )
-            started = time.perf_counter()
-            res = runner.run(cfg, Path(tmp) / name, engine="local")
-            rounds = res.metrics["rounds"]
+        for i, (name, cand) in enumerate(candidates.items()):
+            over = _merge(base, cand)
+            over["validation"] = {
+                **over.get("validation", {}),
+                "max_rollback_fraction": 1.0,  # report, do not stop
+            }
+            if args.rounds is not None:
+                over["num_rounds"] = args.rounds
+            cfg = validate_run_config({**bench.BASE, **over, "dataset": f"npz:{data}"})
+            accs, lines = [], []
+            for r in range(args.repeats):
+                started = time.perf_counter()
+                res = runner.run(cfg, Path(tmp) / f"c{i}r{r}", engine="local")
+                rounds = res.metrics["rounds"]
+                accs.append(res.metrics["final"]["accuracy"])
+                lines.append(
+                    f"{accs[-1]:.3f} (eps {res.metrics['final']['epsilon']:.2f}, rolled back "
+                    f"{sum(1 for x in rounds if x['rolled_back'])}/{len(rounds)}, "
+                    f"{time.perf_counter() - started:.0f}s)"
+                )
             print(
-                f"{name}: validation accuracy {res.metrics['final']['accuracy']:.3f} "
-                f"eps {res.metrics['final']['epsilon']:.2f} "
-                f"rolled back {sum(1 for r in rounds if r['rolled_back'])}/{len(rounds)} "
-                f"({time.perf_counter() - started:.0f}s)",
+                f"{name}: validation accuracy median {statistics.median(accs):.3f} of "
+                + "; ".join(lines),
                 flush=True,
             )
 

@@ -141,6 +141,34 @@ def test_fl_server_momentum_is_post_processing_and_needs_secagg() -> None:
         validate_run_config({"dp": {"server_momentum": 0.5}})
 
 
+def test_fl_server_learning_rate_is_post_processing_and_follows_its_schedule() -> None:
+    plain = SaipStrategy(_distributed(), RunLog(config={}, path=None))
+    tuned = SaipStrategy(
+        _distributed(server_learning_rate=3.0, server_lr_schedule="cosine", server_momentum=0.5),
+        RunLog(config={}, path=None),
+    )
+    assert plain.ledger is not None
+    assert tuned.ledger is not None
+    # the clients run exactly the same mechanism, accounted the same way
+    assert tuned._fit_extra == plain._fit_extra
+    assert (tuned.ledger.noise_multiplier, tuned.ledger.sample_rate) == (
+        plain.ledger.noise_multiplier,
+        plain.ledger.sample_rate,
+    )
+    assert tuned.expected_noise_norm == plain.expected_noise_norm  # group checks unchanged
+    # cosine: η at round 1, η/2 halfway, → 0 at the end; constant: η every round
+    rounds = tuned.cfg.num_rounds
+    assert tuned.server_lr(1) == pytest.approx(3.0)
+    assert tuned.server_lr(rounds // 2 + 1) == pytest.approx(1.5)
+    assert 0 < tuned.server_lr(rounds) < tuned.server_lr(rounds - 1)
+    assert [plain.server_lr(r) for r in (1, rounds)] == [1.0, 1.0]
+    step = [np.ones(3, np.float32)]
+    assert np.allclose(plain.server_step(step, rnd=rounds)[0], 1.0)
+    assert np.allclose(tuned.server_step(step, rnd=1)[0], 3.0)  # no velocity yet
+    tuned.velocity = [np.full(3, 2.0, np.float32)]
+    assert np.allclose(tuned.server_step(step, rnd=rounds // 2 + 1)[0], 1.5 + 0.5 * 2.0)
+
+
 def test_fl_group_noise_allowance_follows_the_survivors() -> None:
     """A group mean over fewer survivors (dropouts down to the threshold) carries more noise:
     the honest group is still accepted, while the planned size keeps the tight allowance."""

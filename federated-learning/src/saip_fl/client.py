@@ -170,7 +170,11 @@ class SaipClient(NumPyClient):
         data = self._data()
         return get_weights(
             build_model(
-                data.num_features, data.num_classes, hidden=self.cfg.hidden, seed=self.cfg.seed
+                data.num_features,
+                data.num_classes,
+                hidden=self.cfg.hidden,
+                seed=self.cfg.seed,
+                activation=self.cfg.activation,
             )
         )
 
@@ -194,7 +198,9 @@ class SaipClient(NumPyClient):
                 trigger_size=cfg.attack.trigger_size,
                 seed=cfg.seed + 1000 * rnd + self.partition_id,
             )
-        model = build_model(data.num_features, data.num_classes, hidden=cfg.hidden)
+        model = build_model(
+            data.num_features, data.num_classes, hidden=cfg.hidden, activation=cfg.activation
+        )
         set_weights(model, [np.asarray(p, dtype=np.float32) for p in parameters])
         seed = cfg.seed * 7919 + 104729 * rnd + self.partition_id
         noise = self.noise_source(rnd)

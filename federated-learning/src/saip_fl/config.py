@@ -132,6 +132,15 @@ class DPConfig(_Section):
     #: heavy-ball momentum the server applies to the combined group aggregate (SecAgg+ runs):
     #: post-processing of released aggregates, free in privacy; 0 turns it off
     server_momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    #: server learning rate η applied to the combined group aggregate (SecAgg+ runs; FedOpt,
+    #: Reddi et al., ICLR 2021): post-processing like the momentum. It lets the clients keep a
+    #: step whose group means stay inside the norm bound the server checks, while the server
+    #: moves further; 1 = off
+    server_learning_rate: Annotated[float, Field(gt=0, le=100)] = 1.0
+    #: schedule of η over the rounds: ``constant``, or ``cosine`` decay from η to 0 over
+    #: ``num_rounds`` (the last steps, which carry as much noise as the first, move the model
+    #: less, so less of their noise stays in the final model)
+    server_lr_schedule: Literal["constant", "cosine"] = "constant"
     #: TEST ONLY: draw DP noise and sampling from this fixed seed. Whoever knows it can remove the
     #: noise, so the ``saip fl`` CLI refuses any configuration that sets it.
     insecure_noise_seed: int | None = None
@@ -190,6 +199,9 @@ class RunConfig(_Section):
     batch_size: Annotated[int, Field(ge=1)] = 16
     learning_rate: Annotated[float, Field(gt=0)] = 0.1
     hidden: Annotated[int, Field(ge=1)] = 64
+    #: hidden-layer activation (:data:`saip_fl.model.ACTIVATIONS`); ``tanh`` trains better under
+    #: DP (Papernot et al., AAAI 2021, tempered sigmoids)
+    activation: Literal["relu", "tanh"] = "relu"
     seed: int = 0
     test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
     root_size: Annotated[int, Field(ge=10)] = 100
@@ -268,11 +280,16 @@ class RunConfig(_Section):
                 "dp.mode='distributed' splits the noise across SecAgg+ group members: it needs "
                 "secagg.enabled (without SecAgg+ the server would see each under-noised share)"
             )
-        if self.dp.server_momentum > 0 and not sa.enabled:
-            raise ValueError(
-                "dp.server_momentum applies to the combined SecAgg+ group aggregate: it needs "
-                "secagg.enabled (it would be ignored otherwise)"
-            )
+        for name, value, default in (
+            ("server_momentum", self.dp.server_momentum, 0.0),
+            ("server_learning_rate", self.dp.server_learning_rate, 1.0),
+            ("server_lr_schedule", self.dp.server_lr_schedule, "constant"),
+        ):
+            if value != default and not sa.enabled:
+                raise ValueError(
+                    f"dp.{name} applies to the combined SecAgg+ group aggregate: it needs "
+                    "secagg.enabled (it would be ignored otherwise)"
+                )
         if self.dp.mode == "user" and self.dp.noise_multiplier is None:
             raise ValueError("dp.mode='user' needs dp.noise_multiplier (noise std / update bound)")
         bad = [c for c in self.attack.clients if not 0 <= c < self.num_clients]

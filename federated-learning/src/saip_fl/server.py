@@ -198,7 +198,11 @@ class SaipStrategy(FedAvg):
         self.root_train = self.split.root.subset(order[:half])
         self.holdout = self.split.root.subset(order[half:])
         self.model = build_model(
-            data.num_features, data.num_classes, hidden=cfg.hidden, seed=cfg.seed
+            data.num_features,
+            data.num_classes,
+            hidden=cfg.hidden,
+            seed=cfg.seed,
+            activation=cfg.activation,
         )
         initial = get_weights(self.model)
         if cfg.secagg.erase_ridge > 0 and len(self.split.root.y) <= data.num_features:
@@ -567,7 +571,7 @@ class SaipStrategy(FedAvg):
             log.warning("round %d: no group aggregate trusted; global model kept", rnd)
             rec.rolled_back = True
             return self._erase_if_last(rnd, global_w, None)
-        step = self.server_step(combined)
+        step = self.server_step(combined, rnd=rnd)
         candidate = add(global_w, step)
         cand_loss = self._loss_of(candidate)
         set_weights(self.model, global_w)
@@ -643,17 +647,29 @@ class SaipStrategy(FedAvg):
             return None
         return [w.copy() for w in weights]
 
-    def server_step(self, combined: Weights) -> Weights:
-        """``β·v + combined`` with ``β = dp.server_momentum`` (heavy-ball server momentum).
+    def server_lr(self, rnd: int) -> float:
+        """η of round ``rnd`` (1-based): ``dp.server_learning_rate``, times
+        ``(1 + cos(π (rnd-1) / num_rounds)) / 2`` under the cosine schedule."""
+        eta = self.cfg.dp.server_learning_rate
+        if self.cfg.dp.server_lr_schedule == "cosine":
+            frac = min(max(rnd - 1, 0), self.cfg.num_rounds) / self.cfg.num_rounds
+            eta *= 0.5 * (1.0 + math.cos(math.pi * frac))
+        return eta
 
-        FedAvgM (Hsu et al., 2019, arXiv:1909.06335) applied to the DP aggregate: a function of
-        released, already-noised aggregates only, so post-processing leaves (ε, δ) unchanged
+    def server_step(self, combined: Weights, *, rnd: int = 1) -> Weights:
+        """``η·combined + β·v`` with ``η = server_lr(rnd)`` and ``β = dp.server_momentum``.
+
+        FedAvgM (Hsu et al., 2019, arXiv:1909.06335) with a server learning rate (FedOpt, Reddi
+        et al., ICLR 2021) applied to the DP aggregate: a function of released, already-noised
+        aggregates and public round numbers only, so post-processing leaves (ε, δ) unchanged
         (Dwork & Roth 2014, Prop. 2.1), while averaging the noise of successive rounds.
         """
+        eta = self.server_lr(rnd)
+        step = combined if eta == 1.0 else [(eta * c).astype(np.float32) for c in combined]
         beta = self.cfg.dp.server_momentum
         if beta == 0 or self.velocity is None:
-            return combined
-        return add(combined, self.velocity, beta)
+            return step
+        return add(step, self.velocity, beta)
 
     # -- centralised evaluation: also closes the round record
     def evaluate(
