@@ -10,6 +10,7 @@ erased; unsafe settings are refused at start-up, naming the setting).
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from saip_fl import runner
 from saip_fl.config import validate_run_config
 from saip_fl.data import Dataset
 from saip_fl.erasure import project_input_layer
-from saip_fl.errors import FLConfigError
+from saip_fl.errors import FLConfigError, FLError
 from saip_fl.server import RunLog, SaipStrategy
 
 GROUPED: dict[str, Any] = {
@@ -147,3 +148,43 @@ def test_fl_erasure_refused_without_secagg_or_with_too_little_root_data() -> Non
     cfg = validate_run_config({"num_clients": 10, "root_size": 60, "secagg": GROUPED})
     with pytest.raises(FLConfigError, match="root samples"):
         SaipStrategy(cfg, RunLog(config={}, path=None))
+
+
+@pytest.mark.slow
+def test_fl_erasure_that_wipes_the_model_fails_the_run_instead_of_sealing_it() -> None:
+    """``erase_ridge = 0.5`` is accepted (the cap is tuned on digits; MNIST's pixel variances are
+    smaller still) but cuts the clean accuracy of this run from ≈ 0.94 to ≈ 0.82 and doubles the
+    holdout loss: the erased model is checked on the holdout and the run fails, naming the
+    setting, instead of ending ``ok`` with a model the erasure wrecked."""
+    cfg = validate_run_config({**SMALL, "secagg": {**GROUPED, "erase_ridge": 0.5}})
+    with tempfile.TemporaryDirectory(prefix="saip-erase-") as tmp:
+        with pytest.raises(FLError, match=r"secagg\.erase_ridge") as info:
+            runner.run(cfg, Path(tmp))
+        assert not (Path(tmp) / "model.npz").exists()
+        metrics = json.loads((Path(tmp) / "metrics.json").read_text())
+    assert metrics["status"] == "failed"
+    assert "erase_max_loss_increase" in str(info.value)
+
+
+def test_fl_erasure_check_setting_is_validated_by_name() -> None:
+    with pytest.raises(FLConfigError, match=r"secagg\.erase_max_loss_increase"):
+        validate_run_config(
+            {"num_clients": 10, "secagg": {**GROUPED, "erase_max_loss_increase": -1}}
+        )
+
+
+def test_fl_projection_keeps_a_trigger_on_inputs_the_clean_data_uses() -> None:
+    """The stated limit, measured: a blended trigger (a direction along which the clean inputs
+    vary a lot) passes the projection almost unchanged, unlike a patch on blank inputs."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.0, 0.4, size=(400, 16)).astype(np.float32)  # variance 0.16 ≫ λ
+    x[:, -2:] = 0.0  # two inputs the clean data never uses
+    clean = Dataset(x, np.zeros(400, dtype=np.int64), 2, 4)
+    blended = np.full(16, 0.25, dtype=np.float32)
+    blended[-2:] = 0.0
+    patch = np.zeros(16, dtype=np.float32)
+    patch[-2:] = 1.0
+    w = [np.stack([blended, patch]), np.zeros(2, np.float32), np.eye(2, dtype=np.float32)]
+    erased = project_input_layer(w, clean, ridge=0.05)
+    assert np.linalg.norm(erased[0][0]) > 0.7 * np.linalg.norm(blended)  # survives
+    assert np.linalg.norm(erased[0][1]) < 1e-3  # cut

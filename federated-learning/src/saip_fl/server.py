@@ -595,14 +595,27 @@ class SaipStrategy(FedAvg):
         return self._erase_if_last(rnd, global_w, candidate)
 
     def _erase_if_last(self, rnd: int, global_w: Weights, new: Weights | None) -> Weights | None:
-        """In the last round with ``secagg.erase_ridge`` set: the erased model the run ends with."""
+        """In the last round with ``secagg.erase_ridge`` set: the erased model the run ends with.
+
+        The erased model is checked on the holdout; a loss rise above
+        ``secagg.erase_max_loss_increase`` fails the run (:class:`FLError`, nothing sealed).
+        """
         ridge = self.cfg.secagg.erase_ridge
         if ridge <= 0 or rnd < self.cfg.num_rounds:
             return new
+        base = new if new is not None else global_w
+        erased = erasure.project_input_layer(base, self.split.root, ridge=ridge)
+        before, after = self._loss_of(base), self._loss_of(erased)
+        set_weights(self.model, global_w)
+        limit = self.cfg.secagg.erase_max_loss_increase
+        if not after <= before + limit:
+            raise FLError(
+                f"round {rnd}: the erasure (secagg.erase_ridge={ridge:g}) raised the holdout loss "
+                f"{before:.3f} → {after:.3f}, more than secagg.erase_max_loss_increase={limit:g}: "
+                "it erased the task; the model is not released (lower the ridge)"
+            )
         self.runlog.current(rnd).erased = True
-        return erasure.project_input_layer(
-            new if new is not None else global_w, self.split.root, ridge=ridge
-        )
+        return erased
 
     def group_noise_norm(self, contributors: int) -> float:
         """Expected DP noise norm of a group mean over ``contributors`` survivors (0: unknown,
