@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -161,3 +162,44 @@ def test_fl_run_freezes_the_warmed_up_heap_only_while_it_runs(tmp_path: Path) ->
         server.SaipStrategy.root_update = orig  # type: ignore[method-assign]
     assert frozen[-1] > 0
     assert gc.get_freeze_count() == 0
+
+
+def test_fl_run_leaves_a_callers_own_gc_freeze_in_place(tmp_path: Path) -> None:
+    """A host process that froze its own heap (the pre-fork pattern ``gc.freeze`` exists for)
+    must find it frozen after a run: ``gc.unfreeze`` cannot tell whose objects it thaws, so the
+    run must not freeze (and later thaw) a permanent generation it did not start empty."""
+    cfg = validate_run_config(
+        {
+            "num_clients": 10,
+            "num_rounds": 2,
+            "aggregation": "grouped_plaintext",
+            "secagg": {"groups": 2, "num_shares": 5, "reconstruction_threshold": 3},
+        }
+    )
+    assert gc.get_freeze_count() == 0
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        runner.run(cfg, tmp_path / "run")
+        assert gc.get_freeze_count() > frozen // 2  # objects freed meanwhile leave it
+    finally:
+        gc.unfreeze()
+
+
+def test_fl_check_labels_grouped_plaintext_as_not_private(tmp_path: Path, capsys: Any) -> None:
+    """ "grouped" reads like grouped SecAgg+: ``saip fl check`` must name the aggregation and say
+    that the server sees every individual update."""
+    from saip.cli import main
+
+    cfg = tmp_path / "baseline.toml"
+    cfg.write_text(
+        'num_clients = 10\naggregation = "grouped_plaintext"\n[secagg]\ngroups = 2\n'
+        "num_shares = 5\nreconstruction_threshold = 3\n",
+        encoding="utf-8",
+    )
+    assert main(["--data-dir", str(tmp_path / "d"), "fl", "check", "--config", str(cfg)]) == 0
+    out = " ".join("".join(capsys.readouterr()).split())
+    assert "aggregation=grouped_plaintext" in out
+    assert "NOT private" in out
+    assert "sees every individual update" in out

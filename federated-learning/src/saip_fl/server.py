@@ -744,6 +744,9 @@ class GuardedFitWorkflow:
         self.strategy = strategy
         #: whether this workflow moved the warmed-up heap to the GC's permanent generation
         self.froze_heap = False
+        #: only a permanent generation this run found empty may be frozen (and later thawed):
+        #: ``gc.unfreeze`` cannot tell a host process's own frozen objects from the run's
+        self.may_freeze = gc.get_freeze_count() == 0
 
     def __call__(self, grid: Grid, context: Context) -> None:
         """Run one fit round and check that the global model changed."""
@@ -751,7 +754,7 @@ class GuardedFitWorkflow:
         before = _weights_of(context)
         rec = self.strategy.runlog.current(rnd)
         self.strategy._global = before
-        if not self.froze_heap and rnd >= 2:
+        if self.may_freeze and not self.froze_heap and rnd >= 2:
             self._freeze_heap()
         started, cpu_started = time.perf_counter(), time.process_time()
         self.inner(grid, context)

@@ -264,10 +264,23 @@ def check_cmd(config: ConfigOpt) -> None:
     from saip_fl.server import preflight
 
     preflight(cfg)
-    get_state().console.print(
-        f"[green]✓[/] {config}: valid ({cfg.num_clients} clients, {cfg.num_rounds} rounds, "
+    console = get_state().console
+    console.print(
+        f"[green]✓[/] {escape(str(config))}: valid ({cfg.num_clients} clients, "
+        f"{cfg.num_rounds} rounds, aggregation={cfg.aggregation}, "
         f"secagg={'on' if cfg.secagg.enabled else 'off'}, dp={cfg.dp.mode})"
     )
+    if not cfg.secagg.enabled:
+        # "grouped_plaintext" reads like grouped SecAgg+; it is its benchmark baseline
+        console.print(
+            "[yellow]![/] secagg is off: the updates are NOT private — the server sees every "
+            "individual update"
+            + (
+                " (grouped_plaintext is a benchmark baseline)"
+                if "plaintext" in cfg.aggregation
+                else ""
+            )
+        )
 
 
 def _load(config: Path) -> Any:
