@@ -84,3 +84,38 @@ def test_fl_dpsgd_trains_a_tanh_model_and_keeps_its_architecture() -> None:
     )
     assert any(isinstance(m, nn.Tanh) for m in model.modules())
     assert evaluate(model, split.test)[1] > max(0.5, start)
+
+
+def test_fl_dpsgd_full_batch_rate_is_the_one_accounted_and_its_noise_is_os_keyed() -> None:
+    """The DP-SGD recipe (q = 1, one step per round): the accountant and the client use the same
+    q and step count, q = 1 really takes every record, ε stays on target without subsampling
+    amplification, and two identical runs draw different noise."""
+    from saip_fl import dp
+    from saip_fl.client import dpsgd_schedule
+
+    cfg = validate_run_config(
+        {"num_clients": 10, "num_rounds": 200, "dp": {"mode": "dpsgd", "sample_rate": 1.0}}
+    )
+    sigma, q, steps = dpsgd_schedule(cfg, 66)
+    assert (q, steps) == (1.0, cfg.local_epochs)
+    eps = dp.epsilon(noise_multiplier=sigma, sample_rate=q, steps=steps * 200, delta=cfg.dp.delta)
+    assert 7.0 < eps <= cfg.dp.target_epsilon + 1e-6
+    assert NoiseSource.secure().bernoulli(100_000, 1.0).all()
+    split = split_dataset(load_dataset("digits"), test_fraction=0.2, root_size=100, seed=0)
+    data = split.pool.subset(np.arange(66))
+    runs = []
+    for _ in range(2):
+        model = build_model(64, 10, hidden=8, seed=1, activation="tanh")
+        res = train_dpsgd(
+            model,
+            data,
+            epochs=steps,
+            sample_rate=q,
+            lr=0.5,
+            noise_multiplier=sigma,
+            max_grad_norm=1.0,
+            noise=NoiseSource.secure(),
+        )
+        assert (res.steps, res.sample_rate) == (steps, 1.0)
+        runs.append(get_weights(model))
+    assert not np.array_equal(runs[0][0], runs[1][0])
