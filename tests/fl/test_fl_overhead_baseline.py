@@ -203,3 +203,63 @@ def test_fl_check_labels_grouped_plaintext_as_not_private(tmp_path: Path, capsys
     assert "aggregation=grouped_plaintext" in out
     assert "NOT private" in out
     assert "sees every individual update" in out
+
+
+def test_fl_ctrl_c_right_after_the_heap_freeze_still_thaws_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGINT raises KeyboardInterrupt wherever the main thread is, including between
+    ``gc.freeze()`` and the line that records it: the frozen heap must still be thawed."""
+    real_freeze = gc.freeze
+
+    def freeze_then_interrupt() -> None:
+        real_freeze()
+        raise KeyboardInterrupt("SIGINT")
+
+    monkeypatch.setattr(gc, "freeze", freeze_then_interrupt)
+    cfg = validate_run_config(
+        {
+            "num_clients": 10,
+            "num_rounds": 2,
+            "aggregation": "grouped_plaintext",
+            "secagg": {"groups": 2, "num_shares": 5, "reconstruction_threshold": 3},
+        }
+    )
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(cfg, tmp_path / "run")
+    assert gc.get_freeze_count() == 0
+
+
+def test_fl_ctrl_c_right_after_the_thread_cut_restores_the_callers_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C landing just after the server cut torch to one thread must still give the
+    caller its own intra-op thread count back."""
+    real_set = torch.set_num_threads
+    before = torch.get_num_threads()
+    calls: list[int] = []
+
+    def set_then_interrupt(n: int) -> None:
+        real_set(n)
+        calls.append(n)
+        if len(calls) == 1:
+            raise KeyboardInterrupt("SIGINT")
+
+    cfg = validate_run_config(
+        {
+            "num_clients": 10,
+            "num_rounds": 1,
+            "aggregation": "grouped_plaintext",
+            "secagg": {"groups": 2, "num_shares": 5, "reconstruction_threshold": 3},
+        }
+    )
+    real_set(before + 1)
+    try:
+        monkeypatch.setattr(torch, "set_num_threads", set_then_interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            runner.run(cfg, tmp_path / "run")
+        assert calls[0] == 1
+        assert torch.get_num_threads() == before + 1
+    finally:
+        monkeypatch.undo()
+        real_set(before)

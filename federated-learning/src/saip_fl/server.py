@@ -784,8 +784,10 @@ class GuardedFitWorkflow:
         still collected. :func:`run_server` undoes it when the run ends.
         """
         gc.collect()
-        gc.freeze()
+        # recorded first: a Ctrl-C between the two lines must still find the heap to thaw
+        # (the permanent generation was empty when the run started, so thawing is safe)
         self.froze_heap = True
+        gc.freeze()
 
 
 class _GroupStrategy(Strategy):
@@ -1048,8 +1050,8 @@ def _one_torch_thread() -> Iterator[None]:
     on one thread; the caller's setting is restored afterwards.
     """
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    try:  # the cut inside: a Ctrl-C landing right after it still restores
+        torch.set_num_threads(1)
         yield
     finally:
         torch.set_num_threads(before)
