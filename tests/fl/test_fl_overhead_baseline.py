@@ -194,7 +194,8 @@ def test_fl_check_labels_grouped_plaintext_as_not_private(tmp_path: Path, capsys
 
     cfg = tmp_path / "baseline.toml"
     cfg.write_text(
-        'num_clients = 10\naggregation = "grouped_plaintext"\n[secagg]\ngroups = 2\n'
+        'num_clients = 10\nnum_rounds = 2\naggregation = "grouped_plaintext"\n'
+        "[secagg]\ngroups = 2\n"
         "num_shares = 5\nreconstruction_threshold = 3\n",
         encoding="utf-8",
     )
@@ -203,6 +204,10 @@ def test_fl_check_labels_grouped_plaintext_as_not_private(tmp_path: Path, capsys
     assert "aggregation=grouped_plaintext" in out
     assert "NOT private" in out
     assert "sees every individual update" in out
+    # and ``saip fl run`` says it before it starts
+    rc = main(["--data-dir", str(tmp_path / "d"), "fl", "run", "--config", str(cfg), "--name", "r"])
+    assert rc == 0
+    assert "NOT private" in " ".join("".join(capsys.readouterr()).split())
 
 
 def test_fl_ctrl_c_right_after_the_heap_freeze_still_thaws_it(

@@ -534,3 +534,13 @@ def test_fl_noise_allowance_does_not_let_a_group_carry_a_crafted_vector() -> Non
     for _ in range(200):
         honest = [root * np.float32(1.0) + noise()]
         assert validation.score_group(0, honest, noise_norm=noise_norm, **kw).accepted
+
+
+@pytest.mark.usefixtures("flower_task")
+def test_fl_node_policy_refuses_the_grouped_plaintext_baseline() -> None:
+    """``aggregation = "grouped_plaintext"`` (the server averages each group in the clear) is a
+    plain training request like any other: a node requiring SecAgg+ never answers it, whatever
+    the server's run_config says."""
+    run_config = {"aggregation": "grouped_plaintext", "secagg.enabled": "False"}
+    with pytest.raises(FLConfigError, match="saip-require-secagg"):
+        _client_mod_call("config", run_config, {"saip-require-secagg": "true"})

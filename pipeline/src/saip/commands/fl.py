@@ -196,6 +196,7 @@ def run_cmd(
         shutil.rmtree(run_dir)
     from saip_fl import runner
 
+    _privacy_note(cfg, state.console)
     state.data_dir.mkdir(parents=True, exist_ok=True)
     encryptor = encryptor_for(
         key or state.config.encryption.key, state.data_dir, context=state.config.encryption.context
@@ -270,8 +271,13 @@ def check_cmd(config: ConfigOpt) -> None:
         f"{cfg.num_rounds} rounds, aggregation={cfg.aggregation}, "
         f"secagg={'on' if cfg.secagg.enabled else 'off'}, dp={cfg.dp.mode})"
     )
+    _privacy_note(cfg, console)
+
+
+def _privacy_note(cfg: Any, console: Any) -> None:
+    """Say so when the server sees individual updates (``grouped_plaintext`` reads like grouped
+    SecAgg+; it is its benchmark baseline)."""
     if not cfg.secagg.enabled:
-        # "grouped_plaintext" reads like grouped SecAgg+; it is its benchmark baseline
         console.print(
             "[yellow]![/] secagg is off: the updates are NOT private — the server sees every "
             "individual update"
