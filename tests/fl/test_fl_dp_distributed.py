@@ -230,3 +230,32 @@ def test_fl_distributed_client_refuses_malformed_server_numbers(sent: dict[str, 
     config = {k: v for k, v in config.items() if v is not None}
     with pytest.raises(UpdateRejectedError, match="dp-"):
         client.fit(client.get_parameters({}), config)
+
+
+@pytest.mark.parametrize("eta", [0.25, 3.0])
+def test_fl_server_learning_rate_never_scales_what_the_group_checks_see(eta: float) -> None:
+    """η is applied to the combined, already-checked aggregate only: a group mean above the norm
+    bound is rejected whatever η (η < 1 must not shrink it under the bound), one inside it is
+    scored on its own norm (η > 1 must not push it over), and the step is η × the combination."""
+    base = validate_run_config({"num_clients": 10, "num_rounds": 3, "secagg": SECAGG})
+    scaled = validate_run_config(
+        {"num_clients": 10, "num_rounds": 3, "secagg": SECAGG, "dp": {"server_learning_rate": eta}}
+    )
+    members = {0: [f"a{i}" for i in range(5)], 1: [f"b{i}" for i in range(5)]}
+    outcomes = []
+    for cfg in (base, scaled):
+        strategy = SaipStrategy(cfg, RunLog(config={}, path=None))
+        glob = strategy.global_weights
+        root, bound = strategy.round_root(glob, 1)
+        unit = bound / l2_norm(root)
+        groups = {0: [0.05 * unit * r for r in root], 1: [1.05 * unit * r for r in root]}
+        new = strategy.combine_groups(1, glob, groups, members, {})
+        rec = strategy.runlog.rounds[-1]
+        outcomes.append(([(g["accepted"], round(g["norm"], 6)) for g in rec.groups], new, glob))
+    (plain_groups, new1, glob), (scaled_groups, new_eta, _) = outcomes
+    assert plain_groups == scaled_groups
+    assert [a for a, _ in plain_groups] == [True, False]
+    assert new1 is not None
+    assert new_eta is not None
+    for w1, we, g in zip(new1, new_eta, glob, strict=True):
+        np.testing.assert_allclose(we - g, eta * (w1 - g), rtol=1e-3, atol=1e-6)
