@@ -188,3 +188,12 @@ def test_fl_projection_keeps_a_trigger_on_inputs_the_clean_data_uses() -> None:
     erased = project_input_layer(w, clean, ridge=0.05)
     assert np.linalg.norm(erased[0][0]) > 0.7 * np.linalg.norm(blended)  # survives
     assert np.linalg.norm(erased[0][1]) < 1e-3  # cut
+
+
+@pytest.mark.parametrize("ridge", [1e-6, 1e-3, 0.01])
+def test_fl_erasure_too_weak_to_erase_is_refused_not_reported_as_erased(ridge: float) -> None:
+    """A ridge far below the clean variance of the trigger's pixels leaves the projection ≈ I
+    there: seed-1 probe runs at λ = 1e-4 / 1e-3 / 1e-2 ended ``ok``, ``erased``, with ASR
+    0.23 / 0.61 / 0.25 (0.03 at 0.05). A setting that cannot do what it claims is refused."""
+    with pytest.raises(FLConfigError, match=r"secagg\.erase_ridge"):
+        validate_run_config({"num_clients": 10, "secagg": {**GROUPED, "erase_ridge": ridge}})

@@ -23,6 +23,10 @@ from saip_fl.errors import FLConfigError
 
 #: rules that look at each client's update; SecAgg+ hides those, so Flower would silently run FedAvg
 PER_CLIENT_RULES = frozenset({"krum", "multikrum", "median", "trimmed_mean", "bulyan"})
+#: smallest ``secagg.erase_ridge`` that still erases (dev runs on digits: 0.03 left ASR 0.03-0.15,
+#: 0.05 at most 0.09; 0.01 and below 0.23-0.61)
+MIN_ERASE_RIDGE = 0.03
+
 #: run_config keys that are not part of :class:`RunConfig` (set by the runner or the deployment)
 RUNTIME_KEYS = frozenset({"out-dir", "run-token"})
 
@@ -86,7 +90,7 @@ class SecAggConfig(_Section):
     #: post-training erasure (:mod:`saip_fl.erasure`): project the final model's first layer onto
     #: the clean root data's input subspace with this ridge (input-variance units); directions the
     #: clean data hardly uses, where a patch trigger lives, are shrunk away. 0 = off; above 0.5
-    #: it erases the clean task too
+    #: it erases the clean task too; below :data:`MIN_ERASE_RIDGE` it erases nothing (refused)
     erase_ridge: Annotated[float, Field(ge=0, le=0.5)] = 0.0
     #: the erased model is checked on the holdout: if its loss rises by more than this over the
     #: model before the erasure, the run fails (the projection erased the task, e.g. a ridge
@@ -263,6 +267,12 @@ class RunConfig(_Section):
                     f"secagg.clipping_range={sa.clipping_range}: honest updates would be clipped "
                     "coordinate-wise by the SecAgg+ mod and silently distorted"
                 )
+        if 0 < sa.erase_ridge < MIN_ERASE_RIDGE:
+            raise ValueError(
+                f"secagg.erase_ridge={sa.erase_ridge:g} is too weak to erase anything (the "
+                "projection is ≈ I on the trigger's pixels; digits probe runs at 1e-4..1e-2 kept "
+                f"ASR 0.23-0.61): use 0 (off) or at least {MIN_ERASE_RIDGE:g}"
+            )
         if sa.erase_ridge > 0 and not sa.enabled:
             raise ValueError(
                 "secagg.erase_ridge is a backdoor defence of grouped SecAgg+ runs: it needs "
