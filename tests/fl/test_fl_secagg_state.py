@@ -153,3 +153,50 @@ def test_fl_config_record_refuses_bad_values_and_consumes_input_like_flower() ->
     assert kept == {"a": 1}
     mod = importlib.import_module("flwr.client.mod.secure_aggregation.secaggplus_mod")
     assert mod.ConfigRecord is secagg_prg.config_record
+
+
+def test_fl_engine_message_copy_shares_nothing_mutable() -> None:
+    """Each node receives its own copy (SecAgg+'s mod pops keys from what it receives): the
+    engine's copy equals the original and no change to it reaches the original."""
+    from flwr.app import Array, ArrayRecord, Error, Message, MetricRecord
+
+    content = RecordDict(
+        {
+            "cfg": ConfigRecord({"stage": "share_keys", "pks": [b"a", b"b"], "n": 3}),
+            "met": MetricRecord({"loss": 0.5, "hist": [1.0, 2.0]}),
+            "arr": ArrayRecord({"w": Array(np.arange(6, dtype=np.float32).reshape(2, 3))}),
+        }
+    )
+    with engine.server_identity(1):
+        msg = Message(content, 1001, "train", group_id="g")
+    copied = engine.copy_message(msg)
+    assert type(copied.content) is RecordDict
+    assert {k: type(v) for k, v in copied.content.items()} == {
+        k: type(v) for k, v in msg.content.items()
+    }
+    assert dict(copied.content["cfg"]) == dict(content["cfg"])
+    assert dict(copied.content["met"]) == dict(content["met"])
+    np.testing.assert_array_equal(
+        copied.content.array_records["arr"]["w"].numpy(), np.arange(6).reshape(2, 3)
+    )
+    assert copied.metadata.__dict__ == msg.metadata.__dict__
+
+    copied.content.config_records["cfg"].pop("stage")
+    copied.content.config_records["cfg"]["pks"].append(b"c")  # type: ignore[union-attr]
+    copied.content.metric_records["met"]["hist"].append(3.0)  # type: ignore[union-attr]
+    copied.content.array_records["arr"]["w"].data = b""
+    copied.content.array_records["arr"].clear()
+    copied.content["new"] = ConfigRecord({"x": 1})
+    copied.metadata.__dict__["_message_id"] = "changed"
+    assert dict(content["cfg"]) == {"stage": "share_keys", "pks": [b"a", b"b"], "n": 3}
+    assert dict(content["met"]) == {"loss": 0.5, "hist": [1.0, 2.0]}
+    np.testing.assert_array_equal(content.array_records["arr"]["w"].numpy().ravel(), range(6))
+    assert "new" not in content
+    assert msg.metadata.message_id != "changed"
+
+    failed = Message(Error(code=1, reason="boom"), reply_to=msg)
+    copied_error = engine.copy_message(failed)
+    assert copied_error.has_error()
+    assert copied_error.error.reason == "boom"
+    copied_error.error.__dict__["_reason"] = "other"
+    assert failed.error.reason == "boom"
