@@ -26,6 +26,9 @@ in place, at the same module-attribute seams:
   state). The drop-in accepts values whose type is exactly one of ``ConfigRecord``'s scalar types
   (or a list of one such type) directly and sends anything else through Flower's own check, so
   it accepts and refuses exactly what ``ConfigRecord`` does and returns a real ``ConfigRecord``;
+* :func:`saip_fl.secagg_npy.bytes_to_ndarray` / ``parameters_to_ndarrays``: the ``.npy``
+  parsing of the client's fit result (mod) and of every masked vector (workflow) with a memo of
+  headers NumPy already validated (same arrays as ``np.load``; ≈ 20 → 3 µs per tensor);
 * :func:`generate_key_pairs`: SecAgg+'s two per-round ECDH key pairs on NIST P-256 instead of
   P-384 (≈ 10× cheaper key generation and agreement). Every other primitive of Flower's SecAgg+
   works at the 128-bit level — the Shamir shares of the mask seed and of the private key travel
@@ -56,7 +59,7 @@ from flwr.app import ConfigRecord
 from flwr.app.typing import ConfigRecordValues
 from numpy.typing import NDArray
 
-from saip_fl import secagg_shamir
+from saip_fl import secagg_npy, secagg_shamir
 
 _DOMAIN = b"saip-secagg-mask-prg-v2\x00"
 _MOD = "flwr.client.mod.secure_aggregation.secaggplus_mod"
@@ -165,12 +168,14 @@ def _replacements() -> dict[str, dict[str, Callable[..., Any]]]:
             "bytes_to_private_key": load_private_key,
             "generate_key_pairs": generate_key_pairs,
             "ConfigRecord": config_record,
+            "parameters_to_ndarrays": secagg_npy.parameters_to_ndarrays,
         },
         _WORKFLOW: {
             "pseudo_rand_gen": mask_prg,
             "combine_shares": secagg_shamir.combine_shares,
             "bytes_to_private_key": load_private_key,
             "ConfigRecord": config_record,
+            "bytes_to_ndarray": secagg_npy.bytes_to_ndarray,
         },
     }
 
