@@ -26,7 +26,7 @@ All runs in ONE process, same seeds, on the Ray-free local engine unless stated:
   (groups of 5, run concurrently, FLTrust group scoring) divided by the SAME grouped
   aggregation with the group means computed in the clear (``aggregation="grouped_plaintext"``:
   same groups, scoring, combination; only SecAgg+ differs), at 10 and 50 clients; ``.cpu`` is
-  the same ratio in process CPU seconds;
+  the same ratio in process CPU seconds; the ≤ 2× goal at 50 clients needs both ratios;
 * secagg_round_overhead_vs_plain_fedavg: grouped SecAgg+ (with its FLTrust group scoring)
   divided by plain FedAvg with per-client screening — what a user pays for switching SecAgg+ on,
   robust grouped aggregation included (the comparison this benchmark reported before
@@ -395,7 +395,9 @@ def _goals(result: dict[str, Any]) -> dict[str, bool]:
                 )
     ov = result.get("secagg_round_overhead")
     if ov:
-        goals["secagg_overhead_n50_at_most_2x"] = ov["n50"] <= 2.0
+        # wall and CPU: other processes' load stretches wall time unevenly between the sides
+        cpu = ov.get("cpu", {}).get("n50", ov["n50"])
+        goals["secagg_overhead_n50_at_most_2x"] = ov["n50"] <= 2.0 and cpu <= 2.0
     rs = result.get("run_seconds")
     if rs:
         goals["local_engine_at_least_4x_faster_than_ray"] = rs["speedup"] >= 4.0

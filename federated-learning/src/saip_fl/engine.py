@@ -24,7 +24,6 @@ benchmarks, not a substitute for separate SuperNodes (no isolation between clien
 
 from __future__ import annotations
 
-import copy
 import logging
 import signal
 import threading
@@ -33,10 +32,10 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 from uuid import uuid4
 
-from flwr.app import Context, Error, Message, RecordDict
+from flwr.app import ArrayRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.proto.node_pb2 import NodeInfo
@@ -47,6 +46,8 @@ from flwr.supercore.task_identity import TaskIdentity
 from saip_fl.errors import RunInterruptedError
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 _POLL = 0.2
 #: first node id; node ``i`` (partition ``i``) is ``NODE_BASE + i``
@@ -150,7 +151,7 @@ class LocalGrid(Grid):
                 raise ValueError(f"unknown node {msg.metadata.dst_node_id}")
             # a node gets its own copy, as over the wire (the server may share one content
             # RecordDict between messages, and SecAgg+'s client mod consumes keys from it)
-            futures.append(self._pool.submit(self._handle, copy.deepcopy(msg)))
+            futures.append(self._pool.submit(self._handle, copy_message(msg)))
         deadline = None if timeout is None else time.monotonic() + timeout
         pending = set(futures)
         while pending:
@@ -193,6 +194,48 @@ class LocalGrid(Grid):
         self._closed = True
         self.stop.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _shallow(obj: _T) -> _T:
+    new = object.__new__(type(obj))
+    new.__dict__.update(obj.__dict__)
+    return new
+
+
+def copy_message(msg: Message) -> Message:
+    """A copy of ``msg`` sharing nothing mutable with it, as a node receives it over the wire.
+
+    The server may send one content ``RecordDict`` in several messages, and SecAgg+'s client mod
+    pops keys from the records it receives. ``copy.deepcopy`` walks every record's internals
+    (≈ 55 µs per SecAgg+ message); every leaf a record holds is immutable (``bytes``, ``str``,
+    numbers, tuple shapes), so new containers down to the lists and ``Array`` objects are enough
+    (≈ 5 µs): the message, its metadata and error, the ``RecordDict``, each record and its
+    entry dict, every list value, and every ``Array``.
+    """
+    new = _shallow(msg)
+    new.__dict__["_metadata"] = _shallow(msg.metadata)
+    if msg.__dict__["_error"] is not None:
+        new.__dict__["_error"] = _shallow(msg.__dict__["_error"])
+    content: RecordDict | None = msg.__dict__["_content"]
+    if content is not None:
+        records = _shallow(content)
+        records.__dict__["_data"] = {k: _copy_record(r) for k, r in content.items()}
+        new.__dict__["_content"] = records
+    return new
+
+
+def _copy_record(record: _T) -> _T:
+    new = _shallow(record)
+    data = dict(record.__dict__["_data"])
+    if isinstance(record, ArrayRecord):
+        for key, array in data.items():
+            data[key] = _shallow(array)
+    else:  # ConfigRecord / MetricRecord: scalars, or lists of scalars
+        for key, value in data.items():
+            if type(value) is list:
+                data[key] = list(value)
+    new.__dict__["_data"] = data
+    return new
 
 
 @contextmanager

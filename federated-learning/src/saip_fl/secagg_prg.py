@@ -20,6 +20,15 @@ in place, at the same module-attribute seams:
 * :func:`load_private_key`: Flower parses the same PEM private key once per neighbour per stage
   (≈ 0.7 ms each for P-384); the last key each thread parsed is memoised (keyed by the PEM
   bytes the caller already holds, no older key retained);
+* :func:`config_record`: the mod saves its whole state into a new ``ConfigRecord`` after each
+  of the 4 messages per client and round, and Flower's constructor type-checks every value and
+  every list element with ``isinstance`` against a ``typing`` union (≈ 53 µs for the 22-entry
+  state). The drop-in accepts values whose type is exactly one of ``ConfigRecord``'s scalar types
+  (or a list of one such type) directly and sends anything else through Flower's own check, so
+  it accepts and refuses exactly what ``ConfigRecord`` does and returns a real ``ConfigRecord``;
+* :func:`saip_fl.secagg_npy.bytes_to_ndarray` / ``parameters_to_ndarrays``: the ``.npy``
+  parsing of the client's fit result (mod) and of every masked vector (workflow) with a memo of
+  headers NumPy already validated (same arrays as ``np.load``; ≈ 20 → 3 µs per tensor);
 * :func:`generate_key_pairs`: SecAgg+'s two per-round ECDH key pairs on NIST P-256 instead of
   P-384 (≈ 10× cheaper key generation and agreement). Every other primitive of Flower's SecAgg+
   works at the 128-bit level — the Shamir shares of the mask seed and of the private key travel
@@ -46,9 +55,11 @@ import numpy as np
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from flwr.app import ConfigRecord
+from flwr.app.typing import ConfigRecordValues
 from numpy.typing import NDArray
 
-from saip_fl import secagg_shamir
+from saip_fl import secagg_npy, secagg_shamir
 
 _DOMAIN = b"saip-secagg-mask-prg-v2\x00"
 _MOD = "flwr.client.mod.secure_aggregation.secaggplus_mod"
@@ -108,6 +119,47 @@ def generate_key_pairs() -> tuple[ec.EllipticCurvePrivateKey, ec.EllipticCurvePu
     return private_key, private_key.public_key()
 
 
+#: the scalar types a ConfigRecord stores (flwr.app.typing.ConfigScalar), matched exactly
+_SCALARS = frozenset({bool, int, float, str, bytes})
+
+
+def _plain_value(value: object) -> bool:
+    """Whether ``value`` is exactly a ConfigRecord scalar or a list of one exact scalar type."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    if kind is not list:
+        return False
+    items = cast(list[object], value)
+    if not items:
+        return True
+    types = set(map(type, items))
+    return len(types) == 1 and types.pop() in _SCALARS
+
+
+def config_record(
+    config_dict: dict[str, ConfigRecordValues] | None = None, keep_input: bool = True
+) -> ConfigRecord:
+    """A ``ConfigRecord`` of ``config_dict`` (drop-in for the constructor in SecAgg+'s modules).
+
+    Values of exactly a scalar type, or lists whose elements all have one exact scalar type,
+    are stored directly; everything else goes through ``ConfigRecord.__setitem__`` (Flower's
+    checks and errors), so the same inputs are accepted and refused as by ``ConfigRecord``.
+    """
+    record = ConfigRecord()
+    if not config_dict:
+        return record
+    data: dict[str, ConfigRecordValues] = record.__dict__["_data"]
+    for key, value in config_dict.items():
+        if type(key) is str and _plain_value(value):
+            data[key] = value
+        else:
+            record[key] = value
+    if not keep_input:
+        config_dict.clear()
+    return record
+
+
 def _replacements() -> dict[str, dict[str, Callable[..., Any]]]:
     return {
         _MOD: {
@@ -115,11 +167,15 @@ def _replacements() -> dict[str, dict[str, Callable[..., Any]]]:
             "create_shares": secagg_shamir.create_shares,
             "bytes_to_private_key": load_private_key,
             "generate_key_pairs": generate_key_pairs,
+            "ConfigRecord": config_record,
+            "parameters_to_ndarrays": secagg_npy.parameters_to_ndarrays,
         },
         _WORKFLOW: {
             "pseudo_rand_gen": mask_prg,
             "combine_shares": secagg_shamir.combine_shares,
             "bytes_to_private_key": load_private_key,
+            "ConfigRecord": config_record,
+            "bytes_to_ndarray": secagg_npy.bytes_to_ndarray,
         },
     }
 
