@@ -113,6 +113,19 @@ _SHARED_EFFECT = 5.8
 #: largest blend weight ``a`` of a trigger reconstructed from a blend candidate (Chen et al. 2017
 #: blend keys with a = 0.05–0.2; a clean digits "1" sub-population reconstructs as a ≈ 0.74)
 _MAX_BLEND = 0.5
+#: smallest: a blend shrinks its carriers' natural variation by ``1 − a``; a sub-population
+#: with no shrink (``triggers_from_flags`` estimates no key below a = 0.05 and leaves ``blend``
+#: at 0) is an offset cluster — a class made of two clusters, a feature only part of one class
+#: has — not a blended key
+_MIN_BLEND = 0.05
+
+
+def _graded_coords(data: Prepared, t: Trigger) -> int:
+    """How many of a stamped trigger's coordinates take more than two distinct values."""
+    if t.fixed is None:
+        return t.n_coords
+    cols = np.flatnonzero(t.fixed)
+    return sum(1 for j in cols if len(np.unique(data.xs[:, j])) > 2)
 
 
 def risk_from_fraction(fraction: float) -> float:
@@ -355,8 +368,11 @@ def scan(
             seeds[b.members] = True
         found = triggers_from_flags(data, seeds, known=triggers, seed=seed)
         # a "key" that must overwrite more than half of the input is the class's own content
-        # (a natural sub-population), not a hidden pattern: not counted as a trigger
-        triggers += [dc_replace(t, kind="blend") for t in found if t.blend <= _MAX_BLEND]
+        # (a natural sub-population), not a hidden pattern; a split-off group whose variation
+        # is not shrunk at all is an offset cluster, not a blend: neither counts as a trigger
+        triggers += [
+            dc_replace(t, kind="blend") for t in found if _MIN_BLEND <= t.blend <= _MAX_BLEND
+        ]
         weight = {t.target: t.blend for t in found}
         calibration["blend_candidates"] = [
             {
@@ -388,7 +404,12 @@ def scan(
     # extra risk (clean-label poison keeps its label; a probe need not follow it)
     stamped = np.zeros(n, dtype=bool)
     for t, ok in zip(triggers, verified, strict=True):
-        strong_stamp = t.kind == "stamp" and t.effect >= _STAMP_EFFECT and t.n_coords >= 4
+        # shared exact values are evidence only on coordinates that take more than two values:
+        # on binary inputs (black-and-white images, 0/1 tabular flags) every sample shares
+        # exact values with many others, and a class's typical strokes look "stamped"
+        strong_stamp = (
+            t.kind == "stamp" and t.effect >= _STAMP_EFFECT and _graded_coords(data, t) >= 4
+        )
         if not ok and (strong_stamp or (t.kind == "neighbours" and t.effect >= _SHARED_EFFECT)):
             new = carriers(data, t) & ~carrier & ~stamped
             carrier_of[new] = t.target
