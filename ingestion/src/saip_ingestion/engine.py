@@ -1239,6 +1239,9 @@ class IngestEngine:
                     "contentid": key.rsplit("-", 1)[1],
                 },
             )
+        publish = getattr(self.store, "commit_batch", None)
+        if publish is not None:  # a staging store (backends.claims) publishes the batch here,
+            publish()  # after its commit point and before the journal names it
         if key is not None or qkey is not None or batch.marks:
             self.state.commit({"batch": number, "key": key, "marks": batch.marks})
             self.summary.batches += 1

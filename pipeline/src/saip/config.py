@@ -57,6 +57,12 @@ class GcpIngestOptions(_Section):
     subscription: str | None = None
     dead_letter_topic: str | None = None
     pubsub_endpoint: str | None = None
+    commit_store: str | None = None
+    """Scale-out: shared create-only store of claims and batch decisions (``gs://BUCKET/PREFIX``,
+    ``infra/gcp`` output ``commit_bucket``); each consumer needs ``--consumer-name``."""
+    max_lease_extension_seconds: int | None = None
+    """Cap of each ack-deadline extension (10-600 s): how soon a dead consumer's messages are
+    redelivered to the others."""
 
 
 class IngestSection(_Section):

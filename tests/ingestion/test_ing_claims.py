@@ -1,0 +1,310 @@
+"""Claims and fenced batch commits (``saip_ingestion.backends.claims``): a consumer killed at
+EVERY step of a batch leaves nothing stored twice and nothing lost once another consumer drains
+the subscription; a live consumer that lost its messages is fenced; tampered records refused.
+
+The subscription here is a FAKE (``FakeSubscription``, below): an in-memory at-least-once queue
+with message ids that redelivers a dead or fenced consumer's un-acked messages. The engine, the
+claim log and the commit store (``LocalCommitStore``) are the real ones; the multi-process test
+against the Pub/Sub emulator is ``test_ing_pubsub_scaleout.py``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from saip_ingestion.backends.base import StreamMessage
+from saip_ingestion.backends.claims import (
+    ClaimConflictError,
+    ClaimedStream,
+    ClaimError,
+    ClaimingStore,
+    ClaimLog,
+    LocalCommitStore,
+    _parse_decision,
+)
+from saip_ingestion.backends.local import LocalObjectStore
+from saip_ingestion.engine import ACCEPTED_PREFIX, IngestEngine, read_batch
+from saip_ingestion.provenance import record_leaf_data
+from saip_ingestion.quarantine import QuarantineStore
+from saip_ingestion.schemas import PAYLOAD_ADAPTERS
+
+
+class Crash(BaseException):
+    """Stands for SIGKILL at a chosen step (nothing catches it, nothing is cleaned up)."""
+
+
+class FakeSubscription:
+    """FAKE at-least-once subscription (NOT Pub/Sub): each message has a stable id; a consumer
+    view leases what it polls; ``expire(view)`` hands its un-acked messages to the next poller."""
+
+    def __init__(self, payloads: list[bytes]) -> None:
+        self.data = {f"m{i:04d}": p for i, p in enumerate(payloads)}
+        self.acked: set[str] = set()
+        self.leased: dict[str, FakeView] = {}
+
+    def expire(self, view: FakeView) -> None:
+        for mid in [m for m, v in self.leased.items() if v is view]:
+            del self.leased[mid]
+
+
+class FakeView:
+    """One consumer's streaming pull on the FAKE subscription."""
+
+    def __init__(self, sub: FakeSubscription, ops: OpCounter) -> None:
+        self.sub, self.ops, self.ids, self.n = sub, ops, {}, 0
+        self.ids: dict[str, str] = {}
+
+    def publish(self, payloads: Any, *, partition_key: str) -> None:
+        raise NotImplementedError
+
+    def poll(self, *, max_messages: int, timeout: float) -> list[StreamMessage]:
+        out = []
+        for mid, data in self.sub.data.items():
+            if mid in self.sub.acked or mid in self.sub.leased:
+                continue
+            self.sub.leased[mid] = self
+            self.n += 1
+            ack = f"{mid}.{id(self)}.{self.n}"
+            self.ids[ack] = mid
+            out.append(StreamMessage(data, "p", ack))
+            if len(out) >= max_messages:
+                break
+        return out
+
+    def message_id(self, position: str) -> str:
+        return self.ids[position]
+
+    def checkpoint(self, messages: Any) -> None:
+        for m in messages:
+            mid = self.ids.pop(m.position)
+            if self.sub.leased.get(mid) is self:
+                self.sub.acked.add(mid)
+                del self.sub.leased[mid]
+            self.ops.step(f"ack {mid}")
+
+
+class OpCounter:
+    """Counts the durable steps of a run; raises :class:`Crash` right after step ``at``."""
+
+    def __init__(self, at: int | None = None) -> None:
+        self.at, self.n, self.log = at, 0, []
+        self.log: list[str] = []
+
+    def step(self, what: str) -> None:
+        self.n += 1
+        self.log.append(what)
+        if self.at is not None and self.n == self.at:
+            raise Crash(what)
+
+
+class CountingCommits(LocalCommitStore):
+    def __init__(self, root: Path, ops: OpCounter) -> None:
+        super().__init__(root)
+        self.ops = ops
+
+    def create(self, key: str, data: bytes) -> bool:
+        done = super().create(key, data)
+        self.ops.step(f"create {key.split('/', 1)[1]} -> {done}")
+        return done
+
+
+class CountingStore(LocalObjectStore):
+    def __init__(self, root: Path, ops: OpCounter) -> None:
+        super().__init__(root)
+        self.ops = ops
+
+    def put(self, key: str, data: bytes, *, metadata: Mapping[str, str] | None = None) -> None:
+        super().put(key, data, metadata=metadata)
+        self.ops.step(f"put {key.split('/')[0]}")
+
+
+def sign_v2(prod: Any, records: list[dict[str, Any]]) -> None:
+    leaves = [
+        record_leaf_data(
+            {**r, "payload": PAYLOAD_ADAPTERS["image-sample/v1"].validate_python(r["payload"])}
+        )
+        for r in records
+    ]
+    _header, sigs = prod.signer.sign_header(leaves, seq_first=records[0]["seq"])
+    for r, sig in zip(records, sigs, strict=True):
+        r["sig"] = sig
+
+
+def payloads(env: Any) -> tuple[list[bytes], set[tuple[str, int]], list[bytes]]:
+    a, b = env.producer("pa"), env.producer("pb")
+    v1 = a.sign([a.record(label=i % 10) for i in range(7)])
+    v2 = [b.record(label=i % 10) for i in range(6)]
+    sign_v2(b, v2)  # one v2 batch read 4 at a time: held across polls
+    bad = [b"{oops", b"[]"]
+    lines = [env.line(r) for r in v1[:3]] + bad[:1] + [env.line(r) for r in v2]
+    lines += [env.line(r) for r in v1[3:]] + bad[1:]
+    return lines, {(r["producer_id"], r["seq"]) for r in v1 + v2}, bad
+
+
+def consumer(
+    env: Any, tmp: Path, name: str, sub: FakeSubscription, ops: OpCounter, landing: Any
+) -> tuple[IngestEngine, ClaimedStream]:
+    log = ClaimLog(
+        store=CountingCommits(env.tmp / "commits", ops), namespace="sub", owner=name, workers=1
+    )
+    stream = ClaimedStream(FakeView(sub, ops), log=log, landing=landing)
+    env.registry.reload()
+    engine = IngestEngine(
+        store=ClaimingStore(landing, stream),
+        encryptor=env.encryptor,
+        registry=env.registry,
+        state_dir=tmp / name,
+        clock=lambda: env.now,
+    )
+    stream.held = engine.held_messages
+    return engine, stream
+
+
+def stored(env: Any, landing: Any) -> list[tuple[str, int]]:
+    out = []
+    for key in landing.list(ACCEPTED_PREFIX):
+        out += [(e["producer_id"], e["seq"]) for e in read_batch(landing, env.encryptor, key)]
+    return out
+
+
+def drain(env: Any, tmp: Path, name: str, sub: FakeSubscription, ops: OpCounter) -> None:
+    landing = CountingStore(env.tmp / "objects", ops)
+    engine, stream = consumer(env, tmp, name, sub, ops, landing)
+    engine.run(stream, batch_size=4, poll_timeout=0, idle_polls=1)
+    engine.close()
+    stream.log.close()
+
+
+def test_killed_at_every_step_another_consumer_stores_each_record_once(
+    env: Any, tmp_path: Path
+) -> None:
+    lines, want, bad = payloads(env)
+    clean = OpCounter()
+    drain(env, tmp_path / "clean", "c0", FakeSubscription(lines), clean)
+    steps = clean.n
+    assert steps > 20, clean.log  # claims, decisions, puts, acks of several batches
+    for at in range(1, steps + 1):
+        env.tmp = tmp_path / f"at{at}"
+        sub = FakeSubscription(lines)
+        ops = OpCounter(at)
+        landing = CountingStore(env.tmp / "objects", ops)
+        engine, stream = consumer(env, tmp_path / f"at{at}", "victim", sub, ops, landing)
+        with pytest.raises(Crash):
+            engine.run(stream, batch_size=4, poll_timeout=0, idle_polls=1)
+        stream.log.close()
+        sub.expire(stream.inner)  # its leases lapse: everything un-acked is redelivered
+        drain(env, tmp_path / f"at{at}", "heir", sub, OpCounter())
+        got = stored(env, LocalObjectStore(env.tmp / "objects"))
+        twice = sorted({x for x in got if got.count(x) > 1})
+        assert not twice, f"crash after step {at} ({ops.log[-1]}): stored twice {twice}"
+        assert set(got) == want, f"crash after step {at} ({ops.log[-1]}): missing {want - set(got)}"
+        assert sub.acked == set(sub.data), f"crash after step {at}: not all acked"
+        enc = env.encryptor
+        raws = [e.raw for e in QuarantineStore(LocalObjectStore(env.tmp / "objects"), enc).entries()]
+        assert sorted(set(raws)) == sorted(bad), f"crash after step {at}: quarantine {raws}"
+
+
+def test_live_consumer_that_lost_its_messages_is_fenced_and_publishes_nothing(
+    env: Any, tmp_path: Path
+) -> None:
+    lines, want, _bad = payloads(env)
+    lines = lines[:3]  # three v1 records
+    sub = FakeSubscription(lines)
+    landing = LocalObjectStore(env.tmp / "objects")
+    slow, slow_stream = consumer(env, tmp_path, "slow", sub, OpCounter(), landing)
+    got = slow_stream.poll(max_messages=10, timeout=0)
+    assert len(got) == 3
+    sub.expire(slow_stream.inner)  # its ack deadline lapses while it works on the batch
+    drain(env, tmp_path, "fast", sub, OpCounter())  # stores and acks the three
+    assert sorted(stored(env, landing)) == sorted((("pa", i) for i in range(3)))
+    with pytest.raises(Exception) as info:  # the slow one's commit is refused: nothing published
+        slow.process_and_commit(got)
+    assert isinstance(info.value, ClaimConflictError) or isinstance(
+        info.value.__cause__ or info.value.__context__, ClaimConflictError
+    )
+    assert sorted(stored(env, landing)) == sorted((("pa", i) for i in range(3)))
+    slow_stream.log.close()
+
+
+def test_claimed_but_undecided_batch_is_aborted_by_the_next_consumer(
+    env: Any, tmp_path: Path
+) -> None:
+    """A consumer that claimed its messages but has not decided is fenced: its decision fails."""
+    commits = LocalCommitStore(tmp_path / "commits")
+    a = ClaimLog(store=commits, namespace="s", owner="a", workers=1)
+    b = ClaimLog(store=commits, namespace="s", owner="b", workers=1)
+    bid_a = a.new_batch_id()
+    a._claim_one("m1", bid_a)
+    bid_b = b.new_batch_id()
+    b.commit(bid_b, ["m1"], [("accepted/x", b"data", {})])  # aborts a's batch, claims slot 1
+    with pytest.raises(ClaimConflictError, match="already stored"):
+        a.commit(bid_a, ["m1"], [("accepted/y", b"data", {})])
+    res = a.resolve("m1")
+    assert res.bid == bid_b
+    assert res.committed is not None
+    assert res.n == 1
+    # fenced between its claims and its decision (nobody committed the message yet)
+    bid_a2 = a.new_batch_id()
+    a._claim_one("m2", bid_a2)
+    b.abort(bid_a2)
+    with pytest.raises(ClaimConflictError, match="fenced"):
+        a.commit(bid_a2, ["m2"], [("accepted/z", b"data", {})])
+    assert a.resolve("m2").committed is None
+    a.close()
+    b.close()
+
+
+def test_conflict_with_a_committed_claim_aborts_the_own_batch(tmp_path: Path) -> None:
+    commits = LocalCommitStore(tmp_path / "commits")
+    a = ClaimLog(store=commits, namespace="s", owner="a", workers=1)
+    b = ClaimLog(store=commits, namespace="s", owner="b", workers=1)
+    a.commit(a.new_batch_id(), ["m1"], [("accepted/x", b"1", {})])
+    bid = b.new_batch_id()
+    with pytest.raises(ClaimConflictError, match="already stored"):
+        b.commit(bid, ["m2", "m1"], [("accepted/y", b"2", {})])
+    assert b.decision(bid) is not None
+    assert b.decision(bid).state == "abort"  # type: ignore[union-attr]
+    assert b.resolve("m2").committed is None  # m2's claim names the aborted batch: free again
+    a.close()
+    b.close()
+
+
+def test_tampered_claims_and_decisions_are_refused(tmp_path: Path) -> None:
+    commits = LocalCommitStore(tmp_path / "commits")
+    log = ClaimLog(store=commits, namespace="s", owner="a", workers=1)
+    assert commits.create("s/claims/m1/0", b"../../etc/passwd")
+    with pytest.raises(ClaimError, match="not a batch id"):
+        log.resolve("m1")
+    bid = "x-0123456789abcdef-1"
+    assert commits.create("s/claims/m2/0", bid.encode())
+    doc = {"v": 1, "state": "commit", "objects": [{"key": "keys/evil", "data": "", "metadata": {}}]}
+    assert commits.create(f"s/batches/{bid}", json.dumps(doc).encode())
+    with pytest.raises(ClaimError, match="outside the engine's prefixes"):
+        log.resolve("m2")
+    with pytest.raises(ClaimError, match="not a stream message id"):
+        log.resolve("../m")
+    log.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=200), st.from_regex(r'\{"v":1,"state":"(commit|abort)".*')))
+def test_decision_parser_never_raises_anything_but_claim_error(raw: Any) -> None:
+    data = raw.encode() if isinstance(raw, str) else raw
+    try:
+        _parse_decision("b", data)
+    except ClaimError:
+        pass
+
+
+def test_local_commit_store_create_is_exclusive(tmp_path: Path) -> None:
+    store = LocalCommitStore(tmp_path)
+    assert store.create("a/b", b"1")
+    assert not store.create("a/b", b"2")
+    assert store.read("a/b") == b"1"
+    assert store.read("a/c") is None
+    assert not [p for p in (tmp_path / "a").iterdir() if p.name.startswith(".tmp")]
