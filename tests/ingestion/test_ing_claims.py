@@ -205,7 +205,9 @@ def test_killed_at_every_step_another_consumer_stores_each_record_once(
         assert set(got) == want, f"crash after step {at} ({ops.log[-1]}): missing {want - set(got)}"
         assert sub.acked == set(sub.data), f"crash after step {at}: not all acked"
         enc = env.encryptor
-        raws = [e.raw for e in QuarantineStore(LocalObjectStore(env.tmp / "objects"), enc).entries()]
+        raws = [
+            e.raw for e in QuarantineStore(LocalObjectStore(env.tmp / "objects"), enc).entries()
+        ]
         assert sorted(set(raws)) == sorted(bad), f"crash after step {at}: quarantine {raws}"
 
 

@@ -63,6 +63,9 @@ class GcpIngestOptions(_Section):
     max_lease_extension_seconds: int | None = None
     """Cap of each ack-deadline extension (10-600 s): how soon a dead consumer's messages are
     redelivered to the others."""
+    max_outstanding_messages: int | None = None
+    """Streaming-pull flow control: un-acked messages one consumer holds at most (default
+    1000); keep it near the batch size when several consumers share a subscription."""
 
 
 class IngestSection(_Section):

@@ -515,8 +515,8 @@ class ClaimedStream:
                 self._landing.put(key, data, metadata=meta)
             settled.append(msg)
         if settled:
-            _log.info(
-                "%d redelivered message(s) already stored by another consumer's batch: "
+            _log.warning(
+                "%d redelivered message(s) already stored by a committed batch: "
                 "rolled forward and acked, not stored again",
                 len(settled),
             )
