@@ -309,3 +309,28 @@ def test_local_commit_store_create_is_exclusive(tmp_path: Path) -> None:
     assert store.read("a/b") == b"1"
     assert store.read("a/c") is None
     assert not [p for p in (tmp_path / "a").iterdir() if p.name.startswith(".tmp")]
+
+
+def test_cli_refuses_bad_pubsub_scale_out_flags_naming_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``saip ingest run --backend gcp`` fails at start-up, exit 1, naming the setting."""
+    from saip.cli import main
+
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "saip-test")
+    base = ["--data-dir", str(tmp_path), "ingest", "run", "--source", "stream", "--backend"]
+    base += ["gcp", "--stream", "t-records", "--bucket", "ds.landing"]
+    assert main([*base, "--consumer-name", "c1"]) == 1
+    assert "commit_store" in capsys.readouterr().err
+    assert main([*base, "--commit-store", f"file://{tmp_path}/c"]) == 1
+    assert "commit_store" in capsys.readouterr().err
+    assert main([*base, "--consumer-name", "c1", "--commit-store", "s3://x/y"]) == 1
+    assert "commit_store" in capsys.readouterr().err
+    assert main([*base, "--consumer-name", "c1", "--commit-store", "file://rel/dir"]) == 1
+    assert "absolute" in capsys.readouterr().err
+    assert (
+        main([*base, "--consumer-name", "bad name", "--commit-store", f"file://{tmp_path}/x"]) == 1
+    )
+    assert "consumer" in capsys.readouterr().err
+    assert main([*base, "--lease-table", "t-leases", "--consumer-name", "c1"]) == 1
+    assert "lease_table" in capsys.readouterr().err  # a Kinesis-only flag is not ignored

@@ -696,9 +696,9 @@ def open_backend(
         raise ValueError(
             "commit_store: scale-out on Pub/Sub needs both --consumer-name and --commit-store"
         )
-    commits = None if commit_store is None else _commit_store(commit_store)
     if consumer is not None:
         check_name("consumer", consumer, r"[A-Za-z0-9_.-]{1,64}", hint="1-64 of [A-Za-z0-9_.-]")
+    commits = None if commit_store is None else _commit_store(commit_store)
 
     from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
