@@ -77,8 +77,8 @@ class FakeView:
                 break
         return out
 
-    def message_id(self, position: str) -> str:
-        return self.ids[position]
+    def message_id(self, message: StreamMessage) -> str:
+        return self.ids[message.position]
 
     def checkpoint(self, messages: Any) -> None:
         for m in messages:

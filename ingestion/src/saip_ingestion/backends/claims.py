@@ -471,7 +471,8 @@ class ClaimingStore(ObjectStore):
 
 
 class ClaimedStream:
-    """Wraps a stream whose messages carry ids (``message_id(position)``) so that a message
+    """Wraps a stream whose messages carry stable ids (``message_id(msg)``: Pub/Sub's message
+    id, Event Hubs' partition and sequence number) so that a message
     already stored by a committed batch never reaches the engine again (rolled forward and
     acked instead), and tracks which delivered messages each batch decided.
 
@@ -481,12 +482,12 @@ class ClaimedStream:
 
     def __init__(self, inner: Any, *, log: ClaimLog, landing: ObjectStore) -> None:
         if not callable(getattr(inner, "message_id", None)):
-            raise TypeError("ClaimedStream: the stream must expose message_id(position)")
+            raise TypeError("ClaimedStream: the stream must expose message_id(message)")
         self.inner = inner
         self.log = log
         self._landing = landing
         self.held: Callable[[], Sequence[StreamMessage]] = list
-        self._undecided: dict[str, StreamMessage] = {}  # position -> message, in order
+        self._undecided: dict[tuple[str, str], StreamMessage] = {}  # (partition, position)
         self.rolled_forward = 0
 
     def publish(self, payloads: Sequence[bytes], *, partition_key: str) -> None:
@@ -503,13 +504,13 @@ class ClaimedStream:
                 return fresh
 
     def _settle(self, got: list[StreamMessage]) -> list[StreamMessage]:
-        ids = [self.inner.message_id(m.position) for m in got]
+        ids = [self.inner.message_id(m) for m in got]
         fresh: list[StreamMessage] = []
         settled: list[StreamMessage] = []
         for msg, res in zip(got, self.log.committed_many(ids), strict=True):
             if res.committed is None:
                 fresh.append(msg)
-                self._undecided[msg.position] = msg
+                self._undecided[(msg.partition, msg.position)] = msg
                 continue
             for key, data, meta in res.committed.objects:  # idempotent: same key, same bytes
                 self._landing.put(key, data, metadata=meta)
@@ -526,12 +527,12 @@ class ClaimedStream:
 
     def take_decided(self) -> list[str]:
         """Message ids of the delivered messages not held (decided by the current batch)."""
-        held = {m.position for m in self.held()}
+        held = {(m.partition, m.position) for m in self.held()}
         out = []
-        for pos in list(self._undecided):
-            if pos not in held:
-                del self._undecided[pos]
-                out.append(self.inner.message_id(pos))
+        for at, msg in list(self._undecided.items()):
+            if at not in held:
+                del self._undecided[at]
+                out.append(self.inner.message_id(msg))
         return out
 
     def checkpoint(self, messages: Sequence[StreamMessage]) -> None:

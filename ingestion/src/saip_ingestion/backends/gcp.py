@@ -409,10 +409,10 @@ class PubSubStream(RecordStream):
             )
         return out
 
-    def message_id(self, position: str) -> str:
+    def message_id(self, message: StreamMessage) -> str:
         """The Pub/Sub message id of a delivered, not yet acked message (stable across
         redeliveries, unlike the ack id)."""
-        return self._ids[position]
+        return self._ids[message.position]
 
     def checkpoint(self, messages: Sequence[StreamMessage]) -> None:
         """Ack ``messages`` (call only after they are durably stored); waits for confirmation."""
