@@ -48,6 +48,12 @@ class AzureIngestOptions(_Section):
     """Event Hubs namespace FQDN (``<name>.servicebus.windows.net``)."""
     consumer_group: str | None = None
     checkpoint_container: str | None = None
+    commit_store: str | None = None
+    """Scale-out: ``az://CONTAINER/PREFIX`` of the claims and batch decisions (``infra/azure``
+    output ``commit_store``); each consumer needs ``--consumer-name``."""
+    load_balancing_interval: float | None = None
+    """Seconds between the SDK's partition ownership rounds (default 10; a dead consumer's
+    partitions move after 6 x this)."""
 
 
 class GcpIngestOptions(_Section):

@@ -210,6 +210,11 @@ class EventHubStream(RecordStream):
             out.append(StreamMessage(b"".join(event.body), pid, seq))
         return out
 
+    @staticmethod
+    def message_id(message: StreamMessage) -> str:
+        """Stable id of an event: partition and sequence number (the same on every re-read)."""
+        return f"{message.partition}.{message.position}"
+
     def checkpoint(self, messages: Sequence[StreamMessage]) -> None:
         """Write, per partition, the newest event of ``messages`` to the checkpoint store."""
         newest: dict[str, tuple[int, Any, Any]] = {}
@@ -317,6 +322,11 @@ def open_backend(
     consumer: Any = None,
     checkpoint_store: Any = None,
     container_client: Any = None,
+    consumer_name: str | None = None,
+    commit_store: str | None = None,
+    commit_container_client: Any = None,
+    load_balancing_interval: float = 10.0,
+    ownership_expiration: float | None = None,
     **unsupported: Any,
 ) -> tuple[RecordStream, ObjectStore]:
     """Build the Azure stream and store (options validated eagerly; ValueError names them).
@@ -339,8 +349,43 @@ def open_backend(
         Directory prefix and encryption scope for landed blobs.
     producer, consumer, checkpoint_store, container_client:
         Injected clients (TLS transports from the ``saip`` CLI, Azurite/fakes in tests).
+        ``consumer`` given as a string is this consumer's name (the CLI's ``--consumer-name``).
+    consumer_name, commit_store, commit_container_client:
+        Scale-out (several processes in one consumer group, ingestion README "Scale-out"):
+        ``az://CONTAINER[/PREFIX]`` on the same account, the create-only store of claims and
+        batch decisions (:mod:`saip_ingestion.backends.claims`); needs the consumer name. The
+        container client may be injected (tests).
+    load_balancing_interval, ownership_expiration:
+        The SDK's partition load balancing: seconds between ownership rounds (1-300) and
+        after which a dead consumer's partitions are taken over (default 6 x the interval).
     """
     unsupported.pop("data_dir", None)
+    if isinstance(consumer, str):  # the CLI passes --consumer-name as `consumer`
+        consumer_name, consumer = consumer, None
+    if consumer_name is not None:
+        check_name(
+            "consumer", consumer_name, r"[A-Za-z0-9_.-]{1,64}", hint="1-64 of [A-Za-z0-9_.-]"
+        )
+    if (consumer_name is None) != (commit_store is None):
+        raise ValueError(
+            "commit_store: scale-out on Event Hubs needs both --consumer-name and --commit-store"
+        )
+    commit_container = commit_prefix = ""
+    if commit_store is not None:
+        if not isinstance(commit_store, str) or not commit_store.startswith("az://"):
+            raise ValueError("commit_store: must be az://CONTAINER[/PREFIX] on the same account")
+        commit_container, _, rest = commit_store[len("az://") :].partition("/")
+        check_name("commit_store", commit_container, _CONTAINER, hint="3-63 of [a-z0-9-]")
+        commit_prefix = f"{rest.strip('/')}/" if rest.strip("/") else ""
+    if not 1.0 <= float(load_balancing_interval) <= 300.0:
+        raise ValueError("load_balancing_interval: must be 1-300 seconds")
+    expiry = (
+        6 * float(load_balancing_interval)
+        if ownership_expiration is None
+        else float(ownership_expiration)
+    )
+    if not float(load_balancing_interval) < expiry <= 3600.0:
+        raise ValueError("ownership_expiration: must exceed load_balancing_interval, <= 3600 s")
     if unsupported:
         raise ValueError(f"azure backend: unsupported option(s) {', '.join(sorted(unsupported))}")
     if eventhub is not None and stream is not None and eventhub != stream:
@@ -392,6 +437,8 @@ def open_backend(
             consumer_group=consumer_group,
             credential=credential,
             checkpoint_store=checkpoint_store,
+            load_balancing_interval=float(load_balancing_interval),
+            partition_ownership_expiration_interval=expiry,
         )
     if producer is None:
         from azure.eventhub import EventHubProducerClient
@@ -402,7 +449,27 @@ def open_backend(
     store = AdlsBlobStore(
         container_client=container_client, prefix=prefix, encryption_scope=encryption_scope
     )
-    return (
-        EventHubStream(producer=producer, consumer=consumer, prefetch_events=prefetch_events),
-        store,
+    rs = EventHubStream(producer=producer, consumer=consumer, prefetch_events=prefetch_events)
+    if consumer_name is None:
+        return rs, store
+    from saip_ingestion.backends.claims import (
+        BlobCommitStore,
+        ClaimedStream,
+        ClaimingStore,
+        ClaimLog,
     )
+
+    if commit_container_client is None:
+        from azure.identity import DefaultAzureCredential
+        from azure.storage.blob import ContainerClient
+
+        commit_container_client = ContainerClient(
+            url, commit_container, credential=credential or DefaultAzureCredential()
+        )
+    log = ClaimLog(
+        store=BlobCommitStore(container_client=commit_container_client, prefix=commit_prefix),
+        namespace=f"{hub}.{consumer_group.lstrip('$')}"[:200],
+        owner=consumer_name,
+    )
+    claimed = ClaimedStream(rs, log=log, landing=store)
+    return claimed, ClaimingStore(store, claimed)

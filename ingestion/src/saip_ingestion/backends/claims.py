@@ -75,6 +75,7 @@ from saip_ingestion.backends._cloud_common import CloudBackendError, check_name,
 from saip_ingestion.backends.base import ObjectStore, StreamMessage
 
 __all__ = [
+    "BlobCommitStore",
     "ClaimConflictError",
     "ClaimError",
     "ClaimLog",
@@ -220,6 +221,39 @@ class GcsCommitStore:
         if resp.status_code != 200:
             raise CloudBackendError(f"GCS read of {key}: HTTP {resp.status_code}")
         return bytes(resp.content)
+
+
+class BlobCommitStore:
+    """:class:`CommitStore` in an Azure Blob container: ``create`` is ``upload_blob(overwrite=
+    False)``, which the SDK sends as ``If-None-Match: *`` (the service answers 409
+    ``BlobAlreadyExists``; Azure Storage docs, *Specifying conditional headers for Blob
+    service operations*); ``read`` downloads the blob. Azurite honours the header (tested)."""
+
+    def __init__(self, *, container_client: Any, prefix: str = "") -> None:
+        if prefix:
+            check_name("commit_store", prefix, r"([A-Za-z0-9_.=-]+/)+", hint="prefix ends with '/'")
+        self._container = container_client
+        self._prefix = prefix
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Conditional create; False if the blob exists."""
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            self._container.upload_blob(self._prefix + check_object_key(key), data, overwrite=False)
+        except ResourceExistsError:
+            return False
+        return True
+
+    def read(self, key: str) -> bytes | None:
+        """The blob's bytes, or None."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            blob = self._container.download_blob(self._prefix + check_object_key(key))
+        except ResourceNotFoundError:
+            return None
+        return bytes(blob.readall())
 
 
 @dataclass(frozen=True)

@@ -375,9 +375,9 @@ def run_cmd(
         str | None,
         typer.Option(
             "--commit-store",
-            help="Scale-out (gcp): shared create-only store of message claims and batch "
-            "decisions, gs://BUCKET[/PREFIX] or file:///DIR (default: config [ingest.gcp] "
-            "commit_store); with --consumer-name.",
+            help="Scale-out (gcp, azure): shared create-only store of message claims and "
+            "batch decisions: gs://BUCKET[/PREFIX] or file:///DIR (gcp), az://CONTAINER[/PREFIX] "
+            "(azure; default: config commit_store); with --consumer-name.",
         ),
     ] = None,
     as_json: JsonOpt = False,
