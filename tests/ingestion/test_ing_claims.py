@@ -334,3 +334,80 @@ def test_cli_refuses_bad_pubsub_scale_out_flags_naming_them(
     assert "consumer" in capsys.readouterr().err
     assert main([*base, "--lease-table", "t-leases", "--consumer-name", "c1"]) == 1
     assert "lease_table" in capsys.readouterr().err  # a Kinesis-only flag is not ignored
+
+
+class FakeGcs:
+    """FAKE Cloud Storage JSON API (NOT GCS; no emulator here): only a media upload honouring
+    ``ifGenerationMatch=0`` (412 if the object exists) and ``GET ...?alt=media`` (404 if not),
+    the two calls :class:`GcsCommitStore` makes. Proves the request shape the store sends (the
+    paths, the URL-quoted object name, the precondition), not GCS's semantics."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import parse_qs, unquote, urlsplit
+
+        objects: dict[tuple[str, str], bytes] = {}
+        self.objects = objects
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_a: Any) -> None:
+                pass
+
+            def _reply(self, code: int, body: bytes = b"{}") -> None:
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:
+                url = urlsplit(self.path)
+                q = parse_qs(url.query)
+                parts = url.path.split("/")  # /upload/storage/v1/b/{bucket}/o
+                data = self.rfile.read(int(self.headers["Content-Length"]))
+                if parts[1:4] != ["upload", "storage", "v1"] or q.get("uploadType") != ["media"]:
+                    return self._reply(400)
+                key = (parts[5], q["name"][0])
+                if q.get("ifGenerationMatch") == ["0"] and key in objects:
+                    return self._reply(412)
+                objects[key] = data
+                return self._reply(200)
+
+            def do_GET(self) -> None:
+                url = urlsplit(self.path)
+                parts = url.path.split("/")  # /storage/v1/b/{bucket}/o/{quoted name}
+                if parse_qs(url.query).get("alt") != ["media"] or len(parts) != 7:
+                    return self._reply(400)
+                data = objects.get((parts[4], unquote(parts[6])))
+                return self._reply(404) if data is None else self._reply(200, data)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def test_gcs_commit_store_sends_create_only_uploads_against_a_fake() -> None:
+    import requests
+    from saip_ingestion.backends.claims import GcsCommitStore
+
+    fake = FakeGcs()
+    try:
+        store = GcsCommitStore(
+            session=requests.Session(), bucket="saip-commits", prefix="sub/", endpoint=fake.url
+        )
+        assert store.create("s/claims/m 1/0", b"a")
+        assert not store.create("s/claims/m 1/0", b"b")  # the precondition refused it
+        assert store.read("s/claims/m 1/0") == b"a"
+        assert store.read("s/claims/m2/0") is None
+        assert fake.objects == {("saip-commits", "sub/s/claims/m 1/0"): b"a"}
+        log = ClaimLog(store=store, namespace="s", owner="a", workers=2)
+        log.commit(log.new_batch_id(), ["m3", "m4"], [("accepted/x", b"1", {})])
+        assert log.resolve("m4").committed is not None
+        log.close()
+    finally:
+        fake.close()
