@@ -10,24 +10,8 @@ data "google_storage_project_service_account" "this" {
   project = var.project_id
 }
 
-resource "google_kms_crypto_key" "commits" {
-  name            = "${var.prefix}-commits"
-  key_ring        = google_kms_key_ring.this.id
-  purpose         = "ENCRYPT_DECRYPT"
-  rotation_period = var.key_rotation_period
-
-  version_template {
-    algorithm        = "GOOGLE_SYMMETRIC_ENCRYPTION"
-    protection_level = "HSM"
-  }
-
-  lifecycle {
-    prevent_destroy = true
-  }
-}
-
 resource "google_kms_crypto_key_iam_member" "storage_agent" {
-  crypto_key_id = google_kms_crypto_key.commits.id
+  crypto_key_id = google_kms_crypto_key.this["commits"].id
   role          = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
   member        = "serviceAccount:${data.google_storage_project_service_account.this.email_address}"
 }
@@ -42,7 +26,7 @@ resource "google_storage_bucket" "commits" {
   force_destroy               = false
 
   encryption {
-    default_kms_key_name = google_kms_crypto_key.commits.id
+    default_kms_key_name = google_kms_crypto_key.this["commits"].id
   }
 
   versioning {

@@ -34,7 +34,7 @@ locals {
   pubsub_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
   bq_agent     = "serviceAccount:${data.google_bigquery_default_service_account.this.email}"
 
-  keys = toset(["pubsub", "bigquery", "data"])
+  keys = toset(["pubsub", "bigquery", "data", "commits"])
 
   service_accounts = {
     publisher  = "Publishes records to the ${var.prefix} topic"

@@ -14,8 +14,6 @@ real AMQP client (no injection point)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -30,9 +28,7 @@ from azure.storage.blob import ContainerClient
 from saip_encryption import EnvelopeEncryptor, from_uri
 from saip_encryption.providers.local import create_local_key
 from saip_ingestion.backends.azure import AdlsBlobStore
-from saip_ingestion.engine import ACCEPTED_PREFIX, read_batch
 from saip_ingestion.provenance import ProducerRegistry
-from saip_ingestion.quarantine import QuarantineStore
 
 PARTITIONS, PRODUCERS, PER_PRODUCER = 6, 6, 40
 INTERVAL, EXPIRY = 1.0, 4.0
@@ -82,18 +78,9 @@ CHILD = textwrap.dedent(
 )
 
 
-def _wait(pred: Any, what: str, timeout: float = 90.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.slow
 def test_three_consumers_one_group_one_sigkilled_partitions_taken_over_exactly_once(
-    azurite: Any, env: Any, tmp_path: Path
+    azurite: Any, env: Any, tmp_path: Path, helpers: Any
 ) -> None:
     conn = azurite.connection_string
     tag = uuid.uuid4().hex[:8]
@@ -101,10 +88,7 @@ def test_three_consumers_one_group_one_sigkilled_partitions_taken_over_exactly_o
     for name in names.values():
         ContainerClient.from_connection_string(conn, name).create_container()
     fake = Path(__file__).with_name("fake_eventhubs.py")
-    spec = __import__("importlib.util").util.spec_from_file_location("saip_fake_eh", fake)
-    module = __import__("importlib.util").util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    hub = module.SharedLogHub(tmp_path / "hub", partitions=PARTITIONS)
+    hub = helpers.load_fake("fake_eventhubs").SharedLogHub(tmp_path / "hub", partitions=PARTITIONS)
     key = tmp_path / "master.key"
     create_local_key(key)
 
@@ -147,67 +131,30 @@ def test_three_consumers_one_group_one_sigkilled_partitions_taken_over_exactly_o
                 by.setdefault(o["owner_id"], []).append(o["partition_id"])
         return by
 
-    errs: dict[int, str] = {}
-    victim = -1
     try:  # publish once the SDK has balanced 2 partitions per consumer (no steal mid-batch)
-        _wait(lambda: sorted(len(v) for v in owners().values()) == [2, 2, 2], "balanced owners")
+        helpers.wait_for(
+            lambda: sorted(len(v) for v in owners().values()) == [2, 2, 2], "balanced owners"
+        )
         for partition, lines in batches:
             hub.append(partition, lines, key=partition)
-        journals = [d / "state" / "journal.jsonl" for d in dirs]
-
-        def first_to_store() -> int | None:
-            for n, journal in enumerate(journals):
-                if journal.is_file() and journal.read_bytes().count(b"\n") >= 1:
-                    return n
-            return None
-
-        _wait(lambda: first_to_store() is not None, "a stored batch")
-        victim = first_to_store()  # type: ignore[assignment]
-        os.kill(procs[victim].pid, signal.SIGKILL)  # nothing checkpointed, ownership kept
-        procs[victim].wait(timeout=10)
-        assert procs[victim].stderr is not None
-        errs[victim] = procs[victim].stderr.read().decode(errors="replace")
-        for n, proc in enumerate(procs):
-            if n != victim:
-                _, err = proc.communicate(timeout=180)
-                errs[n] = err.decode(errors="replace")
-    finally:
+    except BaseException:
         for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-
-    def summary(n: int) -> str:
-        path = dirs[n] / "out.json"
-        return path.read_text()[:400] if path.is_file() else "(none)"
-
-    logs = "\n".join(
-        f"--- c{n} (victim: {n == victim}) ---\nstderr:\n{e[-3000:]}\nsummary: {summary(n)}"
-        for n, e in errs.items()
+            proc.kill()
+            proc.wait()
+        raise
+    victim, errs = helpers.sigkill_first_to_store(
+        procs, [d / "state" / "journal.jsonl" for d in dirs]
     )
-    assert procs[victim].returncode == -signal.SIGKILL, logs
-    for n, proc in enumerate(procs):
-        if n != victim:
-            assert proc.returncode == 0, logs
-
+    summaries = {
+        n: (d / "out.json").read_text()[:400] if (d / "out.json").is_file() else "(none)"
+        for n, d in enumerate(dirs)
+    }
     enc = EnvelopeEncryptor([from_uri(f"local:{key}")])
-    store = AdlsBlobStore(
-        container_client=ContainerClient.from_connection_string(conn, names["landing"])
-    )
-    per_consumer: dict[str, int] = {}
-    got: list[tuple[str, int]] = []
-    for k in store.list(ACCEPTED_PREFIX):
-        entries = read_batch(store, enc, k)
-        per_consumer[k.split("/")[1]] = per_consumer.get(k.split("/")[1], 0) + len(entries)
-        got += [(e["producer_id"], e["seq"]) for e in entries]
-    twice = sorted({x for x in got if got.count(x) > 1})
-    missing = sorted(good - set(got))
-    assert not twice, f"stored twice: {twice[:20]}\n{logs}"  # every object read, none collapsed
-    assert not missing, f"missing: {missing[:20]}\n{logs}"  # 0 lost
-    dead = json.loads((dirs[victim] / "state" / "consumer.json").read_text())
-    assert 0 < per_consumer.get(dead["consumer_id"], 0) < len(good), (per_consumer, logs)
-    rejected = [json.loads(e.raw)["record_id"] for e in QuarantineStore(store, enc).entries()]
-    assert sorted(rejected) == sorted(json.loads(x)["record_id"] for x in bad), logs
+    landing = ContainerClient.from_connection_string(conn, names["landing"])
+    helpers.audit_exactly_once(
+        AdlsBlobStore(container_client=landing), enc, good=good, bad=bad, victim=victim,
+        victim_dir=dirs[victim] / "state", procs=procs, errs=errs, summaries=summaries,
+    )  # fmt: skip
     # every partition checkpointed to its last event; no ownership left to the dead consumer
     cps_by_pid = {
         c["partition_id"]: c for c in cps.list_checkpoints(hub.namespace, hub.name, "$Default")
@@ -215,7 +162,7 @@ def test_three_consumers_one_group_one_sigkilled_partitions_taken_over_exactly_o
     for pid in hub.partitions:
         size = hub.size(pid)
         if size:
-            assert int(cps_by_pid[pid]["sequence_number"]) == size - 1, (pid, cps_by_pid, logs)
+            assert int(cps_by_pid[pid]["sequence_number"]) == size - 1, (pid, cps_by_pid, errs)
 
 
 def test_blob_commit_store_create_is_exclusive_on_azurite(azurite: Any) -> None:
