@@ -30,9 +30,7 @@ from saip_ingestion.backends.claims import (
 )
 from saip_ingestion.backends.local import LocalObjectStore
 from saip_ingestion.engine import ACCEPTED_PREFIX, IngestEngine, read_batch
-from saip_ingestion.provenance import record_leaf_data
 from saip_ingestion.quarantine import QuarantineStore
-from saip_ingestion.schemas import PAYLOAD_ADAPTERS
 
 
 class Crash(BaseException):
@@ -124,23 +122,11 @@ class CountingStore(LocalObjectStore):
         self.ops.step(f"put {key.split('/')[0]}")
 
 
-def sign_v2(prod: Any, records: list[dict[str, Any]]) -> None:
-    leaves = [
-        record_leaf_data(
-            {**r, "payload": PAYLOAD_ADAPTERS["image-sample/v1"].validate_python(r["payload"])}
-        )
-        for r in records
-    ]
-    _header, sigs = prod.signer.sign_header(leaves, seq_first=records[0]["seq"])
-    for r, sig in zip(records, sigs, strict=True):
-        r["sig"] = sig
-
-
 def payloads(env: Any) -> tuple[list[bytes], set[tuple[str, int]], list[bytes]]:
     a, b = env.producer("pa"), env.producer("pb")
     v1 = a.sign([a.record(label=i % 10) for i in range(7)])
     v2 = [b.record(label=i % 10) for i in range(6)]
-    sign_v2(b, v2)  # one v2 batch read 4 at a time: held across polls
+    b.sign_v2(v2)  # one v2 batch read 4 at a time: held across polls
     bad = [b"{oops", b"[]"]
     lines = [env.line(r) for r in v1[:3]] + bad[:1] + [env.line(r) for r in v2]
     lines += [env.line(r) for r in v1[3:]] + bad[1:]
