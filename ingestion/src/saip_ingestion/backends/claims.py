@@ -66,6 +66,7 @@ import os
 import re
 import secrets
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -98,6 +99,8 @@ _OWNER: Final = r"[A-Za-z0-9_.-]{1,64}"
 MAX_CLAIMS: Final = 32
 #: a decision record holds one batch's objects; refuse absurd ones before decoding
 MAX_DECISION_BYTES: Final = 1 << 30
+#: decisions remembered per consumer (aborts are tiny; others' commits carry their batch)
+DECISION_CACHE: Final = 256
 
 
 class ClaimError(CloudBackendError):
@@ -329,7 +332,8 @@ class ClaimLog:
         self._run = secrets.token_hex(8)
         self._counter = 0
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="saip-claims")
-        self._decisions: dict[str, _Decision] = {}  # settled decisions never change
+        #: settled decisions never change: a bounded LRU (own commits kept without their bytes)
+        self._decisions: OrderedDict[str, _Decision] = OrderedDict()
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -350,6 +354,13 @@ class ClaimLog:
     def _batch_key(self, bid: str) -> str:
         return f"{self.namespace}/batches/{bid}"
 
+    def _remember(self, bid: str, decision: _Decision) -> None:
+        with self._lock:
+            self._decisions[bid] = decision
+            self._decisions.move_to_end(bid)
+            while len(self._decisions) > DECISION_CACHE:
+                self._decisions.popitem(last=False)
+
     def decision(self, bid: str) -> _Decision | None:
         """The batch's decision, or None while undecided."""
         cached = self._decisions.get(bid)
@@ -358,7 +369,7 @@ class ClaimLog:
         raw = self.store.read(self._batch_key(bid))
         found = None if raw is None else _parse_decision(bid, raw)
         if found is not None:
-            self._decisions[bid] = found
+            self._remember(bid, found)
         return found
 
     def resolve(self, msg_id: str) -> _Resolved:
@@ -384,7 +395,7 @@ class ClaimLog:
         doc = json.dumps({"v": 1, "state": "abort", "by": self.owner}).encode()
         if self.store.create(self._batch_key(bid), doc):
             _log.warning("fenced batch %s (its consumer lost a message before deciding)", bid)
-            self._decisions[bid] = _Decision("abort")
+            self._remember(bid, _Decision("abort"))
         found = self.decision(bid)
         if found is None:
             raise ClaimError(f"batch {bid}: neither decided nor decidable")
@@ -448,7 +459,9 @@ class ClaimLog:
                     f"batch {bid} was fenced by another consumer before it committed (a "
                     "message's ack deadline lapsed here): nothing of it is published"
                 )
-        self._decisions[bid] = _parse_decision(bid, doc)
+        # its objects are published by this consumer before any of its messages is acked, so a
+        # redelivery of one of them needs no bytes from the cache (memory stays flat)
+        self._remember(bid, _Decision("commit"))
 
     def committed_many(self, msg_ids: Sequence[str]) -> list[_Resolved]:
         """:meth:`resolve` for each id, concurrently."""
