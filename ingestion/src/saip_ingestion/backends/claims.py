@@ -44,6 +44,13 @@ batch is published before any of its messages is acked by anyone. A consumer kil
 leaves either nothing visible (steps 1-2: its claims are aborted by the next reader) or a
 decision that the next reader publishes (steps 3-4).
 
+Records (under ``<namespace>/`` in the commit store)
+----------------------------------------------------
+``claims/<message id>/<n>``: the ASCII batch id ``<owner>-<16 hex run token>-<counter>``.
+``batches/<batch id>``: JSON ``{"v": 1, "state": "abort", "by": owner}`` or ``{"v": 1,
+"state": "commit", "by": owner, "messages": [ids], "objects": [{"key", "data" (base64),
+"metadata"}]}``; the objects are the engine's sealed batch objects, byte for byte.
+
 Costs: per message one read at poll time and one create-only write at commit; per batch one
 write carrying the batch's bytes (the decision) besides the objects themselves. Records that
 were never delivered twice pay no more. Rows are untrusted on read (:class:`ClaimError` names
