@@ -397,3 +397,89 @@ def test_gcs_commit_store_sends_create_only_uploads_against_a_fake() -> None:
         log.close()
     finally:
         fake.close()
+
+
+class StealingStream(ClaimedStream):
+    """The real :class:`ClaimedStream`; ``on_poll(k)`` runs after its k-th non-empty poll, i.e.
+    after the claims were checked and before the engine decides (the test lets another
+    consumer steal the messages there)."""
+
+    on_poll: Any = None
+    polls = 0
+
+    def poll(self, *, max_messages: int, timeout: float) -> list[StreamMessage]:
+        out = super().poll(max_messages=max_messages, timeout=timeout)
+        if out:
+            self.polls += 1
+            self.on_poll(self.polls)
+        return out
+
+
+class RejectingView(FakeView):
+    """The FAKE view with ``reject`` (Pub/Sub's nack): handed-back messages are leased to
+    nobody, so the next poller (any consumer) gets them again."""
+
+    rejected = 0
+
+    def reject(self, messages: Any) -> None:
+        for m in messages:
+            mid = self.ids.pop(m.position)
+            if self.sub.leased.get(mid) is self:
+                del self.sub.leased[mid]
+            self.rejected += 1
+
+
+def test_fenced_live_consumer_keeps_consuming_nothing_lost_or_stored_twice(
+    env: Any, tmp_path: Path
+) -> None:
+    """Attack (6): a live consumer loses its in-flight messages to another one after its k-th
+    poll (lease lapse / partition steal) — for every k, v2 batches carried across polls
+    included. The fenced batch is dropped (nothing of it published), its messages and the
+    carried ones are handed back, the consumer re-reads its state and keeps consuming; it does
+    NOT stop the run. Every record stored exactly once, rejects quarantined once, all acked."""
+    lines, want, bad = payloads(env)
+    for k in range(1, 5):  # the live consumer makes 4 non-empty polls of these 15 messages
+        env.tmp = tmp_path / f"k{k}"
+        sub = FakeSubscription(lines)
+        landing = LocalObjectStore(env.tmp / "objects")
+        view = RejectingView(sub, OpCounter())
+
+        def steal(
+            n: int, k: int = k, sub: FakeSubscription = sub, view: RejectingView = view
+        ) -> None:
+            if n == k:
+                sub.expire(view)  # its leases lapse while it works on the batch
+                drain(env, tmp_path / f"k{k}", "thief", sub, OpCounter())
+
+        log = ClaimLog(
+            store=LocalCommitStore(env.tmp / "commits"), namespace="sub", owner="live", workers=1
+        )
+        stream = StealingStream(view, log=log, landing=landing)
+        stream.on_poll = steal
+        env.registry.reload()
+        engine = IngestEngine(
+            store=ClaimingStore(landing, stream),
+            encryptor=env.encryptor,
+            registry=env.registry,
+            state_dir=tmp_path / f"k{k}" / "live",
+            clock=lambda: env.now,
+        )
+        stream.held = engine.held_messages
+        summary = engine.run(stream, batch_size=4, poll_timeout=0, idle_polls=2)  # no raise
+        engine.close()
+        log.close()
+        got = stored(env, landing)
+        twice = sorted({x for x in got if got.count(x) > 1})
+        assert not twice, f"steal after poll {k}: stored twice {twice}"
+        assert set(got) == want, f"steal after poll {k}: missing {want - set(got)}"
+        assert sub.acked == set(sub.data), f"steal after poll {k}: not all acked"
+        raws = [e.raw for e in QuarantineStore(landing, env.encryptor).entries()]
+        assert sorted(raws) == sorted(bad), f"steal after poll {k}: quarantine {raws}"
+        assert summary.fenced_batches >= 1, f"steal after poll {k}: nothing was fenced"
+        assert view.rejected >= 1
+        d = summary.as_dict()
+        assert d["conserved"], d
+        # the live consumer's own journal names only objects that exist (nothing fenced)
+        journal = (tmp_path / f"k{k}" / "live" / "journal.jsonl").read_text().splitlines()
+        for row in map(json.loads, journal):
+            assert row["key"] is None or landing.exists(row["key"]), row

@@ -82,6 +82,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 from saip_ingestion.backends._cloud_common import CloudBackendError, check_name, check_object_key
 from saip_ingestion.backends.base import ObjectStore, StreamMessage
+from saip_ingestion.errors import FencedBatchError
 
 __all__ = [
     "BlobCommitStore",
@@ -115,9 +116,11 @@ class ClaimError(CloudBackendError):
     long."""
 
 
-class ClaimConflictError(CloudBackendError):
+class ClaimConflictError(CloudBackendError, FencedBatchError):
     """This consumer's batch was fenced: another consumer aborted it (this one lost a message's
-    lease before committing) or committed one of its messages first. Nothing was published."""
+    lease before committing) or committed one of its messages first. Nothing was published;
+    the engine rewinds and hands the batch's messages back to the stream (:meth:`ClaimedStream.
+    reject`), then goes on consuming."""
 
 
 @runtime_checkable
@@ -595,10 +598,16 @@ class ClaimedStream:
         self.inner.checkpoint(messages)
 
     def reject(self, messages: Sequence[StreamMessage]) -> None:
-        """Nack through the wrapped stream (if it can)."""
+        """Hand ``messages`` back (a fenced batch): forgotten here, re-deliverable by the wrapped
+        stream (Pub/Sub: nack; Event Hubs: re-read while the partition is still owned)."""
         fn = getattr(self.inner, "reject", None)
-        if fn is not None:
-            fn(messages)
+        if fn is None:
+            raise CloudBackendError(
+                "this stream cannot hand messages back (no reject): a fenced batch stops the run"
+            )
+        for m in messages:
+            self._undecided.pop((m.partition, m.position), None)
+        fn(messages)
 
     def close(self) -> None:
         """Close the wrapped stream and the claim log's threads."""
