@@ -256,7 +256,8 @@ class ProcessorFakeConsumerClient:
 
     def receive_batch(
         self, on_event_batch: Any, *, max_batch_size: int = 300,
-        max_wait_time: float | None = None, starting_position: str = "-1", **_kw: Any,
+        max_wait_time: float | None = None, starting_position: str = "-1",
+        on_partition_initialize: Any = None, on_partition_close: Any = None, **_kw: Any,
     ) -> None:  # fmt: skip
         from azure.eventhub._eventprocessor.event_processor import EventProcessor
 
@@ -271,6 +272,8 @@ class ProcessorFakeConsumerClient:
             load_balancing_interval=self._interval,
             partition_ownership_expiration_interval=self._expiry,
             initial_event_position=starting_position,
+            on_partition_initialize=on_partition_initialize,  # as EventHubConsumerClient does
+            on_partition_close=on_partition_close,
         )
         self._processor.start()
 

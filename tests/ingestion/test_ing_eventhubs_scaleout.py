@@ -66,6 +66,13 @@ CHILD = textwrap.dedent(
                           registry=ProducerRegistry(Path(cfg["registry"])),
                           state_dir=Path(cfg["state"]))
     stream.held = engine.held_messages
+    if cfg.get("slow"):  # a slow consumer: it sleeps before each batch's claims
+        import time
+        commit = store.commit_batch
+        def slow_commit():
+            time.sleep(cfg["slow"])
+            commit()
+        store.commit_batch = slow_commit
     try:
         engine.run(stream, batch_size=10, poll_timeout=0.5, idle_polls=cfg["idle"])
     finally:
@@ -200,3 +207,167 @@ def test_azure_scale_out_options_refused_naming_them() -> None:
         open_backend("azure", **base, load_balancing_interval=0.1)
     with pytest.raises(ValueError, match="ownership_expiration"):
         open_backend("azure", **base, load_balancing_interval=5, ownership_expiration=5)
+
+
+class _ScriptedConsumer:
+    """FAKE ``EventHubConsumerClient`` driven by the test: it only records the callbacks the
+    stream passes to ``receive_batch`` (the SDK calls them from its load balancer)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.cb: dict[str, Any] = {}
+        self.ready = threading.Event()
+
+    def receive_batch(self, on_event_batch: Any, **kw: Any) -> None:
+        self.cb = {"batch": on_event_batch, **kw}
+        self.ready.set()
+
+    def close(self) -> None:
+        pass
+
+
+def test_rejected_events_come_back_in_order_or_are_dropped_if_the_partition_was_lost() -> None:
+    """Attack (6), Event Hubs side: a fenced batch's events are handed back (``reject``). A
+    partition still owned gets them again, in order, after the hold (with every later event of
+    it held back meanwhile, so nothing is checkpointed past them); a partition the SDK closed
+    meanwhile (ownership lost) drops them — its new owner re-reads them from the checkpoint.
+    Events of a new session of that partition are not dropped."""
+    from azure.eventhub import EventData
+    from azure.eventhub._eventprocessor.partition_context import PartitionContext
+    from saip_ingestion.backends.azure import EventHubStream
+
+    now = [0.0]
+    client = _ScriptedConsumer()
+    stream = EventHubStream(producer=None, consumer=client, reject_hold=5.0, clock=lambda: now[0])
+    stream.poll(max_messages=1, timeout=0)
+    assert client.ready.wait(5)
+    ctx = {p: PartitionContext("ns", "hub", "$Default", p, None) for p in ("0", "1")}
+
+    def deliver(pid: str, seqs: range) -> None:
+        events = []
+        for s in seqs:
+            e = EventData(f"{pid}:{s}".encode())
+            e._raw_amqp_message.annotations = {b"x-opt-sequence-number": s}
+            events.append(e)
+        client.cb["batch"](ctx[pid], events)
+
+    for pid in ("0", "1"):
+        client.cb["on_partition_initialize"](ctx[pid])
+        deliver(pid, range(0, 3))
+    first = stream.poll(max_messages=10, timeout=0.2)
+    assert len(first) == 6
+    stream.reject(first)  # the fenced batch
+    deliver("0", range(3, 5))
+    deliver("1", range(3, 5))
+    assert stream.poll(max_messages=10, timeout=0.2) == []  # held back: nothing out of order
+    client.cb["on_partition_close"](ctx["1"], "OWNERSHIP_LOST")  # the SDK lost partition 1
+    now[0] = 6.0
+    again = stream.poll(max_messages=10, timeout=0.2)
+    assert [(m.partition, int(m.position)) for m in again] == [("0", s) for s in range(5)]
+    assert [m.data for m in again] == [f"0:{s}".encode() for s in range(5)]
+    client.cb["on_partition_initialize"](ctx["1"])  # given back later: a new session
+    deliver("1", range(0, 2))  # re-read from its checkpoint
+    back = stream.poll(max_messages=10, timeout=0.2)
+    assert [(m.partition, int(m.position)) for m in back] == [("1", 0), ("1", 1)]
+
+
+@pytest.mark.slow
+def test_partitions_stolen_from_a_live_slow_owner_fence_its_batch_it_consumes_on(
+    azurite: Any, env: Any, tmp_path: Path, helpers: Any
+) -> None:
+    """Attack (6): one slow consumer owns all 6 partitions and is storing; two more join the
+    group, and the SDK's REAL load balancer steals partitions from the live owner while its
+    batches are in flight. The fenced batches are dropped and handed back; every consumer
+    exits 0 (none stops), every record is stored once (object by object), none is lost,
+    rejects are quarantined once, every partition is checkpointed to its last event."""
+    conn = azurite.connection_string
+    tag = uuid.uuid4().hex[:8]
+    names = {"landing": f"land-{tag}", "checkpoints": f"cp-{tag}", "commits": f"commits-{tag}"}
+    for name in names.values():
+        ContainerClient.from_connection_string(conn, name).create_container()
+    fake = Path(__file__).with_name("fake_eventhubs.py")
+    hub = helpers.load_fake("fake_eventhubs").SharedLogHub(tmp_path / "hub", partitions=PARTITIONS)
+    key = tmp_path / "master.key"
+    create_local_key(key)
+    now = int(time.time() * 1000)
+    producers = [env.producer(f"p{i}", register=False) for i in range(PRODUCERS)]
+    rogue = env.producer("rogue", register=False)
+    good: set[tuple[str, int]] = set()
+    for n, prod in enumerate(producers):
+        recs = prod.sign([prod.record(label=j % 10, ts=now) for j in range(PER_PRODUCER)])
+        good |= {(r["producer_id"], r["seq"]) for r in recs}
+        hub.append(str(n % PARTITIONS), [env.line(r) for r in recs], key=str(n % PARTITIONS))
+    bad = [env.line(r) for r in rogue.sign([rogue.record(ts=now) for _ in range(4)])]
+    hub.append("0", bad, key="0")
+    dirs = [tmp_path / f"c{i}" for i in range(3)]
+    procs: list[subprocess.Popen[bytes]] = []
+    cps = BlobCheckpointStore.from_connection_string(conn, names["checkpoints"])
+
+    def start(i: int) -> None:
+        data = dirs[i]
+        reg = ProducerRegistry(data / "producers")
+        for prod in producers:
+            reg.register(prod.name, prod.key.public_key())
+        cfg = {
+            "fake": str(fake), "conn": conn, "hub": str(tmp_path / "hub"),
+            "partitions": PARTITIONS, "interval": INTERVAL, "expiry": EXPIRY,
+            "name": f"c{i}", "key": str(key), "registry": str(data / "producers"),
+            "state": str(data / "state"), "idle": 30, "slow": 0.6 if i == 0 else 0, **names,
+        }  # fmt: skip
+        out = (data / "out.json").open("wb")
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", CHILD, json.dumps(cfg)], stdout=out, stderr=subprocess.PIPE
+            )
+        )
+
+    try:
+        start(0)
+        helpers.wait_for(
+            lambda: (
+                (dirs[0] / "state" / "journal.jsonl").is_file()
+                and (dirs[0] / "state" / "journal.jsonl").stat().st_size > 0
+            ),
+            "the slow owner storing",
+        )
+        start(1)
+        start(2)
+        errs = {}
+        for n, proc in enumerate(procs):
+            _out, err = proc.communicate(timeout=240)
+            errs[n] = err.decode(errors="replace")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    outs = [(d / "out.json").read_text() for d in dirs]
+    logs = "\n".join(f"--- c{n} rc={p.returncode}\n{errs[n][-2500:]}\n{outs[n][:600]}"
+                     for n, p in enumerate(procs))  # fmt: skip
+    assert [p.returncode for p in procs] == [0, 0, 0], logs
+    summaries = [json.loads(o.strip().splitlines()[-1]) for o in outs]
+    assert sum(s["fenced_batches"] for s in summaries) >= 1, logs  # the steal did fence
+    enc = EnvelopeEncryptor([from_uri(f"local:{key}")])
+    landing = AdlsBlobStore(
+        container_client=ContainerClient.from_connection_string(conn, names["landing"])
+    )
+    from saip_ingestion.engine import ACCEPTED_PREFIX, read_batch
+    from saip_ingestion.quarantine import QuarantineStore
+
+    got = [
+        (e["producer_id"], e["seq"])
+        for k in landing.list(ACCEPTED_PREFIX)
+        for e in read_batch(landing, enc, k)
+    ]
+    twice = sorted({x for x in got if got.count(x) > 1})
+    assert not twice, f"stored twice: {twice[:20]}\n{logs}"
+    assert not good - set(got), f"missing: {sorted(good - set(got))[:20]}\n{logs}"
+    rejected = [json.loads(e.raw)["record_id"] for e in QuarantineStore(landing, enc).entries()]
+    assert sorted(rejected) == sorted(json.loads(x)["record_id"] for x in bad), logs
+    cps_by_pid = {
+        c["partition_id"]: c for c in cps.list_checkpoints(hub.namespace, hub.name, "$Default")
+    }
+    for pid in hub.partitions:
+        if hub.size(pid):
+            assert int(cps_by_pid[pid]["sequence_number"]) == hub.size(pid) - 1, (pid, logs)

@@ -33,11 +33,12 @@ in the Terraform modules).
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from saip_ingestion.backends._cloud_common import (
@@ -65,6 +66,10 @@ _CONTAINER = r"(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]"
 _SCOPE = r"[A-Za-z0-9]{3,63}"
 
 
+#: an event as received: (ownership session of its partition, PartitionContext, EventData)
+_Received = tuple[int, Any, Any]
+
+
 class EventHubStream(RecordStream):
     """A :class:`RecordStream` over one event hub (producer + consumer group).
 
@@ -81,6 +86,12 @@ class EventHubStream(RecordStream):
         Seconds the receive thread waits for a batch before looping.
     send_timeout:
         Seconds the SDK may spend sending one batch (including its retries).
+    reject_hold:
+        Seconds events handed back by :meth:`reject` (a fenced batch) wait, with every later
+        event of their partitions, before they are delivered again — long enough for the
+        SDK's load balancing to notice a lost partition (more than its interval). If the
+        partition was closed meanwhile (``on_partition_close``: ownership lost), they are
+        dropped: its owner re-reads them from the checkpoint.
 
     Notes
     -----
@@ -98,17 +109,28 @@ class EventHubStream(RecordStream):
         prefetch_events: int = 2000,
         max_wait_time: float = 1.0,
         send_timeout: float = 60.0,
+        reject_hold: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not isinstance(prefetch_events, int) or prefetch_events < 1:
             raise ValueError("prefetch_events: must be an int >= 1")
         if max_wait_time <= 0 or send_timeout <= 0:
             raise ValueError("max_wait_time/send_timeout: must be > 0")
+        if not 0 <= float(reject_hold) <= 3600:
+            raise ValueError("reject_hold: must be 0-3600 seconds")
         self._producer = producer
         self._consumer = consumer
         self._max_wait = max_wait_time
         self._send_timeout = send_timeout
-        self._queue: queue.Queue[tuple[Any, Any]] = queue.Queue(maxsize=prefetch_events)
-        self._pending: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._queue: queue.Queue[_Received] = queue.Queue(maxsize=prefetch_events)
+        self._pending: dict[tuple[str, str], _Received] = {}
+        #: partition -> ownership session (bumped by the SDK's initialize/close callbacks)
+        self._session: dict[str, int] = {}
+        #: partitions whose events are held back after a reject: (until, events)
+        self._held: dict[str, tuple[float, list[_Received]]] = {}
+        self._ready: collections.deque[_Received] = collections.deque()
+        self._reject_hold = float(reject_hold)
+        self._clock = clock
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._lock = threading.Lock()
@@ -162,13 +184,22 @@ class EventHubStream(RecordStream):
     # -- consumer -------------------------------------------------------------------------
 
     def _on_batch(self, context: Any, events: list[Any]) -> None:
+        session = self._session.get(str(context.partition_id), 0)
         for event in events:
-            self._queue.put((context, event))  # blocks when the engine falls behind
+            self._queue.put((session, context, event))  # blocks when the engine falls behind
+
+    def _on_session(self, context: Any, *_reason: Any) -> None:
+        """``on_partition_initialize`` / ``on_partition_close``: a new ownership session."""
+        pid = str(context.partition_id)
+        with self._lock:
+            self._session[pid] = self._session.get(pid, 0) + 1
 
     def _receive(self) -> None:
         try:
             self._consumer.receive_batch(
                 on_event_batch=self._on_batch,
+                on_partition_initialize=self._on_session,
+                on_partition_close=self._on_session,
                 max_batch_size=300,
                 max_wait_time=self._max_wait,
                 starting_position="-1",  # partitions without a checkpoint start at the oldest
@@ -194,21 +225,58 @@ class EventHubStream(RecordStream):
         while len(out) < max_messages:
             if self._error is not None:
                 raise CloudBackendError(f"Event Hubs receive stopped: {self._error}")
+            self._release_held()
             remaining = deadline - time.monotonic()
             try:
-                if out:
-                    context, event = self._queue.get_nowait()
+                if self._ready:
+                    item = self._ready.popleft()
+                elif out:
+                    item = self._queue.get_nowait()
                 else:
-                    context, event = self._queue.get(timeout=max(0.0, min(remaining, 0.1)))
+                    item = self._queue.get(timeout=max(0.0, min(remaining, 0.1)))
             except queue.Empty:
                 if out or remaining <= 0:
                     break
                 continue
+            _session, context, event = item
             pid = str(context.partition_id)
+            if pid in self._held:  # after a reject: this partition's events wait, in order
+                self._held[pid][1].append(item)
+                continue
             seq = str(event.sequence_number)
-            self._pending[(pid, seq)] = (context, event)
+            self._pending[(pid, seq)] = item
             out.append(StreamMessage(b"".join(event.body), pid, seq))
         return out
+
+    def reject(self, messages: Sequence[StreamMessage]) -> None:
+        """Hand back received, un-checkpointed events (a fenced batch, ``backends.claims``):
+        they and every later event of their partitions are held back for ``reject_hold``
+        seconds, then delivered again in order if this consumer still owns the partition in
+        the same session, or dropped if the SDK closed it meanwhile (another consumer owns it
+        and re-reads them from the checkpoint; a re-opened partition re-reads them itself).
+        Never checkpointed past: nothing is lost."""
+        until = self._clock() + self._reject_hold
+        for m in messages:
+            item = self._pending.pop((m.partition, m.position))
+            self._held.setdefault(m.partition, (until, []))[1].append(item)
+
+    def _release_held(self) -> None:
+        now = self._clock()
+        for pid in [p for p, (until, _) in self._held.items() if now >= until]:
+            _until, items = self._held.pop(pid)
+            with self._lock:
+                session = self._session.get(pid, 0)
+            keep = sorted(
+                (it for it in items if it[0] == session), key=lambda it: int(it[2].sequence_number)
+            )
+            if len(keep) < len(items):
+                _log.warning(
+                    "partition %s was closed (ownership lost) while %d handed-back event(s) "
+                    "waited: dropped here, its owner re-reads them from the checkpoint",
+                    pid,
+                    len(items) - len(keep),
+                )
+            self._ready.extend(keep)
 
     @staticmethod
     def message_id(message: StreamMessage) -> str:
@@ -219,7 +287,7 @@ class EventHubStream(RecordStream):
         """Write, per partition, the newest event of ``messages`` to the checkpoint store."""
         newest: dict[str, tuple[int, Any, Any]] = {}
         for m in messages:
-            context, event = self._pending.pop((m.partition, m.position))
+            _session, context, event = self._pending.pop((m.partition, m.position))
             if m.partition not in newest or int(m.position) > newest[m.partition][0]:
                 newest[m.partition] = (int(m.position), context, event)
         for _, context, event in newest.values():
@@ -449,7 +517,12 @@ def open_backend(
     store = AdlsBlobStore(
         container_client=container_client, prefix=prefix, encryption_scope=encryption_scope
     )
-    rs = EventHubStream(producer=producer, consumer=consumer, prefetch_events=prefetch_events)
+    rs = EventHubStream(
+        producer=producer,
+        consumer=consumer,
+        prefetch_events=prefetch_events,
+        reject_hold=1.5 * float(load_balancing_interval),  # the SDK notices a lost partition
+    )
     if consumer_name is None:
         return rs, store
     from saip_ingestion.backends.claims import (
