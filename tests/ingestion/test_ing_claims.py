@@ -483,3 +483,55 @@ def test_fenced_live_consumer_keeps_consuming_nothing_lost_or_stored_twice(
         journal = (tmp_path / f"k{k}" / "live" / "journal.jsonl").read_text().splitlines()
         for row in map(json.loads, journal):
             assert row["key"] is None or landing.exists(row["key"]), row
+
+
+def test_forged_claim_naming_a_committed_batch_that_does_not_list_the_message_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Attack (4): a claim that points a fresh message at someone's committed batch would make
+    every consumer ack it as "already stored" — dropped unseen. A committed batch settles only
+    the messages its decision lists; anything else fails typed (the message is not acked)."""
+    commits = LocalCommitStore(tmp_path / "commits")
+    a = ClaimLog(store=commits, namespace="s", owner="a", workers=1)
+    bid = a.new_batch_id()
+    a.commit(bid, ["m1"], [("accepted/x", b"1", {})])
+    assert commits.create("s/claims/m9/0", bid.encode())  # forged: m9 was never in it
+    b = ClaimLog(store=commits, namespace="s", owner="b", workers=1)
+    with pytest.raises(ClaimError, match="does not list"):
+        b.resolve("m9")
+    with pytest.raises(ClaimError, match="does not list"):
+        a.resolve("m9")  # also when the batch is this consumer's own (cached) commit
+    assert b.resolve("m1").committed is not None
+    a.close()
+    b.close()
+
+
+class CountingLanding(LocalObjectStore):
+    puts = 0
+
+    def put(self, key: str, data: bytes, *, metadata: Mapping[str, str] | None = None) -> None:
+        self.puts += 1
+        super().put(key, data, metadata=metadata)
+
+
+def test_roll_forward_publishes_a_batch_once_and_keeps_no_bytes(tmp_path: Path) -> None:
+    """Attack (5): a dead consumer's batch of 50 messages is redelivered in one poll. The heir
+    publishes the batch's objects once (not once per message), and its decision cache keeps
+    no batch bytes afterwards (memory stays flat during a redelivery storm)."""
+    commits = LocalCommitStore(tmp_path / "commits")
+    dead = ClaimLog(store=commits, namespace="sub", owner="dead", workers=4)
+    ids = [f"m{i:04d}" for i in range(50)]
+    objects = [("accepted/a/1-x", b"A" * 100_000, {}), ("quarantine-batches/a/1-y", b"Q", {})]
+    dead.commit(dead.new_batch_id(), ids, objects)
+    dead.close()
+    sub = FakeSubscription([b"{}"] * 50)
+    landing = CountingLanding(tmp_path / "objects")
+    heir = ClaimLog(store=commits, namespace="sub", owner="heir", workers=4)
+    stream = ClaimedStream(FakeView(sub, OpCounter()), log=heir, landing=landing)
+    assert stream.poll(max_messages=100, timeout=0) == []  # all settled, none to the engine
+    assert sub.acked == set(ids)
+    assert landing.puts == len(objects)
+    assert landing.get("accepted/a/1-x") == b"A" * 100_000
+    held = sum(len(d) for dec in heir._decisions.values() for _k, d, _m in dec.objects or ())
+    assert held == 0, f"{held} batch bytes kept in the decision cache"
+    heir.close()

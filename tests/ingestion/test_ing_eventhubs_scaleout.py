@@ -371,3 +371,36 @@ def test_partitions_stolen_from_a_live_slow_owner_fence_its_batch_it_consumes_on
     for pid in hub.partitions:
         if hub.size(pid):
             assert int(cps_by_pid[pid]["sequence_number"]) == hub.size(pid) - 1, (pid, logs)
+
+
+def test_claims_of_two_event_hubs_namespaces_sharing_a_commit_store_never_mix() -> None:
+    """Attack: two Event Hubs namespaces with a hub of the same name (or two projects with a
+    subscription of the same id) share one commit container. Event ids are partition +
+    sequence number, so hub B's event "0.5" would find hub A's committed claim for "0.5" and be
+    acked as already stored — silently lost. The claims' namespace carries the fully
+    qualified namespace (as the SDK's checkpoint store does); long or odd names are hashed,
+    never truncated into each other."""
+    import types
+
+    from saip_ingestion.backends import open_backend
+    from saip_ingestion.backends.claims import claims_namespace
+
+    def log_ns(fqns: str, hub: str = "hub") -> str:
+        consumer = types.SimpleNamespace(fully_qualified_namespace=fqns)
+        rs, _store = open_backend(
+            "azure", eventhub=hub, container="landing", consumer=consumer, producer=object(),
+            checkpoint_store=object(), container_client=object(), consumer_name="c1",
+            commit_store="az://commits", commit_container_client=object(),
+        )  # fmt: skip
+        ns: str = rs.log.namespace  # type: ignore[attr-defined]
+        rs.log.close()  # type: ignore[attr-defined]
+        return ns
+
+    a = log_ns("a.servicebus.windows.net")
+    b = log_ns("b.servicebus.windows.net")
+    assert a != b
+    assert "a.servicebus.windows.net" in a
+    long1, long2 = "h" * 250 + "1", "h" * 250 + "2"
+    assert log_ns("a.servicebus.windows.net", long1) != log_ns("a.servicebus.windows.net", long2)
+    assert claims_namespace("p1", "sub") != claims_namespace("p2", "sub")
+    assert claims_namespace("p", "a~b") != claims_namespace("p", "a+b")

@@ -530,7 +530,16 @@ def open_backend(
         ClaimedStream,
         ClaimingStore,
         ClaimLog,
+        claims_namespace,
     )
+
+    # event ids are unique only within one hub of one namespace: the claims carry both
+    fqns = namespace or str(
+        getattr(consumer, "fully_qualified_namespace", None)
+        or getattr(getattr(consumer, "_address", None), "hostname", "")
+    )
+    if not fqns:
+        raise ValueError("namespace: the claims need the Event Hubs namespace (FQDN)")
 
     if commit_container_client is None:
         from azure.identity import DefaultAzureCredential
@@ -541,7 +550,7 @@ def open_backend(
         )
     log = ClaimLog(
         store=BlobCommitStore(container_client=commit_container_client, prefix=commit_prefix),
-        namespace=f"{hub}.{consumer_group.lstrip('$')}"[:200],
+        namespace=claims_namespace(fqns, hub, consumer_group.lstrip("$")),
         owner=consumer_name,
     )
     claimed = ClaimedStream(rs, log=log, landing=store)

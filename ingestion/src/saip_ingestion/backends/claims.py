@@ -93,6 +93,7 @@ __all__ = [
     "ClaimingStore",
     "CommitStore",
     "LocalCommitStore",
+    "claims_namespace",
 ]
 
 _log = logging.getLogger(__name__)
@@ -107,8 +108,27 @@ _OWNER: Final = r"[A-Za-z0-9_.-]{1,64}"
 MAX_CLAIMS: Final = 32
 #: a decision record holds one batch's objects; refuse absurd ones before decoding
 MAX_DECISION_BYTES: Final = 1 << 30
-#: decisions remembered per consumer (aborts are tiny; others' commits carry their batch)
-DECISION_CACHE: Final = 256
+#: decisions remembered per consumer: the message ids of each, never the batch bytes once
+#: published (a redelivery storm of big batches must not grow memory)
+DECISION_CACHE: Final = 64
+
+
+_NAMESPACE: Final = re.compile(r"[A-Za-z0-9_.-]{1,200}")
+
+
+def claims_namespace(*parts: str) -> str:
+    """The claims' namespace of one stream: every part that names it globally (Event Hubs:
+    fully qualified namespace, hub, consumer group; Pub/Sub: project, subscription), so two
+    streams sharing a commit store never see each other's claims (message ids are unique only
+    within a stream). Readable when it fits ``[A-Za-z0-9_.-]{1,200}``; else a readable prefix
+    and a SHA-256 of the whole (never truncated into another stream's name)."""
+    import hashlib
+
+    joined = ".".join(parts)
+    if _NAMESPACE.fullmatch(joined):
+        return joined
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", joined)[:120]
+    return f"{safe}.{hashlib.sha256(joined.encode()).hexdigest()[:40]}"
 
 
 class ClaimError(CloudBackendError):
@@ -273,7 +293,10 @@ class BlobCommitStore:
 @dataclass(frozen=True)
 class _Decision:
     state: str  # "commit" | "abort"
-    objects: tuple[tuple[str, bytes, dict[str, str]], ...] = ()
+    #: the batch's objects; None once this consumer published them (bytes not kept)
+    objects: tuple[tuple[str, bytes, dict[str, str]], ...] | None = None
+    #: the messages a commit settles (a claim naming the batch for another one is forged)
+    messages: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -309,7 +332,12 @@ def _parse_decision(bid: str, raw: bytes) -> _Decision:
             ):
                 raise ValueError("metadata")
             objs.append((key, base64.b64decode(o["data"], validate=True), dict(meta)))
-        return _Decision("commit", tuple(objs))
+        msgs = doc["messages"]
+        if not isinstance(msgs, list) or not all(
+            isinstance(m, str) and _MSG_ID.fullmatch(m) for m in msgs
+        ):
+            raise ValueError("messages")
+        return _Decision("commit", tuple(objs), frozenset(msgs))
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:
         raise ClaimError(f"decision record of batch {bid[:80]}: {exc}") from None
 
@@ -397,6 +425,11 @@ class ClaimLog:
             if found is None:
                 return _Resolved(n, bid=bid)
             if found.state == "commit":
+                if msg_id not in found.messages:
+                    raise ClaimError(
+                        f"claim {n} of message {msg_id} names batch {bid}, which does not list "
+                        "it (forged or corrupt claim): not acknowledged"
+                    )
                 return _Resolved(n, bid=bid, committed=found)
         raise ClaimError(f"message {msg_id}: more than {MAX_CLAIMS} aborted claims")
 
@@ -471,7 +504,14 @@ class ClaimLog:
                 )
         # its objects are published by this consumer before any of its messages is acked, so a
         # redelivery of one of them needs no bytes from the cache (memory stays flat)
-        self._remember(bid, _Decision("commit"))
+        self._remember(bid, _Decision("commit", None, frozenset(msg_ids)))
+
+    def published(self, bid: str) -> None:
+        """This consumer published ``bid``'s objects (roll-forward): forget their bytes."""
+        with self._lock:
+            found = self._decisions.get(bid)
+            if found is not None and found.objects is not None:
+                self._decisions[bid] = _Decision(found.state, None, found.messages)
 
     def committed_many(self, msg_ids: Sequence[str]) -> list[_Resolved]:
         """:meth:`resolve` for each id, concurrently."""
@@ -565,13 +605,17 @@ class ClaimedStream:
         ids = [self.inner.message_id(m) for m in got]
         fresh: list[StreamMessage] = []
         settled: list[StreamMessage] = []
+        done: set[str] = set()
         for msg, res in zip(got, self.log.committed_many(ids), strict=True):
-            if res.committed is None:
+            if res.committed is None or res.bid is None:
                 fresh.append(msg)
                 self._undecided[(msg.partition, msg.position)] = msg
                 continue
-            for key, data, meta in res.committed.objects:  # idempotent: same key, same bytes
-                self._landing.put(key, data, metadata=meta)
+            if res.bid not in done:  # each batch once per poll, not once per message
+                done.add(res.bid)
+                for key, data, meta in res.committed.objects or ():  # idempotent puts
+                    self._landing.put(key, data, metadata=meta)
+                self.log.published(res.bid)
             settled.append(msg)
         if settled:
             _log.warning(

@@ -741,9 +741,16 @@ def open_backend(
     rs = PubSubStream(publisher=publisher, subscriber=subscriber, names=names, **stream_kw)
     if commits is None or consumer is None:
         return rs, store
-    from saip_ingestion.backends.claims import ClaimedStream, ClaimingStore, ClaimLog
+    from saip_ingestion.backends.claims import (
+        ClaimedStream,
+        ClaimingStore,
+        ClaimLog,
+        claims_namespace,
+    )
 
-    log = ClaimLog(store=commits, namespace=names.subscription.rsplit("/", 1)[1], owner=consumer)
+    # message ids are unique only within a topic: the claims carry project and subscription
+    _p, proj, _s, sub_id = names.subscription.split("/", 3)
+    log = ClaimLog(store=commits, namespace=claims_namespace(proj, sub_id), owner=consumer)
     claimed = ClaimedStream(rs, log=log, landing=store)
     return claimed, ClaimingStore(store, claimed)
 
