@@ -35,8 +35,17 @@ reads its claims before the engine sees it (:class:`ClaimedStream`):
   before step 4) and acks the message without giving it to its engine;
 * claim → no decision yet (*A* died, or is alive but lost its lease): *B* **fences** *A* by
   writing ``batches/<bid>`` = ``abort`` (create-only); *A*'s own step 3 then fails and *A*
-  stores nothing (:class:`ClaimConflictError`, the run exits 1); *B* claims ``n + 1``;
-* claim → aborted batch: look at claim ``n + 1``.
+  stores nothing (:class:`ClaimConflictError`: *A*'s engine drops the batch, hands its
+  messages back to the stream and consumes on); *B* claims ``n + 1``;
+* claim → aborted batch: look at claim ``n + 1``;
+* claim → a committed batch whose decision does not list the message: forged or corrupt
+  (:class:`ClaimError`; never acked as stored).
+
+Trust model: the commit store is trusted like the right to ack the subscription — whoever can
+create objects in it can fence every batch (delay) or forge a claim *and* a matching commit
+decision and so have a message acked unstored (its forged objects fail authentication on
+read, but the message is gone). Grant create+read on it to the consumers only (the Terraform
+does), as the subscription's ``subscriber`` role is. Decisions are not signed.
 
 A message can therefore be in at most one committed batch (its claims form a chain in which
 only the last may be undecided, and only an undecided one can be aborted), and every committed
