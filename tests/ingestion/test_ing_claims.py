@@ -535,3 +535,21 @@ def test_roll_forward_publishes_a_batch_once_and_keeps_no_bytes(tmp_path: Path) 
     held = sum(len(d) for dec in heir._decisions.values() for _k, d, _m in dec.objects or ())
     assert held == 0, f"{held} batch bytes kept in the decision cache"
     heir.close()
+
+
+def test_dot_segment_message_ids_and_namespaces_fail_typed(tmp_path: Path) -> None:
+    """Attack (4): message ids ``.``/``..`` (path segments) never reach the store as keys: they
+    fail as :class:`ClaimError` like any other foreign id (not a ValueError from deep inside a
+    store), and a namespace of dots is refused at construction, naming the setting."""
+    commits = LocalCommitStore(tmp_path / "commits")
+    log = ClaimLog(store=commits, namespace="s", owner="a", workers=1)
+    for bad in (".", "..", "a/b", "m\u00e9", "x" * 129):
+        with pytest.raises(ClaimError, match="not a stream message id"):
+            log.resolve(bad)
+    with pytest.raises(ClaimError, match="not a stream message id"):
+        log.commit(log.new_batch_id(), [".."], [("accepted/x", b"1", {})])
+    assert not any((tmp_path / "commits").rglob("*"))
+    log.close()
+    for ns in (".", ".."):
+        with pytest.raises(ValueError, match="namespace"):
+            ClaimLog(store=commits, namespace=ns, owner="a", workers=1)

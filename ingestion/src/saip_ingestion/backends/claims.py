@@ -109,7 +109,8 @@ _log = logging.getLogger(__name__)
 
 #: object prefixes the engine writes (``saip_ingestion.engine``; backends do not import it)
 PUBLISHABLE: Final = ("accepted/", "quarantine-batches/", "quarantine/", "provenance/")
-_MSG_ID: Final = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+#: a stream message id (Pub/Sub: decimal; Event Hubs: partition.sequence): one key segment
+_MSG_ID: Final = re.compile(r"(?!\.{1,2}\Z)[A-Za-z0-9_.:-]{1,128}")
 _BID: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}-[0-9a-f]{16}-[0-9]{1,12}")
 _OWNER: Final = r"[A-Za-z0-9_.-]{1,64}"
 #: claims of one message whose batches were aborted before we give up (each abort is a
@@ -134,7 +135,7 @@ def claims_namespace(*parts: str) -> str:
     import hashlib
 
     joined = ".".join(parts)
-    if _NAMESPACE.fullmatch(joined):
+    if _NAMESPACE.fullmatch(joined) and joined.strip("."):
         return joined
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", joined)[:120]
     return f"{safe}.{hashlib.sha256(joined.encode()).hexdigest()[:40]}"
@@ -370,7 +371,9 @@ class ClaimLog:
         self, *, store: CommitStore, namespace: str, owner: str, workers: int = 16
     ) -> None:
         check_name("consumer", owner, _OWNER, hint="1-64 of [A-Za-z0-9_.-]")
-        check_name("namespace", namespace, r"[A-Za-z0-9_.-]{1,200}", hint="[A-Za-z0-9_.-]")
+        check_name(
+            "namespace", namespace, r"(?!\.{1,2}\Z)[A-Za-z0-9_.-]{1,200}", hint="[A-Za-z0-9_.-]"
+        )
         if not isinstance(workers, int) or not 1 <= workers <= 64:
             raise ValueError("workers: must be an int in 1..64")
         self.store = store
@@ -486,6 +489,9 @@ class ClaimLog:
             The batch was fenced (aborted by another consumer) or a message is stored elsewhere;
             this consumer's batch is aborted and must not be published.
         """
+        for m in msg_ids:  # every id checked before anything is written
+            if not _MSG_ID.fullmatch(m):
+                raise ClaimError(f"message id {m[:80]!r} is not a stream message id")
         try:
             list(self._pool.map(lambda m: self._claim_one(m, bid), msg_ids))
         except ClaimConflictError:
