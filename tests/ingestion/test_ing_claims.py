@@ -553,3 +553,37 @@ def test_dot_segment_message_ids_and_namespaces_fail_typed(tmp_path: Path) -> No
     for ns in (".", ".."):
         with pytest.raises(ValueError, match="namespace"):
             ClaimLog(store=commits, namespace=ns, owner="a", workers=1)
+
+
+def test_killed_at_every_step_and_restarted_with_its_own_name_and_state_stores_once(
+    env: Any, tmp_path: Path
+) -> None:
+    """Attack (2): the same consumer (same name, same data directory) is killed after every
+    durable step and restarted: its own decided-but-unpublished batch is rolled forward by
+    itself (the restarted engine reuses that batch number for new content: content-derived
+    keys never collide), its undecided claims are aborted by itself. Exactly once, none lost."""
+    lines, want, bad = payloads(env)
+    clean = OpCounter()
+    drain(env, tmp_path / "clean", "c0", FakeSubscription(lines), clean)
+    for at in range(1, clean.n + 1):
+        env.tmp = tmp_path / f"r{at}"
+        sub = FakeSubscription(lines)
+        ops = OpCounter(at)
+        landing = CountingStore(env.tmp / "objects", ops)
+        engine, stream = consumer(env, tmp_path / f"r{at}", "same", sub, ops, landing)
+        with pytest.raises(Crash):
+            engine.run(stream, batch_size=4, poll_timeout=0, idle_polls=1)
+        stream.log.close()
+        engine.state.close()  # the process died: the OS drops its state lock, nothing saved
+        sub.expire(stream.inner)
+        drain(env, tmp_path / f"r{at}", "same", sub, OpCounter())
+        got = stored(env, LocalObjectStore(env.tmp / "objects"))
+        twice = sorted({x for x in got if got.count(x) > 1})
+        assert not twice, f"crash after step {at} ({ops.log[-1]}): stored twice {twice}"
+        assert set(got) == want, f"crash after step {at} ({ops.log[-1]}): missing {want - set(got)}"
+        assert sub.acked == set(sub.data), f"crash after step {at}: not all acked"
+        raws = [
+            e.raw
+            for e in QuarantineStore(LocalObjectStore(env.tmp / "objects"), env.encryptor).entries()
+        ]
+        assert sorted(set(raws)) == sorted(bad), f"crash after step {at}: quarantine {raws}"
