@@ -587,3 +587,43 @@ def test_killed_at_every_step_and_restarted_with_its_own_name_and_state_stores_o
             for e in QuarantineStore(LocalObjectStore(env.tmp / "objects"), env.encryptor).entries()
         ]
         assert sorted(set(raws)) == sorted(bad), f"crash after step {at}: quarantine {raws}"
+
+
+class CountingCommitStore(LocalCommitStore):
+    reads = creates = 0
+
+    def read(self, key: str) -> bytes | None:
+        self.reads += 1
+        return super().read(key)
+
+    def create(self, key: str, data: bytes) -> bool:
+        self.creates += 1
+        return super().create(key, data)
+
+
+def test_a_fresh_message_costs_one_read_and_one_create(env: Any, tmp_path: Path) -> None:
+    """Attack (5), per-record cost: a message nobody claimed costs one commit-store read (at
+    poll) and one create-only write (its claim) — the claim reuses the slot the poll found
+    free instead of reading it again; per batch one more create (the decision)."""
+    lines, _want, _bad = payloads(env)
+    lines = lines[:3] + lines[:3]  # three v1 records, one batch; then the same three re-sent
+    commits = CountingCommitStore(tmp_path / "commits")
+    landing = LocalObjectStore(tmp_path / "objects")
+    log = ClaimLog(store=commits, namespace="sub", owner="a", workers=1)
+    sub = FakeSubscription(lines)
+    stream = ClaimedStream(FakeView(sub, OpCounter()), log=log, landing=landing)
+    env.registry.reload()
+    engine = IngestEngine(
+        store=ClaimingStore(landing, stream), encryptor=env.encryptor, registry=env.registry,
+        state_dir=tmp_path / "a", clock=lambda: env.now,
+    )  # fmt: skip
+    stream.held = engine.held_messages
+    engine.run(stream, batch_size=10, poll_timeout=0, idle_polls=1)
+    engine.close()
+    log.close()
+    assert len(stored(env, landing)) == 3
+    # six messages (the re-sent copies are new messages, duplicates in the same batch): one
+    # read and one claim each, one decision for the batch
+    assert (commits.reads, commits.creates) == (6, 6 + 1)
+    assert not stream._free, "per-message state left behind"
+    assert not stream._undecided

@@ -456,7 +456,11 @@ class ClaimLog:
             raise ClaimError(f"batch {bid}: neither decided nor decidable")
         return found
 
-    def _claim_one(self, msg_id: str, bid: str) -> None:
+    def _claim_one(self, msg_id: str, bid: str, free: int | None = None) -> None:
+        # ``free``: the slot this consumer's poll found free (every claim below it names an
+        # aborted batch, and aborts are final): claim it without reading the chain again
+        if free is not None and self.store.create(self._claim_key(msg_id, free), bid.encode()):
+            return
         for _ in range(2 * MAX_CLAIMS):
             got = self.resolve(msg_id)
             if got.committed is not None:
@@ -480,8 +484,11 @@ class ClaimLog:
         bid: str,
         msg_ids: Sequence[str],
         objects: Sequence[tuple[str, bytes, Mapping[str, str]]],
+        *,
+        free: Mapping[str, int] | None = None,
     ) -> None:
         """Claim every message for ``bid``, then decide ``commit`` with the batch's objects.
+        ``free`` maps message ids to the claim slot their poll found free (saves a read).
 
         Raises
         ------
@@ -493,7 +500,8 @@ class ClaimLog:
             if not _MSG_ID.fullmatch(m):
                 raise ClaimError(f"message id {m[:80]!r} is not a stream message id")
         try:
-            list(self._pool.map(lambda m: self._claim_one(m, bid), msg_ids))
+            hints = free or {}
+            list(self._pool.map(lambda m: self._claim_one(m, bid, hints.get(m)), msg_ids))
         except ClaimConflictError:
             self.abort(bid)
             raise
@@ -552,6 +560,7 @@ class ClaimingStore(ObjectStore):
         nothing (the staged objects are dropped)."""
         staged, self._staged = self._staged, {}
         msg_ids = self.stream.take_decided()
+        free = self.stream.take_free(msg_ids)  # always: a batch without objects keeps none
         if not staged:
             return
         if not msg_ids:  # e.g. quarantine release: no stream message to claim
@@ -561,7 +570,7 @@ class ClaimingStore(ObjectStore):
         log = self.stream.log
         bid = log.new_batch_id()
         objects = [(k, d, m) for k, (d, m) in staged.items()]
-        log.commit(bid, msg_ids, objects)
+        log.commit(bid, msg_ids, objects, free=free)
         for key, data, meta in objects:
             self.inner.put(key, data, metadata=meta)
 
@@ -601,6 +610,8 @@ class ClaimedStream:
         self._landing = landing
         self.held: Callable[[], Sequence[StreamMessage]] = list
         self._undecided: dict[tuple[str, str], StreamMessage] = {}  # (partition, position)
+        #: message id -> the claim slot its poll found free (not claimed by anyone yet)
+        self._free: dict[str, int] = {}
         self.rolled_forward = 0
 
     def publish(self, payloads: Sequence[bytes], *, partition_key: str) -> None:
@@ -625,6 +636,8 @@ class ClaimedStream:
             if res.committed is None or res.bid is None:
                 fresh.append(msg)
                 self._undecided[(msg.partition, msg.position)] = msg
+                if res.bid is None:
+                    self._free[self.inner.message_id(msg)] = res.n
                 continue
             if res.bid not in done:  # each batch once per poll, not once per message
                 done.add(res.bid)
@@ -652,6 +665,10 @@ class ClaimedStream:
                 out.append(self.inner.message_id(msg))
         return out
 
+    def take_free(self, msg_ids: Sequence[str]) -> dict[str, int]:
+        """The free claim slots the polls found for ``msg_ids`` (forgotten here)."""
+        return {m: n for m in msg_ids if (n := self._free.pop(m, None)) is not None}
+
     def checkpoint(self, messages: Sequence[StreamMessage]) -> None:
         """Ack through the wrapped stream."""
         self.inner.checkpoint(messages)
@@ -665,7 +682,8 @@ class ClaimedStream:
                 "this stream cannot hand messages back (no reject): a fenced batch stops the run"
             )
         for m in messages:
-            self._undecided.pop((m.partition, m.position), None)
+            if self._undecided.pop((m.partition, m.position), None) is not None:
+                self._free.pop(self.inner.message_id(m), None)
         fn(messages)
 
     def close(self) -> None:
