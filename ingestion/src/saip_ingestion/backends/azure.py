@@ -216,7 +216,9 @@ class EventHubStream(RecordStream):
                 self._thread.start()
 
     def poll(self, *, max_messages: int, timeout: float) -> list[StreamMessage]:
-        """Up to ``max_messages`` received, not yet checkpointed events."""
+        """Up to ``max_messages`` received, not yet checkpointed events. While events handed
+        back by :meth:`reject` are held, an empty answer waits for them (an empty poll means
+        idle: the run must not end with them)."""
         if max_messages < 1:
             raise ValueError("max_messages: must be >= 1")
         self._start()
@@ -232,10 +234,11 @@ class EventHubStream(RecordStream):
                     item = self._ready.popleft()
                 elif out:
                     item = self._queue.get_nowait()
-                else:
-                    item = self._queue.get(timeout=max(0.0, min(remaining, 0.1)))
+                else:  # events held back after a reject are work, not idleness: wait for them
+                    floor = 0.05 if self._held else 0.0
+                    item = self._queue.get(timeout=min(max(remaining, floor), 0.1))
             except queue.Empty:
-                if out or remaining <= 0:
+                if out or (remaining <= 0 and not self._held):
                     break
                 continue
             _session, context, event = item
