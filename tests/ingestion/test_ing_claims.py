@@ -167,9 +167,9 @@ def drain(env: Any, tmp: Path, name: str, sub: FakeSubscription, ops: OpCounter)
     stream.log.close()
 
 
-def test_killed_at_every_step_another_consumer_stores_each_record_once(
-    env: Any, tmp_path: Path
-) -> None:
+def kill_at_every_step(env: Any, tmp_path: Path, *, restart: bool) -> None:
+    """Kill a consumer after each durable step of a run, then drain the subscription with
+    another consumer (``restart=False``) or the same one restarted on its own state."""
     lines, want, bad = payloads(env)
     clean = OpCounter()
     drain(env, tmp_path / "clean", "c0", FakeSubscription(lines), clean)
@@ -184,8 +184,11 @@ def test_killed_at_every_step_another_consumer_stores_each_record_once(
         with pytest.raises(Crash):
             engine.run(stream, batch_size=4, poll_timeout=0, idle_polls=1)
         stream.log.close()
+        if restart:
+            engine.state.close()  # the process died: the OS drops its state lock
         sub.expire(stream.inner)  # its leases lapse: everything un-acked is redelivered
-        drain(env, tmp_path / f"at{at}", "heir", sub, OpCounter())
+        heir = "victim" if restart else "heir"
+        drain(env, tmp_path / f"at{at}", heir, sub, OpCounter())
         got = stored(env, LocalObjectStore(env.tmp / "objects"))
         twice = sorted({x for x in got if got.count(x) > 1})
         assert not twice, f"crash after step {at} ({ops.log[-1]}): stored twice {twice}"
@@ -196,6 +199,12 @@ def test_killed_at_every_step_another_consumer_stores_each_record_once(
             e.raw for e in QuarantineStore(LocalObjectStore(env.tmp / "objects"), enc).entries()
         ]
         assert sorted(set(raws)) == sorted(bad), f"crash after step {at}: quarantine {raws}"
+
+
+def test_killed_at_every_step_another_consumer_stores_each_record_once(
+    env: Any, tmp_path: Path
+) -> None:
+    kill_at_every_step(env, tmp_path, restart=False)
 
 
 def test_live_consumer_that_lost_its_messages_is_fenced_and_publishes_nothing(
@@ -562,31 +571,7 @@ def test_killed_at_every_step_and_restarted_with_its_own_name_and_state_stores_o
     durable step and restarted: its own decided-but-unpublished batch is rolled forward by
     itself (the restarted engine reuses that batch number for new content: content-derived
     keys never collide), its undecided claims are aborted by itself. Exactly once, none lost."""
-    lines, want, bad = payloads(env)
-    clean = OpCounter()
-    drain(env, tmp_path / "clean", "c0", FakeSubscription(lines), clean)
-    for at in range(1, clean.n + 1):
-        env.tmp = tmp_path / f"r{at}"
-        sub = FakeSubscription(lines)
-        ops = OpCounter(at)
-        landing = CountingStore(env.tmp / "objects", ops)
-        engine, stream = consumer(env, tmp_path / f"r{at}", "same", sub, ops, landing)
-        with pytest.raises(Crash):
-            engine.run(stream, batch_size=4, poll_timeout=0, idle_polls=1)
-        stream.log.close()
-        engine.state.close()  # the process died: the OS drops its state lock, nothing saved
-        sub.expire(stream.inner)
-        drain(env, tmp_path / f"r{at}", "same", sub, OpCounter())
-        got = stored(env, LocalObjectStore(env.tmp / "objects"))
-        twice = sorted({x for x in got if got.count(x) > 1})
-        assert not twice, f"crash after step {at} ({ops.log[-1]}): stored twice {twice}"
-        assert set(got) == want, f"crash after step {at} ({ops.log[-1]}): missing {want - set(got)}"
-        assert sub.acked == set(sub.data), f"crash after step {at}: not all acked"
-        raws = [
-            e.raw
-            for e in QuarantineStore(LocalObjectStore(env.tmp / "objects"), env.encryptor).entries()
-        ]
-        assert sorted(set(raws)) == sorted(bad), f"crash after step {at}: quarantine {raws}"
+    kill_at_every_step(env, tmp_path, restart=True)
 
 
 class CountingCommitStore(LocalCommitStore):
