@@ -1,3 +1,8 @@
+output "commit_store" {
+  description = "Claims and batch decisions of several consumers in the consumer group, in the checkpoint container (the receiver's only other writable container): `saip ingest run --commit-store VALUE --consumer-name UNIQUE` (or [ingest.azure] commit_store)."
+  value       = "az://${azurerm_storage_container.this["checkpoints"].name}/saip-commits"
+}
+
 output "data_key_id" {
   description = "Versionless ID of the Key Vault key for saip's envelope encryption (use as azure-kv:ID)."
   value       = azurerm_key_vault_key.this["data"].versionless_id

@@ -22,7 +22,7 @@ resource "google_project_service" "this" {
   for_each = toset([
     "bigquery.googleapis.com", "bigquerystorage.googleapis.com", "cloudkms.googleapis.com",
     "compute.googleapis.com", "dns.googleapis.com", "logging.googleapis.com",
-    "monitoring.googleapis.com", "pubsub.googleapis.com",
+    "monitoring.googleapis.com", "pubsub.googleapis.com", "storage.googleapis.com",
   ])
 
   project            = var.project_id
@@ -34,7 +34,7 @@ locals {
   pubsub_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
   bq_agent     = "serviceAccount:${data.google_bigquery_default_service_account.this.email}"
 
-  keys = toset(["pubsub", "bigquery", "data"])
+  keys = toset(["pubsub", "bigquery", "data", "commits"])
 
   service_accounts = {
     publisher  = "Publishes records to the ${var.prefix} topic"
@@ -448,7 +448,7 @@ resource "google_access_context_manager_service_perimeter" "this" {
 
 # Data-access audit logs (off by default on GCP) for the services holding or guarding the data.
 resource "google_project_iam_audit_config" "this" {
-  for_each = toset(["bigquery.googleapis.com", "cloudkms.googleapis.com", "pubsub.googleapis.com"])
+  for_each = toset(["bigquery.googleapis.com", "cloudkms.googleapis.com", "pubsub.googleapis.com", "storage.googleapis.com"])
 
   project = var.project_id
   service = each.key

@@ -3,6 +3,11 @@ output "bigquery_table" {
   value       = "${google_bigquery_table.records.project}.${google_bigquery_table.records.dataset_id}.${google_bigquery_table.records.table_id}"
 }
 
+output "commit_bucket" {
+  description = "GCS bucket of the consumers' claims and batch decisions for several consumers of the subscription: `saip ingest run --commit-store gs://BUCKET/SUBSCRIPTION --consumer-name UNIQUE` (or [ingest.gcp] commit_store)."
+  value       = google_storage_bucket.commits.name
+}
+
 output "data_key_id" {
   description = "Cloud KMS key for saip's envelope encryption (use as gcp-kms:ID)."
   value       = google_kms_crypto_key.this["data"].id

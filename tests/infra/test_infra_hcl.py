@@ -684,3 +684,20 @@ def test_azure_key_roles_are_minimal_and_cmk_identities_separate(
     assert 'azurerm_user_assigned_identity.cmk["storage"]' not in str(ns_ids)
     officer = azure["azurerm_role_assignment.deployer_crypto_officer"]
     assert officer["count"] == "${var.deployer_key_management ? 1 : 0}"
+
+
+def test_azure_commit_store_claims_expire_after_the_hub_retention(
+    azure: dict[str, dict[str, Any]],
+) -> None:
+    """The Event Hubs scale-out writes one claim blob per event: they expire (hub retention +
+    1 day) under exactly the prefix the `commit_store` output hands to `saip`."""
+    outputs = (INFRA / "azure" / "outputs.tf").read_text()
+    assert '/saip-commits"' in outputs
+    policy = azure["azurerm_storage_management_policy.commits"]
+    rule = _one(policy["rule"])
+    flt = _one(rule["filters"])
+    assert flt["prefix_match"] == [
+        '${azurerm_storage_container.this["checkpoints"].name}/saip-commits/'
+    ]
+    age = _one(_one(rule["actions"])["base_blob"])["delete_after_days_since_creation_greater_than"]
+    assert "var.event_hub.message_retention_days + 1" in str(age)

@@ -144,6 +144,24 @@ class Producer:
             r["sig"] = s
         return records
 
+    def sign_v2(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Sign ``records`` as one v2 batch (one header signature, each record its leaf index)."""
+        leaves = [
+            record_leaf_data(
+                {
+                    **r,
+                    "payload": PAYLOAD_ADAPTERS[f"{r['schema']['name']}/v1"].validate_python(
+                        r["payload"]
+                    ),
+                }
+            )
+            for r in records
+        ]
+        _header, sigs = self.signer.sign_header(leaves, seq_first=records[0]["seq"])
+        for r, sig in zip(records, sigs, strict=True):
+            r["sig"] = sig
+        return records
+
 
 def line(rec: dict[str, Any]) -> bytes:
     return json.dumps(rec, separators=(",", ":"), ensure_ascii=False).encode()
@@ -274,6 +292,113 @@ class CrashAfterPut:
         return iter(self.inner.list(prefix))
 
 
+def wait_for(pred: Callable[[], Any], what: str, timeout: float = 90.0) -> None:
+    """Poll ``pred`` every 0.1 s until true; AssertionError naming ``what`` after ``timeout``."""
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def load_fake(name: str) -> Any:
+    """Import a sibling FAKE module by path (pytest runs with --import-mode=importlib)."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).with_name(f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"saip_tests_{name}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def sigkill_first_to_store(
+    procs: Sequence[Any], journals: Sequence[Path], *, timeout: float = 180.0
+) -> tuple[int, dict[int, str]]:
+    """Multi-process scale-out tests: SIGKILL the first consumer whose journal holds a stored
+    batch, wait for the others; return the victim's index and every consumer's stderr. Every
+    process still running afterwards (a failure) is killed."""
+    import signal
+
+    def first() -> int | None:
+        for n, journal in enumerate(journals):
+            if journal.is_file() and journal.read_bytes().count(b"\n") >= 1:
+                return n
+        return None
+
+    errs: dict[int, str] = {}
+    try:
+        wait_for(lambda: first() is not None, "a stored batch")
+        victim = first()
+        assert victim is not None
+        os.kill(procs[victim].pid, signal.SIGKILL)  # mid-run: nothing acked or released
+        procs[victim].wait(timeout=10)
+        errs[victim] = procs[victim].stderr.read().decode(errors="replace")
+        for n, proc in enumerate(procs):
+            if n != victim:
+                _, err = proc.communicate(timeout=timeout)
+                errs[n] = err.decode(errors="replace")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return victim, errs
+
+
+def audit_exactly_once(
+    store: Any,
+    encryptor: Any,
+    *,
+    good: set[tuple[str, int]],
+    bad: Sequence[bytes],
+    victim: int,
+    victim_dir: Path,
+    procs: Sequence[Any],
+    errs: Mapping[int, str],
+    summaries: Mapping[int, str],
+) -> dict[str, int]:
+    """Every accepted object read on its own (nothing collapsed): no ``(producer, seq)`` twice,
+    none missing, the victim killed mid-run, the others exit 0, each reject quarantined once.
+    Failures name the duplicated/missing ids and show each consumer's stderr and summary."""
+    import signal
+
+    from saip_ingestion.engine import ACCEPTED_PREFIX, read_batch
+    from saip_ingestion.quarantine import QuarantineStore
+
+    logs = "\n".join(
+        f"--- c{n} (victim: {n == victim}) ---\nstderr:\n{e[-3000:]}\nsummary: {summaries[n]}"
+        for n, e in sorted(errs.items())
+    )
+    assert procs[victim].returncode == -signal.SIGKILL, logs
+    for n, proc in enumerate(procs):
+        if n != victim:
+            assert proc.returncode == 0, logs
+    per_consumer: dict[str, int] = {}
+    got: list[tuple[str, int]] = []
+    for k in store.list(ACCEPTED_PREFIX):
+        entries = read_batch(store, encryptor, k)
+        per_consumer[k.split("/")[1]] = per_consumer.get(k.split("/")[1], 0) + len(entries)
+        got += [(e["producer_id"], e["seq"]) for e in entries]
+    twice = sorted({x for x in got if got.count(x) > 1})
+    missing = sorted(good - set(got))
+    assert not twice, f"stored twice: {twice[:20]}\n{logs}"
+    assert not missing, f"missing: {missing[:20]}\n{logs}"
+    dead = json.loads((victim_dir / "consumer.json").read_text())
+    assert 0 < per_consumer.get(dead["consumer_id"], 0) < len(good), (per_consumer, logs)
+    rejected = [json.loads(e.raw)["record_id"] for e in QuarantineStore(store, encryptor).entries()]
+    want = sorted(json.loads(x)["record_id"] for x in bad)
+    assert sorted(rejected) == want, f"quarantine: {rejected}\n{logs}"  # each exactly once
+    return per_consumer
+
+
 @pytest.fixture
 def helpers() -> Any:
     """Shared test helpers (conftest is not importable by path-imported test modules)."""
@@ -282,7 +407,11 @@ def helpers() -> Any:
     return types.SimpleNamespace(
         BufferingFirehoseFake=BufferingFirehoseFake,
         CrashAfterPut=CrashAfterPut,
+        audit_exactly_once=audit_exactly_once,
         create_lease_table=create_lease_table,
+        load_fake=load_fake,
+        sigkill_first_to_store=sigkill_first_to_store,
+        wait_for=wait_for,
     )
 
 

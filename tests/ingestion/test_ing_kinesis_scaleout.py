@@ -24,36 +24,13 @@ from saip.config import SaipConfig
 from saip_encryption.providers.local import create_local_key
 from saip_ingestion.backends.aws import S3ObjectStore
 from saip_ingestion.engine import ACCEPTED_PREFIX, read_batch
-from saip_ingestion.provenance import ProducerRegistry, record_leaf_data
+from saip_ingestion.provenance import ProducerRegistry
 from saip_ingestion.quarantine import QuarantineStore
-from saip_ingestion.schemas import PAYLOAD_ADAPTERS
 
 REGION = "us-east-1"
 STREAM, BUCKET, TABLE = "scale-s", "scale-b", "scale-leases"
 PRODUCERS, PER_PRODUCER = 6, 60
 V2_BATCH = 30
-
-
-def sign_v2(prod: Any, records: list[dict[str, Any]]) -> None:
-    """Sign ``records`` as one v2 batch (one header signature, each record its leaf index)."""
-    leaves = [
-        record_leaf_data(
-            {**r, "payload": PAYLOAD_ADAPTERS["image-sample/v1"].validate_python(r["payload"])}
-        )
-        for r in records
-    ]
-    _header, sigs = prod.signer.sign_header(leaves, seq_first=records[0]["seq"])
-    for r, sig in zip(records, sigs, strict=True):
-        r["sig"] = sig
-
-
-def _wait(pred: Any, what: str, timeout: float = 90.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.slow
@@ -82,7 +59,7 @@ def test_three_consumers_one_sigkilled_shards_taken_over_exactly_once(
             prod.sign(recs)  # v1: one Merkle batch with an inclusion proof per record
         else:
             for k in range(0, PER_PRODUCER, V2_BATCH):
-                sign_v2(prod, recs[k : k + V2_BATCH])
+                prod.sign_v2(recs[k : k + V2_BATCH])
         lines = [env.line(r) for r in recs]
         good.update({r["record_id"]: x for r, x in zip(recs, lines, strict=True)})
         kinesis.put_records(
@@ -120,7 +97,7 @@ def test_three_consumers_one_sigkilled_shards_taken_over_exactly_once(
                     return n
             return None
 
-        _wait(lambda: first_to_store() is not None, "a stored batch")
+        helpers.wait_for(lambda: first_to_store() is not None, "a stored batch")
         victim = first_to_store()
         assert victim is not None
         os.kill(procs[victim].pid, signal.SIGKILL)  # mid-run: no checkpoint, no lease release

@@ -37,7 +37,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -48,7 +48,7 @@ from pydantic_core import from_json
 
 from saip_ingestion.backends.base import ObjectStore, RecordStream, StreamMessage
 from saip_ingestion.backends.local import atomic_write
-from saip_ingestion.errors import IngestError
+from saip_ingestion.errors import FencedBatchError, IngestError
 from saip_ingestion.fastdecode import decode_any
 from saip_ingestion.health import HealthTracker
 from saip_ingestion.protocols import Encryptor
@@ -159,6 +159,8 @@ class IngestSummary:
     producers: dict[str, Any] = field(default_factory=dict)
     recovered_batches: int = 0
     pending: int = 0
+    #: batches a scale-out stream fenced (rewound, their messages handed back; not counted)
+    fenced_batches: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form (the ``--json`` summary)."""
@@ -172,6 +174,7 @@ class IngestSummary:
             "producers": self.producers,
             "batches": self.batches,
             "recovered_batches": self.recovered_batches,
+            "fenced_batches": self.fenced_batches,
             "pending": self.pending,
             "signature_checks": self.signature_checks,
             "seconds": round(self.seconds, 3),
@@ -515,27 +518,41 @@ class IngestEngine:
         started = time.perf_counter()
         idle = 0
         went_idle = False
-        while max_records is None or self.summary.received < max_records:
-            want = batch_size
-            if max_records is not None:
-                want = min(want, max_records - self.summary.received)
-            messages = stream.poll(max_messages=want, timeout=poll_timeout)
-            if not messages:
-                idle += 1
-                if idle >= idle_polls:
-                    went_idle = True
-                    break
+        while True:
+            while max_records is None or self.summary.received < max_records:
+                want = batch_size
+                if max_records is not None:
+                    want = min(want, max_records - self.summary.received)
+                messages = stream.poll(max_messages=want, timeout=poll_timeout)
+                if not messages:
+                    idle += 1
+                    if idle >= idle_polls:
+                        went_idle = True
+                        break
+                    continue
+                idle = 0
+                before = replace(self.summary, reasons=Counter(self.summary.reasons))
+                try:
+                    self.process_and_commit(messages)
+                except FencedBatchError as exc:
+                    self._rewind(stream, messages, before, exc)
+                    continue
+                self._checkpoint(stream, messages)
+                if on_batch is not None:
+                    on_batch(self.summary)
+            # the stream is idle: what is still incomplete will not complete here; a stop at
+            # max_records leaves it pending and uncheckpointed (the rest may be in the stream)
+            if not (self._carry and went_idle):
+                break
+            before = replace(self.summary, reasons=Counter(self.summary.reasons))
+            try:
+                self.flush_pending()
+            except FencedBatchError as exc:  # its messages are back in the stream: poll on
+                self._rewind(stream, [], before, exc)
+                idle, went_idle = 0, False
                 continue
-            idle = 0
-            self.process_and_commit(messages)
-            self._checkpoint(stream, messages)
-            if on_batch is not None:
-                on_batch(self.summary)
-        # the stream is idle: what is still incomplete will not complete here; a stop at
-        # max_records leaves it pending and uncheckpointed (the rest may still be in the stream)
-        if self._carry and went_idle:
-            self.flush_pending()
             self._checkpoint(stream, [])
+            break
         self.summary.seconds += time.perf_counter() - started
         return self.finish()
 
@@ -551,6 +568,43 @@ class IngestEngine:
         if cut:
             stream.checkpoint(todo[:cut])
         self._unckpt = todo[cut:]
+
+    def _rewind(
+        self,
+        stream: RecordStream,
+        messages: Sequence[StreamMessage],
+        before: IngestSummary,
+        exc: FencedBatchError,
+    ) -> None:
+        """A scale-out stream fenced this batch (nothing of it was published): hand every
+        message not checkpointed yet back to the stream (this batch's and the undecided v2
+        messages carried from earlier polls), then re-read the state from the journal — the
+        seq windows this batch marked name records stored nowhere — and go on consuming.
+        A stream that cannot take messages back stops the run as before (exit 1)."""
+        reject = getattr(stream, "reject", None)
+        if reject is None:
+            raise exc
+        redo = list(self._unckpt) if self._unckpt_stream is stream else []
+        seen = {id(m) for m in redo}
+        redo += [m for m in messages if id(m) not in seen]
+        reject(redo)  # raises if the stream cannot: the engine stays failed (exit 1)
+        _log.warning(
+            "batch fenced (%s): nothing of it was stored; %d message(s) handed back to the "
+            "stream, state re-read from the journal, consuming on",
+            str(exc)[:300],
+            len(redo),
+        )
+        self.state.close()
+        self.windows = SeqWindows(window=self.windows.window)
+        self.state = ConsumerState(self.state.directory, windows=self.windows)
+        self._carry = {}
+        self._unckpt, self._unckpt_stream = [], None
+        before.received -= before.pending  # carried messages come back and are counted again
+        before.pending = 0
+        before.fenced_batches += 1
+        self.summary = before
+        self._failed = False
+        self._recover()
 
     def held_messages(self) -> list[StreamMessage]:
         """Messages of incomplete v2 batches: processed but not decided, so not stored and not
@@ -1299,6 +1353,9 @@ class IngestEngine:
                     "contentid": key.rsplit("-", 1)[1],
                 },
             )
+        publish = getattr(self.store, "commit_batch", None)
+        if publish is not None:  # a staging store (backends.claims) publishes the batch here,
+            publish()  # after its commit point and before the journal names it
         if key is not None or qkey is not None or batch.marks:
             self.state.commit({"batch": number, "key": key, "marks": batch.marks})
             self.summary.batches += 1

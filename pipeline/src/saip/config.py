@@ -48,6 +48,12 @@ class AzureIngestOptions(_Section):
     """Event Hubs namespace FQDN (``<name>.servicebus.windows.net``)."""
     consumer_group: str | None = None
     checkpoint_container: str | None = None
+    commit_store: str | None = None
+    """Scale-out: ``az://CONTAINER/PREFIX`` of the claims and batch decisions (``infra/azure``
+    output ``commit_store``); each consumer needs ``--consumer-name``."""
+    load_balancing_interval: float | None = None
+    """Seconds between the SDK's partition ownership rounds (default 10; a dead consumer's
+    partitions move after 6 x this)."""
 
 
 class GcpIngestOptions(_Section):
@@ -57,6 +63,15 @@ class GcpIngestOptions(_Section):
     subscription: str | None = None
     dead_letter_topic: str | None = None
     pubsub_endpoint: str | None = None
+    commit_store: str | None = None
+    """Scale-out: shared create-only store of claims and batch decisions (``gs://BUCKET/PREFIX``,
+    ``infra/gcp`` output ``commit_bucket``); each consumer needs ``--consumer-name``."""
+    max_lease_extension_seconds: int | None = None
+    """Cap of each ack-deadline extension (10-600 s): how soon a dead consumer's messages are
+    redelivered to the others."""
+    max_outstanding_messages: int | None = None
+    """Streaming-pull flow control: un-acked messages one consumer holds at most (default
+    1000); keep it near the batch size when several consumers share a subscription."""
 
 
 class IngestSection(_Section):

@@ -33,11 +33,12 @@ in the Terraform modules).
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from saip_ingestion.backends._cloud_common import (
@@ -65,6 +66,10 @@ _CONTAINER = r"(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]"
 _SCOPE = r"[A-Za-z0-9]{3,63}"
 
 
+#: an event as received: (ownership session of its partition, PartitionContext, EventData)
+_Received = tuple[int, Any, Any]
+
+
 class EventHubStream(RecordStream):
     """A :class:`RecordStream` over one event hub (producer + consumer group).
 
@@ -81,6 +86,12 @@ class EventHubStream(RecordStream):
         Seconds the receive thread waits for a batch before looping.
     send_timeout:
         Seconds the SDK may spend sending one batch (including its retries).
+    reject_hold:
+        Seconds events handed back by :meth:`reject` (a fenced batch) wait, with every later
+        event of their partitions, before they are delivered again — long enough for the
+        SDK's load balancing to notice a lost partition (more than its interval). If the
+        partition was closed meanwhile (``on_partition_close``: ownership lost), they are
+        dropped: its owner re-reads them from the checkpoint.
 
     Notes
     -----
@@ -98,17 +109,28 @@ class EventHubStream(RecordStream):
         prefetch_events: int = 2000,
         max_wait_time: float = 1.0,
         send_timeout: float = 60.0,
+        reject_hold: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not isinstance(prefetch_events, int) or prefetch_events < 1:
             raise ValueError("prefetch_events: must be an int >= 1")
         if max_wait_time <= 0 or send_timeout <= 0:
             raise ValueError("max_wait_time/send_timeout: must be > 0")
+        if not 0 <= float(reject_hold) <= 3600:
+            raise ValueError("reject_hold: must be 0-3600 seconds")
         self._producer = producer
         self._consumer = consumer
         self._max_wait = max_wait_time
         self._send_timeout = send_timeout
-        self._queue: queue.Queue[tuple[Any, Any]] = queue.Queue(maxsize=prefetch_events)
-        self._pending: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._queue: queue.Queue[_Received] = queue.Queue(maxsize=prefetch_events)
+        self._pending: dict[tuple[str, str], _Received] = {}
+        #: partition -> ownership session (bumped by the SDK's initialize/close callbacks)
+        self._session: dict[str, int] = {}
+        #: partitions whose events are held back after a reject: (until, events)
+        self._held: dict[str, tuple[float, list[_Received]]] = {}
+        self._ready: collections.deque[_Received] = collections.deque()
+        self._reject_hold = float(reject_hold)
+        self._clock = clock
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._lock = threading.Lock()
@@ -162,13 +184,22 @@ class EventHubStream(RecordStream):
     # -- consumer -------------------------------------------------------------------------
 
     def _on_batch(self, context: Any, events: list[Any]) -> None:
+        session = self._session.get(str(context.partition_id), 0)
         for event in events:
-            self._queue.put((context, event))  # blocks when the engine falls behind
+            self._queue.put((session, context, event))  # blocks when the engine falls behind
+
+    def _on_session(self, context: Any, *_reason: Any) -> None:
+        """``on_partition_initialize`` / ``on_partition_close``: a new ownership session."""
+        pid = str(context.partition_id)
+        with self._lock:
+            self._session[pid] = self._session.get(pid, 0) + 1
 
     def _receive(self) -> None:
         try:
             self._consumer.receive_batch(
                 on_event_batch=self._on_batch,
+                on_partition_initialize=self._on_session,
+                on_partition_close=self._on_session,
                 max_batch_size=300,
                 max_wait_time=self._max_wait,
                 starting_position="-1",  # partitions without a checkpoint start at the oldest
@@ -185,7 +216,9 @@ class EventHubStream(RecordStream):
                 self._thread.start()
 
     def poll(self, *, max_messages: int, timeout: float) -> list[StreamMessage]:
-        """Up to ``max_messages`` received, not yet checkpointed events."""
+        """Up to ``max_messages`` received, not yet checkpointed events. While events handed
+        back by :meth:`reject` are held, an empty answer waits for them (an empty poll means
+        idle: the run must not end with them)."""
         if max_messages < 1:
             raise ValueError("max_messages: must be >= 1")
         self._start()
@@ -194,27 +227,70 @@ class EventHubStream(RecordStream):
         while len(out) < max_messages:
             if self._error is not None:
                 raise CloudBackendError(f"Event Hubs receive stopped: {self._error}")
+            self._release_held()
             remaining = deadline - time.monotonic()
             try:
-                if out:
-                    context, event = self._queue.get_nowait()
-                else:
-                    context, event = self._queue.get(timeout=max(0.0, min(remaining, 0.1)))
+                if self._ready:
+                    item = self._ready.popleft()
+                elif out:
+                    item = self._queue.get_nowait()
+                else:  # events held back after a reject are work, not idleness: wait for them
+                    floor = 0.05 if self._held else 0.0
+                    item = self._queue.get(timeout=min(max(remaining, floor), 0.1))
             except queue.Empty:
-                if out or remaining <= 0:
+                if out or (remaining <= 0 and not self._held):
                     break
                 continue
+            _session, context, event = item
             pid = str(context.partition_id)
+            if pid in self._held:  # after a reject: this partition's events wait, in order
+                self._held[pid][1].append(item)
+                continue
             seq = str(event.sequence_number)
-            self._pending[(pid, seq)] = (context, event)
+            self._pending[(pid, seq)] = item
             out.append(StreamMessage(b"".join(event.body), pid, seq))
         return out
+
+    def reject(self, messages: Sequence[StreamMessage]) -> None:
+        """Hand back received, un-checkpointed events (a fenced batch, ``backends.claims``):
+        they and every later event of their partitions are held back for ``reject_hold``
+        seconds, then delivered again in order if this consumer still owns the partition in
+        the same session, or dropped if the SDK closed it meanwhile (another consumer owns it
+        and re-reads them from the checkpoint; a re-opened partition re-reads them itself).
+        Never checkpointed past: nothing is lost."""
+        until = self._clock() + self._reject_hold
+        for m in messages:
+            item = self._pending.pop((m.partition, m.position))
+            self._held.setdefault(m.partition, (until, []))[1].append(item)
+
+    def _release_held(self) -> None:
+        now = self._clock()
+        for pid in [p for p, (until, _) in self._held.items() if now >= until]:
+            _until, items = self._held.pop(pid)
+            with self._lock:
+                session = self._session.get(pid, 0)
+            keep = sorted(
+                (it for it in items if it[0] == session), key=lambda it: int(it[2].sequence_number)
+            )
+            if len(keep) < len(items):
+                _log.warning(
+                    "partition %s was closed (ownership lost) while %d handed-back event(s) "
+                    "waited: dropped here, its owner re-reads them from the checkpoint",
+                    pid,
+                    len(items) - len(keep),
+                )
+            self._ready.extend(keep)
+
+    @staticmethod
+    def message_id(message: StreamMessage) -> str:
+        """Stable id of an event: partition and sequence number (the same on every re-read)."""
+        return f"{message.partition}.{message.position}"
 
     def checkpoint(self, messages: Sequence[StreamMessage]) -> None:
         """Write, per partition, the newest event of ``messages`` to the checkpoint store."""
         newest: dict[str, tuple[int, Any, Any]] = {}
         for m in messages:
-            context, event = self._pending.pop((m.partition, m.position))
+            _session, context, event = self._pending.pop((m.partition, m.position))
             if m.partition not in newest or int(m.position) > newest[m.partition][0]:
                 newest[m.partition] = (int(m.position), context, event)
         for _, context, event in newest.values():
@@ -317,6 +393,11 @@ def open_backend(
     consumer: Any = None,
     checkpoint_store: Any = None,
     container_client: Any = None,
+    consumer_name: str | None = None,
+    commit_store: str | None = None,
+    commit_container_client: Any = None,
+    load_balancing_interval: float = 10.0,
+    ownership_expiration: float | None = None,
     **unsupported: Any,
 ) -> tuple[RecordStream, ObjectStore]:
     """Build the Azure stream and store (options validated eagerly; ValueError names them).
@@ -339,8 +420,43 @@ def open_backend(
         Directory prefix and encryption scope for landed blobs.
     producer, consumer, checkpoint_store, container_client:
         Injected clients (TLS transports from the ``saip`` CLI, Azurite/fakes in tests).
+        ``consumer`` given as a string is this consumer's name (the CLI's ``--consumer-name``).
+    consumer_name, commit_store, commit_container_client:
+        Scale-out (several processes in one consumer group, ingestion README "Scale-out"):
+        ``az://CONTAINER[/PREFIX]`` on the same account, the create-only store of claims and
+        batch decisions (:mod:`saip_ingestion.backends.claims`); needs the consumer name. The
+        container client may be injected (tests).
+    load_balancing_interval, ownership_expiration:
+        The SDK's partition load balancing: seconds between ownership rounds (1-300) and
+        after which a dead consumer's partitions are taken over (default 6 x the interval).
     """
     unsupported.pop("data_dir", None)
+    if isinstance(consumer, str):  # the CLI passes --consumer-name as `consumer`
+        consumer_name, consumer = consumer, None
+    if consumer_name is not None:
+        check_name(
+            "consumer", consumer_name, r"[A-Za-z0-9_.-]{1,64}", hint="1-64 of [A-Za-z0-9_.-]"
+        )
+    if (consumer_name is None) != (commit_store is None):
+        raise ValueError(
+            "commit_store: scale-out on Event Hubs needs both --consumer-name and --commit-store"
+        )
+    commit_container = commit_prefix = ""
+    if commit_store is not None:
+        if not isinstance(commit_store, str) or not commit_store.startswith("az://"):
+            raise ValueError("commit_store: must be az://CONTAINER[/PREFIX] on the same account")
+        commit_container, _, rest = commit_store[len("az://") :].partition("/")
+        check_name("commit_store", commit_container, _CONTAINER, hint="3-63 of [a-z0-9-]")
+        commit_prefix = f"{rest.strip('/')}/" if rest.strip("/") else ""
+    if not 1.0 <= float(load_balancing_interval) <= 300.0:
+        raise ValueError("load_balancing_interval: must be 1-300 seconds")
+    expiry = (
+        6 * float(load_balancing_interval)
+        if ownership_expiration is None
+        else float(ownership_expiration)
+    )
+    if not float(load_balancing_interval) < expiry <= 3600.0:
+        raise ValueError("ownership_expiration: must exceed load_balancing_interval, <= 3600 s")
     if unsupported:
         raise ValueError(f"azure backend: unsupported option(s) {', '.join(sorted(unsupported))}")
     if eventhub is not None and stream is not None and eventhub != stream:
@@ -392,6 +508,8 @@ def open_backend(
             consumer_group=consumer_group,
             credential=credential,
             checkpoint_store=checkpoint_store,
+            load_balancing_interval=float(load_balancing_interval),
+            partition_ownership_expiration_interval=expiry,
         )
     if producer is None:
         from azure.eventhub import EventHubProducerClient
@@ -402,7 +520,41 @@ def open_backend(
     store = AdlsBlobStore(
         container_client=container_client, prefix=prefix, encryption_scope=encryption_scope
     )
-    return (
-        EventHubStream(producer=producer, consumer=consumer, prefetch_events=prefetch_events),
-        store,
+    rs = EventHubStream(
+        producer=producer,
+        consumer=consumer,
+        prefetch_events=prefetch_events,
+        reject_hold=1.5 * float(load_balancing_interval),  # the SDK notices a lost partition
     )
+    if consumer_name is None:
+        return rs, store
+    from saip_ingestion.backends.claims import (
+        BlobCommitStore,
+        ClaimedStream,
+        ClaimingStore,
+        ClaimLog,
+        claims_namespace,
+    )
+
+    # event ids are unique only within one hub of one namespace: the claims carry both
+    fqns = namespace or str(
+        getattr(consumer, "fully_qualified_namespace", None)
+        or getattr(getattr(consumer, "_address", None), "hostname", "")
+    )
+    if not fqns:
+        raise ValueError("namespace: the claims need the Event Hubs namespace (FQDN)")
+
+    if commit_container_client is None:
+        from azure.identity import DefaultAzureCredential
+        from azure.storage.blob import ContainerClient
+
+        commit_container_client = ContainerClient(
+            url, commit_container, credential=credential or DefaultAzureCredential()
+        )
+    log = ClaimLog(
+        store=BlobCommitStore(container_client=commit_container_client, prefix=commit_prefix),
+        namespace=claims_namespace(fqns, hub, consumer_group.lstrip("$")),
+        owner=consumer_name,
+    )
+    claimed = ClaimedStream(rs, log=log, landing=store)
+    return claimed, ClaimingStore(store, claimed)

@@ -274,6 +274,7 @@ class PubSubStream(RecordStream):
         self._lease_ext = max_lease_extension_seconds or 0
         self._queue: queue.Queue[Any] = queue.Queue()
         self._pending: dict[str, Any] = {}
+        self._ids: dict[str, str] = {}  # ack id -> message id (claims, backends.claims)
         self._future: Any = None
         self._lock = threading.Lock()
 
@@ -398,6 +399,7 @@ class PubSubStream(RecordStream):
                     break
                 continue
             self._pending[msg.ack_id] = msg
+            self._ids[msg.ack_id] = str(msg.message_id)
             out.append(
                 StreamMessage(
                     self._decode(msg.data),
@@ -407,10 +409,16 @@ class PubSubStream(RecordStream):
             )
         return out
 
+    def message_id(self, message: StreamMessage) -> str:
+        """The Pub/Sub message id of a delivered, not yet acked message (stable across
+        redeliveries, unlike the ack id)."""
+        return self._ids[message.position]
+
     def checkpoint(self, messages: Sequence[StreamMessage]) -> None:
         """Ack ``messages`` (call only after they are durably stored); waits for confirmation."""
         futures = []
         for m in messages:
+            self._ids.pop(m.position, None)
             msg = self._pending.pop(m.position, None)
             if msg is None:
                 raise KeyError(f"unknown or already acknowledged message {m.position[:16]}...")
@@ -421,6 +429,7 @@ class PubSubStream(RecordStream):
     def reject(self, messages: Sequence[StreamMessage]) -> None:
         """Nack ``messages``: redelivered now; counts toward the dead-letter threshold."""
         for m in messages:
+            self._ids.pop(m.position, None)
             msg = self._pending.pop(m.position, None)
             if msg is not None:
                 msg.nack()
@@ -435,6 +444,7 @@ class PubSubStream(RecordStream):
                 self._future = None
         ack_ids = list(self._pending)
         self._pending.clear()
+        self._ids.clear()
         while not self._queue.empty():  # delivered but never polled
             ack_ids.append(self._queue.get_nowait().ack_id)
         for start in range(0, len(ack_ids), 1000):  # deadline 0 = redeliver now (unary RPC)
@@ -596,6 +606,8 @@ def open_backend(
     max_outstanding_messages: int = 1000,
     max_outstanding_bytes: int = 64 * 1024 * 1024,
     max_lease_extension_seconds: int | None = None,
+    consumer: str | None = None,
+    commit_store: str | None = None,
     pubsub_endpoint: str | None = None,
     bigquery_endpoint_url: str | None = None,
     endpoint_url: str | None = None,
@@ -628,6 +640,11 @@ def open_backend(
         Subscription settings used when ``create`` is true.
     max_outstanding_messages, max_outstanding_bytes, max_lease_extension_seconds:
         Streaming-pull flow control and lease extension cap (see :class:`PubSubStream`).
+    consumer, commit_store:
+        Scale-out (several consumers on one subscription, ingestion README "Scale-out"): this
+        consumer's unique name and the shared create-only store of claims and batch decisions
+        (:mod:`saip_ingestion.backends.claims`): ``gs://BUCKET[/PREFIX]`` (GCS,
+        ``ifGenerationMatch=0``) or ``file:///DIR`` (consumers on one host). Both or neither.
     pubsub_endpoint:
         ``host:port`` of a private Pub/Sub endpoint (PSC); ``PUBSUB_EMULATOR_HOST`` wins.
     bigquery_endpoint_url / endpoint_url:
@@ -675,6 +692,13 @@ def open_backend(
         "max_lease_extension_seconds": max_lease_extension_seconds,
     }
     PubSubStream(publisher=None, subscriber=None, names=names, **stream_kw)  # validates flow
+    if (consumer is None) != (commit_store is None):
+        raise ValueError(
+            "commit_store: scale-out on Pub/Sub needs both --consumer-name and --commit-store"
+        )
+    if consumer is not None:
+        check_name("consumer", consumer, r"[A-Za-z0-9_.-]{1,64}", hint="1-64 of [A-Za-z0-9_.-]")
+    commits = None if commit_store is None else _commit_store(commit_store)
 
     from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
@@ -703,8 +727,56 @@ def open_backend(
     if bigquery_client is None:
         from google.cloud import bigquery
 
+        creds = None
+        if bq_url is not None and bq_url.startswith("http://"):  # loopback stand-in only
+            from google.auth.credentials import AnonymousCredentials
+
+            creds = AnonymousCredentials()  # type: ignore[no-untyped-call]  # never send a bearer token over plain http
         bigquery_client = bigquery.Client(
-            project=project, client_options={"api_endpoint": bq_url} if bq_url else None
+            project=project,
+            credentials=creds,
+            client_options={"api_endpoint": bq_url} if bq_url else None,
         )
     store = BigQueryObjectStore(client=bigquery_client, table=table, location=location)
-    return PubSubStream(publisher=publisher, subscriber=subscriber, names=names, **stream_kw), store
+    rs = PubSubStream(publisher=publisher, subscriber=subscriber, names=names, **stream_kw)
+    if commits is None or consumer is None:
+        return rs, store
+    from saip_ingestion.backends.claims import (
+        ClaimedStream,
+        ClaimingStore,
+        ClaimLog,
+        claims_namespace,
+    )
+
+    # message ids are unique only within a topic: the claims carry project and subscription
+    _p, proj, _s, sub_id = names.subscription.split("/", 3)
+    log = ClaimLog(store=commits, namespace=claims_namespace(proj, sub_id), owner=consumer)
+    claimed = ClaimedStream(rs, log=log, landing=store)
+    return claimed, ClaimingStore(store, claimed)
+
+
+def _commit_store(uri: str) -> Any:
+    """``gs://BUCKET[/PREFIX]`` or ``file:///DIR`` → a create-only commit store."""
+    from pathlib import Path
+
+    from saip_ingestion.backends.claims import GcsCommitStore, LocalCommitStore
+
+    if not isinstance(uri, str):
+        raise TypeError("commit_store: must be a gs:// or file:// URI")
+    if uri.startswith("file://"):
+        path = uri[len("file://") :]
+        if not path.startswith("/"):
+            raise ValueError("commit_store: file:// needs an absolute path (file:///DIR)")
+        return LocalCommitStore(Path(path))
+    if uri.startswith("gs://"):
+        bucket, _, prefix = uri[len("gs://") :].partition("/")
+        from google.auth import default
+        from google.auth.transport.requests import AuthorizedSession
+
+        creds, _project = default(scopes=["https://www.googleapis.com/auth/devstorage.read_write"])
+        return GcsCommitStore(
+            session=AuthorizedSession(creds),  # type: ignore[no-untyped-call]
+            bucket=bucket,
+            prefix=f"{prefix.strip('/')}/" if prefix.strip("/") else "",
+        )
+    raise ValueError(f"commit_store: {uri[:80]!r} is not gs://BUCKET[/PREFIX] or file:///DIR")

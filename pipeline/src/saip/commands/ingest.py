@@ -371,6 +371,15 @@ def run_cmd(
             "shard over (1-3600; default 10).",
         ),
     ] = None,
+    commit_store: Annotated[
+        str | None,
+        typer.Option(
+            "--commit-store",
+            help="Scale-out (gcp, azure): shared create-only store of message claims and "
+            "batch decisions: gs://BUCKET[/PREFIX] or file:///DIR (gcp), az://CONTAINER[/PREFIX] "
+            "(azure; default: config commit_store); with --consumer-name.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     sarif: SarifOpt = None,
     junit: JunitOpt = None,
@@ -378,9 +387,9 @@ def run_cmd(
 ) -> None:
     """Validate, sanitize, verify provenance, dedupe, encrypt and store; quarantine the rest.
 
-    Several processes can share one stream (--consumer-name, --lease-table): each takes a
-    fair share of the shards, and a dead one's shards are taken over after --lease-duration
-    (ingestion/README.md, "Scale-out").
+    Several processes can share one stream (--consumer-name with --lease-table on Kinesis,
+    --commit-store on Pub/Sub): a dead one's shards are taken over after --lease-duration, its
+    redelivered Pub/Sub messages are stored once (ingestion/README.md, "Scale-out").
     """
     from saip_ingestion.backends.local import FileRecordStream
     from saip_ingestion.engine import IngestEngine
@@ -403,6 +412,7 @@ def run_cmd(
         "consumer": consumer_name,
         "lease_table": lease_table,
         "lease_duration": lease_duration,
+        "commit_store": commit_store,
     }
     _name, rs, store, state_dir = _backend(
         backend, endpoint_url, region, stream, bucket, **scale_out
@@ -422,8 +432,9 @@ def run_cmd(
         tabular_spec=tabular_spec,
         max_age_ms=max_age * 1000,
     ) as engine:
-        if getattr(rs, "leases", None) is not None:
-            rs.held = engine.held_messages  # intents never skip undecided v2 messages
+        scaled = hasattr(rs, "held")  # leased Kinesis or claimed Pub/Sub stream
+        if scaled:
+            rs.held = engine.held_messages  # intents/claims never cover undecided v2 messages
         streams: list[Any] = [rs]
         if source != ["stream"]:
             streams = [
@@ -445,8 +456,8 @@ def run_cmd(
             for rstream in streams:
                 if isinstance(rstream, FileRecordStream):
                     rstream.close()
-            if getattr(rs, "leases", None) is not None:
-                rs.close()  # a leased stream stops renewing and gives its leases back
+            if scaled:
+                rs.close()  # gives leases back / releases un-acked messages at once
         summary = engine.finish().as_dict()
     write_gate_files(
         ingest_findings(summary),
