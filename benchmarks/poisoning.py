@@ -34,8 +34,8 @@ training the MLP it inspects.
 
 Mitigation: ``mitigate(..., unlearn=0.2)`` (carriers removed, label noise relabelled, counter-
 examples for the triggers removal alone leaves working); the after-model trains on kept +
-counter-examples. ``--attacks`` (development only) restricts the attacks, e.g. the mitigation
-re-run ``--quick --no-art --attacks a2o_10,blend_10 --out results/poisoning_mitigation.json``.
+counter-examples. ``--attacks`` (development only) restricts the attacks, e.g. a mitigation check
+``--quick --no-art --attacks a2o_10,blend_10 --out /tmp/mitigation.json``.
 ``asr``: share of non-target test
 samples the model classifies correctly without the trigger that the trigger sends to the target;
 ``asr_raw``: share of all non-target test samples predicted as the target once triggered. When
