@@ -346,11 +346,16 @@ def sigkill_first_to_store(
                 _, err = proc.communicate(timeout=timeout)
                 errs[n] = err.decode(errors="replace")
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        kill_all(procs)
     return victim, errs
+
+
+def kill_all(procs: Sequence[Any]) -> None:
+    """Kill and reap every consumer process still running (a test's clean-up path)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def audit_exactly_once(
@@ -409,6 +414,7 @@ def helpers() -> Any:
         CrashAfterPut=CrashAfterPut,
         audit_exactly_once=audit_exactly_once,
         create_lease_table=create_lease_table,
+        kill_all=kill_all,
         load_fake=load_fake,
         sigkill_first_to_store=sigkill_first_to_store,
         wait_for=wait_for,

@@ -154,9 +154,7 @@ def test_three_consumers_one_group_one_sigkilled_partitions_taken_over_exactly_o
         for partition, lines in batches:
             hub.append(partition, lines, key=partition)
     except BaseException:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
+        helpers.kill_all(procs)
         raise
     victim, errs = helpers.sigkill_first_to_store(
         procs, [d / "state" / "journal.jsonl" for d in dirs]
@@ -325,10 +323,7 @@ def test_partitions_stolen_from_a_live_slow_owner_fence_its_batch_it_consumes_on
             _out, err = proc.communicate(timeout=240)
             errs[n] = err.decode(errors="replace")
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        helpers.kill_all(procs)
     outs = [(d / "out.json").read_text() for d in dirs]
     logs = "\n".join(f"--- c{n} rc={p.returncode}\n{errs[n][-2500:]}\n{outs[n][:600]}"
                      for n, p in enumerate(procs))  # fmt: skip

@@ -110,10 +110,7 @@ def test_three_consumers_one_sigkilled_shards_taken_over_exactly_once(
                 errs[n] = err.decode(errors="replace")
                 assert proc.returncode == 0, errs[n][-2000:]
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        helpers.kill_all(procs)
     assert procs[victim].returncode == -signal.SIGKILL
 
     enc = build_encryptor(f"local:{key}", context=SaipConfig().encryption.context)

@@ -97,9 +97,7 @@ def test_three_consumers_one_subscription_one_sigkilled_exactly_once(
                 time.sleep(0.2)
             stream.close()  # type: ignore[attr-defined]
         except BaseException:
-            for proc in procs:
-                proc.kill()
-                proc.wait()
+            helpers.kill_all(procs)
             raise
         victim, errs = helpers.sigkill_first_to_store(
             procs, [d / STATE / "journal.jsonl" for d in dirs]
