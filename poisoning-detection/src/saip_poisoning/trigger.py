@@ -157,7 +157,7 @@ def _chance(k: int, n: int, m_ref: int, n_ref: int) -> float:
     The rate comes from the reference's own *joint* frequency, not a product of per-coordinate
     frequencies: coordinates that saturate together in clean data (ink strokes, flat image regions,
     features clipped at a bound) share their ties in the reference as well."""
-    from scipy.stats import binom
+    from scipy.stats import binom  # type: ignore[import-untyped]
 
     q = (m_ref + 1.0) / (n_ref + 2.0)
     return float(binom.sf(k - 1, n, q))
