@@ -148,18 +148,17 @@ def _mode(col: NDArray[np.float64], usual: float) -> tuple[float, int]:
     return float(vals[k]), int(cnt[k])
 
 
-def _chance(k: int, n: int, m_ref: int, n_ref: int) -> float:
-    """Chance that at least ``k`` of ``n`` samples share a value (or value pattern) that ``m_ref``
-    of ``n_ref`` reference samples have: the binomial tail ``P(Binom(n, q) ≥ k)`` with the
-    reference rate estimated with add-one smoothing, ``q = (m_ref + 1) / (n_ref + 2)`` (Laplace's
-    rule of succession), so a pattern never seen in the reference is not taken as impossible.
+def _rate(m_ref: int, n_ref: int) -> float:
+    """A reference frequency with add-one smoothing (Laplace's rule of succession): a value
+    never seen in ``n_ref`` reference samples is not taken as impossible."""
+    return (m_ref + 1.0) / (n_ref + 2.0)
 
-    The rate comes from the reference's own *joint* frequency, not a product of per-coordinate
-    frequencies: coordinates that saturate together in clean data (ink strokes, flat image regions,
-    features clipped at a bound) share their ties in the reference as well."""
+
+def _chance(k: int, n: int, q: float) -> float:
+    """Chance that at least ``k`` of ``n`` samples share a value (pattern) of rate ``q``: the
+    binomial tail ``P(Binom(n, q) ≥ k)``."""
     from scipy.stats import binom  # type: ignore[import-untyped]
 
-    q = (m_ref + 1.0) / (n_ref + 2.0)
     return float(binom.sf(k - 1, n, q))
 
 
@@ -200,6 +199,7 @@ def stamp_seeds(
     tests = float(data.n_classes * data.xs.shape[1])
     coords: list[int] = []
     values: list[float] = []
+    rates: list[float] = []
     for j in range(data.xs.shape[1]):
         vals, counts = np.unique(xo[:, j], return_counts=True)
         usual = float(vals[int(counts.argmax())])
@@ -207,10 +207,13 @@ def stamp_seeds(
         if cnt < min_seeds:
             continue
         m_o = int((xo[:, j] == v).sum())
-        if m_o >= 0.5 * n_o or _chance(cnt, n_t, m_o, n_o) * tests > alpha:
+        # a pre-filter, no test yet: more common in t than in the other classes (the chance
+        # test, corrected, is on the block below, where the coordinates' evidence adds up)
+        if m_o >= 0.5 * n_o or cnt / n_t <= m_o / n_o:
             continue
         coords.append(j)
         values.append(v)
+        rates.append(_rate(m_o, n_o))
     none = (np.zeros(0, dtype=np.intp), np.zeros(data.xs.shape[1], dtype=bool))
     if len(coords) < 2:
         return none
@@ -236,7 +239,11 @@ def stamp_seeds(
         m_o = int((xoc[:, together].mean(axis=1) >= 0.8).sum())
         if k < min_seeds or m_o >= 0.5 * n_o:
             continue
-        p = _chance(k, len(idx_t), m_o, n_o)
+        # the other classes' rate of the pattern: the product of its coordinates' rates
+        # (independent coordinates), unless the other classes show the pattern jointly more
+        # often (coordinates that tie together: ink strokes, flat regions, clipped features)
+        q = max(float(np.prod(np.asarray(rates)[together])), m_o / n_o)
+        p = _chance(k, len(idx_t), q)
         size = int(together.sum())
         if p * tests <= alpha and (best is None or (size, -p) > (best[1], -best[0])):
             best = (p, size, together)
