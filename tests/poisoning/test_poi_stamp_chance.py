@@ -118,3 +118,24 @@ def test_poi_stamp_seeds_deterministic() -> None:
     r1, r2 = scan(x, y, seed=0), scan(x, y, seed=0)
     assert np.array_equal(r1.flags, r2.flags)
     assert r1.risk_score == r2.risk_score
+
+
+def test_poi_pattern_shared_with_other_classes_is_not_a_stamp() -> None:
+    # a sub-population sharing exact values on several graded features (the samples of one
+    # district in a housing set: same tax rate, same pupil ratio), mostly of one class but
+    # also in the other: improbable by chance, yet not a trigger pointing at that class
+    x, y = _tabular(6)
+    g = np.random.default_rng(6)
+    members = np.r_[
+        g.choice(np.flatnonzero(y == 0), 15, replace=False),
+        g.choice(np.flatnonzero(y == 1), 4, replace=False),
+    ]
+    x[members, 2:6] = np.array([0.31, 0.52, 0.44, 0.67])
+    seeds, mask = stamp_seeds(prepare(x, y), 0, rng=np.random.default_rng(0))
+    assert len(seeds) == 0
+    assert not mask.any()
+    # the same pattern on the 15 class-0 samples only is a stamp
+    x[members[15:], 2:6] = _tabular(6)[0][members[15:], 2:6]
+    seeds, mask = stamp_seeds(prepare(x, y), 0, rng=np.random.default_rng(0))
+    assert set(seeds.tolist()) == set(members[:15].tolist())
+    assert np.flatnonzero(mask).tolist() == [2, 3, 4, 5]
