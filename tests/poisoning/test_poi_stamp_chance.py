@@ -108,6 +108,12 @@ def test_poi_clean_saturated_digits_not_flagged(digits: tuple[np.ndarray, np.nda
     _quiet(np.minimum(x, 0.6), y)
 
 
+def test_poi_clean_quantised_digits_not_flagged(digits: tuple[np.ndarray, np.ndarray]) -> None:
+    # 5 grey levels: a class's own strokes share exact values on many coordinates
+    x, y = digits
+    _quiet(np.round(x * 4) / 4, y)
+
+
 def test_poi_stamp_seeds_deterministic() -> None:
     x, y, _ = _stamped(5, 5)
     data = prepare(x, y)

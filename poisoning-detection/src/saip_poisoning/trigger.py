@@ -36,7 +36,8 @@ must still reach the cut: a max-value patch on already bright natural texture (c
 seeded exactly but separates by ~0.5 robust SD, so it is not reported. The chance test says a
 shared exact pattern is more common in ``t`` than elsewhere, not that it is a backdoor: on
 images a class's own saturated strokes pass it too, so the effect cut and the verification
-(ASR) decide. A neighbour-seeded trigger needs ``min_seeds`` seeds, a stamp 4.
+(ASR) decide. A neighbour-seeded trigger needs ``min_seeds`` seeds, a stamp 4 (with fewer than
+``min_seeds``, effect ≥ :data:`SMALL_STAMP_EFFECT`).
 
 Where the numbers come from: :data:`STAMP_ALPHA` 0.05 (family-wise) is the conventional level,
 not fitted; the floor of 4 is two seeds per cross-fitting half. On the tuning sets (digits,
@@ -76,6 +77,12 @@ __all__ = [
 STAMP_ALPHA = 0.05
 #: fewest samples a stamp is searched on: two per cross-fitting half
 MIN_STAMP_SEEDS = 4
+#: effect (robust SD) a stamp on fewer than ``min_seeds`` (6) samples must reach: its
+#: cross-fitting halves of 2–3 seeds make the effect noisy. Set on the tuning sets: clean
+#: MNIST-5k's 4–5-seed stamp candidates (its classes' own strokes) reach 3.29–3.86 (a2o
+#: 0.3–0.5 %, rng 1–2, and clean), a 4-sample patch on MNIST 3-vs-8 (a2o 0.5 %) 5.08;
+#: 4.4 is the geometric midpoint
+SMALL_STAMP_EFFECT = 4.4
 
 
 @dataclass(frozen=True)
@@ -221,7 +228,10 @@ def stamp_seeds(
         vals, counts = np.unique(xo[:, j], return_counts=True)
         usual = float(vals[int(counts.argmax())])
         v, cnt = _mode(xt[:, j], usual)
-        if cnt < min_seeds:
+        # on a two-valued coordinate (binary pixels, 0/1 flags) every sample shares an exact
+        # value with many others: equality is no evidence there (a binarised class's own
+        # strokes pass the chance test and a probe follows them)
+        if cnt < min_seeds or len(np.union1d(vals, np.unique(xt[:, j]))) <= 2:
             continue
         m_o = int((xo[:, j] == v).sum())
         # a pre-filter, no test yet: more common in t than in the other classes (the chance
@@ -321,6 +331,9 @@ def find_triggers(
                 centre = data.xs[rest].mean(axis=0)
                 d_s, d_ref = data.xs[s_idx] - centre, data.xs[rest] - centre
             eff = _split_effect(d_s, d_ref, rng)
+            if kind == "stamp" and len(s_idx) < min_seeds and eff < SMALL_STAMP_EFFECT:
+                # halves of 2–2 seeds: a noisier effect, a higher cut
+                continue
             if best is None or eff > best[0]:
                 best = (eff, s_idx, d_s, kind)
         if best is None or best[0] < min_effect:
