@@ -199,16 +199,17 @@ def stamp_seeds(
     common in ``t`` than chance allows (and are not the coordinate's usual value): a stamped
     patch. Returns the samples and the stamp's coordinate mask.
 
-    The test is a chance calculation, not a fixed count or share: on each coordinate ``j`` the
-    most common value ``v`` of ``t`` (other than the usual value of the other classes) is a
-    candidate when ``k`` samples of ``t`` having it is improbable given how often the other
-    classes have it (:func:`_chance`), Bonferroni-corrected over the ``classes × coordinates``
-    candidates; a *stamp* is a block of ≥ 2 candidate coordinates that the same samples share
-    (``P(b | a) ≥ 0.9``), and its carriers (matching ≥ 80 % of the block) must again be
-    improbable given the other classes' *joint* frequency of the pattern, with the same
-    correction, and the other classes must carry the pattern on fewer than ``min_seeds``
-    samples. Of the blocks that pass, the largest is returned. ``alpha`` and ``min_seeds`` (two
-    seeds per cross-fitting half): see :data:`STAMP_ALPHA` and the module docstring.
+    The test is a chance calculation, not a fixed count or share. Candidates: on each coordinate
+    that takes more than two values, the most common value ``v`` of ``t`` other than the other
+    classes' usual value, held by ≥ ``min_seeds`` samples of ``t`` and relatively more often
+    than in the other classes. A *stamp* is a block of ≥ 2 candidates that the same samples
+    share (``P(b | a) ≥ 0.9`` and ``P(a | b) ≥ 0.9``); its carriers (matching ≥ 80 % of the
+    block) must be improbable given the other classes' rate of the pattern (:func:`_chance`;
+    the product of its coordinates' smoothed rates, or their joint rate where that is higher),
+    Bonferroni-corrected over ``classes × coordinates``, and the other classes must carry the
+    pattern on fewer than ``min_seeds`` samples. Of the blocks that pass, the largest is
+    returned. ``alpha`` and ``min_seeds`` (two seeds per cross-fitting half): see
+    :data:`STAMP_ALPHA` and the module docstring.
 
     This seed source does not need neighbours to disagree, so it also covers data whose
     input-space neighbours are uninformative (natural textures) and clean-label poison.
@@ -253,7 +254,9 @@ def stamp_seeds(
     xc = (data.xs[idx_t][:, coords] == vals_c).astype(np.float64)
     xoc = (xo[:, coords] == vals_c).astype(np.float64)
     co = (xc.T @ xc) / np.maximum(xc.sum(axis=0), 1.0)[:, None]  # P(coord b | coord a)
-    block = co >= 0.9
+    # mutual: a coordinate whose few holders all carry the stamp is not part of it unless the
+    # stamp's carriers also share it
+    block = (co >= 0.9) & (co.T >= 0.9)
     best: tuple[float, int, NDArray[np.bool_]] | None = None
     seen: set[bytes] = set()
     for a in range(len(coords)):
