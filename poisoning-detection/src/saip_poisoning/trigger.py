@@ -203,8 +203,9 @@ def stamp_seeds(
     that takes more than two values, the most common value ``v`` of ``t`` other than the other
     classes' usual value, held by ≥ ``min_seeds`` samples of ``t`` and relatively more often
     than in the other classes. A *stamp* is a block of ≥ 2 candidates that the same samples
-    share (``P(b | a) ≥ 0.9`` and ``P(a | b) ≥ 0.9``); its carriers (matching ≥ 80 % of the
-    block) must be improbable given the other classes' rate of the pattern (:func:`_chance`;
+    share (``P(b | a) ≥ 0.9``; a coordinate fewer than 90 % of the carriers share is dropped);
+    its carriers (matching ≥ 80 % of the block) must be improbable given the other classes' rate
+    of the pattern (:func:`_chance`;
     the product of its coordinates' smoothed rates, or their joint rate where that is higher),
     Bonferroni-corrected over ``classes × coordinates``, and the other classes must carry the
     pattern on fewer than ``min_seeds`` samples. Of the blocks that pass, the largest is
@@ -254,9 +255,7 @@ def stamp_seeds(
     xc = (data.xs[idx_t][:, coords] == vals_c).astype(np.float64)
     xoc = (xo[:, coords] == vals_c).astype(np.float64)
     co = (xc.T @ xc) / np.maximum(xc.sum(axis=0), 1.0)[:, None]  # P(coord b | coord a)
-    # mutual: a coordinate whose few holders all carry the stamp is not part of it unless the
-    # stamp's carriers also share it
-    block = (co >= 0.9) & (co.T >= 0.9)
+    block = co >= 0.9
     best: tuple[float, int, NDArray[np.bool_]] | None = None
     seen: set[bytes] = set()
     for a in range(len(coords)):
@@ -282,7 +281,13 @@ def stamp_seeds(
             best = (p, size, together)
     if best is None:
         return none
-    together = best[2]
+    together = best[2].copy()
+    match = xc[:, together].mean(axis=1) >= 0.8
+    # a coordinate whose few holders all carry the stamp is not part of it unless the stamp's
+    # carriers (nearly) all share it too
+    together[together] = xc[match][:, together].mean(axis=0) >= 0.9
+    if together.sum() < 2:
+        return none
     match = xc[:, together].mean(axis=1) >= 0.8
     out: NDArray[np.intp] = idx_t[match]
     mask = np.zeros(data.xs.shape[1], dtype=bool)
