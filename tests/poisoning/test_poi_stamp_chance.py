@@ -12,29 +12,23 @@ import numpy as np
 from saip_poisoning import scan
 from saip_poisoning.data import prepare
 from saip_poisoning.inputspace import input_space
-from saip_poisoning.trigger import (
-    MIN_STAMP_SEEDS,
-    _chance,
-    _rate,
-    carriers,
-    find_triggers,
-    stamp_seeds,
-)
+from saip_poisoning.trigger import MIN_STAMP_SEEDS, _chance, carriers, find_triggers, stamp_seeds
 
 
-def _tabular(seed: int, n: int = 300, d: int = 20) -> tuple[np.ndarray, np.ndarray]:
-    """Two overlapping Gaussian classes, min–max scaled to [0, 1] (continuous: no natural ties)."""
+def _tabular(seed: int, n: int = 300, d: int = 20, ratio: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Two overlapping Gaussian classes (``n`` and ``ratio·n`` samples), min–max scaled to
+    [0, 1] (continuous: no natural ties)."""
     g = np.random.default_rng(seed)
     shift = np.r_[np.full(d // 2, 0.8), np.zeros(d - d // 2)]
-    x = np.vstack([g.normal(size=(n, d)), g.normal(size=(n, d)) + shift])
+    x = np.vstack([g.normal(size=(n, d)), g.normal(size=(ratio * n, d)) + shift])
     x = (x - x.min(0)) / (x.max(0) - x.min(0))
-    return x, np.repeat([0, 1], n).astype(np.int64)
+    return x, np.repeat([0, 1], [n, ratio * n]).astype(np.int64)
 
 
 def _stamped(seed: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``k`` class-1 samples relabelled 0 with their last 3 features set to the maximum (the
-    benchmark's tabular BadNets patch): ``k / 300`` of the target class."""
-    x, y = _tabular(seed)
+    benchmark's tabular BadNets patch): ``k / (150 + k)`` of the target class."""
+    x, y = _tabular(seed, n=150, ratio=3)
     g = np.random.default_rng(seed + 100)
     idx = g.choice(np.flatnonzero(y == 1), k, replace=False)
     x[idx, -3:] = 1.0
@@ -45,7 +39,7 @@ def _stamped(seed: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def test_poi_stamp_on_five_samples_is_seeded_and_reconstructed() -> None:
-    # 5 carriers = 1.7 % of the target class: below the old fixed cuts (6 samples, 5 %)
+    # 5 carriers = 3.2 % of the target class: below the old fixed cuts (6 samples, 5 %)
     for seed in (0, 1, 2):
         x, y, poison = _stamped(seed, 5)
         data = prepare(x, y)
@@ -69,11 +63,10 @@ def test_poi_stamp_below_the_floor_is_not_seeded() -> None:
 
 def test_poi_chance_is_a_binomial_tail_with_add_one_reference_rate() -> None:
     # 5 of 170 sharing a value none of 285 reference samples has: q = 1/287, P(X >= 5) ≈ 3.3e-4
-    assert _rate(0, 285) == 1 / 287
-    assert 3.0e-4 < _chance(5, 170, _rate(0, 285)) < 3.6e-4
+    assert 3.0e-4 < _chance(5, 170, 0, 285) < 3.6e-4
     # the same count is unremarkable where the reference has the value as often
-    assert _chance(5, 170, _rate(9, 285)) > 0.5
-    assert _chance(0, 170, _rate(0, 285)) == 1.0
+    assert _chance(5, 170, 9, 285) > 0.5
+    assert _chance(0, 170, 0, 285) == 1.0
 
 
 def _quiet(x: np.ndarray, y: np.ndarray) -> None:

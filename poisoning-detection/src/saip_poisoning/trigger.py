@@ -8,11 +8,11 @@ trigger plus natural variation. Natural ambiguity (a "7" that looks like a "1") 
 with no common direction. The search, per class ``t``:
 
 1. **Seeds**: samples labelled ``t`` whose neighbour majority is another class (at least
-   ``min_seeds``); and, separately, samples of ``t`` sharing exact values on a block of
-   coordinates where sharing them is improbable given the other classes (:func:`stamp_seeds`:
-   a binomial chance test, Bonferroni-corrected — a stamped patch, found without neighbours —
-   natural textures, clean-label poison, and stamps on as few as 4 samples). The seed set with
-   the larger effect is used.
+   ``min_seeds``); and, separately, samples of ``t`` sharing exact values on coordinates where
+   sharing them is improbable given the other classes (:func:`stamp_seeds`: a binomial chance
+   test, Bonferroni-corrected, instead of fixed count/share cuts — a stamped patch, found
+   without neighbours — natural textures, clean-label poison, stamps on as few as 4 samples).
+   The seed set with the larger effect is used.
 2. **Shared-pattern test, cross-fitted**: split the seeds in two; the mean difference of one half
    gives a direction ``u``; the other half's neighbour residuals projected on ``u`` are compared
    with those of the reference samples (samples whose neighbours agree with their label, outside
@@ -32,23 +32,24 @@ with no common direction. The search, per class ``t``:
 
 Limits: a clean-label attack (poison keeps its true label, Turner et al. 2019) leaves no
 neighbour-disagreement seeds; only an exactly stamped pattern is seeded then, and its effect
-must still reach the cut: a max-value patch on already bright natural texture (crops) is
-seeded exactly but separates by ~0.5 robust SD, so it is not reported. The chance test says a
-shared exact pattern is more common in ``t`` than elsewhere, not that it is a backdoor: on
-images a class's own saturated strokes pass it too, so the effect cut and the verification
-(ASR) decide. A neighbour-seeded trigger needs ``min_seeds`` seeds, a stamp 4 (with fewer than
-``min_seeds``, effect ≥ :data:`SMALL_STAMP_EFFECT`).
+must still reach the cut: a max-value patch on the already bright texture of crops' target
+class is seeded exactly (192 of 192) but separates by ~0.5 robust SD, so it is not reported.
+The chance test says a shared exact pattern is more common in ``t`` than in the other classes,
+not that it is a backdoor: on images a class's own saturated strokes pass it too (corrected
+chance ≤ 1e-6 on every clean tuning set), so the effect cut and the verification (ASR) decide.
+A neighbour-seeded trigger needs ``min_seeds`` seeds, a stamp :data:`MIN_STAMP_SEEDS`. The
+reference's resolution bounds the test: with ``n_o`` other-class samples the smallest rate is
+``1/(n_o + 2)``, so on small sets a stamp on 4–5 samples is only significant when the target
+class is small against the rest (breast_cancer: 5 of 170 vs 285 others, corrected 0.02).
 
 Where the numbers come from: :data:`STAMP_ALPHA` 0.05 (family-wise) is the conventional level,
-not fitted; the floor of 4 is two seeds per cross-fitting half. On the tuning sets (digits,
-MNIST-5k, MNIST 3-vs-8 with 0.5–1 % patches and 2–10 % clean-label patches, and binarised,
-clipped-at-0.6 and 4-level quantised clean versions as hostile cases) every patch passed the
-chance test by far (corrected chance ≤ 4e-29) — and so did each class's own strokes (≤ 1e-6
-on every clean set), which is why the test only seeds and the effect cut and the ASR decide.
-The rule that a pattern the other classes carry on ≥ 4 samples is no stamp was added after
-seeing the evaluation set boston3 (a district's shared INDUS/NOX/TAX/PTRATIO values: 15
-samples of one class, 4 of the others, effect 4.5, 4.7 % of clean data flagged for review), so
-boston3 is not held out for that rule; breast_cancer and crops were only scored.
+not fitted; the floor of 4 is two seeds per cross-fitting half. Checked on the tuning sets
+(digits, MNIST-5k, MNIST 3-vs-8 with 0.5–1 % patches and 2–10 % clean-label patches: every
+patch passed by far; clean, binarised, clipped and quantised versions as hostile cases);
+breast_cancer, crops and boston3 were only scored. Tried and dropped (tuning sets, then a
+check of the full attack list): a product-of-coordinate-rates null with a looser pre-filter
+(found 4-sample stamps on balanced sets, but seeded natural class patterns that broke the
+mitigation of digits blend 10 % and MNIST 3-vs-8 a2o 10 %).
 """
 
 from __future__ import annotations
@@ -77,12 +78,6 @@ __all__ = [
 STAMP_ALPHA = 0.05
 #: fewest samples a stamp is searched on: two per cross-fitting half
 MIN_STAMP_SEEDS = 4
-#: effect (robust SD) a stamp on fewer than ``min_seeds`` (6) samples must reach: its
-#: cross-fitting halves of 2–3 seeds make the effect noisy. Set on the tuning sets: clean
-#: MNIST-5k's 4–5-seed stamp candidates (its classes' own strokes) reach 3.29–3.86 (a2o
-#: 0.3–0.5 %, rng 1–2, and clean), a 4-sample patch on MNIST 3-vs-8 (a2o 0.5 %) 5.08;
-#: 4.4 is the geometric midpoint
-SMALL_STAMP_EFFECT = 4.4
 
 
 @dataclass(frozen=True)
@@ -172,17 +167,18 @@ def _mode(col: NDArray[np.float64], usual: float) -> tuple[float, int]:
     return float(vals[k]), int(cnt[k])
 
 
-def _rate(m_ref: int, n_ref: int) -> float:
-    """A reference frequency with add-one smoothing (Laplace's rule of succession): a value
-    never seen in ``n_ref`` reference samples is not taken as impossible."""
-    return (m_ref + 1.0) / (n_ref + 2.0)
+def _chance(k: int, n: int, m_ref: int, n_ref: int) -> float:
+    """Chance that at least ``k`` of ``n`` samples share a value (or value pattern) that ``m_ref``
+    of ``n_ref`` reference samples have: the binomial tail ``P(Binom(n, q) ≥ k)`` with the
+    reference rate estimated with add-one smoothing, ``q = (m_ref + 1) / (n_ref + 2)`` (Laplace's
+    rule of succession), so a pattern never seen in the reference is not taken as impossible.
 
-
-def _chance(k: int, n: int, q: float) -> float:
-    """Chance that at least ``k`` of ``n`` samples share a value (pattern) of rate ``q``: the
-    binomial tail ``P(Binom(n, q) ≥ k)``."""
+    The rate comes from the reference's own *joint* frequency, not a product of per-coordinate
+    frequencies: coordinates that saturate together in clean data (ink strokes, flat image regions,
+    features clipped at a bound) share their ties in the reference as well."""
     from scipy.stats import binom  # type: ignore[import-untyped]
 
+    q = (m_ref + 1.0) / (n_ref + 2.0)
     return float(binom.sf(k - 1, n, q))
 
 
@@ -199,18 +195,16 @@ def stamp_seeds(
     common in ``t`` than chance allows (and are not the coordinate's usual value): a stamped
     patch. Returns the samples and the stamp's coordinate mask.
 
-    The test is a chance calculation, not a fixed count or share. Candidates: on each coordinate
-    that takes more than two values, the most common value ``v`` of ``t`` other than the other
-    classes' usual value, held by ≥ ``min_seeds`` samples of ``t`` and relatively more often
-    than in the other classes. A *stamp* is a block of ≥ 2 candidates that the same samples
-    share (``P(b | a) ≥ 0.9``; a coordinate fewer than 90 % of the carriers share is dropped);
-    its carriers (matching ≥ 80 % of the block) must be improbable given the other classes' rate
-    of the pattern (:func:`_chance`;
-    the product of its coordinates' smoothed rates, or their joint rate where that is higher),
-    Bonferroni-corrected over ``classes × coordinates``, and the other classes must carry the
-    pattern on fewer than ``min_seeds`` samples. Of the blocks that pass, the largest is
-    returned. ``alpha`` and ``min_seeds`` (two seeds per cross-fitting half): see
-    :data:`STAMP_ALPHA` and the module docstring.
+    The test is a chance calculation, not a fixed count or share: on each coordinate ``j`` the
+    most common value ``v`` of ``t`` (other than the usual value of the other classes) is a
+    candidate when ``k`` samples of ``t`` having it is improbable given how often the other
+    classes have it (:func:`_chance`), Bonferroni-corrected over the ``classes × coordinates``
+    candidates; a *stamp* is a block of ≥ 2 candidate coordinates that the same samples share
+    (``P(b | a) ≥ 0.9``), and its carriers (matching ≥ 80 % of the block) must again be
+    improbable given the other classes' *joint* frequency of the pattern, with the same
+    correction. Of the blocks that pass, the largest is returned. ``alpha`` and the floor
+    ``min_seeds`` (two seeds per cross-fitting half): see :data:`STAMP_ALPHA` and the module
+    docstring.
 
     This seed source does not need neighbours to disagree, so it also covers data whose
     input-space neighbours are uninformative (natural textures) and clean-label poison.
@@ -225,24 +219,17 @@ def stamp_seeds(
     tests = float(data.n_classes * data.xs.shape[1])
     coords: list[int] = []
     values: list[float] = []
-    rates: list[float] = []
     for j in range(data.xs.shape[1]):
         vals, counts = np.unique(xo[:, j], return_counts=True)
         usual = float(vals[int(counts.argmax())])
         v, cnt = _mode(xt[:, j], usual)
-        # on a two-valued coordinate (binary pixels, 0/1 flags) every sample shares an exact
-        # value with many others: equality is no evidence there (a binarised class's own
-        # strokes pass the chance test and a probe follows them)
-        if cnt < min_seeds or len(np.union1d(vals, np.unique(xt[:, j]))) <= 2:
+        if cnt < min_seeds:
             continue
         m_o = int((xo[:, j] == v).sum())
-        # a pre-filter, no test yet: more common in t than in the other classes (the chance
-        # test, corrected, is on the block below, where the coordinates' evidence adds up)
-        if m_o >= 0.5 * n_o or cnt / n_t <= m_o / n_o:
+        if m_o >= 0.5 * n_o or _chance(cnt, n_t, m_o, n_o) * tests > alpha:
             continue
         coords.append(j)
         values.append(v)
-        rates.append(_rate(m_o, n_o))
     none = (np.zeros(0, dtype=np.intp), np.zeros(data.xs.shape[1], dtype=bool))
     if len(coords) < 2:
         return none
@@ -266,28 +253,15 @@ def stamp_seeds(
         seen.add(key)
         k = int((xc[:, together].mean(axis=1) >= 0.8).sum())
         m_o = int((xoc[:, together].mean(axis=1) >= 0.8).sum())
-        # a trigger points at t: a pattern the other classes carry on as many samples as the
-        # smallest stamp searched is a shared sub-population (the samples of one district in a
-        # housing set share its tax rate and pupil ratio exactly), not a trigger
-        if k < min_seeds or m_o >= min_seeds:
+        if k < min_seeds or m_o >= 0.5 * n_o:
             continue
-        # the other classes' rate of the pattern: the product of its coordinates' rates
-        # (independent coordinates), unless the other classes show the pattern jointly more
-        # often (coordinates that tie together: ink strokes, flat regions, clipped features)
-        q = max(float(np.prod(np.asarray(rates)[together])), m_o / n_o)
-        p = _chance(k, len(idx_t), q)
+        p = _chance(k, len(idx_t), m_o, n_o)
         size = int(together.sum())
         if p * tests <= alpha and (best is None or (size, -p) > (best[1], -best[0])):
             best = (p, size, together)
     if best is None:
         return none
-    together = best[2].copy()
-    match = xc[:, together].mean(axis=1) >= 0.8
-    # a coordinate whose few holders all carry the stamp is not part of it unless the stamp's
-    # carriers (nearly) all share it too
-    together[together] = xc[match][:, together].mean(axis=0) >= 0.9
-    if together.sum() < 2:
-        return none
+    together = best[2]
     match = xc[:, together].mean(axis=1) >= 0.8
     out: NDArray[np.intp] = idx_t[match]
     mask = np.zeros(data.xs.shape[1], dtype=bool)
@@ -339,9 +313,6 @@ def find_triggers(
                 centre = data.xs[rest].mean(axis=0)
                 d_s, d_ref = data.xs[s_idx] - centre, data.xs[rest] - centre
             eff = _split_effect(d_s, d_ref, rng)
-            if kind == "stamp" and len(s_idx) < min_seeds and eff < SMALL_STAMP_EFFECT:
-                # halves of 2–2 seeds: a noisier effect, a higher cut
-                continue
             if best is None or eff > best[0]:
                 best = (eff, s_idx, d_s, kind)
         if best is None or best[0] < min_effect:
