@@ -138,3 +138,20 @@ def test_poi_pattern_shared_with_other_classes_is_not_a_stamp() -> None:
     seeds, mask = stamp_seeds(prepare(x, y), 0, rng=np.random.default_rng(0))
     assert set(seeds.tolist()) == set(members[:15].tolist())
     assert np.flatnonzero(mask).tolist() == [2, 3, 4, 5]
+
+
+def test_poi_duplicated_clean_rows_are_not_a_stamp() -> None:
+    # a clean row repeated a few times (a re-ingested record): every coordinate "shares" an
+    # exact value none of the other classes has, but the block is the whole sample, not a patch
+    # stamped on different samples; pasting it on other samples replaces them by the duplicate,
+    # so a probe "follows" it — it must not be seeded (counted once, it is one sample)
+    for copies in (6, 8):
+        x, y = _tabular(0)
+        rows = np.flatnonzero(y == 0)[:copies]
+        x[rows] = x[rows[0]]
+        seeds, mask = stamp_seeds(prepare(x, y), 0, rng=np.random.default_rng(0))
+        assert len(seeds) == 0
+        assert not mask.any()
+        r = scan(x, y, seed=0)
+        assert not any(r.verified)
+        assert r.risk_score < 20
