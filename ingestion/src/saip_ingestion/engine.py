@@ -49,7 +49,7 @@ from pydantic_core import from_json
 from saip_ingestion.backends.base import ObjectStore, RecordStream, StreamMessage
 from saip_ingestion.backends.local import atomic_write
 from saip_ingestion.errors import FencedBatchError, IngestError
-from saip_ingestion.fastdecode import decode_any
+from saip_ingestion.fastdecode import decode_any_many
 from saip_ingestion.health import HealthTracker
 from saip_ingestion.protocols import Encryptor
 from saip_ingestion.provenance import (
@@ -409,7 +409,9 @@ class IngestEngine:
         self._validate_image: Callable[[bytes], Any] = getattr(
             IMAGE_RECORD_ADAPTER.validator, "validate_json", IMAGE_RECORD_ADAPTER.validate_json
         )
-        self._fast: Callable[[bytes], Any] | None = decode_any if fast_decode else None
+        self._fast: Callable[[Sequence[bytes]], list[Any]] | None = (
+            decode_any_many if fast_decode else None
+        )
         self.replay = ReplayGuard(clock=self.clock, max_age_ms=max_age_ms, max_skew_ms=max_skew_ms)
         self.windows = SeqWindows(window=seq_window)
         self.health = HealthTracker(window_ms=health_window_ms)
@@ -721,7 +723,9 @@ class IngestEngine:
         i: int,
         msg: StreamMessage,
         pending: dict[tuple[str, str, int, str], list[_Candidate]],
+        rec: Any,
     ) -> None:
+        """``rec``: what the fast decoder accepted for this message (``None``: pydantic decides)."""
         data = msg.data
         max_line = self.max_line_bytes
         if len(data) > max_line:
@@ -731,7 +735,6 @@ class IngestEngine:
             )  # fmt: skip
             return
         # the fast path only accepts (no unknown or repeated key); pydantic decides the rest
-        rec = self._fast(data) if self._fast is not None else None
         if rec is None:
             rec, verdict, doc = self._validate(data)
             if rec is None or verdict is not None:
@@ -753,7 +756,7 @@ class IngestEngine:
         payload = rec["payload"]
         pixels = None
         if name == "image-sample":
-            pb = pixels = image_payload_bytes(payload)  # type: ignore[arg-type]
+            pb = pixels = image_payload_bytes(payload)
         else:
             pb = payload_bytes(name, payload)
         leaf = leaf_hash(
@@ -1061,10 +1064,18 @@ class IngestEngine:
         cands: list[_Candidate] = []
         pending: dict[tuple[str, str, int, str], list[_Candidate]] = {}
         self.summary.received += len(messages)
-        # phase 1: size, schema, duplicate keys, signing input (per record)
+        # phase 1: size, schema, duplicate keys, signing input (per record); the fast decoder
+        # takes the whole batch (identifier patterns checked once per distinct value)
+        max_line = self.max_line_bytes
+        fast: list[Any] = [None] * len(messages)
+        if self._fast is not None:
+            try:
+                fast = self._fast([m.data if len(m.data) <= max_line else b"" for m in messages])
+            except Exception:  # the fast path only accepts: on any failure pydantic decides all
+                fast = [None] * len(messages)
         for i, msg in enumerate(messages):
             try:
-                self._parse(batch, i, msg, pending)
+                self._parse(batch, i, msg, pending, fast[i])
             except Exception as exc:
                 self._internal_error(batch, i, msg, exc)
         # carried (incomplete) v2 batches join this batch's members of the same batch
