@@ -6,7 +6,10 @@
   identifiers (a trailing newline, non-ASCII, empty, one character too long, a non-canonical
   base64 tail) mixed into batches whose other records share the same value or a valid one, so a
   bad value that is shared, or hidden among good ones, is refused in every record that holds it
-  and in no other.
+  and in no other;
+* the image payload bytes and the RFC 6962 leaf hash built in one pass (``image_leaf``) against
+  ``image_payload_bytes`` + ``leaf_hash(record_leaf_data(...))``, for records decoded by either
+  path, any float (subnormals, ``-0.0``, the largest finite), ints for floats, every size.
 """
 
 from __future__ import annotations
@@ -17,8 +20,14 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
-from saip_ingestion import schemas
+from saip_ingestion import provenance, schemas
 from saip_ingestion.fastdecode import FAST_DECODERS, FastDecoder, decode_any, decode_any_many
+from saip_ingestion.provenance import (
+    image_leaf,
+    image_payload_bytes,
+    leaf_hash,
+    record_leaf_data,
+)
 from saip_ingestion.schemas import (
     _B64_64,
     KEY_ID_PATTERN,
@@ -168,3 +177,48 @@ def test_one_bad_identifier_among_good_ones_refuses_only_its_records() -> None:
     assert got[-1] is not None
     assert got[1:-1] == [None] * len(lines)
     assert not any(pydantic_accepts(d) for d in lines)
+
+
+# ----------------------------------------------------- signing input + leaf hash in one pass
+
+_FLOATS = st.floats(allow_nan=False, allow_infinity=False) | st.sampled_from(
+    [0.0, -0.0, 5e-324, -1.7976931348623157e308, 1e16]
+)
+
+
+@st.composite
+def image_records(draw: st.DrawFn) -> dict[str, Any]:
+    w, h = draw(st.integers(1, 9)), draw(st.integers(1, 9))
+    rec = _record("image-sample", {k: draw(_rx(p)) for k, (p, _g) in FIELDS.items()})
+    rec["seq"] = draw(st.integers(0, 2**63 - 1))
+    rec["ts"] = draw(st.integers(0, 2**53))
+    rec["payload"] = {
+        "width": w,
+        "height": h,
+        "features": draw(st.lists(_FLOATS | st.integers(-(2**53), 2**53), min_size=w * h,
+                                  max_size=w * h)),
+        "label": draw(st.integers(0, 65535)),
+    }  # fmt: skip
+    return rec
+
+
+@settings(max_examples=300, deadline=None)
+@given(rec=image_records())
+def test_image_leaf_is_the_reference_signing_input_and_leaf(rec: dict[str, Any]) -> None:
+    data = json.dumps(rec).encode()
+    for decoded in (
+        RECORD_ADAPTER.validate_json(data),
+        FAST_DECODERS["image-sample/v1"].decode(data),
+    ):
+        assert decoded is not None
+        pixels, leaf = image_leaf(decoded)
+        assert pixels == image_payload_bytes(decoded["payload"])
+        assert leaf == leaf_hash(record_leaf_data(decoded))
+
+
+def test_image_leaf_packer_cache_is_bounded() -> None:
+    for n in range(1, 200):
+        rec = _record("image-sample", {k: g for k, (_p, g) in FIELDS.items()})
+        rec["payload"] = {"width": n, "height": 1, "features": [1.5] * n, "label": 0}
+        assert image_leaf(rec)[1] == leaf_hash(record_leaf_data(rec))
+    assert len(provenance._IMAGE_PACKERS) <= 64

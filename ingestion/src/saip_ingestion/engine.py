@@ -57,7 +57,7 @@ from saip_ingestion.provenance import (
     ProducerRegistry,
     ReplayGuard,
     Verifier,
-    image_payload_bytes,
+    image_leaf,
     leaf_data,
     leaf_hash,
     merkle_root,
@@ -756,20 +756,19 @@ class IngestEngine:
         payload = rec["payload"]
         pixels = None
         if name == "image-sample":
-            pb = pixels = image_payload_bytes(payload)
+            pixels, leaf = image_leaf(rec)
         else:
-            pb = payload_bytes(name, payload)
-        leaf = leaf_hash(
-            leaf_data(
-                record_id=rec["record_id"],
-                producer_id=rec["producer_id"],
-                seq=rec["seq"],
-                ts=rec["ts"],
-                schema_name=name,
-                schema_version=ref["version"],
-                payload=pb,
+            leaf = leaf_hash(
+                leaf_data(
+                    record_id=rec["record_id"],
+                    producer_id=rec["producer_id"],
+                    seq=rec["seq"],
+                    ts=rec["ts"],
+                    schema_name=name,
+                    schema_version=ref["version"],
+                    payload=payload_bytes(name, payload),
+                )
             )
-        )
         sig = rec["sig"]
         group = (rec["producer_id"], sig["key_id"], sig["tree_size"], sig["root_sig"])
         pending.setdefault(group, []).append(_Candidate(i, msg, rec, leaf, pixels))
