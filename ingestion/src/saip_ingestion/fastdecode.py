@@ -263,6 +263,20 @@ def _to_dict(nested: list[tuple[str, Any]], optional: list[str]) -> Callable[[An
     asdict = msgspec.structs.asdict
     unset = msgspec.UNSET
     inner = [(name, _TO_DICT[tp]) for name, tp in nested]
+    if not optional and len(inner) == 3 and all(c is asdict for _, c in inner):
+        # the record types: three flat nested models, no optional field (one Python frame)
+        (n1, _), (n2, _), (n3, _) = inner
+
+        def convert3(obj: Any) -> dict[str, Any]:
+            out = asdict(obj)
+            out[n1] = asdict(out[n1])
+            out[n2] = asdict(out[n2])
+            out[n3] = asdict(out[n3])
+            return out
+
+        return convert3
+    if not optional and not inner:
+        return asdict  # a flat model: msgspec's own C conversion
 
     def convert(obj: Any) -> dict[str, Any]:
         out = asdict(obj)
