@@ -10,12 +10,12 @@
 
 Adversarial review (correctly signed records with hostile content), end to end:
 
-* the decision loop (``_decide_all`` with ``accept_new``) against ``_decide`` alone
-  (``accept_new`` disabled on one of two engines fed the same messages): replays, forged rivals
-  on a used ``seq``, exact re-deliveries, ``record_id`` conflicts, duplicates inside one batch,
-  ``seq`` gaps and window wrap, ``ts`` exactly at and one past each edge of the freshness window,
-  content quarantines, producers reopened from their window files. Same outcome and reason per
-  record, same stored bytes, same window files, same counters;
+* the decision loop (``_decide_all`` with ``accept_run`` and ``accept_new``) against
+  ``_decide`` alone (both disabled on one of two engines fed the same messages): replays,
+  forged rivals on a used ``seq``, exact re-deliveries, ``record_id`` conflicts, duplicates
+  inside one batch, ``seq`` gaps and window wrap, ``ts`` exactly at and one past each edge of
+  the freshness window, content quarantines, producers reopened from their window files. Same
+  outcome and reason per record, same stored bytes, same window files, same counters;
 * the stored line for every JSON spelling of a number an attacker may send (negative zero,
   subnormals, ``1E-7`` / ``1e-07`` / ``0.0000001``, ints where floats are due, 17+ significant
   digits, ``2**53 + 1``, both sides of the 1e16 bound), with and without the fast decoder;
@@ -343,6 +343,7 @@ def _run(env: Env, batches: list[list[bytes]], *, shortcut: bool) -> Any:
         eng = env.engine or env.open(**kw)
         if not shortcut:  # the reference: every record decided by _decide
             eng.windows.accept_new = lambda *a: False  # type: ignore[method-assign]
+            eng.windows.accept_run = lambda *a: False  # type: ignore[method-assign]
         if batch:
             outcomes.append(eng.process_and_commit(env.msgs(batch)))
     summary = dataclasses.asdict(eng.summary)

@@ -1115,34 +1115,82 @@ class IngestEngine:
         accepted_counts: Counter[tuple[str, int, Any]] = Counter()
         # the common case inline (content passed, ts in the window, seq above the producer's
         # highest, record_id new): the same checks and state changes as ``_decide``, in one
-        # window call; anything else, or a release, is decided by ``_decide``
+        # window call per producer run (``_accept_runs``) or per record (``accept_new``);
+        # anything else, or a release, is decided by ``_decide``
         ts_lo, ts_hi = now - self.replay.max_age_ms, now + self.replay.max_skew_ms
         accept_new = self.windows.accept_new
         window_ms = self.health.window_ms
         summary = self.summary
+        marks, stored, outcomes = batch.marks, batch.stored, batch.outcomes
+        taken = {} if releasing else self._accept_runs(cands, ts_lo, ts_hi)
+        accepted = ("accepted", None)
         for c in cands:
             try:
                 rec = c.rec
                 ts = rec["ts"]
-                if c.verdict is None and not releasing and ts_lo <= ts <= ts_hi:
-                    pid, seq, leaf = rec["producer_id"], rec["seq"], c.leaf
+                pid = rec["producer_id"]
+                run = taken.get(c.i)
+                if run is not None:  # accepted with its producer's whole run
+                    line, leaf8, rid8 = run
+                elif c.verdict is None and not releasing and ts_lo <= ts <= ts_hi:
+                    leaf = c.leaf
                     line = self._stored_line(c, leaf.hex())
                     rid8 = rid_hash(rec["record_id"])
                     leaf8 = leaf[:8]
-                    if accept_new(pid, seq, leaf8, rid8):
-                        batch.marks.append([pid, seq, leaf8.hex(), rid8.hex(), "a"])
-                        batch.stored.append(line)
-                        batch.outcomes[c.i] = ("accepted", None)
-                        summary.accepted += 1
-                        summary.stored += 1
-                        label = rec["payload"].get("label")
-                        accepted_counts[(pid, ts // window_ms * window_ms, label)] += 1
+                    if not accept_new(pid, rec["seq"], leaf8, rid8):
+                        self._decide(batch, c, now, accepted_counts, releasing=releasing)
                         continue
-                self._decide(batch, c, now, accepted_counts, releasing=releasing)
+                else:
+                    self._decide(batch, c, now, accepted_counts, releasing=releasing)
+                    continue
+                marks.append([pid, rec["seq"], leaf8.hex(), rid8.hex(), "a"])
+                stored.append(line)
+                outcomes[c.i] = accepted
+                summary.accepted += 1
+                summary.stored += 1
+                accepted_counts[
+                    (pid, ts // window_ms * window_ms, rec["payload"].get("label"))
+                ] += 1
             except Exception as exc:
                 self._internal_error(batch, c.i, c.msg, exc, producer=c.rec["producer_id"],
                                      record_id=c.rec["record_id"], authenticated=True)  # fmt: skip
         self.health.observe_accepted(accepted_counts)
+
+    def _accept_runs(
+        self, cands: list[_Candidate], ts_lo: int, ts_hi: int
+    ) -> dict[int, tuple[bytes, bytes, bytes]]:
+        """The common case decided per producer: when every candidate of a producer in this
+        batch passed its content checks and is fresh, and :meth:`SeqWindows.accept_run` takes
+        the whole run (seqs ascending above the window, record ids new), all are accepted with
+        one window call. Returns ``{candidate index: (stored line, leaf8, rid8)}``; producers
+        with anything else (or any exception) are left to the per-record path, which then
+        decides exactly as before (the run changed nothing)."""
+        runs: dict[str, list[_Candidate]] = {}
+        mixed: set[str] = set()
+        for c in cands:
+            rec = c.rec
+            if c.verdict is None and ts_lo <= rec["ts"] <= ts_hi:
+                runs.setdefault(rec["producer_id"], []).append(c)
+            else:
+                mixed.add(rec["producer_id"])
+        taken: dict[int, tuple[bytes, bytes, bytes]] = {}
+        stored_line = self._stored_line
+        accept_run = self.windows.accept_run
+        for pid, run in runs.items():
+            if pid in mixed:
+                continue
+            try:
+                items = [
+                    (stored_line(c, c.leaf.hex()), c.leaf[:8], rid_hash(c.rec["record_id"]))
+                    for c in run
+                ]
+                ok = accept_run(pid, [c.rec["seq"] for c in run], [x[1] for x in items],
+                                [x[2] for x in items])  # fmt: skip
+            except Exception:  # the per-record path decides (and names the failure)
+                ok = False
+            if ok:
+                taken.update(zip([c.i for c in run], items, strict=True))
+        return taken
 
     def _decide(
         self,
