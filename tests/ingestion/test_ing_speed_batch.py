@@ -23,6 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 from saip_ingestion import provenance, schemas
+from saip_ingestion.backends.base import StreamMessage
+from saip_ingestion.backends.local import FileRecordStream
 from saip_ingestion.engine import ACCEPTED_PREFIX, IngestEngine
 from saip_ingestion.fastdecode import FAST_DECODERS, FastDecoder, decode_any, decode_any_many
 from saip_ingestion.provenance import (
@@ -429,3 +431,81 @@ def test_engine_with_producer_runs_decides_exactly_as_decide(env: Any) -> None:
         "ts_out_of_window",
         "seq_out_of_window",
     } <= reasons
+
+
+# ------------------------------------------------- file stream: all complete lines at once
+
+
+class _LineByLine(FileRecordStream):
+    """The file stream's poll before this pass (one ``find`` per line), the reference."""
+
+    def poll(self, *, max_messages: int, timeout: float) -> list[StreamMessage]:
+        out: list[StreamMessage] = []
+        limit, part = self.max_line_bytes, self.partition
+        while len(out) < max_messages:
+            nl = self._buf.find(b"\n", self._pos)
+            if nl < 0:
+                if len(self._buf) - self._pos > limit:
+                    self._skip_oversized(out)
+                    continue
+                chunk = self._fh.read(1 << 20)
+                if not chunk:
+                    rest = self._buf[self._pos :]
+                    if rest:
+                        self._offset += len(rest)
+                        self._buf, self._pos = b"", 0
+                        out.append(StreamMessage(rest.rstrip(b"\r"), part, str(self._offset)))
+                    break
+                self._buf = self._buf[self._pos :] + chunk
+                self._pos = 0
+                continue
+            line = self._buf[self._pos : nl]
+            self._offset += nl + 1 - self._pos
+            self._pos = nl + 1
+            if len(line) > limit + 1:
+                line = line[: limit + 1]
+            elif line.endswith(b"\r"):
+                line = line[:-1]
+            out.append(StreamMessage(line, part, str(self._offset)))
+        return out
+
+
+_LINE = st.sampled_from([b"", b"\r", b"x\r", b"\r\r", b"ab", b"a" * 40, b'{"k":1}']) | st.binary(
+    max_size=30
+).map(lambda b: b.replace(b"\n", b""))
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    lines=st.lists(_LINE, max_size=40),
+    tail=st.booleans(),
+    polls=st.lists(st.integers(1, 9), min_size=1, max_size=12),
+    limit=st.sampled_from([8, 25, 1000]),
+    restart=st.integers(0, 6),
+)
+def test_file_stream_poll_gives_the_line_by_line_messages(
+    lines: list[bytes], tail: bool, polls: list[int], limit: int, restart: int, tmp_path: Path
+) -> None:
+    """Blank lines, CRs, oversized lines (cut to ``limit + 1``), a last line without a newline,
+    any poll sizes, a checkpoint and a restart part way: the same messages and positions."""
+    d = tmp_path / str(len(list(tmp_path.iterdir())))
+    d.mkdir()
+    src = d / "in.jsonl"
+    src.write_bytes(b"\n".join(lines) + (b"\n" if tail and lines else b""))
+    got: list[list[Any]] = []
+    for kind in (FileRecordStream, _LineByLine):
+        ck = d / kind.__name__
+        s = kind(src, checkpoint_dir=ck, max_line_bytes=limit)
+        seen: list[Any] = []
+        for k, n in enumerate([*polls, 10**6]):
+            msgs = s.poll(max_messages=n, timeout=0)
+            seen.append([(m.data, m.position) for m in msgs])
+            if k == restart and msgs:
+                s.checkpoint(msgs)
+                s.close()
+                s = kind(src, checkpoint_dir=ck, max_line_bytes=limit)
+        s.close()
+        got.append(seen)
+    assert got[0] == got[1]
