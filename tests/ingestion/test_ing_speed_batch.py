@@ -9,7 +9,13 @@
   and in no other;
 * the image payload bytes and the RFC 6962 leaf hash built in one pass (``image_leaf``) against
   ``image_payload_bytes`` + ``leaf_hash(record_leaf_data(...))``, for records decoded by either
-  path, any float (subnormals, ``-0.0``, the largest finite), ints for floats, every size.
+  path, any float (subnormals, ``-0.0``, the largest finite), ints for floats, every size;
+* the decision per producer run (``_accept_runs`` + ``SeqWindows.accept_run``, whose window
+  property test is in ``test_ing_speed_paths.py``) against ``_decide`` alone, end to end with
+  correctly signed hostile v2 batches: outcomes and reasons, stored bytes, window files,
+  counters;
+* the file stream's poll (all complete lines of its buffer at once) against the format's
+  definition: every line once, in order, with its position, across checkpoints and restarts.
 """
 
 from __future__ import annotations
@@ -23,7 +29,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 from saip_ingestion import provenance, schemas
-from saip_ingestion.backends.base import StreamMessage
 from saip_ingestion.backends.local import FileRecordStream
 from saip_ingestion.engine import ACCEPTED_PREFIX, IngestEngine
 from saip_ingestion.fastdecode import FAST_DECODERS, FastDecoder, decode_any, decode_any_many
@@ -42,7 +47,6 @@ from saip_ingestion.schemas import (
     duplicate_key,
 )
 from saip_ingestion.sealed import open_lines
-from saip_ingestion.window import BELOW, SeqWindows
 
 B64_32 = "A" * 43 + "="
 B64_64 = "A" * 86 + "=="
@@ -115,28 +119,22 @@ FIELDS = {
 }
 
 
+#: one valid payload per schema (the identifiers are what these tests vary)
+_PAYLOADS: dict[str, dict[str, Any]] = {
+    "image-sample": {"width": 1, "height": 3, "features": [0.5, 2, 7.0], "label": 0},
+    "tabular-sample": {"features": {"x": -1.5}},
+    "text-sample": {"instruction": "q", "response": "a"},
+}
+
+
 def _record(schema: str, ids: dict[str, str]) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "image-sample": {"width": 2, "height": 2, "features": [0.0, 1, 2.5, 16.0], "label": 3},
-        "tabular-sample": {"features": {"a": 1.0, "b_2": -3}, "label": 1},
-        "text-sample": {"instruction": "hi", "response": "there"},
-    }[schema]
-    return {
-        "record_id": ids["record_id"],
-        "producer_id": ids["producer_id"],
-        "seq": 7,
-        "ts": 1_764_100_000_000,
-        "schema": {"name": schema, "version": 1},
-        "sig": {
-            "alg": "ed25519-merkle-sha256",
-            "key_id": ids["key_id"],
-            "tree_size": 4,
-            "index": 1,
-            "path": [B64_32],
-            "root_sig": ids["root_sig"],
-        },
-        "payload": payload,
-    }
+    sig: dict[str, Any] = {"alg": "ed25519-merkle-sha256", "tree_size": 2, "index": 0}
+    sig["path"] = [B64_32]
+    sig.update(key_id=ids["key_id"], root_sig=ids["root_sig"])
+    rec: dict[str, Any] = {k: ids[k] for k in ("record_id", "producer_id")}
+    rec.update(seq=3, ts=1_764_100_000_000, schema={"name": schema, "version": 1}, sig=sig)
+    rec["payload"] = dict(_PAYLOADS[schema])
+    return rec
 
 
 @st.composite
@@ -231,127 +229,6 @@ def test_image_leaf_packer_cache_is_bounded() -> None:
     assert len(provenance._IMAGE_PACKERS) <= 64
 
 
-# ------------------------------------------------------ one window call for a producer's run
-
-
-def _window_state(w: SeqWindows, tmp: Path) -> dict[str, bytes]:
-    w.dirty.update(w._w)
-    w.save(tmp, batch=1)
-    return {p.name: p.read_bytes() for p in sorted(tmp.glob("*.win"))}
-
-
-_RID = st.sampled_from([b"r1r1r1r1", b"r2r2r2r2", b"r3r3r3r3"]) | st.binary(min_size=8, max_size=8)
-_PRE_OP = st.tuples(
-    st.sampled_from(["p", "q"]),
-    st.integers(0, 80),
-    st.binary(min_size=8, max_size=8),
-    _RID,
-    st.sampled_from(["a", "a", "legacy", "out_of_range", "replay"]),
-)
-
-
-@st.composite
-def _contiguous_run(draw: st.DrawFn) -> list[tuple[int, bytes, bytes]]:
-    """What a producer sends: seqs from a start (maybe far above) with small gaps, fresh ids
-    (sometimes one of the history's)."""
-    seq = draw(st.integers(0, 150) | st.sampled_from([2**40]))
-    out = []
-    for _ in range(draw(st.integers(1, 12))):
-        pool = draw(st.integers(0, 9)) == 0
-        rid = draw(_RID if pool else st.binary(min_size=8, max_size=8))
-        out.append((seq, draw(st.binary(min_size=8, max_size=8)), rid))
-        seq += draw(st.sampled_from([1, 1, 1, 2, 5]))
-    return out
-
-
-_RUN = _contiguous_run()
-
-
-def _one_by_one(w: SeqWindows, pid: str, seq: int, leaf8: bytes, rid8: bytes) -> str:
-    """The engine's per-record path: ``accept_new``, else ``_decide``'s window part."""
-    if w.accept_new(pid, seq, leaf8, rid8):
-        return "accepted"
-    prev = w.lookup(pid, seq)
-    if prev == BELOW:
-        return "below"
-    if prev is not None:
-        return "used"
-    if w.has_record_id(pid, rid8):
-        return "conflict"
-    w.mark(pid, seq, leaf8, rid8, "a")
-    return "accepted"
-
-
-@settings(
-    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(
-    before=st.lists(_PRE_OP, max_size=40),
-    run=st.lists(
-        st.tuples(
-            st.integers(0, 120) | st.integers(0, 2**40), st.binary(min_size=8, max_size=8), _RID
-        ),
-        max_size=12,
-    )
-    | _RUN,
-    order=st.sampled_from(["as drawn", "ascending", "carried"]),
-    size=st.sampled_from([1, 4, 16, 64, 64, 64]),
-    lift=st.none() | st.integers(0, 70),
-)
-def test_accept_run_is_the_one_by_one_path(
-    before: list[Any], run: list[Any], order: str, size: int, lift: int | None, tmp_path: Path
-) -> None:
-    """Hostile histories first (legacy slots, quarantined slots, reused record ids, evictions
-    that free an id the run reuses), then a run in any order (ascending; a carried v2 batch
-    after the poll's records; shuffled): ``accept_run`` either does exactly what deciding the
-    records one by one does (all accepted) or nothing."""
-    a, b = SeqWindows(window=size), SeqWindows(window=size)
-    for pid, seq, leaf8, rid8, outcome in before:
-        for w in (a, b):
-            if outcome == "replay":  # the general path's mark of an accepted record
-                w.accept_new(pid, seq, leaf8, rid8)
-            else:
-                w.mark(pid, seq, leaf8, rid8, outcome)
-    if lift is not None and run:  # the run starts ``lift`` above the producer's highest
-        low = min(x[0] for x in run)
-        run = [(sq - low + a.highest("p") + 1 + lift, lf, r) for sq, lf, r in run]
-    if order != "as drawn":
-        run = sorted({s: (s, lf, r) for s, lf, r in run}.values())
-    if order == "carried" and run:  # the lower half arrives after the upper half
-        run = run[len(run) // 2 :] + run[: len(run) // 2]
-    seqs = [s for s, _, _ in run]
-    leaves = [lf for _, lf, _ in run]
-    rids = [r for _, _, r in run]
-    answers = [_one_by_one(a, "p", s, lf, r) for s, lf, r in run]
-    d = tmp_path / str(len(list(tmp_path.iterdir())))
-    if b.accept_run("p", seqs, leaves, rids):
-        assert answers == ["accepted"] * len(run)
-        assert run
-    else:  # nothing changed: the caller decides record by record, as ``a`` just did
-        for s, lf, r in run:
-            _one_by_one(b, "p", s, lf, r)
-    assert b.highest("p") == a.highest("p")
-    assert _window_state(a, d / "a") == _window_state(b, d / "b")
-    assert {p: w.rids for p, w in a._w.items()} == {p: w.rids for p, w in b._w.items()}
-
-
-def test_accept_run_takes_the_common_run_and_refuses_a_freed_id() -> None:
-    """Not vacuous: a fresh ascending run is taken in one call, and one whose lower half
-    arrives last; a run reusing the id of a slot it evicts (which one by one would discard
-    again) is left to the per-record path."""
-    w = SeqWindows(window=8)
-    assert w.accept_run("p", [0, 1, 2], [b"L" * 8] * 3, [b"a" * 8, b"b" * 8, b"c" * 8])
-    assert w.lookup("p", 1) == ("a", b"L" * 8)
-    assert w.has_record_id("p", b"b" * 8)
-    # a v2 batch carried from the last poll arrives after this poll's records: taken too
-    assert w.accept_run("p", [5, 6, 3, 4], [b"M" * 8] * 4, [bytes([i]) * 8 for i in range(4)])
-    assert w.highest("p") == 6
-    assert [w.lookup("p", s) for s in (3, 4, 5, 6)] == [("a", b"M" * 8)] * 4
-    w.mark("p", 7, b"L" * 8, b"d" * 8, "legacy")  # legacy slots keep no id in the set
-    assert not w.accept_run("p", [14, 15], [b"L" * 8] * 2, [b"e" * 8, b"d" * 8])
-    assert w.highest("p") == 7
-
-
 def _engine_run(env: Any, batches: list[list[bytes]], *, shortcut: bool) -> Any:
     eng = env.open(seq_window=64)
     taken: list[bool] = []
@@ -436,38 +313,22 @@ def test_engine_with_producer_runs_decides_exactly_as_decide(env: Any) -> None:
 # ------------------------------------------------- file stream: all complete lines at once
 
 
-class _LineByLine(FileRecordStream):
-    """The file stream's poll before this pass (one ``find`` per line), the reference."""
-
-    def poll(self, *, max_messages: int, timeout: float) -> list[StreamMessage]:
-        out: list[StreamMessage] = []
-        limit, part = self.max_line_bytes, self.partition
-        while len(out) < max_messages:
-            nl = self._buf.find(b"\n", self._pos)
-            if nl < 0:
-                if len(self._buf) - self._pos > limit:
-                    self._skip_oversized(out)
-                    continue
-                chunk = self._fh.read(1 << 20)
-                if not chunk:
-                    rest = self._buf[self._pos :]
-                    if rest:
-                        self._offset += len(rest)
-                        self._buf, self._pos = b"", 0
-                        out.append(StreamMessage(rest.rstrip(b"\r"), part, str(self._offset)))
-                    break
-                self._buf = self._buf[self._pos :] + chunk
-                self._pos = 0
-                continue
-            line = self._buf[self._pos : nl]
-            self._offset += nl + 1 - self._pos
-            self._pos = nl + 1
-            if len(line) > limit + 1:
-                line = line[: limit + 1]
-            elif line.endswith(b"\r"):
-                line = line[:-1]
-            out.append(StreamMessage(line, part, str(self._offset)))
-        return out
+def _expected_messages(content: bytes, limit: int) -> list[tuple[bytes, str]]:
+    """What the file stream must deliver for a small file, from the format's definition: every
+    line (blank ones too) with the byte offset after it, one trailing CR dropped, a line longer
+    than ``limit`` cut to ``limit + 1`` bytes; a last line without a newline has its CRs
+    dropped (or is cut the same way)."""
+    out: list[tuple[bytes, str]] = []
+    offset = 0
+    *lines, tail = content.split(b"\n")
+    for line in lines:
+        offset += len(line) + 1
+        data = line[: limit + 1] if len(line) > limit + 1 else line.removesuffix(b"\r")
+        out.append((data, str(offset)))
+    if tail:
+        offset += len(tail)
+        out.append((tail[: limit + 1] if len(tail) > limit else tail.rstrip(b"\r"), str(offset)))
+    return out
 
 
 _LINE = st.sampled_from([b"", b"\r", b"x\r", b"\r\r", b"ab", b"a" * 40, b'{"k":1}']) | st.binary(
@@ -485,27 +346,26 @@ _LINE = st.sampled_from([b"", b"\r", b"x\r", b"\r\r", b"ab", b"a" * 40, b'{"k":1
     limit=st.sampled_from([8, 25, 1000]),
     restart=st.integers(0, 6),
 )
-def test_file_stream_poll_gives_the_line_by_line_messages(
+def test_file_stream_poll_delivers_every_line_once_with_its_position(
     lines: list[bytes], tail: bool, polls: list[int], limit: int, restart: int, tmp_path: Path
 ) -> None:
     """Blank lines, CRs, oversized lines (cut to ``limit + 1``), a last line without a newline,
-    any poll sizes, a checkpoint and a restart part way: the same messages and positions."""
+    any poll sizes, a checkpoint and a restart part way: every line once, in order, with its
+    position (the poll takes all complete lines of its buffer at once)."""
     d = tmp_path / str(len(list(tmp_path.iterdir())))
     d.mkdir()
     src = d / "in.jsonl"
-    src.write_bytes(b"\n".join(lines) + (b"\n" if tail and lines else b""))
-    got: list[list[Any]] = []
-    for kind in (FileRecordStream, _LineByLine):
-        ck = d / kind.__name__
-        s = kind(src, checkpoint_dir=ck, max_line_bytes=limit)
-        seen: list[Any] = []
-        for k, n in enumerate([*polls, 10**6]):
-            msgs = s.poll(max_messages=n, timeout=0)
-            seen.append([(m.data, m.position) for m in msgs])
-            if k == restart and msgs:
-                s.checkpoint(msgs)
-                s.close()
-                s = kind(src, checkpoint_dir=ck, max_line_bytes=limit)
-        s.close()
-        got.append(seen)
-    assert got[0] == got[1]
+    content = b"\n".join(lines) + (b"\n" if tail and lines else b"")
+    src.write_bytes(content)
+    s = FileRecordStream(src, checkpoint_dir=d / "ck", max_line_bytes=limit)
+    got: list[tuple[bytes, str]] = []
+    for k, n in enumerate([*polls, 10**6]):
+        msgs = s.poll(max_messages=n, timeout=0)
+        assert len(msgs) <= n
+        got.extend((m.data, m.position) for m in msgs)
+        if k == restart and msgs:  # everything so far checkpointed: a restart goes on after it
+            s.checkpoint(msgs)
+            s.close()
+            s = FileRecordStream(src, checkpoint_dir=d / "ck", max_line_bytes=limit)
+    s.close()
+    assert got == _expected_messages(content, limit)
