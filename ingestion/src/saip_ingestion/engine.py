@@ -1161,10 +1161,11 @@ class IngestEngine:
     ) -> dict[int, tuple[bytes, bytes, bytes]]:
         """The common case decided per producer: when every candidate of a producer in this
         batch passed its content checks and is fresh, and :meth:`SeqWindows.accept_run` takes
-        the whole run (seqs ascending above the window, record ids new), all are accepted with
-        one window call. Returns ``{candidate index: (stored line, leaf8, rid8)}``; producers
-        with anything else (or any exception) are left to the per-record path, which then
-        decides exactly as before (the run changed nothing)."""
+        the whole run (distinct seqs above the window in any arrival order, e.g. with a v2
+        batch carried from the last poll; new record ids), all are accepted with one window
+        call. Returns ``{candidate index: (stored line, leaf8, rid8)}``; producers with anything
+        else (or any exception) are left to the per-record path, which then decides exactly as
+        before (the run changed nothing)."""
         runs: dict[str, list[_Candidate]] = {}
         mixed: set[str] = set()
         for c in cands:
