@@ -310,6 +310,43 @@ def test_engine_with_producer_runs_decides_exactly_as_decide(env: Any) -> None:
     } <= reasons
 
 
+def test_a_producer_with_a_quarantined_or_stale_record_in_the_poll_is_decided_one_by_one(
+    env: Any,
+) -> None:
+    """The run shortcut is only for producers whose every record of the poll is clean and
+    fresh: a record quarantined for its content, or stale, still claims its ``record_id`` (or
+    fails on ``ts``) in arrival order, before the clean record behind it that re-uses the id.
+    Taking the clean records first would turn the first record's reason into ``conflict`` and
+    store the second: the outcomes must be those of ``_decide`` alone."""
+    fast, slow = (
+        type(env)(env.tmp / "fast", env.encryptor),
+        type(env)(env.tmp / "slow", env.encryptor),
+    )
+    ps = {n: fast.producer(n) for n in ("alpha", "beta")}
+    for n, p in ps.items():
+        slow.registry.register(n, p.key.public_key())
+    a, b = ps["alpha"], ps["beta"]
+    bad_label = a.sign_v2(
+        [a.record(seq=0, record_id="dup", label=99), a.record(seq=1, record_id="dup")]
+    )
+    stale = b.sign_v2(
+        [b.record(seq=0, record_id="old", ts=env.NOW - 10**12), b.record(seq=1, record_id="old")]
+    )
+    batches = [[env.line(r) for r in bad_label + stale]]
+    got, taken = _engine_run(fast, batches, shortcut=True)
+    ref, _ = _engine_run(slow, batches, shortcut=False)
+    assert got == ref
+    assert got[0] == [
+        [
+            ("quarantined", "label_invalid"),
+            ("quarantined", "conflict"),
+            ("quarantined", "ts_out_of_window"),
+            ("accepted", None),
+        ]
+    ]
+    assert taken == []  # neither producer's run was offered whole
+
+
 # ------------------------------------------------- file stream: all complete lines at once
 
 
