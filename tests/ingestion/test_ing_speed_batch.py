@@ -105,6 +105,12 @@ def _hostile(pattern: str, good: str) -> st.SearchStrategy[str]:
                 good + good,  # too long for most identifier patterns
                 good[:-1] + "B" if good.endswith("A==") else good.upper(),
                 "x" * 200,
+                good * 400,  # very long
+                good + "\x00",
+                "\u0663" + good[1:],  # an Arabic-Indic digit (``\\d`` would take it)
+                good[:-1] + "\u212a",  # KELVIN SIGN (folds to ``k`` under IGNORECASE)
+                good[:-1] + "\uff41",  # fullwidth ``a``
+                good[:-1] + "\ud800",  # a lone surrogate (escaped, or raw bytes: not UTF-8)
             ]
         )
         | _rx(pattern)
@@ -151,7 +157,7 @@ def batches(draw: st.DrawFn) -> list[bytes]:
         line = json.dumps(_record(schema, ids), ensure_ascii=draw(st.booleans()))
         if draw(st.integers(0, 9)) == 0:
             line = line[: len(line) // 2]  # garbage among the records
-        out.append(line.encode())
+        out.append(line.encode("utf-8", "surrogatepass"))
     return out
 
 
