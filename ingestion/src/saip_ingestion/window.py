@@ -219,7 +219,7 @@ class SeqWindows:
         one of the run's ids (one by one, evictions discard ids as they go; here all evictions
         come first). The evictions are those of the one-by-one path: every used slot of
         ``(highest, max(seqs)]``, or the whole window when the lowest ``seq`` is ``W`` or more
-        above the highest (property test in ``tests/ingestion/test_ing_speed_batch.py``).
+        above the highest (property test in ``tests/ingestion/test_ing_speed_paths.py``).
         """
         n = len(seqs)
         if not n or n != len(leaf8s) or n != len(rid8s):
