@@ -415,11 +415,17 @@ def scan(
             carrier_of[new] = t.target
             stamped |= new
     carrier |= stamped
-    noise = _noise_rule(data, space, oof) if calibrated else np.zeros(n, dtype=bool)
     relabel = space.majority.copy()
+    noise = np.zeros(n, dtype=bool)
+    second_reason: dict[int, str] = {}
+    if calibrated:
+        noise, relabel, second_reason = _label_noise(data, space, z, oof, seed=seed)
     cluster_reason: dict[int, str] = {}
     if calibrated:
-        for cl in reclassify_clusters(space.z, data.y, data.n_classes, seed=seed):
+        # after the per-sample rule, without its flags (one round of iterative cleaning)
+        for cl in reclassify_clusters(
+            space.z, data.y, data.n_classes, seed=seed, exclude=noise.copy()
+        ):
             noise[cl.members] = True
             relabel[cl.members] = cl.voted
             for i in cl.members:
@@ -474,6 +480,8 @@ def scan(
             )
         elif i in cluster_reason:
             reasons[i] = cluster_reason[i]
+        elif i in second_reason:
+            reasons[i] = second_reason[i]
         else:
             reasons[i] = (
                 f"label {data.class_name(int(data.y[i]))} disagrees with "
@@ -608,7 +616,25 @@ def _calibrate(
     return out
 
 
-def _noise_rule(data: Prepared, space: InputSpace, oof: NDArray[np.float64]) -> NDArray[np.bool_]:
+def _votes(
+    neighbours: NDArray[np.intp], labels: NDArray[np.int64], n_classes: int
+) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
+    """Neighbour majority, its share, and each sample's disagreement under ``labels``."""
+    nl = labels[neighbours]
+    n, k = nl.shape
+    counts = np.zeros((n, n_classes), dtype=np.int64)
+    np.add.at(counts, (np.repeat(np.arange(n), k), nl.ravel()), 1)
+    disagreement = (nl != labels[:, None]).mean(axis=1)
+    return counts.argmax(axis=1).astype(np.int64), counts.max(axis=1) / k, disagreement
+
+
+def _noise_rule(
+    data: Prepared,
+    space: InputSpace,
+    oof: NDArray[np.float64],
+    *,
+    labels: NDArray[np.int64] | None = None,
+) -> NDArray[np.bool_]:
     """Rule 2 (label noise), its cuts scaled by the data's own noise level.
 
     ``r`` = share of samples whose neighbour majority and cross-fitted probe agree on another
@@ -618,20 +644,87 @@ def _noise_rule(data: Prepared, space: InputSpace, oof: NDArray[np.float64]) -> 
     (≤ 0.7), ``p(label) < 0.2 + r`` and typical neighbours ≥ ``0.5·(1 − r)``. On clean data
     (``r ≈ 0.01–0.03``) this is the fixed rule (0.7 / 0.2 / 0.5). Set on the tuning sets: at 20 %
     random flips the fixed cuts missed 27 % (digits) and 33 % (MNIST-5k) of the flips.
+
+    ``labels`` (default: the given labels) are the labels the *neighbours* vote with; the
+    sample itself is always judged on its given label (:func:`_label_noise`'s second pass
+    passes the first pass's corrected labels).
     """
     n = len(data.y)
+    if labels is None:
+        majority, share, disagreement = space.majority, space.majority_share, space.disagreement
+    else:
+        majority, share, disagreement = _votes(space.neighbours, labels, data.n_classes)
     pred = oof.argmax(1)
     p_given = oof[np.arange(n), data.y]
-    typical = (space.disagreement < 0.5)[space.neighbours].mean(axis=1)
-    wrong = (space.majority != data.y) & (pred == space.majority)
+    typical = (disagreement < 0.5)[space.neighbours].mean(axis=1)
+    wrong = (majority != data.y) & (pred == majority)
     r = float((wrong & (pred != data.y)).mean())
     out: NDArray[np.bool_] = (
         wrong
-        & (space.majority_share >= min(0.7, 0.7 * (1.0 - r) / 0.97))
+        & (share >= min(0.7, 0.7 * (1.0 - r) / 0.97))
         & (p_given < max(0.2, 0.2 + r))
         & (typical >= min(0.5, 0.5 * (1.0 - r)))
     )
     return out
+
+
+#: the label-noise risk at which the first pass's flags are taken as evidence of noise and the
+#: rule is run once more on the corrected labels: the lower bound of the guarded band
+_SECOND_PASS_RISK = 20.0
+
+
+def _label_noise(
+    data: Prepared,
+    space: InputSpace,
+    z: NDArray[np.float64],
+    oof: NDArray[np.float64],
+    *,
+    seed: int,
+) -> tuple[NDArray[np.bool_], NDArray[np.int64], dict[int, str]]:
+    """Rule 2 with one round of iterative cleaning; returns flags, relabel targets, reasons of
+    the second pass's flags.
+
+    At a high flip rate the noise hides itself: a flipped sample's neighbours carry flipped
+    labels too, and a probe fitted on the noisy labels is unsure (at 20 % flips on a two-class
+    table its held-out accuracy against the true labels fell to 0.67 and flipped samples kept
+    ``p(label)`` 0.4–0.5). Confident learning (Northcutt, Jiang, Chuang 2021, JAIR 70,
+    arXiv:1911.00068) prunes the confident label errors and trains again on what is left. Here:
+    when the first pass flags enough to put the data in the guarded band or above (label-noise
+    risk ≥ 20, i.e. clearly more than the clean allowance), its flags are relabelled to their
+    neighbour majority, the cross-fitted probe is refitted on those corrected labels, and the
+    rule runs once more with neighbours voting with the corrected labels and the refitted probe
+    (each sample still judged on its *given* label, the cuts scaled by the rate re-estimated in
+    that view). Below the guarded band nothing changes, so clean data (tuning sets: ≤ 1 %
+    flagged) keeps exactly the one-pass rule; the refit costs one more cross-fit only on data
+    that is already reported as noisy.
+
+    Measured on the tuning sets (F1 one pass → two passes, 80 % split, scan seed 0): digits
+    flip 10/20 % 0.94/0.89 → 0.96/0.96, MNIST-5k 0.88/0.85 → 0.89/0.90, MNIST 3-vs-8
+    0.88/0.82 → 0.94/0.93; the price is precision at 5 % flips on MNIST-5k (0.85 → 0.78, F1
+    0.85 → 0.82: the sharper refitted probe also rejects some ambiguous genuine digits).
+    """
+    first = _noise_rule(data, space, oof)
+    relabel = space.majority.copy()
+    if risk_from_fraction(float(first.mean())) < _SECOND_PASS_RISK:
+        return first, relabel, {}
+    corrected = data.y.copy()
+    corrected[first] = space.majority[first]
+    oof2 = crossfit_probs(z, corrected, n_classes=data.n_classes, seed=seed)
+    second = _noise_rule(data, space, oof2, labels=corrected) & ~first
+    majority, share, _ = _votes(space.neighbours, corrected, data.n_classes)
+    relabel[second] = majority[second]
+    n_first = int(first.sum())
+    reasons = {
+        int(i): (
+            f"label {data.class_name(int(data.y[i]))} disagrees with {share[i]:.0%} of its "
+            f"input-space neighbours (majority {data.class_name(int(majority[i]))}) once the "
+            f"{n_first} clearer label errors among them and elsewhere are corrected, and with "
+            f"a probe retrained on the corrected labels that never saw it "
+            f"(p(label) = {oof2[i, data.y[i]]:.2f})"
+        )
+        for i in np.flatnonzero(second)
+    }
+    return first | second, relabel, reasons
 
 
 def _mitigations(
