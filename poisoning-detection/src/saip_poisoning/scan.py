@@ -419,7 +419,8 @@ def scan(
     noise = np.zeros(n, dtype=bool)
     second_reason: dict[int, str] = {}
     if calibrated:
-        noise, relabel, second_reason = _label_noise(data, space, z, oof, seed=seed)
+        noise, relabel, second_reason, passes = _label_noise(data, space, z, oof, seed=seed)
+        calibration["label_noise_passes"] = passes
     cluster_reason: dict[int, str] = {}
     if calibrated:
         # after the per-sample rule, without its flags (one round of iterative cleaning)
@@ -680,9 +681,10 @@ def _label_noise(
     oof: NDArray[np.float64],
     *,
     seed: int,
-) -> tuple[NDArray[np.bool_], NDArray[np.int64], dict[int, str]]:
+) -> tuple[NDArray[np.bool_], NDArray[np.int64], dict[int, str], int]:
     """Rule 2 with one round of iterative cleaning; returns flags, relabel targets, reasons of
-    the second pass's flags.
+    the second pass's flags and the number of passes run (reported as
+    ``calibration["label_noise_passes"]``).
 
     At a high flip rate the noise hides itself: a flipped sample's neighbours carry flipped
     labels too, and a probe fitted on the noisy labels is unsure (at 20 % flips on a two-class
@@ -706,7 +708,7 @@ def _label_noise(
     first = _noise_rule(data, space, oof)
     relabel = space.majority.copy()
     if risk_from_fraction(float(first.mean())) < _SECOND_PASS_RISK:
-        return first, relabel, {}
+        return first, relabel, {}, 1
     corrected = data.y.copy()
     corrected[first] = space.majority[first]
     oof2 = crossfit_probs(z, corrected, n_classes=data.n_classes, seed=seed)
@@ -724,7 +726,7 @@ def _label_noise(
         )
         for i in np.flatnonzero(second)
     }
-    return first | second, relabel, reasons
+    return first | second, relabel, reasons, 2
 
 
 def _mitigations(
