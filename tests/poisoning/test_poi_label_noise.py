@@ -138,3 +138,37 @@ def test_poi_noise_clean_gaussian_overlap_known_false_alarm() -> None:
     x[:, 0] += 1.5 * y
     r = scan(x, y, seed=0, verify=False)
     assert not r.calibrated or (r.flags.mean() <= 0.05 and r.risk_score < 20)
+
+
+def test_poi_noise_within_allowance_set_aside_when_a_pattern_explains_the_poison(
+    digits: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """All-to-one patch 5 %: the carriers are the poison; the label-noise rule's few clean-level
+    flags (ambiguous digits, 6 here; ≈ 1 % on MNIST-5k, where they halved a2o 1 % precision)
+    are set aside, not flagged or relabelled."""
+    x, y = digits
+    p = poison(x, y, attack="a2o", rate=0.05, rng=np.random.default_rng(7))
+    r = scan(p.x, p.y, seed=0)
+    prec, rec = _prec_rec(r.flags, p.is_poison)
+    assert any(r.verified)
+    assert rec == 1.0
+    assert prec >= 0.98, (prec, rec)
+    assert r.calibration["label_noise_set_aside"] > 0
+    assert not r.noise.any()
+
+
+def test_poi_noise_backdoor_plus_flips_keeps_the_flips(
+    digits: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """Hostile: a backdoor to be found plus 5 % label flips elsewhere. The flips exceed the
+    clean allowance, so they stay flagged next to the carriers (the set-aside only covers the
+    clean-data level)."""
+    x, y = digits
+    p = poison(x, y, attack="a2o", rate=0.05, rng=np.random.default_rng(7))
+    q = poison(p.x, p.y, attack="flip", rate=0.05, rng=np.random.default_rng(8))
+    flips = q.is_poison & ~p.is_poison
+    r = scan(q.x, q.y, seed=0)
+    assert any(r.verified)
+    assert r.calibration["label_noise_set_aside"] == 0
+    assert r.flags[p.is_poison].mean() >= 0.95
+    assert r.noise[flips].mean() >= 0.85
