@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from saip_poisoning import scan
+from saip_poisoning import mitigate, scan
 from saip_poisoning.attacks import poison
 from saip_poisoning.detectors.reclassify import reclassify_clusters
 from sklearn.datasets import load_breast_cancer
@@ -155,6 +155,12 @@ def test_poi_noise_within_allowance_set_aside_when_a_pattern_explains_the_poison
     assert prec >= 0.98, (prec, rec)
     assert r.calibration["label_noise_set_aside"] > 0
     assert not r.noise.any()
+    # not poison, but still label hygiene: mitigate relabels them and keeps them
+    assert r.set_aside is not None
+    m = mitigate(p.x, p.y, report=r, seed=0)
+    assert (m.labels[r.set_aside] == r.relabel[r.set_aside]).all()
+    assert m.keep[r.set_aside].all()
+    assert not m.keep[p.is_poison].any()
 
 
 def test_poi_noise_backdoor_plus_flips_keeps_the_flips(

@@ -170,7 +170,9 @@ def mitigate(
         keep &= ~carriers(data, t)
     labels = data.y.copy()
     if relabel:
-        labels[report.noise] = report.relabel[report.noise]
+        # label noise, and the clean-level flags the scan set aside (label hygiene, not poison)
+        fix = report.noise if report.set_aside is None else report.noise | report.set_aside
+        labels[fix] = report.relabel[fix]
     else:
         keep &= ~report.noise
     relabelled = int((labels != data.y).sum())
