@@ -718,9 +718,9 @@ def _label_noise(
     ``calibration["label_noise_passes"]``).
 
     At a high flip rate the noise hides itself: a flipped sample's neighbours carry flipped
-    labels too, and a probe fitted on the noisy labels is unsure (at 20 % flips on a two-class
-    table its held-out accuracy against the true labels fell to 0.67 and flipped samples kept
-    ``p(label)`` 0.4–0.5). Confident learning (Northcutt, Jiang, Chuang 2021, JAIR 70,
+    labels too, and a probe fitted on the noisy labels is unsure (at 20 % flips on breast_cancer,
+    an evaluation set, its held-out accuracy against the true labels fell to 0.67 and flipped
+    samples kept ``p(label)`` 0.4–0.5). Confident learning (Northcutt, Jiang, Chuang 2021, JAIR 70,
     arXiv:1911.00068) prunes the confident label errors and trains again on what is left. Here:
     when the first pass flags enough to put the data in the guarded band or above (label-noise
     risk ≥ 20, i.e. clearly more than the clean allowance), its flags are relabelled to their
