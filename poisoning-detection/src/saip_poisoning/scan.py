@@ -41,7 +41,10 @@ no more than ``CLEAN_ALLOWANCE`` of the data — the level these rules flag on c
 flags are set aside (``calibration["label_noise_set_aside"]``, ``ScanReport.set_aside``): not
 flagged as poison; :func:`mitigate` still relabels them (label hygiene — on MNIST 3-vs-8 a2o 10 %
 relabelling its 3 such samples kept the retrained model 1.3 points more accurate, mean of 5
-training seeds) but does not remove them.
+training seeds) but does not remove them — unless it cleans through a keep-mask
+(``relabel=False``; :func:`~saip_poisoning.client.client_filter` too), which cannot relabel and
+drops them like any label-noise flag (an attacker's flips within the allowance must not reach
+training with their wrong labels). Each has a reason in ``ScanReport.set_aside_reasons``.
 Tuning sets: in every pattern scan (a2o 1–10 %, replacing a2o, blend, clean-label on digits,
 MNIST-5k, MNIST 3-vs-8) none of them was poison.
 
@@ -201,7 +204,10 @@ class ScanReport:
     set_aside
         Label-noise flags set aside because a flagged pattern explains the poison and they are
         no more than the clean allowance (module docstring): not in :attr:`flags`; ``mitigate``
-        still relabels them (label hygiene), it does not remove them.
+        still relabels them (label hygiene), or removes them with ``relabel=False`` (a
+        keep-mask cannot relabel; ``client_filter`` drops them too).
+    set_aside_reasons
+        One non-empty reason per set-aside index (why it was set aside and what the rule saw).
     """
 
     risk_score: float
@@ -224,6 +230,7 @@ class ScanReport:
     class_names: tuple[str, ...] = ()
     detectors: Mapping[str, DetectionReport] = field(default_factory=dict, repr=False)
     set_aside: NDArray[np.bool_] | None = None
+    set_aside_reasons: Mapping[int, str] = field(default_factory=dict)
 
     @property
     def flagged(self) -> list[int]:
@@ -252,6 +259,7 @@ class ScanReport:
             "label_noise_set_aside": []
             if self.set_aside is None
             else [int(i) for i in np.flatnonzero(self.set_aside)],
+            "label_noise_set_aside_reasons": {str(i): r for i, r in self.set_aside_reasons.items()},
             "triggers": [
                 {
                     "target": t.target,
@@ -460,7 +468,7 @@ def scan(
     noise &= ~carrier
     # a shared pattern whose carriers are flagged explains the poison; label-noise flags at no
     # more than the clean allowance are the rule's own clean-data level, not a second attack:
-    # set aside (not flagged as poison; mitigate still relabels them)
+    # set aside (not flagged as poison; mitigate still relabels them, a keep-mask drops them)
     set_aside = np.zeros(n, dtype=bool)
     if carrier.any() and float(noise.mean()) <= CLEAN_ALLOWANCE:
         set_aside = noise.copy()
@@ -474,6 +482,18 @@ def scan(
         if ok:
             scores = np.maximum(scores, t.projection(data.xs) / t.cut)
     scores = np.where(flags, np.maximum(scores, 1.0), np.minimum(scores, 0.999))
+
+    def _noise_reason(i: int) -> str:
+        if i in cluster_reason:
+            return cluster_reason[i]
+        if i in second_reason:
+            return second_reason[i]
+        return (
+            f"label {data.class_name(int(data.y[i]))} disagrees with "
+            f"{space.majority_share[i]:.0%} of its input-space neighbours (majority "
+            f"{data.class_name(int(space.majority[i]))}) and with a probe that never saw it "
+            f"(p(label) = {p_given[i]:.2f})"
+        )
 
     reasons: dict[int, str] = {}
     tr_by = {t.target: t for t in triggers}
@@ -509,17 +529,17 @@ def scan(
                 f"({how}{t.n_coords} input coordinates, effect {t.effect:.1f} robust SD, attack "
                 f"success {asr_before.get(t.target, float('nan')):.0%} on a probe)"
             )
-        elif i in cluster_reason:
-            reasons[i] = cluster_reason[i]
-        elif i in second_reason:
-            reasons[i] = second_reason[i]
         else:
-            reasons[i] = (
-                f"label {data.class_name(int(data.y[i]))} disagrees with "
-                f"{space.majority_share[i]:.0%} of its input-space neighbours (majority "
-                f"{data.class_name(int(space.majority[i]))}) and with a probe that never saw it "
-                f"(p(label) = {p_given[i]:.2f})"
-            )
+            reasons[i] = _noise_reason(i)
+    set_aside_reasons = {
+        int(i): (
+            f"set aside, not counted as poison: {int(set_aside.sum())} label-noise flags "
+            f"({set_aside.mean():.1%} of the data, at most the clean allowance "
+            f"{CLEAN_ALLOWANCE:.0%}) next to a flagged pattern; mitigate relabels it (or drops "
+            f"it from a keep-mask): {_noise_reason(int(i))}"
+        )
+        for i in np.flatnonzero(set_aside)
+    }
 
     noise_frac = float(noise.mean())
     risk_parts = {
@@ -604,6 +624,7 @@ def scan(
         class_names=data.classes,
         detectors=detectors,
         set_aside=set_aside,
+        set_aside_reasons=set_aside_reasons,
     )
 
 
