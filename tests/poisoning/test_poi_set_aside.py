@@ -127,3 +127,27 @@ def test_poi_set_aside_samples_have_a_reason_in_report_json_and_cli(spread: Case
     assert set(doc["label_noise_set_aside_reasons"]) == {str(i) for i in idx}
     caption = str(_summary(r, n=len(y)).caption)
     assert f"{len(idx)} label-noise flags set aside" in caption
+
+
+@pytest.mark.parametrize("relabel", [True, False])
+def test_poi_mitigate_survives_a_class_emptied_by_relabelling(
+    digits: tuple[np.ndarray, np.ndarray], relabel: bool
+) -> None:
+    """Hostile input, found while reviewing the two-pass rule with tiny classes: a class made only
+    of mislabelled samples (6 digits "0" labelled "2", ``min_per_class=5``) plus 25 flips. The
+    scan relabels/removes the class's samples, so the residual scan in ``mitigate`` sees a
+    class with no sample left; its stamp search took the mode of an empty column and raised a
+    bare ``ValueError`` (on main too)."""
+    x, y = digits
+    rng = np.random.default_rng(0)
+    keep = np.isin(y, [0, 1])
+    xa, ya = x[keep], y[keep].copy()
+    ya[rng.choice(np.flatnonzero(ya == 0), 6, replace=False)] = 2
+    flip = rng.choice(len(ya), 25, replace=False)
+    ya[flip] = 1 - np.minimum(ya[flip], 1)
+    r = scan(xa, ya, seed=0, min_per_class=5)
+    assert r.calibration["label_noise_passes"] == 2
+    assert r.noise[ya == 2].sum() >= 5
+    m = mitigate(xa, ya, report=r, relabel=relabel, seed=0)
+    assert m.residual.calibrated
+    assert m.passed, m.reason
