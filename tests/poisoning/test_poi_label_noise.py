@@ -123,6 +123,9 @@ def test_poi_reclassify_exclude_keeps_full_indices(digits: tuple[np.ndarray, np.
     assert p.is_poison[members].mean() > 0.9  # indices refer to the full data
     with pytest.raises(ValueError, match="exclude must have shape"):
         reclassify_clusters(z, p.y, 10, exclude=excl[:-1])
+    # a 0/1 integer mask would be inverted bitwise (~1 == -2: nothing excluded)
+    with pytest.raises(TypeError, match="boolean mask"):
+        reclassify_clusters(z, p.y, 10, exclude=excl.astype(np.int64))
 
 
 @pytest.mark.xfail(

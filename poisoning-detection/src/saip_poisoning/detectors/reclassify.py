@@ -93,6 +93,9 @@ def reclassify_clusters(
     rule already flagged, module docstring); member indices always refer to the full ``z``.
     """
     if exclude is not None:
+        if exclude.dtype != np.bool_:
+            # an index or 0/1 integer array would be inverted bitwise by ``~`` below
+            raise TypeError(f"exclude must be a boolean mask, got dtype {exclude.dtype}")
         if exclude.shape != y.shape:
             raise ValueError(f"exclude must have shape {y.shape}, got {exclude.shape}")
         keep = np.flatnonzero(~exclude)
