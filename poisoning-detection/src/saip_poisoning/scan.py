@@ -26,10 +26,28 @@ Rules
    neighbours themselves are typical members of their classes (≥ 50 % of them agree with their
    own neighbours): an isolated wrong label in a clean region, not a sample in an overlap zone.
    The three cuts scale with the data's own estimated flip rate (see ``_noise_rule``).
+   When the first pass flags enough for a label-noise risk ≥ 20 (guarded band or above), its
+   flags are corrected and the rule runs once more with the corrected neighbour labels and a
+   probe refitted on them (one round of iterative cleaning, Northcutt et al. 2021; see
+   ``_label_noise``); below that, clean data keeps the one-pass rule.
 3. **relabelled cluster** (calibrated data only, counted as label noise) — exclusionary
    reclassification (Chen et al. 2018, :mod:`saip_poisoning.detectors.reclassify`): a separate
    cluster of one label that another class claims once it is excluded, i.e. a targeted pair
-   flip whose flipped samples are each other's neighbours.
+   flip whose flipped samples are each other's neighbours. Run on the samples rule 2 did not
+   flag, so scattered flips it already found do not drag genuine boundary samples into a cluster.
+
+When a shared pattern's carriers are flagged (rule 1) and the label-noise flags (rules 2–3) are
+no more than ``CLEAN_ALLOWANCE`` of the data and look like the level these rules flag on clean
+data (no relabelled cluster, no class in the guarded band: ``_beyond_clean_level``), those
+flags are set aside (``calibration["label_noise_set_aside"]``, ``ScanReport.set_aside``): not
+flagged as poison; :func:`mitigate` still relabels them (label hygiene — on MNIST 3-vs-8 a2o 10 %
+relabelling its 3 such samples kept the retrained model 1.3 points more accurate, mean of 5
+training seeds) but does not remove them — unless it cleans through a keep-mask
+(``relabel=False``; :func:`~saip_poisoning.client.client_filter` too), which cannot relabel and
+drops them like any label-noise flag (an attacker's flips within the allowance must not reach
+training with their wrong labels). Each has a reason in ``ScanReport.set_aside_reasons``.
+Tuning sets: in every pattern scan (a2o 1–10 %, replacing a2o, blend, clean-label on digits,
+MNIST-5k, MNIST 3-vs-8) none of them was poison.
 
 Risk score (0–100)
 ------------------
@@ -184,6 +202,13 @@ class ScanReport:
         Reconstructed triggers (verified or candidate) and their measured attack success.
     per_class, per_producer, mitigations, detectors
         Class and producer statistics, recommended actions, extra detector reports.
+    set_aside
+        Label-noise flags set aside because a flagged pattern explains the poison and they are
+        no more than the clean allowance (module docstring): not in :attr:`flags`; ``mitigate``
+        still relabels them (label hygiene), or removes them with ``relabel=False`` (a
+        keep-mask cannot relabel; ``client_filter`` drops them too).
+    set_aside_reasons
+        One non-empty reason per set-aside index (why it was set aside and what the rule saw).
     """
 
     risk_score: float
@@ -205,6 +230,8 @@ class ScanReport:
     record_id: NDArray[np.str_] | None = None
     class_names: tuple[str, ...] = ()
     detectors: Mapping[str, DetectionReport] = field(default_factory=dict, repr=False)
+    set_aside: NDArray[np.bool_] | None = None
+    set_aside_reasons: Mapping[int, str] = field(default_factory=dict)
 
     @property
     def flagged(self) -> list[int]:
@@ -230,6 +257,10 @@ class ScanReport:
             "per_producer": {p: dict(v) for p, v in self.per_producer.items()},
             "mitigations": [m.to_dict() for m in self.mitigations],
             "reasons": {str(i): r for i, r in self.reasons.items()},
+            "label_noise_set_aside": []
+            if self.set_aside is None
+            else [int(i) for i in np.flatnonzero(self.set_aside)],
+            "label_noise_set_aside_reasons": {str(i): r for i, r in self.set_aside_reasons.items()},
             "triggers": [
                 {
                     "target": t.target,
@@ -415,11 +446,18 @@ def scan(
             carrier_of[new] = t.target
             stamped |= new
     carrier |= stamped
-    noise = _noise_rule(data, space, oof) if calibrated else np.zeros(n, dtype=bool)
     relabel = space.majority.copy()
+    noise = np.zeros(n, dtype=bool)
+    second_reason: dict[int, str] = {}
+    if calibrated:
+        noise, relabel, second_reason, passes = _label_noise(data, space, z, oof, seed=seed)
+        calibration["label_noise_passes"] = passes
     cluster_reason: dict[int, str] = {}
     if calibrated:
-        for cl in reclassify_clusters(space.z, data.y, data.n_classes, seed=seed):
+        # after the per-sample rule, without its flags (one round of iterative cleaning)
+        for cl in reclassify_clusters(
+            space.z, data.y, data.n_classes, seed=seed, exclude=noise.copy()
+        ):
             noise[cl.members] = True
             relabel[cl.members] = cl.voted
             for i in cl.members:
@@ -429,6 +467,18 @@ def scan(
                     f"{data.class_name(cl.voted)} by neighbours outside the cluster"
                 )
     noise &= ~carrier
+    # a shared pattern whose carriers are flagged explains the poison; label-noise flags at no
+    # more than the clean allowance are the rule's own clean-data level, not a second attack:
+    # set aside (not flagged as poison; mitigate still relabels them, a keep-mask drops them)
+    set_aside = np.zeros(n, dtype=bool)
+    if (
+        carrier.any()
+        and float(noise.mean()) <= CLEAN_ALLOWANCE
+        and not _beyond_clean_level(data, noise, frozenset(cluster_reason))
+    ):
+        set_aside = noise.copy()
+        noise[:] = False
+    calibration["label_noise_set_aside"] = int(set_aside.sum())
     flags = carrier | noise
 
     p_given = oof[np.arange(n), data.y]
@@ -437,6 +487,18 @@ def scan(
         if ok:
             scores = np.maximum(scores, t.projection(data.xs) / t.cut)
     scores = np.where(flags, np.maximum(scores, 1.0), np.minimum(scores, 0.999))
+
+    def _noise_reason(i: int) -> str:
+        if i in cluster_reason:
+            return cluster_reason[i]
+        if i in second_reason:
+            return second_reason[i]
+        return (
+            f"label {data.class_name(int(data.y[i]))} disagrees with "
+            f"{space.majority_share[i]:.0%} of its input-space neighbours (majority "
+            f"{data.class_name(int(space.majority[i]))}) and with a probe that never saw it "
+            f"(p(label) = {p_given[i]:.2f})"
+        )
 
     reasons: dict[int, str] = {}
     tr_by = {t.target: t for t in triggers}
@@ -472,15 +534,17 @@ def scan(
                 f"({how}{t.n_coords} input coordinates, effect {t.effect:.1f} robust SD, attack "
                 f"success {asr_before.get(t.target, float('nan')):.0%} on a probe)"
             )
-        elif i in cluster_reason:
-            reasons[i] = cluster_reason[i]
         else:
-            reasons[i] = (
-                f"label {data.class_name(int(data.y[i]))} disagrees with "
-                f"{space.majority_share[i]:.0%} of its input-space neighbours (majority "
-                f"{data.class_name(int(space.majority[i]))}) and with a probe that never saw it "
-                f"(p(label) = {p_given[i]:.2f})"
-            )
+            reasons[i] = _noise_reason(i)
+    set_aside_reasons = {
+        int(i): (
+            f"set aside, not counted as poison: {int(set_aside.sum())} label-noise flags "
+            f"({set_aside.mean():.1%} of the data, at most the clean allowance "
+            f"{CLEAN_ALLOWANCE:.0%}) next to a flagged pattern; mitigate relabels it (or drops "
+            f"it from a keep-mask): {_noise_reason(int(i))}"
+        )
+        for i in np.flatnonzero(set_aside)
+    }
 
     noise_frac = float(noise.mean())
     risk_parts = {
@@ -564,7 +628,29 @@ def scan(
         record_id=data.record_id,
         class_names=data.classes,
         detectors=detectors,
+        set_aside=set_aside,
+        set_aside_reasons=set_aside_reasons,
     )
+
+
+def _beyond_clean_level(data: Prepared, noise: NDArray[np.bool_], cluster: frozenset[int]) -> bool:
+    """Whether label-noise flags are more than the rule's clean-data level, whatever their total.
+
+    The set-aside (module docstring) is for the thin, spread flags the rule raises on clean
+    data. An attacker can keep targeted flips under the 2 % total and plant a cheap pattern to
+    have them set aside; targeted flips are concentrated. Not the clean level: a relabelled
+    cluster among the flags (rule 3 never fires on the clean tuning sets), or a class whose
+    label-noise share is in the guarded band (the per-class ``label_noise`` class test; on the
+    tuning sets' pattern scans the set-aside flags reached a per-class risk of at most 16,
+    MNIST-5k; 18 targeted flips into one digits class reach 97).
+    """
+    if any(noise[i] for i in cluster):
+        return True
+    for c in range(data.n_classes):
+        m = data.y == c
+        if m.any() and risk_from_fraction(float(noise[m].mean())) >= BANDS[1][0]:
+            return True
+    return False
 
 
 def _calibrate(
@@ -608,7 +694,25 @@ def _calibrate(
     return out
 
 
-def _noise_rule(data: Prepared, space: InputSpace, oof: NDArray[np.float64]) -> NDArray[np.bool_]:
+def _votes(
+    neighbours: NDArray[np.intp], labels: NDArray[np.int64], n_classes: int
+) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
+    """Neighbour majority, its share, and each sample's disagreement under ``labels``."""
+    nl = labels[neighbours]
+    n, k = nl.shape
+    counts = np.zeros((n, n_classes), dtype=np.int64)
+    np.add.at(counts, (np.repeat(np.arange(n), k), nl.ravel()), 1)
+    disagreement = (nl != labels[:, None]).mean(axis=1)
+    return counts.argmax(axis=1).astype(np.int64), counts.max(axis=1) / k, disagreement
+
+
+def _noise_rule(
+    data: Prepared,
+    space: InputSpace,
+    oof: NDArray[np.float64],
+    *,
+    labels: NDArray[np.int64] | None = None,
+) -> NDArray[np.bool_]:
     """Rule 2 (label noise), its cuts scaled by the data's own noise level.
 
     ``r`` = share of samples whose neighbour majority and cross-fitted probe agree on another
@@ -618,20 +722,88 @@ def _noise_rule(data: Prepared, space: InputSpace, oof: NDArray[np.float64]) -> 
     (≤ 0.7), ``p(label) < 0.2 + r`` and typical neighbours ≥ ``0.5·(1 − r)``. On clean data
     (``r ≈ 0.01–0.03``) this is the fixed rule (0.7 / 0.2 / 0.5). Set on the tuning sets: at 20 %
     random flips the fixed cuts missed 27 % (digits) and 33 % (MNIST-5k) of the flips.
+
+    ``labels`` (default: the given labels) are the labels the *neighbours* vote with; the
+    sample itself is always judged on its given label (:func:`_label_noise`'s second pass
+    passes the first pass's corrected labels).
     """
     n = len(data.y)
+    if labels is None:
+        majority, share, disagreement = space.majority, space.majority_share, space.disagreement
+    else:
+        majority, share, disagreement = _votes(space.neighbours, labels, data.n_classes)
     pred = oof.argmax(1)
     p_given = oof[np.arange(n), data.y]
-    typical = (space.disagreement < 0.5)[space.neighbours].mean(axis=1)
-    wrong = (space.majority != data.y) & (pred == space.majority)
+    typical = (disagreement < 0.5)[space.neighbours].mean(axis=1)
+    wrong = (majority != data.y) & (pred == majority)
     r = float((wrong & (pred != data.y)).mean())
     out: NDArray[np.bool_] = (
         wrong
-        & (space.majority_share >= min(0.7, 0.7 * (1.0 - r) / 0.97))
+        & (share >= min(0.7, 0.7 * (1.0 - r) / 0.97))
         & (p_given < max(0.2, 0.2 + r))
         & (typical >= min(0.5, 0.5 * (1.0 - r)))
     )
     return out
+
+
+#: the label-noise risk at which the first pass's flags are taken as evidence of noise and the
+#: rule is run once more on the corrected labels: the lower bound of the guarded band
+_SECOND_PASS_RISK = 20.0
+
+
+def _label_noise(
+    data: Prepared,
+    space: InputSpace,
+    z: NDArray[np.float64],
+    oof: NDArray[np.float64],
+    *,
+    seed: int,
+) -> tuple[NDArray[np.bool_], NDArray[np.int64], dict[int, str], int]:
+    """Rule 2 with one round of iterative cleaning; returns flags, relabel targets, reasons of
+    the second pass's flags and the number of passes run (reported as
+    ``calibration["label_noise_passes"]``).
+
+    At a high flip rate the noise hides itself: a flipped sample's neighbours carry flipped
+    labels too, and a probe fitted on the noisy labels is unsure (at 20 % flips on breast_cancer,
+    an evaluation set, its held-out accuracy against the true labels fell to 0.67 and flipped
+    samples kept ``p(label)`` 0.4–0.5). Confident learning (Northcutt, Jiang, Chuang 2021, JAIR 70,
+    arXiv:1911.00068) prunes the confident label errors and trains again on what is left. Here:
+    when the first pass flags enough to put the data in the guarded band or above (label-noise
+    risk ≥ 20, i.e. clearly more than the clean allowance), its flags are relabelled to their
+    neighbour majority, the cross-fitted probe is refitted on those corrected labels, and the
+    rule runs once more with neighbours voting with the corrected labels and the refitted probe
+    (each sample still judged on its *given* label, the cuts scaled by the rate re-estimated in
+    that view). Below the guarded band nothing changes, so clean data (tuning sets: ≤ 1 %
+    flagged) keeps exactly the one-pass rule; the refit costs one more cross-fit only on data
+    that is already reported as noisy.
+
+    Measured on the tuning sets (F1 one pass → two passes, 80 % split, scan seed 0): digits
+    flip 10/20 % 0.94/0.89 → 0.96/0.96, MNIST-5k 0.88/0.85 → 0.89/0.90, MNIST 3-vs-8
+    0.88/0.82 → 0.94/0.93; the price is precision at 5 % flips on MNIST-5k (0.85 → 0.78, F1
+    0.85 → 0.82: the sharper refitted probe also rejects some ambiguous genuine digits).
+    """
+    first = _noise_rule(data, space, oof)
+    relabel = space.majority.copy()
+    if risk_from_fraction(float(first.mean())) < _SECOND_PASS_RISK:
+        return first, relabel, {}, 1
+    corrected = data.y.copy()
+    corrected[first] = space.majority[first]
+    oof2 = crossfit_probs(z, corrected, n_classes=data.n_classes, seed=seed)
+    second = _noise_rule(data, space, oof2, labels=corrected) & ~first
+    majority, share, _ = _votes(space.neighbours, corrected, data.n_classes)
+    relabel[second] = majority[second]
+    n_first = int(first.sum())
+    reasons = {
+        int(i): (
+            f"label {data.class_name(int(data.y[i]))} disagrees with {share[i]:.0%} of its "
+            f"input-space neighbours (majority {data.class_name(int(majority[i]))}) once the "
+            f"{n_first} clearer label errors among them and elsewhere are corrected, and with "
+            f"a probe retrained on the corrected labels that never saw it "
+            f"(p(label) = {oof2[i, data.y[i]]:.2f})"
+        )
+        for i in np.flatnonzero(second)
+    }
+    return first | second, relabel, reasons, 2
 
 
 def _mitigations(
