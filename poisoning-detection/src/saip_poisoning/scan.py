@@ -74,6 +74,7 @@ from saip_poisoning.detectors import (
     SpectralSignature,
 )
 from saip_poisoning.detectors.reclassify import reclassify_clusters
+from saip_poisoning.imageprobe import ImageProbe, image_features, is_image
 from saip_poisoning.inputspace import InputSpace, input_space
 from saip_poisoning.model import ProbeView, crossfit_probs, fit_probe
 from saip_poisoning.trigger import (
@@ -95,6 +96,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: the scan's default second probe for images (escalation when the pixel probe misses a floor)
+DEFAULT_IMAGE_PROBE = ImageProbe()
 #: (lower bound, name) of the documented risk bands
 BANDS: tuple[tuple[float, str], ...] = ((0, "low"), (20, "guarded"), (40, "high"), (70, "critical"))
 #: share of clean samples the label-noise rule flags on the tuning sets, not counted as risk
@@ -319,6 +322,7 @@ def scan(
     min_asr: float = 0.5,
     min_accuracy: float = 0.6,
     min_agreement: float = 0.8,
+    image_probe: ImageProbe | None = DEFAULT_IMAGE_PROBE,
 ) -> ScanReport:
     """Scan ``(x, y)`` for poisoning; see the module docstring for rules, calibration and risk.
 
@@ -340,6 +344,12 @@ def scan(
     min_effect, min_asr, min_accuracy, min_agreement
         The trigger effect cut (robust SD; set on digits/MNIST-5k), the ASR a trigger must reach
         to count as a working backdoor, and the calibration floors.
+    image_probe
+        The second probe for images (:class:`~saip_poisoning.imageprobe.ImageProbe`): with
+        the default ``mode="auto"``, N×H×W(×C) inputs whose pixel probe misses a calibration
+        floor are judged on label-free texture and random-convolution features instead
+        (``calibration["probe"]`` names the probe used, ``calibration["probes"]`` gives each
+        probe's measurements). ``None`` keeps the pixel probe only.
 
     Raises
     ------
@@ -352,10 +362,21 @@ def scan(
         if y is None:
             raise TypeError("scan() needs labels y unless x is a Prepared dataset")
         data = prepare(x, y, producer=producer, record_id=record_id, min_per_class=min_per_class)
+    if image_probe is not None and not isinstance(image_probe, ImageProbe):
+        raise TypeError(
+            f"image_probe must be an ImageProbe or None, got {type(image_probe).__name__}"
+        )
+    if image_probe is not None and image_probe.mode == "always" and not is_image(data, image_probe):
+        raise ValueError(
+            "image_probe mode 'always' needs N×H×W or N×H×W×C inputs with sides >= "
+            f"{image_probe.min_side}, got per-sample shape {data.shape}"
+        )
     space = input_space(data, seed=seed)
-    z = space.z / (float(space.z.std()) or 1.0)
-    oof = crossfit_probs(z, data.y, n_classes=data.n_classes, seed=seed)
-    calibration = _calibrate(data, space, oof, min_accuracy, min_agreement)
+    # ``lspace``/``oof``: the view labels are judged in (calibration, label-noise rules): the
+    # pixel PCA, or the image features when the pixel probe cannot learn the images
+    lspace, oof, calibration = _judging_view(
+        data, space, image_probe, seed=seed, min_accuracy=min_accuracy, min_agreement=min_agreement
+    )
     calibrated = bool(calibration["calibrated"])
 
     triggers = find_triggers(data, space, min_effect=min_effect, seed=seed)
@@ -415,11 +436,11 @@ def scan(
             carrier_of[new] = t.target
             stamped |= new
     carrier |= stamped
-    noise = _noise_rule(data, space, oof) if calibrated else np.zeros(n, dtype=bool)
-    relabel = space.majority.copy()
+    noise = _noise_rule(data, lspace, oof) if calibrated else np.zeros(n, dtype=bool)
+    relabel = lspace.majority.copy()
     cluster_reason: dict[int, str] = {}
     if calibrated:
-        for cl in reclassify_clusters(space.z, data.y, data.n_classes, seed=seed):
+        for cl in reclassify_clusters(lspace.z, data.y, data.n_classes, seed=seed):
             noise[cl.members] = True
             relabel[cl.members] = cl.voted
             for i in cl.members:
@@ -432,7 +453,7 @@ def scan(
     flags = carrier | noise
 
     p_given = oof[np.arange(n), data.y]
-    scores = np.maximum(space.disagreement * (1.0 - p_given) / 0.56, 0.0)
+    scores = np.maximum(lspace.disagreement * (1.0 - p_given) / 0.56, 0.0)
     for t, ok in zip(triggers, verified, strict=True):
         if ok:
             scores = np.maximum(scores, t.projection(data.xs) / t.cut)
@@ -475,10 +496,11 @@ def scan(
         elif i in cluster_reason:
             reasons[i] = cluster_reason[i]
         else:
+            where = "input-space" if lspace is space else "image-feature"
             reasons[i] = (
                 f"label {data.class_name(int(data.y[i]))} disagrees with "
-                f"{space.majority_share[i]:.0%} of its input-space neighbours (majority "
-                f"{data.class_name(int(space.majority[i]))}) and with a probe that never saw it "
+                f"{lspace.majority_share[i]:.0%} of its {where} neighbours (majority "
+                f"{data.class_name(int(lspace.majority[i]))}) and with a probe that never saw it "
                 f"(p(label) = {p_given[i]:.2f})"
             )
 
@@ -567,13 +589,107 @@ def scan(
     )
 
 
+def _judging_view(
+    data: Prepared,
+    space: InputSpace,
+    image_probe: ImageProbe | None,
+    *,
+    seed: int,
+    min_accuracy: float,
+    min_agreement: float,
+) -> tuple[InputSpace, NDArray[np.float64], dict[str, Any]]:
+    """The neighbours, cross-fitted probabilities and calibration labels are judged with.
+
+    First the pixel probe (PCA of the scaled inputs). For images, when it misses a floor (or
+    with ``mode="always"``), the same PCA + k-NN + cross-fitted MLP run on the label-free
+    image features (:mod:`saip_poisoning.imageprobe`). A second probe is a second chance at
+    the same floors (data at a floor passes one probe about half the time, one of two about
+    three times in four), so after a failed first probe the image probe must clear each floor
+    by two binomial standard errors of its own measurement (``selection_margin``). The image
+    view judges labels when it is calibrated; otherwise the report gives both probes'
+    measurements and stays uncalibrated. ``calibration["probes"]`` lists every probe tried.
+    """
+    z = space.z / (float(space.z.std()) or 1.0)
+    oof = crossfit_probs(z, data.y, n_classes=data.n_classes, seed=seed)
+    cal = _calibrate(data, space, oof, min_accuracy, min_agreement)
+    tried = [{"probe": "pixels", **_summary(cal)}]
+    use = (space, oof, cal, "pixels")
+    if (
+        image_probe is not None
+        and is_image(data, image_probe)
+        and (image_probe.mode == "always" or not cal["calibrated"])
+    ):
+        margin = {"accuracy": 0.0, "agreement": 0.0}
+        if not cal["calibrated"]:
+            n_class = float(np.median(np.bincount(data.y)[np.bincount(data.y) > 0]))
+            margin = {
+                "accuracy": round(2.0 * math.sqrt(min_accuracy * (1 - min_accuracy) / n_class), 4),
+                "agreement": round(
+                    2.0 * math.sqrt(min_agreement * (1 - min_agreement) / len(data.y)), 4
+                ),
+            }
+        feats = image_features(data, image_probe, seed=seed)
+        fdata = dc_replace(data, x=feats, xs=feats, shape=(feats.shape[1],))
+        fspace = input_space(fdata, seed=seed)
+        fz = fspace.z / (float(fspace.z.std()) or 1.0)
+        foof = crossfit_probs(fz, data.y, n_classes=data.n_classes, seed=seed)
+        fcal = _calibrate(
+            data,
+            fspace,
+            foof,
+            min(1.0, min_accuracy + margin["accuracy"]),
+            min(1.0, min_agreement + margin["agreement"]),
+            where="image-feature",
+        )
+        fcal["selection_margin"] = margin
+        tried.append({"probe": "image_features", **_summary(fcal), "selection_margin": margin})
+        if fcal["calibrated"]:
+            use = (fspace, foof, fcal, "image_features")
+        elif not cal["calibrated"]:
+            cal["reason"] = (
+                "pixel probe: "
+                + "; ".join(cal["problems"])
+                + "; image-feature probe (floors raised by the selection margin): "
+                + "; ".join(fcal["problems"])
+                + _TOO_HARD
+            )
+    lspace, loof, out, name = use
+    out.pop("problems", None)
+    out["probe"] = name
+    out["probes"] = tried
+    return lspace, loof, out
+
+
+def _summary(cal: Mapping[str, Any]) -> dict[str, Any]:
+    keys = (
+        "oof_accuracy",
+        "oof_accuracy_median_class",
+        "probe_neighbour_agreement",
+        "knn_accuracy",
+        "min_accuracy",
+        "min_agreement",
+        "calibrated",
+    )
+    return {k: cal[k] for k in keys}
+
+
+_TOO_HARD = (
+    ": the data is too hard for the probe to tell wrong labels from hard samples, so the "
+    "label-noise rule was not run (trigger search still ran)"
+)
+
+
 def _calibrate(
     data: Prepared,
     space: InputSpace,
     oof: NDArray[np.float64],
     min_accuracy: float,
     min_agreement: float,
+    *,
+    where: str = "input-space",
 ) -> dict[str, Any]:
+    """The calibration measurements of one probe and its neighbours; ``problems`` (popped by
+    :func:`_judging_view`) lists the floors missed."""
     pred = oof.argmax(1)
     per_class = [
         float((pred[data.y == c] == c).mean()) for c in range(data.n_classes) if (data.y == c).any()
@@ -585,26 +701,23 @@ def _calibrate(
         "oof_accuracy_median_class": round(acc, 4),
         "probe_neighbour_agreement": round(agree, 4),
         "knn_accuracy": round(float((space.majority == data.y).mean()), 4),
-        "min_accuracy": min_accuracy,
-        "min_agreement": min_agreement,
+        "min_accuracy": round(min_accuracy, 4),
+        "min_agreement": round(min_agreement, 4),
     }
     problems = []
     if acc < min_accuracy:
         problems.append(
-            f"held-out probe accuracy (median over classes) {acc:.2f} < {min_accuracy:.2f}"
+            f"held-out probe accuracy (median over classes) {acc:.3f} < {min_accuracy:.3f}"
         )
     if agree < min_agreement:
         problems.append(
-            f"probe and input-space neighbours agree on only {agree:.0%} of samples "
-            f"(< {min_agreement:.0%})"
+            f"probe and {where} neighbours agree on only {agree:.1%} of samples "
+            f"(< {min_agreement:.1%})"
         )
     out["calibrated"] = not problems
+    out["problems"] = problems
     if problems:
-        out["reason"] = (
-            "; ".join(problems)
-            + ": the data is too hard for the probe to tell wrong labels from hard samples, so "
-            "the label-noise rule was not run (trigger search still ran)"
-        )
+        out["reason"] = "; ".join(problems) + _TOO_HARD
     return out
 
 
