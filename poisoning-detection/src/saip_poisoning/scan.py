@@ -98,6 +98,13 @@ logger = logging.getLogger(__name__)
 
 #: the scan's default second probe for images (escalation when the pixel probe misses a floor)
 DEFAULT_IMAGE_PROBE = ImageProbe()
+#: the range the label-noise rule was validated on: the lowest probe/neighbour agreement and
+#: median per-class held-out accuracy of the (pixel) probe over every benchmark cell of the
+#: tuning sets (digits, MNIST-5k, MNIST 3-vs-8, scan seed 0; clean seeds 0–2): 0.884 (MNIST-5k
+#: pair flip 10 %) and 0.715 (MNIST-5k flip 20 %). A second probe (the image probe, after the
+#: pixel probe missed a floor) is trusted only inside that range
+_VALIDATED_AGREEMENT = 0.88
+_VALIDATED_ACCURACY = 0.71
 #: (lower bound, name) of the documented risk bands
 BANDS: tuple[tuple[float, str], ...] = ((0, "low"), (20, "guarded"), (40, "high"), (70, "critical"))
 #: share of clean samples the label-noise rule flags on the tuning sets, not counted as risk
@@ -602,11 +609,13 @@ def _judging_view(
 
     First the pixel probe (PCA of the scaled inputs). For images, when it misses a floor (or
     with ``mode="always"``), the same PCA + k-NN + cross-fitted MLP run on the label-free
-    image features (:mod:`saip_poisoning.imageprobe`). A second probe is a second chance at
-    the same floors (data at a floor passes one probe about half the time, one of two about
-    three times in four), so after a failed first probe the image probe must clear each floor
-    by two binomial standard errors of its own measurement (``selection_margin``). The image
-    view judges labels when it is calibrated; otherwise the report gives both probes'
+    image features (:mod:`saip_poisoning.imageprobe`). After a failed first probe the image
+    probe must pass stricter floors: (a) a second probe is a second chance at the same floors
+    (data at a floor passes one probe about half the time, one of two about three times in
+    four), so it must clear each floor by two binomial standard errors of its own measurement
+    (``selection_margin``); (b) it must stay inside the range the label-noise rule was
+    validated on (``_VALIDATED_AGREEMENT``, ``_VALIDATED_ACCURACY``, from the tuning sets).
+    The image view judges labels when it passes; otherwise the report gives both probes'
     measurements and stays uncalibrated. ``calibration["probes"]`` lists every probe tried.
     """
     z = space.z / (float(space.z.std()) or 1.0)
@@ -620,14 +629,18 @@ def _judging_view(
         and (image_probe.mode == "always" or not cal["calibrated"])
     ):
         margin = {"accuracy": 0.0, "agreement": 0.0}
+        acc_floor, agree_floor = min_accuracy, min_agreement
         if not cal["calibrated"]:
-            n_class = float(np.median(np.bincount(data.y)[np.bincount(data.y) > 0]))
+            counts = np.bincount(data.y)
+            n_class = float(np.median(counts[counts > 0]))
             margin = {
                 "accuracy": round(2.0 * math.sqrt(min_accuracy * (1 - min_accuracy) / n_class), 4),
                 "agreement": round(
                     2.0 * math.sqrt(min_agreement * (1 - min_agreement) / len(data.y)), 4
                 ),
             }
+            acc_floor = max(min_accuracy + margin["accuracy"], _VALIDATED_ACCURACY)
+            agree_floor = max(min_agreement + margin["agreement"], _VALIDATED_AGREEMENT)
         feats = image_features(data, image_probe, seed=seed)
         fdata = dc_replace(data, x=feats, xs=feats, shape=(feats.shape[1],))
         fspace = input_space(fdata, seed=seed)
@@ -637,8 +650,8 @@ def _judging_view(
             data,
             fspace,
             foof,
-            min(1.0, min_accuracy + margin["accuracy"]),
-            min(1.0, min_agreement + margin["agreement"]),
+            min(1.0, acc_floor),
+            min(1.0, agree_floor),
             where="image-feature",
         )
         fcal["selection_margin"] = margin

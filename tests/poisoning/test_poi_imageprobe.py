@@ -1,0 +1,230 @@
+"""The image-feature probe: an escalation for images a pixel probe cannot learn.
+
+Test data: Gaussian random fields whose classes differ only in their spectral slope (the
+texture's roughness). Each image has a random phase, so pixel neighbours and a probe on raw
+pixels see little (the pixel probe misses the agreement floor), while gradient/Laplacian
+statistics and convolution energies separate the classes.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from saip_poisoning import scan
+from saip_poisoning.attacks import poison
+from saip_poisoning.data import prepare
+from saip_poisoning.imageprobe import ImageProbe, image_features, is_image
+
+
+def _fields(
+    n_per: int, slopes: tuple[float, ...] = (0.0, 1.5, 3.0), side: int = 12, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    fr = np.hypot(np.fft.fftfreq(side)[:, None], np.fft.fftfreq(side)[None, :])
+    fr[0, 0] = 1.0
+    xs, ys = [], []
+    for c, a in enumerate(slopes):
+        amp = fr ** (-a)
+        amp[0, 0] = 0.0
+        for _ in range(n_per):
+            z = np.fft.ifft2(amp * np.fft.fft2(rng.normal(size=(side, side)))).real
+            xs.append((z - z.mean()) / z.std())
+            ys.append(c)
+    return np.array(xs), np.array(ys, dtype=np.int64)
+
+
+@pytest.fixture(scope="module")
+def fields() -> tuple[np.ndarray, np.ndarray]:
+    return _fields(150)
+
+
+def test_poi_image_probe_finds_flips_the_pixel_probe_cannot_judge(
+    fields: tuple[np.ndarray, np.ndarray],
+) -> None:
+    x, y = fields
+    p = poison(x, y, attack="flip", rate=0.1, rng=np.random.default_rng(1))
+    # the pixel probe alone: too weak to judge labels, so the label-noise rule does not run
+    pixels = scan(p.x, p.y, image_probe=None)
+    assert pixels.calibrated is False
+    assert [q["probe"] for q in pixels.calibration["probes"]] == ["pixels"]
+    assert not pixels.noise.any()
+    # with the image probe (default): calibrated on the image features, flips found
+    r = scan(p.x, p.y)
+    assert r.calibrated is True
+    assert r.calibration["probe"] == "image_features"
+    tp = int((r.flags & p.is_poison).sum())
+    assert tp / p.is_poison.sum() >= 0.7
+    assert tp / r.flags.sum() >= 0.8
+    assert r.risk_score >= 40
+    flipped = np.flatnonzero(r.flags & p.is_poison)
+    assert all("image-feature neighbours" in r.reasons[int(i)] for i in flipped)
+    # relabelled to the image-feature neighbours' majority: mostly the true class
+    assert (r.relabel[flipped] == y[flipped]).mean() >= 0.8
+
+
+def test_poi_image_probe_reports_every_probe_in_calibration(
+    fields: tuple[np.ndarray, np.ndarray],
+) -> None:
+    x, y = fields
+    r = scan(x, y)
+    probes = r.calibration["probes"]
+    assert [q["probe"] for q in probes] == ["pixels", "image_features"]
+    pix, img = probes
+    assert pix["calibrated"] is False
+    assert img["calibrated"] is True
+    # the second probe had to clear the floors by its selection margin
+    margin = img["selection_margin"]
+    assert margin["accuracy"] > 0
+    assert margin["agreement"] > 0
+    assert img["min_agreement"] >= max(0.8 + margin["agreement"], 0.88) - 1e-4
+    assert img["min_accuracy"] >= max(0.6 + margin["accuracy"], 0.71) - 1e-4
+    assert img["oof_accuracy_median_class"] > pix["oof_accuracy_median_class"] + 0.1
+    assert r.calibration["oof_accuracy_median_class"] == img["oof_accuracy_median_class"]
+    json.loads(r.to_json())  # the report stays JSON-able
+
+
+def test_poi_image_probe_clean_textures_not_flagged(fields: tuple[np.ndarray, np.ndarray]) -> None:
+    x, y = fields
+    for seed in (0, 1, 2):
+        r = scan(x, y, seed=seed)
+        assert r.calibration["probe"] == "image_features"
+        assert r.flags.mean() <= 0.05
+        assert r.risk_score < 20
+
+
+def test_poi_image_probe_overlapping_textures_stay_uncalibrated() -> None:
+    # heavy natural overlap (close slopes): even the image probe cannot judge labels, so the
+    # scan says so and flags nothing as label noise
+    x, y = _fields(100, slopes=(1.0, 1.3, 1.6), seed=3)
+    r = scan(x, y)
+    assert r.calibrated is False
+    assert "image-feature probe" in r.calibration["reason"]
+    assert [q["calibrated"] for q in r.calibration["probes"]] == [False, False]
+    assert r.risk_score < 20
+    assert not r.noise.any()
+    assert r.mitigations[0].action == "review_manually"
+
+
+def test_poi_image_probe_unlearnable_images_stay_uncalibrated() -> None:
+    rng = np.random.default_rng(0)
+    x, y = rng.random((450, 10, 10)), rng.integers(0, 3, 450)
+    r = scan(x, y)
+    assert r.calibrated is False
+    assert len(r.calibration["probes"]) == 2
+    assert r.risk_score < 20
+    assert r.flags.mean() <= 0.05
+
+
+def test_poi_image_probe_not_used_for_tabular_data() -> None:
+    # boston-like heavy class overlap on tabular data: no image probe, still not flagged
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 500)
+    x = rng.normal(size=(500, 13)) + 0.3 * y[:, None]
+    r = scan(x, y)
+    assert [q["probe"] for q in r.calibration["probes"]] == ["pixels"]
+    assert r.calibration["probe"] == "pixels"
+    assert r.risk_score < 20
+    assert r.flags.mean() <= 0.05
+
+
+def test_poi_image_probe_same_seed_same_report(fields: tuple[np.ndarray, np.ndarray]) -> None:
+    x, y = fields
+    p = poison(x, y, attack="flip", rate=0.1, rng=np.random.default_rng(2))
+    a, b = scan(p.x, p.y, seed=4), scan(p.x, p.y, seed=4)
+    assert a.to_dict() == b.to_dict()
+
+
+def test_poi_image_features_are_label_free_and_seeded(
+    fields: tuple[np.ndarray, np.ndarray],
+) -> None:
+    x, y = fields
+    probe = ImageProbe()
+    d = prepare(x, y)
+    shuffled = prepare(x, np.random.default_rng(0).permutation(y))
+    f = image_features(d, probe, seed=0)
+    assert np.array_equal(f, image_features(shuffled, probe, seed=0))
+    assert np.array_equal(f, image_features(d, probe, seed=0))
+    assert not np.array_equal(f, image_features(d, probe, seed=1))
+    assert np.isfinite(f).all()
+    assert f.shape[0] == len(y)
+
+
+def test_poi_image_features_colour_images() -> None:
+    rng = np.random.default_rng(0)
+    x, y = rng.random((40, 9, 9, 3)), np.repeat([0, 1], 20)
+    d = prepare(x, y)
+    assert is_image(d, ImageProbe())
+    f = image_features(d, ImageProbe(filters=8), seed=0)
+    assert f.shape[0] == 40
+    assert np.isfinite(f).all()
+    # N×H×W×C with many "channels" is a table of vectors, not an image
+    assert not is_image(prepare(rng.random((40, 9, 9, 16)), y), ImageProbe())
+    # images smaller than min_side keep the pixel probe only
+    assert not is_image(prepare(rng.random((40, 4, 4)), y), ImageProbe())
+
+
+def test_poi_image_probe_always_mode(fields: tuple[np.ndarray, np.ndarray]) -> None:
+    x, y = fields
+    r = scan(x, y, image_probe=ImageProbe(mode="always"))
+    assert r.calibration["probe"] == "image_features"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"mode": "never"}, ValueError, "ImageProbe.mode"),
+        ({"filters": 0}, ValueError, "ImageProbe.filters"),
+        ({"filters": 1000}, ValueError, "ImageProbe.filters"),
+        ({"bins": 2}, ValueError, "ImageProbe.bins"),
+        ({"min_side": 1}, ValueError, "ImageProbe.min_side"),
+        ({"filters": 8.0}, TypeError, "ImageProbe.filters"),
+        ({"bins": True}, TypeError, "ImageProbe.bins"),
+    ],
+)
+def test_poi_image_probe_config_validated_at_construction(
+    kwargs: dict[str, object], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        ImageProbe(**kwargs)  # type: ignore[arg-type]
+
+
+def test_poi_image_probe_config_is_keyword_only_and_checked_by_scan(
+    fields: tuple[np.ndarray, np.ndarray],
+) -> None:
+    x, y = fields
+    with pytest.raises(TypeError):
+        ImageProbe("always")  # type: ignore[misc]
+    with pytest.raises(TypeError, match="image_probe"):
+        scan(x, y, image_probe="always")  # type: ignore[arg-type]
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="image_probe mode 'always'"):
+        scan(rng.random((60, 5)), np.repeat([0, 1], 30), image_probe=ImageProbe(mode="always"))
+    with pytest.raises(ValueError, match="image probe needs"):
+        image_features(prepare(rng.random((60, 5)), np.repeat([0, 1], 30)), ImageProbe())
+
+
+def test_poi_image_probe_clean_natural_crops_not_flagged() -> None:
+    # crops of the two photographs shipped with scikit-learn (the benchmark's `crops` set,
+    # smaller): the image probe lifts the held-out accuracy but the classes overlap too much
+    # to judge labels; clean crops must not be flagged either way
+    from sklearn.datasets import load_sample_images
+
+    rng = np.random.default_rng(0)
+    xs, ys = [], []
+    for i, img in enumerate(load_sample_images().images):
+        g = img.mean(axis=2) / 255.0
+        h = g.shape[0] // 2
+        for half in (0, 1):
+            for _ in range(150):
+                r0 = rng.integers(half * h, (half + 1) * h - 12)
+                c0 = rng.integers(0, g.shape[1] - 12)
+                xs.append(g[r0 : r0 + 12, c0 : c0 + 12])
+                ys.append(2 * i + half)
+    x, y = np.array(xs), np.array(ys)
+    r = scan(x, y)
+    pix, img = r.calibration["probes"]
+    assert img["oof_accuracy_median_class"] > pix["oof_accuracy_median_class"]
+    assert r.flags.mean() <= 0.05
+    assert r.risk_score < 20
