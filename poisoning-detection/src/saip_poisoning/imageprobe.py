@@ -105,12 +105,11 @@ def _hist(
     v: NDArray[np.float64], edges: NDArray[np.float64], weights: NDArray[np.float64] | None
 ) -> NDArray[np.float64]:
     """Per-row histogram of ``v`` (``n×m``) over interior ``edges``, as shares of the row."""
-    b = np.searchsorted(edges, v, side="right")
     nb = len(edges) + 1
     n = len(v)
-    w = np.ones_like(v) if weights is None else weights
-    out = np.zeros((n, nb))
-    np.add.at(out, (np.repeat(np.arange(n), v.shape[1]), b.ravel()), w.ravel())
+    idx = np.searchsorted(edges, v, side="right") + nb * np.arange(n)[:, None]
+    w = None if weights is None else weights.ravel()
+    out = np.bincount(idx.ravel(), weights=w, minlength=n * nb).reshape(n, nb).astype(np.float64)
     tot = out.sum(axis=1, keepdims=True)
     return out / np.where(tot > 0, tot, 1.0)
 

@@ -15,6 +15,17 @@ neighbour majority. Below ``min_accuracy`` / ``min_agreement`` the report says
 (on such data "disagrees with its neighbours" mostly means "hard", not "poisoned") and the risk
 only reflects what does not need a good probe (a reconstructed, verified trigger).
 
+**Image probe** (:mod:`saip_poisoning.imageprobe`). For N×H×W(×C) inputs whose pixel probe
+misses a floor, the same neighbours + cross-fitted probe are computed on a label-free image
+representation — texture statistics (HOG-style gradient histograms, Dalal & Triggs 2005;
+marginal/derivative texture statistics, Portilla & Simoncelli 2000) and random-convolution
+energies (Jarrett et al. 2009; Saxe et al. 2011) — and that view judges labels if it passes
+stricter floors: each floor plus two binomial standard errors (a second probe is a second
+chance at the same floors) and at least the range the label-noise rule was validated on (the
+tuning sets' lowest agreement 0.88 and median class accuracy 0.71). ``calibration["probe"]``
+names the view used, ``calibration["probes"]`` lists every probe tried with its numbers.
+Trigger search stays in input space.
+
 Rules
 -----
 1. **trigger carrier** — a sample whose projection on a reconstructed trigger is past the cut
