@@ -13,11 +13,11 @@ learning from the labels:
   Laplacian (the marginal and derivative statistics of texture models: Julesz 1962; Heeger &
   Bergen 1995; Portilla & Simoncelli 2000);
 - **random-convolution energies**: two stages of fixed random zero-mean 3×3 filters,
-  rectified (absolute value) and pooled (mean and max over the image; 2×2 average pooling
-  between the stages). Random filters with rectification and pooling already give most of a
-  trained convolutional network's discrimination (Jarrett et al. 2009, "What is the best
-  multi-stage architecture for object recognition?"; Saxe et al. 2011, "On random weights and
-  unsupervised feature learning").
+  rectified (absolute value) and pooled (mean and max over the image; average pooling
+  between the stages to at most ≈ 8×8 positions, 2×2 for small images). Random filters with
+  rectification and pooling already give most of a trained convolutional network's
+  discrimination (Jarrett et al. 2009, "What is the best multi-stage architecture for object
+  recognition?"; Saxe et al. 2011, "On random weights and unsupervised feature learning").
 
 Nothing here is fitted to the labels (only the histogram bin edges, from quantiles of the
 data, and the random filters, from ``seed``), so neighbours in this space are as hard for a
@@ -48,8 +48,8 @@ __all__ = ["ImageProbe", "image_features", "is_image"]
 
 #: rows used to fix the histogram bin edges (quantiles): enough for 8 bins, bounded cost
 _EDGE_ROWS = 2000
-#: images per batch (bounds the convolution buffers: 2,048 × 32 × 28 × 28 float32 ≈ 200 MB)
-_BATCH = 2048
+#: images per batch (bounds the convolution buffers: 512 × 32 × 28 × 28 float32 ≈ 51 MB)
+_BATCH = 512
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -157,6 +157,9 @@ def image_features(data: Prepared, probe: ImageProbe, *, seed: int = 0) -> NDArr
     mag_edges = np.unique(np.quantile(mag_s, q))
     ang_edges = np.pi * np.arange(1, probe.bins) / probe.bins
 
+    # the second stage runs on at most ~8×8 positions (2×2 pooling for small images, coarser
+    # for large ones: its cost grows with filters² × positions)
+    pool = max(2, -(-min(h, w) // 8))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # deterministic summation order, and no oversubscription
     parts = []
@@ -185,7 +188,7 @@ def image_features(data: Prepared, probe: ImageProbe, *, seed: int = 0) -> NDArr
             with torch.no_grad():
                 xt = torch.as_tensor(img, dtype=torch.float32).permute(0, 3, 1, 2)
                 a1 = torch.nn.functional.conv2d(xt, f1, padding=1).abs()
-                p1 = torch.nn.functional.avg_pool2d(a1, 2, ceil_mode=True)
+                p1 = torch.nn.functional.avg_pool2d(a1, pool, ceil_mode=True)
                 a2 = torch.nn.functional.conv2d(p1, f2, padding=1).abs()
                 conv = torch.cat(
                     [

@@ -640,7 +640,8 @@ def _judging_view(
         and (image_probe.mode == "always" or not cal["calibrated"])
     ):
         margin = {"accuracy": 0.0, "agreement": 0.0}
-        acc_floor, agree_floor = min_accuracy, min_agreement
+        acc_floor = max(min_accuracy, _VALIDATED_ACCURACY)
+        agree_floor = max(min_agreement, _VALIDATED_AGREEMENT)
         if not cal["calibrated"]:
             counts = np.bincount(data.y)
             n_class = float(np.median(counts[counts > 0]))
