@@ -212,19 +212,18 @@ def test_poi_image_probe_clean_natural_crops_not_flagged() -> None:
     from sklearn.datasets import load_sample_images
 
     rng = np.random.default_rng(0)
-    xs, ys = [], []
-    for i, img in enumerate(load_sample_images().images):
-        g = img.mean(axis=2) / 255.0
-        h = g.shape[0] // 2
-        for half in (0, 1):
-            for _ in range(150):
-                r0 = rng.integers(half * h, (half + 1) * h - 12)
-                c0 = rng.integers(0, g.shape[1] - 12)
-                xs.append(g[r0 : r0 + 12, c0 : c0 + 12])
-                ys.append(2 * i + half)
-    x, y = np.array(xs), np.array(ys)
+    crops, labels = [], []
+    for photo, img in enumerate(load_sample_images().images):
+        gray = img.mean(axis=2) / 255.0
+        for half, part in enumerate(np.array_split(gray, 2, axis=0)):
+            grid = np.lib.stride_tricks.sliding_window_view(part, (12, 12))[::7, ::7]
+            grid = grid.reshape(-1, 12, 12)
+            crops.append(grid[rng.choice(len(grid), 150, replace=False)])
+            labels += [2 * photo + half] * 150
+    x, y = np.concatenate(crops), np.array(labels)
     r = scan(x, y)
     pix, img = r.calibration["probes"]
     assert img["oof_accuracy_median_class"] > pix["oof_accuracy_median_class"]
+    assert r.calibrated is False  # better, but short of the image view's floors (README)
     assert r.flags.mean() <= 0.05
     assert r.risk_score < 20
