@@ -12,10 +12,10 @@ import json
 
 import numpy as np
 import pytest
-from saip_poisoning import scan
+from saip_poisoning import ImageProbe, scan
 from saip_poisoning.attacks import poison
 from saip_poisoning.data import prepare
-from saip_poisoning.imageprobe import ImageProbe, image_features, is_image
+from saip_poisoning.imageprobe import image_features, is_image
 
 
 def _fields(
