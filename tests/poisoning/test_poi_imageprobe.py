@@ -244,7 +244,9 @@ _OVERLAP = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=_OVERLAP)
+# not strict: another branch changes the label-noise rule (a second, refit pass), which may turn
+# this false alarm into a pass; an unexpected pass must not break the suite after a merge
+@pytest.mark.xfail(strict=False, reason=_OVERLAP)
 def test_poi_natural_overlap_on_calibrated_clean_data_known_false_alarm() -> None:
     # seen while testing the image probe, not caused by it (tabular: no image probe); the
     # floors pass (accuracy 0.84, agreement 0.90)
