@@ -205,10 +205,13 @@ def test_poi_image_probe_config_is_keyword_only_and_checked_by_scan(
         image_features(prepare(rng.random((60, 5)), np.repeat([0, 1], 30)), ImageProbe())
 
 
-def test_poi_image_probe_clean_natural_crops_not_flagged() -> None:
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_poi_image_probe_clean_natural_crops_not_flagged(seed: int) -> None:
     # crops of the two photographs shipped with scikit-learn (the benchmark's `crops` set,
     # smaller): the image probe lifts the held-out accuracy but the classes overlap too much
-    # to judge labels; clean crops must not be flagged either way
+    # to judge labels; clean crops must not be flagged either way. Scan seeds 1 and 2 are the
+    # guard's proof: under the plain floors (0.6 / 0.8) their image view passes (agreement
+    # 0.803 / 0.802) and the label-noise rule flags 10-11 % of these clean crops (risk 96-97)
     from sklearn.datasets import load_sample_images
 
     rng = np.random.default_rng(0)
@@ -221,7 +224,7 @@ def test_poi_image_probe_clean_natural_crops_not_flagged() -> None:
             crops.append(grid[rng.choice(len(grid), 150, replace=False)])
             labels += [2 * photo + half] * 150
     x, y = np.concatenate(crops), np.array(labels)
-    r = scan(x, y)
+    r = scan(x, y, seed=seed)
     pix, img = r.calibration["probes"]
     assert img["oof_accuracy_median_class"] > pix["oof_accuracy_median_class"]
     assert r.calibrated is False  # better, but short of the image view's floors (README)
