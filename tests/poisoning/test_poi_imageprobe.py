@@ -258,3 +258,63 @@ def test_poi_natural_overlap_on_calibrated_clean_data_known_false_alarm() -> Non
     assert r.calibrated is True
     assert r.flags.mean() <= 0.05
     assert r.risk_score < 20
+
+
+def test_poi_image_features_bound_buffers_for_large_images(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a few large images must not blow memory: the batch is sized by pixels, not by images
+    # (512 images of 512×512 in one batch would need 512 × 32 × 512² float32 ≈ 17 GB for the
+    # first convolution's output alone); the bound is the 28×28 batch's, ≈ 12.8 M values
+    import torch
+
+    from saip_poisoning import imageprobe
+
+    biggest = 0
+    conv2d = torch.nn.functional.conv2d
+
+    def spy(inp: torch.Tensor, weight: torch.Tensor, *a: object, **k: object) -> torch.Tensor:
+        nonlocal biggest
+        out = conv2d(inp, weight, *a, **k)  # type: ignore[arg-type]
+        biggest = max(biggest, out.numel())
+        return out
+
+    monkeypatch.setattr(torch.nn.functional, "conv2d", spy)
+    rng = np.random.default_rng(0)
+    d = prepare(rng.random((4, 512, 512)), np.repeat([0, 1], 2), min_per_class=2)
+    f = imageprobe.image_features(d, ImageProbe(), seed=0)
+    assert f.shape[0] == 4
+    assert np.isfinite(f).all()
+    assert 0 < biggest <= 512 * 32 * 28 * 28
+
+
+def test_poi_image_features_batching_does_not_change_results(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from saip_poisoning import imageprobe
+
+    rng = np.random.default_rng(0)
+    d = prepare(rng.random((50, 16, 16)), np.repeat([0, 1], 25))
+    f = imageprobe.image_features(d, ImageProbe(), seed=0)
+    monkeypatch.setattr(imageprobe, "_BATCH_VALUES", 32 * 16 * 16 * 7)  # 7 images a batch
+    # equal up to float32 rounding (the convolution's summation order depends on the batch;
+    # a given input always gets the same batches, so a scan stays deterministic)
+    g = imageprobe.image_features(d, ImageProbe(), seed=0)
+    assert np.allclose(f, g, rtol=0, atol=1e-4)
+
+
+def test_poi_image_features_under_float64_default_dtype() -> None:
+    # torch used elsewhere in the process with float64 as its default dtype: the random filters
+    # must stay float32 like the images (else conv2d raises an untyped RuntimeError)
+    import torch
+
+    rng = np.random.default_rng(0)
+    d = prepare(rng.random((40, 9, 9)), np.repeat([0, 1], 20))
+    ref = image_features(d, ImageProbe(filters=8), seed=0)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        f = image_features(d, ImageProbe(filters=8), seed=0)
+    finally:
+        torch.set_default_dtype(old)
+    assert np.array_equal(f, ref)

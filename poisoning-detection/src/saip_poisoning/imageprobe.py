@@ -48,8 +48,13 @@ __all__ = ["ImageProbe", "image_features", "is_image"]
 
 #: rows used to fix the histogram bin edges (quantiles): enough for 8 bins, bounded cost
 _EDGE_ROWS = 2000
-#: images per batch (bounds the convolution buffers: 512 × 32 × 28 × 28 float32 ≈ 51 MB)
+#: ... and at most this many pixel values among them (2,000 28×28 images; large images: fewer)
+_EDGE_VALUES = 2000 * 28 * 28
+#: images per batch, at most
 _BATCH = 512
+#: values per batch (an image counts ``H·W·max(filters, 16)``): bounds the first convolution's
+#: output, 512 × 32 × 28 × 28 float32 ≈ 51 MB, for any image size (one 512×512 image a batch)
+_BATCH_VALUES = 512 * 32 * 28 * 28
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,7 +100,8 @@ def is_image(data: Prepared, probe: ImageProbe) -> bool:
 
 
 def _filters(k: int, cin: int, gen: torch.Generator) -> torch.Tensor:
-    w = torch.randn(k, cin, 3, 3, generator=gen)
+    # float32 whatever torch's default dtype is in this process (the images are float32)
+    w = torch.randn(k, cin, 3, 3, generator=gen, dtype=torch.float32)
     w = w - w.mean(dim=(1, 2, 3), keepdim=True)
     out: torch.Tensor = w / w.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None, None]
     return out
@@ -150,7 +156,8 @@ def image_features(data: Prepared, probe: ImageProbe, *, seed: int = 0) -> NDArr
         gy, gx = np.gradient(lum, axis=(1, 2))
         return img, lum, np.hypot(gx, gy), np.mod(np.arctan2(gy, gx), np.pi)
 
-    sample = data.xs[rng.choice(n, min(n, _EDGE_ROWS), replace=False)]
+    edge_rows = min(n, _EDGE_ROWS, max(1, _EDGE_VALUES // (h * w * c)))
+    sample = data.xs[rng.choice(n, edge_rows, replace=False)]
     _, lum_s, mag_s, _ = lum_grad(sample)
     q = np.linspace(0.0, 1.0, probe.bins + 1)[1:-1]
     lum_edges = np.unique(np.quantile(lum_s, q))
@@ -160,12 +167,13 @@ def image_features(data: Prepared, probe: ImageProbe, *, seed: int = 0) -> NDArr
     # the second stage runs on at most ~8×8 positions (2×2 pooling for small images, coarser
     # for large ones: its cost grows with filters² × positions)
     pool = max(2, -(-min(h, w) // 8))
+    batch = max(1, min(_BATCH, _BATCH_VALUES // (h * w * max(probe.filters, 16))))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # deterministic summation order, and no oversubscription
     parts = []
     try:
-        for i in range(0, n, _BATCH):
-            img, lum, mag, ang = lum_grad(data.xs[i : i + _BATCH])
+        for i in range(0, n, batch):
+            img, lum, mag, ang = lum_grad(data.xs[i : i + batch])
             m = len(img)
             lap = (
                 4 * lum[:, 1:-1, 1:-1]
