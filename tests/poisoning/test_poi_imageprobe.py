@@ -318,3 +318,20 @@ def test_poi_image_features_under_float64_default_dtype() -> None:
     finally:
         torch.set_default_dtype(old)
     assert np.array_equal(f, ref)
+
+
+def test_poi_mitigation_rescan_judges_images_with_the_image_probe(
+    fields: tuple[np.ndarray, np.ndarray],
+) -> None:
+    # the re-scan of the kept data must see images (not flattened rows), else it falls back to
+    # the pixel probe, is uncalibrated and cannot see label noise the mitigation left behind
+    from saip_poisoning import mitigate
+
+    x, y = fields
+    p = poison(x, y, attack="flip", rate=0.1, rng=np.random.default_rng(1))
+    r = scan(p.x, p.y)
+    assert r.calibration["probe"] == "image_features"
+    m = mitigate(p.x, p.y, report=r, relabel=False)
+    assert m.residual.calibrated is True
+    assert m.residual.calibration["probe"] == "image_features"
+    assert [q["probe"] for q in m.residual.calibration["probes"]] == ["pixels", "image_features"]
