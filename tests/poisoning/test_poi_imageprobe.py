@@ -335,3 +335,16 @@ def test_poi_mitigation_rescan_judges_images_with_the_image_probe(
     assert m.residual.calibrated is True
     assert m.residual.calibration["probe"] == "image_features"
     assert [q["probe"] for q in m.residual.calibration["probes"]] == ["pixels", "image_features"]
+
+
+def test_poi_client_filter_small_image_shard(fields: tuple[np.ndarray, np.ndarray]) -> None:
+    # a federated client's shard: 60 images of 12×12 (fewer samples than the blend search's
+    # 100 PCA dimensions, more pixels) and a class of 6 samples; it must scan, not raise
+    from saip_poisoning import client_filter
+
+    x, y = fields
+    pick = np.r_[np.arange(0, 27), np.arange(150, 177), np.arange(300, 306)]
+    keep = client_filter(x[pick], y[pick])
+    assert keep.shape == (60,)
+    assert keep.mean() >= 0.9
+    assert client_filter(x[pick][..., None], y[pick]).shape == (60,)  # N×H×W×1
