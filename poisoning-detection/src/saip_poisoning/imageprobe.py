@@ -195,9 +195,9 @@ def image_features(data: Prepared, probe: ImageProbe, *, seed: int = 0) -> NDArr
             ]
             with torch.no_grad():
                 xt = torch.as_tensor(img, dtype=torch.float32).permute(0, 3, 1, 2)
-                a1 = torch.nn.functional.conv2d(xt, f1, padding=1).abs()
+                a1 = torch.nn.functional.conv2d(xt, f1, padding=1).abs_()
                 p1 = torch.nn.functional.avg_pool2d(a1, pool, ceil_mode=True)
-                a2 = torch.nn.functional.conv2d(p1, f2, padding=1).abs()
+                a2 = torch.nn.functional.conv2d(p1, f2, padding=1).abs_()
                 conv = torch.cat(
                     [
                         a1.mean(dim=(2, 3)),
