@@ -348,3 +348,20 @@ def test_poi_client_filter_small_image_shard(fields: tuple[np.ndarray, np.ndarra
     assert keep.shape == (60,)
     assert keep.mean() >= 0.9
     assert client_filter(x[pick][..., None], y[pick]).shape == (60,)  # N×H×W×1
+
+
+def test_poi_image_probe_always_never_replaces_a_calibrated_pixel_probe() -> None:
+    # digits as 8×8 images, 10 % flips: the pixel probe passes its floors; the image view passes
+    # too but is weaker on digits (pooling discards position: recall 0.75 instead of 0.92 when
+    # it judged). "always" must add a measurement, never take judgement away from the pixels
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    p = poison(x.reshape(-1, 8, 8), y, attack="flip", rate=0.1, rng=np.random.default_rng(1))
+    auto = scan(p.x, p.y, verify=False)
+    always = scan(p.x, p.y, verify=False, image_probe=ImageProbe(mode="always"))
+    assert auto.calibration["probe"] == "pixels"
+    assert always.calibration["probe"] == "pixels"
+    assert [q["probe"] for q in always.calibration["probes"]] == ["pixels", "image_features"]
+    assert always.calibration["probes"][1]["calibrated"] is True  # it passed, and still not used
+    assert np.array_equal(always.flags, auto.flags)

@@ -65,7 +65,9 @@ class ImageProbe:
     ----------
     mode
         ``"auto"`` (default): used for N×H×W(×C) inputs when the first probe (PCA of the raw
-        pixels) misses a calibration floor; ``"always"``: used for every image input.
+        pixels) misses a calibration floor; ``"always"``: also computed and reported in
+        ``calibration["probes"]`` when the pixel probe passes (which then still judges: the
+        image view is an escalation, never a replacement).
     filters
         Random 3×3 filters per convolution stage (1–256).
     bins

@@ -619,8 +619,9 @@ def _judging_view(
     """The neighbours, cross-fitted probabilities and calibration labels are judged with.
 
     First the pixel probe (PCA of the scaled inputs). For images, when it misses a floor (or
-    with ``mode="always"``), the same PCA + k-NN + cross-fitted MLP run on the label-free
-    image features (:mod:`saip_poisoning.imageprobe`). After a failed first probe the image
+    with ``mode="always"``, then only measured and reported while the pixel probe passes), the
+    same PCA + k-NN + cross-fitted MLP run on the label-free image features
+    (:mod:`saip_poisoning.imageprobe`). After a failed first probe the image
     probe must pass stricter floors: (a) a second probe is a second chance at the same floors
     (data at a floor passes one probe about half the time, one of two about three times in
     four), so it must clear each floor by two binomial standard errors of its own measurement
@@ -668,7 +669,10 @@ def _judging_view(
         )
         fcal["selection_margin"] = margin
         tried.append({"probe": "image_features", **_summary(fcal), "selection_margin": margin})
-        if fcal["calibrated"]:
+        # the image view judges only where the pixels cannot: on data the pixel probe passes it
+        # is weaker (pooling discards position; digits flip 10 %: recall 0.75 vs 0.92), so with
+        # ``mode="always"`` it is measured and reported, never a replacement
+        if fcal["calibrated"] and not cal["calibrated"]:
             use = (fspace, foof, fcal, "image_features")
         elif not cal["calibrated"]:
             cal["reason"] = (
