@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from saip_poisoning import ImageProbe, scan
-from saip_poisoning.attacks import poison
+from saip_poisoning import ImageProbe, ScanReport, scan
+from saip_poisoning.attacks import Poisoned, poison
 from saip_poisoning.data import prepare
 from saip_poisoning.imageprobe import image_features, is_image
 
@@ -41,18 +41,25 @@ def fields() -> tuple[np.ndarray, np.ndarray]:
     return _fields(150)
 
 
-def test_poi_image_probe_finds_flips_the_pixel_probe_cannot_judge(
-    fields: tuple[np.ndarray, np.ndarray],
-) -> None:
+@pytest.fixture(scope="module")
+def flipped(fields: tuple[np.ndarray, np.ndarray]) -> tuple[Poisoned, ScanReport]:
+    """10 % random flips of the fields and their default scan (image probe on)."""
     x, y = fields
     p = poison(x, y, attack="flip", rate=0.1, rng=np.random.default_rng(1))
+    return p, scan(p.x, p.y)
+
+
+def test_poi_image_probe_finds_flips_the_pixel_probe_cannot_judge(
+    fields: tuple[np.ndarray, np.ndarray], flipped: tuple[Poisoned, ScanReport]
+) -> None:
+    _, y = fields
+    p, r = flipped
     # the pixel probe alone: too weak to judge labels, so the label-noise rule does not run
     pixels = scan(p.x, p.y, image_probe=None)
     assert pixels.calibrated is False
     assert [q["probe"] for q in pixels.calibration["probes"]] == ["pixels"]
     assert not pixels.noise.any()
     # with the image probe (default): calibrated on the image features, flips found
-    r = scan(p.x, p.y)
     assert r.calibrated is True
     assert r.calibration["probe"] == "image_features"
     tp = int((r.flags & p.is_poison).sum())
@@ -321,15 +328,13 @@ def test_poi_image_features_under_float64_default_dtype() -> None:
 
 
 def test_poi_mitigation_rescan_judges_images_with_the_image_probe(
-    fields: tuple[np.ndarray, np.ndarray],
+    flipped: tuple[Poisoned, ScanReport],
 ) -> None:
     # the re-scan of the kept data must see images (not flattened rows), else it falls back to
     # the pixel probe, is uncalibrated and cannot see label noise the mitigation left behind
     from saip_poisoning import mitigate
 
-    x, y = fields
-    p = poison(x, y, attack="flip", rate=0.1, rng=np.random.default_rng(1))
-    r = scan(p.x, p.y)
+    p, r = flipped
     assert r.calibration["probe"] == "image_features"
     m = mitigate(p.x, p.y, report=r, relabel=False)
     assert m.residual.calibrated is True

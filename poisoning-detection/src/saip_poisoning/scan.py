@@ -373,6 +373,10 @@ def scan(
     ------
     PoisoningInputError
         Malformed input (see :func:`saip_poisoning.data.prepare`).
+    TypeError
+        ``image_probe`` is not an :class:`~saip_poisoning.imageprobe.ImageProbe` or ``None``.
+    ValueError
+        ``image_probe`` has ``mode="always"`` but the input is not images it accepts.
     """
     if isinstance(x, Prepared):
         data = x
