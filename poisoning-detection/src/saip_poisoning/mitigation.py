@@ -209,7 +209,7 @@ def mitigate(
         acc_after = float(res["clean_accuracy"])  # type: ignore[arg-type]
     idx = np.flatnonzero(keep)
     sub = prepare(
-        data.x[idx],
+        data.x[idx].reshape(len(idx), *data.shape),  # images stay images for the re-scan
         labels[idx],
         producer=None if data.producer is None else data.producer[idx],
         record_id=None if data.record_id is None else data.record_id[idx],

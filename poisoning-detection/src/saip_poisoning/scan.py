@@ -15,6 +15,17 @@ neighbour majority. Below ``min_accuracy`` / ``min_agreement`` the report says
 (on such data "disagrees with its neighbours" mostly means "hard", not "poisoned") and the risk
 only reflects what does not need a good probe (a reconstructed, verified trigger).
 
+**Image probe** (:mod:`saip_poisoning.imageprobe`). For N×H×W(×C) inputs whose pixel probe
+misses a floor, the same neighbours + cross-fitted probe are computed on a label-free image
+representation — texture statistics (HOG-style gradient histograms, Dalal & Triggs 2005;
+marginal/derivative texture statistics, Portilla & Simoncelli 2000) and random-convolution
+energies (Jarrett et al. 2009; Saxe et al. 2011) — and that view judges labels if it passes
+stricter floors: each floor plus two binomial standard errors (a second probe is a second
+chance at the same floors) and at least the range the label-noise rule was validated on (the
+tuning sets' lowest agreement 0.88 and median class accuracy 0.71). ``calibration["probe"]``
+names the view used, ``calibration["probes"]`` lists every probe tried with its numbers.
+Trigger search stays in input space.
+
 Rules
 -----
 1. **trigger carrier** — a sample whose projection on a reconstructed trigger is past the cut
@@ -92,6 +103,7 @@ from saip_poisoning.detectors import (
     SpectralSignature,
 )
 from saip_poisoning.detectors.reclassify import reclassify_clusters
+from saip_poisoning.imageprobe import ImageProbe, image_features, is_image
 from saip_poisoning.inputspace import InputSpace, input_space
 from saip_poisoning.model import ProbeView, crossfit_probs, fit_probe
 from saip_poisoning.trigger import (
@@ -113,6 +125,15 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: the scan's default second probe for images (escalation when the pixel probe misses a floor)
+DEFAULT_IMAGE_PROBE = ImageProbe()
+#: the range the label-noise rule was validated on: the lowest probe/neighbour agreement and
+#: median per-class held-out accuracy of the (pixel) probe over every benchmark cell of the
+#: tuning sets (digits, MNIST-5k, MNIST 3-vs-8, scan seed 0; clean seeds 0–2): 0.884 (MNIST-5k
+#: pair flip 10 %) and 0.715 (MNIST-5k flip 20 %). A second probe (the image probe, after the
+#: pixel probe missed a floor) is trusted only inside that range
+_VALIDATED_AGREEMENT = 0.88
+_VALIDATED_ACCURACY = 0.71
 #: (lower bound, name) of the documented risk bands
 BANDS: tuple[tuple[float, str], ...] = ((0, "low"), (20, "guarded"), (40, "high"), (70, "critical"))
 #: share of clean samples the label-noise rule flags on the tuning sets, not counted as risk
@@ -350,6 +371,7 @@ def scan(
     min_asr: float = 0.5,
     min_accuracy: float = 0.6,
     min_agreement: float = 0.8,
+    image_probe: ImageProbe | None = DEFAULT_IMAGE_PROBE,
 ) -> ScanReport:
     """Scan ``(x, y)`` for poisoning; see the module docstring for rules, calibration and risk.
 
@@ -371,11 +393,21 @@ def scan(
     min_effect, min_asr, min_accuracy, min_agreement
         The trigger effect cut (robust SD; set on digits/MNIST-5k), the ASR a trigger must reach
         to count as a working backdoor, and the calibration floors.
+    image_probe
+        The second probe for images (:class:`~saip_poisoning.imageprobe.ImageProbe`): with
+        the default ``mode="auto"``, N×H×W(×C) inputs whose pixel probe misses a calibration
+        floor are judged on label-free texture and random-convolution features instead
+        (``calibration["probe"]`` names the probe used, ``calibration["probes"]`` gives each
+        probe's measurements). ``None`` keeps the pixel probe only.
 
     Raises
     ------
     PoisoningInputError
         Malformed input (see :func:`saip_poisoning.data.prepare`).
+    TypeError
+        ``image_probe`` is not an :class:`~saip_poisoning.imageprobe.ImageProbe` or ``None``.
+    ValueError
+        ``image_probe`` has ``mode="always"`` but the input is not images it accepts.
     """
     if isinstance(x, Prepared):
         data = x
@@ -383,10 +415,21 @@ def scan(
         if y is None:
             raise TypeError("scan() needs labels y unless x is a Prepared dataset")
         data = prepare(x, y, producer=producer, record_id=record_id, min_per_class=min_per_class)
+    if image_probe is not None and not isinstance(image_probe, ImageProbe):
+        raise TypeError(
+            f"image_probe must be an ImageProbe or None, got {type(image_probe).__name__}"
+        )
+    if image_probe is not None and image_probe.mode == "always" and not is_image(data, image_probe):
+        raise ValueError(
+            "image_probe mode 'always' needs N×H×W or N×H×W×C inputs with sides >= "
+            f"{image_probe.min_side}, got per-sample shape {data.shape}"
+        )
     space = input_space(data, seed=seed)
-    z = space.z / (float(space.z.std()) or 1.0)
-    oof = crossfit_probs(z, data.y, n_classes=data.n_classes, seed=seed)
-    calibration = _calibrate(data, space, oof, min_accuracy, min_agreement)
+    # ``lspace``/``oof``: the view labels are judged in (calibration, label-noise rules): the
+    # pixel PCA, or the image features when the pixel probe cannot learn the images
+    lspace, oof, calibration = _judging_view(
+        data, space, image_probe, seed=seed, min_accuracy=min_accuracy, min_agreement=min_agreement
+    )
     calibrated = bool(calibration["calibrated"])
 
     triggers = find_triggers(data, space, min_effect=min_effect, seed=seed)
@@ -446,17 +489,21 @@ def scan(
             carrier_of[new] = t.target
             stamped |= new
     carrier |= stamped
-    relabel = space.majority.copy()
+    where = "input-space" if lspace is space else "image-feature"
+    relabel = lspace.majority.copy()
     noise = np.zeros(n, dtype=bool)
     second_reason: dict[int, str] = {}
     if calibrated:
-        noise, relabel, second_reason, passes = _label_noise(data, space, z, oof, seed=seed)
+        lz = lspace.z / (float(lspace.z.std()) or 1.0)
+        noise, relabel, second_reason, passes = _label_noise(
+            data, lspace, lz, oof, seed=seed, where=where
+        )
         calibration["label_noise_passes"] = passes
     cluster_reason: dict[int, str] = {}
     if calibrated:
         # after the per-sample rule, without its flags (one round of iterative cleaning)
         for cl in reclassify_clusters(
-            space.z, data.y, data.n_classes, seed=seed, exclude=noise.copy()
+            lspace.z, data.y, data.n_classes, seed=seed, exclude=noise.copy()
         ):
             noise[cl.members] = True
             relabel[cl.members] = cl.voted
@@ -482,7 +529,7 @@ def scan(
     flags = carrier | noise
 
     p_given = oof[np.arange(n), data.y]
-    scores = np.maximum(space.disagreement * (1.0 - p_given) / 0.56, 0.0)
+    scores = np.maximum(lspace.disagreement * (1.0 - p_given) / 0.56, 0.0)
     for t, ok in zip(triggers, verified, strict=True):
         if ok:
             scores = np.maximum(scores, t.projection(data.xs) / t.cut)
@@ -495,8 +542,8 @@ def scan(
             return second_reason[i]
         return (
             f"label {data.class_name(int(data.y[i]))} disagrees with "
-            f"{space.majority_share[i]:.0%} of its input-space neighbours (majority "
-            f"{data.class_name(int(space.majority[i]))}) and with a probe that never saw it "
+            f"{lspace.majority_share[i]:.0%} of its {where} neighbours (majority "
+            f"{data.class_name(int(lspace.majority[i]))}) and with a probe that never saw it "
             f"(p(label) = {p_given[i]:.2f})"
         )
 
@@ -653,13 +700,118 @@ def _beyond_clean_level(data: Prepared, noise: NDArray[np.bool_], cluster: froze
     return False
 
 
+def _judging_view(
+    data: Prepared,
+    space: InputSpace,
+    image_probe: ImageProbe | None,
+    *,
+    seed: int,
+    min_accuracy: float,
+    min_agreement: float,
+) -> tuple[InputSpace, NDArray[np.float64], dict[str, Any]]:
+    """The neighbours, cross-fitted probabilities and calibration labels are judged with.
+
+    First the pixel probe (PCA of the scaled inputs). For images, when it misses a floor (or
+    with ``mode="always"``, then only measured and reported while the pixel probe passes), the
+    same PCA + k-NN + cross-fitted MLP run on the label-free image features
+    (:mod:`saip_poisoning.imageprobe`). After a failed first probe the image
+    probe must pass stricter floors: (a) a second probe is a second chance at the same floors
+    (data at a floor passes one probe about half the time, one of two about three times in
+    four), so it must clear each floor by two binomial standard errors of its own measurement
+    (``selection_margin``); (b) it must stay inside the range the label-noise rule was
+    validated on (``_VALIDATED_AGREEMENT``, ``_VALIDATED_ACCURACY``, from the tuning sets).
+    The image view judges labels when it passes; otherwise the report gives both probes'
+    measurements and stays uncalibrated. ``calibration["probes"]`` lists every probe tried.
+    """
+    z = space.z / (float(space.z.std()) or 1.0)
+    oof = crossfit_probs(z, data.y, n_classes=data.n_classes, seed=seed)
+    cal = _calibrate(data, space, oof, min_accuracy, min_agreement)
+    tried = [{"probe": "pixels", **_summary(cal)}]
+    use = (space, oof, cal, "pixels")
+    if (
+        image_probe is not None
+        and is_image(data, image_probe)
+        and (image_probe.mode == "always" or not cal["calibrated"])
+    ):
+        margin = {"accuracy": 0.0, "agreement": 0.0}
+        acc_floor = max(min_accuracy, _VALIDATED_ACCURACY)
+        agree_floor = max(min_agreement, _VALIDATED_AGREEMENT)
+        if not cal["calibrated"]:
+            counts = np.bincount(data.y)
+            n_class = float(np.median(counts[counts > 0]))
+            margin = {
+                "accuracy": round(2.0 * math.sqrt(min_accuracy * (1 - min_accuracy) / n_class), 4),
+                "agreement": round(
+                    2.0 * math.sqrt(min_agreement * (1 - min_agreement) / len(data.y)), 4
+                ),
+            }
+            acc_floor = max(min_accuracy + margin["accuracy"], _VALIDATED_ACCURACY)
+            agree_floor = max(min_agreement + margin["agreement"], _VALIDATED_AGREEMENT)
+        feats = image_features(data, image_probe, seed=seed)
+        fdata = dc_replace(data, x=feats, xs=feats, shape=(feats.shape[1],))
+        fspace = input_space(fdata, seed=seed)
+        fz = fspace.z / (float(fspace.z.std()) or 1.0)
+        foof = crossfit_probs(fz, data.y, n_classes=data.n_classes, seed=seed)
+        fcal = _calibrate(
+            data,
+            fspace,
+            foof,
+            min(1.0, acc_floor),
+            min(1.0, agree_floor),
+            where="image-feature",
+        )
+        fcal["selection_margin"] = margin
+        tried.append({"probe": "image_features", **_summary(fcal), "selection_margin": margin})
+        # the image view judges only where the pixels cannot: on data the pixel probe passes it
+        # is weaker (pooling discards position; digits flip 10 %: recall 0.75 vs 0.92), so with
+        # ``mode="always"`` it is measured and reported, never a replacement
+        if fcal["calibrated"] and not cal["calibrated"]:
+            use = (fspace, foof, fcal, "image_features")
+        elif not cal["calibrated"]:
+            cal["reason"] = (
+                "pixel probe: "
+                + "; ".join(cal["problems"])
+                + "; image-feature probe (floors raised by the selection margin): "
+                + "; ".join(fcal["problems"])
+                + _TOO_HARD
+            )
+    lspace, loof, out, name = use
+    out.pop("problems", None)
+    out["probe"] = name
+    out["probes"] = tried
+    return lspace, loof, out
+
+
+def _summary(cal: Mapping[str, Any]) -> dict[str, Any]:
+    keys = (
+        "oof_accuracy",
+        "oof_accuracy_median_class",
+        "probe_neighbour_agreement",
+        "knn_accuracy",
+        "min_accuracy",
+        "min_agreement",
+        "calibrated",
+    )
+    return {k: cal[k] for k in keys}
+
+
+_TOO_HARD = (
+    ": the data is too hard for the probe to tell wrong labels from hard samples, so the "
+    "label-noise rule was not run (trigger search still ran)"
+)
+
+
 def _calibrate(
     data: Prepared,
     space: InputSpace,
     oof: NDArray[np.float64],
     min_accuracy: float,
     min_agreement: float,
+    *,
+    where: str = "input-space",
 ) -> dict[str, Any]:
+    """The calibration measurements of one probe and its neighbours; ``problems`` (popped by
+    :func:`_judging_view`) lists the floors missed."""
     pred = oof.argmax(1)
     per_class = [
         float((pred[data.y == c] == c).mean()) for c in range(data.n_classes) if (data.y == c).any()
@@ -671,26 +823,23 @@ def _calibrate(
         "oof_accuracy_median_class": round(acc, 4),
         "probe_neighbour_agreement": round(agree, 4),
         "knn_accuracy": round(float((space.majority == data.y).mean()), 4),
-        "min_accuracy": min_accuracy,
-        "min_agreement": min_agreement,
+        "min_accuracy": round(min_accuracy, 4),
+        "min_agreement": round(min_agreement, 4),
     }
     problems = []
     if acc < min_accuracy:
         problems.append(
-            f"held-out probe accuracy (median over classes) {acc:.2f} < {min_accuracy:.2f}"
+            f"held-out probe accuracy (median over classes) {acc:.3f} < {min_accuracy:.3f}"
         )
     if agree < min_agreement:
         problems.append(
-            f"probe and input-space neighbours agree on only {agree:.0%} of samples "
-            f"(< {min_agreement:.0%})"
+            f"probe and {where} neighbours agree on only {agree:.1%} of samples "
+            f"(< {min_agreement:.1%})"
         )
     out["calibrated"] = not problems
+    out["problems"] = problems
     if problems:
-        out["reason"] = (
-            "; ".join(problems)
-            + ": the data is too hard for the probe to tell wrong labels from hard samples, so "
-            "the label-noise rule was not run (trigger search still ran)"
-        )
+        out["reason"] = "; ".join(problems) + _TOO_HARD
     return out
 
 
@@ -758,6 +907,7 @@ def _label_noise(
     oof: NDArray[np.float64],
     *,
     seed: int,
+    where: str = "input-space",
 ) -> tuple[NDArray[np.bool_], NDArray[np.int64], dict[int, str], int]:
     """Rule 2 with one round of iterative cleaning; returns flags, relabel targets, reasons of
     the second pass's flags and the number of passes run (reported as
@@ -796,7 +946,7 @@ def _label_noise(
     reasons = {
         int(i): (
             f"label {data.class_name(int(data.y[i]))} disagrees with {share[i]:.0%} of its "
-            f"input-space neighbours (majority {data.class_name(int(majority[i]))}) once the "
+            f"{where} neighbours (majority {data.class_name(int(majority[i]))}) once the "
             f"{n_first} clearer label errors among them and elsewhere are corrected, and with "
             f"a probe retrained on the corrected labels that never saw it "
             f"(p(label) = {oof2[i, data.y[i]]:.2f})"
