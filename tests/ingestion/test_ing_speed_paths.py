@@ -6,16 +6,20 @@
   in the pydantic-core form (end to end, read back from the sealed object);
 * the level-by-level Merkle root is the RFC 6962 recursive definition, for every size;
 * ``SeqWindows.accept_new`` decides and changes state exactly as ``lookup`` +
-  ``has_record_id`` + ``mark`` (the engine's general path) over random operation sequences.
+  ``has_record_id`` + ``mark`` (the engine's general path) over random operation sequences;
+  ``SeqWindows.accept_run`` (a producer's whole run in one call) either does exactly what
+  deciding the run's records one by one does, in any arrival order, after hostile histories
+  (legacy and quarantined slots, reused ids, evictions freeing an id the run reuses), or
+  nothing.
 
 Adversarial review (correctly signed records with hostile content), end to end:
 
-* the decision loop (``_decide_all`` with ``accept_new``) against ``_decide`` alone
-  (``accept_new`` disabled on one of two engines fed the same messages): replays, forged rivals
-  on a used ``seq``, exact re-deliveries, ``record_id`` conflicts, duplicates inside one batch,
-  ``seq`` gaps and window wrap, ``ts`` exactly at and one past each edge of the freshness window,
-  content quarantines, producers reopened from their window files. Same outcome and reason per
-  record, same stored bytes, same window files, same counters;
+* the decision loop (``_decide_all`` with ``accept_run`` and ``accept_new``) against
+  ``_decide`` alone (both disabled on one of two engines fed the same messages): replays,
+  forged rivals on a used ``seq``, exact re-deliveries, ``record_id`` conflicts, duplicates
+  inside one batch, ``seq`` gaps and window wrap, ``ts`` exactly at and one past each edge of
+  the freshness window, content quarantines, producers reopened from their window files. Same
+  outcome and reason per record, same stored bytes, same window files, same counters;
 * the stored line for every JSON spelling of a number an attacker may send (negative zero,
   subnormals, ``1E-7`` / ``1e-07`` / ``0.0000001``, ints where floats are due, 17+ significant
   digits, ``2**53 + 1``, both sides of the 1e16 bound), with and without the fast decoder;
@@ -33,7 +37,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from saip_ingestion.backends.base import StreamMessage
 from saip_ingestion.engine import ACCEPTED_PREFIX, ImageSpec, IngestEngine, _Candidate
@@ -195,6 +199,121 @@ def test_accept_new_is_the_general_path(ops: list[Any], size: int, tmp_path: Pat
     assert {p: w.rids for p, w in a._w.items()} == {p: w.rids for p, w in b._w.items()}
 
 
+# ------------------------------------------------------ one window call for a producer's run
+
+
+_RID = st.sampled_from([b"r1r1r1r1", b"r2r2r2r2", b"r3r3r3r3"]) | st.binary(min_size=8, max_size=8)
+_PRE_OP = st.tuples(
+    st.sampled_from(["p", "q"]),
+    st.integers(0, 80),
+    st.binary(min_size=8, max_size=8),
+    _RID,
+    st.sampled_from(["a", "a", "legacy", "out_of_range", "replay"]),
+)
+
+
+@st.composite
+def _contiguous_run(draw: st.DrawFn) -> list[tuple[int, bytes, bytes]]:
+    """What a producer sends: seqs from a start (maybe far above) with small gaps, fresh ids
+    (sometimes one of the history's)."""
+    seq = draw(st.integers(0, 150) | st.sampled_from([2**40]))
+    out = []
+    for _ in range(draw(st.integers(1, 12))):
+        pool = draw(st.integers(0, 9)) == 0
+        rid = draw(_RID if pool else st.binary(min_size=8, max_size=8))
+        out.append((seq, draw(st.binary(min_size=8, max_size=8)), rid))
+        seq += draw(st.sampled_from([1, 1, 1, 2, 5]))
+    return out
+
+
+_RUN = _contiguous_run()
+
+
+def _one_by_one(w: SeqWindows, pid: str, seq: int, leaf8: bytes, rid8: bytes) -> str:
+    """The engine's per-record path: ``accept_new``, else the general path."""
+    return "accepted" if w.accept_new(pid, seq, leaf8, rid8) else _general(w, pid, seq, leaf8, rid8)
+
+
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    before=st.lists(_PRE_OP, max_size=40),
+    run=st.lists(
+        st.tuples(
+            st.integers(0, 120) | st.integers(0, 2**40), st.binary(min_size=8, max_size=8), _RID
+        ),
+        max_size=12,
+    )
+    | _RUN,
+    order=st.sampled_from(["as drawn", "ascending", "carried"]),
+    size=st.sampled_from([1, 4, 16, 64, 64, 64]),
+    lift=st.none() | st.integers(0, 70),
+)
+# a legacy slot keeps an id outside the id set; one by one, the run's record at 5 takes that
+# id, and the advance to 7 evicts the legacy slot, discarding the id again: only declining
+# the run (an evicted slot holds one of its ids) leaves the same id set
+@example(
+    before=[("p", 3, b"L" * 8, b"r1r1r1r1", "legacy")],
+    run=[(5, b"M" * 8, b"r1r1r1r1"), (7, b"N" * 8, b"r2r2r2r2")],
+    order="as drawn",
+    size=4,
+    lift=None,
+)
+def test_accept_run_is_the_one_by_one_path(
+    before: list[Any], run: list[Any], order: str, size: int, lift: int | None, tmp_path: Path
+) -> None:
+    """Hostile histories first (legacy slots, quarantined slots, reused record ids, evictions
+    that free an id the run reuses), then a run in any order (ascending; a carried v2 batch
+    after the poll's records; shuffled): ``accept_run`` either does exactly what deciding the
+    records one by one does (all accepted) or nothing."""
+    a, b = SeqWindows(window=size), SeqWindows(window=size)
+    for pid, seq, leaf8, rid8, outcome in before:
+        for w in (a, b):
+            if outcome == "replay":  # the general path's mark of an accepted record
+                w.accept_new(pid, seq, leaf8, rid8)
+            else:
+                w.mark(pid, seq, leaf8, rid8, outcome)
+    if lift is not None and run:  # the run starts ``lift`` above the producer's highest
+        low = min(x[0] for x in run)
+        run = [(sq - low + a.highest("p") + 1 + lift, lf, r) for sq, lf, r in run]
+    if order != "as drawn":
+        run = sorted({s: (s, lf, r) for s, lf, r in run}.values())
+    if order == "carried" and run:  # the lower half arrives after the upper half
+        run = run[len(run) // 2 :] + run[: len(run) // 2]
+    seqs = [s for s, _, _ in run]
+    leaves = [lf for _, lf, _ in run]
+    rids = [r for _, _, r in run]
+    answers = [_one_by_one(a, "p", s, lf, r) for s, lf, r in run]
+    d = tmp_path / str(len(list(tmp_path.iterdir())))
+    if b.accept_run("p", seqs, leaves, rids):
+        assert answers == ["accepted"] * len(run)
+        assert run
+    else:  # nothing changed: the caller decides record by record, as ``a`` just did
+        for s, lf, r in run:
+            _one_by_one(b, "p", s, lf, r)
+    assert b.highest("p") == a.highest("p")
+    assert _state(a, d / "a") == _state(b, d / "b")
+    assert {p: w.rids for p, w in a._w.items()} == {p: w.rids for p, w in b._w.items()}
+
+
+def test_accept_run_takes_the_common_run_and_refuses_a_freed_id() -> None:
+    """Not vacuous: a fresh ascending run is taken in one call, and one whose lower half
+    arrives last; a run reusing the id of a slot it evicts (which one by one would discard
+    again) is left to the per-record path."""
+    w = SeqWindows(window=8)
+    assert w.accept_run("p", [0, 1, 2], [b"L" * 8] * 3, [b"a" * 8, b"b" * 8, b"c" * 8])
+    assert w.lookup("p", 1) == ("a", b"L" * 8)
+    assert w.has_record_id("p", b"b" * 8)
+    # a v2 batch carried from the last poll arrives after this poll's records: taken too
+    assert w.accept_run("p", [5, 6, 3, 4], [b"M" * 8] * 4, [bytes([i]) * 8 for i in range(4)])
+    assert w.highest("p") == 6
+    assert [w.lookup("p", s) for s in (3, 4, 5, 6)] == [("a", b"M" * 8)] * 4
+    w.mark("p", 7, b"L" * 8, b"d" * 8, "legacy")  # legacy slots keep no id in the set
+    assert not w.accept_run("p", [14, 15], [b"L" * 8] * 2, [b"e" * 8, b"d" * 8])
+    assert w.highest("p") == 7
+
+
 # --------------------------------------------------- tabular and text records on the fast path
 
 
@@ -343,6 +462,7 @@ def _run(env: Env, batches: list[list[bytes]], *, shortcut: bool) -> Any:
         eng = env.engine or env.open(**kw)
         if not shortcut:  # the reference: every record decided by _decide
             eng.windows.accept_new = lambda *a: False  # type: ignore[method-assign]
+            eng.windows.accept_run = lambda *a: False  # type: ignore[method-assign]
         if batch:
             outcomes.append(eng.process_and_commit(env.msgs(batch)))
     summary = dataclasses.asdict(eng.summary)

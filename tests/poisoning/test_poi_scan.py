@@ -199,3 +199,21 @@ def test_poi_client_filter_min_per_class_5(digits: tuple[np.ndarray, np.ndarray]
     assert client_filter(x[one], y[one]).all()
     with pytest.raises(ValueError, match="max_drop_fraction"):
         client_filter(x, y, max_drop_fraction=0)
+
+
+def test_poi_scan_under_float64_default_dtype(digits: tuple[np.ndarray, np.ndarray]) -> None:
+    # torch used elsewhere in the process with float64 as its default dtype: the probe's layers
+    # must stay float32 like its inputs (else the first forward pass raises an untyped
+    # RuntimeError), and the report must be the one a float32 default gives
+    import torch
+
+    x, y = digits
+    x, y = x[:400], y[:400]
+    ref = scan(x, y, seed=0, verify=False).to_json()
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        got = scan(x, y, seed=0, verify=False).to_json()
+    finally:
+        torch.set_default_dtype(old)
+    assert got == ref

@@ -35,7 +35,13 @@ def test_poi_step_mitigates_and_names_producer(tmp_path: Path) -> None:
     keep = np.load(ctx.artifacts["scan_keep_mask"])
     report = json.loads(Path(ctx.artifacts["scan_report"]).read_text())
     assert len(report["flagged"]) == ctx.artifacts["scan_flagged"]
-    assert set(np.flatnonzero(~keep).tolist()) <= set(report["flagged"])
+    # everything removed is in the report with a reason: flagged, or a label-noise flag set aside
+    # (a keep-mask cannot relabel it, so it is dropped)
+    accounted = set(report["flagged"]) | set(report["label_noise_set_aside"])
+    assert set(np.flatnonzero(~keep).tolist()) <= accounted
+    assert set(report["label_noise_set_aside_reasons"]) == {
+        str(i) for i in report["label_noise_set_aside"]
+    }
     assert report["flagged_record_ids"][0].startswith("rec-")
     with np.load(ctx.artifacts["dataset_npz_filtered"]) as f:
         assert len(f["y"]) == keep.sum()

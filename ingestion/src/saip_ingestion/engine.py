@@ -49,7 +49,7 @@ from pydantic_core import from_json
 from saip_ingestion.backends.base import ObjectStore, RecordStream, StreamMessage
 from saip_ingestion.backends.local import atomic_write
 from saip_ingestion.errors import FencedBatchError, IngestError
-from saip_ingestion.fastdecode import decode_any
+from saip_ingestion.fastdecode import decode_any_many
 from saip_ingestion.health import HealthTracker
 from saip_ingestion.protocols import Encryptor
 from saip_ingestion.provenance import (
@@ -57,7 +57,7 @@ from saip_ingestion.provenance import (
     ProducerRegistry,
     ReplayGuard,
     Verifier,
-    image_payload_bytes,
+    image_leaf,
     leaf_data,
     leaf_hash,
     merkle_root,
@@ -409,7 +409,9 @@ class IngestEngine:
         self._validate_image: Callable[[bytes], Any] = getattr(
             IMAGE_RECORD_ADAPTER.validator, "validate_json", IMAGE_RECORD_ADAPTER.validate_json
         )
-        self._fast: Callable[[bytes], Any] | None = decode_any if fast_decode else None
+        self._fast: Callable[[Sequence[bytes]], list[Any]] | None = (
+            decode_any_many if fast_decode else None
+        )
         self.replay = ReplayGuard(clock=self.clock, max_age_ms=max_age_ms, max_skew_ms=max_skew_ms)
         self.windows = SeqWindows(window=seq_window)
         self.health = HealthTracker(window_ms=health_window_ms)
@@ -721,7 +723,9 @@ class IngestEngine:
         i: int,
         msg: StreamMessage,
         pending: dict[tuple[str, str, int, str], list[_Candidate]],
+        rec: Any,
     ) -> None:
+        """``rec``: what the fast decoder accepted for this message (``None``: pydantic decides)."""
         data = msg.data
         max_line = self.max_line_bytes
         if len(data) > max_line:
@@ -731,7 +735,6 @@ class IngestEngine:
             )  # fmt: skip
             return
         # the fast path only accepts (no unknown or repeated key); pydantic decides the rest
-        rec = self._fast(data) if self._fast is not None else None
         if rec is None:
             rec, verdict, doc = self._validate(data)
             if rec is None or verdict is not None:
@@ -753,20 +756,19 @@ class IngestEngine:
         payload = rec["payload"]
         pixels = None
         if name == "image-sample":
-            pb = pixels = image_payload_bytes(payload)  # type: ignore[arg-type]
+            pixels, leaf = image_leaf(rec)
         else:
-            pb = payload_bytes(name, payload)
-        leaf = leaf_hash(
-            leaf_data(
-                record_id=rec["record_id"],
-                producer_id=rec["producer_id"],
-                seq=rec["seq"],
-                ts=rec["ts"],
-                schema_name=name,
-                schema_version=ref["version"],
-                payload=pb,
+            leaf = leaf_hash(
+                leaf_data(
+                    record_id=rec["record_id"],
+                    producer_id=rec["producer_id"],
+                    seq=rec["seq"],
+                    ts=rec["ts"],
+                    schema_name=name,
+                    schema_version=ref["version"],
+                    payload=payload_bytes(name, payload),
+                )
             )
-        )
         sig = rec["sig"]
         group = (rec["producer_id"], sig["key_id"], sig["tree_size"], sig["root_sig"])
         pending.setdefault(group, []).append(_Candidate(i, msg, rec, leaf, pixels))
@@ -1061,10 +1063,18 @@ class IngestEngine:
         cands: list[_Candidate] = []
         pending: dict[tuple[str, str, int, str], list[_Candidate]] = {}
         self.summary.received += len(messages)
-        # phase 1: size, schema, duplicate keys, signing input (per record)
+        # phase 1: size, schema, duplicate keys, signing input (per record); the fast decoder
+        # takes the whole batch (identifier patterns checked once per distinct value)
+        max_line = self.max_line_bytes
+        fast: list[Any] = [None] * len(messages)
+        if self._fast is not None:
+            try:
+                fast = self._fast([m.data if len(m.data) <= max_line else b"" for m in messages])
+            except Exception:  # the fast path only accepts: on any failure pydantic decides all
+                fast = [None] * len(messages)
         for i, msg in enumerate(messages):
             try:
-                self._parse(batch, i, msg, pending)
+                self._parse(batch, i, msg, pending, fast[i])
             except Exception as exc:
                 self._internal_error(batch, i, msg, exc)
         # carried (incomplete) v2 batches join this batch's members of the same batch
@@ -1105,34 +1115,83 @@ class IngestEngine:
         accepted_counts: Counter[tuple[str, int, Any]] = Counter()
         # the common case inline (content passed, ts in the window, seq above the producer's
         # highest, record_id new): the same checks and state changes as ``_decide``, in one
-        # window call; anything else, or a release, is decided by ``_decide``
+        # window call per producer run (``_accept_runs``) or per record (``accept_new``);
+        # anything else, or a release, is decided by ``_decide``
         ts_lo, ts_hi = now - self.replay.max_age_ms, now + self.replay.max_skew_ms
         accept_new = self.windows.accept_new
         window_ms = self.health.window_ms
         summary = self.summary
+        marks, stored, outcomes = batch.marks, batch.stored, batch.outcomes
+        taken = {} if releasing else self._accept_runs(cands, ts_lo, ts_hi)
+        accepted = ("accepted", None)
         for c in cands:
             try:
                 rec = c.rec
                 ts = rec["ts"]
-                if c.verdict is None and not releasing and ts_lo <= ts <= ts_hi:
-                    pid, seq, leaf = rec["producer_id"], rec["seq"], c.leaf
+                pid = rec["producer_id"]
+                run = taken.get(c.i)
+                if run is not None:  # accepted with its producer's whole run
+                    line, leaf8, rid8 = run
+                elif c.verdict is None and not releasing and ts_lo <= ts <= ts_hi:
+                    leaf = c.leaf
                     line = self._stored_line(c, leaf.hex())
                     rid8 = rid_hash(rec["record_id"])
                     leaf8 = leaf[:8]
-                    if accept_new(pid, seq, leaf8, rid8):
-                        batch.marks.append([pid, seq, leaf8.hex(), rid8.hex(), "a"])
-                        batch.stored.append(line)
-                        batch.outcomes[c.i] = ("accepted", None)
-                        summary.accepted += 1
-                        summary.stored += 1
-                        label = rec["payload"].get("label")
-                        accepted_counts[(pid, ts // window_ms * window_ms, label)] += 1
+                    if not accept_new(pid, rec["seq"], leaf8, rid8):
+                        self._decide(batch, c, now, accepted_counts, releasing=releasing)
                         continue
-                self._decide(batch, c, now, accepted_counts, releasing=releasing)
+                else:
+                    self._decide(batch, c, now, accepted_counts, releasing=releasing)
+                    continue
+                marks.append([pid, rec["seq"], leaf8.hex(), rid8.hex(), "a"])
+                stored.append(line)
+                outcomes[c.i] = accepted
+                summary.accepted += 1
+                summary.stored += 1
+                accepted_counts[
+                    (pid, ts // window_ms * window_ms, rec["payload"].get("label"))
+                ] += 1
             except Exception as exc:
                 self._internal_error(batch, c.i, c.msg, exc, producer=c.rec["producer_id"],
                                      record_id=c.rec["record_id"], authenticated=True)  # fmt: skip
         self.health.observe_accepted(accepted_counts)
+
+    def _accept_runs(
+        self, cands: list[_Candidate], ts_lo: int, ts_hi: int
+    ) -> dict[int, tuple[bytes, bytes, bytes]]:
+        """The common case decided per producer: when every candidate of a producer in this
+        batch passed its content checks and is fresh, and :meth:`SeqWindows.accept_run` takes
+        the whole run (distinct seqs above the window in any arrival order, e.g. with a v2
+        batch carried from the last poll; new record ids), all are accepted with one window
+        call. Returns ``{candidate index: (stored line, leaf8, rid8)}``; producers with anything
+        else (or any exception) are left to the per-record path, which then decides exactly as
+        before (the run changed nothing)."""
+        runs: dict[str, list[_Candidate]] = {}
+        mixed: set[str] = set()
+        for c in cands:
+            rec = c.rec
+            if c.verdict is None and ts_lo <= rec["ts"] <= ts_hi:
+                runs.setdefault(rec["producer_id"], []).append(c)
+            else:
+                mixed.add(rec["producer_id"])
+        taken: dict[int, tuple[bytes, bytes, bytes]] = {}
+        stored_line = self._stored_line
+        accept_run = self.windows.accept_run
+        for pid, run in runs.items():
+            if pid in mixed:
+                continue
+            try:
+                items = [
+                    (stored_line(c, c.leaf.hex()), c.leaf[:8], rid_hash(c.rec["record_id"]))
+                    for c in run
+                ]
+                ok = accept_run(pid, [c.rec["seq"] for c in run], [x[1] for x in items],
+                                [x[2] for x in items])  # fmt: skip
+            except Exception:  # the per-record path decides (and names the failure)
+                ok = False
+            if ok:
+                taken.update(zip([c.i for c in run], items, strict=True))
+        return taken
 
     def _decide(
         self,

@@ -31,6 +31,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Final
 
+import numpy as np
+
 from saip_ingestion.backends.local import atomic_write
 from saip_ingestion.errors import IngestError
 
@@ -193,6 +195,82 @@ class SeqWindows:
         w.leaf[off : off + _PREFIX] = leaf8
         w.rid[off : off + _PREFIX] = rid8
         w.rids.add(rid)
+        self.dirty.add(producer_id)
+        return True
+
+    def accept_run(
+        self,
+        producer_id: str,
+        seqs: Sequence[int],
+        leaf8s: Sequence[bytes],
+        rid8s: Sequence[bytes],
+    ) -> bool:
+        """A whole run of one producer's records accepted at once, when deciding them one by
+        one in the given order would accept every one: ``True`` after the same state changes,
+        or ``False`` with nothing changed (the caller then decides record by record).
+
+        "One by one" is the engine's per-record path: :meth:`accept_new`, and where it declines
+        (a ``seq`` below one accepted earlier in the run, e.g. the records of a v2 batch carried
+        from an earlier poll), :meth:`lookup` + :meth:`has_record_id` + :meth:`mark`. Taken only
+        when it provably gives the same answers and state: ``seqs`` distinct, all above the
+        highest and spanning fewer than ``W`` (every one stays in the window, no slot written
+        twice), record-id hashes 8 bytes each, distinct and not in the window (the one-by-one
+        checks see a subset of the window's ids plus the run's own), and no evicted slot holds
+        one of the run's ids (one by one, evictions discard ids as they go; here all evictions
+        come first). The evictions are those of the one-by-one path: every used slot of
+        ``(highest, max(seqs)]``, or the whole window when the lowest ``seq`` is ``W`` or more
+        above the highest (property test in ``tests/ingestion/test_ing_speed_paths.py``).
+        """
+        n = len(seqs)
+        if not n or n != len(leaf8s) or n != len(rid8s):
+            return False
+        size = self.window
+        w = self._w.get(producer_id)
+        high = -1 if w is None else w.highest
+        if w is not None:
+            size = w.size
+        arr = np.asarray(seqs, dtype=np.int64)  # seqs are validated to 0..2**63 - 1
+        first, last = int(arr.min()), int(arr.max())
+        if first <= high or last - first >= size or len(set(seqs)) != n:
+            return False
+        rid_blob = b"".join(rid8s)
+        leaf_blob = b"".join(leaf8s)
+        if len(rid_blob) != n * _PREFIX or len(leaf_blob) != n * _PREFIX:
+            return False
+        rids = np.frombuffer(rid_blob, dtype="<u8").tolist()
+        new = set(rids)
+        if len(new) != n or (w is not None and not new.isdisjoint(w.rids)):
+            return False
+        slots = arr % size
+        evicted: list[int] = []
+        reset = w is None or first - high >= size
+        if w is not None and not reset:
+            status = np.frombuffer(w.status, dtype=np.uint8)
+            span = (
+                np.arange(high + 1, last + 1, dtype=np.int64) % size if last - high < size else None
+            )
+            gone = np.flatnonzero(status) if span is None else span[status[span] != 0]
+            evicted = np.frombuffer(w.rid, dtype="<u8")[gone].tolist()
+            if not new.isdisjoint(evicted):
+                return False
+        # every check passed: apply (nothing below can fail half-way)
+        if w is None:
+            w = self._w[producer_id] = _Window(self.window)
+        if reset:
+            w.status = bytearray(w.size)
+            w.rids.clear()
+        else:
+            status[gone] = 0
+            w.rids.difference_update(evicted)
+        w.highest = last
+        np.frombuffer(w.status, dtype=np.uint8)[slots] = _ACCEPTED
+        np.frombuffer(w.leaf, dtype=np.uint8).reshape(-1, _PREFIX)[slots] = np.frombuffer(
+            leaf_blob, dtype=np.uint8
+        ).reshape(-1, _PREFIX)
+        np.frombuffer(w.rid, dtype=np.uint8).reshape(-1, _PREFIX)[slots] = np.frombuffer(
+            rid_blob, dtype=np.uint8
+        ).reshape(-1, _PREFIX)
+        w.rids.update(new)
         self.dirty.add(producer_id)
         return True
 

@@ -93,13 +93,15 @@ def split_1d(p: NDArray[np.float64], *, min_frac: float) -> tuple[float, float, 
 
 
 def _reduce(x: NDArray[np.float64], max_dims: int, seed: int) -> NDArray[np.float64]:
-    if x.shape[1] <= max_dims:
+    # no more axes than samples: a small shard (a federated client's) of wide inputs
+    dims = min(max_dims, len(x))
+    if x.shape[1] <= dims:
         return x
     from sklearn.decomposition import PCA
 
     rng = np.random.default_rng(seed)
     fit_idx = rng.choice(len(x), min(len(x), 5000), replace=False)
-    pca = PCA(max_dims, svd_solver="randomized", random_state=seed).fit(x[fit_idx])
+    pca = PCA(dims, svd_solver="randomized", random_state=seed).fit(x[fit_idx])
     out: NDArray[np.float64] = pca.transform(x)
     return out
 

@@ -79,7 +79,11 @@ def client_filter(
     # prepared once with the caller's min_per_class; the scan and its detectors reuse it
     data = prepare(xa[sel], ys, min_per_class=min_per_class)
     report = scan(data, epochs=epochs, seed=seed)
-    flagged = np.flatnonzero(report.flags)
+    # a keep-mask cannot relabel: label-noise flags the scan set aside (clean-level, but
+    # possibly an attacker's flips within the allowance) are dropped as well; being unflagged,
+    # their scores are below every flag's, so the cap drops them last
+    drop = report.flags if report.set_aside is None else report.flags | report.set_aside
+    flagged = np.flatnonzero(drop)
     cap = int(np.floor(max_drop_fraction * len(ya)))
     if len(flagged) > cap:
         order = np.argsort(-report.scores[flagged])

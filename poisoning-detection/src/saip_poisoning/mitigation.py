@@ -134,7 +134,8 @@ def mitigate(
     report
         The scan of exactly this dataset.
     relabel
-        Relabel label-noise flags to the neighbour majority (else remove them).
+        Relabel label-noise flags, and the ones the scan set aside, to the neighbour majority
+        (else remove them).
     unlearn
         Share of the kept samples to copy as counter-examples (0 = none; 0.2 in the benchmark).
         The caller must train on ``counter_x``/``counter_y`` too.
@@ -169,10 +170,14 @@ def mitigate(
     for t in live:
         keep &= ~carriers(data, t)
     labels = data.y.copy()
+    # label noise, and the clean-level flags the scan set aside (label hygiene, not counted as
+    # poison — but possibly an attacker's flips within the allowance): relabelled, or removed
+    # when the caller trains on a keep-mask and cannot relabel
+    fix = report.noise if report.set_aside is None else report.noise | report.set_aside
     if relabel:
-        labels[report.noise] = report.relabel[report.noise]
+        labels[fix] = report.relabel[fix]
     else:
-        keep &= ~report.noise
+        keep &= ~fix
     relabelled = int((labels != data.y).sum())
     asr_after: dict[int, float] = {}
     asr_plain: dict[int, float] = {}
@@ -204,7 +209,7 @@ def mitigate(
         acc_after = float(res["clean_accuracy"])  # type: ignore[arg-type]
     idx = np.flatnonzero(keep)
     sub = prepare(
-        data.x[idx],
+        data.x[idx].reshape(len(idx), *data.shape),  # images stay images for the re-scan
         labels[idx],
         producer=None if data.producer is None else data.producer[idx],
         record_id=None if data.record_id is None else data.record_id[idx],

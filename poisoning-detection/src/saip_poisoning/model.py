@@ -58,10 +58,15 @@ class ProbeView:
 class _MLP(nn.Module):
     def __init__(self, d: int, c: int, hidden: int, penultimate: int) -> None:
         super().__init__()
+        # float32 whatever torch's default dtype is in this process (the inputs are float32)
+        f32 = torch.float32
         self.body = nn.Sequential(
-            nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, penultimate), nn.ReLU()
+            nn.Linear(d, hidden, dtype=f32),
+            nn.ReLU(),
+            nn.Linear(hidden, penultimate, dtype=f32),
+            nn.ReLU(),
         )
-        self.head = nn.Linear(penultimate, c)
+        self.head = nn.Linear(penultimate, c, dtype=f32)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.head(self.body(x))

@@ -15,6 +15,17 @@ neighbour majority. Below ``min_accuracy`` / ``min_agreement`` the report says
 (on such data "disagrees with its neighbours" mostly means "hard", not "poisoned") and the risk
 only reflects what does not need a good probe (a reconstructed, verified trigger).
 
+**Image probe** (:mod:`saip_poisoning.imageprobe`). For N×H×W(×C) inputs whose pixel probe
+misses a floor, the same neighbours + cross-fitted probe are computed on a label-free image
+representation — texture statistics (HOG-style gradient histograms, Dalal & Triggs 2005;
+marginal/derivative texture statistics, Portilla & Simoncelli 2000) and random-convolution
+energies (Jarrett et al. 2009; Saxe et al. 2011) — and that view judges labels if it passes
+stricter floors: each floor plus two binomial standard errors (a second probe is a second
+chance at the same floors) and at least the range the label-noise rule was validated on (the
+tuning sets' lowest agreement 0.88 and median class accuracy 0.71). ``calibration["probe"]``
+names the view used, ``calibration["probes"]`` lists every probe tried with its numbers.
+Trigger search stays in input space.
+
 Rules
 -----
 1. **trigger carrier** — a sample whose projection on a reconstructed trigger is past the cut
@@ -26,10 +37,28 @@ Rules
    neighbours themselves are typical members of their classes (≥ 50 % of them agree with their
    own neighbours): an isolated wrong label in a clean region, not a sample in an overlap zone.
    The three cuts scale with the data's own estimated flip rate (see ``_noise_rule``).
+   When the first pass flags enough for a label-noise risk ≥ 20 (guarded band or above), its
+   flags are corrected and the rule runs once more with the corrected neighbour labels and a
+   probe refitted on them (one round of iterative cleaning, Northcutt et al. 2021; see
+   ``_label_noise``); below that, clean data keeps the one-pass rule.
 3. **relabelled cluster** (calibrated data only, counted as label noise) — exclusionary
    reclassification (Chen et al. 2018, :mod:`saip_poisoning.detectors.reclassify`): a separate
    cluster of one label that another class claims once it is excluded, i.e. a targeted pair
-   flip whose flipped samples are each other's neighbours.
+   flip whose flipped samples are each other's neighbours. Run on the samples rule 2 did not
+   flag, so scattered flips it already found do not drag genuine boundary samples into a cluster.
+
+When a shared pattern's carriers are flagged (rule 1) and the label-noise flags (rules 2–3) are
+no more than ``CLEAN_ALLOWANCE`` of the data and look like the level these rules flag on clean
+data (no relabelled cluster, no class in the guarded band: ``_beyond_clean_level``), those
+flags are set aside (``calibration["label_noise_set_aside"]``, ``ScanReport.set_aside``): not
+flagged as poison; :func:`mitigate` still relabels them (label hygiene — on MNIST 3-vs-8 a2o 10 %
+relabelling its 3 such samples kept the retrained model 1.3 points more accurate, mean of 5
+training seeds) but does not remove them — unless it cleans through a keep-mask
+(``relabel=False``; :func:`~saip_poisoning.client.client_filter` too), which cannot relabel and
+drops them like any label-noise flag (an attacker's flips within the allowance must not reach
+training with their wrong labels). Each has a reason in ``ScanReport.set_aside_reasons``.
+Tuning sets: in every pattern scan (a2o 1–10 %, replacing a2o, blend, clean-label on digits,
+MNIST-5k, MNIST 3-vs-8) none of them was poison.
 
 Risk score (0–100)
 ------------------
@@ -74,6 +103,7 @@ from saip_poisoning.detectors import (
     SpectralSignature,
 )
 from saip_poisoning.detectors.reclassify import reclassify_clusters
+from saip_poisoning.imageprobe import ImageProbe, image_features, is_image
 from saip_poisoning.inputspace import InputSpace, input_space
 from saip_poisoning.model import ProbeView, crossfit_probs, fit_probe
 from saip_poisoning.trigger import (
@@ -95,6 +125,15 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: the scan's default second probe for images (escalation when the pixel probe misses a floor)
+DEFAULT_IMAGE_PROBE = ImageProbe()
+#: the range the label-noise rule was validated on: the lowest probe/neighbour agreement and
+#: median per-class held-out accuracy of the (pixel) probe over every benchmark cell of the
+#: tuning sets (digits, MNIST-5k, MNIST 3-vs-8, scan seed 0; clean seeds 0–2): 0.884 (MNIST-5k
+#: pair flip 10 %) and 0.715 (MNIST-5k flip 20 %). A second probe (the image probe, after the
+#: pixel probe missed a floor) is trusted only inside that range
+_VALIDATED_AGREEMENT = 0.88
+_VALIDATED_ACCURACY = 0.71
 #: (lower bound, name) of the documented risk bands
 BANDS: tuple[tuple[float, str], ...] = ((0, "low"), (20, "guarded"), (40, "high"), (70, "critical"))
 #: share of clean samples the label-noise rule flags on the tuning sets, not counted as risk
@@ -184,6 +223,13 @@ class ScanReport:
         Reconstructed triggers (verified or candidate) and their measured attack success.
     per_class, per_producer, mitigations, detectors
         Class and producer statistics, recommended actions, extra detector reports.
+    set_aside
+        Label-noise flags set aside because a flagged pattern explains the poison and they are
+        no more than the clean allowance (module docstring): not in :attr:`flags`; ``mitigate``
+        still relabels them (label hygiene), or removes them with ``relabel=False`` (a
+        keep-mask cannot relabel; ``client_filter`` drops them too).
+    set_aside_reasons
+        One non-empty reason per set-aside index (why it was set aside and what the rule saw).
     """
 
     risk_score: float
@@ -205,6 +251,8 @@ class ScanReport:
     record_id: NDArray[np.str_] | None = None
     class_names: tuple[str, ...] = ()
     detectors: Mapping[str, DetectionReport] = field(default_factory=dict, repr=False)
+    set_aside: NDArray[np.bool_] | None = None
+    set_aside_reasons: Mapping[int, str] = field(default_factory=dict)
 
     @property
     def flagged(self) -> list[int]:
@@ -230,6 +278,10 @@ class ScanReport:
             "per_producer": {p: dict(v) for p, v in self.per_producer.items()},
             "mitigations": [m.to_dict() for m in self.mitigations],
             "reasons": {str(i): r for i, r in self.reasons.items()},
+            "label_noise_set_aside": []
+            if self.set_aside is None
+            else [int(i) for i in np.flatnonzero(self.set_aside)],
+            "label_noise_set_aside_reasons": {str(i): r for i, r in self.set_aside_reasons.items()},
             "triggers": [
                 {
                     "target": t.target,
@@ -319,6 +371,7 @@ def scan(
     min_asr: float = 0.5,
     min_accuracy: float = 0.6,
     min_agreement: float = 0.8,
+    image_probe: ImageProbe | None = DEFAULT_IMAGE_PROBE,
 ) -> ScanReport:
     """Scan ``(x, y)`` for poisoning; see the module docstring for rules, calibration and risk.
 
@@ -340,11 +393,21 @@ def scan(
     min_effect, min_asr, min_accuracy, min_agreement
         The trigger effect cut (robust SD; set on digits/MNIST-5k), the ASR a trigger must reach
         to count as a working backdoor, and the calibration floors.
+    image_probe
+        The second probe for images (:class:`~saip_poisoning.imageprobe.ImageProbe`): with
+        the default ``mode="auto"``, N×H×W(×C) inputs whose pixel probe misses a calibration
+        floor are judged on label-free texture and random-convolution features instead
+        (``calibration["probe"]`` names the probe used, ``calibration["probes"]`` gives each
+        probe's measurements). ``None`` keeps the pixel probe only.
 
     Raises
     ------
     PoisoningInputError
         Malformed input (see :func:`saip_poisoning.data.prepare`).
+    TypeError
+        ``image_probe`` is not an :class:`~saip_poisoning.imageprobe.ImageProbe` or ``None``.
+    ValueError
+        ``image_probe`` has ``mode="always"`` but the input is not images it accepts.
     """
     if isinstance(x, Prepared):
         data = x
@@ -352,10 +415,21 @@ def scan(
         if y is None:
             raise TypeError("scan() needs labels y unless x is a Prepared dataset")
         data = prepare(x, y, producer=producer, record_id=record_id, min_per_class=min_per_class)
+    if image_probe is not None and not isinstance(image_probe, ImageProbe):
+        raise TypeError(
+            f"image_probe must be an ImageProbe or None, got {type(image_probe).__name__}"
+        )
+    if image_probe is not None and image_probe.mode == "always" and not is_image(data, image_probe):
+        raise ValueError(
+            "image_probe mode 'always' needs N×H×W or N×H×W×C inputs with sides >= "
+            f"{image_probe.min_side}, got per-sample shape {data.shape}"
+        )
     space = input_space(data, seed=seed)
-    z = space.z / (float(space.z.std()) or 1.0)
-    oof = crossfit_probs(z, data.y, n_classes=data.n_classes, seed=seed)
-    calibration = _calibrate(data, space, oof, min_accuracy, min_agreement)
+    # ``lspace``/``oof``: the view labels are judged in (calibration, label-noise rules): the
+    # pixel PCA, or the image features when the pixel probe cannot learn the images
+    lspace, oof, calibration = _judging_view(
+        data, space, image_probe, seed=seed, min_accuracy=min_accuracy, min_agreement=min_agreement
+    )
     calibrated = bool(calibration["calibrated"])
 
     triggers = find_triggers(data, space, min_effect=min_effect, seed=seed)
@@ -415,11 +489,22 @@ def scan(
             carrier_of[new] = t.target
             stamped |= new
     carrier |= stamped
-    noise = _noise_rule(data, space, oof) if calibrated else np.zeros(n, dtype=bool)
-    relabel = space.majority.copy()
+    where = "input-space" if lspace is space else "image-feature"
+    relabel = lspace.majority.copy()
+    noise = np.zeros(n, dtype=bool)
+    second_reason: dict[int, str] = {}
+    if calibrated:
+        lz = lspace.z / (float(lspace.z.std()) or 1.0)
+        noise, relabel, second_reason, passes = _label_noise(
+            data, lspace, lz, oof, seed=seed, where=where
+        )
+        calibration["label_noise_passes"] = passes
     cluster_reason: dict[int, str] = {}
     if calibrated:
-        for cl in reclassify_clusters(space.z, data.y, data.n_classes, seed=seed):
+        # after the per-sample rule, without its flags (one round of iterative cleaning)
+        for cl in reclassify_clusters(
+            lspace.z, data.y, data.n_classes, seed=seed, exclude=noise.copy()
+        ):
             noise[cl.members] = True
             relabel[cl.members] = cl.voted
             for i in cl.members:
@@ -429,14 +514,38 @@ def scan(
                     f"{data.class_name(cl.voted)} by neighbours outside the cluster"
                 )
     noise &= ~carrier
+    # a shared pattern whose carriers are flagged explains the poison; label-noise flags at no
+    # more than the clean allowance are the rule's own clean-data level, not a second attack:
+    # set aside (not flagged as poison; mitigate still relabels them, a keep-mask drops them)
+    set_aside = np.zeros(n, dtype=bool)
+    if (
+        carrier.any()
+        and float(noise.mean()) <= CLEAN_ALLOWANCE
+        and not _beyond_clean_level(data, noise, frozenset(cluster_reason))
+    ):
+        set_aside = noise.copy()
+        noise[:] = False
+    calibration["label_noise_set_aside"] = int(set_aside.sum())
     flags = carrier | noise
 
     p_given = oof[np.arange(n), data.y]
-    scores = np.maximum(space.disagreement * (1.0 - p_given) / 0.56, 0.0)
+    scores = np.maximum(lspace.disagreement * (1.0 - p_given) / 0.56, 0.0)
     for t, ok in zip(triggers, verified, strict=True):
         if ok:
             scores = np.maximum(scores, t.projection(data.xs) / t.cut)
     scores = np.where(flags, np.maximum(scores, 1.0), np.minimum(scores, 0.999))
+
+    def _noise_reason(i: int) -> str:
+        if i in cluster_reason:
+            return cluster_reason[i]
+        if i in second_reason:
+            return second_reason[i]
+        return (
+            f"label {data.class_name(int(data.y[i]))} disagrees with "
+            f"{lspace.majority_share[i]:.0%} of its {where} neighbours (majority "
+            f"{data.class_name(int(lspace.majority[i]))}) and with a probe that never saw it "
+            f"(p(label) = {p_given[i]:.2f})"
+        )
 
     reasons: dict[int, str] = {}
     tr_by = {t.target: t for t in triggers}
@@ -472,15 +581,17 @@ def scan(
                 f"({how}{t.n_coords} input coordinates, effect {t.effect:.1f} robust SD, attack "
                 f"success {asr_before.get(t.target, float('nan')):.0%} on a probe)"
             )
-        elif i in cluster_reason:
-            reasons[i] = cluster_reason[i]
         else:
-            reasons[i] = (
-                f"label {data.class_name(int(data.y[i]))} disagrees with "
-                f"{space.majority_share[i]:.0%} of its input-space neighbours (majority "
-                f"{data.class_name(int(space.majority[i]))}) and with a probe that never saw it "
-                f"(p(label) = {p_given[i]:.2f})"
-            )
+            reasons[i] = _noise_reason(i)
+    set_aside_reasons = {
+        int(i): (
+            f"set aside, not counted as poison: {int(set_aside.sum())} label-noise flags "
+            f"({set_aside.mean():.1%} of the data, at most the clean allowance "
+            f"{CLEAN_ALLOWANCE:.0%}) next to a flagged pattern; mitigate relabels it (or drops "
+            f"it from a keep-mask): {_noise_reason(int(i))}"
+        )
+        for i in np.flatnonzero(set_aside)
+    }
 
     noise_frac = float(noise.mean())
     risk_parts = {
@@ -564,7 +675,130 @@ def scan(
         record_id=data.record_id,
         class_names=data.classes,
         detectors=detectors,
+        set_aside=set_aside,
+        set_aside_reasons=set_aside_reasons,
     )
+
+
+def _beyond_clean_level(data: Prepared, noise: NDArray[np.bool_], cluster: frozenset[int]) -> bool:
+    """Whether label-noise flags are more than the rule's clean-data level, whatever their total.
+
+    The set-aside (module docstring) is for the thin, spread flags the rule raises on clean
+    data. An attacker can keep targeted flips under the 2 % total and plant a cheap pattern to
+    have them set aside; targeted flips are concentrated. Not the clean level: a relabelled
+    cluster among the flags (rule 3 never fires on the clean tuning sets), or a class whose
+    label-noise share is in the guarded band (the per-class ``label_noise`` class test; on the
+    tuning sets' pattern scans the set-aside flags reached a per-class risk of at most 16,
+    MNIST-5k; 18 targeted flips into one digits class reach 97).
+    """
+    if any(noise[i] for i in cluster):
+        return True
+    for c in range(data.n_classes):
+        m = data.y == c
+        if m.any() and risk_from_fraction(float(noise[m].mean())) >= BANDS[1][0]:
+            return True
+    return False
+
+
+def _judging_view(
+    data: Prepared,
+    space: InputSpace,
+    image_probe: ImageProbe | None,
+    *,
+    seed: int,
+    min_accuracy: float,
+    min_agreement: float,
+) -> tuple[InputSpace, NDArray[np.float64], dict[str, Any]]:
+    """The neighbours, cross-fitted probabilities and calibration labels are judged with.
+
+    First the pixel probe (PCA of the scaled inputs). For images, when it misses a floor (or
+    with ``mode="always"``, then only measured and reported while the pixel probe passes), the
+    same PCA + k-NN + cross-fitted MLP run on the label-free image features
+    (:mod:`saip_poisoning.imageprobe`). After a failed first probe the image
+    probe must pass stricter floors: (a) a second probe is a second chance at the same floors
+    (data at a floor passes one probe about half the time, one of two about three times in
+    four), so it must clear each floor by two binomial standard errors of its own measurement
+    (``selection_margin``); (b) it must stay inside the range the label-noise rule was
+    validated on (``_VALIDATED_AGREEMENT``, ``_VALIDATED_ACCURACY``, from the tuning sets).
+    The image view judges labels when it passes; otherwise the report gives both probes'
+    measurements and stays uncalibrated. ``calibration["probes"]`` lists every probe tried.
+    """
+    z = space.z / (float(space.z.std()) or 1.0)
+    oof = crossfit_probs(z, data.y, n_classes=data.n_classes, seed=seed)
+    cal = _calibrate(data, space, oof, min_accuracy, min_agreement)
+    tried = [{"probe": "pixels", **_summary(cal)}]
+    use = (space, oof, cal, "pixels")
+    if (
+        image_probe is not None
+        and is_image(data, image_probe)
+        and (image_probe.mode == "always" or not cal["calibrated"])
+    ):
+        margin = {"accuracy": 0.0, "agreement": 0.0}
+        acc_floor = max(min_accuracy, _VALIDATED_ACCURACY)
+        agree_floor = max(min_agreement, _VALIDATED_AGREEMENT)
+        if not cal["calibrated"]:
+            counts = np.bincount(data.y)
+            n_class = float(np.median(counts[counts > 0]))
+            margin = {
+                "accuracy": round(2.0 * math.sqrt(min_accuracy * (1 - min_accuracy) / n_class), 4),
+                "agreement": round(
+                    2.0 * math.sqrt(min_agreement * (1 - min_agreement) / len(data.y)), 4
+                ),
+            }
+            acc_floor = max(min_accuracy + margin["accuracy"], _VALIDATED_ACCURACY)
+            agree_floor = max(min_agreement + margin["agreement"], _VALIDATED_AGREEMENT)
+        feats = image_features(data, image_probe, seed=seed)
+        fdata = dc_replace(data, x=feats, xs=feats, shape=(feats.shape[1],))
+        fspace = input_space(fdata, seed=seed)
+        fz = fspace.z / (float(fspace.z.std()) or 1.0)
+        foof = crossfit_probs(fz, data.y, n_classes=data.n_classes, seed=seed)
+        fcal = _calibrate(
+            data,
+            fspace,
+            foof,
+            min(1.0, acc_floor),
+            min(1.0, agree_floor),
+            where="image-feature",
+        )
+        fcal["selection_margin"] = margin
+        tried.append({"probe": "image_features", **_summary(fcal), "selection_margin": margin})
+        # the image view judges only where the pixels cannot: on data the pixel probe passes it
+        # is weaker (pooling discards position; digits flip 10 %: recall 0.75 vs 0.92), so with
+        # ``mode="always"`` it is measured and reported, never a replacement
+        if fcal["calibrated"] and not cal["calibrated"]:
+            use = (fspace, foof, fcal, "image_features")
+        elif not cal["calibrated"]:
+            cal["reason"] = (
+                "pixel probe: "
+                + "; ".join(cal["problems"])
+                + "; image-feature probe (floors raised by the selection margin): "
+                + "; ".join(fcal["problems"])
+                + _TOO_HARD
+            )
+    lspace, loof, out, name = use
+    out.pop("problems", None)
+    out["probe"] = name
+    out["probes"] = tried
+    return lspace, loof, out
+
+
+def _summary(cal: Mapping[str, Any]) -> dict[str, Any]:
+    keys = (
+        "oof_accuracy",
+        "oof_accuracy_median_class",
+        "probe_neighbour_agreement",
+        "knn_accuracy",
+        "min_accuracy",
+        "min_agreement",
+        "calibrated",
+    )
+    return {k: cal[k] for k in keys}
+
+
+_TOO_HARD = (
+    ": the data is too hard for the probe to tell wrong labels from hard samples, so the "
+    "label-noise rule was not run (trigger search still ran)"
+)
 
 
 def _calibrate(
@@ -573,7 +807,11 @@ def _calibrate(
     oof: NDArray[np.float64],
     min_accuracy: float,
     min_agreement: float,
+    *,
+    where: str = "input-space",
 ) -> dict[str, Any]:
+    """The calibration measurements of one probe and its neighbours; ``problems`` (popped by
+    :func:`_judging_view`) lists the floors missed."""
     pred = oof.argmax(1)
     per_class = [
         float((pred[data.y == c] == c).mean()) for c in range(data.n_classes) if (data.y == c).any()
@@ -585,30 +823,45 @@ def _calibrate(
         "oof_accuracy_median_class": round(acc, 4),
         "probe_neighbour_agreement": round(agree, 4),
         "knn_accuracy": round(float((space.majority == data.y).mean()), 4),
-        "min_accuracy": min_accuracy,
-        "min_agreement": min_agreement,
+        "min_accuracy": round(min_accuracy, 4),
+        "min_agreement": round(min_agreement, 4),
     }
     problems = []
     if acc < min_accuracy:
         problems.append(
-            f"held-out probe accuracy (median over classes) {acc:.2f} < {min_accuracy:.2f}"
+            f"held-out probe accuracy (median over classes) {acc:.3f} < {min_accuracy:.3f}"
         )
     if agree < min_agreement:
         problems.append(
-            f"probe and input-space neighbours agree on only {agree:.0%} of samples "
-            f"(< {min_agreement:.0%})"
+            f"probe and {where} neighbours agree on only {agree:.1%} of samples "
+            f"(< {min_agreement:.1%})"
         )
     out["calibrated"] = not problems
+    out["problems"] = problems
     if problems:
-        out["reason"] = (
-            "; ".join(problems)
-            + ": the data is too hard for the probe to tell wrong labels from hard samples, so "
-            "the label-noise rule was not run (trigger search still ran)"
-        )
+        out["reason"] = "; ".join(problems) + _TOO_HARD
     return out
 
 
-def _noise_rule(data: Prepared, space: InputSpace, oof: NDArray[np.float64]) -> NDArray[np.bool_]:
+def _votes(
+    neighbours: NDArray[np.intp], labels: NDArray[np.int64], n_classes: int
+) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
+    """Neighbour majority, its share, and each sample's disagreement under ``labels``."""
+    nl = labels[neighbours]
+    n, k = nl.shape
+    counts = np.zeros((n, n_classes), dtype=np.int64)
+    np.add.at(counts, (np.repeat(np.arange(n), k), nl.ravel()), 1)
+    disagreement = (nl != labels[:, None]).mean(axis=1)
+    return counts.argmax(axis=1).astype(np.int64), counts.max(axis=1) / k, disagreement
+
+
+def _noise_rule(
+    data: Prepared,
+    space: InputSpace,
+    oof: NDArray[np.float64],
+    *,
+    labels: NDArray[np.int64] | None = None,
+) -> NDArray[np.bool_]:
     """Rule 2 (label noise), its cuts scaled by the data's own noise level.
 
     ``r`` = share of samples whose neighbour majority and cross-fitted probe agree on another
@@ -618,20 +871,89 @@ def _noise_rule(data: Prepared, space: InputSpace, oof: NDArray[np.float64]) -> 
     (≤ 0.7), ``p(label) < 0.2 + r`` and typical neighbours ≥ ``0.5·(1 − r)``. On clean data
     (``r ≈ 0.01–0.03``) this is the fixed rule (0.7 / 0.2 / 0.5). Set on the tuning sets: at 20 %
     random flips the fixed cuts missed 27 % (digits) and 33 % (MNIST-5k) of the flips.
+
+    ``labels`` (default: the given labels) are the labels the *neighbours* vote with; the
+    sample itself is always judged on its given label (:func:`_label_noise`'s second pass
+    passes the first pass's corrected labels).
     """
     n = len(data.y)
+    if labels is None:
+        majority, share, disagreement = space.majority, space.majority_share, space.disagreement
+    else:
+        majority, share, disagreement = _votes(space.neighbours, labels, data.n_classes)
     pred = oof.argmax(1)
     p_given = oof[np.arange(n), data.y]
-    typical = (space.disagreement < 0.5)[space.neighbours].mean(axis=1)
-    wrong = (space.majority != data.y) & (pred == space.majority)
+    typical = (disagreement < 0.5)[space.neighbours].mean(axis=1)
+    wrong = (majority != data.y) & (pred == majority)
     r = float((wrong & (pred != data.y)).mean())
     out: NDArray[np.bool_] = (
         wrong
-        & (space.majority_share >= min(0.7, 0.7 * (1.0 - r) / 0.97))
+        & (share >= min(0.7, 0.7 * (1.0 - r) / 0.97))
         & (p_given < max(0.2, 0.2 + r))
         & (typical >= min(0.5, 0.5 * (1.0 - r)))
     )
     return out
+
+
+#: the label-noise risk at which the first pass's flags are taken as evidence of noise and the
+#: rule is run once more on the corrected labels: the lower bound of the guarded band
+_SECOND_PASS_RISK = 20.0
+
+
+def _label_noise(
+    data: Prepared,
+    space: InputSpace,
+    z: NDArray[np.float64],
+    oof: NDArray[np.float64],
+    *,
+    seed: int,
+    where: str = "input-space",
+) -> tuple[NDArray[np.bool_], NDArray[np.int64], dict[int, str], int]:
+    """Rule 2 with one round of iterative cleaning; returns flags, relabel targets, reasons of
+    the second pass's flags and the number of passes run (reported as
+    ``calibration["label_noise_passes"]``).
+
+    At a high flip rate the noise hides itself: a flipped sample's neighbours carry flipped
+    labels too, and a probe fitted on the noisy labels is unsure (at 20 % flips on breast_cancer,
+    an evaluation set, its held-out accuracy against the true labels fell to 0.67 and flipped
+    samples kept ``p(label)`` 0.4–0.5). Confident learning (Northcutt, Jiang, Chuang 2021, JAIR 70,
+    arXiv:1911.00068) prunes the confident label errors and trains again on what is left. Here:
+    when the first pass flags enough to put the data in the guarded band or above (label-noise
+    risk ≥ 20, i.e. clearly more than the clean allowance), its flags are relabelled to their
+    neighbour majority, the cross-fitted probe is refitted on those corrected labels, and the
+    rule runs once more with neighbours voting with the corrected labels and the refitted probe
+    (each sample still judged on its *given* label, the cuts scaled by the rate re-estimated in
+    that view). Below the guarded band nothing changes, so clean data (tuning sets: ≤ 1 %
+    flagged) keeps exactly the one-pass rule; the refit costs one more cross-fit only on data
+    that is already reported as noisy.
+
+    Measured on the tuning sets (F1 one pass → two passes, 80 % split, scan seed 0): digits
+    flip 10/20 % 0.94/0.89 → 0.96/0.96, MNIST-5k 0.88/0.85 → 0.89/0.90, MNIST 3-vs-8
+    0.88/0.82 → 0.94/0.93; the price is precision at 5 % flips on MNIST-5k (0.85 → 0.78, F1
+    0.85 → 0.82: the sharper refitted probe also rejects some ambiguous genuine digits).
+    """
+    first = _noise_rule(data, space, oof)
+    relabel = space.majority.copy()
+    if risk_from_fraction(float(first.mean())) < _SECOND_PASS_RISK:
+        return first, relabel, {}, 1
+    corrected = data.y.copy()
+    corrected[first] = space.majority[first]
+    oof2 = crossfit_probs(z, corrected, n_classes=data.n_classes, seed=seed)
+    second = _noise_rule(data, space, oof2, labels=corrected) & ~first
+    majority, share, _ = _votes(space.neighbours, corrected, data.n_classes)
+    relabel[second] = majority[second]
+    n_first = int(first.sum())
+    reasons = {
+        int(i): (
+            f"label {data.class_name(int(data.y[i]))} disagrees with {share[i]:.0%} of its "
+            f"{where} neighbours (majority {data.class_name(int(majority[i]))}) once the "
+            f"{n_first} clearer label errors among them and elsewhere are corrected, and with "
+            f"a probe retrained on the corrected labels that never saw it "
+            f"(p(label) = {oof2[i, data.y[i]]:.2f})"
+        )
+        for i in np.flatnonzero(second)
+    }
+    return first | second, relabel, reasons, 2
 
 
 def _mitigations(

@@ -214,6 +214,11 @@ def stamp_seeds(
     """
     idx_t = np.flatnonzero(data.y == t)
     idx_o = np.flatnonzero(data.y != t)
+    none = (np.zeros(0, dtype=np.intp), np.zeros(data.xs.shape[1], dtype=bool))
+    if len(idx_t) < min_seeds or len(idx_o) == 0:
+        # too few samples of ``t`` to share a stamp (a class emptied by relabelling, when
+        # mitigate re-scans what it keeps)
+        return none
     if len(idx_o) > max_rows:
         idx_o = rng.choice(idx_o, max_rows, replace=False)
     sub_t = idx_t if len(idx_t) <= max_rows else rng.choice(idx_t, max_rows, replace=False)
@@ -233,7 +238,6 @@ def stamp_seeds(
             continue
         coords.append(j)
         values.append(v)
-    none = (np.zeros(0, dtype=np.intp), np.zeros(data.xs.shape[1], dtype=bool))
     if len(coords) < 2:
         return none
     # one stamp at a time: for every candidate coordinate, the coordinates that (nearly) all the

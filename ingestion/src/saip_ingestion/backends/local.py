@@ -385,16 +385,23 @@ class FileRecordStream:
                 self._buf = self._buf[self._pos :] + chunk
                 self._pos = 0
                 continue
-            line = self._buf[self._pos : nl]
-            self._offset += nl + 1 - self._pos
-            self._pos = nl + 1
-            if len(line) > limit + 1:
-                line = line[: limit + 1]
-            elif line.endswith(b"\r"):
-                line = line[:-1]
+            # every complete line in the buffer at once (at most the number still wanted);
             # blank lines are delivered too: counted in ``received`` and quarantined, so the
             # counts account for every line of the file
-            out.append(StreamMessage(line, part, str(self._offset)))
+            last = self._buf.rfind(b"\n", nl)
+            lines = self._buf[self._pos : last].split(b"\n", max_messages - len(out))
+            if len(lines) > max_messages - len(out):
+                lines.pop()  # the rest of the buffer, not split
+            offset, pos = self._offset, self._pos
+            for line in lines:
+                offset += len(line) + 1
+                pos += len(line) + 1
+                if len(line) > limit + 1:
+                    line = line[: limit + 1]
+                elif line.endswith(b"\r"):
+                    line = line[:-1]
+                out.append(StreamMessage(line, part, str(offset)))
+            self._offset, self._pos = offset, pos
         return out
 
     def _skip_oversized(self, out: list[StreamMessage]) -> None:

@@ -89,7 +89,16 @@ def _summary(report: ScanReport, *, n: int) -> Table:
             f"{v['risk_score']:.0f}",
             ", ".join(v["class_tests"]),
         )
-    table.caption = f"{len(report.flagged)} of {n} samples flagged" + (
+    aside = 0 if report.set_aside is None else int(report.set_aside.sum())
+    table.caption = (
+        f"{len(report.flagged)} of {n} samples flagged"
+        + (
+            f"; {aside} label-noise flags set aside (clean-data level next to a flagged "
+            "pattern: not counted as poison, relabelled or dropped by mitigation)"
+            if aside
+            else ""
+        )
+    ) + (
         ""
         if report.calibrated
         else " — NOT CALIBRATED: " + escape(str(report.calibration["reason"]))

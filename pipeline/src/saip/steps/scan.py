@@ -4,7 +4,8 @@ Reads ``ctx.artifacts["dataset_npz"]`` (x, y, producer, record_id from the inges
 when absent, builds a digits dataset in which one producer ships an all-to-one backdoor (BadNets
 patch, Gu et al. 2017). It scans the data, writes the JSON report, and when the risk is above
 ``ctx.config.scan.max_risk`` applies the mitigation (:func:`saip_poisoning.mitigate`: remove every
-carrier of a reconstructed trigger and the label-noise flags), retrains a probe and measures the
+carrier of a reconstructed trigger and the label-noise flags, including those the scan set
+aside), retrains a probe and measures the
 attack success rate with the reconstructed trigger, re-scans, and continues only if the
 verification passes (ASR ≤ 5 %, residual risk under the gate); otherwise :class:`PipelineError`.
 A scan that is not calibrated (probe too weak to judge the data) also stops the step.
