@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +225,11 @@ def test_image_leaf_is_the_reference_signing_input_and_leaf(rec: dict[str, Any])
         assert decoded is not None
         pixels, leaf = image_leaf(decoded)
         assert pixels == image_payload_bytes(decoded["payload"])
+        # both share one cached packer: pin the documented layout independently of it
+        pay = decoded["payload"]
+        feats = pay["features"]
+        layout = struct.pack("<III", pay["width"], pay["height"], pay["label"])
+        assert pixels == layout + struct.pack(f"<{len(feats)}d", *feats)
         assert leaf == leaf_hash(record_leaf_data(decoded))
 
 

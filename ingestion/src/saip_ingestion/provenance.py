@@ -86,7 +86,6 @@ _pack_range: Final = struct.Struct("<QQQ").pack
 _sha256 = hashlib.sha256
 _pack_u16 = struct.Struct("<H").pack
 _pack_hdr = struct.Struct("<QQH").pack
-_pack_img = struct.Struct("<III").pack
 _B64: Final = base64.b64decode
 _a2b: Final = binascii.a2b_base64
 
@@ -101,16 +100,30 @@ def _str32(value: str) -> bytes:
     return struct.pack("<I", len(raw)) + raw
 
 
+#: ``struct`` packers of whole image payloads by feature count (a bounded cache)
+_IMAGE_PACKERS: dict[int, Any] = {}
+
+
+def _image_packer(n: int) -> Any:
+    """The packer of an ``image-sample/v1`` payload with ``n`` features: u32 width, height,
+    label, f64[n], little-endian."""
+    pack = _IMAGE_PACKERS.get(n)
+    if pack is None:
+        pack = struct.Struct(f"<III{n}d").pack
+        if len(_IMAGE_PACKERS) < 64:
+            _IMAGE_PACKERS[n] = pack
+    return pack
+
+
 def image_payload_bytes(payload: ImageSampleV1) -> bytes:
     """Canonical bytes of an ``image-sample/v1`` payload: u32 width, height, label, f64[] LE."""
     features = payload["features"]
-    return _pack_img(payload["width"], payload["height"], payload["label"]) + struct.pack(
-        f"<{len(features)}d", *features
+    out: bytes = _image_packer(len(features))(
+        payload["width"], payload["height"], payload["label"], *features
     )
+    return out
 
 
-#: ``struct`` packers of whole image payloads by feature count (a bounded cache)
-_IMAGE_PACKERS: dict[int, Any] = {}
 _IMAGE_NAME: Final = _str16("image-sample")
 _LEAF_HEAD: Final = b"\x00" + _LEAF_PREFIX  # RFC 6962 leaf prefix + the signing input's
 
@@ -123,12 +136,7 @@ def image_leaf(record: Any) -> tuple[bytes, bytes]:
     """
     payload = record["payload"]
     features = payload["features"]
-    n = len(features)
-    pack = _IMAGE_PACKERS.get(n)
-    if pack is None:
-        pack = struct.Struct(f"<III{n}d").pack
-        if len(_IMAGE_PACKERS) < 64:
-            _IMAGE_PACKERS[n] = pack
+    pack = _image_packer(len(features))
     pixels: bytes = pack(payload["width"], payload["height"], payload["label"], *features)
     rid = record["record_id"].encode()
     pid = record["producer_id"].encode()
