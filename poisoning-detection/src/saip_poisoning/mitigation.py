@@ -175,7 +175,7 @@ def mitigate(
     # when the caller trains on a keep-mask and cannot relabel
     fix = report.noise if report.set_aside is None else report.noise | report.set_aside
     if relabel:
-        # -1: a label-group flag whose class the probe cannot pick (labelgroups): removed
+        # -1: a label-group flag (labelgroups): no class is known well enough, removed
         unsure = fix & (report.relabel < 0)
         labels[fix & ~unsure] = report.relabel[fix & ~unsure]
         keep &= ~unsure

@@ -220,8 +220,7 @@ class ScanReport:
     relabel
         The label to relabel each sample to: its input-space neighbour majority, or for a
         member of a relabelled cluster the class that claims the cluster; ``-1`` for a
-        group-level flag whose target group has several classes (:mod:`labelgroups`: removed,
-        not relabelled).
+        label-group flag (:mod:`saip_poisoning.labelgroups`: removed, never relabelled).
     triggers, asr_before
         Reconstructed triggers (verified or candidate) and their measured attack success.
     per_class, per_producer, mitigations, detectors
