@@ -243,6 +243,7 @@ def _run_dataset(name: str, attacks: list[tuple[str, str, float]], out: dict[str
         )
         if not r.calibrated:
             m["calibration_reason"] = r.calibration.get("reason")
+            m["label_groups"] = r.calibration["label_groups"].get("groups")
         if attack == "clean":
             # clean data over scan seeds 0, 1, 2 (PCA, probe, k-means): is the risk seed-dependent?
             others = [scan(p.x, p.y, seed=s) for s in CLEAN_SEEDS[1:]]

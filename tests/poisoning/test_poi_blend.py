@@ -65,18 +65,24 @@ def test_poi_blend_key_found_verified_and_removed(loader: object) -> None:
     key_state = g.bit_generator.state
 
     def key_rng_asr(xa: np.ndarray, ya: np.ndarray) -> tuple[float, float]:
-        g2 = np.random.default_rng()
-        g2.bit_generator.state = key_state
+        # ASR with training seed 0; clean accuracy averaged over training seeds 0-2: on crops
+        # (4 classes, accuracy ≈ 0.5) one training seed moves it by ±5 points when 8 samples
+        # are removed at random
         flat = xa.reshape(len(xa), -1)
         scale = float(flat.std())
-        net = train_mlp(flat / scale, ya, n_classes=int(y.max()) + 1, seed=0)
         tf = x[te].reshape(len(te), -1)
-        pred = predict_proba(net, tf / scale).argmax(1)
-        src = (y[te] != 0) & (pred == y[te])
-        trig = blend(tf[src], rng=g2)
-        return float((predict_proba(net, trig / scale).argmax(1) == 0).mean()), float(
-            (pred == y[te]).mean()
-        )
+        asr, accs = 0.0, []
+        for seed in (0, 1, 2):
+            net = train_mlp(flat / scale, ya, n_classes=int(y.max()) + 1, seed=seed)
+            pred = predict_proba(net, tf / scale).argmax(1)
+            accs.append(float((pred == y[te]).mean()))
+            if seed == 0:
+                g2 = np.random.default_rng()
+                g2.bit_generator.state = key_state
+                src = (y[te] != 0) & (pred == y[te])
+                trig = blend(tf[src], rng=g2)
+                asr = float((predict_proba(net, trig / scale).argmax(1) == 0).mean())
+        return asr, float(np.mean(accs))
 
     before, acc_before = key_rng_asr(p.x, p.y)
     assert before >= 0.9  # the backdoor works before mitigation

@@ -452,6 +452,11 @@ def scan(
             seed=seed,
         )
         calibration["label_groups"] = groups.calibration
+        if groups.groups is not None:
+            calibration["reason"] += (
+                "; the label-noise rule ran at label-group level instead (groups "
+                f"{groups.calibration['groups']}: calibration.label_groups)"
+            )
 
     triggers = find_triggers(data, space, min_effect=min_effect, seed=seed)
     # blended keys on textures/tabular data: a whitened sub-population of one class, turned
