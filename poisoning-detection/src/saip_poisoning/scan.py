@@ -440,24 +440,6 @@ def scan(
         views=views,
     )
     calibrated = bool(calibration["calibrated"])
-    # too weak to judge every class: judge label groups the probe can separate (labelgroups)
-    groups = None
-    if not calibrated:
-        groups = group_label_noise(
-            data,
-            views,
-            rule=_label_noise,
-            validated_accuracy=_VALIDATED_ACCURACY,
-            validated_agreement=CLEAN_AGREEMENT,
-            seed=seed,
-        )
-        calibration["label_groups"] = groups.calibration
-        if groups.groups is not None:
-            calibration["reason"] += (
-                "; the label-noise rule ran at label-group level instead (groups "
-                f"{groups.calibration['groups']}: calibration.label_groups)"
-            )
-
     triggers = find_triggers(data, space, min_effect=min_effect, seed=seed)
     # blended keys on textures/tabular data: a whitened sub-population of one class, turned
     # into a trigger (discriminant, blend weight, key) that the verification below must confirm
@@ -539,6 +521,25 @@ def scan(
                     f"samples that {cl.vote_share:.0%} of the time is reclassified as "
                     f"{data.class_name(cl.voted)} by neighbours outside the cluster"
                 )
+    # too weak to judge every class: judge label groups the probe can separate (labelgroups),
+    # measured without the carriers of flagged patterns (explained poison)
+    groups = None
+    if not calibrated:
+        groups = group_label_noise(
+            data,
+            views,
+            rule=_label_noise,
+            validated_accuracy=_VALIDATED_ACCURACY,
+            validated_agreement=CLEAN_AGREEMENT,
+            exclude=carrier,
+            seed=seed,
+        )
+        calibration["label_groups"] = groups.calibration
+        if groups.groups is not None:
+            calibration["reason"] += (
+                "; the label-noise rule ran at label-group level instead (groups "
+                f"{groups.calibration['groups']}: calibration.label_groups)"
+            )
     if groups is not None:
         noise |= groups.flags
         relabel[groups.flags] = groups.relabel[groups.flags]
