@@ -187,12 +187,11 @@ def _merges(s: NDArray[np.float64]) -> list[NDArray[np.int64]]:
 def _votes(
     neighbours: NDArray[np.intp], labels: NDArray[np.int64], k: int
 ) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
-    nl = labels[neighbours]
-    n, m = nl.shape
-    counts = np.zeros((n, k), dtype=np.int64)
-    np.add.at(counts, (np.repeat(np.arange(n), m), nl.ravel()), 1)
-    disagreement = (nl != labels[:, None]).mean(axis=1)
-    return counts.argmax(axis=1).astype(np.int64), counts.max(axis=1) / m, disagreement
+    """Neighbour majority, its share and disagreement under ``labels`` (the scan's own
+    ``_votes``, imported at call time: :mod:`saip_poisoning.scan` imports this module)."""
+    from saip_poisoning.scan import _votes as votes
+
+    return votes(neighbours, labels, k)
 
 
 def coarsen(
