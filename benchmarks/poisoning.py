@@ -47,7 +47,8 @@ were flagged 5.7–7.7 % (risk 77–90); (3) that floor is the clean tuning sets
 (0.85; MNIST-5k clean seed 0, 0.858) less the level's own estimated flip rate, not 0.71, after
 clean crops were judged with the halves of one photograph as separate groups and 1.6–2.1 % were
 flagged; and carriers of flagged patterns are left out of the group measurements after crops
-a2o 5 % (its poison raised the estimated flip rate) had 37 clean crops flagged. The crops flip cells are therefore not an unbiased estimate.
+a2o 5 % (its poison raised the estimated flip rate) had 37 clean crops flagged. The crops flip
+cells are therefore not an unbiased estimate.
 
 Attacks (``saip_poisoning.attacks``; tabular sets get the tabular patch: last features set to
 the maximum): ``a2o_{1,5,10}`` patch all-to-one (target 0), ``a2o_replace_{5,10}`` patched
