@@ -160,6 +160,9 @@ def test_poi_groups_find_cross_group_flips_and_mitigation_removes_them(
     # no class is known well enough to relabel to: every flag removed by mitigate
     assert lg["removed_by_mitigate"] == int(r.flags.sum())
     assert (r.relabel[r.flags] == -1).all()
+    actions = [m.action for m in r.mitigations]
+    assert "remove_label_group_noise" in actions
+    assert "relabel_by_neighbours" not in actions
     m = mitigate(p.x, p.y, report=r, seed=0)
     assert not m.keep[r.flags].any()
     assert (m.labels >= 0).all()

@@ -1051,7 +1051,18 @@ def _mitigations(
                     {"class": t.target, "effect": t.effect, "asr_before": asr_before.get(t.target)},
                 )
             )
-    if noise.any() and risk_from_fraction(float(noise.mean())) >= 20:
+    groups = calibration.get("label_groups") or {}
+    if noise.any() and risk_from_fraction(float(noise.mean())) >= 20 and groups.get("calibrated"):
+        out.append(
+            Mitigation(
+                "remove_label_group_noise",
+                f"{int(noise.sum())} labels contradict their neighbours and a cross-fitted probe "
+                "at label-group level (the probe cannot separate every class): remove them — no "
+                "class is known well enough to relabel to; flips inside a group are not seen",
+                {"label_noise_flagged": int(noise.sum()), "groups": groups.get("groups")},
+            )
+        )
+    elif noise.any() and risk_from_fraction(float(noise.mean())) >= 20:
         out.append(
             Mitigation(
                 "relabel_by_neighbours",
