@@ -145,9 +145,14 @@ def test_health_batch_that_fails_is_taken_back_and_one_that_commits_counts_once(
     t = HealthTracker(window_ms=HOUR)
     _apply(t, before)
     snapshot = t.state()
-    with pytest.raises(RuntimeError, match="fenced"), t.batch():
-        _apply(t, during)
-        raise RuntimeError("fenced")
+
+    def fenced_batch() -> None:
+        with t.batch():
+            _apply(t, during)
+            raise RuntimeError("fenced")
+
+    with pytest.raises(RuntimeError, match="fenced"):
+        fenced_batch()
     assert t.state() == snapshot
     with t.batch():
         _apply(t, during)
@@ -158,5 +163,5 @@ def test_health_batch_that_fails_is_taken_back_and_one_that_commits_counts_once(
 
 def test_health_batches_do_not_nest() -> None:
     t = HealthTracker(window_ms=HOUR)
-    with pytest.raises(RuntimeError, match="does not nest"), t.batch(), t.batch():
+    with t.batch(), pytest.raises(RuntimeError, match="does not nest"), t.batch():
         pass
