@@ -615,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         samples = saip_runs[0]["rss_mb_by_records"]
         rss_growth = growth(samples, records // 4, records)
-        growth_span = f"{records // 4:,} to {records:,} records (--quick)"
+        growth_span = f"{records // 4:,} to {records:,} records of the first saip run"
     for r in [*saip_runs, *([grow_run] if grow_run else [])]:
         r["rss_mb_by_records"] = r["rss_mb_by_records"][
             :: max(1, len(r["rss_mb_by_records"]) // 12)
