@@ -25,6 +25,12 @@ overwrites the committed results. Keys: ``rec_per_cpu_s.{saip,naive}``, ``rec_pe
 per 100k records between 100k and 1M records of one run; between 25% and 100% of the run with
 ``--quick``). Interleaved repeats, medians; one core (``sched_setaffinity``) where possible.
 ``--profile`` adds a per-stage cost table (cProfile, one extra saip run).
+
+``floor`` (in the default run; ``--sections floor`` runs it with the naive only): only the
+C-level calls each control needs per record, each the engine's own call, on the same records
+in batches of 4,000 (:func:`floor_parts`): ``floor.floor_us_per_record`` (the sum),
+``floor.parts_us_per_record``, ``floor.ceiling_rec_per_cpu_s`` (1e6 / floor),
+``floor.ceiling_over_naive`` and, with the throughput section, saip's µs per record above it.
 """
 
 from __future__ import annotations
