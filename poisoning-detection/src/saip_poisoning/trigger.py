@@ -73,7 +73,7 @@ __all__ = [
     "triggers_from_flags",
 ]
 
-#: family-wise chance level of :func:`stamp_seeds` (Bonferroni over classes × coordinates): the
+#: family-wise chance level of :func:`stamp_seeds` (Bonferroni over classes × values tried): the
 #: conventional 0.05, checked (not fitted) on the tuning sets, see the module docstring
 STAMP_ALPHA = 0.05
 #: fewest samples a stamp is searched on: two per cross-fitting half
@@ -158,13 +158,23 @@ def _effect(u: NDArray[np.float64], test: NDArray[np.float64], ref: NDArray[np.f
     return float(np.median(z))
 
 
-def _mode(col: NDArray[np.float64], usual: float) -> tuple[float, int]:
-    """The most common value of ``col`` other than ``usual`` (the coordinate's usual value:
-    a patch on a minority of the class must not hide behind the background's mode)."""
-    vals, cnt = np.unique(col, return_counts=True)
-    cnt = np.where(vals == usual, 0, cnt)
-    k = int(cnt.argmax())
-    return float(vals[k]), int(cnt[k])
+def _candidate(
+    col_t: NDArray[np.float64], col_o: NDArray[np.float64], min_count: int
+) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.int64]]:
+    """Every value of ``col_t`` that at least ``min_count`` samples of ``t`` share and that is not
+    held by half or more of the reference ``col_o``: the values, their counts in ``t`` and in
+    the reference. Every such value is a hypothesis of its own (none is skipped as "the usual
+    one": a value two reference samples share is not usual — planting the stamp on two
+    other-class samples made it the reference's mode and hid it, found in the adversarial
+    review); a value common in the reference (a background) fails the chance test anyway."""
+    vals, cnt = np.unique(col_t, return_counts=True)
+    keep = cnt >= min_count
+    vals, cnt = vals[keep], cnt[keep]
+    ref_vals, ref_cnt = np.unique(col_o, return_counts=True)
+    pos = np.clip(np.searchsorted(ref_vals, vals), 0, max(len(ref_vals) - 1, 0))
+    m_o = np.where(ref_vals[pos] == vals, ref_cnt[pos], 0) if len(ref_vals) else np.zeros_like(cnt)
+    keep = m_o < 0.5 * len(col_o)
+    return vals[keep], cnt[keep].astype(np.int64), m_o[keep].astype(np.int64)
 
 
 def _chance(k: int, n: int, m_ref: int, n_ref: int) -> float:
@@ -192,14 +202,15 @@ def stamp_seeds(
     rng: np.random.Generator,
 ) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
     """Samples of class ``t`` sharing exact values on coordinates where those values are more
-    common in ``t`` than chance allows (and are not the coordinate's usual value): a stamped
-    patch. Returns the samples and the stamp's coordinate mask.
+    common in ``t`` than chance allows: a stamped patch. Returns the samples and the stamp's
+    coordinate mask.
 
-    The test is a chance calculation, not a fixed count or share: on each coordinate ``j`` the
-    most common value ``v`` of ``t`` (other than the usual value of the other classes) is a
-    candidate when ``k`` samples of ``t`` having it is improbable given how often the other
-    classes have it (:func:`_chance`), Bonferroni-corrected over the ``classes × coordinates``
-    candidates; a *stamp* is a block of ≥ 2 candidate coordinates that the same samples share
+    The test is a chance calculation, not a fixed count or share: on each coordinate ``j`` every
+    value ``v`` that ≥ ``min_seeds`` samples of ``t`` share (and fewer than half of the other
+    classes) is a hypothesis — ``k`` samples of ``t`` having it is improbable given how often
+    the other classes have it (:func:`_chance`) —, Bonferroni-corrected over the classes ×
+    this class's hypotheses, and the least probable value of each coordinate is its candidate; a
+    *stamp* is a block of ≥ 2 candidate coordinates that the same samples share
     (``P(b | a) ≥ 0.9``), and its carriers (matching ≥ 80 % of the block) must again be
     improbable given the other classes' *joint* frequency of the pattern, with the same
     correction; carriers are counted as distinct rows (exact copies of one clean sample share
@@ -224,20 +235,25 @@ def stamp_seeds(
     sub_t = idx_t if len(idx_t) <= max_rows else rng.choice(idx_t, max_rows, replace=False)
     xt, xo = data.xs[sub_t], data.xs[idx_o]
     n_t, n_o = len(sub_t), len(idx_o)
-    tests = float(data.n_classes * data.xs.shape[1])
+    from scipy.stats import binom
+
+    # every (coordinate, value) that enough samples of ``t`` share is one hypothesis; on each
+    # coordinate the least probable value is the candidate, Bonferroni-corrected over all the
+    # hypotheses of every class (the classes × values tried, not one per coordinate)
+    cands = [_candidate(xt[:, j], xo[:, j], min_seeds) for j in range(data.xs.shape[1])]
+    tried = sum(len(c[0]) for c in cands)
+    tests = float(data.n_classes * max(tried, 1))
     coords: list[int] = []
     values: list[float] = []
-    for j in range(data.xs.shape[1]):
-        vals, counts = np.unique(xo[:, j], return_counts=True)
-        usual = float(vals[int(counts.argmax())])
-        v, cnt = _mode(xt[:, j], usual)
-        if cnt < min_seeds:
+    for j, (vals, cnt, m_ref) in enumerate(cands):
+        if not len(vals):
             continue
-        m_o = int((xo[:, j] == v).sum())
-        if m_o >= 0.5 * n_o or _chance(cnt, n_t, m_o, n_o) * tests > alpha:
+        pv = binom.sf(cnt - 1, n_t, (m_ref + 1.0) / (n_o + 2.0))  # :func:`_chance`, vectorised
+        pick = int(np.argmin(pv))
+        if float(pv[pick]) * tests > alpha:
             continue
         coords.append(j)
-        values.append(v)
+        values.append(float(vals[pick]))
     if len(coords) < 2:
         return none
     # one stamp at a time: for every candidate coordinate, the coordinates that (nearly) all the
@@ -365,8 +381,8 @@ def _reconstruct(
     fixed = coords & (spread <= 0.1 * ref_spread)
     values = np.median(seed_x, axis=0)
     if kind == "stamp" and stamp_mask is not None:
-        # seeds found by their shared values: the trigger is those values where they are
-        # not the reference's usual value, nothing else
+        # seeds found by their shared values: the trigger is those values on the stamp's
+        # coordinates, nothing else
         fixed = stamp_mask.copy()
         coords = fixed
         if coords.sum() < 2:
