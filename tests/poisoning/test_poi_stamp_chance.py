@@ -165,15 +165,16 @@ def test_poi_duplicated_clean_rows_are_not_a_stamp() -> None:
         assert r.risk_score < 20
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_poi_stamp_also_planted_on_two_other_class_samples_is_found(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "n_decoys"), [(0, 2), (1, 2), (2, 2), (0, 3), (0, 16)])
+def test_poi_stamp_also_planted_on_other_class_samples_is_found(seed: int, n_decoys: int) -> None:
     # evasion from the adversarial review: 20 stamped samples relabelled 0 (12 % of the class),
     # the same stamp on 2 class-1 samples that keep their label. The two ties made 1.0 the
     # others' most common value on each stamp coordinate, which was skipped as "the usual
-    # value": nothing seeded, risk 0. Every value is a hypothesis now (Bonferroni over all)
+    # value": nothing seeded, risk 0. A usual value is a background only from 5 % of the
+    # others up (16 decoys = 3.7 % of class 1 are still found; from 5 %, README Limits)
     x, y, poison = _stamped(seed, 20)
     g = np.random.default_rng(7)
-    decoys = g.choice(np.flatnonzero(y == 1), 2, replace=False)
+    decoys = g.choice(np.flatnonzero(y == 1), n_decoys, replace=False)
     x[decoys, -3:] = 1.0
     seeds, mask = stamp_seeds(prepare(x, y), 0, rng=np.random.default_rng(0))
     assert set(np.flatnonzero(poison).tolist()) <= set(seeds.tolist())

@@ -46,7 +46,11 @@ Where the numbers come from: :data:`STAMP_ALPHA` 0.05 (family-wise) is the conve
 not fitted; the floor of 4 is two seeds per cross-fitting half. Checked on the tuning sets
 (digits, MNIST-5k, MNIST 3-vs-8 with 0.5–1 % patches and 2–10 % clean-label patches: every
 patch passed by far; clean, binarised, clipped and quantised versions as hostile cases);
-breast_cancer, crops and boston3 were only scored. Tried and dropped (tuning sets, then a
+breast_cancer, crops and boston3 were only scored. :data:`_BACKGROUND` 5 % is a convention
+(a background is a value a sizeable share of the other classes has), not fitted: the version
+that tried every value held by fewer than half of the other classes seeded a natural stroke
+pattern of digits' class 5 under boundary flips (a tuning set: 15 clean carriers flagged), this
+one leaves every benchmark stamp cell identical. Tried and dropped (tuning sets, then a
 check of the full attack list): a product-of-coordinate-rates null with a looser pre-filter
 (found 4-sample stamps on balanced sets, but seeded natural class patterns that broke the
 mitigation of digits blend 10 % and MNIST 3-vs-8 a2o 10 %).
@@ -78,6 +82,9 @@ __all__ = [
 STAMP_ALPHA = 0.05
 #: fewest samples a stamp is searched on: two per cross-fitting half
 MIN_STAMP_SEEDS = 4
+#: share of the other classes from which their most common value on a coordinate is a
+#: background (skipped as a stamp value); below it the value is tried like any other
+_BACKGROUND = 0.05
 
 
 @dataclass(frozen=True)
@@ -158,23 +165,13 @@ def _effect(u: NDArray[np.float64], test: NDArray[np.float64], ref: NDArray[np.f
     return float(np.median(z))
 
 
-def _candidate(
-    col_t: NDArray[np.float64], col_o: NDArray[np.float64], min_count: int
-) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.int64]]:
-    """Every value of ``col_t`` that at least ``min_count`` samples of ``t`` share and that is not
-    held by half or more of the reference ``col_o``: the values, their counts in ``t`` and in
-    the reference. Every such value is a hypothesis of its own (none is skipped as "the usual
-    one": a value two reference samples share is not usual — planting the stamp on two
-    other-class samples made it the reference's mode and hid it, found in the adversarial
-    review); a value common in the reference (a background) fails the chance test anyway."""
-    vals, cnt = np.unique(col_t, return_counts=True)
-    keep = cnt >= min_count
-    vals, cnt = vals[keep], cnt[keep]
-    ref_vals, ref_cnt = np.unique(col_o, return_counts=True)
-    pos = np.clip(np.searchsorted(ref_vals, vals), 0, max(len(ref_vals) - 1, 0))
-    m_o = np.where(ref_vals[pos] == vals, ref_cnt[pos], 0) if len(ref_vals) else np.zeros_like(cnt)
-    keep = m_o < 0.5 * len(col_o)
-    return vals[keep], cnt[keep].astype(np.int64), m_o[keep].astype(np.int64)
+def _mode(col: NDArray[np.float64], usual: float) -> tuple[float, int]:
+    """The most common value of ``col`` other than ``usual`` (the coordinate's usual value:
+    a patch on a minority of the class must not hide behind the background's mode)."""
+    vals, cnt = np.unique(col, return_counts=True)
+    cnt = np.where(vals == usual, 0, cnt)
+    k = int(cnt.argmax())
+    return float(vals[k]), int(cnt[k])
 
 
 def _chance(k: int, n: int, m_ref: int, n_ref: int) -> float:
@@ -202,15 +199,16 @@ def stamp_seeds(
     rng: np.random.Generator,
 ) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
     """Samples of class ``t`` sharing exact values on coordinates where those values are more
-    common in ``t`` than chance allows: a stamped patch. Returns the samples and the stamp's
-    coordinate mask.
+    common in ``t`` than chance allows (a usual value only when the others do not mostly have
+    it): a stamped patch. Returns the samples and the stamp's coordinate mask.
 
-    The test is a chance calculation, not a fixed count or share: on each coordinate ``j`` every
-    value ``v`` that ≥ ``min_seeds`` samples of ``t`` share (and fewer than half of the other
-    classes) is a hypothesis — ``k`` samples of ``t`` having it is improbable given how often
-    the other classes have it (:func:`_chance`) —, Bonferroni-corrected over the classes ×
-    this class's hypotheses, and the least probable value of each coordinate is its candidate; a
-    *stamp* is a block of ≥ 2 candidate coordinates that the same samples share
+    The test is a chance calculation, not a fixed count or share: on each coordinate ``j`` the
+    most common value ``v`` of ``t`` other than the other classes' usual value (a background)
+    — and that usual value too when fewer than half of the others have it — is a hypothesis:
+    ``k`` samples of ``t`` having it is improbable given how often the other classes have it
+    (:func:`_chance`), Bonferroni-corrected over ``classes × values tried``; the less probable
+    value of a coordinate is its candidate; a *stamp* is a block of ≥ 2 candidate coordinates
+    that the same samples share
     (``P(b | a) ≥ 0.9``), and its carriers (matching ≥ 80 % of the block) must again be
     improbable given the other classes' *joint* frequency of the pattern, with the same
     correction; carriers are counted as distinct rows (exact copies of one clean sample share
@@ -235,25 +233,41 @@ def stamp_seeds(
     sub_t = idx_t if len(idx_t) <= max_rows else rng.choice(idx_t, max_rows, replace=False)
     xt, xo = data.xs[sub_t], data.xs[idx_o]
     n_t, n_o = len(sub_t), len(idx_o)
-    from scipy.stats import binom
-
-    # every (coordinate, value) that enough samples of ``t`` share is one hypothesis; on each
-    # coordinate the least probable value is the candidate, Bonferroni-corrected over all the
-    # hypotheses of every class (the classes × values tried, not one per coordinate)
-    cands = [_candidate(xt[:, j], xo[:, j], min_seeds) for j in range(data.xs.shape[1])]
-    tried = sum(len(c[0]) for c in cands)
-    tests = float(data.n_classes * max(tried, 1))
+    # per coordinate: the most common value of ``t`` other than the others' usual value (a
+    # background), and the usual value itself when fewer than half of the others have it — on
+    # continuous data a value two other-class samples share is their "usual" one, and a stamp
+    # also planted on two other-class samples hid behind it (adversarial review). Each value
+    # tried is a hypothesis of the Bonferroni correction; the less probable one is the candidate
+    per_coord: list[list[tuple[float, int, int]]] = []  # (value, count in t, count in others)
+    for j in range(data.xs.shape[1]):
+        vals, counts = np.unique(xo[:, j], return_counts=True)
+        k_usual = int(counts.argmax())
+        usual, m_usual = float(vals[k_usual]), int(counts[k_usual])
+        tried: list[tuple[float, int, int]] = []
+        v, cnt = _mode(xt[:, j], usual)
+        if cnt >= min_seeds:
+            tried.append((v, cnt, int((xo[:, j] == v).sum())))
+        if m_usual < _BACKGROUND * n_o:
+            c_usual = int((xt[:, j] == usual).sum())
+            if c_usual >= min_seeds:
+                tried.append((usual, c_usual, m_usual))
+        per_coord.append(tried)
+    extra = sum(max(0, len(t_) - 1) for t_ in per_coord)
+    tests = float(data.n_classes * (data.xs.shape[1] + extra))
     coords: list[int] = []
     values: list[float] = []
-    for j, (vals, cnt, m_ref) in enumerate(cands):
-        if not len(vals):
-            continue
-        pv = binom.sf(cnt - 1, n_t, (m_ref + 1.0) / (n_o + 2.0))  # :func:`_chance`, vectorised
-        pick = int(np.argmin(pv))
-        if float(pv[pick]) * tests > alpha:
+    for j, tried in enumerate(per_coord):
+        best_p, best_v = 1.0, 0.0
+        for v, cnt, m_o in tried:
+            if m_o >= 0.5 * n_o:
+                continue
+            p = _chance(cnt, n_t, m_o, n_o)
+            if p < best_p:
+                best_p, best_v = p, v
+        if best_p * tests > alpha:
             continue
         coords.append(j)
-        values.append(float(vals[pick]))
+        values.append(best_v)
     if len(coords) < 2:
         return none
     # one stamp at a time: for every candidate coordinate, the coordinates that (nearly) all the
