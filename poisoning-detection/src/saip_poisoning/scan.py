@@ -13,7 +13,11 @@ probe's held-out accuracy (median over classes) and how often it agrees with the
 neighbour majority. Below ``min_accuracy`` / ``min_agreement`` the report says
 ``calibrated: false`` with the measured numbers as the reason, the label-noise rule is not run
 (on such data "disagrees with its neighbours" mostly means "hard", not "poisoned") and the risk
-only reflects what does not need a good probe (a reconstructed, verified trigger).
+only reflects what does not need a good probe (a reconstructed, verified trigger). The same
+happens when the label-noise rule's first pass reaches the guarded band but its flags lie
+nearer the class boundary than the classes' own members (``_depth_test``: natural class
+overlap, from the data alone not separable from label noise; measurements in
+``calibration["label_noise_depth"]``).
 
 **Image probe** (:mod:`saip_poisoning.imageprobe`). For N×H×W(×C) inputs whose pixel probe
 misses a floor, the same neighbours + cross-fitted probe are computed on a label-free image
@@ -507,8 +511,9 @@ def scan(
                 calibration["reason"] = (
                     f"the label-noise rule's {depth['n']} flags lie nearer the class boundary "
                     f"than the classes' own members (mean depth percentile "
-                    f"{depth['mean_depth_percentile']:.2f}, one-sided p = {depth['p_value']:.2g}"
-                    f" < {_DEPTH_ALPHA}): natural class overlap, which from the data alone "
+                    f"{depth['mean_depth_percentile']:.2f} < {_DEPTH_MIN}, one-sided p = "
+                    f"{depth['p_value']:.2g} < {_DEPTH_ALPHA}): natural class overlap, which "
+                    "from the data alone "
                     "cannot be told from label noise, so the label-noise rules were not run "
                     "(trigger search still ran)"
                 )
@@ -913,6 +918,12 @@ def _noise_rule(
 _SECOND_PASS_RISK = 20.0
 #: one-sided level of the depth test (:func:`_depth_test`): a convention, not fitted
 _DEPTH_ALPHA = 0.05
+#: ... and the effect it must also show: the lowest mean depth percentile of the tuning sets'
+#: flip cells in the guarded band (0.472, MNIST-5k flip 5 %, n = 199 flags) minus two standard
+#: errors of that measurement (2 × 0.0205, the convention of the image probe's selection
+#: margin). Without it a large dataset would make the flip cells' own small shortfall from 0.5
+#: (ambiguous genuine samples among the flags) significant
+_DEPTH_MIN = 0.43
 
 
 def _depth_test(
@@ -935,14 +946,21 @@ def _depth_test(
     majority to say ``b``) gets its mid-rank percentile among the reference — samples labelled
     ``b`` that probe and neighbours also put in ``b`` — averaged over the two depths. Under the
     flip model the mean percentile is ≈ 0.5 (≥ 0.5 with the rule's own selection of clear
-    cases); a one-sided z-test (mean of ``n`` percentiles, SD ``1/√12`` each: conservative for
-    an average of two) at level ``_DEPTH_ALPHA`` = 0.05 (a convention) rejects it when the flags
-    sit significantly nearer the boundary: the label-noise rule then abstains.
+    cases); the rule abstains when the flags sit nearer the boundary both significantly — a
+    one-sided z-test (mean of ``n`` percentiles, SD ``1/√12`` each: conservative for an average
+    of two) at level ``_DEPTH_ALPHA`` = 0.05, a convention — and by more than the tuning sets'
+    flip cells ever did (mean < ``_DEPTH_MIN`` = 0.43).
 
-    Measured (scan seed 0 unless said): tuning sets' flip cells in the guarded band, mean
-    percentile / z: digits flip 5/10/20 % 0.49/0.51/0.48 (z −0.3/+0.3/−1.2), MNIST-5k 0.47/0.53/
-    0.49 (z ≤ −1.4 at 5 %); clean overlapping Gaussians (not tuning data: the defect) 0.36–0.42
-    (z −1.8 to −3.8). No threshold was fitted to either.
+    Measured (benchmark split, scan seed 0): tuning sets' flip cells in the guarded band, mean
+    percentile (z): digits flip 5/10/20 % 0.488/0.508/0.476 (−0.4/+0.3/−1.3), MNIST-5k
+    0.472/0.528/0.492 (−1.4/+1.8/−0.8); pair flips stay below the guarded band at the first
+    pass (the relabelled-cluster rule finds them). Evaluation set breast_cancer flip 5/10/20 %,
+    pair flip: 0.463/0.544/0.587/0.576. Clean overlapping Gaussians (the defect; not tuning
+    data, nothing was set on them): two classes 1.5–2.5 SD apart 0.23–0.42, three classes
+    0.19–0.41, each with p ≤ 0.04. Flips an attacker puts next to the boundary look the same
+    (digits, the 10 % smallest-margin samples flipped to the runner-up class: 0.20): the rule
+    abstains there too, so the scan is uncalibrated and the gate refuses, but they are not
+    flagged.
     """
     from sklearn.neighbors import NearestNeighbors
 
@@ -981,7 +999,8 @@ def _depth_test(
         "z": round(zstat, 3),
         "p_value": round(p_value, 6),
         "alpha": _DEPTH_ALPHA,
-        "identifiable": p_value >= _DEPTH_ALPHA,
+        "min_mean": _DEPTH_MIN,
+        "identifiable": not (p_value < _DEPTH_ALPHA and mean < _DEPTH_MIN),
     }
 
 
