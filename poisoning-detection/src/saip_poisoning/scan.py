@@ -96,6 +96,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.stats import poisson  # type: ignore[import-untyped]
+from sklearn.neighbors import NearestNeighbors
 
 from saip_poisoning.blendsearch import blend_candidates
 from saip_poisoning.data import MIN_PER_CLASS, Prepared, prepare
@@ -962,8 +963,6 @@ def _depth_test(
     abstains there too, so the scan is uncalibrated and the gate refuses, but they are not
     flagged.
     """
-    from sklearn.neighbors import NearestNeighbors
-
     y, n_classes = data.y, data.n_classes
     pred = oof.argmax(1)
     logp = np.log(np.clip(oof, 1e-12, 1.0))
