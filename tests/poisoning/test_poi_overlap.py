@@ -117,3 +117,20 @@ def test_poi_overlap_clean_tuning_data_keeps_the_rule(
     r = scan(x, y, seed=0)
     assert r.calibrated
     assert "label_noise_depth" not in r.calibration
+
+
+# not strict: another branch adds handling for data the probe cannot judge; a pass after a merge
+# must not break the suite
+@pytest.mark.xfail(
+    strict=False,
+    reason="open false alarm (README, Limits): heavy-tailed classes put single clean samples "
+    "deep inside the other class, where they look exactly like flips (mean depth 0.52-0.55); "
+    "10-17.5 % flagged, risk 96-100",
+)
+def test_poi_overlap_heavy_tailed_clean_classes_known_false_alarm() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 600).astype(np.int64)
+    x = rng.standard_t(3, size=(600, 10))
+    x[:, 0] += 2.0 * y
+    r = scan(x, y, seed=0, verify=False)
+    assert not r.calibrated or (r.flags.mean() <= 0.05 and r.risk_score < 20)
