@@ -618,14 +618,17 @@ class IngestEngine:
         """Processing marks the seq windows in memory before the commit writes the batch; if
         anything fails in between, those marks name records stored nowhere (a re-sent copy
         would be a "duplicate"). The engine then refuses to go on, and :meth:`close` does not
-        snapshot them: a reopened engine re-reads the state from the journal."""
+        snapshot them: a reopened engine re-reads the state from the journal. The producer
+        health counts of a batch that did not commit are taken back (a fenced batch's messages
+        are re-delivered and counted then)."""
         if self._failed:
             raise IngestError(
                 "an earlier batch failed to commit: reopen the engine (its state is re-read "
                 "from the journal; the batch's messages were not checkpointed)"
             )
         try:
-            yield
+            with self.health.batch():
+                yield
         except BaseException:
             self._failed = True
             raise

@@ -27,7 +27,8 @@ energies (Jarrett et al. 2009; Saxe et al. 2011) — and that view judges labels
 stricter floors: each floor plus two binomial standard errors (a second probe is a second
 chance at the same floors) and at least the range the label-noise rule was validated on (the
 tuning sets' lowest agreement 0.88 and median class accuracy 0.71). ``calibration["probe"]``
-names the view used, ``calibration["probes"]`` lists every probe tried with its numbers.
+names the view that judged labels (``None`` when no probe passed its floors),
+``calibration["probes"]`` lists every probe tried with its numbers.
 Trigger search stays in input space.
 
 Rules
@@ -235,6 +236,10 @@ class ScanReport:
         keep-mask cannot relabel; ``client_filter`` drops them too).
     set_aside_reasons
         One non-empty reason per set-aside index (why it was set aside and what the rule saw).
+    settings
+        The judging options this scan ran with (``verify``, ``min_effect``, ``min_asr``,
+        ``min_accuracy``, ``min_agreement``, ``image_probe``): ``mitigate`` re-scans the kept
+        data with the same ones, so its residual risk is judged as the caller asked.
     """
 
     risk_score: float
@@ -258,6 +263,7 @@ class ScanReport:
     detectors: Mapping[str, DetectionReport] = field(default_factory=dict, repr=False)
     set_aside: NDArray[np.bool_] | None = None
     set_aside_reasons: Mapping[int, str] = field(default_factory=dict)
+    settings: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def flagged(self) -> list[int]:
@@ -402,7 +408,8 @@ def scan(
         The second probe for images (:class:`~saip_poisoning.imageprobe.ImageProbe`): with
         the default ``mode="auto"``, N×H×W(×C) inputs whose pixel probe misses a calibration
         floor are judged on label-free texture and random-convolution features instead
-        (``calibration["probe"]`` names the probe used, ``calibration["probes"]`` gives each
+        (``calibration["probe"]`` names the probe that judged labels, ``None`` when none
+        passed; ``calibration["probes"]`` gives each
         probe's measurements). ``None`` keeps the pixel probe only.
 
     Raises
@@ -696,6 +703,14 @@ def scan(
         detectors=detectors,
         set_aside=set_aside,
         set_aside_reasons=set_aside_reasons,
+        settings={
+            "verify": verify,
+            "min_effect": min_effect,
+            "min_asr": min_asr,
+            "min_accuracy": min_accuracy,
+            "min_agreement": min_agreement,
+            "image_probe": image_probe,
+        },
     )
 
 
@@ -796,7 +811,8 @@ def _judging_view(
             )
     lspace, loof, out, name = use
     out.pop("problems", None)
-    out["probe"] = name
+    # the view that judged labels; None when no probe passed (the label-noise rule did not run)
+    out["probe"] = name if out["calibrated"] else None
     out["probes"] = tried
     return lspace, loof, out
 
