@@ -521,9 +521,8 @@ def scan(
                     f"than the classes' own members (mean depth percentile "
                     f"{depth['mean_depth_percentile']:.2f} < {_DEPTH_MIN}, one-sided p = "
                     f"{depth['p_value']:.2g} < {_DEPTH_ALPHA}): natural class overlap, which "
-                    "from the data alone "
-                    "cannot be told from label noise, so the label-noise rules were not run "
-                    "(trigger search still ran)"
+                    "from the data alone cannot be told from label noise, so the label-noise "
+                    "rules abstain: no label-noise flags (trigger search still ran)"
                 )
     cluster_reason: dict[int, str] = {}
     if calibrated:
