@@ -25,6 +25,12 @@ overwrites the committed results. Keys: ``rec_per_cpu_s.{saip,naive}``, ``rec_pe
 per 100k records between 100k and 1M records of one run; between 25% and 100% of the run with
 ``--quick``). Interleaved repeats, medians; one core (``sched_setaffinity``) where possible.
 ``--profile`` adds a per-stage cost table (cProfile, one extra saip run).
+
+``floor`` (in the default run; ``--sections floor`` runs it with the naive only): only the
+C-level calls each control needs per record, each the engine's own call, on the same records
+in batches of 4,000 (:func:`floor_parts`): ``floor.floor_us_per_record`` (the sum),
+``floor.parts_us_per_record``, ``floor.ceiling_rec_per_cpu_s`` (1e6 / floor),
+``floor.ceiling_over_naive`` and, with the throughput section, saip's µs per record above it.
 """
 
 from __future__ import annotations
@@ -40,14 +46,34 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from hashlib import sha256
+from itertools import repeat, starmap
 from pathlib import Path
 from typing import Any
 
 import psutil
+from saip_ingestion import provenance, sealed, state
 from saip_ingestion.backends.local import FileRecordStream, LocalObjectStore
-from saip_ingestion.engine import IngestEngine
-from saip_ingestion.provenance import ProducerRegistry, Signer, generate_key, record_leaf_data
+from saip_ingestion.engine import (
+    DATASET_SPECS,
+    IngestEngine,
+    _encode_json,
+    image_value_checks,
+)
+from saip_ingestion.fastdecode import FAST_DECODERS, decode_any_many
+from saip_ingestion.provenance import (
+    ProducerRegistry,
+    Signer,
+    generate_key,
+    header_message,
+    image_leaf,
+    merkle_root,
+    record_leaf_data,
+)
 from saip_ingestion.schemas import IMAGE_RECORD_ADAPTER
+from saip_ingestion.window import rid_hash
 
 NOW = 1_764_100_000_000
 ROOT = Path(__file__).resolve().parent.parent
@@ -205,6 +231,259 @@ def naive_run(
     }
 
 
+# ---------------------------------------------------------------------------------------------
+# The floor: only the C-level calls each control needs per record, timed side by side
+
+
+#: records per floor batch (the benchmark's poll size)
+FLOOR_BATCH = 4000
+
+
+@dataclass
+class FloorPart:
+    """One control's C-level work on one batch: ``call(prepare())`` is timed (CPU time, GC
+    off); ``records`` is what the call covers (the per-record divisor); ``meta`` names the
+    parameters the test compares with the engine's (e.g. the zstd level)."""
+
+    prepare: Callable[[], Any]
+    call: Callable[[Any], Any]
+    records: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def floor_parts(
+    lines: list[bytes], registry: ProducerRegistry, encryptor: Any, tmp: Path
+) -> dict[str, FloorPart]:
+    """The parts of the floor for one batch of benchmark lines, each the engine's own C call.
+
+    Everything a part needs as input is built in ``prepare`` (untimed) with the engine's own
+    functions; the timed ``call`` is the C-level work only, driven by ``map`` where possible
+    so that no Python frame runs per record: the generated msgspec decoder, the ``struct``
+    packers and SHA-256 of the signing input (``provenance.image_leaf``'s pieces), the RFC 6962
+    root (``merkle_root``), one Ed25519 verification per Merkle batch, the NumPy content check
+    (``engine.image_value_checks``), the record-id hash (``window.rid_hash``'s calls), the
+    stored-line encode (the engine's msgspec encoder), the per-line zstd
+    (``sealed.line_compressor``), one ``seal_many`` per batch under a per-object context, the
+    object's content digest (``sealed.content_id``), the object write + fsync
+    (``LocalObjectStore.put``) and the journal line + fsync, freeing the decoded records, and
+    reading + splitting the stream's bytes.
+    """
+    n = len(lines)
+    decoder = FAST_DECODERS["image-sample/v1"]
+    decode = decoder._decode  # the msgspec Decoder.decode the engine's fast path calls
+    recs = decode_any_many(lines)  # the engine's records (plain dicts), untimed
+    if any(r is None for r in recs):
+        raise AssertionError("the floor needs benchmark records the fast path accepts")
+    pix_leaf = [image_leaf(r) for r in recs]
+    pixels = [p for p, _ in pix_leaf]
+    leaves = [lf for _, lf in pix_leaf]
+    spec = DATASET_SPECS["digits"]
+
+    # signing input + leaf hash: image_leaf's pieces (docs/ingestion-format.md)
+    pack = provenance._image_packer(len(recs[0]["payload"]["features"]))
+    pack_u16, pack_hdr = provenance._pack_u16, provenance._pack_hdr
+    head, name = provenance._LEAF_HEAD, provenance._IMAGE_NAME
+    leaf_args = (
+        [(r["payload"]["width"], r["payload"]["height"], r["payload"]["label"],
+          *r["payload"]["features"]) for r in recs],
+        [r["record_id"] for r in recs],
+        [r["producer_id"] for r in recs],
+        [(r["seq"], r["ts"], r["schema"]["version"]) for r in recs],
+    )  # fmt: skip
+
+    def signing_input_and_leaf(a: Any) -> tuple[list[bytes], list[bytes]]:
+        args, rids, pids, hdrs = a
+        pix = list(starmap(pack, args))
+        rb = list(map(str.encode, rids))
+        pb = list(map(str.encode, pids))
+        datas = map(b"".join, zip(repeat(head), map(pack_u16, map(len, rb)), rb,
+                                  map(pack_u16, map(len, pb)), pb, starmap(pack_hdr, hdrs),
+                                  repeat(name), pix, strict=False))  # fmt: skip
+        return pix, [h.digest() for h in map(sha256, datas)]
+
+    # Merkle batches wholly inside this batch: root recomputed, one Ed25519 verification each
+    groups: dict[tuple[str, str, int, str], list[tuple[int, dict[str, Any], bytes]]] = {}
+    for r, lf in zip(recs, leaves, strict=True):
+        sig = r["sig"]
+        groups.setdefault((r["producer_id"], sig["key_id"], sig["tree_size"], sig["root_sig"]),
+                          []).append((sig["index"], r, lf))  # fmt: skip
+    whole = [sorted(g, key=lambda t: t[0]) for k, g in groups.items() if len(g) == k[2]]
+    trees = [[lf for _, _, lf in g] for g in whole]
+    in_trees = sum(map(len, trees))
+    checks = []
+    for g, tree in zip(whole, trees, strict=True):
+        r0 = g[0][1]
+        key = registry.key(r0["producer_id"], r0["sig"]["key_id"])
+        if key is None:
+            raise AssertionError("benchmark producer not registered")
+        msg = header_message(
+            r0["producer_id"], r0["seq"], r0["seq"] + len(tree) - 1, len(tree), merkle_root(tree)
+        )
+        checks.append((key.public_key.verify, provenance._a2b(r0["sig"]["root_sig"]), msg))
+
+    def verify_all(cs: list[tuple[Any, bytes, bytes]]) -> int:
+        for verify, sig, msg in cs:
+            verify(sig, msg)  # raises InvalidSignature
+        return len(cs)
+
+    # the engine's entry of an image record with plain features (IngestEngine._stored_line)
+    entries = [
+        {
+            "record_id": r["record_id"],
+            "producer_id": r["producer_id"],
+            "seq": r["seq"],
+            "ts": r["ts"],
+            "leaf": lf.hex(),
+            "audit": [],
+            "record": r,
+        }
+        for r, lf in zip(recs, leaves, strict=True)
+    ]  # fmt: skip
+    stored = list(map(_encode_json, entries))
+    compress = sealed.line_compressor()
+    frames = list(map(compress, stored))
+    digest = sealed.content_id(stored)
+    numbers = iter(range(1, 1 << 62))
+
+    def next_key() -> str:  # a new object per call, as the engine's batches are
+        return f"accepted/floor/{next(numbers):012d}-{digest}"
+
+    def context() -> dict[str, str]:
+        return IngestEngine._context(next_key())
+
+    def sealed_object() -> tuple[str, bytes]:  # the engine's object under its own key's context
+        key = next_key()
+        return key, sealed.seal_lines(encryptor, IngestEngine._context(key), stored)
+
+    store = LocalObjectStore(tmp / "floor-objects")
+    journal_path = tmp / "floor-journal.jsonl"
+    line = state._encode(
+        {"batch": 1, "key": "accepted/floor/000000000001-0123456789abcdef",
+         "marks": [[r["producer_id"], r["seq"], lf[:8].hex(), rid_hash(r["record_id"]).hex(), "a"]
+                   for r, lf in zip(recs, leaves, strict=True)]}
+    ) + "\n"  # fmt: skip
+    journal = open(journal_path, "a")  # noqa: SIM115 - closed by parts["_close"]
+
+    def write_and_journal(obj: tuple[str, bytes]) -> str:
+        key, blob = obj
+        store.put(key, blob, metadata={"format": "saip.accepted.v3", "records": str(n),
+                                       "contentid": key.rsplit("-", 1)[1]})  # fmt: skip
+        journal.write(line)
+        journal.flush()
+        os.fsync(journal.fileno())
+        return key
+
+    raw_path = tmp / "floor-lines.jsonl"
+    raw_path.write_bytes(b"".join(ln + b"\n" for ln in lines))
+
+    def read_split(path: Path) -> list[bytes]:
+        with open(path, "rb") as fh:
+            return fh.read().split(b"\n")
+
+    parts = {
+        "stream read + split": FloorPart(lambda: raw_path, read_split, n),
+        "decode (msgspec, generated decoder)": FloorPart(
+            lambda: lines, lambda ls: list(map(decode, ls)), n, {"decoder": decode}
+        ),
+        "signing input + leaf hash (struct, SHA-256)": FloorPart(
+            lambda: leaf_args, signing_input_and_leaf, n
+        ),
+        "Merkle root (n - 1 SHA-256)": FloorPart(
+            lambda: trees, lambda ts: list(map(merkle_root, ts)), in_trees
+        ),
+        "Ed25519 verify, one per Merkle batch": FloorPart(
+            lambda: checks, verify_all, in_trees, {"verifications": len(checks)}
+        ),
+        "content check (NumPy)": FloorPart(
+            lambda: pixels, lambda ps: image_value_checks(ps, spec), n
+        ),
+        "record-id hash (SHA-256 prefix)": FloorPart(
+            lambda: [r["record_id"] for r in recs],
+            lambda rids: [h.digest()[:8] for h in map(sha256, map(str.encode, rids))],
+            n,
+        ),
+        "stored line (msgspec encode)": FloorPart(
+            lambda: entries, lambda es: list(map(_encode_json, es)), n
+        ),
+        "zstd per line": FloorPart(
+            lambda: stored,
+            lambda ls: list(map(compress, ls)),
+            n,
+            {"zstd_level": sealed.ZSTD_LEVEL},
+        ),
+        "AEAD seal (one seal_many)": FloorPart(
+            lambda: (context(), frames), lambda a: (a[0], encryptor.bind(a[0]).seal_many(a[1])), n
+        ),
+        "object content digest (SHA-256)": FloorPart(lambda: stored, sealed.content_id, n),
+        "object write + fsync + journal": FloorPart(sealed_object, write_and_journal, n),
+        "free the decoded records": FloorPart(
+            lambda: [list(map(decode, lines))], lambda box: box.clear(), n
+        ),
+    }
+    parts["_close"] = FloorPart(lambda: None, lambda _: journal.close(), 0)
+    return parts
+
+
+def floor_run(
+    lines: list[bytes], registry: ProducerRegistry, tmp: Path, *, batches: int, repeats: int
+) -> dict[str, Any]:
+    """µs per record of each part (median over batches × repeats, interleaved) and the sum."""
+    from saip_encryption import EnvelopeEncryptor, from_uri
+    from saip_encryption.providers.local import create_local_key
+
+    key = tmp / "floor-master.key"
+    if not key.exists():
+        create_local_key(key)
+    encryptor = EnvelopeEncryptor([from_uri(f"local:{key}")])
+    chunks = [lines[i : i + FLOOR_BATCH] for i in range(0, len(lines), FLOOR_BATCH)]
+    if len(chunks) > 1 and len(chunks[-1]) < FLOOR_BATCH:
+        chunks.pop()  # whole batches only (a short one has fewer whole Merkle batches)
+    chunks = chunks[:batches]
+    all_parts = []
+    for i, chunk in enumerate(chunks):
+        (tmp / f"floor-{i}").mkdir(parents=True)
+        all_parts.append(floor_parts(chunk, registry, encryptor, tmp / f"floor-{i}"))
+    times: dict[str, list[float]] = {}
+    try:
+        for _ in range(repeats):
+            for parts in all_parts:
+                for label, part in parts.items():
+                    if label.startswith("_") or not part.records:
+                        continue
+                    arg = part.prepare()
+                    gc.collect()
+                    gc.disable()
+                    try:
+                        c0 = time.process_time()
+                        part.call(arg)
+                        dt = time.process_time() - c0
+                    finally:
+                        gc.enable()
+                    del arg
+                    times.setdefault(label, []).append(dt / part.records * 1e6)
+    finally:
+        for parts in all_parts:
+            parts["_close"].call(None)
+    each = {k: round(statistics.median(v), 3) for k, v in times.items()}
+    total = round(sum(each.values()), 2)
+    return {
+        "floor_us_per_record": total,
+        "parts_us_per_record": each,
+        "ceiling_rec_per_cpu_s": round(1e6 / total, 1),
+        "batch_records": FLOOR_BATCH,
+        "batches": len(chunks),
+        "repeats": repeats,
+        "zstd_level": sealed.ZSTD_LEVEL,
+        "notes": (
+            "only the C-level calls each control needs, on the benchmark's records in batches "
+            "of 4,000, each the engine's own call (driven by map, no Python frame per record "
+            "where the call allows it); CPU time per call, GC off, median over batches x "
+            "repeats. The sum is a floor for any Python driver of these controls; "
+            "ceiling_rec_per_cpu_s = 1e6 / floor."
+        ),
+    }
+
+
 #: profile stages: (label, function names whose cumulative time forms the stage)
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
@@ -259,7 +538,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--profile", action="store_true", help="add a per-stage cost table")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument(
+        "--sections",
+        default="throughput,floor",
+        help="comma list of throughput (saip vs naive) and floor (the C-level work of the "
+        "controls; with floor alone the naive still runs, for the ratio); default both",
+    )
     args = ap.parse_args(argv)
+    sections = set(args.sections.split(","))
+    if not sections or sections - {"throughput", "floor"}:
+        ap.error("--sections: a comma list of throughput and floor")
+    throughput = "throughput" in sections
     records = args.records or (20_000 if args.quick else 100_000)
     grow_n = (
         args.growth_records if args.growth_records is not None else (0 if args.quick else 1_000_000)
@@ -276,33 +565,63 @@ def main(argv: list[str] | None = None) -> int:
         lines = path.read_bytes().splitlines()
         sigs, pubs = sign_per_record(lines, [s.producer_id for s in signers])
         gen_s = time.perf_counter() - t0
-        saip_runs, naive_runs = [], []
+        saip_runs: list[dict[str, Any]] = []
+        naive_runs: list[dict[str, Any]] = []
         for _ in range(repeats):  # interleaved, so both see the same machine load
-            saip_runs.append(saip_run(path, registry, tmp))
+            if throughput:
+                saip_runs.append(saip_run(path, registry, tmp))
             naive_runs.append(naive_run(lines, sigs, pubs, tmp))
+        floor = None
+        if "floor" in sections:
+            floor = floor_run(lines, registry, tmp / "floor", batches=2 if args.quick else 5,
+                              repeats=3 if args.quick else 5)  # fmt: skip
         del lines, sigs
         stages = None
-        if args.profile:
+        if args.profile and throughput:
             prof = cProfile.Profile()
             saip_run(path, registry, tmp, profile=prof)
             stages = stage_table(prof, records)
         path.unlink()
         grow_run = None
-        if grow_n:
+        if grow_n and throughput:
             gpath, gregistry, _ = make_records(grow_n, tmp / "grow")
             grow_run = saip_run(gpath, gregistry, tmp)
     med = statistics.median
-    saip = med(r["rec_per_s"] for r in saip_runs)
     naive = med(r["rec_per_s"] for r in naive_runs)
-    saip_cpu = med(r["rec_per_cpu_s"] for r in saip_runs)
     naive_cpu = med(r["rec_per_cpu_s"] for r in naive_runs)
+    if floor is not None:
+        ceiling = floor["ceiling_rec_per_cpu_s"]
+        floor["naive_rec_per_cpu_s"] = round(naive_cpu, 1)
+        floor["ceiling_over_naive"] = round(ceiling / naive_cpu, 2)
+    if not throughput:
+        result = {
+            "rec_per_cpu_s": {"naive": round(naive_cpu, 1)},
+            "rec_per_s": {"naive": round(naive, 1)},
+            "floor": floor,
+            "records": records,
+            "quick": args.quick,
+            "repeats": repeats,
+            "sections": sorted(sections),
+            "naive_runs": naive_runs,
+            "load_average_1m": os.getloadavg()[0],
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+        }
+        return _write(result, args.out, ("rec_per_cpu_s",), None)
+    saip = med(r["rec_per_s"] for r in saip_runs)
+    saip_cpu = med(r["rec_per_cpu_s"] for r in saip_runs)
+    if floor is not None:
+        floor["saip_rec_per_cpu_s"] = round(saip_cpu, 1)
+        floor["saip_us_per_record"] = round(1e6 / saip_cpu, 2)
+        # what the engine spends above the floor: Python (and its allocations) on this run
+        floor["above_floor_us_per_record"] = round(1e6 / saip_cpu - floor["floor_us_per_record"], 2)
     if grow_run is not None:
         rss_growth = growth(grow_run["rss_mb_by_records"], 100_000, grow_n)
         growth_span = f"100k to {grow_n:,} records of one saip run"
     else:
         samples = saip_runs[0]["rss_mb_by_records"]
         rss_growth = growth(samples, records // 4, records)
-        growth_span = f"{records // 4:,} to {records:,} records (--quick)"
+        growth_span = f"{records // 4:,} to {records:,} records of the first saip run"
     for r in [*saip_runs, *([grow_run] if grow_run else [])]:
         r["rss_mb_by_records"] = r["rss_mb_by_records"][
             :: max(1, len(r["rss_mb_by_records"]) // 12)
@@ -320,6 +639,8 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "repeats": repeats,
         "stage_us_per_record": stages,
+        "floor": floor,
+        "sections": sorted(sections),
         "saip_runs": saip_runs,
         "naive_runs": naive_runs,
         "growth_run": grow_run,
@@ -338,16 +659,29 @@ def main(argv: list[str] | None = None) -> int:
             "process are included)."
         ),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
     keys = ("rec_per_cpu_s", "rec_per_s", "ratio_cpu_saip_over_naive", "peak_rss_mb",
             "rss_growth_mb_per_100k")  # fmt: skip
+    return _write(result, args.out, keys, stages)
+
+
+def _write(
+    result: dict[str, Any], out: Path, keys: tuple[str, ...], stages: dict[str, float] | None
+) -> int:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     json.dump({k: result[k] for k in keys}, sys.stdout)
     print()
     if stages:
         for k, v in stages.items():
             print(f"{v:8.2f} us  {k}")
-    print(f"-> {args.out}")
+    floor = result.get("floor")
+    if floor:
+        for k, v in floor["parts_us_per_record"].items():
+            print(f"{v:8.3f} us  floor: {k}")
+        print(f"{floor['floor_us_per_record']:8.2f} us  floor total -> ceiling "
+              f"{floor['ceiling_rec_per_cpu_s']:,.0f} rec/CPU-s = "
+              f"{floor['ceiling_over_naive']}x naive")  # fmt: skip
+    print(f"-> {out}")
     return 0
 
 

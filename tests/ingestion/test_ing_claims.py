@@ -488,6 +488,11 @@ def test_fenced_live_consumer_keeps_consuming_nothing_lost_or_stored_twice(
         assert view.rejected >= 1
         d = summary.as_dict()
         assert d["conserved"], d
+        # producer health counts each record once: the fenced batch's counts were taken back
+        # (before, every record of it was counted again when it came back)
+        health = engine.health.state()["windows"]
+        assert sum(w["received"] for w in health) == summary.received, (k, health)
+        assert sum(w["quarantined"] for w in health) == summary.quarantined
         # the live consumer's own journal names only objects that exist (nothing fenced)
         journal = (tmp_path / f"k{k}" / "live" / "journal.jsonl").read_text().splitlines()
         for row in map(json.loads, journal):

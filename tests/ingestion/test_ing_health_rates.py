@@ -7,8 +7,11 @@ checked on the side of its threshold where it must fire and where it must not.""
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from saip_ingestion.health import HealthTracker
 from scipy.stats import chisquare  # type: ignore[import-untyped]
 
@@ -110,3 +113,55 @@ def test_bad_thresholds_are_refused() -> None:
     for kwargs in ({"alpha": 0.0}, {"min_tv": 1.5}, {"max_rejection_rate": -0.1}, {"window_ms": 0}):
         with pytest.raises(ValueError):
             HealthTracker(**kwargs)  # type: ignore[arg-type]
+
+
+_OBS = st.tuples(
+    st.sampled_from(["a", "b", "(unauthenticated)"]),
+    st.integers(0, 3 * HOUR),
+    st.sampled_from(["accepted", "duplicate", "quarantined"]),
+    st.one_of(st.none(), st.integers(0, 3)),
+    st.sampled_from(["bad_signature", "schema", "stale"]),
+)
+
+
+def _apply(t: HealthTracker, obs: list[tuple[str, int, str, int | None, str]]) -> None:
+    for producer, ts, outcome, label, reason in obs:
+        if outcome == "accepted" and label is not None and ts % 2:
+            t.observe_accepted(Counter({(producer, t.window_of(ts), label): 1}))
+        else:
+            t.observe(producer, ts, outcome, label=label, reason=reason)
+
+
+@settings(max_examples=150, deadline=None)
+@given(before=st.lists(_OBS, max_size=20), during=st.lists(_OBS, max_size=20))
+def test_health_batch_that_fails_is_taken_back_and_one_that_commits_counts_once(
+    before: list[tuple[str, int, str, int | None, str]],
+    during: list[tuple[str, int, str, int | None, str]],
+) -> None:
+    """A batch that did not commit (a scale-out stream fenced it: its messages come back and
+    are counted when re-delivered) leaves the counters exactly as they were — windows it
+    created are gone, windows it touched are restored; a committed batch counts as if no
+    batch were open."""
+    t = HealthTracker(window_ms=HOUR)
+    _apply(t, before)
+    snapshot = t.state()
+
+    def fenced_batch() -> None:
+        with t.batch():
+            _apply(t, during)
+            raise RuntimeError("fenced")
+
+    with pytest.raises(RuntimeError, match="fenced"):
+        fenced_batch()
+    assert t.state() == snapshot
+    with t.batch():
+        _apply(t, during)
+    direct = HealthTracker(window_ms=HOUR)
+    _apply(direct, before + during)
+    assert t.state() == direct.state()
+
+
+def test_health_batches_do_not_nest() -> None:
+    t = HealthTracker(window_ms=HOUR)
+    with t.batch(), pytest.raises(RuntimeError, match="does not nest"), t.batch():
+        pass

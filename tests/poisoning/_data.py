@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 
 
@@ -20,3 +23,16 @@ def natural_crops(per_class: int = 150, *, seed: int = 0) -> tuple[np.ndarray, n
             crops.append(grid[rng.choice(len(grid), per_class, replace=False)])
             labels += [2 * photo + half] * per_class
     return np.concatenate(crops), np.array(labels)
+
+
+def bench_load(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The benchmark's own datasets (``benchmarks/poisoning.py::_load``), so the test and the
+    measured figures use the same data."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "poisoning.py"
+    spec = importlib.util.spec_from_file_location("_saip_poisoning_bench", path)
+    assert spec is not None
+    assert spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    x, y = mod._load(name)
+    return np.asarray(x), np.asarray(y)

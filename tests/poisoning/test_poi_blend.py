@@ -8,9 +8,6 @@ below 5 %. On clean data of the same kinds nothing may be flagged.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 from saip_poisoning import mitigate, scan
@@ -19,18 +16,7 @@ from saip_poisoning.blendsearch import blend_candidates, split_1d
 from saip_poisoning.data import prepare
 from saip_poisoning.model import predict_proba, train_mlp
 
-
-def _bench_load(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """The benchmark's own datasets (``benchmarks/poisoning.py::_load``), so the test and the
-    measured figures use the same data."""
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "poisoning.py"
-    spec = importlib.util.spec_from_file_location("_saip_poisoning_bench", path)
-    assert spec is not None
-    assert spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    x, y = mod._load(name)
-    return np.asarray(x), np.asarray(y)
+from tests.poisoning._data import bench_load as _bench_load
 
 
 def _crops() -> tuple[np.ndarray, np.ndarray]:

@@ -80,7 +80,11 @@ def test_poi_noise_pair_flip_on_a_table_beats_the_knn_baseline() -> None:
 def test_poi_noise_boundary_flips_attacker(digits: tuple[np.ndarray, np.ndarray]) -> None:
     """Hostile: the attacker flips the 10 % of samples nearest the class boundary (smallest
     cross-validated margin of a linear model) to their runner-up class, where a wrong label looks
-    most like natural ambiguity. One pass: F1 0.68 (recall 0.54); flags must stay precise."""
+    most like natural ambiguity. One pass: F1 0.68 (recall 0.54), two passes 0.81. The flags sit
+    nearer the boundary than the classes' own members (mean depth percentile 0.20), which is
+    what natural overlap looks like: since the depth test the label-noise rule abstains — the
+    scan is not calibrated, so the gate refuses (never a calibrated pass), but the flips are
+    not flagged or relabelled (README, Limits)."""
     x, y = digits
     prob = cross_val_predict(LogisticRegression(max_iter=2000), x, y, cv=5, method="predict_proba")
     order = np.sort(prob, axis=1)
@@ -93,9 +97,13 @@ def test_poi_noise_boundary_flips_attacker(digits: tuple[np.ndarray, np.ndarray]
     truth[chosen] = True
     r = scan(x, y_bad, seed=0)
     prec, rec = _prec_rec(r.flags, truth)
-    assert prec >= 0.85, (prec, rec)
-    assert 2 * prec * rec / (prec + rec) >= 0.75, (prec, rec)
-    assert r.risk_score >= 40
+    if r.calibrated:  # flagged: precisely
+        assert prec >= 0.85, (prec, rec)
+        assert 2 * prec * rec / (prec + rec) >= 0.75, (prec, rec)
+        assert r.risk_score >= 40
+    else:  # abstained: says why (the gate refuses uncalibrated scans by default)
+        assert r.calibration["label_noise_depth"]["identifiable"] is False
+        assert "overlap" in r.calibration["reason"]
 
 
 def test_poi_noise_clean_data_keeps_the_one_pass_rule(
@@ -128,19 +136,21 @@ def test_poi_reclassify_exclude_keeps_full_indices(digits: tuple[np.ndarray, np.
         reclassify_clusters(z, p.y, 10, exclude=excl.astype(np.int64))
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known false alarm (README, Limits): clean classes that overlap everywhere (no pure "
-    "core) look like uniform label noise to any per-sample rule; the one-pass rule flagged "
-    "10.5 %, risk 97",
-)
-def test_poi_noise_clean_gaussian_overlap_known_false_alarm() -> None:
+def test_poi_noise_clean_gaussian_overlap_abstains() -> None:
+    """Clean classes that overlap everywhere (no pure core) look like uniform label noise to a
+    per-sample rule: the one-pass rule flagged 10.5 % (risk 97), two passes 13 % (99). The
+    flags lie nearer the boundary than the classes' own members (depth test), so the rule
+    abstains and says why (was a known-false-alarm xfail)."""
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 600).astype(np.int64)
     x = rng.normal(size=(600, 10))
     x[:, 0] += 1.5 * y
     r = scan(x, y, seed=0, verify=False)
-    assert not r.calibrated or (r.flags.mean() <= 0.05 and r.risk_score < 20)
+    assert r.calibrated is False
+    assert "overlap" in r.calibration["reason"]
+    assert r.calibration["label_noise_depth"]["identifiable"] is False
+    assert not r.flags.any()
+    assert r.risk_score < 20
 
 
 def test_poi_noise_within_allowance_set_aside_when_a_pattern_explains_the_poison(

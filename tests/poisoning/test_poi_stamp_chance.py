@@ -120,24 +120,31 @@ def test_poi_stamp_seeds_deterministic() -> None:
     assert r1.risk_score == r2.risk_score
 
 
-def test_poi_pattern_shared_with_other_classes_is_not_a_stamp() -> None:
+def test_poi_pattern_shared_with_other_classes_is_not_a_trigger() -> None:
     # a sub-population sharing exact values on several graded features (the samples of one
     # district in a housing set: same tax rate, same pupil ratio), mostly of one class but
-    # also in the other: improbable by chance, yet not a trigger pointing at that class
+    # also in the other: improbable by chance — the chance test says "more common in class 0",
+    # not "a backdoor" —, so the effect cut and the verification must keep it from being
+    # reported: no trigger, none of its samples flagged, risk under the guarded band
+    for seed in (6, 0, 1, 2):
+        x, y = _tabular(seed)
+        g = np.random.default_rng(seed)
+        members = np.r_[
+            g.choice(np.flatnonzero(y == 0), 15, replace=False),
+            g.choice(np.flatnonzero(y == 1), 4, replace=False),
+        ]
+        x[members, 2:6] = np.array([0.31, 0.52, 0.44, 0.67])
+        r = scan(x, y, seed=0)
+        assert not r.triggers, seed
+        assert not r.flags[members].any(), seed
+        assert r.risk_score < 20, seed
+    # the same pattern on the 15 class-0 samples only is a stamp
     x, y = _tabular(6)
     g = np.random.default_rng(6)
-    members = np.r_[
-        g.choice(np.flatnonzero(y == 0), 15, replace=False),
-        g.choice(np.flatnonzero(y == 1), 4, replace=False),
-    ]
+    members = g.choice(np.flatnonzero(y == 0), 15, replace=False)
     x[members, 2:6] = np.array([0.31, 0.52, 0.44, 0.67])
     seeds, mask = stamp_seeds(prepare(x, y), 0, rng=np.random.default_rng(0))
-    assert len(seeds) == 0
-    assert not mask.any()
-    # the same pattern on the 15 class-0 samples only is a stamp
-    x[members[15:], 2:6] = _tabular(6)[0][members[15:], 2:6]
-    seeds, mask = stamp_seeds(prepare(x, y), 0, rng=np.random.default_rng(0))
-    assert set(seeds.tolist()) == set(members[:15].tolist())
+    assert set(seeds.tolist()) == set(members.tolist())
     assert np.flatnonzero(mask).tolist() == [2, 3, 4, 5]
 
 
@@ -158,18 +165,22 @@ def test_poi_duplicated_clean_rows_are_not_a_stamp() -> None:
         assert r.risk_score < 20
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known evasion (adversarial review, pre-existing): the stamp value becomes the other "
-    "classes' 'usual' value once two of their samples carry it, and the usual value is skipped",
-)
-def test_poi_stamp_also_planted_on_two_other_class_samples_known_evasion() -> None:
-    # 20 stamped samples relabelled 0 (12 % of the class), the same stamp on 2 class-1 samples
-    # that keep their label: the two ties make 1.0 the others' most common value on each stamp
-    # coordinate, so no coordinate is a candidate (the same with the fixed cuts before the
-    # chance test)
-    x, y, poison = _stamped(0, 20)
+@pytest.mark.parametrize(("seed", "n_decoys"), [(0, 2), (1, 2), (2, 2), (0, 3), (0, 16)])
+def test_poi_stamp_also_planted_on_other_class_samples_is_found(seed: int, n_decoys: int) -> None:
+    # evasion from the adversarial review: 20 stamped samples relabelled 0 (12 % of the class),
+    # the same stamp on 2 class-1 samples that keep their label. The two ties made 1.0 the
+    # others' most common value on each stamp coordinate, which was skipped as "the usual
+    # value": nothing seeded, risk 0. A usual value is a background only from 5 % of the
+    # others up (16 decoys = 3.7 % of class 1 are still found; from 5 %, README Limits)
+    x, y, poison = _stamped(seed, 20)
     g = np.random.default_rng(7)
-    x[g.choice(np.flatnonzero(y == 1), 2, replace=False), -3:] = 1.0
-    seeds, _ = stamp_seeds(prepare(x, y), 0, rng=np.random.default_rng(0))
+    decoys = g.choice(np.flatnonzero(y == 1), n_decoys, replace=False)
+    x[decoys, -3:] = 1.0
+    seeds, mask = stamp_seeds(prepare(x, y), 0, rng=np.random.default_rng(0))
     assert set(np.flatnonzero(poison).tolist()) <= set(seeds.tolist())
+    assert np.flatnonzero(mask).tolist() == [17, 18, 19]
+    r = scan(x, y, seed=0)
+    assert any(t.target == 0 and ok for t, ok in zip(r.triggers, r.verified, strict=True))
+    assert r.flags[poison].all()
+    assert r.carrier[decoys].all()  # the decoys carry the stamp: removed with the rest
+    assert r.risk_score >= 50

@@ -64,7 +64,13 @@ def test_poi_step_reads_ingested_dataset_and_passes_clean(
     result = scan_step.run(ctx)
     assert result.details["built_demo_dataset"] is False
     assert result.details["risk_score"] < 20
-    assert ctx.artifacts["dataset_npz_filtered"] == path
+    keep = np.load(ctx.artifacts["scan_keep_mask"])
+    assert keep.mean() >= 0.99  # clean: at most the clean level of flags is left out
+    if keep.all():
+        assert ctx.artifacts["dataset_npz_filtered"] == path
+    else:
+        with np.load(ctx.artifacts["dataset_npz_filtered"]) as f:
+            assert len(f["y"]) == keep.sum()
 
 
 def test_poi_step_fails_when_verification_fails(
@@ -80,3 +86,21 @@ def test_poi_step_fails_when_verification_fails(
     monkeypatch.setattr(scan_step, "mitigate", stubborn)
     with pytest.raises(GateError, match="verification failed: attack success 60%"):
         scan_step.run(_ctx(tmp_path, 40))
+
+
+def test_poi_step_under_the_gate_still_leaves_flagged_samples_out(tmp_path: Path) -> None:
+    """Hostile: the operator set the gate so high that the demo backdoor passes it. Nothing is
+    retrained then, but the samples the scan flagged (the carriers) and the label-noise flags it
+    set aside must still not reach training, as ``client_filter`` drops them on FL clients."""
+    ctx = _ctx(tmp_path, 100)
+    result = scan_step.run(ctx)
+    assert result.details["risk_score"] <= 100
+    assert result.details["verification"] is None  # under the gate: no retraining
+    report = json.loads(Path(ctx.artifacts["scan_report"]).read_text())
+    keep = np.load(ctx.artifacts["scan_keep_mask"])
+    dropped = set(report["flagged"]) | set(report["label_noise_set_aside"])
+    assert dropped  # the backdoor's carriers are flagged
+    assert set(np.flatnonzero(~keep).tolist()) == dropped
+    with np.load(ctx.artifacts["dataset_npz_filtered"]) as f:
+        assert len(f["y"]) == keep.sum()
+    assert f"{len(dropped)} flagged left out of training" in result.summary

@@ -43,6 +43,7 @@ from typing import Any, Final
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 from pydantic import ValidationError
 from pydantic_core import from_json
 
@@ -618,14 +619,17 @@ class IngestEngine:
         """Processing marks the seq windows in memory before the commit writes the batch; if
         anything fails in between, those marks name records stored nowhere (a re-sent copy
         would be a "duplicate"). The engine then refuses to go on, and :meth:`close` does not
-        snapshot them: a reopened engine re-reads the state from the journal."""
+        snapshot them: a reopened engine re-reads the state from the journal. The producer
+        health counts of a batch that did not commit are taken back (a fenced batch's messages
+        are re-delivered and counted then)."""
         if self._failed:
             raise IngestError(
                 "an earlier batch failed to commit: reopen the engine (its state is re-read "
                 "from the journal; the batch's messages were not checkpointed)"
             )
         try:
-            yield
+            with self.health.batch():
+                yield
         except BaseException:
             self._failed = True
             raise
@@ -1299,11 +1303,7 @@ class IngestEngine:
             else:
                 c.verdict = self._check_tabular(payload)
         if images:
-            d = spec.width * spec.height
-            raw = b"".join(c.pixels[12:] for c in images if c.pixels is not None)
-            x = np.frombuffer(raw, dtype="<f8").reshape(len(images), d)
-            ok = ((x >= spec.value_min) & (x <= spec.value_max)).all(axis=1)
-            plain = (np.abs(x) < _PLAIN_FLOAT).all(axis=1).tolist()
+            x, ok, plain = image_value_checks([c.pixels for c in images], spec)
             for c, p in zip(images, plain, strict=True):
                 c.plain = p
             for i in np.flatnonzero(~ok):
@@ -1445,6 +1445,26 @@ class IngestEngine:
         if outcome[0] in ("accepted", "duplicate"):
             self.quarantine.mark_released(qid, outcome=outcome[0], at=self.clock())
         return outcome
+
+
+def image_value_checks(
+    pixels: Sequence[bytes | None], spec: ImageSpec
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_], list[bool]]:
+    """The vectorised content check of a batch of image records: their packed payloads
+    (:func:`~saip_ingestion.provenance.image_leaf`, 12-byte head then the features as ``<f8``)
+    as one NumPy matrix, whether each row is inside ``[value_min, value_max]``, and whether
+    each row is below 1e16 in magnitude (the ``plain`` flag of :meth:`IngestEngine._stored_line`).
+    """
+    raw = b"".join(p[12:] for p in pixels if p is not None)
+    x: npt.NDArray[np.float64] = np.frombuffer(raw, dtype="<f8").reshape(
+        len(pixels), spec.width * spec.height
+    )
+    ok: npt.NDArray[np.bool_] = np.asarray(
+        ((x >= spec.value_min) & (x <= spec.value_max)).all(axis=1)
+    )
+    small: npt.NDArray[np.bool_] = np.asarray((np.abs(x) < _PLAIN_FLOAT).all(axis=1))
+    plain: list[bool] = small.tolist()
+    return x, ok, plain
 
 
 def provenance_context(key: str) -> dict[str, str]:

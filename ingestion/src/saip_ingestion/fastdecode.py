@@ -353,7 +353,10 @@ class FastDecoder:
         except Exception:  # invalid, or e.g. RecursionError on deep nesting: pydantic decides
             return None
         for path, check in self.post:  # a value a check returns replaces the checked one
-            parent, value = None, rec
+            # Any: the value at a path is a list or a scalar as often as a dict (the inferred
+            # dict type is wrong there; a compiler that checks declared types would refuse it)
+            parent: Any = None
+            value: Any = rec
             for key in path:
                 parent, value = value, value[key]
             try:

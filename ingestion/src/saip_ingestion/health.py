@@ -15,6 +15,8 @@ are a signal for the poisoning gate, not a verdict.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +31,16 @@ class _Window:
     quarantined: int = 0
     labels: Counter[int] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)
+
+    def copy(self) -> _Window:
+        return _Window(
+            self.received,
+            self.accepted,
+            self.duplicates,
+            self.quarantined,
+            Counter(self.labels),
+            Counter(self.reasons),
+        )
 
 
 class HealthTracker:
@@ -62,6 +74,35 @@ class HealthTracker:
         self.min_tv = min_tv
         self.max_rejection_rate = max_rejection_rate
         self._w: dict[tuple[str, int], _Window] = defaultdict(_Window)
+        # inside :meth:`batch`: each window's counters before the batch first touched it
+        self._undo: dict[tuple[str, int], _Window | None] | None = None
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Count one batch all or nothing: if the block raises (the batch was not committed,
+        e.g. a scale-out stream fenced it and hands its messages back for re-delivery), every
+        window it touched is put back, so a record is never counted for a batch that was not
+        stored and again when it is re-delivered."""
+        if self._undo is not None:
+            raise RuntimeError("HealthTracker.batch() does not nest")
+        self._undo = {}
+        try:
+            yield
+        except BaseException:
+            for key, before in self._undo.items():
+                if before is None:
+                    self._w.pop(key, None)
+                else:
+                    self._w[key] = before
+            raise
+        finally:
+            self._undo = None
+
+    def _window(self, key: tuple[str, int]) -> _Window:
+        if self._undo is not None and key not in self._undo:
+            old = self._w.get(key)
+            self._undo[key] = None if old is None else old.copy()
+        return self._w[key]
 
     def observe(
         self,
@@ -76,7 +117,7 @@ class HealthTracker:
 
         A duplicate counts as accepted (``received == accepted + quarantined``) and as duplicate.
         """
-        w = self._w[(producer, ts // self.window_ms * self.window_ms)]
+        w = self._window((producer, ts // self.window_ms * self.window_ms))
         w.received += 1
         if outcome == "accepted":
             w.accepted += 1
@@ -96,7 +137,7 @@ class HealthTracker:
         ``ts_window_start`` must be ``ts // window_ms * window_ms`` (see :meth:`window_of`).
         """
         for (producer, start, label), n in counts.items():
-            w = self._w[(producer, start)]
+            w = self._window((producer, start))
             w.received += n
             w.accepted += n
             if label is not None:

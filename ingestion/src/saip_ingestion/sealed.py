@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
 import zstandard
@@ -51,6 +51,7 @@ __all__ = [
     "MAX_LINE_BYTES",
     "SealedBatchError",
     "content_id",
+    "line_compressor",
     "open_lines",
     "seal_lines",
 ]
@@ -106,13 +107,22 @@ def _common_prefix(cts: Sequence[bytes]) -> int:
     return n
 
 
+def line_compressor() -> Callable[[bytes], bytes]:
+    """The per-line compression of :func:`seal_lines`: one Zstandard frame at
+    :data:`ZSTD_LEVEL` with its content size (read back by :func:`open_lines`)."""
+    compress: Callable[[bytes], bytes] = zstandard.ZstdCompressor(
+        level=ZSTD_LEVEL, write_content_size=True
+    ).compress
+    return compress
+
+
 def seal_lines(encryptor: Encryptor, context: Mapping[str, str], lines: Sequence[bytes]) -> bytes:
     """Compress each line, seal them (one ``seal_many`` call) into one batch object."""
     if not lines:
         raise ValueError("a sealed batch holds at least one record")
     if max(map(len, lines)) > MAX_LINE_BYTES:
         raise ValueError(f"a line is longer than {MAX_LINE_BYTES} bytes")
-    compress = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True).compress
+    compress = line_compressor()
     cts = encryptor.bind(context).seal_many([compress(line) for line in lines])
     if len(cts) != len(lines):
         raise ValueError("seal_many returned another number of ciphertexts")

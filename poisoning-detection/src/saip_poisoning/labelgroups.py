@@ -97,9 +97,12 @@ CLEAN_AGREEMENT = 0.92
 #: never less than the validated 0.71
 CLEAN_ACCURACY = 0.85
 
-#: ``(data, space, z, oof, *, seed, where) -> (flags, relabel, second-pass reasons, passes)``:
-#: the scan's label-noise rule (``scan._label_noise``)
-NoiseRule = Callable[..., tuple[NDArray[np.bool_], NDArray[np.int64], dict[int, str], int]]
+#: ``(data, space, z, oof, *, seed, where) -> (flags, relabel, second-pass reasons, passes,
+#: depth test or None)``: the scan's label-noise rule (``scan._label_noise``)
+NoiseRule = Callable[
+    ...,
+    tuple[NDArray[np.bool_], NDArray[np.int64], dict[int, str], int, dict[str, Any] | None],
+]
 
 
 @dataclass(frozen=True)
@@ -311,7 +314,10 @@ def group_label_noise(
     z = space.z / (float(space.z.std()) or 1.0)
     goof = crossfit_probs(z, gy, n_classes=lg.n_groups, seed=seed)
     where = "input-space" if lg.probe == "pixels" else "image-feature"
-    flags, target, second, passes = rule(gdata, gspace, z, goof, seed=seed, where=where)
+    flags, target, second, passes, depth = rule(gdata, gspace, z, goof, seed=seed, where=where)
+    # the rule's depth test: flags nearer the group boundary than the groups' own members are
+    # natural overlap, not flips — the rule abstained (no flags), so the group level abstains
+    overlap = depth is not None and not depth["identifiable"]
     relabel = np.full(n, -1, dtype=np.int64)
     reasons: dict[int, str] = {}
     for ii in np.flatnonzero(flags):
@@ -327,8 +333,8 @@ def group_label_noise(
             f"removes it; likely group {names[target[i]]})"
         )
     merged = [names[g] for g in range(lg.n_groups) if len(lg.members(g)) > 1]
-    cal = {
-        "calibrated": True,
+    cal: dict[str, Any] = {
+        "calibrated": not overlap,
         "probe": lg.probe,
         "groups": [[data.class_name(c) for c in lg.members(g)] for g in range(lg.n_groups)],
         "accuracy_min_group": round(lg.accuracy, 4),
@@ -344,4 +350,12 @@ def group_label_noise(
         ),
         "levels": tried,
     }
+    if depth is not None:
+        cal["label_noise_depth"] = depth
+    if overlap:
+        cal["reason"] = (
+            "the label-noise rule's flags at label-group level lie nearer the group boundary "
+            "than the groups' own members (depth test): natural overlap, label noise not judged"
+        )
+        return GroupNoise(flags, relabel, reasons, cal, None)
     return GroupNoise(flags, relabel, reasons, cal, lg)

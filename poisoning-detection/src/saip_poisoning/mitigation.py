@@ -219,7 +219,8 @@ def mitigate(
         n_classes=data.n_classes,
         min_per_class=2,
     )
-    residual = scan(sub, seed=seed, epochs=epochs)
+    # judged as the caller's scan was (its image probe, floors, effect and ASR cuts)
+    residual = scan(sub, seed=seed, epochs=epochs, **report.settings)
     bad_asr = {t: a for t, a in asr_after.items() if a > max_asr}
     problems = []
     if bad_asr:

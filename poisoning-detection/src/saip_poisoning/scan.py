@@ -13,7 +13,11 @@ probe's held-out accuracy (median over classes) and how often it agrees with the
 neighbour majority. Below ``min_accuracy`` / ``min_agreement`` the report says
 ``calibrated: false`` with the measured numbers as the reason, the label-noise rule is not run
 (on such data "disagrees with its neighbours" mostly means "hard", not "poisoned") and the risk
-only reflects what does not need a good probe (a reconstructed, verified trigger).
+only reflects what does not need a good probe (a reconstructed, verified trigger). The same
+happens when the label-noise rule's first pass reaches the guarded band but its flags lie
+nearer the class boundary than the classes' own members (``_depth_test``: natural class
+overlap, from the data alone not separable from label noise; measurements in
+``calibration["label_noise_depth"]``).
 
 **Image probe** (:mod:`saip_poisoning.imageprobe`). For N×H×W(×C) inputs whose pixel probe
 misses a floor, the same neighbours + cross-fitted probe are computed on a label-free image
@@ -23,7 +27,8 @@ energies (Jarrett et al. 2009; Saxe et al. 2011) — and that view judges labels
 stricter floors: each floor plus two binomial standard errors (a second probe is a second
 chance at the same floors) and at least the range the label-noise rule was validated on (the
 tuning sets' lowest agreement 0.88 and median class accuracy 0.71). ``calibration["probe"]``
-names the view used, ``calibration["probes"]`` lists every probe tried with its numbers.
+names the view that judged labels (``None`` when no probe passed its floors),
+``calibration["probes"]`` lists every probe tried with its numbers.
 Trigger search stays in input space.
 
 Rules
@@ -92,6 +97,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.stats import poisson  # type: ignore[import-untyped]
+from sklearn.neighbors import NearestNeighbors
 
 from saip_poisoning.blendsearch import blend_candidates
 from saip_poisoning.data import MIN_PER_CLASS, Prepared, prepare
@@ -232,6 +238,10 @@ class ScanReport:
         keep-mask cannot relabel; ``client_filter`` drops them too).
     set_aside_reasons
         One non-empty reason per set-aside index (why it was set aside and what the rule saw).
+    settings
+        The judging options this scan ran with (``verify``, ``min_effect``, ``min_asr``,
+        ``min_accuracy``, ``min_agreement``, ``image_probe``): ``mitigate`` re-scans the kept
+        data with the same ones, so its residual risk is judged as the caller asked.
     """
 
     risk_score: float
@@ -255,6 +265,7 @@ class ScanReport:
     detectors: Mapping[str, DetectionReport] = field(default_factory=dict, repr=False)
     set_aside: NDArray[np.bool_] | None = None
     set_aside_reasons: Mapping[int, str] = field(default_factory=dict)
+    settings: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def flagged(self) -> list[int]:
@@ -399,7 +410,8 @@ def scan(
         The second probe for images (:class:`~saip_poisoning.imageprobe.ImageProbe`): with
         the default ``mode="auto"``, N×H×W(×C) inputs whose pixel probe misses a calibration
         floor are judged on label-free texture and random-convolution features instead
-        (``calibration["probe"]`` names the probe used, ``calibration["probes"]`` gives each
+        (``calibration["probe"]`` names the probe that judged labels, ``None`` when none
+        passed; ``calibration["probes"]`` gives each
         probe's measurements). ``None`` keeps the pixel probe only.
 
     Raises
@@ -503,10 +515,23 @@ def scan(
     second_reason: dict[int, str] = {}
     if calibrated:
         lz = lspace.z / (float(lspace.z.std()) or 1.0)
-        noise, relabel, second_reason, passes = _label_noise(
+        noise, relabel, second_reason, passes, depth = _label_noise(
             data, lspace, lz, oof, seed=seed, where=where
         )
         calibration["label_noise_passes"] = passes
+        if depth is not None:
+            calibration["label_noise_depth"] = depth
+            if not depth["identifiable"]:
+                calibrated = False
+                calibration["calibrated"] = False
+                calibration["reason"] = (
+                    f"the label-noise rule's {depth['n']} flags lie nearer the class boundary "
+                    f"than the classes' own members (mean depth percentile "
+                    f"{depth['mean_depth_percentile']:.2f} < {_DEPTH_MIN}, one-sided p = "
+                    f"{depth['p_value']:.2g} < {_DEPTH_ALPHA}): natural class overlap, which "
+                    "from the data alone cannot be told from label noise, so the label-noise "
+                    "rules abstain: no label-noise flags (trigger search still ran)"
+                )
     cluster_reason: dict[int, str] = {}
     if calibrated:
         # after the per-sample rule, without its flags (one round of iterative cleaning)
@@ -710,6 +735,14 @@ def scan(
         detectors=detectors,
         set_aside=set_aside,
         set_aside_reasons=set_aside_reasons,
+        settings={
+            "verify": verify,
+            "min_effect": min_effect,
+            "min_asr": min_asr,
+            "min_accuracy": min_accuracy,
+            "min_agreement": min_agreement,
+            "image_probe": image_probe,
+        },
     )
 
 
@@ -816,7 +849,8 @@ def _judging_view(
             )
     lspace, loof, out, name = use
     out.pop("problems", None)
-    out["probe"] = name
+    # the view that judged labels; None when no probe passed (the label-noise rule did not run)
+    out["probe"] = name if out["calibrated"] else None
     out["probes"] = tried
     return lspace, loof, out
 
@@ -937,6 +971,90 @@ def _noise_rule(
 #: the label-noise risk at which the first pass's flags are taken as evidence of noise and the
 #: rule is run once more on the corrected labels: the lower bound of the guarded band
 _SECOND_PASS_RISK = 20.0
+#: one-sided level of the depth test (:func:`_depth_test`): a convention, not fitted
+_DEPTH_ALPHA = 0.05
+#: ... and the effect it must also show: the lowest mean depth percentile of the tuning sets'
+#: flip cells in the guarded band (0.472, MNIST-5k flip 5 %, n = 199 flags) minus two standard
+#: errors of that measurement (2 × 0.0205, the convention of the image probe's selection
+#: margin). Without it a large dataset would make the flip cells' own small shortfall from 0.5
+#: (ambiguous genuine samples among the flags) significant
+_DEPTH_MIN = 0.43
+
+
+def _depth_test(
+    data: Prepared, space: InputSpace, oof: NDArray[np.float64], flags: NDArray[np.bool_]
+) -> dict[str, Any]:
+    """Whether the label-noise rule's flags look like label flips or like natural class overlap.
+
+    Per-sample label noise is identifiable only where classes have pure regions (anchor points:
+    Liu & Tao 2016, Xia et al. 2019; confident learning, Northcutt et al. 2021, assumes them).
+    Under the class-conditional noise model those methods assume (a label is flipped
+    independently of where its sample lies, Natarajan et al. 2013), a flipped sample is a draw
+    from its true class, so it lies as deep inside that class as the class's correctly labelled
+    members do. Where classes overlap everywhere, the samples the rule flags are the tails of
+    their class reaching into the other's: nearer the boundary than that class's own members.
+
+    Depth of a sample in its predicted class ``b`` (the cross-fitted probe's, which a flip of
+    the sample's own label cannot move) is measured two ways: the probe's log-odds margin of
+    ``b`` over the runner-up, and the distance (judging view) to the nearest sample predicted
+    as another class. Each flagged sample (label ≠ ``b``; the rule requires probe and neighbour
+    majority to say ``b``) gets its mid-rank percentile among the reference — samples labelled
+    ``b`` that probe and neighbours also put in ``b`` — averaged over the two depths. Under the
+    flip model the mean percentile is ≈ 0.5 (≥ 0.5 with the rule's own selection of clear
+    cases); the rule abstains when the flags sit nearer the boundary both significantly — a
+    one-sided z-test (mean of ``n`` percentiles, SD ``1/√12`` each: conservative for an average
+    of two) at level ``_DEPTH_ALPHA`` = 0.05, a convention — and by more than the tuning sets'
+    flip cells ever did (mean < ``_DEPTH_MIN`` = 0.43).
+
+    Measured (benchmark split, scan seed 0): tuning sets' flip cells in the guarded band, mean
+    percentile (z): digits flip 5/10/20 % 0.488/0.508/0.476 (−0.4/+0.3/−1.3), MNIST-5k
+    0.472/0.528/0.492 (−1.4/+1.8/−0.8); pair flips stay below the guarded band at the first
+    pass (the relabelled-cluster rule finds them). Evaluation set breast_cancer flip 5/10/20 %,
+    pair flip: 0.463/0.544/0.587/0.576. Clean overlapping Gaussians (the defect; not tuning
+    data, nothing was set on them): two classes 1.5–2.5 SD apart 0.23–0.42, three classes
+    0.19–0.41, each with p ≤ 0.04. Flips an attacker puts next to the boundary look the same
+    (digits, the 10 % smallest-margin samples flipped to the runner-up class: 0.20): the rule
+    abstains there too, so the scan is uncalibrated and the gate refuses, but they are not
+    flagged.
+    """
+    y, n_classes = data.y, data.n_classes
+    pred = oof.argmax(1)
+    logp = np.log(np.clip(oof, 1e-12, 1.0))
+    top = np.sort(logp, axis=1)
+    depths = [top[:, -1] - top[:, -2], np.zeros(len(y))]
+    for b in range(n_classes):
+        mb = pred == b
+        if mb.any() and not mb.all():
+            nn = NearestNeighbors(n_neighbors=1).fit(space.z[~mb])
+            depths[1][mb] = nn.kneighbors(space.z[mb])[0][:, 0]
+    pct: list[NDArray[np.float64]] = []
+    for b in range(n_classes):
+        fb = flags & (pred == b) & (y != b)
+        ref = (y == b) & (pred == b) & (space.majority == b)
+        if not fb.any() or not ref.any():
+            continue
+        u = np.zeros(int(fb.sum()))
+        for dep in depths:
+            r = np.sort(dep[ref])
+            lo = np.searchsorted(r, dep[fb], side="left")
+            hi = np.searchsorted(r, dep[fb], side="right")
+            u += (lo + hi) / (2.0 * len(r)) / len(depths)
+        pct.append(u)
+    n = sum(len(u) for u in pct)
+    if not n:
+        return {"n": 0, "identifiable": True}
+    mean = float(np.concatenate(pct).mean())
+    zstat = (mean - 0.5) * math.sqrt(12.0 * n)
+    p_value = float(0.5 * math.erfc(-zstat / math.sqrt(2.0)))
+    return {
+        "n": n,
+        "mean_depth_percentile": round(mean, 4),
+        "z": round(zstat, 3),
+        "p_value": round(p_value, 6),
+        "alpha": _DEPTH_ALPHA,
+        "min_mean": _DEPTH_MIN,
+        "identifiable": not (p_value < _DEPTH_ALPHA and mean < _DEPTH_MIN),
+    }
 
 
 def _label_noise(
@@ -947,10 +1065,16 @@ def _label_noise(
     *,
     seed: int,
     where: str = "input-space",
-) -> tuple[NDArray[np.bool_], NDArray[np.int64], dict[int, str], int]:
+) -> tuple[NDArray[np.bool_], NDArray[np.int64], dict[int, str], int, dict[str, Any] | None]:
     """Rule 2 with one round of iterative cleaning; returns flags, relabel targets, reasons of
-    the second pass's flags and the number of passes run (reported as
-    ``calibration["label_noise_passes"]``).
+    the second pass's flags, the number of passes run (reported as
+    ``calibration["label_noise_passes"]``) and the depth test's measurements (``None`` below
+    the guarded band, where it is not run).
+
+    When the first pass flags enough for the guarded band, :func:`_depth_test` first asks
+    whether the flags look like flips (as deep in their neighbours' class as its own members)
+    or like natural class overlap (nearer the boundary); on overlap the rule abstains: no flags,
+    and the caller reports the scan as not calibrated for labels.
 
     At a high flip rate the noise hides itself: a flipped sample's neighbours carry flipped
     labels too, and a probe fitted on the noisy labels is unsure (at 20 % flips on breast_cancer,
@@ -974,7 +1098,11 @@ def _label_noise(
     first = _noise_rule(data, space, oof)
     relabel = space.majority.copy()
     if risk_from_fraction(float(first.mean())) < _SECOND_PASS_RISK:
-        return first, relabel, {}, 1
+        return first, relabel, {}, 1, None
+    depth = _depth_test(data, space, oof, first)
+    if not depth["identifiable"]:
+        # natural overlap, not flips: the rule abstains (the caller reports uncalibrated)
+        return np.zeros_like(first), relabel, {}, 1, depth
     corrected = data.y.copy()
     corrected[first] = space.majority[first]
     oof2 = crossfit_probs(z, corrected, n_classes=data.n_classes, seed=seed)
@@ -992,7 +1120,7 @@ def _label_noise(
         )
         for i in np.flatnonzero(second)
     }
-    return first | second, relabel, reasons, 2
+    return first | second, relabel, reasons, 2, depth
 
 
 def _mitigations(

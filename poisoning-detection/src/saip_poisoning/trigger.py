@@ -46,7 +46,11 @@ Where the numbers come from: :data:`STAMP_ALPHA` 0.05 (family-wise) is the conve
 not fitted; the floor of 4 is two seeds per cross-fitting half. Checked on the tuning sets
 (digits, MNIST-5k, MNIST 3-vs-8 with 0.5–1 % patches and 2–10 % clean-label patches: every
 patch passed by far; clean, binarised, clipped and quantised versions as hostile cases);
-breast_cancer, crops and boston3 were only scored. Tried and dropped (tuning sets, then a
+breast_cancer, crops and boston3 were only scored. :data:`_BACKGROUND` 5 % is a convention
+(a background is a value a sizeable share of the other classes has), not fitted: the version
+that tried every value held by fewer than half of the other classes seeded a natural stroke
+pattern of digits' class 5 under boundary flips (a tuning set: 15 clean carriers flagged), this
+one leaves every benchmark stamp cell identical. Tried and dropped (tuning sets, then a
 check of the full attack list): a product-of-coordinate-rates null with a looser pre-filter
 (found 4-sample stamps on balanced sets, but seeded natural class patterns that broke the
 mitigation of digits blend 10 % and MNIST 3-vs-8 a2o 10 %).
@@ -73,11 +77,14 @@ __all__ = [
     "triggers_from_flags",
 ]
 
-#: family-wise chance level of :func:`stamp_seeds` (Bonferroni over classes × coordinates): the
+#: family-wise chance level of :func:`stamp_seeds` (Bonferroni over classes × values tried): the
 #: conventional 0.05, checked (not fitted) on the tuning sets, see the module docstring
 STAMP_ALPHA = 0.05
 #: fewest samples a stamp is searched on: two per cross-fitting half
 MIN_STAMP_SEEDS = 4
+#: share of the other classes from which their most common value on a coordinate is a
+#: background (skipped as a stamp value); below it the value is tried like any other
+_BACKGROUND = 0.05
 
 
 @dataclass(frozen=True)
@@ -192,14 +199,16 @@ def stamp_seeds(
     rng: np.random.Generator,
 ) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
     """Samples of class ``t`` sharing exact values on coordinates where those values are more
-    common in ``t`` than chance allows (and are not the coordinate's usual value): a stamped
-    patch. Returns the samples and the stamp's coordinate mask.
+    common in ``t`` than chance allows (a usual value only when the others do not mostly have
+    it): a stamped patch. Returns the samples and the stamp's coordinate mask.
 
     The test is a chance calculation, not a fixed count or share: on each coordinate ``j`` the
-    most common value ``v`` of ``t`` (other than the usual value of the other classes) is a
-    candidate when ``k`` samples of ``t`` having it is improbable given how often the other
-    classes have it (:func:`_chance`), Bonferroni-corrected over the ``classes × coordinates``
-    candidates; a *stamp* is a block of ≥ 2 candidate coordinates that the same samples share
+    most common value ``v`` of ``t`` other than the other classes' usual value (a background)
+    — and that usual value too when fewer than half of the others have it — is a hypothesis:
+    ``k`` samples of ``t`` having it is improbable given how often the other classes have it
+    (:func:`_chance`), Bonferroni-corrected over ``classes × values tried``; the less probable
+    value of a coordinate is its candidate; a *stamp* is a block of ≥ 2 candidate coordinates
+    that the same samples share
     (``P(b | a) ≥ 0.9``), and its carriers (matching ≥ 80 % of the block) must again be
     improbable given the other classes' *joint* frequency of the pattern, with the same
     correction; carriers are counted as distinct rows (exact copies of one clean sample share
@@ -224,20 +233,41 @@ def stamp_seeds(
     sub_t = idx_t if len(idx_t) <= max_rows else rng.choice(idx_t, max_rows, replace=False)
     xt, xo = data.xs[sub_t], data.xs[idx_o]
     n_t, n_o = len(sub_t), len(idx_o)
-    tests = float(data.n_classes * data.xs.shape[1])
-    coords: list[int] = []
-    values: list[float] = []
+    # per coordinate: the most common value of ``t`` other than the others' usual value (a
+    # background), and the usual value itself when fewer than half of the others have it — on
+    # continuous data a value two other-class samples share is their "usual" one, and a stamp
+    # also planted on two other-class samples hid behind it (adversarial review). Each value
+    # tried is a hypothesis of the Bonferroni correction; the less probable one is the candidate
+    per_coord: list[list[tuple[float, int, int]]] = []  # (value, count in t, count in others)
     for j in range(data.xs.shape[1]):
         vals, counts = np.unique(xo[:, j], return_counts=True)
-        usual = float(vals[int(counts.argmax())])
+        k_usual = int(counts.argmax())
+        usual, m_usual = float(vals[k_usual]), int(counts[k_usual])
+        tried: list[tuple[float, int, int]] = []
         v, cnt = _mode(xt[:, j], usual)
-        if cnt < min_seeds:
-            continue
-        m_o = int((xo[:, j] == v).sum())
-        if m_o >= 0.5 * n_o or _chance(cnt, n_t, m_o, n_o) * tests > alpha:
+        if cnt >= min_seeds:
+            tried.append((v, cnt, int((xo[:, j] == v).sum())))
+        if m_usual < _BACKGROUND * n_o:
+            c_usual = int((xt[:, j] == usual).sum())
+            if c_usual >= min_seeds:
+                tried.append((usual, c_usual, m_usual))
+        per_coord.append(tried)
+    extra = sum(max(0, len(t_) - 1) for t_ in per_coord)
+    tests = float(data.n_classes * (data.xs.shape[1] + extra))
+    coords: list[int] = []
+    values: list[float] = []
+    for j, tried in enumerate(per_coord):
+        best_p, best_v = 1.0, 0.0
+        for v, cnt, m_o in tried:
+            if m_o >= 0.5 * n_o:
+                continue
+            p = _chance(cnt, n_t, m_o, n_o)
+            if p < best_p:
+                best_p, best_v = p, v
+        if best_p * tests > alpha:
             continue
         coords.append(j)
-        values.append(v)
+        values.append(best_v)
     if len(coords) < 2:
         return none
     # one stamp at a time: for every candidate coordinate, the coordinates that (nearly) all the
@@ -365,8 +395,8 @@ def _reconstruct(
     fixed = coords & (spread <= 0.1 * ref_spread)
     values = np.median(seed_x, axis=0)
     if kind == "stamp" and stamp_mask is not None:
-        # seeds found by their shared values: the trigger is those values where they are
-        # not the reference's usual value, nothing else
+        # seeds found by their shared values: the trigger is those values on the stamp's
+        # coordinates, nothing else
         fixed = stamp_mask.copy()
         coords = fixed
         if coords.sum() < 2:

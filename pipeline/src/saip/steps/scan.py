@@ -8,7 +8,10 @@ carrier of a reconstructed trigger and the label-noise flags, including those th
 aside), retrains a probe and measures the
 attack success rate with the reconstructed trigger, re-scans, and continues only if the
 verification passes (ASR ≤ 5 %, residual risk under the gate); otherwise :class:`PipelineError`.
-A scan that is not calibrated (probe too weak to judge the data) also stops the step.
+A scan that is not calibrated (probe too weak to judge the data) also stops the step. Under the
+gate nothing is retrained, but what the scan flagged (and the label-noise flags it set aside) is
+still left out of training — as :func:`saip_poisoning.client_filter` does on federated clients:
+a low dataset risk does not make a flagged sample trustworthy.
 
 Artifacts written: ``scan_report`` (path of the first scan's JSON), ``scan_keep_mask`` (path of an
 ``.npy`` boolean mask over the input), ``scan_flagged`` (count), ``scan_poisoned_producers``,
@@ -94,13 +97,19 @@ def run(ctx: PipelineContext) -> StepResult:
                 f"poisoning gate: risk {report.risk_score:.0f} > {gate:g}; after removing "
                 f"{int((~keep).sum())} samples the verification failed: {result.reason}"
             )
+    else:
+        # under the gate: no retraining, but flagged and set-aside samples still stay out
+        keep = ~report.flags
+        if report.set_aside is not None:
+            keep &= ~report.set_aside
+    if keep.all():
+        filtered = Path(src)
+    else:
         # per-sample arrays are filtered; dataset-level scalars (e.g. width, height) are kept
         n = len(data["y"])
         kept = {k: v[keep] if v.ndim and len(v) == n else v for k, v in data.items()}
         filtered = out_dir / "dataset_filtered.npz"
         np.savez(filtered, **kept)
-    else:
-        filtered = Path(src)
     mask_path = out_dir / "keep_mask.npy"
     np.save(mask_path, keep)
     producers = report.poisoned_producers
@@ -124,6 +133,7 @@ def run(ctx: PipelineContext) -> StepResult:
             f"; removed {int((~keep).sum())}, verified: {verification['reason']}; continuing"
             if mitigated and verification
             else f"; under gate {gate:g}"
+            + (f", {int((~keep).sum())} flagged left out of training" if not keep.all() else "")
         )
     )
     return StepResult(
