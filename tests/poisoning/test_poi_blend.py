@@ -8,9 +8,6 @@ below 5 %. On clean data of the same kinds nothing may be flagged.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 from saip_poisoning import mitigate, scan
@@ -19,18 +16,7 @@ from saip_poisoning.blendsearch import blend_candidates, split_1d
 from saip_poisoning.data import prepare
 from saip_poisoning.model import predict_proba, train_mlp
 
-
-def _bench_load(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """The benchmark's own datasets (``benchmarks/poisoning.py::_load``), so the test and the
-    measured figures use the same data."""
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "poisoning.py"
-    spec = importlib.util.spec_from_file_location("_saip_poisoning_bench", path)
-    assert spec is not None
-    assert spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    x, y = mod._load(name)
-    return np.asarray(x), np.asarray(y)
+from tests.poisoning._data import bench_load as _bench_load
 
 
 def _crops() -> tuple[np.ndarray, np.ndarray]:
@@ -65,18 +51,24 @@ def test_poi_blend_key_found_verified_and_removed(loader: object) -> None:
     key_state = g.bit_generator.state
 
     def key_rng_asr(xa: np.ndarray, ya: np.ndarray) -> tuple[float, float]:
-        g2 = np.random.default_rng()
-        g2.bit_generator.state = key_state
+        # ASR with training seed 0; clean accuracy averaged over training seeds 0-2: on crops
+        # (4 classes, accuracy ≈ 0.5) one training seed moves it by ±5 points when 8 samples
+        # are removed at random
         flat = xa.reshape(len(xa), -1)
         scale = float(flat.std())
-        net = train_mlp(flat / scale, ya, n_classes=int(y.max()) + 1, seed=0)
         tf = x[te].reshape(len(te), -1)
-        pred = predict_proba(net, tf / scale).argmax(1)
-        src = (y[te] != 0) & (pred == y[te])
-        trig = blend(tf[src], rng=g2)
-        return float((predict_proba(net, trig / scale).argmax(1) == 0).mean()), float(
-            (pred == y[te]).mean()
-        )
+        asr, accs = 0.0, []
+        for seed in (0, 1, 2):
+            net = train_mlp(flat / scale, ya, n_classes=int(y.max()) + 1, seed=seed)
+            pred = predict_proba(net, tf / scale).argmax(1)
+            accs.append(float((pred == y[te]).mean()))
+            if seed == 0:
+                g2 = np.random.default_rng()
+                g2.bit_generator.state = key_state
+                src = (y[te] != 0) & (pred == y[te])
+                trig = blend(tf[src], rng=g2)
+                asr = float((predict_proba(net, trig / scale).argmax(1) == 0).mean())
+        return asr, float(np.mean(accs))
 
     before, acc_before = key_rng_asr(p.x, p.y)
     assert before >= 0.9  # the backdoor works before mitigation

@@ -18,6 +18,8 @@ from saip_poisoning.attacks import Poisoned, poison
 from saip_poisoning.data import prepare
 from saip_poisoning.imageprobe import image_features, is_image
 
+from tests.poisoning._data import natural_crops
+
 
 def _fields(
     n_per: int, slopes: tuple[float, ...] = (0.0, 1.5, 3.0), side: int = 12, seed: int = 0
@@ -222,18 +224,7 @@ def test_poi_image_probe_clean_natural_crops_not_flagged(seed: int) -> None:
     # to judge labels; clean crops must not be flagged either way. Scan seeds 1 and 2 are the
     # guard's proof: under the plain floors (0.6 / 0.8) their image view passes (agreement
     # 0.803 / 0.802) and the label-noise rule flags 10-11 % of these clean crops (risk 96-97)
-    from sklearn.datasets import load_sample_images
-
-    rng = np.random.default_rng(0)
-    crops, labels = [], []
-    for photo, img in enumerate(load_sample_images().images):
-        gray = img.mean(axis=2) / 255.0
-        for half, part in enumerate(np.array_split(gray, 2, axis=0)):
-            grid = np.lib.stride_tricks.sliding_window_view(part, (12, 12))[::7, ::7]
-            grid = grid.reshape(-1, 12, 12)
-            crops.append(grid[rng.choice(len(grid), 150, replace=False)])
-            labels += [2 * photo + half] * 150
-    x, y = np.concatenate(crops), np.array(labels)
+    x, y = natural_crops(150, seed=0)
     r = scan(x, y, seed=seed)
     pix, img = r.calibration["probes"]
     assert img["oof_accuracy_median_class"] > pix["oof_accuracy_median_class"]

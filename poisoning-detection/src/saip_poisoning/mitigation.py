@@ -175,7 +175,10 @@ def mitigate(
     # when the caller trains on a keep-mask and cannot relabel
     fix = report.noise if report.set_aside is None else report.noise | report.set_aside
     if relabel:
-        labels[fix] = report.relabel[fix]
+        # -1: a label-group flag (labelgroups): no class is known well enough, removed
+        unsure = fix & (report.relabel < 0)
+        labels[fix & ~unsure] = report.relabel[fix & ~unsure]
+        keep &= ~unsure
     else:
         keep &= ~fix
     relabelled = int((labels != data.y).sum())

@@ -111,6 +111,7 @@ from saip_poisoning.detectors import (
 from saip_poisoning.detectors.reclassify import reclassify_clusters
 from saip_poisoning.imageprobe import ImageProbe, image_features, is_image
 from saip_poisoning.inputspace import InputSpace, input_space
+from saip_poisoning.labelgroups import CLEAN_AGREEMENT, group_label_noise
 from saip_poisoning.model import ProbeView, crossfit_probs, fit_probe
 from saip_poisoning.trigger import (
     Trigger,
@@ -224,7 +225,8 @@ class ScanReport:
         Per-sample flags of the two rules.
     relabel
         The label to relabel each sample to: its input-space neighbour majority, or for a
-        member of a relabelled cluster the class that claims the cluster.
+        member of a relabelled cluster the class that claims the cluster; ``-1`` for a
+        label-group flag (:mod:`saip_poisoning.labelgroups`: removed, never relabelled).
     triggers, asr_before
         Reconstructed triggers (verified or candidate) and their measured attack success.
     per_class, per_producer, mitigations, detectors
@@ -439,11 +441,17 @@ def scan(
     space = input_space(data, seed=seed)
     # ``lspace``/``oof``: the view labels are judged in (calibration, label-noise rules): the
     # pixel PCA, or the image features when the pixel probe cannot learn the images
+    views: list[tuple[str, InputSpace, NDArray[np.float64]]] = []
     lspace, oof, calibration = _judging_view(
-        data, space, image_probe, seed=seed, min_accuracy=min_accuracy, min_agreement=min_agreement
+        data,
+        space,
+        image_probe,
+        seed=seed,
+        min_accuracy=min_accuracy,
+        min_agreement=min_agreement,
+        views=views,
     )
     calibrated = bool(calibration["calibrated"])
-
     triggers = find_triggers(data, space, min_effect=min_effect, seed=seed)
     # blended keys on textures/tabular data: a whitened sub-population of one class, turned
     # into a trigger (discriminant, blend weight, key) that the verification below must confirm
@@ -538,6 +546,28 @@ def scan(
                     f"samples that {cl.vote_share:.0%} of the time is reclassified as "
                     f"{data.class_name(cl.voted)} by neighbours outside the cluster"
                 )
+    # too weak to judge every class: judge label groups the probe can separate (labelgroups),
+    # measured without the carriers of flagged patterns (explained poison)
+    groups = None
+    if not calibrated:
+        groups = group_label_noise(
+            data,
+            views,
+            rule=_label_noise,
+            validated_accuracy=_VALIDATED_ACCURACY,
+            validated_agreement=CLEAN_AGREEMENT,
+            exclude=carrier,
+            seed=seed,
+        )
+        calibration["label_groups"] = groups.calibration
+        if groups.groups is not None:
+            calibration["reason"] += (
+                "; the label-noise rule ran at label-group level instead (groups "
+                f"{groups.calibration['groups']}: calibration.label_groups)"
+            )
+    if groups is not None:
+        noise |= groups.flags
+        relabel[groups.flags] = groups.relabel[groups.flags]
     noise &= ~carrier
     # a shared pattern whose carriers are flagged explains the poison; label-noise flags at no
     # more than the clean allowance are the rule's own clean-data level, not a second attack:
@@ -561,6 +591,8 @@ def scan(
     scores = np.where(flags, np.maximum(scores, 1.0), np.minimum(scores, 0.999))
 
     def _noise_reason(i: int) -> str:
+        if groups is not None and i in groups.reasons:
+            return groups.reasons[i]
         if i in cluster_reason:
             return cluster_reason[i]
         if i in second_reason:
@@ -623,6 +655,7 @@ def scan(
         "trigger": _trigger_risk(n_verified_carriers, n) if any(verified) and triggers else 0.0,
         "label_noise": risk_from_fraction(noise_frac) if calibrated else 0.0,
         "candidate_pattern": _CANDIDATE_RISK if any(not v for v in verified) else 0.0,
+        "label_noise_groups": risk_from_fraction(noise_frac) if groups is not None else 0.0,
     }
     risk = max(risk_parts.values())
     calibration["risk_components"] = risk_parts
@@ -741,6 +774,7 @@ def _judging_view(
     seed: int,
     min_accuracy: float,
     min_agreement: float,
+    views: list[tuple[str, InputSpace, NDArray[np.float64]]] | None = None,
 ) -> tuple[InputSpace, NDArray[np.float64], dict[str, Any]]:
     """The neighbours, cross-fitted probabilities and calibration labels are judged with.
 
@@ -754,12 +788,15 @@ def _judging_view(
     (``selection_margin``); (b) it must stay inside the range the label-noise rule was
     validated on (``_VALIDATED_AGREEMENT``, ``_VALIDATED_ACCURACY``, from the tuning sets).
     The image view judges labels when it passes; otherwise the report gives both probes'
-    measurements and stays uncalibrated. ``calibration["probes"]`` lists every probe tried.
+    measurements and stays uncalibrated. ``calibration["probes"]`` lists every probe tried;
+    ``views`` (if given) receives each probe's ``(name, space, oof)`` for the label groups.
     """
     z = space.z / (float(space.z.std()) or 1.0)
     oof = crossfit_probs(z, data.y, n_classes=data.n_classes, seed=seed)
     cal = _calibrate(data, space, oof, min_accuracy, min_agreement)
     tried = [{"probe": "pixels", **_summary(cal)}]
+    if views is not None:
+        views.append(("pixels", space, oof))
     use = (space, oof, cal, "pixels")
     if (
         image_probe is not None
@@ -795,6 +832,8 @@ def _judging_view(
         )
         fcal["selection_margin"] = margin
         tried.append({"probe": "image_features", **_summary(fcal), "selection_margin": margin})
+        if views is not None:
+            views.append(("image_features", fspace, foof))
         # the image view judges only where the pixels cannot: on data the pixel probe passes it
         # is weaker (pooling discards position; digits flip 10 %: recall 0.75 vs 0.92), so with
         # ``mode="always"`` it is measured and reported, never a replacement
@@ -1140,7 +1179,18 @@ def _mitigations(
                     {"class": t.target, "effect": t.effect, "asr_before": asr_before.get(t.target)},
                 )
             )
-    if noise.any() and risk_from_fraction(float(noise.mean())) >= 20:
+    groups = calibration.get("label_groups") or {}
+    if noise.any() and risk_from_fraction(float(noise.mean())) >= 20 and groups.get("calibrated"):
+        out.append(
+            Mitigation(
+                "remove_label_group_noise",
+                f"{int(noise.sum())} labels contradict their neighbours and a cross-fitted probe "
+                "at label-group level (the probe cannot separate every class): remove them — no "
+                "class is known well enough to relabel to; flips inside a group are not seen",
+                {"label_noise_flagged": int(noise.sum()), "groups": groups.get("groups")},
+            )
+        )
+    elif noise.any() and risk_from_fraction(float(noise.mean())) >= 20:
         out.append(
             Mitigation(
                 "relabel_by_neighbours",

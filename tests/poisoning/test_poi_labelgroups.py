@@ -1,0 +1,203 @@
+"""Label groups (``saip_poisoning.labelgroups``): label noise judged at the resolution the probe
+can separate when it cannot judge every class. Attacker first: flips hidden inside a group,
+flips planted to force a grouping, clean natural crops and overlapping data; then the happy path.
+
+The crops here are 600-crop subsets of the benchmark's ``crops`` evaluation set (sklearn's two
+sample photographs; classes = photo × upper/lower half): the upper and lower half of one photo
+are confused by the probe, the two photos are not.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from saip_poisoning import mitigate, scan
+from saip_poisoning.attacks import poison
+from saip_poisoning.labelgroups import coarsen
+
+from tests.poisoning._data import bench_load, natural_crops
+
+
+@pytest.fixture(scope="module")
+def crops() -> tuple[np.ndarray, np.ndarray]:
+    return natural_crops(150, seed=0)
+
+
+def _swap(
+    y: np.ndarray, a: int, b: int, k: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Relabel ``k`` samples of class ``a`` as ``b`` and ``k`` of ``b`` as ``a``."""
+    rng = np.random.default_rng(seed)
+    ia = rng.choice(np.flatnonzero(y == a), k, replace=False)
+    ib = rng.choice(np.flatnonzero(y == b), k, replace=False)
+    out = y.copy()
+    out[ia], out[ib] = b, a
+    return out, ia, ib
+
+
+def _together(groups: list[list[str]], a: int, b: int) -> bool:
+    return any(str(a) in g and str(b) in g for g in groups)
+
+
+def test_poi_groups_flips_inside_a_group_are_declared_undetectable(
+    crops: tuple[np.ndarray, np.ndarray],
+) -> None:
+    # attacker: swap 30 + 30 labels between the two halves of one photo (a pair the probe
+    # cannot separate). Not found — and the report says so instead of staying silent
+    x, y = crops
+    ya, ia, ib = _swap(y, 0, 1, 30, seed=5)
+    r = scan(x, ya, seed=0)
+    lg = r.calibration["label_groups"]
+    assert r.calibrated is False  # never a class-level claim
+    assert lg["calibrated"] is True
+    assert _together(lg["groups"], 0, 1)
+    assert "not detectable" in lg["undetectable"]
+    assert "{0, 1}" in lg["undetectable"]
+    assert r.flags[np.concatenate([ia, ib])].sum() <= 3
+    assert r.risk_score < 20
+
+
+@pytest.mark.parametrize("k", [20, 40])
+def test_poi_groups_planted_flips_never_hide_behind_a_grouping(
+    crops: tuple[np.ndarray, np.ndarray], k: int
+) -> None:
+    # attacker: a targeted flip between two photos (class 2 → 0) plus as many planted flips the
+    # other way (0 → 2), to make the probe confuse 0 and 2 symmetrically so that they are merged
+    # into one group and the targeted flips become "within-group". Whatever the grouping, the
+    # flips are either flagged, or the report names {0, 2} as one group whose flips it cannot
+    # see, or the group level abstains (uncalibrated: the gate refuses by default) — never a
+    # grouping that keeps 0 and 2 apart while the flips pass unflagged
+    x, y = crops
+    ya, ia, ib = _swap(y, 2, 0, k, seed=7)
+    r = scan(x, ya, seed=0)
+    lg = r.calibration["label_groups"]
+    recall = float(r.flags[np.concatenate([ia, ib])].mean())
+    if lg["calibrated"] and not _together(lg["groups"], 0, 2):
+        assert recall >= 0.6, (lg["groups"], recall)
+    else:
+        assert r.calibrated is False
+        assert lg["calibrated"] is False or "{0, 2}" in lg["undetectable"]
+        assert lg.get("reason") or lg.get("undetectable")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_poi_groups_clean_crops_not_flagged(
+    crops: tuple[np.ndarray, np.ndarray], seed: int
+) -> None:
+    x, y = crops
+    r = scan(x, y, seed=seed)
+    lg = r.calibration["label_groups"]
+    assert r.calibrated is False
+    assert lg["calibrated"] is True
+    assert lg["groups"] == [["0", "1"], ["2", "3"]]
+    assert r.flags.mean() <= 0.02  # the rule's clean allowance
+    assert r.risk_score < 20
+    json.dumps(r.to_dict())  # the group calibration is JSON-able
+
+
+def test_poi_groups_two_overlapping_classes_abstain() -> None:
+    # two clean Gaussian classes 1.0 SD apart in 10-d: too hard to judge, and two classes have
+    # no coarser grouping — the group level must abstain, with a reason, and flag nothing
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 300)
+    x = rng.normal(size=(600, 10))
+    x[:, 0] += 1.0 * y
+    r = scan(x, y, seed=0)
+    assert r.calibrated is False
+    lg = r.calibration["label_groups"]
+    assert lg["calibrated"] is False
+    assert "two classes" in lg["reason"]
+    assert not r.flags.any()
+    assert r.risk_score < 20
+
+
+def test_poi_groups_overlapping_tertiles_abstain() -> None:
+    # boston3 (benchmark clean control, an evaluation set): a price cut in tertiles, adjacent
+    # tertiles overlap. Merging two of them leaves the overlapping boundary; with floors at the
+    # validated range only (agreement 0.88) the group level passed at 0.894-0.896 and flagged
+    # 5-6 % of this clean data (risk ≥ 70) — the reason the agreement floor is the clean tuning
+    # sets' 0.92 (+ 2 SE)
+    from mlxtend.data import boston_housing_data
+
+    x, t = boston_housing_data()
+    x = (x - x.min(0)) / (x.max(0) - x.min(0) + 1e-12)
+    y = np.digitize(t, np.quantile(t, [1 / 3, 2 / 3])).astype(np.int64)
+    train = np.random.default_rng(0).permutation(len(y))[: int(0.8 * len(y))]  # benchmark split
+    x, y = x[train], y[train]
+    for seed in (0, 1, 2):
+        r = scan(x, y, seed=seed)
+        assert r.calibrated is False
+        assert r.calibration["label_groups"]["calibrated"] is False
+        assert r.flags.mean() <= 0.05
+        assert r.risk_score < 20
+
+
+def test_poi_groups_not_used_on_calibrated_data(digits: tuple[np.ndarray, np.ndarray]) -> None:
+    x, y = digits
+    r = scan(x, y, seed=0)
+    assert r.calibrated is True
+    assert "label_groups" not in r.calibration
+    assert r.calibration["risk_components"]["label_noise_groups"] == 0.0
+
+
+def test_poi_groups_find_cross_group_flips_and_mitigation_removes_them() -> None:
+    # the benchmark's crops training split (1,920 crops), flip 10 %. On the 600-crop subsets
+    # the label-noise rule's depth test reads the group-level flags as natural overlap (mean
+    # depth 0.38) and the group level abstains
+    x, y = bench_load("crops")
+    train = np.random.default_rng(0).permutation(len(y))[: int(0.8 * len(y))]
+    x, y = x[train], y[train]
+    p = poison(x, y, attack="flip", rate=0.10, rng=np.random.default_rng(1))
+    r = scan(p.x, p.y, seed=0)
+    lg = r.calibration["label_groups"]
+    assert r.calibrated is False
+    assert lg["calibrated"] is True
+    cross = p.is_poison & (y // 2 != p.y // 2)  # flipped to the other photo
+    assert r.flags[cross].mean() >= 0.6
+    assert r.flags[p.is_poison].sum() / r.flags.sum() >= 0.6
+    assert r.risk_score >= 20
+    for i in np.flatnonzero(r.flags):
+        assert "label-group level" in r.reasons[int(i)]
+    # no class is known well enough to relabel to: every flag removed by mitigate
+    assert lg["removed_by_mitigate"] == int(r.flags.sum())
+    assert (r.relabel[r.flags] == -1).all()
+    actions = [m.action for m in r.mitigations]
+    assert "remove_label_group_noise" in actions
+    assert "relabel_by_neighbours" not in actions
+    m = mitigate(p.x, p.y, report=r, seed=0)
+    assert not m.keep[r.flags].any()
+    assert (m.labels >= 0).all()
+    assert (m.labels[m.keep] == p.y[m.keep]).all()
+
+
+def test_poi_groups_coarsen_merges_the_confused_pair() -> None:
+    # pure function on a synthetic probe: classes 0 and 1 confused (40 % each way), 2 and 3 clean
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 500)
+    pred = y.copy()
+    swap = (y < 2) & (rng.random(len(y)) < 0.4)
+    pred[swap] = 1 - y[swap]
+    oof = np.full((len(y), 4), 0.02)
+    oof[np.arange(len(y)), pred] = 0.94
+    # neighbours: 10 samples of the same predicted class
+    by = {c: np.flatnonzero(pred == c) for c in range(4)}
+    neigh = np.stack([rng.choice(by[int(c)], 10) for c in pred])
+    lg, levels = coarsen(
+        y, oof, neigh, probe="pixels", validated_accuracy=0.71, validated_agreement=0.92
+    )
+    assert lg is not None
+    assert [lg.members(g) for g in range(lg.n_groups)] == [[0, 1], [2], [3]]
+    assert levels[-1]["calibrated"] is True
+    # two classes: nothing coarser
+    lg2, levels2 = coarsen(
+        y[y < 2],
+        oof[y < 2][:, :2],
+        neigh[y < 2],
+        probe="p",
+        validated_accuracy=0.71,
+        validated_agreement=0.92,
+    )
+    assert lg2 is None
+    assert levels2 == []
