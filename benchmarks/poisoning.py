@@ -59,7 +59,8 @@ samples replacing target samples (class sizes unchanged), ``blend_10``, ``flip_{
 ``clean`` (scanned with seeds 0, 1, 2: ``risk_by_seed``, ``clean_flagged_pct_by_seed``).
 Each dataset is split 80/20; the attack poisons the 80 % part; the 20 % part measures ASR
 (true trigger stamped on non-target test samples) and clean accuracy of an MLP trained on the
-training part before and after ``saip_poisoning.mitigate``.
+training part before and after ``saip_poisoning.mitigate`` — medians over training seeds 0, 1, 2
+(``by_training_seed`` keeps each; one seed moves crops' accuracy by up to ±3 points).
 
 Methods: ``saip`` (``scan``, its own flags and scores), ``knn10`` (flag a sample when ≥ 5 of its
 10 nearest input-space neighbours carry another label — the plain baseline the issue names), and
@@ -198,25 +199,9 @@ def _stamp(attack: str, x: np.ndarray, rng: np.random.Generator, key_seed: int) 
     return add_patch(x)
 
 
-def _asr(
-    xtr: np.ndarray,
-    ytr: np.ndarray,
-    xte: np.ndarray,
-    yte: np.ndarray,
-    attack: str,
-    k: int,
-    key_seed: int,
-) -> dict[str, float]:
-    net = train_mlp(xtr.reshape(len(xtr), -1) / SCALE[0], ytr, n_classes=k, seed=0)
-    xte_f = xte.reshape(len(xte), -1)
-    acc = float((predict_proba(net, xte_f / SCALE[0]).argmax(1) == yte).mean())
-    src = xte_f[yte != 0]
-    trig = _stamp(attack, src, np.random.default_rng(0), key_seed)
-    asr = float((predict_proba(net, trig / SCALE[0]).argmax(1) == 0).mean())
-    return {"asr": round(asr, 4), "clean_accuracy": round(acc, 4)}
-
-
 SCALE = [1.0]
+#: training seeds of the ASR / clean-accuracy models (medians reported, each kept)
+TRAIN_SEEDS = (0, 1, 2)
 #: share of kept samples copied as counter-examples by ``mitigate`` (Neural Cleanse unlearning)
 UNLEARN = 0.2
 #: run the ART anchor (off with --no-art)
@@ -317,9 +302,17 @@ def _run_dataset(name: str, attacks: list[tuple[str, str, float]], out: dict[str
                     "verification_passed": mm.passed,
                     "verification_reason": mm.reason,
                 }
+                out["asr"][name][key]["by_training_seed"] = {
+                    "before": before["asr_by_seed"],
+                    "after_mitigation": after["asr_by_seed"],
+                }
                 out["clean_accuracy"].setdefault(name, {})[key] = {
                     "before": before["clean_accuracy"],
                     "after_mitigation": after["clean_accuracy"],
+                    "by_training_seed": {
+                        "before": before["clean_accuracy_by_seed"],
+                        "after_mitigation": after["clean_accuracy_by_seed"],
+                    },
                 }
                 print(f"   asr {key} {out['asr'][name][key]}", flush=True)
 
@@ -332,25 +325,29 @@ def _asr_custom(
     k: int,
     attack: str,
     trig: np.ndarray | None,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Train the MLP on ``(xtr, ytr)``; ``asr``: share of non-target test samples the model gets
     right *without* the trigger that it sends to the target with it (the usual definition);
     ``asr_raw``: share of all non-target test samples predicted as the target once triggered
-    (includes the model's own confusion with the target: ~12 % on crops without any poison)."""
+    (includes the model's own confusion with the target: ~12 % on crops without any poison).
+    Each figure is the median over :data:`TRAIN_SEEDS` trainings (one training seed moves crops'
+    clean accuracy by up to ±3 points, more than the 1-point goal); ``*_by_seed`` keeps each."""
     scale = float(xtr.reshape(len(xtr), -1).std())
-    net = train_mlp(xtr.reshape(len(xtr), -1) / scale, ytr, n_classes=k, seed=0)
     xte_f = xte.reshape(len(xte), -1)
-    pred = predict_proba(net, xte_f / scale).argmax(1)
-    acc = float((pred == yte).mean())
     if trig is None:
         trig = add_patch(xte[yte != 0]).reshape(int((yte != 0).sum()), -1)
-    hit = predict_proba(net, trig / scale).argmax(1) == 0
-    right = pred[yte != 0] == yte[yte != 0]
-    return {
-        "asr": round(float(hit[right].mean()), 4),
-        "asr_raw": round(float(hit.mean()), 4),
-        "clean_accuracy": round(acc, 4),
-    }
+    runs: dict[str, list[float]] = {"asr": [], "asr_raw": [], "clean_accuracy": []}
+    for seed in TRAIN_SEEDS:
+        net = train_mlp(xtr.reshape(len(xtr), -1) / scale, ytr, n_classes=k, seed=seed)
+        pred = predict_proba(net, xte_f / scale).argmax(1)
+        hit = predict_proba(net, trig / scale).argmax(1) == 0
+        right = pred[yte != 0] == yte[yte != 0]
+        runs["asr"].append(round(float(hit[right].mean()), 4))
+        runs["asr_raw"].append(round(float(hit.mean()), 4))
+        runs["clean_accuracy"].append(round(float((pred == yte).mean()), 4))
+    out: dict[str, Any] = {key: round(float(np.median(v)), 4) for key, v in runs.items()}
+    out.update({f"{key}_by_seed": v for key, v in runs.items()})
+    return out
 
 
 def _art(x: np.ndarray, y: np.ndarray, k: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
