@@ -136,29 +136,8 @@ def test_poi_overlap_heavy_tailed_clean_classes_known_false_alarm() -> None:
     assert not r.calibrated or (r.flags.mean() <= 0.05 and r.risk_score < 20)
 
 
-def _boundary_and_core_flips(
-    x: np.ndarray, y: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """10 % flips on the samples nearest the class boundary (smallest cross-validated margin of
-    a linear model, to the runner-up class) plus 5 % random flips elsewhere ("core" flips)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import cross_val_predict
-
-    prob = cross_val_predict(LogisticRegression(max_iter=2000), x, y, cv=5, method="predict_proba")
-    order = np.sort(prob, axis=1)
-    margin = order[:, -1] - order[:, -2]
-    right = np.flatnonzero(prob.argmax(1) == y)
-    edge = right[np.argsort(margin[right])][: len(y) // 10]
-    yp = y.copy()
-    yp[edge] = np.argsort(prob, axis=1)[edge, -2]
-    rng = np.random.default_rng(3)
-    core = rng.choice(np.setdiff1d(np.arange(len(y)), edge), len(y) // 20, replace=False)
-    yp[core] = (y[core] + 1 + rng.integers(0, 9, len(core))) % 10
-    return yp, edge, core
-
-
 def test_poi_overlap_abstention_never_keeps_the_flags_in_a_keep_mask(
-    digits: tuple[np.ndarray, np.ndarray],
+    digits: tuple[np.ndarray, np.ndarray], boundary_flips: tuple[np.ndarray, np.ndarray]
 ) -> None:
     """Hostile (review): random flips hidden behind boundary flips on digits pull the flags'
     mean depth to 0.36 and the label-noise rule abstains: the core flips were no longer flagged
@@ -169,7 +148,12 @@ def test_poi_overlap_abstention_never_keeps_the_flags_in_a_keep_mask(
     from saip_poisoning import client_filter, mitigate
 
     x, y = digits
-    yp, edge, core = _boundary_and_core_flips(x, y)
+    # 10 % boundary flips plus 5 % random flips elsewhere ("core" flips)
+    yp, edge = boundary_flips
+    yp = yp.copy()
+    rng = np.random.default_rng(3)
+    core = rng.choice(np.setdiff1d(np.arange(len(y)), edge), len(y) // 20, replace=False)
+    yp[core] = (y[core] + 1 + rng.integers(0, 9, len(core))) % 10
     r = scan(x, yp, seed=0)
     assert r.calibrated is False
     assert r.calibration["label_noise_depth"]["identifiable"] is False
