@@ -43,3 +43,23 @@ def flips() -> tuple[Poisoned, ProbeView]:
 def clean() -> tuple[Poisoned, ProbeView]:
     """Clean digits and a probe."""
     return _poisoned("clean", 0.0)
+
+
+@pytest.fixture(scope="session")
+def boundary_flips() -> tuple[np.ndarray, np.ndarray]:
+    """Digits labels with the 10 % of samples nearest the class boundary (smallest
+    cross-validated margin of a linear model, among those it classifies right) flipped to their
+    runner-up class — an attacker's flips where a wrong label looks most like natural
+    ambiguity; returns the flipped labels and the flipped indices."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+
+    x, y = _digits()
+    prob = cross_val_predict(LogisticRegression(max_iter=2000), x, y, cv=5, method="predict_proba")
+    order = np.sort(prob, axis=1)
+    margin = order[:, -1] - order[:, -2]
+    right = np.flatnonzero(prob.argmax(1) == y)
+    chosen = right[np.argsort(margin[right])][: len(y) // 10]
+    y_bad = y.copy()
+    y_bad[chosen] = np.argsort(prob, axis=1)[chosen, -2]
+    return y_bad, chosen

@@ -134,3 +134,37 @@ def test_poi_overlap_heavy_tailed_clean_classes_known_false_alarm() -> None:
     x[:, 0] += 2.0 * y
     r = scan(x, y, seed=0, verify=False)
     assert not r.calibrated or (r.flags.mean() <= 0.05 and r.risk_score < 20)
+
+
+def test_poi_overlap_abstention_never_keeps_the_flags_in_a_keep_mask(
+    digits: tuple[np.ndarray, np.ndarray], boundary_flips: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """Hostile (review): random flips hidden behind boundary flips on digits pull the flags'
+    mean depth to 0.36 and the label-noise rule abstains: the core flips were no longer flagged
+    (risk 15) and ``client_filter`` kept every one of them (before the depth test it dropped 82
+    of 90 core and 130 of 179 boundary flips). The gate refuses the uncalibrated scan, but a
+    keep-mask must not take back what the rule had found: the abstained flags are set aside
+    (reason given), so ``client_filter`` and ``mitigate(relabel=False)`` drop them."""
+    from saip_poisoning import client_filter, mitigate
+
+    x, y = digits
+    # 10 % boundary flips plus 5 % random flips elsewhere ("core" flips)
+    yp, edge = boundary_flips
+    yp = yp.copy()
+    rng = np.random.default_rng(3)
+    core = rng.choice(np.setdiff1d(np.arange(len(y)), edge), len(y) // 20, replace=False)
+    yp[core] = (y[core] + 1 + rng.integers(0, 9, len(core))) % 10
+    r = scan(x, yp, seed=0)
+    assert r.calibrated is False
+    assert r.calibration["label_noise_depth"]["identifiable"] is False
+    assert r.set_aside is not None
+    assert r.set_aside[core].mean() >= 0.9
+    assert r.calibration["label_noise_set_aside"] == int(r.set_aside.sum())
+    assert set(r.set_aside_reasons) == set(np.flatnonzero(r.set_aside).tolist())
+    assert all("abstained" in s for s in r.set_aside_reasons.values())
+    assert not (r.set_aside & r.flags).any()
+    keep = client_filter(x, yp)
+    assert (~keep[core]).mean() >= 0.9
+    assert (~keep[edge]).mean() >= 0.45  # one pass only (abstained): 89 of 179 here
+    m = mitigate(x, yp, report=r, relabel=False)
+    assert (~m.keep[core]).mean() >= 0.9

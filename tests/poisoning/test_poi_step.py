@@ -104,3 +104,24 @@ def test_poi_step_under_the_gate_still_leaves_flagged_samples_out(tmp_path: Path
     with np.load(ctx.artifacts["dataset_npz_filtered"]) as f:
         assert len(f["y"]) == keep.sum()
     assert f"{len(dropped)} flagged left out of training" in result.summary
+
+
+def test_poi_step_uncalibrated_scan_is_a_gate_refusal(tmp_path: Path) -> None:
+    """Hostile (review): flips an attacker places at the class boundary make the label-noise
+    rules abstain (``calibrated: false``). The step must stop as a gate that ran and refused
+    (``GateError``, exit 3), not as a generic pipeline error (exit 1), and hand nothing on to
+    training."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 600).astype(np.int64)
+    x = rng.normal(size=(600, 10))
+    x[:, 0] += 3.0 * y
+    depth = np.where(y == 1, x[:, 0] - 1.5, 1.5 - x[:, 0])
+    edge = np.argsort(np.abs(depth))[:30]
+    y[edge] = 1 - y[edge]
+    path = tmp_path / "edge.npz"
+    np.savez(path, x=x, y=y)
+    ctx = _ctx(tmp_path, 40)
+    ctx.artifacts["dataset_npz"] = path
+    with pytest.raises(GateError, match="not calibrated"):
+        scan_step.run(ctx)
+    assert "dataset_npz_filtered" not in ctx.artifacts

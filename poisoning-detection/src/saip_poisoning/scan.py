@@ -17,7 +17,9 @@ only reflects what does not need a good probe (a reconstructed, verified trigger
 happens when the label-noise rule's first pass reaches the guarded band but its flags lie
 nearer the class boundary than the classes' own members (``_depth_test``: natural class
 overlap, from the data alone not separable from label noise; measurements in
-``calibration["label_noise_depth"]``).
+``calibration["label_noise_depth"]``); the abstained flags are then set aside, not flagged:
+flips an attacker places at the boundary make the rule abstain, and the flips placed next to
+them must still not be kept by a keep-mask.
 
 **Image probe** (:mod:`saip_poisoning.imageprobe`). For N×H×W(×C) inputs whose pixel probe
 misses a floor, the same neighbours + cross-fitted probe are computed on a label-free image
@@ -235,7 +237,9 @@ class ScanReport:
         Label-noise flags set aside because a flagged pattern explains the poison and they are
         no more than the clean allowance (module docstring): not in :attr:`flags`; ``mitigate``
         still relabels them (label hygiene), or removes them with ``relabel=False`` (a
-        keep-mask cannot relabel; ``client_filter`` drops them too).
+        keep-mask cannot relabel; ``client_filter`` drops them too). Also the first pass's
+        flags when the label-noise rules abstained (depth test): not judged poison, but still
+        not kept by a keep-mask.
     set_aside_reasons
         One non-empty reason per set-aside index (why it was set aside and what the rule saw).
     settings
@@ -512,6 +516,9 @@ def scan(
     where = "input-space" if lspace is space else "image-feature"
     relabel = lspace.majority.copy()
     noise = np.zeros(n, dtype=bool)
+    # the first pass's flags when the depth test made the label-noise rules abstain: not
+    # counted as poison, but set aside below so a keep-mask still drops them
+    abstained = np.zeros(n, dtype=bool)
     second_reason: dict[int, str] = {}
     if calibrated:
         lz = lspace.z / (float(lspace.z.std()) or 1.0)
@@ -522,6 +529,7 @@ def scan(
         if depth is not None:
             calibration["label_noise_depth"] = depth
             if not depth["identifiable"]:
+                abstained, noise = noise, np.zeros(n, dtype=bool)
                 calibrated = False
                 calibration["calibrated"] = False
                 calibration["reason"] = (
@@ -530,7 +538,8 @@ def scan(
                     f"{depth['mean_depth_percentile']:.2f} < {_DEPTH_MIN}, one-sided p = "
                     f"{depth['p_value']:.2g} < {_DEPTH_ALPHA}): natural class overlap, which "
                     "from the data alone cannot be told from label noise, so the label-noise "
-                    "rules abstain: no label-noise flags (trigger search still ran)"
+                    "rules abstain: no label-noise flags; their flags are set aside (a keep-mask "
+                    "drops them; trigger search still ran)"
                 )
     cluster_reason: dict[int, str] = {}
     if calibrated:
@@ -580,6 +589,11 @@ def scan(
     ):
         set_aside = noise.copy()
         noise[:] = False
+    # abstained flags: an attacker's boundary flips can make the rule abstain, and the flips
+    # placed next to them must not then be kept by a keep-mask (client_filter dropped them
+    # before the depth test; adversarial review)
+    abstained &= ~carrier
+    set_aside |= abstained
     calibration["label_noise_set_aside"] = int(set_aside.sum())
     flags = carrier | noise
 
@@ -642,10 +656,19 @@ def scan(
             reasons[i] = _noise_reason(i)
     set_aside_reasons = {
         int(i): (
-            f"set aside, not counted as poison: {int(set_aside.sum())} label-noise flags "
-            f"({set_aside.mean():.1%} of the data, at most the clean allowance "
-            f"{CLEAN_ALLOWANCE:.0%}) next to a flagged pattern; mitigate relabels it (or drops "
-            f"it from a keep-mask): {_noise_reason(int(i))}"
+            (
+                f"set aside, not counted as poison: the label-noise rules abstained (their "
+                f"{int(abstained.sum())} flags lie nearer the class boundary than the classes' "
+                "own members: natural class overlap, or flips placed at the boundary); "
+                f"mitigate relabels it (or drops it from a keep-mask): {_noise_reason(int(i))}"
+            )
+            if abstained[i]
+            else (
+                f"set aside, not counted as poison: {int(set_aside.sum())} label-noise flags "
+                f"({set_aside.mean():.1%} of the data, at most the clean allowance "
+                f"{CLEAN_ALLOWANCE:.0%}) next to a flagged pattern; mitigate relabels it (or "
+                f"drops it from a keep-mask): {_noise_reason(int(i))}"
+            )
         )
         for i in np.flatnonzero(set_aside)
     }
@@ -1073,8 +1096,10 @@ def _label_noise(
 
     When the first pass flags enough for the guarded band, :func:`_depth_test` first asks
     whether the flags look like flips (as deep in their neighbours' class as its own members)
-    or like natural class overlap (nearer the boundary); on overlap the rule abstains: no flags,
-    and the caller reports the scan as not calibrated for labels.
+    or like natural class overlap (nearer the boundary); on overlap the rule abstains: it
+    returns its first pass's flags with ``identifiable`` false, and the caller reports the scan
+    as not calibrated for labels and sets those flags aside (not counted as poison; a keep-mask
+    drops them).
 
     At a high flip rate the noise hides itself: a flipped sample's neighbours carry flipped
     labels too, and a probe fitted on the noisy labels is unsure (at 20 % flips on breast_cancer,
@@ -1101,8 +1126,9 @@ def _label_noise(
         return first, relabel, {}, 1, None
     depth = _depth_test(data, space, oof, first)
     if not depth["identifiable"]:
-        # natural overlap, not flips: the rule abstains (the caller reports uncalibrated)
-        return np.zeros_like(first), relabel, {}, 1, depth
+        # natural overlap, not flips: the rule abstains (the caller reports uncalibrated and
+        # sets these first-pass flags aside, not counted as poison)
+        return first, relabel, {}, 1, depth
     corrected = data.y.copy()
     corrected[first] = space.majority[first]
     oof2 = crossfit_probs(z, corrected, n_classes=data.n_classes, seed=seed)

@@ -199,12 +199,14 @@ def stamp_seeds(
     rng: np.random.Generator,
 ) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
     """Samples of class ``t`` sharing exact values on coordinates where those values are more
-    common in ``t`` than chance allows (a usual value only when the others do not mostly have
-    it): a stamped patch. Returns the samples and the stamp's coordinate mask.
+    common in ``t`` than chance allows (the others' usual value only when fewer than
+    :data:`_BACKGROUND` = 5 % of them have it): a stamped patch. Returns the samples and the
+    stamp's coordinate mask.
 
     The test is a chance calculation, not a fixed count or share: on each coordinate ``j`` the
     most common value ``v`` of ``t`` other than the other classes' usual value (a background)
-    — and that usual value too when fewer than half of the others have it — is a hypothesis:
+    — and that usual value too when fewer than :data:`_BACKGROUND` (5 %) of the others have
+    it — is a hypothesis:
     ``k`` samples of ``t`` having it is improbable given how often the other classes have it
     (:func:`_chance`), Bonferroni-corrected over ``classes × values tried``; the less probable
     value of a coordinate is its candidate; a *stamp* is a block of ≥ 2 candidate coordinates
@@ -234,7 +236,7 @@ def stamp_seeds(
     xt, xo = data.xs[sub_t], data.xs[idx_o]
     n_t, n_o = len(sub_t), len(idx_o)
     # per coordinate: the most common value of ``t`` other than the others' usual value (a
-    # background), and the usual value itself when fewer than half of the others have it — on
+    # background), and the usual value itself when fewer than 5 % of the others have it — on
     # continuous data a value two other-class samples share is their "usual" one, and a stamp
     # also planted on two other-class samples hid behind it (adversarial review). Each value
     # tried is a hypothesis of the Bonferroni correction; the less probable one is the candidate

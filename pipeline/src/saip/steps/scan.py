@@ -7,8 +7,9 @@ patch, Gu et al. 2017). It scans the data, writes the JSON report, and when the 
 carrier of a reconstructed trigger and the label-noise flags, including those the scan set
 aside), retrains a probe and measures the
 attack success rate with the reconstructed trigger, re-scans, and continues only if the
-verification passes (ASR ≤ 5 %, residual risk under the gate); otherwise :class:`PipelineError`.
-A scan that is not calibrated (probe too weak to judge the data) also stops the step. Under the
+verification passes (ASR ≤ 5 %, residual risk under the gate); otherwise :class:`GateError`.
+A scan that is not calibrated (probe too weak to judge the data, or the label-noise rules
+abstained) also stops the step, as a gate refusal (:class:`GateError`). Under the
 gate nothing is retrained, but what the scan flagged (and the label-noise flags it set aside) is
 still left out of training — as :func:`saip_poisoning.client_filter` does on federated clients:
 a low dataset risk does not make a flagged sample trustworthy.
@@ -29,7 +30,7 @@ from saip_poisoning import mitigate, prepare, scan
 from saip_poisoning.attacks import add_patch
 from sklearn.datasets import load_digits
 
-from saip.errors import GateError, PipelineError
+from saip.errors import GateError
 from saip.pipeline import PipelineContext, StepResult
 
 POISONED_PRODUCER = "producer-3"
@@ -74,7 +75,9 @@ def run(ctx: PipelineContext) -> StepResult:
     report_path = out_dir / "scan_report.json"
     report_path.write_text(report.to_json() + "\n", encoding="utf-8")
     if not report.calibrated:
-        raise PipelineError(
+        # a gate that ran and refused (exit 3): boundary flips can make the label-noise rules
+        # abstain, and that refusal must read as one, not as a crash
+        raise GateError(
             "poisoning gate: scan not calibrated: " + str(report.calibration.get("reason"))
         )
     keep: np.ndarray = np.ones(len(report.flags), dtype=bool)
