@@ -201,3 +201,37 @@ def test_poi_groups_coarsen_merges_the_confused_pair() -> None:
     )
     assert lg2 is None
     assert levels2 == []
+
+
+def test_poi_groups_abstained_group_level_flags_are_set_aside_not_counted(
+    crops: tuple[np.ndarray, np.ndarray],
+) -> None:
+    # adversarial review: on this 600-crop subset at flip 10 % the group level's depth test
+    # reads its flags as natural overlap and the group level abstains ("label noise not
+    # judged"), yet its 31 flags were counted as poison (risk 71.8 "critical", recommendation
+    # relabel_by_neighbours although relabel is -1). Like the class level: the abstained flags
+    # are set aside (no risk), removed by mitigate and dropped by a keep-mask
+    x, y = crops
+    p = poison(x, y, attack="flip", rate=0.10, rng=np.random.default_rng(1))
+    r = scan(p.x, p.y, seed=0)
+    lg = r.calibration["label_groups"]
+    assert r.calibrated is False
+    assert lg["calibrated"] is False
+    assert "depth test" in lg["reason"]
+    assert lg["flagged"] > 0
+    assert not r.noise.any()
+    assert r.calibration["risk_components"]["label_noise_groups"] == 0.0
+    assert r.risk_score < 20
+    assert r.set_aside is not None
+    assert int(r.set_aside.sum()) == lg["flagged"]
+    assert not (r.set_aside & r.flags).any()
+    assert (r.relabel[r.set_aside] == -1).all()
+    for i in np.flatnonzero(r.set_aside):
+        assert "abstained" in r.set_aside_reasons[int(i)]
+        assert "label-group level" in r.set_aside_reasons[int(i)]
+    actions = [m.action for m in r.mitigations]
+    assert "relabel_by_neighbours" not in actions
+    for relabel in (True, False):
+        m = mitigate(p.x, p.y, report=r, relabel=relabel, seed=0)
+        assert not m.keep[r.set_aside].any()
+        assert (m.labels == p.y).all()  # nothing relabelled

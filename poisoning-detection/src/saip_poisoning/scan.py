@@ -575,8 +575,14 @@ def scan(
                 f"{groups.calibration['groups']}: calibration.label_groups)"
             )
     if groups is not None:
-        noise |= groups.flags
         relabel[groups.flags] = groups.relabel[groups.flags]
+        if groups.groups is not None:
+            noise |= groups.flags
+        else:
+            # the group level's depth test abstained: its flags are set aside like the class
+            # level's, never counted as poison (adversarial review: were risk 72 "critical"
+            # under a "label noise not judged" verdict)
+            abstained |= groups.flags
     noise &= ~carrier
     # a shared pattern whose carriers are flagged explains the poison; label-noise flags at no
     # more than the clean allowance are the rule's own clean-data level, not a second attack:
@@ -592,7 +598,7 @@ def scan(
     # abstained flags: an attacker's boundary flips can make the rule abstain, and the flips
     # placed next to them must not then be kept by a keep-mask (client_filter dropped them
     # before the depth test; adversarial review)
-    abstained &= ~carrier
+    abstained &= ~carrier & ~noise  # a flag counted as poison is never also "set aside"
     set_aside |= abstained
     calibration["label_noise_set_aside"] = int(set_aside.sum())
     flags = carrier | noise
@@ -660,7 +666,12 @@ def scan(
                 f"set aside, not counted as poison: the label-noise rules abstained (their "
                 f"{int(abstained.sum())} flags lie nearer the class boundary than the classes' "
                 "own members: natural class overlap, or flips placed at the boundary); "
-                f"mitigate relabels it (or drops it from a keep-mask): {_noise_reason(int(i))}"
+                + (
+                    "mitigate removes it"
+                    if relabel[i] < 0
+                    else "mitigate relabels it (or drops it from a keep-mask)"
+                )
+                + f": {_noise_reason(int(i))}"
             )
             if abstained[i]
             else (
@@ -678,7 +689,11 @@ def scan(
         "trigger": _trigger_risk(n_verified_carriers, n) if any(verified) and triggers else 0.0,
         "label_noise": risk_from_fraction(noise_frac) if calibrated else 0.0,
         "candidate_pattern": _CANDIDATE_RISK if any(not v for v in verified) else 0.0,
-        "label_noise_groups": risk_from_fraction(noise_frac) if groups is not None else 0.0,
+        "label_noise_groups": (
+            risk_from_fraction(noise_frac)
+            if groups is not None and groups.groups is not None
+            else 0.0
+        ),
     }
     risk = max(risk_parts.values())
     calibration["risk_components"] = risk_parts
