@@ -235,3 +235,38 @@ def test_poi_groups_abstained_group_level_flags_are_set_aside_not_counted(
         m = mitigate(p.x, p.y, report=r, relabel=relabel, seed=0)
         assert not m.keep[r.set_aside].any()
         assert (m.labels == p.y).all()  # nothing relabelled
+
+
+def _gaussian_line(k: int, sep: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``k`` clean Gaussian classes of 250 in 10-d, class ``c`` shifted by ``c · sep`` SD on the
+    first axis: adjacent classes overlap partially (not tuning data: nothing was set on it)."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(k), 250)
+    x = rng.normal(size=(len(y), 10))
+    x[:, 0] += sep * y
+    return x, y
+
+
+@pytest.mark.parametrize(("k", "sep", "seed"), [(4, 2.0, 1), (5, 1.5, 2)])
+def test_poi_groups_clean_overlapping_gaussians_not_flagged(k: int, sep: float, seed: int) -> None:
+    # adversarial review: the group level abstained (depth test) on these clean classes but its
+    # flags still counted: 3.4 % / 4.1 % flagged, risk 42.9 / 56.5 — now set aside, risk 0
+    x, y = _gaussian_line(k, sep, seed)
+    r = scan(x, y, seed=0)
+    assert r.calibrated is False
+    assert r.flags.mean() <= 0.05
+    assert r.risk_score < 20
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known miss (adversarial review, not fixed): class-level depth test passes natural "
+    "overlap of clean 3-class Gaussians in 10-d (mean depth 0.46/0.44 > 0.43): 7.1 %/12 % "
+    "flagged, risk 86.8/98.2",
+)
+@pytest.mark.parametrize("seed", [0, 3])
+def test_poi_clean_three_gaussian_classes_partial_overlap_known_false_alarm(seed: int) -> None:
+    x, y = _gaussian_line(3, 2.0, seed)
+    r = scan(x, y, seed=0)
+    assert r.flags.mean() <= 0.05
+    assert r.risk_score < 20
