@@ -247,15 +247,23 @@ def _gaussian_line(k: int, sep: float, seed: int) -> tuple[np.ndarray, np.ndarra
     return x, y
 
 
-@pytest.mark.parametrize(("k", "sep", "seed"), [(4, 2.0, 1), (5, 1.5, 2)])
+@pytest.mark.parametrize(("k", "sep", "seed"), [(4, 2.0, 1), (5, 1.5, 2), (3, 2.5, 4), (3, 2.5, 5)])
 def test_poi_groups_clean_overlapping_gaussians_not_flagged(k: int, sep: float, seed: int) -> None:
     # adversarial review: the group level abstained (depth test) on these clean classes but its
-    # flags still counted: 3.4 % / 4.1 % flagged, risk 42.9 / 56.5 — now set aside, risk 0
+    # flags still counted: 3.4 % / 4.1 % flagged, risk 42.9 / 56.5 — now set aside, risk 0.
+    # 3 classes: the class level abstained (its flags set aside), then the group level flagged
+    # 13 / 18 of the same samples — "set aside, not counted as poison" and flagged at once
+    # (draw 5: 25 flagged, risk 41.3)
     x, y = _gaussian_line(k, sep, seed)
     r = scan(x, y, seed=0)
     assert r.calibrated is False
     assert r.flags.mean() <= 0.05
     assert r.risk_score < 20
+    assert r.set_aside is not None
+    assert not (r.set_aside & r.flags).any()
+    assert set(r.set_aside_reasons) == {int(i) for i in np.flatnonzero(r.set_aside)}
+    assert all(r.reasons[int(i)] for i in np.flatnonzero(r.flags))
+    assert all(r.set_aside_reasons.values())
 
 
 @pytest.mark.xfail(
