@@ -235,6 +235,14 @@ def test_poi_groups_abstained_group_level_flags_are_set_aside_not_counted(
         m = mitigate(p.x, p.y, report=r, relabel=relabel, seed=0)
         assert not m.keep[r.set_aside].any()
         assert (m.labels == p.y).all()  # nothing relabelled
+    # the CLI summary said every set-aside flag was "clean-data level next to a flagged
+    # pattern" (there is no pattern here)
+    from saip.commands.scan import _summary
+
+    assert not r.carrier.any()
+    caption = str(_summary(r, n=len(p.y)).caption)
+    assert f"{lg['flagged']} label-noise flags set aside" in caption
+    assert "next to a flagged pattern" not in caption
 
 
 def _gaussian_line(k: int, sep: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
