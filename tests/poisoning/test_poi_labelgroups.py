@@ -286,3 +286,25 @@ def test_poi_clean_three_gaussian_classes_partial_overlap_known_false_alarm(seed
     r = scan(x, y, seed=0)
     assert r.flags.mean() <= 0.05
     assert r.risk_score < 20
+
+
+def test_poi_groups_set_aside_group_flags_say_they_are_removed(
+    crops: tuple[np.ndarray, np.ndarray],
+) -> None:
+    # adversarial review: group-level flags set aside next to a verified trigger (8 here, at
+    # most the clean allowance) have relabel -1, so mitigate removes them — their reason said
+    # "mitigate relabels it"
+    x, y = crops
+    p = poison(x, y, attack="a2o", rate=0.10, rng=np.random.default_rng(1))
+    r = scan(p.x, p.y, seed=0)
+    assert r.carrier.any()
+    assert r.set_aside is not None
+    idx = np.flatnonzero(r.set_aside & (r.relabel < 0))
+    assert len(idx) > 0
+    for i in idx:
+        why = r.set_aside_reasons[int(i)]
+        assert "mitigate removes it" in why
+        assert "mitigate relabels it" not in why
+    m = mitigate(p.x, p.y, report=r, seed=0)
+    assert not m.keep[idx].any()
+    assert (m.labels[idx] == p.y[idx]).all()

@@ -660,25 +660,27 @@ def scan(
             )
         else:
             reasons[i] = _noise_reason(i)
+
+    def _fate(i: int) -> str:
+        # -1: a label-group flag, removed (labelgroups); otherwise relabelled by mitigate
+        if relabel[i] < 0:
+            return "mitigate removes it"
+        return "mitigate relabels it (or drops it from a keep-mask)"
+
     set_aside_reasons = {
         int(i): (
             (
                 f"set aside, not counted as poison: the label-noise rules abstained (their "
                 f"{int(abstained.sum())} flags lie nearer the class boundary than the classes' "
                 "own members: natural class overlap, or flips placed at the boundary); "
-                + (
-                    "mitigate removes it"
-                    if relabel[i] < 0
-                    else "mitigate relabels it (or drops it from a keep-mask)"
-                )
-                + f": {_noise_reason(int(i))}"
+                f"{_fate(int(i))}: {_noise_reason(int(i))}"
             )
             if abstained[i]
             else (
                 f"set aside, not counted as poison: {int(set_aside.sum())} label-noise flags "
                 f"({set_aside.mean():.1%} of the data, at most the clean allowance "
-                f"{CLEAN_ALLOWANCE:.0%}) next to a flagged pattern; mitigate relabels it (or "
-                f"drops it from a keep-mask): {_noise_reason(int(i))}"
+                f"{CLEAN_ALLOWANCE:.0%}) next to a flagged pattern; {_fate(int(i))}: "
+                f"{_noise_reason(int(i))}"
             )
         )
         for i in np.flatnonzero(set_aside)
