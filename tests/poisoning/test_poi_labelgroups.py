@@ -10,6 +10,7 @@ are confused by the probe, the two photos are not.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -203,6 +204,13 @@ def test_poi_groups_coarsen_merges_the_confused_pair() -> None:
     assert levels2 == []
 
 
+def _scan_poisoned(crops: tuple[np.ndarray, np.ndarray], attack: str) -> tuple[Any, Any]:
+    """The crops subset poisoned at 10 % (``attack``, seed 1) and its scan (seed 0)."""
+    x, y = crops
+    p = poison(x, y, attack=attack, rate=0.10, rng=np.random.default_rng(1))  # type: ignore[arg-type]
+    return p, scan(p.x, p.y, seed=0)
+
+
 def test_poi_groups_abstained_group_level_flags_are_set_aside_not_counted(
     crops: tuple[np.ndarray, np.ndarray],
 ) -> None:
@@ -211,9 +219,7 @@ def test_poi_groups_abstained_group_level_flags_are_set_aside_not_counted(
     # judged"), yet its 31 flags were counted as poison (risk 71.8 "critical", recommendation
     # relabel_by_neighbours although relabel is -1). Like the class level: the abstained flags
     # are set aside (no risk), removed by mitigate and dropped by a keep-mask
-    x, y = crops
-    p = poison(x, y, attack="flip", rate=0.10, rng=np.random.default_rng(1))
-    r = scan(p.x, p.y, seed=0)
+    p, r = _scan_poisoned(crops, "flip")
     lg = r.calibration["label_groups"]
     assert r.calibrated is False
     assert lg["calibrated"] is False
@@ -294,9 +300,7 @@ def test_poi_groups_set_aside_group_flags_say_they_are_removed(
     # adversarial review: group-level flags set aside next to a verified trigger (8 here, at
     # most the clean allowance) have relabel -1, so mitigate removes them — their reason said
     # "mitigate relabels it"
-    x, y = crops
-    p = poison(x, y, attack="a2o", rate=0.10, rng=np.random.default_rng(1))
-    r = scan(p.x, p.y, seed=0)
+    p, r = _scan_poisoned(crops, "a2o")
     assert r.carrier.any()
     assert r.set_aside is not None
     idx = np.flatnonzero(r.set_aside & (r.relabel < 0))
