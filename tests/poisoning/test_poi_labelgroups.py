@@ -10,6 +10,7 @@ are confused by the probe, the two photos are not.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -201,3 +202,113 @@ def test_poi_groups_coarsen_merges_the_confused_pair() -> None:
     )
     assert lg2 is None
     assert levels2 == []
+
+
+def _scan_poisoned(crops: tuple[np.ndarray, np.ndarray], attack: str) -> tuple[Any, Any]:
+    """The crops subset poisoned at 10 % (``attack``, seed 1) and its scan (seed 0)."""
+    x, y = crops
+    p = poison(x, y, attack=attack, rate=0.10, rng=np.random.default_rng(1))  # type: ignore[arg-type]
+    return p, scan(p.x, p.y, seed=0)
+
+
+def test_poi_groups_abstained_group_level_flags_are_set_aside_not_counted(
+    crops: tuple[np.ndarray, np.ndarray],
+) -> None:
+    # adversarial review: on this 600-crop subset at flip 10 % the group level's depth test
+    # reads its flags as natural overlap and the group level abstains ("label noise not
+    # judged"), yet its 31 flags were counted as poison (risk 71.8 "critical", recommendation
+    # relabel_by_neighbours although relabel is -1). Like the class level: the abstained flags
+    # are set aside (no risk), removed by mitigate and dropped by a keep-mask
+    p, r = _scan_poisoned(crops, "flip")
+    lg = r.calibration["label_groups"]
+    assert r.calibrated is False
+    assert lg["calibrated"] is False
+    assert "depth test" in lg["reason"]
+    assert lg["flagged"] > 0
+    assert not r.noise.any()
+    assert r.calibration["risk_components"]["label_noise_groups"] == 0.0
+    assert r.risk_score < 20
+    assert r.set_aside is not None
+    assert int(r.set_aside.sum()) == lg["flagged"]
+    assert not (r.set_aside & r.flags).any()
+    assert (r.relabel[r.set_aside] == -1).all()
+    for i in np.flatnonzero(r.set_aside):
+        assert "abstained" in r.set_aside_reasons[int(i)]
+        assert "label-group level" in r.set_aside_reasons[int(i)]
+    actions = [m.action for m in r.mitigations]
+    assert "relabel_by_neighbours" not in actions
+    for relabel in (True, False):
+        m = mitigate(p.x, p.y, report=r, relabel=relabel, seed=0)
+        assert not m.keep[r.set_aside].any()
+        assert (m.labels == p.y).all()  # nothing relabelled
+    # the CLI summary said every set-aside flag was "clean-data level next to a flagged
+    # pattern" (there is no pattern here)
+    from saip.commands.scan import _summary
+
+    assert not r.carrier.any()
+    caption = str(_summary(r, n=len(p.y)).caption)
+    assert f"{lg['flagged']} label-noise flags set aside" in caption
+    assert "next to a flagged pattern" not in caption
+
+
+def _gaussian_line(k: int, sep: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``k`` clean Gaussian classes of 250 in 10-d, class ``c`` shifted by ``c · sep`` SD on the
+    first axis: adjacent classes overlap partially (not tuning data: nothing was set on it)."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(k), 250)
+    x = rng.normal(size=(len(y), 10))
+    x[:, 0] += sep * y
+    return x, y
+
+
+@pytest.mark.parametrize(("k", "sep", "seed"), [(4, 2.0, 1), (5, 1.5, 2), (3, 2.5, 4), (3, 2.5, 5)])
+def test_poi_groups_clean_overlapping_gaussians_not_flagged(k: int, sep: float, seed: int) -> None:
+    # adversarial review: the group level abstained (depth test) on these clean classes but its
+    # flags still counted: 3.4 % / 4.1 % flagged, risk 42.9 / 56.5 — now set aside, risk 0.
+    # 3 classes: the class level abstained (its flags set aside), then the group level flagged
+    # 13 / 18 of the same samples — "set aside, not counted as poison" and flagged at once
+    # (draw 5: 25 flagged, risk 41.3)
+    x, y = _gaussian_line(k, sep, seed)
+    r = scan(x, y, seed=0)
+    assert r.calibrated is False
+    assert r.flags.mean() <= 0.05
+    assert r.risk_score < 20
+    assert r.set_aside is not None
+    assert not (r.set_aside & r.flags).any()
+    assert set(r.set_aside_reasons) == {int(i) for i in np.flatnonzero(r.set_aside)}
+    assert all(r.reasons[int(i)] for i in np.flatnonzero(r.flags))
+    assert all(r.set_aside_reasons.values())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known miss (adversarial review, not fixed): class-level depth test passes natural "
+    "overlap of clean 3-class Gaussians in 10-d (mean depth 0.46/0.44 > 0.43): 7.1 %/12 % "
+    "flagged, risk 86.8/98.2",
+)
+@pytest.mark.parametrize("seed", [0, 3])
+def test_poi_clean_three_gaussian_classes_partial_overlap_known_false_alarm(seed: int) -> None:
+    x, y = _gaussian_line(3, 2.0, seed)
+    r = scan(x, y, seed=0)
+    assert r.flags.mean() <= 0.05
+    assert r.risk_score < 20
+
+
+def test_poi_groups_set_aside_group_flags_say_they_are_removed(
+    crops: tuple[np.ndarray, np.ndarray],
+) -> None:
+    # adversarial review: group-level flags set aside next to a verified trigger (8 here, at
+    # most the clean allowance) have relabel -1, so mitigate removes them — their reason said
+    # "mitigate relabels it"
+    p, r = _scan_poisoned(crops, "a2o")
+    assert r.carrier.any()
+    assert r.set_aside is not None
+    idx = np.flatnonzero(r.set_aside & (r.relabel < 0))
+    assert len(idx) > 0
+    for i in idx:
+        why = r.set_aside_reasons[int(i)]
+        assert "mitigate removes it" in why
+        assert "mitigate relabels it" not in why
+    m = mitigate(p.x, p.y, report=r, seed=0)
+    assert not m.keep[idx].any()
+    assert (m.labels[idx] == p.y[idx]).all()

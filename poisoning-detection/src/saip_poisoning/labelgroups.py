@@ -146,7 +146,9 @@ class GroupNoise:
 
     ``relabel`` is ``-1`` for every flag (removed by :func:`saip_poisoning.mitigate`, never
     relabelled: module docstring); ``reasons`` has one per flag;
-    ``calibration`` goes to ``ScanReport.calibration["label_groups"]``.
+    ``calibration`` goes to ``ScanReport.calibration["label_groups"]``. ``groups`` is ``None``
+    when the group level abstained (no grouping, or the depth test read the flags as natural
+    overlap): the flags are then the abstained first pass's, set aside by the scan.
     """
 
     flags: NDArray[np.bool_]
@@ -316,7 +318,8 @@ def group_label_noise(
     where = "input-space" if lg.probe == "pixels" else "image-feature"
     flags, target, second, passes, depth = rule(gdata, gspace, z, goof, seed=seed, where=where)
     # the rule's depth test: flags nearer the group boundary than the groups' own members are
-    # natural overlap, not flips — the rule abstained (no flags), so the group level abstains
+    # natural overlap, not flips — the rule abstained, so the group level abstains (``groups``
+    # None: the scan sets its flags aside, never counts them as poison)
     overlap = depth is not None and not depth["identifiable"]
     relabel = np.full(n, -1, dtype=np.int64)
     reasons: dict[int, str] = {}

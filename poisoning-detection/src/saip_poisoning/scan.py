@@ -575,8 +575,14 @@ def scan(
                 f"{groups.calibration['groups']}: calibration.label_groups)"
             )
     if groups is not None:
-        noise |= groups.flags
         relabel[groups.flags] = groups.relabel[groups.flags]
+        if groups.groups is not None:
+            noise |= groups.flags
+        else:
+            # the group level's depth test abstained: its flags are set aside like the class
+            # level's, never counted as poison (adversarial review: were risk 72 "critical"
+            # under a "label noise not judged" verdict)
+            abstained |= groups.flags
     noise &= ~carrier
     # a shared pattern whose carriers are flagged explains the poison; label-noise flags at no
     # more than the clean allowance are the rule's own clean-data level, not a second attack:
@@ -592,7 +598,7 @@ def scan(
     # abstained flags: an attacker's boundary flips can make the rule abstain, and the flips
     # placed next to them must not then be kept by a keep-mask (client_filter dropped them
     # before the depth test; adversarial review)
-    abstained &= ~carrier
+    abstained &= ~carrier & ~noise  # a flag counted as poison is never also "set aside"
     set_aside |= abstained
     calibration["label_noise_set_aside"] = int(set_aside.sum())
     flags = carrier | noise
@@ -654,20 +660,27 @@ def scan(
             )
         else:
             reasons[i] = _noise_reason(i)
+
+    def _fate(i: int) -> str:
+        # -1: a label-group flag, removed (labelgroups); otherwise relabelled by mitigate
+        if relabel[i] < 0:
+            return "mitigate removes it"
+        return "mitigate relabels it (or drops it from a keep-mask)"
+
     set_aside_reasons = {
         int(i): (
             (
                 f"set aside, not counted as poison: the label-noise rules abstained (their "
                 f"{int(abstained.sum())} flags lie nearer the class boundary than the classes' "
                 "own members: natural class overlap, or flips placed at the boundary); "
-                f"mitigate relabels it (or drops it from a keep-mask): {_noise_reason(int(i))}"
+                f"{_fate(int(i))}: {_noise_reason(int(i))}"
             )
             if abstained[i]
             else (
                 f"set aside, not counted as poison: {int(set_aside.sum())} label-noise flags "
                 f"({set_aside.mean():.1%} of the data, at most the clean allowance "
-                f"{CLEAN_ALLOWANCE:.0%}) next to a flagged pattern; mitigate relabels it (or "
-                f"drops it from a keep-mask): {_noise_reason(int(i))}"
+                f"{CLEAN_ALLOWANCE:.0%}) next to a flagged pattern; {_fate(int(i))}: "
+                f"{_noise_reason(int(i))}"
             )
         )
         for i in np.flatnonzero(set_aside)
@@ -678,7 +691,11 @@ def scan(
         "trigger": _trigger_risk(n_verified_carriers, n) if any(verified) and triggers else 0.0,
         "label_noise": risk_from_fraction(noise_frac) if calibrated else 0.0,
         "candidate_pattern": _CANDIDATE_RISK if any(not v for v in verified) else 0.0,
-        "label_noise_groups": risk_from_fraction(noise_frac) if groups is not None else 0.0,
+        "label_noise_groups": (
+            risk_from_fraction(noise_frac)
+            if groups is not None and groups.groups is not None
+            else 0.0
+        ),
     }
     risk = max(risk_parts.values())
     calibration["risk_components"] = risk_parts

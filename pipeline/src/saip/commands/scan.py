@@ -93,8 +93,13 @@ def _summary(report: ScanReport, *, n: int) -> Table:
     table.caption = (
         f"{len(report.flagged)} of {n} samples flagged"
         + (
-            f"; {aside} label-noise flags set aside (clean-data level next to a flagged "
-            "pattern: not counted as poison, relabelled or dropped by mitigation)"
+            f"; {aside} label-noise flags set aside ("
+            + (
+                "clean-data level next to a flagged pattern"
+                if report.carrier.any()
+                else "the label-noise rules abstained: natural class overlap"
+            )
+            + ": not counted as poison, relabelled or dropped by mitigation)"
             if aside
             else ""
         )
