@@ -168,3 +168,11 @@ def test_poi_overlap_abstention_never_keeps_the_flags_in_a_keep_mask(
     assert (~keep[edge]).mean() >= 0.45  # one pass only (abstained): 89 of 179 here
     m = mitigate(x, yp, report=r, relabel=False)
     assert (~m.keep[core]).mean() >= 0.9
+    # relabelling is no way out either: the rule abstained (the flags look like natural
+    # overlap), so no class is known well enough to relabel them to — mitigate removes them
+    # even with relabel=True, and their reasons say so
+    assert (r.relabel[r.set_aside] == -1).all()
+    m2 = mitigate(x, yp, report=r)
+    assert not m2.keep[r.set_aside].any()
+    assert (m2.labels[r.set_aside] == yp[r.set_aside]).all()  # nothing relabelled
+    assert all("mitigate removes it" in s for s in r.set_aside_reasons.values())

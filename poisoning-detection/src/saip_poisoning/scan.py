@@ -238,8 +238,8 @@ class ScanReport:
         no more than the clean allowance (module docstring): not in :attr:`flags`; ``mitigate``
         still relabels them (label hygiene), or removes them with ``relabel=False`` (a
         keep-mask cannot relabel; ``client_filter`` drops them too). Also the first pass's
-        flags when the label-noise rules abstained (depth test): not judged poison, but still
-        not kept by a keep-mask.
+        flags when the label-noise rules abstained (depth test): not judged poison, never
+        relabelled (``relabel`` −1: ``mitigate`` removes them), not kept by a keep-mask.
     set_aside_reasons
         One non-empty reason per set-aside index (why it was set aside and what the rule saw).
     settings
@@ -599,6 +599,10 @@ def scan(
     # placed next to them must not then be kept by a keep-mask (client_filter dropped them
     # before the depth test; adversarial review)
     abstained &= ~carrier & ~noise  # a flag counted as poison is never also "set aside"
+    # the rule abstained because these flags look like natural class overlap: no class is
+    # known well enough to relabel them to (on clean overlapping data the neighbour majority
+    # would change correct labels), so mitigate removes them, as it does label-group flags
+    relabel[abstained] = -1
     set_aside |= abstained
     calibration["label_noise_set_aside"] = int(set_aside.sum())
     flags = carrier | noise
