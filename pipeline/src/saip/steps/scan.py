@@ -80,7 +80,7 @@ def run(ctx: PipelineContext) -> StepResult:
         raise GateError(
             "poisoning gate: scan not calibrated: " + str(report.calibration.get("reason"))
         )
-    keep: np.ndarray = np.ones(len(report.flags), dtype=bool)
+    keep: np.ndarray  # both branches below set it
     residual = report.risk_score
     mitigated = False
     verification: dict[str, Any] | None = None
