@@ -145,6 +145,8 @@ def test_poi_noise_clean_gaussian_overlap_abstains() -> None:
     assert r.calibration["label_noise_depth"]["identifiable"] is False
     assert not r.flags.any()
     assert r.risk_score < 20
+    # a low risk from a scan that could not judge is not a reason to go ahead
+    assert [m.action for m in r.mitigations] == ["review_manually"]
 
 
 def test_poi_noise_within_allowance_set_aside_when_a_pattern_explains_the_poison(

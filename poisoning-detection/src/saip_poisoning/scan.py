@@ -1191,6 +1191,8 @@ def _mitigations(
                 {k: v for k, v in calibration.items() if k != "reason"},
             )
         )
+    if risk < 20 and not calibration["calibrated"]:
+        return out  # a low risk from a scan that could not judge is no reason to proceed
     if risk < 20:
         out.append(
             Mitigation(
