@@ -59,8 +59,13 @@ samples replacing target samples (class sizes unchanged), ``blend_10``, ``flip_{
 ``clean`` (scanned with seeds 0, 1, 2: ``risk_by_seed``, ``clean_flagged_pct_by_seed``).
 Each dataset is split 80/20; the attack poisons the 80 % part; the 20 % part measures ASR
 (true trigger stamped on non-target test samples) and clean accuracy of an MLP trained on the
-training part before and after ``saip_poisoning.mitigate`` — medians over training seeds 0, 1, 2
-(``by_training_seed`` keeps each; one seed moves crops' accuracy by up to ±3 points).
+training part before and after ``saip_poisoning.mitigate`` — medians over training seeds 0–8
+(``by_training_seed`` keeps each: one seed moves crops' accuracy by up to ±5 points, and one
+crops training landed at 0.31). Two figures put the 1-point accuracy goal in scale:
+``paired_change`` (after − before, the same training seed on both sides: median, mean and a
+95 % bootstrap interval over the seeds) and ``oracle_removal`` (the same model trained on the
+poisoned set with exactly its poison removed — a perfect detector's removal, no counter-examples:
+what the measurement gives when mitigation costs nothing).
 
 Methods: ``saip`` (``scan``, its own flags and scores), ``knn10`` (flag a sample when ≥ 5 of its
 10 nearest input-space neighbours carry another label — the plain baseline the issue names), and
@@ -201,7 +206,7 @@ def _stamp(attack: str, x: np.ndarray, rng: np.random.Generator, key_seed: int) 
 
 SCALE = [1.0]
 #: training seeds of the ASR / clean-accuracy models (medians reported, each kept)
-TRAIN_SEEDS = (0, 1, 2)
+TRAIN_SEEDS = tuple(range(9))
 #: share of kept samples copied as counter-examples by ``mitigate`` (Neural Cleanse unlearning)
 UNLEARN = 0.2
 #: run the ART anchor (off with --no-art)
@@ -280,6 +285,8 @@ def _run_dataset(name: str, attacks: list[tuple[str, str, float]], out: dict[str
                 trig = 0.8 * src_te + 0.2 * key
             trig_te = trig if attack == "blend" else None
             before = _asr_custom(p.x, p.y, x[te], y[te], k, attack, trig_te)
+            clean = ~p.is_poison
+            oracle = _asr_custom(p.x[clean], p.y[clean], x[te], y[te], k, attack, trig_te)
             for key, mm in ((label, mit), (label + "_half_flagged", mit_fl)):
                 if mm is None:
                     continue
@@ -296,6 +303,7 @@ def _run_dataset(name: str, attacks: list[tuple[str, str, float]], out: dict[str
                     "after_removal_only_verification": {
                         str(c): v for c, v in mm.asr_removal_only.items()
                     },
+                    "oracle_removal": oracle["asr"],
                     "removed": int((~mm.keep).sum()),
                     "poison_left": int((mm.keep & p.is_poison).sum()),
                     "counter_examples": 0 if mm.counter_y is None else len(mm.counter_y),
@@ -309,12 +317,32 @@ def _run_dataset(name: str, attacks: list[tuple[str, str, float]], out: dict[str
                 out["clean_accuracy"].setdefault(name, {})[key] = {
                     "before": before["clean_accuracy"],
                     "after_mitigation": after["clean_accuracy"],
+                    "paired_change": _paired_change(
+                        before["clean_accuracy_by_seed"], after["clean_accuracy_by_seed"]
+                    ),
+                    "oracle_removal": oracle["clean_accuracy"],
+                    "oracle_paired_change": _paired_change(
+                        before["clean_accuracy_by_seed"], oracle["clean_accuracy_by_seed"]
+                    ),
                     "by_training_seed": {
                         "before": before["clean_accuracy_by_seed"],
                         "after_mitigation": after["clean_accuracy_by_seed"],
                     },
                 }
                 print(f"   asr {key} {out['asr'][name][key]}", flush=True)
+
+
+def _paired_change(before: list[float], after: list[float]) -> dict[str, Any]:
+    """``after - before`` per training seed (the same seed trains both): median, mean and a 95 %
+    percentile-bootstrap interval of the mean over the seeds (2,000 resamples, generator 0)."""
+    d = np.asarray(after, dtype=float) - np.asarray(before, dtype=float)
+    boot = np.random.default_rng(0).choice(d, size=(2000, len(d)), replace=True).mean(axis=1)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return {
+        "median": round(float(np.median(d)), 4),
+        "mean": round(float(d.mean()), 4),
+        "ci95_mean": [round(float(lo), 4), round(float(hi), 4)],
+    }
 
 
 def _asr_custom(
@@ -331,7 +359,7 @@ def _asr_custom(
     ``asr_raw``: share of all non-target test samples predicted as the target once triggered
     (includes the model's own confusion with the target: ~12 % on crops without any poison).
     Each figure is the median over :data:`TRAIN_SEEDS` trainings (one training seed moves crops'
-    clean accuracy by up to ±3 points, more than the 1-point goal); ``*_by_seed`` keeps each."""
+    clean accuracy by up to ±5 points, more than the 1-point goal); ``*_by_seed`` keeps each."""
     scale = float(xtr.reshape(len(xtr), -1).std())
     xte_f = xte.reshape(len(xte), -1)
     if trig is None:
