@@ -92,7 +92,7 @@ CHILD = textwrap.dedent(
                           encryptor=EnvelopeEncryptor([from_uri("local:" + cfg["key"])]),
                           registry=ProducerRegistry(Path(cfg["registry"])),
                           state_dir=Path(cfg["state"]), clock=lambda: cfg["now"])
-    engine.run(stream, batch_size=30, poll_timeout=1.0, idle_polls=5)
+    engine.run(stream, batch_size=30, poll_timeout=1.0, idle_polls=30)  # ends by SIGKILL
     sys.exit(3)  # must not be reached
     """
 )
