@@ -81,10 +81,9 @@ def test_poi_pairflip_clean_imbalanced_pair_with_asymmetric_confusion_not_flagge
     assert found == [], tried
 
 
-@pytest.mark.xfail(strict=True, reason="known limit: a class containing another's core")
-def test_poi_pairflip_broad_class_around_a_narrow_one_known_false_alarm() -> None:
-    # a broad class (SD 2.5) centred on a narrow one (SD 1): the broad class genuinely holds a
-    # copy of the narrow one's core, which is what a flip looks like (README, Limits)
+def test_poi_pairflip_clean_broad_class_around_a_narrow_one_not_flagged() -> None:
+    # a broad class (SD 2.5) centred on a narrow one (SD 1): both directions overlap, but the
+    # broad class's samples in the narrow one's region are no copy of it: nothing fires
     z, y = _pair(900, 300, sep=0.0, sd_a=2.5)
     found, _ = pair_flips(y, z, [[0, 1]], seed=0)
     assert found == []
@@ -121,3 +120,24 @@ def test_poi_pairflip_crops_pair_flip_found_and_removed(
     hit = np.flatnonzero(r.flags & p.is_poison)
     assert not m.keep[hit].any()
     assert (m.labels[hit] == p.y[hit]).all()
+
+
+def test_poi_pairflip_adaptive_flip_along_the_natural_asymmetry_is_refused_not_passed(
+    crops_split: tuple[np.ndarray, np.ndarray],
+) -> None:
+    # adaptive attacker: flip where the clean confusion is already asymmetric — class 2 → 3
+    # (flower upper → lower; in the image view class 3 already holds a copy-like share of 2's
+    # region, which the exchangeability check reads as natural). Known miss: the flips are not
+    # flagged (README, Limits) — but the scan never calls the data calibrated, so the gate
+    # refuses it by default; and no other pair is accused instead
+    x, y = crops_split
+    idx = np.random.default_rng(1).choice(np.flatnonzero(y == 2), 192, replace=False)
+    ya = y.copy()
+    ya[idx] = 3
+    r = scan(x, ya, seed=0)
+    assert r.calibrated is False
+    lg = r.calibration["label_groups"]
+    pairs = {(d["target"], d["source"]): d for d in lg["pair_flips"]["pairs"]}
+    assert ("3", "2") in pairs  # measured, in the report
+    assert not any(d["fires"] for d in pairs.values())
+    assert r.flags.mean() <= 0.02
