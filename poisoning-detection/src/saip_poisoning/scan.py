@@ -114,8 +114,8 @@ from saip_poisoning.detectors.reclassify import reclassify_clusters
 from saip_poisoning.imageprobe import ImageProbe, image_features, is_image
 from saip_poisoning.inputspace import InputSpace, input_space
 from saip_poisoning.labelgroups import CLEAN_AGREEMENT, group_label_noise
-from saip_poisoning.pairflip import group_pair_flips
 from saip_poisoning.model import ProbeView, crossfit_probs, fit_probe
+from saip_poisoning.pairflip import group_pair_flips
 from saip_poisoning.trigger import (
     Trigger,
     attack_success,
