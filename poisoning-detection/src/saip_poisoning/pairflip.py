@@ -85,20 +85,25 @@ class PairFlip:
     members: NDArray[np.intp]
 
 
-def _kappa(sa: NDArray[np.float64], sb: NDArray[np.float64]) -> float:
-    """``min_t P(s > t | A) / P(s > t | B)`` over ``t`` at the B-percentiles ``_QUANTILES``."""
+def _ratios(
+    sa: NDArray[np.float64], sb: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Thresholds ``t`` at the B-percentiles ``_QUANTILES`` and ``P(s > t | A) / P(s > t | B)``."""
     ts = np.quantile(sb, _QUANTILES)
     pa = (sa[None, :] > ts[:, None]).mean(axis=1)
     pb = np.maximum((sb[None, :] > ts[:, None]).mean(axis=1), 1.0 / len(sb))
-    return float((pa / pb).min())
+    return ts, pa / pb
+
+
+def _kappa(sa: NDArray[np.float64], sb: NDArray[np.float64]) -> float:
+    """The mixture proportion estimate: the smallest ratio of :func:`_ratios`."""
+    return float(_ratios(sa, sb)[1].min())
 
 
 def _region(sa: NDArray[np.float64], sb: NDArray[np.float64]) -> float:
     """The threshold ``t`` at which :func:`_kappa`'s minimum is attained."""
-    ts = np.quantile(sb, _QUANTILES)
-    pa = (sa[None, :] > ts[:, None]).mean(axis=1)
-    pb = np.maximum((sb[None, :] > ts[:, None]).mean(axis=1), 1.0 / len(sb))
-    return float(ts[int(np.argmin(pa / pb))])
+    ts, r = _ratios(sa, sb)
+    return float(ts[int(np.argmin(r))])
 
 
 def _exchangeable(
