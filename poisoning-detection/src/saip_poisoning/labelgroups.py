@@ -348,8 +348,9 @@ def group_label_noise(
         "flagged": int(flags.sum()),
         "removed_by_mitigate": int(flags.sum()),
         "undetectable": (
-            "label flips between classes of one group are not detectable at this resolution: "
-            + ", ".join(merged)
+            "label flips between classes of one group are not detectable at this resolution, "
+            "except a one-directional flip of a share of one class into another (pairflip: "
+            "pair_flips): " + ", ".join(merged)
         ),
         "levels": tried,
     }

@@ -115,6 +115,7 @@ from saip_poisoning.imageprobe import ImageProbe, image_features, is_image
 from saip_poisoning.inputspace import InputSpace, input_space
 from saip_poisoning.labelgroups import CLEAN_AGREEMENT, group_label_noise
 from saip_poisoning.model import ProbeView, crossfit_probs, fit_probe
+from saip_poisoning.pairflip import group_pair_flips
 from saip_poisoning.trigger import (
     Trigger,
     attack_success,
@@ -574,6 +575,14 @@ def scan(
                 "; the label-noise rule ran at label-group level instead (groups "
                 f"{groups.calibration['groups']}: calibration.label_groups)"
             )
+    pair_reason: dict[int, str] = {}
+    if groups is not None and groups.groups is not None:
+        # flips *inside* a merged group: a directional (mixture-proportion) test per class pair
+        pf = group_pair_flips(data, views, groups.groups, exclude=carrier | groups.flags, seed=seed)
+        calibration["label_groups"]["pair_flips"] = pf.calibration
+        pair_reason = pf.reasons
+        noise |= pf.flags
+        relabel[pf.flags] = -1
     if groups is not None:
         relabel[groups.flags] = groups.relabel[groups.flags]
         if groups.groups is not None:
@@ -615,6 +624,8 @@ def scan(
     scores = np.where(flags, np.maximum(scores, 1.0), np.minimum(scores, 0.999))
 
     def _noise_reason(i: int) -> str:
+        if i in pair_reason:
+            return pair_reason[i]
         if groups is not None and i in groups.reasons:
             return groups.reasons[i]
         if i in cluster_reason:
@@ -1235,7 +1246,8 @@ def _mitigations(
                 "remove_label_group_noise",
                 f"{int(noise.sum())} labels contradict their neighbours and a cross-fitted probe "
                 "at label-group level (the probe cannot separate every class): remove them — no "
-                "class is known well enough to relabel to; flips inside a group are not seen",
+                "class is known well enough to relabel to; flips inside a group only where the "
+                "directional pair test fires (calibration.label_groups.pair_flips)",
                 {"label_noise_flagged": int(noise.sum()), "groups": groups.get("groups")},
             )
         )
