@@ -3,7 +3,9 @@ where the label-noise rule's depth test runs (``saip_poisoning.scan._depth_test`
 
 Run: ``.venv/bin/python benchmarks/poisoning_overlap_nulls.py`` (~10 min on a shared 2-core
 machine) → ``benchmarks/results/poisoning_overlap_nulls.json``. Development measurement behind
-the README's "Limits" (clean data with heavy class overlap): nothing in ``src/`` reads it.
+the README's "Limits" (clean data with heavy class overlap): nothing in ``src/`` reads it. The
+committed JSON was measured before the side test (``saip_poisoning.scan._side_test``) existed;
+a re-run now also has the side test's abstentions in ``flagged_pct``/``risk``.
 
 The depth test is wrapped (not changed): each time a scan reaches it, the statistics below are
 computed on the same inputs (embedding, neighbours, cross-fitted probabilities, first-pass
