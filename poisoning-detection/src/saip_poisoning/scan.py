@@ -1055,9 +1055,10 @@ def _side_test(
     sets' flip cells did (excess share > ``_SIDE_MIN``). With two classes the side is always
     the one other class: the test carries no information and never fires.
 
-    Measured (scan seed 0): tuning flip cells' excess −0.024–0.028 (p ≥ 0.07); fresh draws of
-    three clean Gaussian classes on a line 2.5 SD apart (not tuning data) 0.11–0.17, p
-    0.004–0.044.
+    Measured: tuning flip cells' excess −0.024–0.028 (scan seed 0, p ≥ 0.07); fresh draws of
+    three clean Gaussian classes on a line 2.5 SD apart (draws 12, 13, 16; not tuning data)
+    0.12–0.19, p 0.004–0.046 over scan seeds 0–2: they abstain; the review's 2 SD draws 0 and 3
+    (evaluation only) 0.01–0.10, abstaining on one of their six scans.
     """
     y, k = data.y, data.n_classes
     pred = oof.argmax(1)
