@@ -284,14 +284,15 @@ def test_poi_groups_clean_overlapping_gaussians_not_flagged(k: int, sep: float, 
     strict=True,
     reason="known miss (adversarial review, not fixed): class-level depth test passes natural "
     "overlap of clean 3-class Gaussians in 10-d (mean depth 0.46/0.44 > 0.43): 7.1 %/12 % "
-    "flagged, risk 86.8/98.2",
+    "flagged, risk 86.8/98.2; the side test abstains on draw 3 with scan seed 0 only (README)",
 )
 @pytest.mark.parametrize("seed", [0, 3])
 def test_poi_clean_three_gaussian_classes_partial_overlap_known_false_alarm(seed: int) -> None:
     x, y = _gaussian_line(3, 2.0, seed)
-    r = scan(x, y, seed=0)
-    assert r.flags.mean() <= 0.05
-    assert r.risk_score < 20
+    for s in (0, 1, 2):  # the clean goal holds over scan seeds 0-2
+        r = scan(x, y, seed=s)
+        assert r.flags.mean() <= 0.05
+        assert r.risk_score < 20
 
 
 def test_poi_groups_set_aside_group_flags_say_they_are_removed(

@@ -356,10 +356,11 @@ def group_label_noise(
     }
     if depth is not None:
         cal["label_noise_depth"] = depth
-    if overlap:
+    if overlap and depth is not None:
         cal["reason"] = (
-            "the label-noise rule's flags at label-group level lie nearer the group boundary "
-            "than the groups' own members (depth test): natural overlap, label noise not judged"
+            "the label-noise rule's flags at label-group level "
+            + str(depth["overlap_evidence"]).replace("class", "group")
+            + " (depth test): natural overlap, label noise not judged"
         )
         return GroupNoise(flags, relabel, reasons, cal, None)
     return GroupNoise(flags, relabel, reasons, cal, lg)
