@@ -49,6 +49,22 @@ def _key_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         yield
 
 
+@pytest.fixture(autouse=True)
+def _cpu_set_unchanged() -> Iterator[None]:
+    """A test that leaves pytest's process pinned to fewer cores (``os.sched_setaffinity``, as
+    the benchmarks' ``main`` does) slows every later test and every subprocess they start: the
+    test fails at teardown and the CPU set is restored."""
+    if not hasattr(os, "sched_getaffinity"):
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    yield
+    after = os.sched_getaffinity(0)
+    if after != before:
+        os.sched_setaffinity(0, before)
+        pytest.fail(f"the test changed pytest's CPU set {sorted(before)} -> {sorted(after)}")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip ``live`` tests, naming the missing variables, unless ``SAIP_LIVE=1`` and creds exist."""
     for item in items:

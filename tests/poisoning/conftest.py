@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from saip_poisoning import ScanReport, scan
 from saip_poisoning.attacks import Poisoned, poison
 from saip_poisoning.data import prepare
 from saip_poisoning.model import ProbeView, fit_probe
@@ -63,3 +64,20 @@ def boundary_flips() -> tuple[np.ndarray, np.ndarray]:
     y_bad = y.copy()
     y_bad[chosen] = np.argsort(prob, axis=1)[chosen, -2]
     return y_bad, chosen
+
+
+# Scans that several tests only read (a ScanReport is frozen; ``mitigate`` reads it): each is
+# computed once per session, so the same default scan of the same data is not rerun per test.
+
+
+@pytest.fixture(scope="session")
+def clean_digits_scan(digits: tuple[np.ndarray, np.ndarray]) -> ScanReport:
+    """``scan`` of the clean digits with the defaults (``seed=0``)."""
+    return scan(*digits, seed=0)
+
+
+@pytest.fixture(scope="session")
+def a2o_scan(a2o: tuple[Poisoned, ProbeView]) -> ScanReport:
+    """``scan`` of the :func:`a2o` digits with the defaults (``seed=0``)."""
+    p, _ = a2o
+    return scan(p.x, p.y, seed=0)

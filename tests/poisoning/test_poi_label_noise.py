@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from saip_poisoning import mitigate, scan
+from saip_poisoning import ScanReport, mitigate, scan
 from saip_poisoning.attacks import poison
 from saip_poisoning.detectors.reclassify import reclassify_clusters
 from sklearn.datasets import load_breast_cancer
@@ -100,12 +100,9 @@ def test_poi_noise_boundary_flips_attacker(
         assert "overlap" in r.calibration["reason"]
 
 
-def test_poi_noise_clean_data_keeps_the_one_pass_rule(
-    digits: tuple[np.ndarray, np.ndarray],
-) -> None:
+def test_poi_noise_clean_data_keeps_the_one_pass_rule(clean_digits_scan: ScanReport) -> None:
     """Clean data never reaches the guarded band, so the refit never runs and nothing changes."""
-    x, y = digits
-    r = scan(x, y, seed=0)
+    r = clean_digits_scan
     assert r.calibration["label_noise_passes"] == 1
     assert r.flags.mean() <= 0.01
     assert r.risk_score < 20

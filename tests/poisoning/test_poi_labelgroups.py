@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from saip_poisoning import mitigate, scan
+from saip_poisoning import ScanReport, mitigate, scan
 from saip_poisoning.attacks import poison
 from saip_poisoning.labelgroups import coarsen
 
@@ -135,9 +135,8 @@ def test_poi_groups_overlapping_tertiles_abstain() -> None:
         assert r.risk_score < 20
 
 
-def test_poi_groups_not_used_on_calibrated_data(digits: tuple[np.ndarray, np.ndarray]) -> None:
-    x, y = digits
-    r = scan(x, y, seed=0)
+def test_poi_groups_not_used_on_calibrated_data(clean_digits_scan: ScanReport) -> None:
+    r = clean_digits_scan
     assert r.calibrated is True
     assert "label_groups" not in r.calibration
     assert r.calibration["risk_components"]["label_noise_groups"] == 0.0

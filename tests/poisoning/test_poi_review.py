@@ -8,7 +8,7 @@ review reason, at candidate risk (15). Clean data: no such flags.
 from __future__ import annotations
 
 import numpy as np
-from saip_poisoning import scan
+from saip_poisoning import ScanReport, scan
 from saip_poisoning.attacks import poison
 
 
@@ -25,8 +25,10 @@ def test_poi_rare_patch_flagged_for_review(digits: tuple[np.ndarray, np.ndarray]
     assert int((r.carrier & ~p.is_poison).sum()) == 0
 
 
-def test_poi_review_flags_quiet_on_clean_digits(digits: tuple[np.ndarray, np.ndarray]) -> None:
+def test_poi_review_flags_quiet_on_clean_digits(
+    digits: tuple[np.ndarray, np.ndarray], clean_digits_scan: ScanReport
+) -> None:
     for seed in (0, 1, 2):
-        r = scan(*digits, seed=seed)
+        r = clean_digits_scan if seed == 0 else scan(*digits, seed=seed)
         assert not any("weak or early backdoor" in v for v in r.reasons.values())
         assert r.risk_score < 20

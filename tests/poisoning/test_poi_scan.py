@@ -7,17 +7,17 @@ import json
 
 import numpy as np
 import pytest
-from saip_poisoning import BANDS, band, client_filter, mitigate, scan
+from saip_poisoning import BANDS, ScanReport, band, client_filter, mitigate, scan
 from saip_poisoning.attacks import Poisoned, add_patch, poison
 from saip_poisoning.model import ProbeView
 from saip_poisoning.scan import CLEAN_ALLOWANCE, risk_from_fraction
 
 
 def test_poi_scan_a2o_reconstructs_trigger_and_mitigation_removes_backdoor(
-    a2o: tuple[Poisoned, ProbeView],
+    a2o: tuple[Poisoned, ProbeView], a2o_scan: ScanReport
 ) -> None:
     p, _ = a2o
-    r = scan(p.x, p.y)
+    r = a2o_scan
     assert r.band == "critical"
     # exactly one *working* trigger, into the target class (other shared patterns may be
     # reported as unverified candidates)
@@ -130,9 +130,8 @@ def test_poi_scan_uncalibrated_on_unlearnable_data_not_critical() -> None:
     assert r.mitigations[0].action == "review_manually"
 
 
-def test_poi_scan_clean_is_low(clean: tuple[Poisoned, ProbeView]) -> None:
-    p, _ = clean
-    r = scan(p.x, p.y)
+def test_poi_scan_clean_is_low(clean_digits_scan: ScanReport) -> None:
+    r = clean_digits_scan  # the ``clean`` fixture's data is the digits unchanged
     assert r.calibrated is True
     assert r.band == "low"
     assert r.flags.mean() <= 0.05
