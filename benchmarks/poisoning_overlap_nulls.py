@@ -5,7 +5,7 @@ Run: ``.venv/bin/python benchmarks/poisoning_overlap_nulls.py`` (~10 min on a sh
 machine) → ``benchmarks/results/poisoning_overlap_nulls.json``. Development measurement behind
 the README's "Limits" (clean data with heavy class overlap): nothing in ``src/`` reads it. The
 committed JSON was measured before the side test (``saip_poisoning.scan._side_test``) existed;
-a re-run now also has the side test's abstentions in ``flagged_pct``/``risk``.
+the side test only reports, so a re-run gives the same ``flagged_pct``/``risk``.
 
 The depth test is wrapped (not changed): each time a scan reaches it, the statistics below are
 computed on the same inputs (embedding, neighbours, cross-fitted probabilities, first-pass

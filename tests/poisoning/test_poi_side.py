@@ -3,12 +3,14 @@
 
 Under the flip model a flipped label is independent of where its sample lies inside its true
 class; a sample that natural overlap carries into another class lies on its own class's side.
-Among flags predicted as one class, label and side agree beyond a permutation null → the
-label-noise rules abstain (``calibrated: false``; flags set aside, so keep-masks drop them).
+Among flags predicted as one class, label and side agree beyond a permutation null. The test is
+**reported only** (``label_noise_depth.side_overlap``): flipping each sample to its most
+similar class — a standard targeted flip — makes labels follow the side just as overlap does,
+and the abstention it caused lost that attack on the tuning set digits (recall 0.98 → 0.00).
 
-Attacker first: flips sized to sit inside the null (label independent of side) are found;
-flips placed on their label's side (what overlap looks like) make the scan abstain — the gate
-refuses and a keep-mask still drops them; two classes carry no side information.
+Attacker first: flips to each sample's nearest class are found and counted; flips sized to sit
+inside the null are found; flips placed on their label's side at the boundary make the depth
+test abstain; two classes carry no side information.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from saip_poisoning import client_filter, scan
+
+from tests.poisoning._data import bench_load
 
 
 def _line(sep: float, seed: int, k: int = 3, n: int = 250) -> tuple[np.ndarray, np.ndarray]:
@@ -32,6 +36,26 @@ def _middle_core(x: np.ndarray, y: np.ndarray, sep: float, m: int) -> np.ndarray
     """The ``m`` samples of the middle class (1) nearest its centre on axis 0."""
     mid = np.flatnonzero(y == 1)
     return mid[np.argsort(np.abs(x[mid, 0] - sep))[:m]]
+
+
+def test_poi_side_flips_to_the_nearest_class_are_found() -> None:
+    """Hostile: 5 % of the tuning set digits, drawn at random, each flipped to the class whose
+    centroid is nearest (labels then follow the side as overlap's do: side excess 0.52,
+    p = 0.002). With the side test deciding, the scan abstained: recall 0.00, risk 0; without
+    it: recall 0.98, risk 74 (scan seed 0)."""
+    x, y = bench_load("digits")
+    rng = np.random.default_rng(1)
+    cent = np.stack([x[y == c].mean(axis=0) for c in range(10)])
+    dist = ((x[:, None, :] - cent[None]) ** 2).sum(axis=-1)
+    dist[np.arange(len(y)), y] = np.inf
+    idx = rng.choice(len(y), int(0.05 * len(y)), replace=False)
+    yp = y.copy()
+    yp[idx] = dist[idx].argmin(axis=1)
+    r = scan(x, yp, seed=0, verify=False)
+    assert r.calibrated, r.calibration.get("reason")
+    assert r.calibration["label_noise_depth"]["side_overlap"] is True  # reported, not decisive
+    assert r.flags[idx].mean() >= 0.9
+    assert r.risk_score >= 50
 
 
 def test_poi_side_flips_sized_inside_the_null_are_found() -> None:
@@ -52,8 +76,9 @@ def test_poi_side_flips_sized_inside_the_null_are_found() -> None:
 
 def test_poi_side_flips_placed_on_their_side_abstain_and_are_dropped() -> None:
     """Hostile: core flips each given the label of the class on its side (what overlap looks
-    like): the side test fires, the rules abstain, the scan is uncalibrated (the gate refuses by
-    default), and the flips the first pass found are set aside, so a keep-mask drops them."""
+    like): the depth test fires (mean depth 0.39), the rules abstain, the scan is uncalibrated
+    (the gate refuses by default), and the flips the first pass found are set aside, so a
+    keep-mask drops them. The side test reports them (not decisive)."""
     x, y = _line(3.0, 21)
     core = _middle_core(x, y, 3.0, 40)
     yp = y.copy()
@@ -64,9 +89,8 @@ def test_poi_side_flips_placed_on_their_side_abstain_and_are_dropped() -> None:
     assert depth["side_overlap"] is True
     assert depth["identifiable"] is False
     assert not r.flags[core].any()
-    # abstention keeps the first pass's flags only (set aside): 22 of 40 here; the depth test
-    # abstains on this data as well (mean depth 0.39), so this is the abstention's known cost
-    # (README, Limits: boundary flips), not one the side test adds
+    # abstention keeps the first pass's flags only (set aside): 22 of 40 here; this is the
+    # depth test's known cost (README, Limits: boundary flips)
     assert r.set_aside is not None
     assert r.set_aside[core].mean() >= 0.5
     assert (~client_filter(x, yp)[core]).mean() >= 0.5
@@ -85,11 +109,17 @@ def test_poi_side_two_classes_carry_no_side_information() -> None:
     assert r.flags[core].mean() >= 0.9
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="clean three-class lines 2.5 SD apart: the side test that made these abstain also "
+    "made flips to the nearest class abstain (digits recall 0.98 -> 0.00), so it only reports; "
+    "draw 12 scan seed 0: 1.9 % flagged with it, 5.5 % at risk 75 without (README Limits)",
+)
 @pytest.mark.parametrize(("sep", "seed"), [(2.5, 12), (2.5, 13), (2.5, 16)])
 def test_poi_side_clean_three_classes_on_a_line_not_flagged(sep: float, seed: int) -> None:
-    """Clean three classes on a line 2.5 SD apart (fresh draws, not the review's; scan seed 0
-    before the side test: 5.5 % / 7.2 % / 4.3 % flagged at risk 75 / 88 / 60): now ≤ 2.5 %,
-    risk < 20 on scan seeds 0–2 (the rules abstain)."""
+    """Clean three classes on a line 2.5 SD apart (fresh draws, not the review's; scan seed 0:
+    5.5 % / 7.2 % / 4.3 % flagged at risk 75 / 88 / 60): the goal is ≤ 5 %, risk < 20 on scan
+    seeds 0–2. Only the side test reached it, at the cost above."""
     x, y = _line(sep, seed)
     for s in (0, 1, 2):
         r = scan(x, y, seed=s, verify=False)
