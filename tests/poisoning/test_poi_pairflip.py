@@ -144,3 +144,18 @@ def test_poi_pairflip_adaptive_flip_along_the_natural_asymmetry_is_refused_not_p
     assert ("3", "2") in pairs  # measured, in the report
     assert not any(d["fires"] for d in pairs.values())
     assert r.flags.mean() <= 0.02
+
+
+@pytest.mark.parametrize(("n_small", "draw"), [(20, 0), (20, 5), (50, 6), (100, 5)])
+def test_poi_pairflip_clean_small_class_beside_a_large_one_not_flagged(
+    n_small: int, draw: int
+) -> None:
+    # clean: a class of 2000 and one of 20–100, 1.0 SD apart (adversarial review). A full-size
+    # bootstrap was sure of the large class's side and not of the small one's: these draws fired
+    # with 602/712/683/433 of the 2000 flagged (21–36 %); the m-out-of-n bootstrap (m = the
+    # smaller class) gives both directions the same noise
+    rng = np.random.default_rng(draw)
+    z = np.vstack([rng.normal(size=(2000, 5)), rng.normal(size=(n_small, 5)) + np.eye(5)[0]])
+    y = np.repeat([0, 1], [2000, n_small]).astype(np.int64)
+    found, tried = pair_flips(y, z, [[0, 1]], seed=0)
+    assert found == [], tried

@@ -154,10 +154,17 @@ def pair_flips(
         k_ba = _kappa(s[la], s[lb])  # B inside labelled A
         k_ab = _kappa(1.0 - s[lb], 1.0 - s[la])  # A inside labelled B
         pa, pb = np.flatnonzero(la), np.flatnonzero(lb)
+        # m-out-of-n bootstrap (Bickel, Götze & van Zwet 1997, Statistica Sinica) with m the
+        # smaller class's size for both classes: κ̂ is a minimum of ratios whose noise is set by
+        # the class whose counts enter it, so with n_A ≫ n_B a full-size bootstrap is confident
+        # about one direction and not the other and a clean imbalanced pair fired (adversarial
+        # review: 2000 vs 20–100 samples, 1.0 SD apart, fired on 3 of 22 draws, 21–36 % of the
+        # large class flagged); equal sizes give both directions the same noise
+        m_boot = min(len(pa), len(pb))
         boot = np.empty(_BOOT)
         for r in range(_BOOT):
-            ra = rng.choice(pa, size=len(pa))
-            rb = rng.choice(pb, size=len(pb))
+            ra = rng.choice(pa, size=m_boot)
+            rb = rng.choice(pb, size=m_boot)
             sa, sb = s[ra], s[rb]
             boot[r] = _kappa(sa, sb) - _kappa(1.0 - sb, 1.0 - sa)
         q = _ALPHA / m
