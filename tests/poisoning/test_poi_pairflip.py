@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from saip_poisoning import mitigate, scan
 from saip_poisoning.attacks import poison
-from saip_poisoning.pairflip import pair_flips
+from saip_poisoning.data import prepare
+from saip_poisoning.labelgroups import LabelGroups
+from saip_poisoning.pairflip import MAX_PAIR_WORK, group_pair_flips, pair_flips
 
 from tests.poisoning._data import bench_load
 
@@ -144,3 +146,77 @@ def test_poi_pairflip_adaptive_flip_along_the_natural_asymmetry_is_refused_not_p
     assert ("3", "2") in pairs  # measured, in the report
     assert not any(d["fires"] for d in pairs.values())
     assert r.flags.mean() <= 0.02
+
+
+@pytest.mark.parametrize(("n_small", "draw"), [(20, 0), (20, 5), (50, 6), (100, 5)])
+def test_poi_pairflip_clean_small_class_beside_a_large_one_not_flagged(
+    n_small: int, draw: int
+) -> None:
+    # clean: a class of 2000 and one of 20–100, 1.0 SD apart (adversarial review). A full-size
+    # bootstrap was sure of the large class's side and not of the small one's: these draws fired
+    # with 602/712/683/433 of the 2000 flagged (21–36 %); the m-out-of-n bootstrap (m = the
+    # smaller class) gives both directions the same noise
+    rng = np.random.default_rng(draw)
+    z = np.vstack([rng.normal(size=(2000, 5)), rng.normal(size=(n_small, 5)) + np.eye(5)[0]])
+    y = np.repeat([0, 1], [2000, n_small]).astype(np.int64)
+    found, tried = pair_flips(y, z, [[0, 1]], seed=0)
+    assert found == [], tried
+
+
+def test_poi_pairflip_cost_is_bounded_and_a_skipped_test_says_so() -> None:
+    # scale (adversarial review): each ordered pair cross-fits its own probe, so one 10-class
+    # group of a 60k set would train 45 probes on 12k samples each (≈ 330 s measured under
+    # load, against the scan's 60 s goal). Above MAX_PAIR_WORK the test is not run and the
+    # calibration says why; nothing is flagged
+    y = np.repeat(np.arange(10), 6000)
+    data = prepare(np.zeros((len(y), 1)), y)
+    groups = LabelGroups(
+        probe="pixels",
+        code=np.zeros(10, dtype=np.int64),
+        accuracy=1.0,
+        agreement=1.0,
+        min_accuracy=0.0,
+        min_agreement=0.0,
+    )
+    pf = group_pair_flips(data, [], groups, seed=0)
+    assert not pf.flags.any()
+    assert pf.reasons == {}
+    assert "not_run" in pf.calibration
+    assert f"540000 samples (> {MAX_PAIR_WORK}" in pf.calibration["not_run"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "known limit (README Limits (e)): a heavy-tailed class around a Gaussian one of the "
+        "same centre genuinely holds a copy of its core (κ̂ 0.36 vs 0.0; veto AUC 0.55, p 0.13) "
+        "and fires like a flip: scan seeds 0-2 flag 203/206/208 of its 600 samples (lower bound "
+        "0.22-0.25); no test on the labels alone tells it from a flip"
+    ),
+)
+def test_poi_pairflip_clean_heavy_tailed_class_around_a_gaussian_one_not_flagged() -> None:
+    rng = np.random.default_rng(0)
+    rng.normal(size=(600, 5))  # the measured draw: two earlier cases consumed the stream
+    rng.normal(size=(600, 5))
+    z = np.vstack([rng.standard_t(2, size=(600, 5)), rng.normal(size=(600, 5))])
+    y = np.repeat([0, 1], [600, 600]).astype(np.int64)
+    found, tried = pair_flips(y, z, [[0, 1]], seed=0)
+    assert found == [], tried
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "known evasion (README Limits (f)): the attacker flips the 240 of class 1's 600 "
+        "samples nearest class 0 (1.5 SD apart) — boundary samples, not a copy of 1's core — "
+        "the asymmetry's lower bound is 0.0 and nothing fires (a random 240 fires)"
+    ),
+)
+def test_poi_pairflip_flip_of_the_source_samples_nearest_the_target_found() -> None:
+    z, y = _pair(600, 600, sep=1.5)
+    ib = np.flatnonzero(y == 1)
+    idx = ib[np.argsort(z[ib, 0])[:240]]
+    ya = y.copy()
+    ya[idx] = 0
+    found, _ = pair_flips(ya, z, [[0, 1]], seed=0)
+    assert [(f.target, f.source) for f in found] == [(0, 1)]

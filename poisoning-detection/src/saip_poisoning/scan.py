@@ -580,6 +580,10 @@ def scan(
         # flips *inside* a merged group: a directional (mixture-proportion) test per class pair
         pf = group_pair_flips(data, views, groups.groups, exclude=carrier | groups.flags, seed=seed)
         calibration["label_groups"]["pair_flips"] = pf.calibration
+        if "not_run" in pf.calibration:
+            calibration["label_groups"]["undetectable"] += (
+                f" (the pair-flip test did not run: {pf.calibration['not_run']})"
+            )
         pair_reason = pf.reasons
         noise |= pf.flags
         relabel[pf.flags] = -1
