@@ -36,6 +36,7 @@ in batches of 4,000 (:func:`floor_parts`): ``floor.floor_us_per_record`` (the su
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import gc
 import json
@@ -46,7 +47,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from hashlib import sha256
 from itertools import repeat, starmap
@@ -539,6 +540,22 @@ def growth(samples: list[tuple[int, float]], lo: int, hi: int) -> float:
     return round((b[1] - a[1]) / max(1, b[0] - a[0]) * 100_000, 2)
 
 
+@contextlib.contextmanager
+def _one_core() -> Iterator[None]:
+    """Pin the process to one core for steady timings while measuring, and give the CPU set
+    back afterwards: a caller of :func:`main` in the same process (the test suite) must not
+    inherit the pin."""
+    if not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {sorted(cpus)[-1]})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, cpus)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="development run: 20k records")
@@ -565,9 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     repeats = args.repeats or (1 if args.quick else 3)
     if not args.quick and records < 100_000:
         ap.error("--records must be >= 100000 without --quick")
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[-1]})
-    with tempfile.TemporaryDirectory() as d:
+    with _one_core(), tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         t0 = time.perf_counter()
         path, registry, signers = make_records(records, tmp)

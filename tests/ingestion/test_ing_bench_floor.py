@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -43,21 +41,6 @@ PARTS = {
     "object write + fsync + journal",
     "free the decoded records",
 }
-
-
-@pytest.fixture(autouse=True)
-def _keep_cpu_affinity() -> Iterator[None]:
-    """``bench.main`` pins its process to one core (``sched_setaffinity``) for steady timings;
-    here that process is pytest, and every later test and subprocess would inherit the pin.
-    Restore the session's CPU set after each test."""
-    if not hasattr(os, "sched_setaffinity"):
-        yield
-        return
-    cpus = os.sched_getaffinity(0)
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, cpus)
 
 
 @pytest.fixture(scope="module")
