@@ -74,9 +74,12 @@ the anchor IBM ART 1.20.1 in the same process on the same sets (``--no-art`` ski
 SpectralSignatureDefense); workarounds for its faults in :func:`_art`. ART's ``seconds`` include
 training the MLP it inspects.
 
-Mitigation: ``mitigate(..., unlearn=0.2)`` (carriers removed, label noise relabelled, counter-
-examples for the triggers removal alone leaves working); the after-model trains on kept +
-counter-examples. ``--attacks`` (development only) restricts the attacks, e.g. a mitigation check
+Mitigation: ``mitigate(..., unlearn=0.2)`` (carriers of a stamped patch repaired and relabelled,
+other carriers removed, label noise relabelled, counter-examples for the triggers removal alone
+leaves working); the after-model trains on what it returns, ``MitigationResult.training_set``
+(kept + repaired + counter-examples). ``repaired_label_accuracy``: the repaired carriers' new
+labels against their labels before the attack. ``--attacks`` (development only) restricts the
+attacks, e.g. a mitigation check
 ``--quick --no-art --attacks a2o_10,blend_10 --out /tmp/mitigation.json``.
 ``asr``: share of non-target test
 samples the model classifies correctly without the trigger that the trigger sends to the target;
@@ -286,16 +289,16 @@ def _run_dataset(name: str, attacks: list[tuple[str, str, float]], out: dict[str
                 src_te = x[te][y[te] != 0].reshape(int((y[te] != 0).sum()), -1)
                 trig = 0.8 * src_te + 0.2 * key
             trig_te = trig if attack == "blend" else None
+            ya_true = y[tr]
             before = _asr_custom(p.x, p.y, x[te], y[te], k, attack, trig_te)
             clean = ~p.is_poison
             oracle = _asr_custom(p.x[clean], p.y[clean], x[te], y[te], k, attack, trig_te)
             for key, mm in ((label, mit), (label + "_half_flagged", mit_fl)):
                 if mm is None:
                     continue
-                xa = p.x[mm.keep].reshape(int(mm.keep.sum()), -1)
-                ya = mm.labels[mm.keep]
-                if mm.counter_x is not None and mm.counter_y is not None:
-                    xa, ya = np.vstack([xa, mm.counter_x]), np.concatenate([ya, mm.counter_y])
+                # what mitigate returns: kept + repaired carriers (relabelled) + counter-examples
+                xa, ya = mm.training_set(p.x)
+                rep = np.zeros(len(p.y), dtype=bool) if mm.repaired is None else mm.repaired
                 after = _asr_custom(xa, ya, x[te], y[te], k, attack, trig_te)
                 out["asr"].setdefault(name, {})[key] = {
                     "before": before["asr"],
@@ -306,7 +309,14 @@ def _run_dataset(name: str, attacks: list[tuple[str, str, float]], out: dict[str
                         str(c): v for c, v in mm.asr_removal_only.items()
                     },
                     "oracle_removal": oracle["asr"],
-                    "removed": int((~mm.keep).sum()),
+                    "removed": int((~mm.keep & ~rep).sum()),
+                    "repaired": int(rep.sum()),
+                    # the repaired carriers' new labels against the labels before the attack
+                    "repaired_label_accuracy": round(
+                        float((ya_true[rep] == mm.labels[rep]).mean()), 4
+                    )
+                    if rep.any()
+                    else None,
                     "poison_left": int((mm.keep & p.is_poison).sum()),
                     "counter_examples": 0 if mm.counter_y is None else len(mm.counter_y),
                     "verification_passed": mm.passed,

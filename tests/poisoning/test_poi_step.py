@@ -30,6 +30,9 @@ def test_poi_step_mitigates_and_names_producer(tmp_path: Path) -> None:
     assert verification["passed"] is True
     assert all(a <= 0.05 for a in verification["asr_after"].values())
     assert verification["asr_after"]  # a trigger was reconstructed and verified
+    # the training step reads a keep-mask over the ingested x: carriers are removed, never
+    # repaired (a repaired carrier would reach training with its trigger still on)
+    assert verification["repaired"] == 0
     assert result.details["poisoned_producers"] == [scan_step.POISONED_PRODUCER]
     assert scan_step.POISONED_PRODUCER in result.summary
     keep = np.load(ctx.artifacts["scan_keep_mask"])

@@ -28,13 +28,14 @@ The CLI/pipeline turn a failed verification into exit 3 (:class:`saip.errors.Gat
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from saip_poisoning.data import Prepared, prepare
+from saip_poisoning.model import predict_proba, train_mlp
 from saip_poisoning.scan import ScanReport, scan
 from saip_poisoning.trigger import (
     Trigger,
@@ -90,6 +91,40 @@ class MitigationResult:
     asr_removal_only: Mapping[int, float] = field(default_factory=dict)
     counter_x: NDArray[np.float64] | None = None
     counter_y: NDArray[np.int64] | None = None
+    repaired: NDArray[np.bool_] | None = None
+    repaired_x: NDArray[np.float64] | None = None
+    fate: NDArray[np.str_] | None = None
+
+    @property
+    def n_repaired(self) -> int:
+        """Carriers repaired and kept (their labels are in :attr:`labels`)."""
+        return 0 if self.repaired is None else int(self.repaired.sum())
+
+    def training_set(self, x: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+        """What the verification assumed the caller trains on, from the caller's ``x``: the kept
+        samples, the repaired carriers (their repaired inputs), both with :attr:`labels`, then the
+        counter-examples. Flattened ``N'×D`` in the caller's units.
+
+        Raises
+        ------
+        ValueError
+            ``x`` does not have the ``N`` samples this result was made for.
+        """
+        flat = np.asarray(x, dtype=np.float64)
+        flat = flat.reshape(len(flat), -1)
+        if len(flat) != len(self.keep):
+            raise ValueError(
+                f"x has {len(flat)} samples, the mitigation was made for {len(self.keep)}"
+            )
+        use = self.keep.copy()
+        if self.repaired is not None and self.repaired_x is not None and self.repaired.any():
+            flat = flat.copy()
+            flat[self.repaired] = self.repaired_x
+            use |= self.repaired
+        xa, ya = flat[use], self.labels[use]
+        if self.counter_x is not None and self.counter_y is not None:
+            xa, ya = np.vstack([xa, self.counter_x]), np.concatenate([ya, self.counter_y])
+        return xa, ya
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary (without the residual's per-sample arrays)."""
@@ -97,6 +132,7 @@ class MitigationResult:
             "kept": int(self.keep.sum()),
             "removed": int((~self.keep).sum()),
             "relabelled": self.relabelled,
+            "repaired": self.n_repaired,
             "asr_after": {str(k): v for k, v in self.asr_after.items()},
             "asr_removal_only": {str(k): v for k, v in self.asr_removal_only.items()},
             "counter_examples": 0 if self.counter_y is None else len(self.counter_y),
@@ -115,12 +151,137 @@ def _asr_map(res: Mapping[str, Any]) -> dict[int, float]:
     return {int(k): float(v) for k, v in dict(res["asr"]).items()}
 
 
+#: how a repaired carrier's trigger coordinates are filled: ``"neighbours"`` (median of its
+#: input-space neighbours among kept non-carriers, matched on the other coordinates) or
+#: ``"median"`` (per-coordinate median of the kept non-carriers); chosen on the tuning sets
+_FILL = "neighbours"
+#: how a repaired carrier is relabelled: ``"neighbours"`` (majority of its input-space neighbours
+#: among kept non-carriers) or ``"probe"`` (a probe trained on the kept non-carriers); chosen on
+#: the tuning sets
+_RELABEL = "neighbours"
+#: a repaired carrier is kept only when its new label's share (neighbour vote or probe
+#: probability) reaches this; chosen on the tuning sets
+_MIN_CONFIDENCE = 0.0
+#: neighbours of the fill and of the relabel vote
+_K = 10
+#: donors (kept non-carriers) the neighbours are searched among, at most
+_MAX_DONORS = 5000
+
+
+def _patch(
+    t: Trigger,
+) -> tuple[NDArray[np.bool_], NDArray[np.float64], NDArray[np.float64]] | None:
+    """A stamped patch's mask, values and tolerance when the trigger *is* its values on a known
+    coordinate mask (no additive or blended part), so overwriting the mask removes all of it;
+    else ``None``."""
+    if t.fixed is None or t.values is None or t.tolerance is None or t.blend != 0.0:
+        return None
+    if not t.fixed.any() or ((t.delta != 0) & ~t.fixed).any():
+        return None
+    return t.fixed, t.values, t.tolerance
+
+
+def _repairable(t: Trigger) -> bool:
+    return _patch(t) is not None
+
+
+@dataclass(frozen=True)
+class _Repair:
+    rows: NDArray[np.intp]  # repaired and kept
+    xs: NDArray[np.float64]  # their repaired scaled inputs
+    labels: NDArray[np.int64]  # their new labels
+    dropped: dict[int, str]  # carriers that could not be repaired: why
+
+
+def _repair(
+    data: Prepared,
+    triggers: list[Trigger],
+    rows: NDArray[np.intp],
+    donors: NDArray[np.intp],
+    labels: NDArray[np.int64],
+    *,
+    epochs: int,
+    seed: int,
+) -> _Repair:
+    """Overwrite each carrier's trigger coordinates with a clean fill, then relabel it from the
+    kept non-carriers (the carrier's own label is the attacker's and is never used)."""
+    rng = np.random.default_rng(seed + 303)
+    if len(donors) > _MAX_DONORS:
+        donors = np.sort(rng.choice(donors, _MAX_DONORS, replace=False))
+    xs = data.xs[rows].copy()
+    mask = np.zeros((len(rows), data.xs.shape[1]), dtype=bool)
+    dropped: dict[int, str] = {}
+    patches = [(t, pt) for t in triggers if (pt := _patch(t)) is not None]
+    for t, (f, _, _) in patches:
+        mask[carriers(data, t)[rows]] |= f[None, :]
+    any_mask = mask.any(axis=0)
+    if _FILL == "median":
+        fill = np.broadcast_to(np.median(data.xs[donors], axis=0), xs.shape)
+    else:
+        from sklearn.neighbors import NearestNeighbors
+
+        free = ~any_mask
+        k = min(_K, len(donors))
+        nn = NearestNeighbors(n_neighbors=k).fit(data.xs[donors][:, free])
+        ind = nn.kneighbors(xs[:, free], return_distance=False)
+        fill = np.median(data.xs[donors][ind], axis=1)
+    xs = np.where(mask, fill, xs)
+    # never keep the trigger's value on its own mask: a fill that lands on it (a saturated
+    # region) would leave the carrier carrying the trigger
+    for t, (f, values, tol) in patches:
+        hit = (np.abs(xs[:, f] - values[f]) <= tol[f]) & mask[:, f]
+        for i in np.flatnonzero(hit.any(axis=1)):
+            dropped[int(rows[i])] = (
+                f"removed: carrier of the trigger into class {t.target}; its repair would keep "
+                "the trigger's value on the trigger's coordinates"
+            )
+    if _RELABEL == "probe":
+        net = train_mlp(
+            data.xs[donors], labels[donors], n_classes=data.n_classes, epochs=epochs, seed=seed
+        )
+        probs = predict_proba(net, xs)
+        new = probs.argmax(1).astype(np.int64)
+        conf = probs.max(1)
+    else:
+        from sklearn.neighbors import NearestNeighbors
+
+        k = min(_K, len(donors))
+        nn = NearestNeighbors(n_neighbors=k).fit(data.xs[donors])
+        ind = nn.kneighbors(xs, return_distance=False)
+        votes = np.stack([(labels[donors][ind] == c).sum(1) for c in range(data.n_classes)], 1)
+        new = votes.argmax(1).astype(np.int64)
+        conf = votes.max(1) / k
+    for i in np.flatnonzero(conf < _MIN_CONFIDENCE):
+        dropped.setdefault(
+            int(rows[i]),
+            f"removed: repaired carrier whose new label is unsure ({conf[i]:.2f} < "
+            f"{_MIN_CONFIDENCE:g})",
+        )
+    ok = np.array([int(r) not in dropped for r in rows], dtype=bool)
+    return _Repair(rows=rows[ok], xs=xs[ok], labels=new[ok], dropped=dropped)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    keep: NDArray[np.bool_]
+    labels: NDArray[np.int64]
+    fate: NDArray[np.str_]
+    repair: _Repair | None
+    asr_after: dict[int, float]
+    asr_plain: dict[int, float]
+    acc_after: float | None
+    residual: ScanReport
+    problems: list[str]
+    counter: tuple[NDArray[np.float64], NDArray[np.int64]] | None
+
+
 def mitigate(
     x: ArrayLike | Prepared,
     y: ArrayLike | None = None,
     *,
     report: ScanReport,
     relabel: bool = True,
+    repair: bool = True,
     unlearn: float = 0.0,
     max_asr: float = 0.05,
     max_risk: float = 40.0,
@@ -136,6 +297,11 @@ def mitigate(
     relabel
         Relabel label-noise flags, and the ones the scan set aside, to the neighbour majority
         (else remove them).
+    repair
+        Repair the carriers of a verified *stamped* trigger instead of removing them (module
+        docstring, step 1): their trigger coordinates are refilled and their label re-predicted.
+        The caller must then train on :meth:`MitigationResult.training_set` (the repaired inputs
+        are in ``repaired_x``); a caller that can only apply a keep-mask passes ``False``.
     unlearn
         Share of the kept samples to copy as counter-examples (0 = none; 0.2 in the benchmark).
         The caller must train on ``counter_x``/``counter_y`` too.
@@ -145,10 +311,17 @@ def mitigate(
     Raises
     ------
     ValueError
-        ``report`` was made for a different dataset, or ``unlearn`` is outside ``[0, 1)``.
+        ``report`` was made for a different dataset, or ``unlearn``/``max_asr`` is out of range.
+    TypeError
+        ``repair`` or ``relabel`` is not a bool, or ``y`` is missing.
     """
     if not 0.0 <= unlearn < 1.0:
         raise ValueError(f"unlearn must be in [0, 1), got {unlearn}")
+    if not 0.0 <= max_asr <= 1.0:
+        raise ValueError(f"max_asr must be in [0, 1], got {max_asr}")
+    for name, flag in (("repair", repair), ("relabel", relabel)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
     if isinstance(x, Prepared):
         data = x
     elif y is None:
@@ -158,7 +331,6 @@ def mitigate(
     if len(data.y) != len(report.flags):
         raise ValueError("report was made for a different dataset (length differs)")
     live = [t for t, ok in zip(report.triggers, report.verified, strict=True) if ok]
-    keep = ~report.carrier.copy()
     # flagged for another reason than label noise (another detector): a shared pattern there is
     # reconstructed and all its carriers go; the flagged samples go in any case
     other = report.flags & ~report.carrier & ~report.noise
@@ -166,9 +338,64 @@ def mitigate(
         # a pattern shared by flagged samples (effect test passed) is removed with all its
         # carriers whether or not a probe follows it yet; the gate below checks it like the rest
         live += triggers_from_flags(data, other, known=live, seed=seed)
-        keep &= ~other
+
+    def run(fixable: list[Trigger]) -> _Outcome:
+        return _apply(
+            data,
+            report,
+            live,
+            other,
+            fixable,
+            relabel=relabel,
+            unlearn=unlearn,
+            max_asr=max_asr,
+            max_risk=max_risk,
+            epochs=epochs,
+            seed=seed,
+        )
+
+    out = run([t for t in live if _repairable(t)] if repair else [])
+    note = ""
+    if out.repair is not None and out.problems:
+        n_rep = len(out.repair.rows)
+        first = "; ".join(out.problems)
+        out = run([])
+        note = (
+            f"repairing {n_rep} trigger carriers failed the verification ({first}); "
+            "fell back to removing them: "
+        )
+    return _result(data, live, out, note, max_asr=max_asr, max_risk=max_risk)
+
+
+def _apply(
+    data: Prepared,
+    report: ScanReport,
+    live: list[Trigger],
+    other: NDArray[np.bool_],
+    fixable: list[Trigger],
+    *,
+    relabel: bool,
+    unlearn: float,
+    max_asr: float,
+    max_risk: float,
+    epochs: int,
+    seed: int,
+) -> _Outcome:
+    n = len(data.y)
+    fate = np.full(n, "kept", dtype=object)
+    keep = ~report.carrier.copy()
+    fate[report.carrier] = "removed: carrier of a shared pattern the scan flagged"
+    keep &= ~other
+    fate[other] = "removed: flagged by a detector"
+    carried = np.zeros(n, dtype=bool)
+    unfixable = np.zeros(n, dtype=bool)
     for t in live:
-        keep &= ~carriers(data, t)
+        c = carriers(data, t)
+        fate[c & ~carried] = f"removed: carrier of the trigger into class {t.target}"
+        carried |= c
+        if not any(t is f for f in fixable):
+            unfixable |= c
+    keep &= ~carried
     labels = data.y.copy()
     # label noise, and the clean-level flags the scan set aside (label hygiene, not counted as
     # poison — but possibly an attacker's flips within the allowance): relabelled, or removed
@@ -178,17 +405,39 @@ def mitigate(
         # -1: a label-group flag (labelgroups): no class is known well enough, removed
         unsure = fix & (report.relabel < 0)
         labels[fix & ~unsure] = report.relabel[fix & ~unsure]
+        fate[fix & ~unsure & keep & (labels != data.y)] = "relabelled"
         keep &= ~unsure
+        fate[unsure & keep] = "removed: label noise, no class known well enough to relabel"
     else:
+        fate[fix & keep] = "removed: label noise"
         keep &= ~fix
-    relabelled = int((labels != data.y).sum())
+    # repair: carriers of repairable triggers only (a sample that also carries a blend, or that
+    # another detector or the scan's own carrier rule flagged otherwise, stays removed)
+    rep: _Repair | None = None
+    xdata = data
+    rows = np.flatnonzero(carried & ~unfixable & ~other)
+    if fixable and len(rows):
+        donors = np.flatnonzero(keep & ~carried)
+        rep = _repair(data, fixable, rows, donors, labels, epochs=epochs, seed=seed)
+        for i, why in rep.dropped.items():
+            fate[i] = why
+        labels[rep.rows] = rep.labels
+        fate[rep.rows] = "repaired"
+        xs = data.xs.copy()
+        xs[rep.rows] = rep.xs
+        scale = float(data.x.std()) or 1.0
+        x_new = data.x.copy()
+        x_new[rep.rows] = rep.xs * scale
+        xdata = replace(data, x=x_new, xs=xs)
+    use = keep.copy()
+    if rep is not None:
+        use[rep.rows] = True
     asr_after: dict[int, float] = {}
     asr_plain: dict[int, float] = {}
     acc_after: float | None = None
-    cx: NDArray[np.float64] | None = None
-    cy: NDArray[np.int64] | None = None
+    counter: tuple[NDArray[np.float64], NDArray[np.int64]] | None = None
     if live:
-        res = attack_success(data, live, keep=keep, labels=labels, epochs=epochs, seed=seed)
+        res = attack_success(xdata, live, keep=use, labels=labels, epochs=epochs, seed=seed)
         # counter-examples only for triggers that removal alone leaves working: stamping an
         # estimated pattern on clean samples costs accuracy where nothing needs unlearning
         # (crops blend: 0.51 → 0.31 with counter-examples, 0.52 without; MNIST 3-vs-8)
@@ -196,9 +445,9 @@ def mitigate(
         if unlearn > 0 and need:
             asr_plain = _asr_map(res)
             res = attack_success(
-                data,
+                xdata,
                 live,
-                keep=keep,
+                keep=use,
                 labels=labels,
                 unlearn=unlearn,
                 counter_triggers=need,
@@ -206,13 +455,16 @@ def mitigate(
                 seed=seed,
             )
             cx, cy, _ = counter_examples(
-                data, need, keep=keep, labels=labels, share=unlearn, seed=seed
+                xdata, need, keep=use, labels=labels, share=unlearn, seed=seed
             )
+            counter = (cx, cy)
         asr_after = _asr_map(res)
         acc_after = float(res["clean_accuracy"])  # type: ignore[arg-type]
-    idx = np.flatnonzero(keep)
+    idx = np.flatnonzero(use)
     sub = prepare(
-        data.x[idx].reshape(len(idx), *data.shape),  # images stay images for the re-scan
+        # images stay images for the re-scan; repaired carriers are re-scanned with the rest,
+        # so a repair that leaves the trigger shows up here
+        xdata.x[idx].reshape(len(idx), *data.shape),
         labels[idx],
         producer=None if data.producer is None else data.producer[idx],
         record_id=None if data.record_id is None else data.record_id[idx],
@@ -221,8 +473,8 @@ def mitigate(
     )
     # judged as the caller's scan was (its image probe, floors, effect and ASR cuts)
     residual = scan(sub, seed=seed, epochs=epochs, **report.settings)
-    bad_asr = {t: a for t, a in asr_after.items() if a > max_asr}
     problems = []
+    bad_asr = {t: a for t, a in asr_after.items() if a > max_asr}
     if bad_asr:
         problems.append(
             "attack success after mitigation still above "
@@ -236,29 +488,68 @@ def mitigate(
             f"residual risk {residual.risk_score:.0f} > {max_risk:g}"
             + (f" (a working trigger into class(es) {missed} remains)" if missed else "")
         )
-    if problems:
-        reason = "; ".join(problems)
-    elif live:
-        reason = (
-            "attack success after mitigation "
-            + ", ".join(f"class {t} {a:.1%}" for t, a in asr_after.items())
-            + f" ≤ {max_asr:.0%}"
-            + (f" (with {len(cy)} counter-examples)" if cy is not None else "")
-            + f"; residual risk {residual.risk_score:.0f} ≤ {max_risk:g}"
-        )
-    else:
-        reason = f"no verified trigger; residual risk {residual.risk_score:.0f} ≤ {max_risk:g}"
-    return MitigationResult(
+    return _Outcome(
         keep=keep,
         labels=labels,
-        relabelled=relabelled,
+        fate=fate.astype(str),
+        repair=rep,
         asr_after=asr_after,
-        clean_accuracy_after=acc_after,
+        asr_plain=asr_plain,
+        acc_after=acc_after,
         residual=residual,
-        passed=not problems,
+        problems=problems,
+        counter=counter,
+    )
+
+
+def _result(
+    data: Prepared,
+    live: list[Trigger],
+    out: _Outcome,
+    note: str,
+    *,
+    max_asr: float,
+    max_risk: float,
+) -> MitigationResult:
+    rep = out.repair
+    cy = None if out.counter is None else out.counter[1]
+    if out.problems:
+        reason = note + "; ".join(out.problems)
+    elif live:
+        reason = (
+            note
+            + "attack success after mitigation "
+            + ", ".join(f"class {t} {a:.1%}" for t, a in out.asr_after.items())
+            + f" ≤ {max_asr:.0%}"
+            + (
+                f" ({len(rep.rows)} carriers repaired and relabelled, {len(rep.dropped)} removed)"
+                if rep is not None
+                else ""
+            )
+            + (f" (with {len(cy)} counter-examples)" if cy is not None else "")
+            + f"; residual risk {out.residual.risk_score:.0f} ≤ {max_risk:g}"
+        )
+    else:
+        reason = f"no verified trigger; residual risk {out.residual.risk_score:.0f} ≤ {max_risk:g}"
+    repaired = np.zeros(len(data.y), dtype=bool)
+    repaired_x: NDArray[np.float64] | None = None
+    if rep is not None:
+        repaired[rep.rows] = True
+        repaired_x = rep.xs * (float(data.x.std()) or 1.0)
+    return MitigationResult(
+        keep=out.keep,
+        labels=out.labels,
+        relabelled=int((out.labels != data.y).sum()),
+        asr_after=out.asr_after,
+        clean_accuracy_after=out.acc_after,
+        residual=out.residual,
+        passed=not out.problems,
         reason=reason,
         triggers=tuple(live),
-        asr_removal_only=asr_plain,
-        counter_x=cx,
+        asr_removal_only=out.asr_plain,
+        counter_x=None if out.counter is None else out.counter[0],
         counter_y=cy,
+        repaired=repaired,
+        repaired_x=repaired_x,
+        fate=out.fate,
     )

@@ -86,9 +86,12 @@ def run(ctx: PipelineContext) -> StepResult:
     verification: dict[str, Any] | None = None
     if report.risk_score > gate:
         mitigated = True
-        # remove trigger carriers and label-noise flags (the training step reads a keep-mask,
-        # so flagged labels are dropped rather than relabelled), retrain, verify the ASR
-        result = mitigate(prepared, report=report, relabel=False, max_risk=gate, seed=ctx.seed)
+        # remove trigger carriers and label-noise flags (the training step reads a keep-mask
+        # over the ingested x, so flagged labels are dropped rather than relabelled and carriers
+        # removed rather than repaired: it could not train on repaired inputs), retrain, verify
+        result = mitigate(
+            prepared, report=report, relabel=False, repair=False, max_risk=gate, seed=ctx.seed
+        )
         keep = result.keep
         residual = result.residual.risk_score
         verification = result.to_dict()
