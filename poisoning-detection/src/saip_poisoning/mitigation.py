@@ -452,8 +452,10 @@ def _apply(
     rep: _Repair | None = None
     xdata = data
     rows = np.flatnonzero(carried & ~unfixable & ~other)
-    if fixable and len(rows):
-        donors = np.flatnonzero(keep & ~carried)
+    donors = np.flatnonzero(keep & ~carried)
+    # the fill and the new labels come from kept non-carriers only: without a few, nothing is
+    # repaired (the carriers stay removed)
+    if fixable and len(rows) and len(donors) >= _K:
         rep = _repair(data, fixable, rows, donors, labels, epochs=epochs, seed=seed)
         for i, why in rep.dropped.items():
             fate[i] = why
