@@ -18,7 +18,9 @@ happens when the label-noise rule's first pass reaches the guarded band but its 
 nearer the class boundary than the classes' own members (``_depth_test``: natural class
 overlap, from the data alone not separable from label noise; measurements in
 ``calibration["label_noise_depth"]``, with the side test's figures (``_side_test``: reported,
-not used to abstain — flips to each sample's most similar class look the same); the abstained
+not used to abstain — flips to each sample's most similar class look the same), or on their
+label's edge of the class they lie in, relative to that class's members on the same side
+(``_side_depth``, which nearest-class flips do not follow); the abstained
 flags are then set aside, not flagged:
 flips an attacker places at the boundary make the rule abstain, and the flips placed next to
 them must still not be kept by a keep-mask.
@@ -1047,6 +1049,15 @@ _SIDE_ALPHA = 0.05
 _SIDE_MIN = 0.073
 #: label permutations of the side test's null (its p-value resolution is 1/501)
 _SIDE_PERMUTATIONS = 500
+#: the effect the side-conditional depth (:func:`_side_depth`) must show besides significance
+#: (level ``_DEPTH_ALPHA``): the lowest mean of the tuning flips in the guarded band (0.481,
+#: ``test_poi_overlap``'s 10 % random flips on Gaussians 3 SD apart, scan seed 1, n = 53 flags;
+#: digits/MNIST-5k flip cells 0.69–0.81, digits flips to the nearest class 0.50–0.51 over scan
+#: seeds 0–2) minus two standard errors of that measurement (2 × 0.040, the depth test's
+#: convention)
+_SIDE_DEPTH_MIN = 0.40
+#: fewest members of the predicted class on a flag's label's side for it to enter the test
+_SIDE_DEPTH_MIN_REF = 5
 
 
 def _side_test(
@@ -1127,6 +1138,120 @@ def _side_test(
     }
 
 
+def _depth_percentiles(
+    y: NDArray[np.int64],
+    n_classes: int,
+    space: InputSpace,
+    oof: NDArray[np.float64],
+    flags: NDArray[np.bool_],
+) -> NDArray[np.float64]:
+    """Each flagged sample's depth percentile in its predicted class (:func:`_depth_test`);
+    NaN for samples not judged (not flagged, label = prediction, or no reference members).
+
+    Depth in the predicted class ``b`` is the cross-fitted probe's log-odds margin of ``b`` over
+    the runner-up and the distance (judging view) to the nearest sample predicted as another
+    class; each is turned into a mid-rank percentile among the reference (samples labelled
+    ``b`` that probe and neighbours also put in ``b``) and the two are averaged.
+    """
+    pred = oof.argmax(1)
+    logp = np.log(np.clip(oof, 1e-12, 1.0))
+    top = np.sort(logp, axis=1)
+    depths = [top[:, -1] - top[:, -2], np.zeros(len(y))]
+    for b in range(n_classes):
+        mb = pred == b
+        if mb.any() and not mb.all():
+            nn = NearestNeighbors(n_neighbors=1).fit(space.z[~mb])
+            depths[1][mb] = nn.kneighbors(space.z[mb])[0][:, 0]
+    out = np.full(len(y), np.nan)
+    for b in range(n_classes):
+        fb = flags & (pred == b) & (y != b)
+        ref = (y == b) & (pred == b) & (space.majority == b)
+        if not fb.any() or not ref.any():
+            continue
+        u = np.zeros(int(fb.sum()))
+        for dep in depths:
+            r = np.sort(dep[ref])
+            lo = np.searchsorted(r, dep[fb], side="left")
+            hi = np.searchsorted(r, dep[fb], side="right")
+            u += (lo + hi) / (2.0 * len(r)) / len(depths)
+        out[fb] = u
+    return out
+
+
+def _side_depth(
+    data: Prepared, space: InputSpace, oof: NDArray[np.float64], flags: NDArray[np.bool_]
+) -> dict[str, Any]:
+    """Depth of the flags along the axis between their two classes, among the members of the
+    predicted class that face the flag's label (:func:`_depth_test`'s second statistic).
+
+    A flag has label ``a`` and is predicted ``b``. Natural overlap carries ``a``'s tail into
+    ``b``'s region: relative to ``b``'s own members its density falls off monotonically away
+    from ``a`` (for equal-variance Gaussians the log ratio is linear along the axis joining the
+    means), so it sits on ``a``'s edge of ``b``. Under the class-conditional flip model
+    (Natarajan et al. 2013) a flipped ``b`` sample is spread like ``b``. Flips to each sample's
+    *nearest* other class (a standard targeted flip) are spread like the part of ``b`` that
+    faces ``a`` — the reason the side test (:func:`_side_test`) and a plain axis depth cannot
+    tell them from overlap. So the reference is conditioned on the side: ``b``'s clear members
+    (labelled, predicted and neighbour-voted ``b``) whose nearest other class centroid
+    (judging view, clear members) is ``a``. Each flag is projected on the axis from ``a``'s to
+    ``b``'s centroid and gets its mid-rank percentile among those members (flags whose side
+    has fewer than ``_SIDE_DEPTH_MIN_REF`` members are left out). Under the flip model (random
+    or nearest-class targets) the mean is ≈ 0.5 or above (the rule keeps the clear cases);
+    under overlap it is lower. With two classes the side is the other class and this is the
+    plain axis depth.
+
+    Measured (scan seeds 0–2, ``benchmarks/poisoning_overlap_injection.py``): tuning flips
+    0.48–0.81 (the digits/MNIST-5k flip cells 0.69–0.81, digits flips to the nearest class
+    0.50–0.51, the overlap tests' synthetic flip families 0.48–0.68); fresh draws of three clean
+    Gaussian classes on a line (2 SD draws 6–21, 2.5 SD draws 6–11; not tuning of the rule,
+    the family it is for) 0.23–0.42.
+    """
+    y, k = data.y, data.n_classes
+    pred = oof.argmax(1)
+    clear = (y == pred) & (space.majority == y)
+    cent = np.full((k, space.z.shape[1]), np.nan)
+    for c in range(k):
+        if (clear & (y == c)).any():
+            cent[c] = space.z[clear & (y == c)].mean(axis=0)
+    idx = np.flatnonzero(flags & (y != pred))
+    if k < 2 or len(idx) == 0:
+        return {"side_depth_n": 0}
+    # each clear member's side: the nearest class centroid other than its own
+    dist = np.full((len(y), k), np.inf)
+    for c in range(k):
+        if not np.isnan(cent[c]).any():
+            dist[:, c] = ((space.z - cent[c]) ** 2).sum(axis=1)
+    dist[np.arange(len(y)), pred] = np.inf
+    side = dist.argmin(axis=1)
+    pct: list[NDArray[np.float64]] = []
+    for a, b in {(int(y[i]), int(pred[i])) for i in idx}:
+        if np.isnan(cent[[a, b]]).any():
+            continue
+        facing = clear & (y == b) & (side == a)
+        if facing.sum() < _SIDE_DEPTH_MIN_REF:
+            continue
+        axis = cent[b] - cent[a]
+        r = np.sort(space.z[facing] @ axis)
+        v = space.z[idx[(y[idx] == a) & (pred[idx] == b)]] @ axis
+        lo = np.searchsorted(r, v, side="left")
+        hi = np.searchsorted(r, v, side="right")
+        pct.append((lo + hi) / (2.0 * len(r)))
+    n = sum(len(u) for u in pct)
+    if not n:
+        return {"side_depth_n": 0}
+    mean = float(np.concatenate(pct).mean())
+    zstat = (mean - 0.5) * math.sqrt(12.0 * n)
+    p_value = float(0.5 * math.erfc(-zstat / math.sqrt(2.0)))
+    return {
+        "side_depth_n": n,
+        "side_depth_mean": round(mean, 4),
+        "side_depth_z": round(zstat, 3),
+        "side_depth_p_value": round(p_value, 6),
+        "side_depth_min_mean": _SIDE_DEPTH_MIN,
+        "side_depth_shallow": bool(p_value < _DEPTH_ALPHA and mean < _SIDE_DEPTH_MIN),
+    }
+
+
 def _depth_test(
     data: Prepared, space: InputSpace, oof: NDArray[np.float64], flags: NDArray[np.bool_]
 ) -> dict[str, Any]:
@@ -1163,45 +1288,35 @@ def _depth_test(
     abstains there too, so the scan is uncalibrated and the gate refuses, but they are not
     flagged.
     """
-    y, n_classes = data.y, data.n_classes
-    pred = oof.argmax(1)
-    logp = np.log(np.clip(oof, 1e-12, 1.0))
-    top = np.sort(logp, axis=1)
-    depths = [top[:, -1] - top[:, -2], np.zeros(len(y))]
-    for b in range(n_classes):
-        mb = pred == b
-        if mb.any() and not mb.all():
-            nn = NearestNeighbors(n_neighbors=1).fit(space.z[~mb])
-            depths[1][mb] = nn.kneighbors(space.z[mb])[0][:, 0]
-    pct: list[NDArray[np.float64]] = []
-    for b in range(n_classes):
-        fb = flags & (pred == b) & (y != b)
-        ref = (y == b) & (pred == b) & (space.majority == b)
-        if not fb.any() or not ref.any():
-            continue
-        u = np.zeros(int(fb.sum()))
-        for dep in depths:
-            r = np.sort(dep[ref])
-            lo = np.searchsorted(r, dep[fb], side="left")
-            hi = np.searchsorted(r, dep[fb], side="right")
-            u += (lo + hi) / (2.0 * len(r)) / len(depths)
-        pct.append(u)
-    n = sum(len(u) for u in pct)
+    pct = _depth_percentiles(data.y, data.n_classes, space, oof, flags)
+    pct = pct[~np.isnan(pct)]
+    n = len(pct)
     if not n:
         return {"n": 0, "identifiable": True}
-    mean = float(np.concatenate(pct).mean())
+    mean = float(pct.mean())
     zstat = (mean - 0.5) * math.sqrt(12.0 * n)
     p_value = float(0.5 * math.erfc(-zstat / math.sqrt(2.0)))
     shallow = p_value < _DEPTH_ALPHA and mean < _DEPTH_MIN
     # the side test is reported, never decides: flips to each sample's most similar class
     # (a standard targeted flip) follow the side exactly like overlap does (:func:`_side_test`)
     side = _side_test(data, space, oof, flags)
+    # ... but the depth *within* the side does decide: nearest-class flips are spread like the
+    # part of their class facing the label, overlap sits at its edge (:func:`_side_depth`)
+    side_depth = _side_depth(data, space, oof, flags)
     why = (
         f"lie nearer the class boundary than the classes' own members (mean depth "
         f"percentile {mean:.2f} < {_DEPTH_MIN}, one-sided p = {p_value:.2g} < {_DEPTH_ALPHA})"
         if shallow
         else ""
     )
+    if not shallow and side_depth.get("side_depth_shallow"):
+        shallow = True
+        why = (
+            f"lie on their label's edge of the class they sit in, nearer that label than the "
+            f"class's own members on the same side (mean side depth percentile "
+            f"{side_depth['side_depth_mean']:.2f} < {_SIDE_DEPTH_MIN}, one-sided p = "
+            f"{side_depth['side_depth_p_value']:.2g} < {_DEPTH_ALPHA})"
+        )
     return {
         "n": n,
         "mean_depth_percentile": round(mean, 4),
@@ -1210,6 +1325,7 @@ def _depth_test(
         "alpha": _DEPTH_ALPHA,
         "min_mean": _DEPTH_MIN,
         **side,
+        **side_depth,
         "overlap_evidence": why,
         "identifiable": not shallow,
     }
