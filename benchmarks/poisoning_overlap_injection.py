@@ -201,22 +201,13 @@ def _nearest(name: str, rate: float) -> Case:
     return x, yp, truth
 
 
-def _mnist_flips(rate: float) -> Case:
-    from saip_poisoning.attacks import poison
-
-    x, y = _load("mnist5k")
-    tr = np.random.default_rng(0).permutation(len(y))[: int(0.8 * len(y))]
-    p = poison(x[tr], y[tr], attack="flip", rate=rate, rng=np.random.default_rng(1))
-    return p.x, p.y, p.is_poison
-
-
 CASES: list[tuple[str, str, Callable[[], Case]]] = [
     ("tuning", "digits flip 5 %", lambda: _digits_flips(0.05)),
     ("tuning", "digits flip 10 %", lambda: _digits_flips(0.10)),
     ("tuning", "digits flip 20 %", lambda: _digits_flips(0.20)),
     ("tuning", "digits nearest-class flips 5 %", lambda: _nearest("digits", 0.05)),
     ("tuning", "digits nearest-class flips 10 %", lambda: _nearest("digits", 0.10)),
-    ("tuning", "MNIST-5k flip 5 %", lambda: _mnist_flips(0.05)),
+    ("tuning", "MNIST-5k flip 5 %", lambda: _digits_flips(0.05, "mnist5k")),
     ("synthetic flips", "Gaussians 2 SD, 5 % core flips", lambda: _gaussians(2.0, 0, "core")),
     ("synthetic flips", "Gaussians 3 SD, 5 % core flips", lambda: _gaussians(3.0, 0, "core")),
     ("synthetic flips", "Gaussians 3 SD, 10 % random flips", lambda: _gaussians(3.0, 0, "random")),

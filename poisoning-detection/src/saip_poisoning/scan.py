@@ -1275,7 +1275,12 @@ def _depth_test(
     cases); the rule abstains when the flags sit nearer the boundary both significantly — a
     one-sided z-test (mean of ``n`` percentiles, SD ``1/√12`` each: conservative for an average
     of two) at level ``_DEPTH_ALPHA`` = 0.05, a convention — and by more than the tuning sets'
-    flip cells ever did (mean < ``_DEPTH_MIN`` = 0.43).
+    flip cells ever did (mean < ``_DEPTH_MIN`` = 0.43). It also abstains when the flags lie on
+    their label's edge of the class they sit in, among that class's members facing the label
+    (:func:`_side_depth`: significant at the same level and mean < ``_SIDE_DEPTH_MIN`` = 0.40):
+    overlap that passes the first test, three clean classes on a line, fails this one, while
+    flips to each sample's nearest class — which the side test (:func:`_side_test`) cannot tell
+    from overlap — do not.
 
     Measured (benchmark split, scan seed 0): tuning sets' flip cells in the guarded band, mean
     percentile (z): digits flip 5/10/20 % 0.488/0.508/0.476 (−0.4/+0.3/−1.3), MNIST-5k
