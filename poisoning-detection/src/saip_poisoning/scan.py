@@ -96,7 +96,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -1127,8 +1127,17 @@ def _side_test(
     }
 
 
+#: the depth test's ``noun`` in plural (:func:`_depth_test`)
+_PLURAL = {"class": "classes", "group": "groups"}
+
+
 def _depth_test(
-    data: Prepared, space: InputSpace, oof: NDArray[np.float64], flags: NDArray[np.bool_]
+    data: Prepared,
+    space: InputSpace,
+    oof: NDArray[np.float64],
+    flags: NDArray[np.bool_],
+    *,
+    noun: Literal["class", "group"] = "class",
 ) -> dict[str, Any]:
     """Whether the label-noise rule's flags look like label flips or like natural class overlap.
 
@@ -1162,6 +1171,9 @@ def _depth_test(
     (digits, the 10 % smallest-margin samples flipped to the runner-up class: 0.20): the rule
     abstains there too, so the scan is uncalibrated and the gate refuses, but they are not
     flagged.
+
+    ``noun`` names what ``data``'s labels are in ``overlap_evidence`` (``"group"`` at label-group
+    level, :mod:`saip_poisoning.labelgroups`).
     """
     y, n_classes = data.y, data.n_classes
     pred = oof.argmax(1)
@@ -1197,7 +1209,7 @@ def _depth_test(
     # (a standard targeted flip) follow the side exactly like overlap does (:func:`_side_test`)
     side = _side_test(data, space, oof, flags)
     why = (
-        f"lie nearer the class boundary than the classes' own members (mean depth "
+        f"lie nearer the {noun} boundary than the {_PLURAL[noun]}' own members (mean depth "
         f"percentile {mean:.2f} < {_DEPTH_MIN}, one-sided p = {p_value:.2g} < {_DEPTH_ALPHA})"
         if shallow
         else ""
@@ -1223,6 +1235,7 @@ def _label_noise(
     *,
     seed: int,
     where: str = "input-space",
+    noun: Literal["class", "group"] = "class",
 ) -> tuple[NDArray[np.bool_], NDArray[np.int64], dict[int, str], int, dict[str, Any] | None]:
     """Rule 2 with one round of iterative cleaning; returns flags, relabel targets, reasons of
     the second pass's flags, the number of passes run (reported as
@@ -1259,7 +1272,7 @@ def _label_noise(
     relabel = space.majority.copy()
     if risk_from_fraction(float(first.mean())) < _SECOND_PASS_RISK:
         return first, relabel, {}, 1, None
-    depth = _depth_test(data, space, oof, first)
+    depth = _depth_test(data, space, oof, first, noun=noun)
     if not depth["identifiable"]:
         # natural overlap, not flips: the rule abstains (the caller reports uncalibrated and
         # sets these first-pass flags aside, not counted as poison)
