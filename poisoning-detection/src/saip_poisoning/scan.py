@@ -31,7 +31,8 @@ energies (Jarrett et al. 2009; Saxe et al. 2011) — and that view judges labels
 stricter floors: each floor plus two binomial standard errors (a second probe is a second
 chance at the same floors) and at least the range the label-noise rule was validated on (the
 tuning sets' lowest agreement 0.88 and median class accuracy 0.71). ``calibration["probe"]``
-names the view that judged labels (``None`` when no probe passed its floors),
+names the view that judged labels (``None`` when no probe passed its floors; a view that passed
+stays named when the depth test then makes the label-noise rules abstain),
 ``calibration["probes"]`` lists every probe tried with its numbers.
 Trigger search stays in input space.
 
