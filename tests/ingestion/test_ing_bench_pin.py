@@ -6,13 +6,12 @@ also fails a test that leaves the set changed."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
+import importlib
 import json
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -24,15 +23,17 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _load(stem: str) -> ModuleType:
-    name = f"saip_tests_bench_{stem}"
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{stem}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+_SCRIPTS = ("ingestion", "ingestion_junk", "ingestion_provenance")
+
+
+@pytest.fixture
+def scripts(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """``benchmarks/`` importable for the test (the scripts import their sibling
+    ``ingestion.py`` the same way); their modules are forgotten afterwards."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    yield
+    for name in _SCRIPTS:
+        sys.modules.pop(name, None)
 
 
 @pytest.mark.parametrize(
@@ -43,11 +44,11 @@ def _load(stem: str) -> ModuleType:
     ],
 )
 def test_bench_main_gives_the_cpu_set_back(
-    stem: str, argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    stem: str, argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scripts: None
 ) -> None:
     # was: both pinned the process to one core with sched_setaffinity and never restored it,
     # so every later test in the session (and its subprocesses) ran on one core
-    bench = _load(stem)
+    bench = importlib.import_module(stem)
     seen: list[set[int]] = []
     real = bench.one_core
 
