@@ -250,6 +250,21 @@ def test_poi_groups_abstained_group_level_flags_are_set_aside_not_counted(
     assert "next to a flagged pattern" not in caption
 
 
+def test_poi_groups_depth_evidence_names_groups_without_rewriting_text(
+    crops: tuple[np.ndarray, np.ndarray],
+) -> None:
+    # the group level built its reason with str.replace("class", "group") on the class-level
+    # sentence ("than the groupes' own members"; any other "class" in it rewritten too) and
+    # its own depth report still said "class boundary": the depth test now takes the noun
+    _, r = _scan_poisoned(crops, "flip")
+    lg = r.calibration["label_groups"]
+    evidence = lg["label_noise_depth"]["overlap_evidence"]
+    assert evidence.startswith("lie nearer the group boundary than the groups' own members (")
+    assert "class" not in evidence
+    assert evidence in lg["reason"]
+    assert "groupes" not in lg["reason"]
+
+
 def _gaussian_line(k: int, sep: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``k`` clean Gaussian classes of 250 in 10-d, class ``c`` shifted by ``c · sep`` SD on the
     first axis: adjacent classes overlap partially (not tuning data: nothing was set on it)."""

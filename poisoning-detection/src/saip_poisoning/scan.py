@@ -33,7 +33,8 @@ energies (Jarrett et al. 2009; Saxe et al. 2011) — and that view judges labels
 stricter floors: each floor plus two binomial standard errors (a second probe is a second
 chance at the same floors) and at least the range the label-noise rule was validated on (the
 tuning sets' lowest agreement 0.88 and median class accuracy 0.71). ``calibration["probe"]``
-names the view that judged labels (``None`` when no probe passed its floors),
+names the view that judged labels (``None`` when no probe passed its floors; a view that passed
+stays named when the depth test then makes the label-noise rules abstain),
 ``calibration["probes"]`` lists every probe tried with its numbers.
 Trigger search stays in input space.
 
@@ -98,7 +99,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -1138,6 +1139,10 @@ def _side_test(
     }
 
 
+#: the depth test's ``noun`` in plural (:func:`_depth_test`)
+_PLURAL = {"class": "classes", "group": "groups"}
+
+
 def _depth_percentiles(
     y: NDArray[np.int64],
     n_classes: int,
@@ -1253,7 +1258,12 @@ def _side_depth(
 
 
 def _depth_test(
-    data: Prepared, space: InputSpace, oof: NDArray[np.float64], flags: NDArray[np.bool_]
+    data: Prepared,
+    space: InputSpace,
+    oof: NDArray[np.float64],
+    flags: NDArray[np.bool_],
+    *,
+    noun: Literal["class", "group"] = "class",
 ) -> dict[str, Any]:
     """Whether the label-noise rule's flags look like label flips or like natural class overlap.
 
@@ -1292,6 +1302,9 @@ def _depth_test(
     (digits, the 10 % smallest-margin samples flipped to the runner-up class: 0.20): the rule
     abstains there too, so the scan is uncalibrated and the gate refuses, but they are not
     flagged.
+
+    ``noun`` names what ``data``'s labels are in ``overlap_evidence`` (``"group"`` at label-group
+    level, :mod:`saip_poisoning.labelgroups`).
     """
     pct = _depth_percentiles(data.y, data.n_classes, space, oof, flags)
     pct = pct[~np.isnan(pct)]
@@ -1309,7 +1322,7 @@ def _depth_test(
     # part of their class facing the label, overlap sits at its edge (:func:`_side_depth`)
     side_depth = _side_depth(data, space, oof, flags)
     why = (
-        f"lie nearer the class boundary than the classes' own members (mean depth "
+        f"lie nearer the {noun} boundary than the {_PLURAL[noun]}' own members (mean depth "
         f"percentile {mean:.2f} < {_DEPTH_MIN}, one-sided p = {p_value:.2g} < {_DEPTH_ALPHA})"
         if shallow
         else ""
@@ -1317,8 +1330,8 @@ def _depth_test(
     if not shallow and side_depth.get("side_depth_shallow"):
         shallow = True
         why = (
-            f"lie on their label's edge of the class they sit in, nearer that label than the "
-            f"class's own members on the same side (mean side depth percentile "
+            f"lie on their label's edge of the {noun} they sit in, nearer that label than the "
+            f"{noun}'s own members on the same side (mean side depth percentile "
             f"{side_depth['side_depth_mean']:.2f} < {_SIDE_DEPTH_MIN}, one-sided p = "
             f"{side_depth['side_depth_p_value']:.2g} < {_DEPTH_ALPHA})"
         )
@@ -1344,6 +1357,7 @@ def _label_noise(
     *,
     seed: int,
     where: str = "input-space",
+    noun: Literal["class", "group"] = "class",
 ) -> tuple[NDArray[np.bool_], NDArray[np.int64], dict[int, str], int, dict[str, Any] | None]:
     """Rule 2 with one round of iterative cleaning; returns flags, relabel targets, reasons of
     the second pass's flags, the number of passes run (reported as
@@ -1380,7 +1394,7 @@ def _label_noise(
     relabel = space.majority.copy()
     if risk_from_fraction(float(first.mean())) < _SECOND_PASS_RISK:
         return first, relabel, {}, 1, None
-    depth = _depth_test(data, space, oof, first)
+    depth = _depth_test(data, space, oof, first, noun=noun)
     if not depth["identifiable"]:
         # natural overlap, not flips: the rule abstains (the caller reports uncalibrated and
         # sets these first-pass flags aside, not counted as poison)
