@@ -513,8 +513,15 @@ def scan(
         )
         if not ok and (strong_stamp or (t.kind == "neighbours" and t.effect >= _SHARED_EFFECT)):
             new = carriers(data, t) & ~carrier & ~stamped
-            carrier_of[new] = t.target
-            stamped |= new
+        elif not ok and t.content_tested:
+            # a stamp behind decoys whose carriers labelled ``t`` are another class's content
+            # (the content test): mislabelled, a weak backdoor — those are flagged for review;
+            # the decoys keep their label and a probe does not follow the stamp, so they stay
+            new = carriers(data, t) & (data.y == t.target) & ~carrier & ~stamped
+        else:
+            continue
+        carrier_of[new] = t.target
+        stamped |= new
     carrier |= stamped
     where = "input-space" if lspace is space else "image-feature"
     relabel = lspace.majority.copy()
