@@ -504,6 +504,7 @@ def scan(
     # an unverified but strong stamped pattern (exact shared values): flagged for review, no
     # extra risk (clean-label poison keeps its label; a probe need not follow it)
     stamped = np.zeros(n, dtype=bool)
+    relabelled_stamp = np.zeros(n, dtype=bool)
     for t, ok in zip(triggers, verified, strict=True):
         # shared exact values are evidence only on coordinates that take more than two values:
         # on binary inputs (black-and-white images, 0/1 tabular flags) every sample shares
@@ -518,6 +519,7 @@ def scan(
             # (the content test): mislabelled, a weak backdoor — those are flagged for review;
             # the decoys keep their label and a probe does not follow the stamp, so they stay
             new = carriers(data, t) & (data.y == t.target) & ~carrier & ~stamped
+            relabelled_stamp |= new
         else:
             continue
         carrier_of[new] = t.target
@@ -657,7 +659,15 @@ def scan(
         if stamped[i]:
             t = tr_by[int(carrier_of[i])]
             asr_t = asr_before.get(t.target, float("nan"))
-            if t.kind == "stamp":
+            if t.content_tested:
+                reasons[i] = (
+                    f"labelled {data.class_name(t.target)}, carries a pattern stamped on "
+                    f"{t.n_coords} input coordinates (also on samples of other classes that keep "
+                    "their label), and with the pattern masked its neighbours are another class: "
+                    f"relabelled poison; a probe does not follow the pattern yet (attack success "
+                    f"{asr_t:.0%}): a weak backdoor, review"
+                )
+            elif t.kind == "stamp":
                 reasons[i] = (
                     f"shares the exact values of a pattern stamped on {t.n_coords} input "
                     f"coordinates with {t.n_seeds} samples of class {data.class_name(t.target)} "
@@ -684,6 +694,12 @@ def scan(
                 f"({how}{t.n_coords} input coordinates, effect {t.effect:.1f} robust SD, attack "
                 f"success {asr_before.get(t.target, float('nan')):.0%} on a probe)"
             )
+            if int(data.y[i]) != t.target:
+                reasons[i] += (
+                    f"; labelled {data.class_name(int(data.y[i]))}, not the target: a carrier "
+                    "that keeps its label (a decoy that hides the trigger, or a natural "
+                    "carrier), removed with the rest"
+                )
         else:
             reasons[i] = _noise_reason(i)
 
@@ -717,6 +733,10 @@ def scan(
         "trigger": _trigger_risk(n_verified_carriers, n) if any(verified) and triggers else 0.0,
         "label_noise": risk_from_fraction(noise_frac) if calibrated else 0.0,
         "candidate_pattern": _CANDIDATE_RISK if any(not v for v in verified) else 0.0,
+        # carriers of a content-tested stamp labelled its target: measured mislabelled samples
+        # (another class's content) sharing one pattern — counted like label noise even where
+        # the probe does not follow the stamp (decoys weaken it; adversarial review)
+        "relabelled_stamp": risk_from_fraction(float(relabelled_stamp.mean())),
         "label_noise_groups": (
             risk_from_fraction(noise_frac)
             if groups is not None and groups.groups is not None

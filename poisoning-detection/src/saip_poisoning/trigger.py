@@ -317,7 +317,7 @@ def _chance(k: int, n: int, m_ref: int, n_ref: int) -> float:
     The rate comes from the reference's own *joint* frequency, not a product of per-coordinate
     frequencies: coordinates that saturate together in clean data (ink strokes, flat image regions,
     features clipped at a bound) share their ties in the reference as well."""
-    from scipy.stats import binom  # type: ignore[import-untyped]
+    from scipy.stats import binom
 
     q = (m_ref + 1.0) / (n_ref + 2.0)
     return float(binom.sf(k - 1, n, q))
@@ -456,13 +456,13 @@ def stamp_seeds(
     passed.sort(key=lambda b: (b[0], -b[1]) if background else (-b[1], b[0]))
     best: tuple[float, int, NDArray[np.bool_]] | None = passed[0] if passed else None
     if background:
-        # a background value is the others' as well: the blocks (largest first) must also pass
+        # a background value is the others' as well: the blocks (most enriched first) must pass
         # the content test — their carriers in ``t`` look like another class once the stamp's
         # coordinates are masked (poison relabelled to ``t``), unlike a natural background,
         # whose carriers are ordinary members of their class
         best = None
         tried_blocks = passed[:_MAX_BACKGROUND_BLOCKS]
-        for p, size, together in tried_blocks:
+        for _p, _size, together in tried_blocks:
             mask = np.zeros(data.xs.shape[1], dtype=bool)
             mask[np.asarray(coords)[together]] = True
             fixed_vals = np.zeros(data.xs.shape[1])
