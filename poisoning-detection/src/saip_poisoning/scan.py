@@ -123,6 +123,7 @@ from saip_poisoning.trigger import (
     attack_success,
     carriers,
     find_triggers,
+    to_remove,
     triggers_from_flags,
 )
 
@@ -497,7 +498,7 @@ def scan(
     carrier_of = np.full(n, -1)
     for t, ok in zip(triggers, verified, strict=True):
         if ok:
-            new = carriers(data, t) & ~carrier
+            new = to_remove(data, t) & ~carrier
             carrier_of[new] = t.target
             carrier |= new
     n_verified_carriers = int(carrier.sum())
@@ -525,6 +526,14 @@ def scan(
         carrier_of[new] = t.target
         stamped |= new
     carrier |= stamped
+    # carriers of a content-tested stamp that keep another label (decoys): never label noise —
+    # their neighbours include the relabelled poison that shares their stamp, so the rules would
+    # "correct" them to the target and mitigate would add them to the backdoor
+    decoy = np.zeros(n, dtype=bool)
+    for t in triggers:
+        if t.content_tested:
+            decoy |= carriers(data, t) & (data.y != t.target)
+    decoy &= ~carrier
     where = "input-space" if lspace is space else "image-feature"
     relabel = lspace.majority.copy()
     noise = np.zeros(n, dtype=bool)
@@ -605,7 +614,7 @@ def scan(
             # level's, never counted as poison (adversarial review: were risk 72 "critical"
             # under a "label noise not judged" verdict)
             abstained |= groups.flags
-    noise &= ~carrier
+    noise &= ~carrier & ~decoy
     # a shared pattern whose carriers are flagged explains the poison; label-noise flags at no
     # more than the clean allowance are the rule's own clean-data level, not a second attack:
     # set aside (not flagged as poison; mitigate still relabels them, a keep-mask drops them)
@@ -620,7 +629,7 @@ def scan(
     # abstained flags: an attacker's boundary flips can make the rule abstain, and the flips
     # placed next to them must not then be kept by a keep-mask (client_filter dropped them
     # before the depth test; adversarial review)
-    abstained &= ~carrier & ~noise  # a flag counted as poison is never also "set aside"
+    abstained &= ~carrier & ~noise & ~decoy  # a flag counted as poison is never also "set aside"
     # the rule abstained because these flags look like natural class overlap: no class is
     # known well enough to relabel them to (on clean overlapping data the neighbour majority
     # would change correct labels), so mitigate removes them, as it does label-group flags
