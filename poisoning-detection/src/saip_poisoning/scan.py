@@ -71,7 +71,7 @@ MNIST-5k, MNIST 3-vs-8) none of them was poison.
 
 Risk score (0–100)
 ------------------
-``risk = max(trigger, noise, candidate)`` where
+``risk = max(trigger, noise, candidate, relabelled_stamp)`` where
 
 - ``trigger`` = ``70 + 30·min(1, carriers/(0.05·N))`` when a verified trigger exists (a working
   backdoor is critical at any rate), else 0;
@@ -82,7 +82,14 @@ Risk score (0–100)
   for review; below the guarded band because it is not a working backdoor on the probe). When
   such a pattern is *stamped* (exact shared values on ≥ 4 coordinates, effect ≥ 4 robust SD) its
   carriers are flagged for review and removed by :func:`mitigate` (clean-label poison), still
-  at risk 15.
+  at risk 15;
+- ``relabelled_stamp`` = the ``noise`` formula for the share of samples flagged because they
+  carry a stamp found behind decoys (:attr:`~saip_poisoning.trigger.Trigger.content_tested`)
+  and are labelled its target, when no probe follows the stamp: the content test measured them
+  to be another class's content, i.e. mislabelled (decoys that outnumber the poison weaken the
+  backdoor, they do not make the relabelled samples clean). Counted on uncalibrated data too:
+  the test is against the class's own rate. The decoys are not flagged, are kept by
+  :func:`mitigate` (counter-examples) and are never label noise.
 
 Bands: **0–19 low**, **20–39 guarded**, **40–69 high**, **70–100 critical**. A score is not a
 probability; what it is measured against is in ``benchmarks/results/poisoning.json``.
