@@ -524,10 +524,11 @@ def scan(
             new = carriers(data, t) & ~carrier & ~stamped
         elif not ok and t.content_tested:
             # a stamp behind decoys whose carriers labelled ``t`` are another class's content
-            # (the content test): mislabelled, a weak backdoor — those are flagged for review;
-            # the decoys keep their label and a probe does not follow the stamp, so they stay
-            new = carriers(data, t) & (data.y == t.target) & ~carrier & ~stamped
-            relabelled_stamp |= new
+            # (the content test) but that no probe follows (decoys weaken it): those carriers are
+            # mislabelled samples — label noise (added below, after the label-noise rules), not
+            # trigger carriers; the decoys keep their label and stay
+            relabelled_stamp |= carriers(data, t) & (data.y == t.target) & ~carrier
+            continue
         else:
             continue
         carrier_of[new] = t.target
@@ -637,6 +638,14 @@ def scan(
     # placed next to them must not then be kept by a keep-mask (client_filter dropped them
     # before the depth test; adversarial review)
     abstained &= ~carrier & ~noise & ~decoy  # a flag counted as poison is never also "set aside"
+    # mislabelled carriers of an unverified content-tested stamp: label noise in any case (the
+    # content test is against the class's own rate, so it needs no calibration), removed by
+    # mitigate (relabelling would keep the stamp on them)
+    relabelled_stamp &= ~carrier
+    noise |= relabelled_stamp
+    abstained &= ~relabelled_stamp
+    set_aside &= ~relabelled_stamp
+    relabel[relabelled_stamp] = -1
     # the rule abstained because these flags look like natural class overlap: no class is
     # known well enough to relabel them to (on clean overlapping data the neighbour majority
     # would change correct labels), so mitigate removes them, as it does label-group flags
@@ -675,15 +684,7 @@ def scan(
         if stamped[i]:
             t = tr_by[int(carrier_of[i])]
             asr_t = asr_before.get(t.target, float("nan"))
-            if t.content_tested:
-                reasons[i] = (
-                    f"labelled {data.class_name(t.target)}, carries a pattern stamped on "
-                    f"{t.n_coords} input coordinates (also on samples of other classes that keep "
-                    "their label), and with the pattern masked its neighbours are another class: "
-                    f"relabelled poison; a probe does not follow the pattern yet (attack success "
-                    f"{asr_t:.0%}): a weak backdoor, review"
-                )
-            elif t.kind == "stamp":
+            if t.kind == "stamp":
                 reasons[i] = (
                     f"shares the exact values of a pattern stamped on {t.n_coords} input "
                     f"coordinates with {t.n_seeds} samples of class {data.class_name(t.target)} "
@@ -716,6 +717,15 @@ def scan(
                     "that keeps its label (a decoy that hides the trigger, or a natural "
                     "carrier), removed with the rest"
                 )
+        elif relabelled_stamp[i]:
+            t = next(tt for tt in triggers if tt.content_tested and tt.target == int(data.y[i]))
+            reasons[i] = (
+                f"labelled {data.class_name(t.target)}, carries a pattern stamped on "
+                f"{t.n_coords} input coordinates (also on samples of other classes that keep "
+                "their label), and with the pattern masked its neighbours are another class: "
+                "relabelled poison; a probe does not follow the pattern (attack success "
+                f"{asr_before.get(t.target, float('nan')):.0%}): a weak backdoor, review"
+            )
         else:
             reasons[i] = _noise_reason(i)
 

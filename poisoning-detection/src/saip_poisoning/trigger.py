@@ -399,6 +399,7 @@ def stamp_seeds(
     # but a minority of ``t``: an *enrichment* hypothesis (decoys: the stamp also planted on
     # other-class samples that keep their label, to make it the others' background)
     per_coord_bg: list[list[tuple[float, int, int]]] = []
+    floor = data.xs.min(axis=0)
     for j in range(data.xs.shape[1]):
         vals, counts = np.unique(xo[:, j], return_counts=True)
         k_usual = int(counts.argmax())
@@ -412,7 +413,10 @@ def stamp_seeds(
         if c_usual >= min_seeds:
             if m_usual < _BACKGROUND * n_o:
                 tried.append((usual, c_usual, m_usual))
-            elif m_usual < 0.5 * n_o and c_usual < 0.5 * n_t:
+            elif m_usual < 0.5 * n_o and c_usual < 0.5 * n_t and usual > floor[j]:
+                # not the coordinate's minimum: an absence (a blank pixel, a zero count, a
+                # feature clipped at its floor) is every class's natural background, and a
+                # sub-population of a class with a blank region resembles another class
                 bg.append((usual, c_usual, m_usual))
         per_coord.append(tried)
         per_coord_bg.append(bg)
