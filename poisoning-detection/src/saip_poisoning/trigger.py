@@ -364,8 +364,8 @@ def stamp_seeds(
     count — is every class's background; with it, blank-pixel blocks of digits' class 9 passed
     the content test in the a2o and blend cells, whose poison relabelled to 0 pulls 9-like
     shapes' neighbours) — hypotheses counted in the same Bonferroni family. Enrichment in
-    ``t`` is not required (decoys as frequent as the poison hide it: 60 poisoned of 210 against 78 decoys of
-    390), it only ranks the blocks: the :data:`_MAX_BACKGROUND_BLOCKS` most enriched are given
+    ``t`` is not required (decoys as frequent as the poison hide it: 60 poisoned of 210
+    against 78 decoys of 390), it only ranks the blocks: the :data:`_MAX_BACKGROUND_BLOCKS` most enriched are given
     a causal check, :func:`content_disagreement` — with the block masked, are the carriers
     labelled ``t`` another class's content, mostly and more often than the rest of ``t``
     (Bonferroni over classes × blocks tried)? Poison is; decoys and natural backgrounds (blank
