@@ -356,25 +356,25 @@ def stamp_seeds(
     and the floor ``min_seeds`` (two seeds per cross-fitting half): see :data:`STAMP_ALPHA` and
     the module docstring.
 
-    **Background route** (``background=True``; decoys): a poisoner can also stamp samples of
-    the other classes that keep their label, on ≥ 5 % of them, so the stamp value becomes the
+    **Background route** (``background=True``; decoys): a poisoner can also stamp samples of the
+    other classes that keep their label, on ≥ 5 % of them, so the stamp value becomes the
     others' background and is never tried above. This route tries exactly those values: the
     others' usual value held by 5–50 % of them and by a minority of ``t`` (poison is a minority
     of its class), unless it is the coordinate's minimum (an absence — a blank pixel, a zero
     count — is every class's background; with it, blank-pixel blocks of digits' class 9 passed
     the content test in the a2o and blend cells, whose poison relabelled to 0 pulls 9-like
-    shapes' neighbours) — hypotheses counted in the same Bonferroni family. Enrichment in
-    ``t`` is not required (decoys as frequent as the poison hide it: 60 poisoned of 210
-    against 78 decoys of 390), it only ranks the blocks: the :data:`_MAX_BACKGROUND_BLOCKS` most enriched are given
-    a causal check, :func:`content_disagreement` — with the block masked, are the carriers
-    labelled ``t`` another class's content, mostly and more often than the rest of ``t``
-    (Bonferroni over classes × blocks tried)? Poison is; decoys and natural backgrounds (blank
-    image regions, features clipped at a bound) are not. The route returns the carriers
+    shapes' neighbours) — hypotheses counted in the same Bonferroni family. Enrichment in ``t``
+    is not required (decoys as frequent as the poison hide it: 60 poisoned of 210 against 78
+    decoys of 390), it only ranks the blocks: the :data:`_MAX_BACKGROUND_BLOCKS` most enriched
+    are given a causal check, :func:`content_disagreement` — with the block masked, are the
+    carriers labelled ``t`` another class's content, mostly and more often than the rest of
+    ``t`` (Bonferroni over classes × blocks tried)? Poison is; decoys and natural backgrounds
+    (blank image regions, features clipped at a bound) are not. The route returns the carriers
     labelled ``t`` whose content disagrees. Checked on the tuning sets (clean digits, MNIST-5k,
     MNIST 3-vs-8 over scan seeds 0–2, and the synthetic tabular sets of the tests): nothing is
     seeded; "mostly" is what keeps natural sub-populations out — the carriers of blank regions
-    in MNIST-5k classes 4–9 disagree more than the rest of their class (Fisher p 1e-4–1e-15)
-    but at most 53 % of them (digits: 63 % of 24), not significantly above half.
+    in MNIST-5k classes 4–9 disagree more than the rest of their class (Fisher p 1e-4–1e-15) but
+    at most 53 % of them (digits: 63 % of 24), not significantly above half.
 
     This seed source does not need neighbours to disagree, so it also covers data whose
     input-space neighbours are uninformative (natural textures) and clean-label poison (not on
