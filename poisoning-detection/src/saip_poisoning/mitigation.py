@@ -39,8 +39,8 @@ from saip_poisoning.scan import ScanReport, scan
 from saip_poisoning.trigger import (
     Trigger,
     attack_success,
-    carriers,
     counter_examples,
+    to_remove,
     triggers_from_flags,
 )
 
@@ -168,7 +168,7 @@ def mitigate(
         live += triggers_from_flags(data, other, known=live, seed=seed)
         keep &= ~other
     for t in live:
-        keep &= ~carriers(data, t)
+        keep &= ~to_remove(data, t)
     labels = data.y.copy()
     # label noise, and the clean-level flags the scan set aside (label hygiene, not counted as
     # poison — but possibly an attacker's flips within the allowance): relabelled, or removed

@@ -74,7 +74,7 @@ MNIST-5k, MNIST 3-vs-8) none of them was poison.
 
 Risk score (0–100)
 ------------------
-``risk = max(trigger, noise, candidate)`` where
+``risk = max(trigger, noise, candidate, relabelled_stamp)`` where
 
 - ``trigger`` = ``70 + 30·min(1, carriers/(0.05·N))`` when a verified trigger exists (a working
   backdoor is critical at any rate), else 0;
@@ -85,7 +85,14 @@ Risk score (0–100)
   for review; below the guarded band because it is not a working backdoor on the probe). When
   such a pattern is *stamped* (exact shared values on ≥ 4 coordinates, effect ≥ 4 robust SD) its
   carriers are flagged for review and removed by :func:`mitigate` (clean-label poison), still
-  at risk 15.
+  at risk 15;
+- ``relabelled_stamp`` = the ``noise`` formula for the share of samples flagged because they
+  carry a stamp found behind decoys (:attr:`~saip_poisoning.trigger.Trigger.content_tested`)
+  and are labelled its target, when no probe follows the stamp: the content test measured them
+  to be another class's content, i.e. mislabelled (decoys that outnumber the poison weaken the
+  backdoor, they do not make the relabelled samples clean). Counted on uncalibrated data too:
+  the test is against the class's own rate. The decoys are not flagged, are kept by
+  :func:`mitigate` (counter-examples) and are never label noise.
 
 Bands: **0–19 low**, **20–39 guarded**, **40–69 high**, **70–100 critical**. A score is not a
 probability; what it is measured against is in ``benchmarks/results/poisoning.json``.
@@ -126,6 +133,7 @@ from saip_poisoning.trigger import (
     attack_success,
     carriers,
     find_triggers,
+    to_remove,
     triggers_from_flags,
 )
 
@@ -500,13 +508,14 @@ def scan(
     carrier_of = np.full(n, -1)
     for t, ok in zip(triggers, verified, strict=True):
         if ok:
-            new = carriers(data, t) & ~carrier
+            new = to_remove(data, t) & ~carrier
             carrier_of[new] = t.target
             carrier |= new
     n_verified_carriers = int(carrier.sum())
     # an unverified but strong stamped pattern (exact shared values): flagged for review, no
     # extra risk (clean-label poison keeps its label; a probe need not follow it)
     stamped = np.zeros(n, dtype=bool)
+    relabelled_stamp = np.zeros(n, dtype=bool)
     for t, ok in zip(triggers, verified, strict=True):
         # shared exact values are evidence only on coordinates that take more than two values:
         # on binary inputs (black-and-white images, 0/1 tabular flags) every sample shares
@@ -516,9 +525,26 @@ def scan(
         )
         if not ok and (strong_stamp or (t.kind == "neighbours" and t.effect >= _SHARED_EFFECT)):
             new = carriers(data, t) & ~carrier & ~stamped
-            carrier_of[new] = t.target
-            stamped |= new
+        elif not ok and t.content_tested:
+            # a stamp behind decoys whose carriers labelled ``t`` are another class's content
+            # (the content test) but that no probe follows (decoys weaken it): those carriers are
+            # mislabelled samples — label noise (added below, after the label-noise rules), not
+            # trigger carriers; the decoys keep their label and stay
+            relabelled_stamp |= carriers(data, t) & (data.y == t.target) & ~carrier
+            continue
+        else:
+            continue
+        carrier_of[new] = t.target
+        stamped |= new
     carrier |= stamped
+    # carriers of a content-tested stamp that keep another label (decoys): never label noise —
+    # their neighbours include the relabelled poison that shares their stamp, so the rules would
+    # "correct" them to the target and mitigate would add them to the backdoor
+    decoy = np.zeros(n, dtype=bool)
+    for t in triggers:
+        if t.content_tested:
+            decoy |= carriers(data, t) & (data.y != t.target)
+    decoy &= ~carrier
     where = "input-space" if lspace is space else "image-feature"
     relabel = lspace.majority.copy()
     noise = np.zeros(n, dtype=bool)
@@ -599,7 +625,7 @@ def scan(
             # level's, never counted as poison (adversarial review: were risk 72 "critical"
             # under a "label noise not judged" verdict)
             abstained |= groups.flags
-    noise &= ~carrier
+    noise &= ~carrier & ~decoy
     # a shared pattern whose carriers are flagged explains the poison; label-noise flags at no
     # more than the clean allowance are the rule's own clean-data level, not a second attack:
     # set aside (not flagged as poison; mitigate still relabels them, a keep-mask drops them)
@@ -614,7 +640,15 @@ def scan(
     # abstained flags: an attacker's boundary flips can make the rule abstain, and the flips
     # placed next to them must not then be kept by a keep-mask (client_filter dropped them
     # before the depth test; adversarial review)
-    abstained &= ~carrier & ~noise  # a flag counted as poison is never also "set aside"
+    abstained &= ~carrier & ~noise & ~decoy  # a flag counted as poison is never also "set aside"
+    # mislabelled carriers of an unverified content-tested stamp: label noise in any case (the
+    # content test is against the class's own rate, so it needs no calibration), removed by
+    # mitigate (relabelling would keep the stamp on them)
+    relabelled_stamp &= ~carrier
+    noise |= relabelled_stamp
+    abstained &= ~relabelled_stamp
+    set_aside &= ~relabelled_stamp
+    relabel[relabelled_stamp] = -1
     # the rule abstained because these flags look like natural class overlap: no class is
     # known well enough to relabel them to (on clean overlapping data the neighbour majority
     # would change correct labels), so mitigate removes them, as it does label-group flags
@@ -680,6 +714,21 @@ def scan(
                 f"({how}{t.n_coords} input coordinates, effect {t.effect:.1f} robust SD, attack "
                 f"success {asr_before.get(t.target, float('nan')):.0%} on a probe)"
             )
+            if int(data.y[i]) != t.target:
+                reasons[i] += (
+                    f"; labelled {data.class_name(int(data.y[i]))}, not the target: a carrier "
+                    "that keeps its label (a decoy that hides the trigger, or a natural "
+                    "carrier), removed with the rest"
+                )
+        elif relabelled_stamp[i]:
+            t = next(tt for tt in triggers if tt.content_tested and tt.target == int(data.y[i]))
+            reasons[i] = (
+                f"labelled {data.class_name(t.target)}, carries a pattern stamped on "
+                f"{t.n_coords} input coordinates (also on samples of other classes that keep "
+                "their label), and with the pattern masked its neighbours are another class: "
+                "relabelled poison; a probe does not follow the pattern (attack success "
+                f"{asr_before.get(t.target, float('nan')):.0%}): a weak backdoor, review"
+            )
         else:
             reasons[i] = _noise_reason(i)
 
@@ -713,6 +762,10 @@ def scan(
         "trigger": _trigger_risk(n_verified_carriers, n) if any(verified) and triggers else 0.0,
         "label_noise": risk_from_fraction(noise_frac) if calibrated else 0.0,
         "candidate_pattern": _CANDIDATE_RISK if any(not v for v in verified) else 0.0,
+        # carriers of a content-tested stamp labelled its target: measured mislabelled samples
+        # (another class's content) sharing one pattern — counted like label noise even where
+        # the probe does not follow the stamp (decoys weaken it; adversarial review)
+        "relabelled_stamp": risk_from_fraction(float(relabelled_stamp.mean())),
         "label_noise_groups": (
             risk_from_fraction(noise_frac)
             if groups is not None and groups.groups is not None
