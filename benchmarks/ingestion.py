@@ -112,19 +112,7 @@ def make_records(
             for seq in range(start, min(per, start + 256)):
                 j = (pi * per + seq) % len(y)
                 chunk.append(
-                    {
-                        "record_id": f"{signer.producer_id}-{seq:09d}",
-                        "producer_id": signer.producer_id,
-                        "seq": seq,
-                        "ts": NOW,
-                        "schema": {"name": "image-sample", "version": 1},
-                        "payload": {
-                            "width": 8,
-                            "height": 8,
-                            "features": [float(v) for v in x[j]],
-                            "label": int(y[j]),
-                        },
-                    }
+                    image_record(signer.producer_id, seq, [float(v) for v in x[j]], int(y[j]))
                 )
             leaves = [_leaf(r) for r in chunk]
             # v2: one signed batch header per 256 records (the consumer recomputes the root)
@@ -133,6 +121,19 @@ def make_records(
                 r["sig"] = s
                 fh.write(json.dumps(r, separators=(",", ":")) + "\n")
     return path, registry, naive_keys
+
+
+def image_record(producer: str, seq: int, features: list[float], label: int) -> dict[str, Any]:
+    """One unsigned 8×8 ``image-sample/v1`` record of ``producer`` (the ingestion benchmarks'
+    record, built here once: ``ingestion_provenance.py`` signs the same shape both ways)."""
+    return {
+        "record_id": f"{producer}-{seq:09d}",
+        "producer_id": producer,
+        "seq": seq,
+        "ts": NOW,
+        "schema": {"name": "image-sample", "version": 1},
+        "payload": {"width": 8, "height": 8, "features": features, "label": label},
+    }
 
 
 def _leaf(r: dict[str, Any]) -> bytes:
@@ -541,10 +542,10 @@ def growth(samples: list[tuple[int, float]], lo: int, hi: int) -> float:
 
 
 @contextlib.contextmanager
-def _one_core() -> Iterator[None]:
+def one_core() -> Iterator[None]:
     """Pin the process to one core for steady timings while measuring, and give the CPU set
-    back afterwards: a caller of :func:`main` in the same process (the test suite) must not
-    inherit the pin."""
+    back afterwards: a caller of a benchmark's ``main`` in the same process (the test suite)
+    must not inherit the pin. Shared by ``ingestion_junk.py`` and ``ingestion_provenance.py``."""
     if not hasattr(os, "sched_setaffinity"):
         yield
         return
@@ -582,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     repeats = args.repeats or (1 if args.quick else 3)
     if not args.quick and records < 100_000:
         ap.error("--records must be >= 100000 without --quick")
-    with _one_core(), tempfile.TemporaryDirectory() as d:
+    with one_core(), tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         t0 = time.perf_counter()
         path, registry, signers = make_records(records, tmp)

@@ -24,7 +24,6 @@ Usage: ``python benchmarks/ingestion_junk.py [--records N] [--repeats R] [--quic
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -41,18 +40,12 @@ from saip_ingestion.engine import IngestEngine
 from saip_ingestion.provenance import ProducerRegistry, Signer, generate_key, record_leaf_data
 from saip_ingestion.sanitize import sanitize_text
 
+sys.path.append(str(Path(__file__).resolve().parent))  # the records and the pin: ingestion.py
+from ingestion import make_records, one_core
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "ingestion_junk.json"
 NOW = 1_764_100_000_000
-
-
-def _load_sibling(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", HERE / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def make_junk(clean: Path, n: int, tmp: Path, registry: ProducerRegistry) -> Path:
@@ -183,15 +176,17 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.records, args.repeats = 2000, 1
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[-1]})
+    with one_core():  # while measuring; the caller's CPU set comes back
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from saip_encryption import EnvelopeEncryptor, from_uri
     from saip_encryption.providers.local import create_local_key
 
-    base = _load_sibling("ingestion")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        clean, registry, _ = base.make_records(args.records, tmp)
+        clean, registry, _ = make_records(args.records, tmp)
         junk = make_junk(clean, args.records, tmp, registry)
         create_local_key(tmp / "master.key")
         encryptor = EnvelopeEncryptor([from_uri(f"local:{tmp / 'master.key'}")])

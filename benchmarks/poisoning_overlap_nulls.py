@@ -171,10 +171,10 @@ def _gaussians(sep: float, seed: int, flips: str = "") -> Case:
     return x, yp, truth
 
 
-def _digits_flips(rate: float) -> Case:
+def _digits_flips(rate: float, name: str = "digits") -> Case:
     from saip_poisoning.attacks import poison
 
-    x, y = _load("digits")
+    x, y = _load(name)
     tr = np.random.default_rng(0).permutation(len(y))[: int(0.8 * len(y))]
     p = poison(x[tr], y[tr], attack="flip", rate=rate, rng=np.random.default_rng(1))
     return p.x, p.y, p.is_poison

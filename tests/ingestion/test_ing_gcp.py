@@ -17,7 +17,11 @@ from google.api_core.exceptions import InvalidArgument
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery, pubsub_v1
 from saip_ingestion.backends import gcp
-from saip_ingestion.backends._cloud_common import ObjectConflictError, PublishError
+from saip_ingestion.backends._cloud_common import (
+    CloudBackendError,
+    ObjectConflictError,
+    PublishError,
+)
 from saip_ingestion.backends.base import ObjectStore, RecordStream, StreamMessage
 from saip_ingestion.schemas import RECORD_ADAPTER
 
@@ -186,6 +190,58 @@ def test_close_releases_exactly_the_unacked_leases(pubsub: dict[str, Any], bq: A
         stream.checkpoint(got[4:])  # released leases cannot be acked afterwards by mistake
 
 
+def _stale_ack(pubsub: dict[str, Any], *, exactly_once: bool) -> list[StreamMessage]:
+    """One delivered message whose lease was released behind the stream's back (ack deadline
+    0, as another consumer's takeover or a lapsed lease would): its ack id is stale."""
+    from google.protobuf.field_mask_pb2 import FieldMask
+
+    stream = pubsub["stream"]
+    name = f"projects/{PROJECT}/subscriptions/{pubsub['topic']}-saip"
+    subscriber = pubsub_v1.SubscriberClient()
+    if exactly_once:
+        subscriber.update_subscription(
+            request={
+                "subscription": {"name": name, "enable_exactly_once_delivery": True},
+                "update_mask": FieldMask(paths=["enable_exactly_once_delivery"]),
+            }
+        )
+    got_sub = subscriber.get_subscription(request={"subscription": name})
+    assert got_sub.enable_exactly_once_delivery is exactly_once
+    stream.publish([line(7)], partition_key="cam-1")
+    got = _drain(stream, 1)
+    assert len(got) == 1
+    subscriber.modify_ack_deadline(
+        request={"subscription": name, "ack_ids": [got[0].position], "ack_deadline_seconds": 0}
+    )
+    return got
+
+
+def test_checkpoint_with_exactly_once_delivery_raises_on_a_refused_ack(
+    pubsub: dict[str, Any],
+) -> None:
+    # with exactly-once delivery the ack is confirmed: a refused one is a typed error naming
+    # the subscription and the service's status (was the client's raw AcknowledgeError)
+    got = _stale_ack(pubsub, exactly_once=True)
+    with pytest.raises(CloudBackendError, match=r"refused 1 of 1 acks.*INVALID_ACK_ID"):
+        pubsub["stream"].checkpoint(got)
+    assert len(_drain(pubsub["stream"], 1)) == 1  # refused: it comes back
+    pubsub["stream"].close()
+
+
+def test_checkpoint_without_exactly_once_delivery_is_not_confirmed(
+    pubsub: dict[str, Any],
+) -> None:
+    # the subscription infra/gcp deploys (no exactly-once delivery): the client answers at once
+    # and the ack is best effort — the same stale ack "succeeds" and the message comes back,
+    # so checkpoint's docstring must not promise a confirmation
+    tf = (Path(__file__).resolve().parents[2] / "infra" / "gcp" / "main.tf").read_text()
+    assert "enable_exactly_once_delivery" not in tf
+    got = _stale_ack(pubsub, exactly_once=False)
+    pubsub["stream"].checkpoint(got)  # no error
+    assert len(_drain(pubsub["stream"], 1)) == 1
+    pubsub["stream"].close()
+
+
 def test_repeatedly_failing_message_goes_to_dead_letter_topic(pubsub: dict[str, Any]) -> None:
     stream = pubsub["stream"]
     stream.publish([line(42)], partition_key="poison")
@@ -232,7 +288,7 @@ def test_existing_topic_with_other_schema_is_refused(pubsub: dict[str, Any]) -> 
         project=PROJECT, topic=f"plain-{uuid.uuid4().hex[:8]}", subscription="s-x"
     )
     publisher.create_topic(request={"name": names.topic})  # no schema bound
-    with pytest.raises(gcp.CloudBackendError, match="not bound"):
+    with pytest.raises(CloudBackendError, match="not bound"):
         gcp.ensure_pubsub_resources(
             names,
             publisher=publisher,
@@ -269,7 +325,7 @@ def test_bigquery_insert_errors_and_conflicting_rows_surface(bq: tuple[FakeBigQu
     store = gcp.BigQueryObjectStore(client=client, table=f"{PROJECT}.ds.landing")
     store.ensure_table()
     fake.fail_next_insert = "quota exceeded"
-    with pytest.raises(gcp.CloudBackendError, match="quota exceeded"):
+    with pytest.raises(CloudBackendError, match="quota exceeded"):
         store.put("k1", b"x")
     assert not store.exists("k1")
     # two racing writers inserted different bytes for one key: reads refuse to pick one

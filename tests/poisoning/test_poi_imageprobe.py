@@ -374,3 +374,20 @@ def test_poi_image_probe_always_never_replaces_a_calibrated_pixel_probe() -> Non
     assert [q["probe"] for q in always.calibration["probes"]] == ["pixels", "image_features"]
     assert always.calibration["probes"][1]["calibrated"] is True  # it passed, and still not used
     assert np.array_equal(always.flags, auto.flags)
+
+
+def test_poi_probe_that_passed_stays_named_when_the_depth_test_abstains() -> None:
+    # calibration["probe"] is None only when no probe passed its floors (module docstring,
+    # README): three clean Gaussian classes 2.5 SD apart pass the pixel probe, then the depth
+    # test reads the flags as natural overlap and the label-noise rules abstain
+    rng = np.random.default_rng(4)
+    y = np.repeat(np.arange(3), 250)
+    x = rng.normal(size=(len(y), 10))
+    x[:, 0] += 2.5 * y
+    r = scan(x, y, seed=0)
+    assert r.calibrated is False
+    assert r.calibration["label_noise_depth"]["identifiable"] is False
+    assert r.calibration["probe"] == "pixels"
+    assert [q["calibrated"] for q in r.calibration["probes"]] == [True]
+    # the class-level sentence keeps its noun (the depth test's default)
+    assert "nearer the class boundary than the classes' own members" in r.calibration["reason"]

@@ -250,6 +250,21 @@ def test_poi_groups_abstained_group_level_flags_are_set_aside_not_counted(
     assert "next to a flagged pattern" not in caption
 
 
+def test_poi_groups_depth_evidence_names_groups_without_rewriting_text(
+    crops: tuple[np.ndarray, np.ndarray],
+) -> None:
+    # the group level built its reason with str.replace("class", "group") on the class-level
+    # sentence ("than the groupes' own members"; any other "class" in it rewritten too) and
+    # its own depth report still said "class boundary": the depth test now takes the noun
+    _, r = _scan_poisoned(crops, "flip")
+    lg = r.calibration["label_groups"]
+    evidence = lg["label_noise_depth"]["overlap_evidence"]
+    assert evidence.startswith("lie nearer the group boundary than the groups' own members (")
+    assert "class" not in evidence
+    assert evidence in lg["reason"]
+    assert "groupes" not in lg["reason"]
+
+
 def _gaussian_line(k: int, sep: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``k`` clean Gaussian classes of 250 in 10-d, class ``c`` shifted by ``c · sep`` SD on the
     first axis: adjacent classes overlap partially (not tuning data: nothing was set on it)."""
@@ -281,15 +296,26 @@ def test_poi_groups_clean_overlapping_gaussians_not_flagged(k: int, sep: float, 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known miss (adversarial review, not fixed): class-level depth test passes natural "
-    "overlap of clean 3-class Gaussians in 10-d (mean depth 0.46/0.44 > 0.43): 7.1 %/12 % "
-    "flagged, risk 86.8/98.2; the side test (reported only) would abstain on draw 3, scan "
-    "seed 0 only (README)",
+    reason="known miss (adversarial review, not fixed): clean 3-class Gaussians in 10-d, draw "
+    "0, pass both depth tests (mean depth 0.46 > 0.43, side depth 0.47 > 0.40, scan seed 0): "
+    "7.1 % flagged, risk 86.8 (README, Limits)",
 )
-@pytest.mark.parametrize("seed", [0, 3])
+@pytest.mark.parametrize("seed", [0])
 def test_poi_clean_three_gaussian_classes_partial_overlap_known_false_alarm(seed: int) -> None:
     x, y = _gaussian_line(3, 2.0, seed)
     for s in (0, 1, 2):  # the clean goal holds over scan seeds 0-2
+        r = scan(x, y, seed=s)
+        assert r.flags.mean() <= 0.05
+        assert r.risk_score < 20
+
+
+def test_poi_clean_three_gaussian_classes_partial_overlap_draw_3_not_flagged() -> None:
+    """Draw 3 of the review's three classes 2 SD apart (was 12 % flagged, risk 98, mean depth
+    0.44 above the 0.43 cut): its flags sit on their label's edge of the class they lie in (side
+    depth 0.38 < 0.40, ``_side_depth``), so the label-noise rules abstain on scan seeds 0–2.
+    Evaluation data: scored after the cut was set on other draws and the tuning flips."""
+    x, y = _gaussian_line(3, 2.0, 3)
+    for s in (0, 1, 2):
         r = scan(x, y, seed=s)
         assert r.flags.mean() <= 0.05
         assert r.risk_score < 20

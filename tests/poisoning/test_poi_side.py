@@ -7,6 +7,8 @@ Among flags predicted as one class, label and side agree beyond a permutation nu
 **reported only** (``label_noise_depth.side_overlap``): flipping each sample to its most
 similar class — a standard targeted flip — makes labels follow the side just as overlap does,
 and the abstention it caused lost that attack on the tuning set digits (recall 0.98 → 0.00).
+What decides instead is the depth *within* the side (``_side_depth``): nearest-class flips are
+spread like the part of their class that faces the label, overlap sits at its edge.
 
 Attacker first: flips to each sample's nearest class are found and counted; flips sized to sit
 inside the null are found; flips placed on their label's side at the boundary make the depth
@@ -53,7 +55,12 @@ def test_poi_side_flips_to_the_nearest_class_are_found() -> None:
     yp[idx] = dist[idx].argmin(axis=1)
     r = scan(x, yp, seed=0, verify=False)
     assert r.calibrated, r.calibration.get("reason")
-    assert r.calibration["label_noise_depth"]["side_overlap"] is True  # reported, not decisive
+    depth = r.calibration["label_noise_depth"]
+    assert depth["side_overlap"] is True  # reported, not decisive
+    # the side depth decides, and these flips are spread like the part of their class that
+    # faces the label (mean 0.51 here; overlap 0.23-0.42)
+    assert depth["side_depth_shallow"] is False
+    assert depth["side_depth_mean"] >= 0.45
     assert r.flags[idx].mean() >= 0.9
     assert r.risk_score >= 50
 
@@ -109,19 +116,46 @@ def test_poi_side_two_classes_carry_no_side_information() -> None:
     assert r.flags[core].mean() >= 0.9
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="clean three-class lines 2.5 SD apart: the side test that made these abstain also "
-    "made flips to the nearest class abstain (digits recall 0.98 -> 0.00), so it only reports; "
-    "draw 12 scan seed 0: 1.9 % flagged with it, 5.5 % at risk 75 without (README Limits)",
-)
 @pytest.mark.parametrize(("sep", "seed"), [(2.5, 12), (2.5, 13), (2.5, 16)])
 def test_poi_side_clean_three_classes_on_a_line_not_flagged(sep: float, seed: int) -> None:
-    """Clean three classes on a line 2.5 SD apart (fresh draws, not the review's; scan seed 0:
-    5.5 % / 7.2 % / 4.3 % flagged at risk 75 / 88 / 60): the goal is ≤ 5 %, risk < 20 on scan
-    seeds 0–2. Only the side test reached it, at the cost above."""
+    """Clean three classes on a line 2.5 SD apart (fresh draws, not the review's; scan seed 0
+    before the side depth: 5.5 % / 7.2 % / 4.3 % flagged at risk 75 / 88 / 60, a strict xfail):
+    the flags lie on their label's edge of the class they sit in (side depth 0.32–0.34 < 0.40,
+    ``_side_depth``), the label-noise rules abstain — ≤ 5 %, risk < 20 on scan seeds 0–2.
+    Evaluation data: scored after the cut was set on the tuning flips."""
     x, y = _line(sep, seed)
     for s in (0, 1, 2):
         r = scan(x, y, seed=s, verify=False)
         assert r.flags.mean() <= 0.05
         assert r.risk_score < 20
+
+
+@pytest.mark.parametrize(("sep", "seed"), [(2.5, 30), (2.5, 31), (3.0, 30), (3.0, 31)])
+def test_poi_side_depth_nearest_class_flips_on_a_line_found_or_refused(
+    sep: float, seed: int
+) -> None:
+    """Hostile: 5 % of a fresh three-class line, drawn at random, each flipped to its nearest
+    class — the flip the side test could not tell from overlap. Against the side depth they
+    are spread like the part of their class that faces the label, but the line's own overlap
+    flags are mixed in: on draw 31 the flips are found (recall 0.65 / 0.78, risk 94), on draw
+    30 the rules abstain (2.5 SD: mean depth 0.41, the old test; 3 SD: side depth 0.36 — found
+    before the side depth, a loss of detection, not of refusal) — the scan is uncalibrated, the
+    gate refuses, and the flips the first pass caught are set aside (a keep-mask drops them).
+    Never a calibrated pass with the flips kept (scan seed 0)."""
+    x, y = _line(sep, seed)
+    cent = np.stack([x[y == c].mean(axis=0) for c in range(3)])
+    dist = ((x[:, None, :] - cent[None]) ** 2).sum(axis=-1)
+    dist[np.arange(len(y)), y] = np.inf
+    idx = np.random.default_rng(7).choice(len(y), int(0.05 * len(y)), replace=False)
+    yp = y.copy()
+    yp[idx] = dist[idx].argmin(axis=1)
+    r = scan(x, yp, seed=0, verify=False)
+    if r.calibrated:
+        assert r.flags[idx].mean() >= 0.6
+        assert r.risk_score >= 70
+    else:
+        assert r.calibration["label_noise_depth"]["identifiable"] is False
+        assert "overlap" in r.calibration["reason"]
+        assert r.set_aside is not None
+        assert r.set_aside[idx].mean() >= 0.5
+        assert (~client_filter(x, yp)[idx]).mean() >= 0.5

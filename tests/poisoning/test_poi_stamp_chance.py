@@ -186,16 +186,12 @@ def test_poi_stamp_also_planted_on_other_class_samples_is_found(seed: int, n_dec
     assert r.risk_score >= 50
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open evasion (README, Limits): decoys on >= 5 % of the other classes make the stamp "
-    "value a background, which is never tried; 40 poisoned + 22 decoys: risk 0, nothing flagged, "
-    "a model trained on the data still follows the stamp (ASR 0.71, sklearn MLP, one run)",
-)
-def test_poi_stamp_with_decoys_at_the_background_share_known_evasion() -> None:
-    # the poisoner puts the stamp on 22 class-1 samples that keep their label (5.1 % of the 430
-    # others: the background share) and on twice as many poisoned samples, which outvote the
-    # decoys: the backdoor works, and the value is skipped as the others' background
+def test_poi_stamp_with_decoys_at_the_background_share_is_found() -> None:
+    # the poisoner puts the stamp on 22 class-1 samples that keep their label (5.4 % of the 410
+    # others: the background share) and on 40 poisoned samples, which outvote the decoys: the
+    # backdoor works (a model trained on the data follows the stamp: 67–71 %), and the value is
+    # the others' background. Was a strict xfail (risk 0, nothing flagged): the background value
+    # is now tried on a second route gated by the content test (test_poi_stamp_decoys.py)
     x, y, poison = _stamped(0, 40)
     g = np.random.default_rng(7)
     decoys = g.choice(np.flatnonzero(y == 1), 22, replace=False)
@@ -203,3 +199,7 @@ def test_poi_stamp_with_decoys_at_the_background_share_known_evasion() -> None:
     r = scan(x, y, seed=0)
     assert any(t.target == 0 and ok for t, ok in zip(r.triggers, r.verified, strict=True))
     assert r.flags[poison].mean() >= 0.9
+    # the decoys keep their correct label and are the stamp's counter-examples: not flagged,
+    # kept by mitigate (test_poi_stamp_decoys.py)
+    assert not r.flags[decoys].any()
+    assert r.risk_score >= 70

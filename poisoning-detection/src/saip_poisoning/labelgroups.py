@@ -316,7 +316,9 @@ def group_label_noise(
     z = space.z / (float(space.z.std()) or 1.0)
     goof = crossfit_probs(z, gy, n_classes=lg.n_groups, seed=seed)
     where = "input-space" if lg.probe == "pixels" else "image-feature"
-    flags, target, second, passes, depth = rule(gdata, gspace, z, goof, seed=seed, where=where)
+    flags, target, second, passes, depth = rule(
+        gdata, gspace, z, goof, seed=seed, where=where, noun="group"
+    )
     # the rule's depth test: flags nearer the group boundary than the groups' own members are
     # natural overlap, not flips — the rule abstained, so the group level abstains (``groups``
     # None: the scan sets its flags aside, never counts them as poison)
@@ -359,7 +361,7 @@ def group_label_noise(
     if overlap and depth is not None:
         cal["reason"] = (
             "the label-noise rule's flags at label-group level "
-            + str(depth["overlap_evidence"]).replace("class", "group")
+            + str(depth["overlap_evidence"])
             + " (depth test): natural overlap, label noise not judged"
         )
         return GroupNoise(flags, relabel, reasons, cal, None)

@@ -68,6 +68,7 @@ from saip_poisoning.trigger import (
     attack_success,
     carriers,
     counter_examples,
+    to_remove,
     triggers_from_flags,
 )
 
@@ -426,7 +427,9 @@ def _apply(
     carried = np.zeros(n, dtype=bool)
     unfixable = np.zeros(n, dtype=bool)
     for t in live:
-        c = carriers(data, t)
+        # the carriers a mitigation removes (or repairs): all of them, except a decoyed stamp's
+        # carriers of other classes (to_remove: kept as the trigger's counter-examples)
+        c = to_remove(data, t)
         fate[c & ~carried] = f"removed: carrier of the trigger into class {t.target}"
         carried |= c
         if not any(t is f for f in fixable):

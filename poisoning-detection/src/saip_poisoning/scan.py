@@ -18,7 +18,9 @@ happens when the label-noise rule's first pass reaches the guarded band but its 
 nearer the class boundary than the classes' own members (``_depth_test``: natural class
 overlap, from the data alone not separable from label noise; measurements in
 ``calibration["label_noise_depth"]``, with the side test's figures (``_side_test``: reported,
-not used to abstain — flips to each sample's most similar class look the same); the abstained
+not used to abstain — flips to each sample's most similar class look the same), or on their
+label's edge of the class they lie in, relative to that class's members on the same side
+(``_side_depth``, which nearest-class flips do not follow); the abstained
 flags are then set aside, not flagged:
 flips an attacker places at the boundary make the rule abstain, and the flips placed next to
 them must still not be kept by a keep-mask.
@@ -31,7 +33,8 @@ energies (Jarrett et al. 2009; Saxe et al. 2011) — and that view judges labels
 stricter floors: each floor plus two binomial standard errors (a second probe is a second
 chance at the same floors) and at least the range the label-noise rule was validated on (the
 tuning sets' lowest agreement 0.88 and median class accuracy 0.71). ``calibration["probe"]``
-names the view that judged labels (``None`` when no probe passed its floors),
+names the view that judged labels (``None`` when no probe passed its floors; a view that passed
+stays named when the depth test then makes the label-noise rules abstain),
 ``calibration["probes"]`` lists every probe tried with its numbers.
 Trigger search stays in input space.
 
@@ -71,7 +74,7 @@ MNIST-5k, MNIST 3-vs-8) none of them was poison.
 
 Risk score (0–100)
 ------------------
-``risk = max(trigger, noise, candidate)`` where
+``risk = max(trigger, noise, candidate, relabelled_stamp)`` where
 
 - ``trigger`` = ``70 + 30·min(1, carriers/(0.05·N))`` when a verified trigger exists (a working
   backdoor is critical at any rate), else 0;
@@ -82,7 +85,14 @@ Risk score (0–100)
   for review; below the guarded band because it is not a working backdoor on the probe). When
   such a pattern is *stamped* (exact shared values on ≥ 4 coordinates, effect ≥ 4 robust SD) its
   carriers are flagged for review and removed by :func:`mitigate` (clean-label poison), still
-  at risk 15.
+  at risk 15;
+- ``relabelled_stamp`` = the ``noise`` formula for the share of samples flagged because they
+  carry a stamp found behind decoys (:attr:`~saip_poisoning.trigger.Trigger.content_tested`)
+  and are labelled its target, when no probe follows the stamp: the content test measured them
+  to be another class's content, i.e. mislabelled (decoys that outnumber the poison weaken the
+  backdoor, they do not make the relabelled samples clean). Counted on uncalibrated data too:
+  the test is against the class's own rate. The decoys are not flagged, are kept by
+  :func:`mitigate` (counter-examples) and are never label noise.
 
 Bands: **0–19 low**, **20–39 guarded**, **40–69 high**, **70–100 critical**. A score is not a
 probability; what it is measured against is in ``benchmarks/results/poisoning.json``.
@@ -96,7 +106,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -123,6 +133,7 @@ from saip_poisoning.trigger import (
     attack_success,
     carriers,
     find_triggers,
+    to_remove,
     triggers_from_flags,
 )
 
@@ -497,13 +508,14 @@ def scan(
     carrier_of = np.full(n, -1)
     for t, ok in zip(triggers, verified, strict=True):
         if ok:
-            new = carriers(data, t) & ~carrier
+            new = to_remove(data, t) & ~carrier
             carrier_of[new] = t.target
             carrier |= new
     n_verified_carriers = int(carrier.sum())
     # an unverified but strong stamped pattern (exact shared values): flagged for review, no
     # extra risk (clean-label poison keeps its label; a probe need not follow it)
     stamped = np.zeros(n, dtype=bool)
+    relabelled_stamp = np.zeros(n, dtype=bool)
     for t, ok in zip(triggers, verified, strict=True):
         # shared exact values are evidence only on coordinates that take more than two values:
         # on binary inputs (black-and-white images, 0/1 tabular flags) every sample shares
@@ -513,9 +525,26 @@ def scan(
         )
         if not ok and (strong_stamp or (t.kind == "neighbours" and t.effect >= _SHARED_EFFECT)):
             new = carriers(data, t) & ~carrier & ~stamped
-            carrier_of[new] = t.target
-            stamped |= new
+        elif not ok and t.content_tested:
+            # a stamp behind decoys whose carriers labelled ``t`` are another class's content
+            # (the content test) but that no probe follows (decoys weaken it): those carriers are
+            # mislabelled samples — label noise (added below, after the label-noise rules), not
+            # trigger carriers; the decoys keep their label and stay
+            relabelled_stamp |= carriers(data, t) & (data.y == t.target) & ~carrier
+            continue
+        else:
+            continue
+        carrier_of[new] = t.target
+        stamped |= new
     carrier |= stamped
+    # carriers of a content-tested stamp that keep another label (decoys): never label noise —
+    # their neighbours include the relabelled poison that shares their stamp, so the rules would
+    # "correct" them to the target and mitigate would add them to the backdoor
+    decoy = np.zeros(n, dtype=bool)
+    for t in triggers:
+        if t.content_tested:
+            decoy |= carriers(data, t) & (data.y != t.target)
+    decoy &= ~carrier
     where = "input-space" if lspace is space else "image-feature"
     relabel = lspace.majority.copy()
     noise = np.zeros(n, dtype=bool)
@@ -596,7 +625,7 @@ def scan(
             # level's, never counted as poison (adversarial review: were risk 72 "critical"
             # under a "label noise not judged" verdict)
             abstained |= groups.flags
-    noise &= ~carrier
+    noise &= ~carrier & ~decoy
     # a shared pattern whose carriers are flagged explains the poison; label-noise flags at no
     # more than the clean allowance are the rule's own clean-data level, not a second attack:
     # set aside (not flagged as poison; mitigate still relabels them, a keep-mask drops them)
@@ -611,7 +640,15 @@ def scan(
     # abstained flags: an attacker's boundary flips can make the rule abstain, and the flips
     # placed next to them must not then be kept by a keep-mask (client_filter dropped them
     # before the depth test; adversarial review)
-    abstained &= ~carrier & ~noise  # a flag counted as poison is never also "set aside"
+    abstained &= ~carrier & ~noise & ~decoy  # a flag counted as poison is never also "set aside"
+    # mislabelled carriers of an unverified content-tested stamp: label noise in any case (the
+    # content test is against the class's own rate, so it needs no calibration), removed by
+    # mitigate (relabelling would keep the stamp on them)
+    relabelled_stamp &= ~carrier
+    noise |= relabelled_stamp
+    abstained &= ~relabelled_stamp
+    set_aside &= ~relabelled_stamp
+    relabel[relabelled_stamp] = -1
     # the rule abstained because these flags look like natural class overlap: no class is
     # known well enough to relabel them to (on clean overlapping data the neighbour majority
     # would change correct labels), so mitigate removes them, as it does label-group flags
@@ -677,6 +714,21 @@ def scan(
                 f"({how}{t.n_coords} input coordinates, effect {t.effect:.1f} robust SD, attack "
                 f"success {asr_before.get(t.target, float('nan')):.0%} on a probe)"
             )
+            if int(data.y[i]) != t.target:
+                reasons[i] += (
+                    f"; labelled {data.class_name(int(data.y[i]))}, not the target: a carrier "
+                    "that keeps its label (a decoy that hides the trigger, or a natural "
+                    "carrier), removed with the rest"
+                )
+        elif relabelled_stamp[i]:
+            t = next(tt for tt in triggers if tt.content_tested and tt.target == int(data.y[i]))
+            reasons[i] = (
+                f"labelled {data.class_name(t.target)}, carries a pattern stamped on "
+                f"{t.n_coords} input coordinates (also on samples of other classes that keep "
+                "their label), and with the pattern masked its neighbours are another class: "
+                "relabelled poison; a probe does not follow the pattern (attack success "
+                f"{asr_before.get(t.target, float('nan')):.0%}): a weak backdoor, review"
+            )
         else:
             reasons[i] = _noise_reason(i)
 
@@ -710,6 +762,10 @@ def scan(
         "trigger": _trigger_risk(n_verified_carriers, n) if any(verified) and triggers else 0.0,
         "label_noise": risk_from_fraction(noise_frac) if calibrated else 0.0,
         "candidate_pattern": _CANDIDATE_RISK if any(not v for v in verified) else 0.0,
+        # carriers of a content-tested stamp labelled its target: measured mislabelled samples
+        # (another class's content) sharing one pattern — counted like label noise even where
+        # the probe does not follow the stamp (decoys weaken it; adversarial review)
+        "relabelled_stamp": risk_from_fraction(float(relabelled_stamp.mean())),
         "label_noise_groups": (
             risk_from_fraction(noise_frac)
             if groups is not None and groups.groups is not None
@@ -1047,6 +1103,15 @@ _SIDE_ALPHA = 0.05
 _SIDE_MIN = 0.073
 #: label permutations of the side test's null (its p-value resolution is 1/501)
 _SIDE_PERMUTATIONS = 500
+#: the effect the side-conditional depth (:func:`_side_depth`) must show besides significance
+#: (level ``_DEPTH_ALPHA``): the lowest mean of the tuning flips in the guarded band (0.481,
+#: ``test_poi_overlap``'s 10 % random flips on Gaussians 3 SD apart, scan seed 1, n = 53 flags;
+#: digits/MNIST-5k flip cells 0.69–0.81, digits flips to the nearest class 0.50–0.51 over scan
+#: seeds 0–2) minus two standard errors of that measurement (2 × 0.040, the depth test's
+#: convention)
+_SIDE_DEPTH_MIN = 0.40
+#: fewest members of the predicted class on a flag's label's side for it to enter the test
+_SIDE_DEPTH_MIN_REF = 5
 
 
 def _side_test(
@@ -1127,8 +1192,131 @@ def _side_test(
     }
 
 
-def _depth_test(
+#: the depth test's ``noun`` in plural (:func:`_depth_test`)
+_PLURAL = {"class": "classes", "group": "groups"}
+
+
+def _depth_percentiles(
+    y: NDArray[np.int64],
+    n_classes: int,
+    space: InputSpace,
+    oof: NDArray[np.float64],
+    flags: NDArray[np.bool_],
+) -> NDArray[np.float64]:
+    """Each flagged sample's depth percentile in its predicted class (:func:`_depth_test`);
+    NaN for samples not judged (not flagged, label = prediction, or no reference members).
+
+    Depth in the predicted class ``b`` is the cross-fitted probe's log-odds margin of ``b`` over
+    the runner-up and the distance (judging view) to the nearest sample predicted as another
+    class; each is turned into a mid-rank percentile among the reference (samples labelled
+    ``b`` that probe and neighbours also put in ``b``) and the two are averaged.
+    """
+    pred = oof.argmax(1)
+    logp = np.log(np.clip(oof, 1e-12, 1.0))
+    top = np.sort(logp, axis=1)
+    depths = [top[:, -1] - top[:, -2], np.zeros(len(y))]
+    for b in range(n_classes):
+        mb = pred == b
+        if mb.any() and not mb.all():
+            nn = NearestNeighbors(n_neighbors=1).fit(space.z[~mb])
+            depths[1][mb] = nn.kneighbors(space.z[mb])[0][:, 0]
+    out = np.full(len(y), np.nan)
+    for b in range(n_classes):
+        fb = flags & (pred == b) & (y != b)
+        ref = (y == b) & (pred == b) & (space.majority == b)
+        if not fb.any() or not ref.any():
+            continue
+        u = np.zeros(int(fb.sum()))
+        for dep in depths:
+            r = np.sort(dep[ref])
+            lo = np.searchsorted(r, dep[fb], side="left")
+            hi = np.searchsorted(r, dep[fb], side="right")
+            u += (lo + hi) / (2.0 * len(r)) / len(depths)
+        out[fb] = u
+    return out
+
+
+def _side_depth(
     data: Prepared, space: InputSpace, oof: NDArray[np.float64], flags: NDArray[np.bool_]
+) -> dict[str, Any]:
+    """Depth of the flags along the axis between their two classes, among the members of the
+    predicted class that face the flag's label (:func:`_depth_test`'s second statistic).
+
+    A flag has label ``a`` and is predicted ``b``. Natural overlap carries ``a``'s tail into
+    ``b``'s region: relative to ``b``'s own members its density falls off monotonically away
+    from ``a`` (for equal-variance Gaussians the log ratio is linear along the axis joining the
+    means), so it sits on ``a``'s edge of ``b``. Under the class-conditional flip model
+    (Natarajan et al. 2013) a flipped ``b`` sample is spread like ``b``. Flips to each sample's
+    *nearest* other class (a standard targeted flip) are spread like the part of ``b`` that
+    faces ``a`` — the reason the side test (:func:`_side_test`) and a plain axis depth cannot
+    tell them from overlap. So the reference is conditioned on the side: ``b``'s clear members
+    (labelled, predicted and neighbour-voted ``b``) whose nearest other class centroid
+    (judging view, clear members) is ``a``. Each flag is projected on the axis from ``a``'s to
+    ``b``'s centroid and gets its mid-rank percentile among those members (flags whose side
+    has fewer than ``_SIDE_DEPTH_MIN_REF`` members are left out). Under the flip model (random
+    or nearest-class targets) the mean is ≈ 0.5 or above (the rule keeps the clear cases);
+    under overlap it is lower. With two classes the side is the other class and this is the
+    plain axis depth.
+
+    Measured (scan seeds 0–2, ``benchmarks/poisoning_overlap_injection.py``): tuning flips
+    0.48–0.81 (the digits/MNIST-5k flip cells 0.69–0.81, digits flips to the nearest class
+    0.50–0.51, the overlap tests' synthetic flip families 0.48–0.68); fresh draws of three clean
+    Gaussian classes on a line (2 SD draws 6–21, 2.5 SD draws 6–11; not tuning of the rule,
+    the family it is for) 0.23–0.42.
+    """
+    y, k = data.y, data.n_classes
+    pred = oof.argmax(1)
+    clear = (y == pred) & (space.majority == y)
+    cent = np.full((k, space.z.shape[1]), np.nan)
+    for c in range(k):
+        if (clear & (y == c)).any():
+            cent[c] = space.z[clear & (y == c)].mean(axis=0)
+    idx = np.flatnonzero(flags & (y != pred))
+    if k < 2 or len(idx) == 0:
+        return {"side_depth_n": 0}
+    # each clear member's side: the nearest class centroid other than its own
+    dist = np.full((len(y), k), np.inf)
+    for c in range(k):
+        if not np.isnan(cent[c]).any():
+            dist[:, c] = ((space.z - cent[c]) ** 2).sum(axis=1)
+    dist[np.arange(len(y)), pred] = np.inf
+    side = dist.argmin(axis=1)
+    pct: list[NDArray[np.float64]] = []
+    for a, b in {(int(y[i]), int(pred[i])) for i in idx}:
+        if np.isnan(cent[[a, b]]).any():
+            continue
+        facing = clear & (y == b) & (side == a)
+        if facing.sum() < _SIDE_DEPTH_MIN_REF:
+            continue
+        axis = cent[b] - cent[a]
+        r = np.sort(space.z[facing] @ axis)
+        v = space.z[idx[(y[idx] == a) & (pred[idx] == b)]] @ axis
+        lo = np.searchsorted(r, v, side="left")
+        hi = np.searchsorted(r, v, side="right")
+        pct.append((lo + hi) / (2.0 * len(r)))
+    n = sum(len(u) for u in pct)
+    if not n:
+        return {"side_depth_n": 0}
+    mean = float(np.concatenate(pct).mean())
+    zstat = (mean - 0.5) * math.sqrt(12.0 * n)
+    p_value = float(0.5 * math.erfc(-zstat / math.sqrt(2.0)))
+    return {
+        "side_depth_n": n,
+        "side_depth_mean": round(mean, 4),
+        "side_depth_z": round(zstat, 3),
+        "side_depth_p_value": round(p_value, 6),
+        "side_depth_min_mean": _SIDE_DEPTH_MIN,
+        "side_depth_shallow": bool(p_value < _DEPTH_ALPHA and mean < _SIDE_DEPTH_MIN),
+    }
+
+
+def _depth_test(
+    data: Prepared,
+    space: InputSpace,
+    oof: NDArray[np.float64],
+    flags: NDArray[np.bool_],
+    *,
+    noun: Literal["class", "group"] = "class",
 ) -> dict[str, Any]:
     """Whether the label-noise rule's flags look like label flips or like natural class overlap.
 
@@ -1150,7 +1338,12 @@ def _depth_test(
     cases); the rule abstains when the flags sit nearer the boundary both significantly — a
     one-sided z-test (mean of ``n`` percentiles, SD ``1/√12`` each: conservative for an average
     of two) at level ``_DEPTH_ALPHA`` = 0.05, a convention — and by more than the tuning sets'
-    flip cells ever did (mean < ``_DEPTH_MIN`` = 0.43).
+    flip cells ever did (mean < ``_DEPTH_MIN`` = 0.43). It also abstains when the flags lie on
+    their label's edge of the class they sit in, among that class's members facing the label
+    (:func:`_side_depth`: significant at the same level and mean < ``_SIDE_DEPTH_MIN`` = 0.40):
+    overlap that passes the first test, three clean classes on a line, fails this one, while
+    flips to each sample's nearest class — which the side test (:func:`_side_test`) cannot tell
+    from overlap — do not.
 
     Measured (benchmark split, scan seed 0): tuning sets' flip cells in the guarded band, mean
     percentile (z): digits flip 5/10/20 % 0.488/0.508/0.476 (−0.4/+0.3/−1.3), MNIST-5k
@@ -1162,46 +1355,39 @@ def _depth_test(
     (digits, the 10 % smallest-margin samples flipped to the runner-up class: 0.20): the rule
     abstains there too, so the scan is uncalibrated and the gate refuses, but they are not
     flagged.
+
+    ``noun`` names what ``data``'s labels are in ``overlap_evidence`` (``"group"`` at label-group
+    level, :mod:`saip_poisoning.labelgroups`).
     """
-    y, n_classes = data.y, data.n_classes
-    pred = oof.argmax(1)
-    logp = np.log(np.clip(oof, 1e-12, 1.0))
-    top = np.sort(logp, axis=1)
-    depths = [top[:, -1] - top[:, -2], np.zeros(len(y))]
-    for b in range(n_classes):
-        mb = pred == b
-        if mb.any() and not mb.all():
-            nn = NearestNeighbors(n_neighbors=1).fit(space.z[~mb])
-            depths[1][mb] = nn.kneighbors(space.z[mb])[0][:, 0]
-    pct: list[NDArray[np.float64]] = []
-    for b in range(n_classes):
-        fb = flags & (pred == b) & (y != b)
-        ref = (y == b) & (pred == b) & (space.majority == b)
-        if not fb.any() or not ref.any():
-            continue
-        u = np.zeros(int(fb.sum()))
-        for dep in depths:
-            r = np.sort(dep[ref])
-            lo = np.searchsorted(r, dep[fb], side="left")
-            hi = np.searchsorted(r, dep[fb], side="right")
-            u += (lo + hi) / (2.0 * len(r)) / len(depths)
-        pct.append(u)
-    n = sum(len(u) for u in pct)
+    pct = _depth_percentiles(data.y, data.n_classes, space, oof, flags)
+    pct = pct[~np.isnan(pct)]
+    n = len(pct)
     if not n:
         return {"n": 0, "identifiable": True}
-    mean = float(np.concatenate(pct).mean())
+    mean = float(pct.mean())
     zstat = (mean - 0.5) * math.sqrt(12.0 * n)
     p_value = float(0.5 * math.erfc(-zstat / math.sqrt(2.0)))
     shallow = p_value < _DEPTH_ALPHA and mean < _DEPTH_MIN
     # the side test is reported, never decides: flips to each sample's most similar class
     # (a standard targeted flip) follow the side exactly like overlap does (:func:`_side_test`)
     side = _side_test(data, space, oof, flags)
+    # ... but the depth *within* the side does decide: nearest-class flips are spread like the
+    # part of their class facing the label, overlap sits at its edge (:func:`_side_depth`)
+    side_depth = _side_depth(data, space, oof, flags)
     why = (
-        f"lie nearer the class boundary than the classes' own members (mean depth "
+        f"lie nearer the {noun} boundary than the {_PLURAL[noun]}' own members (mean depth "
         f"percentile {mean:.2f} < {_DEPTH_MIN}, one-sided p = {p_value:.2g} < {_DEPTH_ALPHA})"
         if shallow
         else ""
     )
+    if not shallow and side_depth.get("side_depth_shallow"):
+        shallow = True
+        why = (
+            f"lie on their label's edge of the {noun} they sit in, nearer that label than the "
+            f"{noun}'s own members on the same side (mean side depth percentile "
+            f"{side_depth['side_depth_mean']:.2f} < {_SIDE_DEPTH_MIN}, one-sided p = "
+            f"{side_depth['side_depth_p_value']:.2g} < {_DEPTH_ALPHA})"
+        )
     return {
         "n": n,
         "mean_depth_percentile": round(mean, 4),
@@ -1210,6 +1396,7 @@ def _depth_test(
         "alpha": _DEPTH_ALPHA,
         "min_mean": _DEPTH_MIN,
         **side,
+        **side_depth,
         "overlap_evidence": why,
         "identifiable": not shallow,
     }
@@ -1223,6 +1410,7 @@ def _label_noise(
     *,
     seed: int,
     where: str = "input-space",
+    noun: Literal["class", "group"] = "class",
 ) -> tuple[NDArray[np.bool_], NDArray[np.int64], dict[int, str], int, dict[str, Any] | None]:
     """Rule 2 with one round of iterative cleaning; returns flags, relabel targets, reasons of
     the second pass's flags, the number of passes run (reported as
@@ -1259,7 +1447,7 @@ def _label_noise(
     relabel = space.majority.copy()
     if risk_from_fraction(float(first.mean())) < _SECOND_PASS_RISK:
         return first, relabel, {}, 1, None
-    depth = _depth_test(data, space, oof, first)
+    depth = _depth_test(data, space, oof, first, noun=noun)
     if not depth["identifiable"]:
         # natural overlap, not flips: the rule abstains (the caller reports uncalibrated and
         # sets these first-pass flags aside, not counted as poison)

@@ -11,8 +11,9 @@ with no common direction. The search, per class ``t``:
    ``min_seeds``); and, separately, samples of ``t`` sharing exact values on coordinates where
    sharing them is improbable given the other classes (:func:`stamp_seeds`: a binomial chance
    test, Bonferroni-corrected, instead of fixed count/share cuts — a stamped patch, found
-   without neighbours — natural textures, clean-label poison, stamps on as few as 4 samples).
-   The seed set with the larger effect is used.
+   without neighbours — natural textures, clean-label poison, stamps on as few as 4 samples);
+   and a stamp hidden behind decoys (the other classes' background value, gated by a causal
+   content test: :func:`content_disagreement`). The seed set with the larger effect is used.
 2. **Shared-pattern test, cross-fitted**: split the seeds in two; the mean difference of one half
    gives a direction ``u``; the other half's neighbour residuals projected on ``u`` are compared
    with those of the reference samples (samples whose neighbours agree with their label, outside
@@ -74,6 +75,7 @@ __all__ = [
     "carriers",
     "counter_examples",
     "find_triggers",
+    "to_remove",
     "triggers_from_flags",
 ]
 
@@ -85,6 +87,136 @@ MIN_STAMP_SEEDS = 4
 #: share of the other classes from which their most common value on a coordinate is a
 #: background (skipped as a stamp value); below it the value is tried like any other
 _BACKGROUND = 0.05
+#: background-valued blocks given the content test per class (largest first): a bound on the
+#: work and on the Bonferroni factor of that test, not fitted
+_MAX_BACKGROUND_BLOCKS = 5
+#: neighbours voting on a carrier's content (the input-space graph's own k)
+_CONTENT_K = 10
+#: dimensions of the random projection the content test's distances are taken in (wider inputs)
+_CONTENT_DIMS = 64
+
+
+@dataclass(frozen=True)
+class ContentTest:
+    """Result of :func:`content_disagreement`.
+
+    Attributes
+    ----------
+    p_value
+        One-sided Fisher exact test: carriers of the pattern labelled ``t`` disagree with ``t``
+        more often than the other samples labelled ``t``.
+    disagreeing
+        Carriers labelled ``t`` whose masked content's neighbours are mostly another class.
+    carrier_share, other_share
+        Share disagreeing among the carriers labelled ``t`` and among the rest of ``t``.
+    """
+
+    p_value: float
+    disagreeing: NDArray[np.intp]
+    carrier_share: float
+    other_share: float
+
+
+def _neighbour_majority(
+    xq: NDArray[np.float64],
+    q: NDArray[np.intp],
+    xr: NDArray[np.float64],
+    ref: NDArray[np.intp],
+    y_ref: NDArray[np.int64],
+    n_classes: int,
+    k: int,
+) -> NDArray[np.intp]:
+    """Majority label of each query row's ``k`` nearest reference rows, itself excluded (rows
+    ``q`` and ``ref`` of the data, embedded as ``xq`` and ``xr``)."""
+    out = np.zeros(len(q), dtype=np.intp)
+    rr = (xr * xr).sum(axis=1)
+    kk = min(k, len(ref) - 1)
+    for s in range(0, len(q), 512):
+        xs, qs = xq[s : s + 512], q[s : s + 512]
+        d = (xs * xs).sum(axis=1)[:, None] + rr[None, :] - 2.0 * xs @ xr.T
+        d[qs[:, None] == ref[None, :]] = np.inf  # leave one out: a row never votes for itself
+        nn = np.argpartition(d, kk, axis=1)[:, :kk]
+        votes = np.zeros((len(qs), n_classes))
+        np.add.at(votes, (np.arange(len(qs))[:, None], y_ref[nn]), 1.0)
+        out[s : s + 512] = votes.argmax(axis=1)
+    return out
+
+
+def content_disagreement(
+    data: Prepared,
+    t: int,
+    mask: NDArray[np.bool_],
+    carrier: NDArray[np.bool_],
+    *,
+    k: int = _CONTENT_K,
+    max_reference: int = 2000,
+    give_up: float = 1.0,
+    rng: np.random.Generator,
+) -> ContentTest:
+    """Does a pattern's content say "not ``t``" on the samples labelled ``t`` that carry it?
+
+    A causal check on a candidate stamp: the pattern's coordinates (``mask``) are removed and
+    each sample labelled ``t`` is classified from the rest of its input by its ``k`` nearest
+    neighbours among the samples that do *not* carry the pattern (``carrier``; any label) —
+    a nonparametric probe fitted without the carriers, so it cannot learn the pattern, and
+    cross-fitted (leave-one-out) for the non-carriers it is scored on. Poison is a sample of
+    another class stamped and relabelled ``t``: without the stamp its content is its source
+    class. A decoy (the stamp on a sample that keeps its label) and a natural background (a
+    value shared by ordinary members of ``t``) agree with their label. The evidence is the
+    share of carriers labelled ``t`` whose content disagrees with ``t`` against the same share
+    among non-carriers of ``t`` (whose disagreement is the probe's own error and natural
+    overlap), one-sided Fisher exact test. This is the masking ("occlusion") idea of
+    input-attribution tests applied to the candidate trigger (Zeiler & Fergus 2014,
+    arXiv:1311.2901; for backdoors, Chou et al. 2020, SentiNet, arXiv:1812.00292, and Doan et
+    al. 2020, Februus, arXiv:1908.03369, mask the trigger region and re-classify), with a kNN
+    probe (the input-space neighbour rule of this module) instead of a network.
+    """
+    from scipy.stats import binomtest, fisher_exact  # type: ignore[import-untyped]
+
+    cols = ~mask
+    ref = np.flatnonzero(~carrier)
+    if len(ref) > max_reference:
+        ref = np.sort(rng.choice(ref, max_reference, replace=False))
+    q_c = np.flatnonzero(carrier & (data.y == t))
+    if len(q_c) > max_reference:
+        q_c = np.sort(rng.choice(q_c, max_reference, replace=False))
+    q_n = np.flatnonzero(~carrier & (data.y == t))
+    if len(q_n) > max_reference // 2:
+        q_n = np.sort(rng.choice(q_n, max_reference // 2, replace=False))
+    if len(q_c) == 0 or len(q_n) == 0 or len(ref) <= k or not cols.any():
+        return ContentTest(1.0, np.zeros(0, dtype=np.intp), 0.0, 0.0)
+    cols_i = np.flatnonzero(cols)
+    proj: NDArray[np.float64] | None = None
+    if len(cols_i) > _CONTENT_DIMS:
+        # distances in a random Gaussian projection (Johnson–Lindenstrauss): ~10× cheaper on
+        # images, neighbours nearly the same
+        proj = rng.normal(size=(len(cols_i), _CONTENT_DIMS)) / np.sqrt(_CONTENT_DIMS)
+
+    def embed(rows: NDArray[np.intp]) -> NDArray[np.float64]:
+        e: NDArray[np.float64] = data.xs[np.ix_(rows, cols_i)]
+        return e if proj is None else e @ proj
+
+    xr, y_ref = embed(ref), data.y[ref]
+    maj_c = _neighbour_majority(embed(q_c), q_c, xr, ref, y_ref, data.n_classes, k)
+    dis_c = maj_c != t
+    # most of them: a backdoor's carriers in ``t`` are mostly relabelled samples, a natural
+    # sub-population's (an unusual shape, a blank region) mostly ordinary, if ambiguous,
+    # members of ``t``; both this and the comparison below must hold (intersection-union
+    # test: the larger p-value), so the comparison is skipped when this already fails
+    p_most = float(binomtest(int(dis_c.sum()), len(dis_c), 0.5, alternative="greater").pvalue)
+    if p_most > give_up:
+        return ContentTest(p_most, q_c[dis_c], round(float(dis_c.mean()), 4), float("nan"))
+    dis_n = _neighbour_majority(embed(q_n), q_n, xr, ref, y_ref, data.n_classes, k) != t
+    _, p_rest = fisher_exact(
+        [[int(dis_c.sum()), int((~dis_c).sum())], [int(dis_n.sum()), int((~dis_n).sum())]],
+        alternative="greater",
+    )
+    return ContentTest(
+        p_value=max(float(p_rest), p_most),
+        disagreeing=q_c[dis_c],
+        carrier_share=round(float(dis_c.mean()), 4),
+        other_share=round(float(dis_n.mean()), 4),
+    )
 
 
 @dataclass(frozen=True)
@@ -128,6 +260,10 @@ class Trigger:
     #: a blended trigger's weight ``a``: :meth:`stamp` gives ``(1 − a)·x + delta`` (Chen et al.
     #: 2017 blend ``(1 − a)·x + a·k`` with ``delta = a·k``); 0 for an additive/stamped trigger
     blend: float = 0.0
+    #: a stamp whose value is the other classes' background (decoys), found because its
+    #: carriers labelled :attr:`target` look like another class once it is masked
+    #: (:func:`content_disagreement`)
+    content_tested: bool = False
 
     def projection(self, xs: NDArray[np.float64]) -> NDArray[np.float64]:
         """Projection of scaled inputs on the unit trigger direction."""
@@ -183,7 +319,7 @@ def _chance(k: int, n: int, m_ref: int, n_ref: int) -> float:
     The rate comes from the reference's own *joint* frequency, not a product of per-coordinate
     frequencies: coordinates that saturate together in clean data (ink strokes, flat image regions,
     features clipped at a bound) share their ties in the reference as well."""
-    from scipy.stats import binom  # type: ignore[import-untyped]
+    from scipy.stats import binom
 
     q = (m_ref + 1.0) / (n_ref + 2.0)
     return float(binom.sf(k - 1, n, q))
@@ -196,12 +332,12 @@ def stamp_seeds(
     alpha: float = STAMP_ALPHA,
     min_seeds: int = MIN_STAMP_SEEDS,
     max_rows: int = 2000,
+    background: bool = False,
     rng: np.random.Generator,
 ) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
     """Samples of class ``t`` sharing exact values on coordinates where those values are more
-    common in ``t`` than chance allows (the others' usual value only when fewer than
-    :data:`_BACKGROUND` = 5 % of them have it): a stamped patch. Returns the samples and the
-    stamp's coordinate mask.
+    common in ``t`` than chance allows: a stamped patch (BadNets, Gu et al. 2017,
+    arXiv:1708.06733). Returns the samples and the stamp's coordinate mask.
 
     The test is a chance calculation, not a fixed count or share: on each coordinate ``j`` the
     most common value ``v`` of ``t`` other than the other classes' usual value (a background)
@@ -220,8 +356,29 @@ def stamp_seeds(
     and the floor ``min_seeds`` (two seeds per cross-fitting half): see :data:`STAMP_ALPHA` and
     the module docstring.
 
+    **Background route** (``background=True``; decoys): a poisoner can also stamp samples of the
+    other classes that keep their label, on ≥ 5 % of them, so the stamp value becomes the
+    others' background and is never tried above. This route tries exactly those values: the
+    others' usual value held by 5–50 % of them and by a minority of ``t`` (poison is a minority
+    of its class), unless it is the coordinate's minimum (an absence — a blank pixel, a zero
+    count — is every class's background; with it, blank-pixel blocks of digits' class 9 passed
+    the content test in the a2o and blend cells, whose poison relabelled to 0 pulls 9-like
+    shapes' neighbours) — hypotheses counted in the same Bonferroni family. Enrichment in ``t``
+    is not required (decoys as frequent as the poison hide it: 60 poisoned of 210 against 78
+    decoys of 390), it only ranks the blocks: the :data:`_MAX_BACKGROUND_BLOCKS` most enriched
+    are given a causal check, :func:`content_disagreement` — with the block masked, are the
+    carriers labelled ``t`` another class's content, mostly and more often than the rest of
+    ``t`` (Bonferroni over classes × blocks tried)? Poison is; decoys and natural backgrounds
+    (blank image regions, features clipped at a bound) are not. The route returns the carriers
+    labelled ``t`` whose content disagrees. Checked on the tuning sets (clean digits, MNIST-5k,
+    MNIST 3-vs-8 over scan seeds 0–2, and the synthetic tabular sets of the tests): nothing is
+    seeded; "mostly" is what keeps natural sub-populations out — the carriers of blank regions
+    in MNIST-5k classes 4–9 disagree more than the rest of their class (Fisher p 1e-4–1e-15) but
+    at most 53 % of them (digits: 63 % of 24), not significantly above half.
+
     This seed source does not need neighbours to disagree, so it also covers data whose
-    input-space neighbours are uninformative (natural textures) and clean-label poison.
+    input-space neighbours are uninformative (natural textures) and clean-label poison (not on
+    the background route, which needs relabelled carriers).
     """
     idx_t = np.flatnonzero(data.y == t)
     idx_o = np.flatnonzero(data.y != t)
@@ -241,24 +398,37 @@ def stamp_seeds(
     # also planted on two other-class samples hid behind it (adversarial review). Each value
     # tried is a hypothesis of the Bonferroni correction; the less probable one is the candidate
     per_coord: list[list[tuple[float, int, int]]] = []  # (value, count in t, count in others)
+    # the others' usual value where it is their background (>= 5 % of them, fewer than half)
+    # but a minority of ``t``: an *enrichment* hypothesis (decoys: the stamp also planted on
+    # other-class samples that keep their label, to make it the others' background)
+    per_coord_bg: list[list[tuple[float, int, int]]] = []
+    floor = data.xs.min(axis=0)
     for j in range(data.xs.shape[1]):
         vals, counts = np.unique(xo[:, j], return_counts=True)
         k_usual = int(counts.argmax())
         usual, m_usual = float(vals[k_usual]), int(counts[k_usual])
         tried: list[tuple[float, int, int]] = []
+        bg: list[tuple[float, int, int]] = []
         v, cnt = _mode(xt[:, j], usual)
         if cnt >= min_seeds:
             tried.append((v, cnt, int((xo[:, j] == v).sum())))
-        if m_usual < _BACKGROUND * n_o:
-            c_usual = int((xt[:, j] == usual).sum())
-            if c_usual >= min_seeds:
+        c_usual = int((xt[:, j] == usual).sum())
+        if c_usual >= min_seeds:
+            if m_usual < _BACKGROUND * n_o:
                 tried.append((usual, c_usual, m_usual))
+            elif m_usual < 0.5 * n_o and c_usual < 0.5 * n_t and usual > floor[j]:
+                # not the coordinate's minimum: an absence (a blank pixel, a zero count, a
+                # feature clipped at its floor) is every class's natural background, and a
+                # sub-population of a class with a blank region resembles another class
+                bg.append((usual, c_usual, m_usual))
         per_coord.append(tried)
-    extra = sum(max(0, len(t_) - 1) for t_ in per_coord)
+        per_coord_bg.append(bg)
+    # every value tried on a coordinate is a hypothesis of the correction, on both routes
+    extra = sum(max(0, len(a) + len(b) - 1) for a, b in zip(per_coord, per_coord_bg, strict=True))
     tests = float(data.n_classes * (data.xs.shape[1] + extra))
     coords: list[int] = []
     values: list[float] = []
-    for j, tried in enumerate(per_coord):
+    for j, tried in enumerate(per_coord_bg if background else per_coord):
         best_p, best_v = 1.0, 0.0
         for v, cnt, m_o in tried:
             if m_o >= 0.5 * n_o:
@@ -266,7 +436,9 @@ def stamp_seeds(
             p = _chance(cnt, n_t, m_o, n_o)
             if p < best_p:
                 best_p, best_v = p, v
-        if best_p * tests > alpha:
+        # the background route's enrichment is judged on the block (ranking) and by the
+        # content test (the gate), not per coordinate
+        if best_p * tests > alpha and not (background and tried):
             continue
         coords.append(j)
         values.append(best_v)
@@ -289,7 +461,7 @@ def stamp_seeds(
         dtype=np.intp,
         count=len(idx_t),
     )
-    best: tuple[float, int, NDArray[np.bool_]] | None = None
+    passed: list[tuple[float, int, NDArray[np.bool_]]] = []
     seen: set[bytes] = set()
     for a in range(len(coords)):
         together = block[a]
@@ -304,9 +476,29 @@ def stamp_seeds(
         if k < min_seeds or m_o >= 0.5 * n_o:
             continue
         p = _chance(k, len(idx_t), m_o, n_o)
-        size = int(together.sum())
-        if p * tests <= alpha and (best is None or (size, -p) > (best[1], -best[0])):
-            best = (p, size, together)
+        if p * tests <= alpha or background:
+            passed.append((p, int(together.sum()), together))
+    # the background route tries the most enriched blocks first, the exact route the largest
+    passed.sort(key=lambda b: (b[0], -b[1]) if background else (-b[1], b[0]))
+    best: tuple[float, int, NDArray[np.bool_]] | None = passed[0] if passed else None
+    if background:
+        # a background value is the others' as well: the blocks (most enriched first) must pass
+        # the content test — their carriers in ``t`` look like another class once the stamp's
+        # coordinates are masked (poison relabelled to ``t``), unlike a natural background,
+        # whose carriers are ordinary members of their class
+        best = None
+        tried_blocks = passed[:_MAX_BACKGROUND_BLOCKS]
+        for _p, _size, together in tried_blocks:
+            mask = np.zeros(data.xs.shape[1], dtype=bool)
+            mask[np.asarray(coords)[together]] = True
+            fixed_vals = np.zeros(data.xs.shape[1])
+            fixed_vals[np.asarray(coords)[together]] = vals_c[together]
+            hit = (data.xs[:, mask] == fixed_vals[mask]).mean(axis=1) >= 0.8
+            level = alpha / (data.n_classes * len(tried_blocks))
+            test = content_disagreement(data, t, mask, hit, give_up=level, rng=rng)
+            if test.p_value <= level:
+                return test.disagreeing, mask
+        return none
     if best is None:
         return none
     together = best[2]
@@ -338,15 +530,23 @@ def find_triggers(
         if len(ref_idx) > max_reference:
             ref_idx = rng.choice(ref_idx, max_reference, replace=False)
         d_r = _residuals(data, space, ref_idx)
-        best: tuple[float, NDArray[np.intp], NDArray[np.float64], str] | None = None
+        best: tuple[float, NDArray[np.intp], NDArray[np.float64], str, NDArray[np.bool_]] | None = (
+            None
+        )
         stamp_idx, stamp_mask = stamp_seeds(data, t, rng=rng)
-        for kind, s_idx in (
-            ("neighbours", np.flatnonzero(seeds_all & (data.y == t))),
-            ("stamp", stamp_idx),
+        # the others' background values, gated by the content test (decoys); its own generator,
+        # so the search above draws exactly what it drew without this route
+        bg_idx, bg_mask = stamp_seeds(
+            data, t, background=True, rng=np.random.default_rng([seed, 53, t])
+        )
+        for kind, s_idx, mask in (
+            ("neighbours", np.flatnonzero(seeds_all & (data.y == t)), stamp_mask),
+            ("stamp", stamp_idx, stamp_mask),
+            ("content", bg_idx, bg_mask),
         ):
             # a stamp's seeds already passed a chance test (stamp_seeds); neighbour seeds need
             # min_seeds
-            if len(s_idx) < (MIN_STAMP_SEEDS if kind == "stamp" else min_seeds):
+            if len(s_idx) < (min_seeds if kind == "neighbours" else MIN_STAMP_SEEDS):
                 continue
             if kind == "neighbours":
                 d_s, d_ref = _residuals(data, space, s_idx), d_r
@@ -362,11 +562,14 @@ def find_triggers(
                 d_s, d_ref = data.xs[s_idx] - centre, data.xs[rest] - centre
             eff = _split_effect(d_s, d_ref, rng)
             if best is None or eff > best[0]:
-                best = (eff, s_idx, d_s, kind)
+                best = (eff, s_idx, d_s, kind, mask)
         if best is None or best[0] < min_effect:
             continue
-        effect, s_idx, d_s, kind = best
-        tr = _reconstruct(data, t, s_idx, d_s, ref_idx, effect, kind, stamp_mask)
+        effect, s_idx, d_s, kind, mask = best
+        stamp = "stamp" if kind == "content" else kind
+        tr = _reconstruct(data, t, s_idx, d_s, ref_idx, effect, stamp, mask)
+        if tr is not None and kind == "content":
+            tr = replace(tr, content_tested=True)
         if tr is not None:
             out.append(tr)
     return out
@@ -552,6 +755,20 @@ def carriers(data: Prepared, trigger: Trigger) -> NDArray[np.bool_]:
         out: NDArray[np.bool_] = close.mean(axis=1) >= 0.9
         return out
     out = trigger.projection(data.xs) > trigger.cut
+    return out
+
+
+def to_remove(data: Prepared, trigger: Trigger) -> NDArray[np.bool_]:
+    """The carriers a mitigation removes: all of them (any label), except for a stamp found
+    behind decoys (:attr:`Trigger.content_tested`), whose carriers labelled another class than
+    the target are kept. Those keep their (correct) label — the content test found the
+    target's carriers, not them, to be another class's content — and they are the trigger's
+    counter-examples (Neural Cleanse's unlearning set, Wang et al. 2019): removing them left a
+    probe following the stamp at 80 % after removal, against 40 % without decoys (40 poisoned,
+    22 decoys; adversarial review)."""
+    out = carriers(data, trigger)
+    if trigger.content_tested:
+        out &= data.y == trigger.target
     return out
 
 

@@ -415,7 +415,24 @@ class PubSubStream(RecordStream):
         return self._ids[message.position]
 
     def checkpoint(self, messages: Sequence[StreamMessage]) -> None:
-        """Ack ``messages`` (call only after they are durably stored); waits for confirmation."""
+        """Ack ``messages`` (call only after they are durably stored).
+
+        Confirmed only on a subscription with exactly-once delivery
+        (``enable_exactly_once_delivery``; ``Message.ack_with_response``, google-cloud-pubsub):
+        then this waits for the service's answer and raises :class:`CloudBackendError` when it
+        refuses an ack (e.g. a lease that lapsed), after every ack was sent. Neither
+        ``infra/gcp`` nor :func:`ensure_pubsub_resources` enables it: there the client answers
+        at once and sends the acks in the background, best effort — a lost ack is a redelivery,
+        which the engine already takes (at-least-once delivery, idempotent writes; scaled out,
+        the claims store of :mod:`saip_ingestion.backends.claims`).
+
+        Raises
+        ------
+        KeyError
+            A message this stream did not deliver, or one already acked, nacked or released.
+        CloudBackendError
+            Exactly-once delivery only: the service refused (or did not confirm in time) an ack.
+        """
         futures = []
         for m in messages:
             self._ids.pop(m.position, None)
@@ -423,8 +440,17 @@ class PubSubStream(RecordStream):
             if msg is None:
                 raise KeyError(f"unknown or already acknowledged message {m.position[:16]}...")
             futures.append(msg.ack_with_response())
+        refused: list[str] = []
         for fut in futures:
-            fut.result(timeout=self._timeout)
+            try:
+                fut.result(timeout=self._timeout)
+            except Exception as exc:  # AcknowledgeError (with its status) or a timeout
+                refused.append(str(getattr(exc, "error_code", None) or type(exc).__name__))
+        if refused:
+            raise CloudBackendError(
+                f"{self._names.subscription} refused {len(refused)} of {len(futures)} acks "
+                f"(first: {refused[0]}); they will be redelivered"
+            )
 
     def reject(self, messages: Sequence[StreamMessage]) -> None:
         """Nack ``messages``: redelivered now; counts toward the dead-letter threshold."""
