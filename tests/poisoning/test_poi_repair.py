@@ -211,3 +211,21 @@ def test_poi_repair_happy_path_digits(
     m0 = mitigate(prepare(p.x, p.y), report=r, seed=0, repair=False)
     assert m0.n_repaired == 0
     assert not (m0.keep & p.is_poison).any()
+
+
+def test_poi_repair_not_on_an_uncalibrated_scan(
+    a2o_scan: tuple[Poisoned, ScanReport],
+) -> None:
+    """Where the scan cannot judge labels (here forced: agreement floor 0.999), the vote that
+    would relabel a repaired carrier cannot be trusted either (crops: 52 % right new labels):
+    the carriers are removed, never repaired, and the reason says why."""
+    p, _ = a2o_scan
+    r = scan(p.x, p.y, seed=0, min_agreement=0.999)
+    assert not r.calibrated
+    t = _stamp_trigger(r)
+    assert mitigation._repairable(t)
+    m = mitigate(p.x, p.y, report=r, seed=0)
+    assert m.n_repaired == 0
+    assert "removed, not repaired: the scan is uncalibrated" in m.reason
+    assert not (m.keep & p.is_poison).any()
+    assert all(f.startswith("removed") for f in m.fate[p.is_poison])
