@@ -19,9 +19,9 @@ from tests.poisoning._data import bench_load
 
 def test_poi_floor_clean_tabular_control_not_flagged_on_any_scan_seed() -> None:
     """The benchmark's clean tabular control (all 506 samples): scan seed 2 measured an
-    agreement of 0.802, passed the bare 0.8 floor and flagged 11.7 % (risk 96–100, the others
-    72–80 %, uncalibrated). With the margin (0.8 + 0.029 at n = 506) no scan seed judges its
-    labels. Evaluation data: scored after the margin was set."""
+    agreement of 0.802, passed the bare 0.8 floor and flagged 7.5 % at risk 89 (seeds 0, 1,
+    3–5: 0.72–0.80, uncalibrated). With the margin (0.8 + 0.029 at n = 506) no scan seed
+    judges its labels. Evaluation data: scored after the margin was set."""
     x, y = bench_load("boston3")
     for s in range(6):
         r = scan(x, y, seed=s)

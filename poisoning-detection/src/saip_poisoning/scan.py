@@ -10,7 +10,13 @@ Calibration (per dataset, nothing carried over from other data)
 ---------------------------------------------------------------
 The scan first measures whether the data is learnable enough to judge labels: the cross-fitted
 probe's held-out accuracy (median over classes) and how often it agrees with the input-space
-neighbour majority. Below ``min_accuracy`` / ``min_agreement`` the report says
+neighbour majority. The agreement is a proportion measured on ``n`` samples, so its floor
+applies to a one-sided lower confidence bound: it must clear ``min_agreement`` by 1.645
+binomial standard errors at the floor (:func:`floor_margin`; one look, a one-sided 95 % test;
+0.024 at n = 750, 0.003 at 60 000). Without it, data whose agreement sat at the floor was
+judged on some scan seeds and not on others, and what the label-noise rule then flagged was
+natural overlap (boston3, 506 samples: agreement 0.72–0.80 over scan seeds 0–5, seed 2 at
+0.802 flagged 7.5 %, risk 89). Below ``min_accuracy`` / that raised agreement floor the report says
 ``calibrated: false`` with the measured numbers as the reason, the label-noise rule is not run
 (on such data "disagrees with its neighbours" mostly means "hard", not "poisoned") and the risk
 only reflects what does not need a good probe (a reconstructed, verified trigger). The same
@@ -31,7 +37,8 @@ representation — texture statistics (HOG-style gradient histograms, Dalal & Tr
 marginal/derivative texture statistics, Portilla & Simoncelli 2000) and random-convolution
 energies (Jarrett et al. 2009; Saxe et al. 2011) — and that view judges labels if it passes
 stricter floors: each floor plus two binomial standard errors (a second probe is a second
-chance at the same floors) and at least the range the label-noise rule was validated on (the
+chance at the same floors: Bonferroni over two looks, z = 1.96 ≈ 2 where one look uses 1.645)
+and at least the range the label-noise rule was validated on (the
 tuning sets' lowest agreement 0.88 and median class accuracy 0.71). ``calibration["probe"]``
 names the view that judged labels (``None`` when no probe passed its floors; a view that passed
 stays named when the depth test then makes the label-noise rules abstain),
@@ -431,7 +438,8 @@ def scan(
         loss trajectory, gradients) and include their reports; they do not change the flags.
     min_effect, min_asr, min_accuracy, min_agreement
         The trigger effect cut (robust SD; set on digits/MNIST-5k), the ASR a trigger must reach
-        to count as a working backdoor, and the calibration floors.
+        to count as a working backdoor, and the calibration floors (the measured agreement
+        must clear ``min_agreement`` plus 1.645 binomial standard errors, :func:`floor_margin`).
     image_probe
         The second probe for images (:class:`~saip_poisoning.imageprobe.ImageProbe`): with
         the default ``mode="auto"``, N×H×W(×C) inputs whose pixel probe misses a calibration
@@ -901,7 +909,10 @@ def _judging_view(
 ) -> tuple[InputSpace, NDArray[np.float64], dict[str, Any]]:
     """The neighbours, cross-fitted probabilities and calibration labels are judged with.
 
-    First the pixel probe (PCA of the scaled inputs). For images, when it misses a floor (or
+    First the pixel probe (PCA of the scaled inputs), whose agreement must clear
+    ``min_agreement`` by ``_ONE_LOOK_Z`` binomial standard errors (:func:`floor_margin`;
+    reported as ``agreement_margin``, the raised floor as ``min_agreement``; the accuracy
+    floor is used as given). For images, when it misses a floor (or
     with ``mode="always"``, then only measured and reported while the pixel probe passes), the
     same PCA + k-NN + cross-fitted MLP run on the label-free image features
     (:mod:`saip_poisoning.imageprobe`). After a failed first probe the image
