@@ -15,6 +15,7 @@ from saip_poisoning import scan
 from saip_poisoning.scan import floor_margin
 
 from tests.poisoning._data import bench_load
+from tests.poisoning.test_poi_overlap import _gaussians
 
 
 def test_poi_floor_clean_tabular_control_not_flagged_on_any_scan_seed() -> None:
@@ -30,15 +31,6 @@ def test_poi_floor_clean_tabular_control_not_flagged_on_any_scan_seed() -> None:
         assert pixels["min_agreement"] == pytest.approx(0.8 + floor_margin(0.8, 506, z=1.645))
         assert r.flags.mean() <= 0.05, s
         assert r.risk_score < 20, s
-
-
-def _gaussians(sep: float, seed: int, n: int = 600) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, n).astype(np.int64)
-    x = rng.normal(size=(n, 10))
-    x[:, 0] += sep * y
-    depth = np.where(y == 1, x[:, 0] - sep / 2, sep / 2 - x[:, 0])
-    return x, y, depth
 
 
 @pytest.mark.parametrize("draw", [0, 100])
