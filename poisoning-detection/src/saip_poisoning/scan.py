@@ -928,7 +928,14 @@ def _judging_view(
     z = space.z / (float(space.z.std()) or 1.0)
     oof = crossfit_probs(z, data.y, n_classes=data.n_classes, seed=seed)
     first = floor_margin(min_agreement, len(data.y), z=_ONE_LOOK_Z)
-    cal = _calibrate(data, space, oof, min_accuracy, min(1.0, min_agreement + first))
+    cal = _calibrate(
+        data,
+        space,
+        oof,
+        min_accuracy,
+        min(1.0, min_agreement + first),
+        agree_note=f": {min_agreement:.1%} + {_ONE_LOOK_Z} binomial standard errors",
+    )
     cal["agreement_margin"] = first
     tried = [{"probe": "pixels", **_summary(cal), "agreement_margin": first}]
     if views is not None:
@@ -1032,9 +1039,11 @@ def _calibrate(
     min_agreement: float,
     *,
     where: str = "input-space",
+    agree_note: str = "",
 ) -> dict[str, Any]:
     """The calibration measurements of one probe and its neighbours; ``problems`` (popped by
-    :func:`_judging_view`) lists the floors missed."""
+    :func:`_judging_view`) lists the floors missed (``agree_note`` says how the agreement
+    floor was raised)."""
     pred = oof.argmax(1)
     per_class = [
         float((pred[data.y == c] == c).mean()) for c in range(data.n_classes) if (data.y == c).any()
@@ -1057,7 +1066,7 @@ def _calibrate(
     if agree < min_agreement:
         problems.append(
             f"probe and {where} neighbours agree on only {agree:.1%} of samples "
-            f"(< {min_agreement:.1%})"
+            f"(< {min_agreement:.1%}{agree_note})"
         )
     out["calibrated"] = not problems
     out["problems"] = problems
