@@ -131,12 +131,22 @@ def test_poi_noise_clean_gaussian_overlap_abstains() -> None:
     """Clean classes that overlap everywhere (no pure core) look like uniform label noise to a
     per-sample rule: the one-pass rule flagged 10.5 % (risk 97), two passes 13 % (99). The
     flags lie nearer the boundary than the classes' own members (depth test), so the rule
-    abstains and says why (was a known-false-alarm xfail)."""
+    abstains and says why (was a known-false-alarm xfail). Its probe/neighbour agreement
+    (0.825, n = 600) now also misses the agreement floor raised by the one-look margin
+    (0.827), so by default the rule is not run at all; with a floor lowered to let the probe
+    pass, the depth test still abstains."""
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 600).astype(np.int64)
     x = rng.normal(size=(600, 10))
     x[:, 0] += 1.5 * y
-    r = scan(x, y, seed=0, verify=False)
+    d = scan(x, y, seed=0, verify=False)
+    assert d.calibrated is False
+    assert "binomial standard errors" in d.calibration["reason"]
+    assert not d.flags.any()
+    assert d.risk_score < 20
+    assert [m.action for m in d.mitigations] == ["review_manually"]
+    r = scan(x, y, seed=0, verify=False, min_agreement=0.78)
+    assert r.calibration["probes"][0]["calibrated"] is True
     assert r.calibrated is False
     assert "overlap" in r.calibration["reason"]
     assert r.calibration["label_noise_depth"]["identifiable"] is False

@@ -10,7 +10,13 @@ Calibration (per dataset, nothing carried over from other data)
 ---------------------------------------------------------------
 The scan first measures whether the data is learnable enough to judge labels: the cross-fitted
 probe's held-out accuracy (median over classes) and how often it agrees with the input-space
-neighbour majority. Below ``min_accuracy`` / ``min_agreement`` the report says
+neighbour majority. The agreement is a proportion measured on ``n`` samples, so its floor
+applies to a one-sided lower confidence bound: it must clear ``min_agreement`` by 1.645
+binomial standard errors at the floor (:func:`floor_margin`; one look, a one-sided 95 % test;
+0.024 at n = 750, 0.003 at 60 000). Without it, data whose agreement sat at the floor was
+judged on some scan seeds and not on others, and what the label-noise rule then flagged was
+natural overlap (boston3, 506 samples: agreement 0.72–0.80 over scan seeds 0–5, seed 2 at
+0.802 flagged 7.5 %, risk 89). Below ``min_accuracy`` / that raised agreement floor the report says
 ``calibrated: false`` with the measured numbers as the reason, the label-noise rule is not run
 (on such data "disagrees with its neighbours" mostly means "hard", not "poisoned") and the risk
 only reflects what does not need a good probe (a reconstructed, verified trigger). The same
@@ -31,7 +37,8 @@ representation — texture statistics (HOG-style gradient histograms, Dalal & Tr
 marginal/derivative texture statistics, Portilla & Simoncelli 2000) and random-convolution
 energies (Jarrett et al. 2009; Saxe et al. 2011) — and that view judges labels if it passes
 stricter floors: each floor plus two binomial standard errors (a second probe is a second
-chance at the same floors) and at least the range the label-noise rule was validated on (the
+chance at the same floors: Bonferroni over two looks, z = 1.96 ≈ 2 where one look uses 1.645)
+and at least the range the label-noise rule was validated on (the
 tuning sets' lowest agreement 0.88 and median class accuracy 0.71). ``calibration["probe"]``
 names the view that judged labels (``None`` when no probe passed its floors; a view that passed
 stays named when the depth test then makes the label-noise rules abstain),
@@ -157,6 +164,14 @@ DEFAULT_IMAGE_PROBE = ImageProbe()
 #: pixel probe missed a floor) is trusted only inside that range
 _VALIDATED_AGREEMENT = 0.88
 _VALIDATED_ACCURACY = 0.71
+#: standard errors a probe's measured agreement must clear its floor by (:func:`floor_margin`):
+#: the first probe is one look, a one-sided 95 % test (z = 1.645); a second probe is a second
+#: look at the same floors after the first missed, so each look gets half the error
+#: (Bonferroni, z = 1.96, rounded to 2). Chosen on fresh synthetic draws (tuning data): three
+#: clean Gaussian classes 2 SD apart, draws 100–107, flagged 7–11 % at agreement 0.819–0.820
+#: (n = 750), all below 0.8 + 1.645 SE; z = 1.645 and 2 decide every tuning cell alike
+_ONE_LOOK_Z = 1.645
+_SECOND_LOOK_Z = 2.0
 #: (lower bound, name) of the documented risk bands
 BANDS: tuple[tuple[float, str], ...] = ((0, "low"), (20, "guarded"), (40, "high"), (70, "critical"))
 #: share of clean samples the label-noise rule flags on the tuning sets, not counted as risk
@@ -423,7 +438,8 @@ def scan(
         loss trajectory, gradients) and include their reports; they do not change the flags.
     min_effect, min_asr, min_accuracy, min_agreement
         The trigger effect cut (robust SD; set on digits/MNIST-5k), the ASR a trigger must reach
-        to count as a working backdoor, and the calibration floors.
+        to count as a working backdoor, and the calibration floors (the measured agreement
+        must clear ``min_agreement`` plus 1.645 binomial standard errors, :func:`floor_margin`).
     image_probe
         The second probe for images (:class:`~saip_poisoning.imageprobe.ImageProbe`): with
         the default ``mode="auto"``, N×H×W(×C) inputs whose pixel probe misses a calibration
@@ -893,7 +909,10 @@ def _judging_view(
 ) -> tuple[InputSpace, NDArray[np.float64], dict[str, Any]]:
     """The neighbours, cross-fitted probabilities and calibration labels are judged with.
 
-    First the pixel probe (PCA of the scaled inputs). For images, when it misses a floor (or
+    First the pixel probe (PCA of the scaled inputs), whose agreement must clear
+    ``min_agreement`` by ``_ONE_LOOK_Z`` binomial standard errors (:func:`floor_margin`;
+    reported as ``agreement_margin``, the raised floor as ``min_agreement``; the accuracy
+    floor is used as given). For images, when it misses a floor (or
     with ``mode="always"``, then only measured and reported while the pixel probe passes), the
     same PCA + k-NN + cross-fitted MLP run on the label-free image features
     (:mod:`saip_poisoning.imageprobe`). After a failed first probe the image
@@ -908,8 +927,17 @@ def _judging_view(
     """
     z = space.z / (float(space.z.std()) or 1.0)
     oof = crossfit_probs(z, data.y, n_classes=data.n_classes, seed=seed)
-    cal = _calibrate(data, space, oof, min_accuracy, min_agreement)
-    tried = [{"probe": "pixels", **_summary(cal)}]
+    first = floor_margin(min_agreement, len(data.y), z=_ONE_LOOK_Z)
+    cal = _calibrate(
+        data,
+        space,
+        oof,
+        min_accuracy,
+        min(1.0, min_agreement + first),
+        agree_note=f": {min_agreement:.1%} + {_ONE_LOOK_Z} binomial standard errors",
+    )
+    cal["agreement_margin"] = first
+    tried = [{"probe": "pixels", **_summary(cal), "agreement_margin": first}]
     if views is not None:
         views.append(("pixels", space, oof))
     use = (space, oof, cal, "pixels")
@@ -925,10 +953,8 @@ def _judging_view(
             counts = np.bincount(data.y)
             n_class = float(np.median(counts[counts > 0]))
             margin = {
-                "accuracy": round(2.0 * math.sqrt(min_accuracy * (1 - min_accuracy) / n_class), 4),
-                "agreement": round(
-                    2.0 * math.sqrt(min_agreement * (1 - min_agreement) / len(data.y)), 4
-                ),
+                "accuracy": floor_margin(min_accuracy, n_class, z=_SECOND_LOOK_Z),
+                "agreement": floor_margin(min_agreement, len(data.y), z=_SECOND_LOOK_Z),
             }
             acc_floor = max(min_accuracy + margin["accuracy"], _VALIDATED_ACCURACY)
             agree_floor = max(min_agreement + margin["agreement"], _VALIDATED_AGREEMENT)
@@ -970,6 +996,22 @@ def _judging_view(
     return lspace, loof, out
 
 
+def floor_margin(floor: float, n: float, *, z: float) -> float:
+    """``z`` binomial standard errors of a proportion measured on ``n`` samples at ``floor``.
+
+    The margin a measured proportion (probe/neighbour agreement, held-out accuracy) must clear
+    a floor by, so the floor applies to a one-sided lower confidence bound rather than to the
+    estimate: data whose true rate sits at the floor passes with probability ``≈ 1 − Φ(z)``
+    (5 % at z = 1.645) instead of one half. The standard error is taken at the floor (the
+    score/Wald test of ``H0: rate = floor``, e.g. Agresti & Coull 1998), so the margin does
+    not depend on the measurement itself and shrinks as ``1/√n`` (at 0.8: 0.029 for n = 750,
+    0.0027 for n = 60 000).
+    """
+    if not 0.0 <= floor <= 1.0 or n <= 0 or z < 0:
+        raise ValueError(f"floor_margin needs 0 ≤ floor ≤ 1, n > 0, z ≥ 0 (got {floor}, {n}, {z})")
+    return round(z * math.sqrt(floor * (1.0 - floor) / n), 4)
+
+
 def _summary(cal: Mapping[str, Any]) -> dict[str, Any]:
     keys = (
         "oof_accuracy",
@@ -997,9 +1039,11 @@ def _calibrate(
     min_agreement: float,
     *,
     where: str = "input-space",
+    agree_note: str = "",
 ) -> dict[str, Any]:
     """The calibration measurements of one probe and its neighbours; ``problems`` (popped by
-    :func:`_judging_view`) lists the floors missed."""
+    :func:`_judging_view`) lists the floors missed (``agree_note`` says how the agreement
+    floor was raised)."""
     pred = oof.argmax(1)
     per_class = [
         float((pred[data.y == c] == c).mean()) for c in range(data.n_classes) if (data.y == c).any()
@@ -1022,7 +1066,7 @@ def _calibrate(
     if agree < min_agreement:
         problems.append(
             f"probe and {where} neighbours agree on only {agree:.1%} of samples "
-            f"(< {min_agreement:.1%})"
+            f"(< {min_agreement:.1%}{agree_note})"
         )
     out["calibrated"] = not problems
     out["problems"] = problems
