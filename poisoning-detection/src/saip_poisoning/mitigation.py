@@ -64,9 +64,9 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from sklearn.neighbors import NearestNeighbors
 
 from saip_poisoning.data import Prepared, prepare
-from saip_poisoning.model import predict_proba, train_mlp
 from saip_poisoning.scan import ScanReport, scan
 from saip_poisoning.trigger import (
     Trigger,
@@ -193,18 +193,12 @@ def _asr_map(res: Mapping[str, Any]) -> dict[int, float]:
     return {int(k): float(v) for k, v in dict(res["asr"]).items()}
 
 
-#: how a repaired carrier's trigger coordinates are filled: ``"neighbours"`` (median of its
-#: input-space neighbours among kept non-carriers, matched on the other coordinates) or
-#: ``"median"`` (per-coordinate median of the kept non-carriers); chosen on the tuning sets
-_FILL = "median"
-#: how a repaired carrier is relabelled: ``"neighbours"`` (majority of its input-space neighbours
-#: among kept non-carriers) or ``"probe"`` (a probe trained on the kept non-carriers); chosen on
-#: the tuning sets
-_RELABEL = "neighbours"
-#: a repaired carrier is kept only when its new label's share (neighbour vote or probe
-#: probability) reaches this; chosen on the tuning sets
+#: a repaired carrier is kept only when its new label's share of the neighbour vote reaches
+#: this; chosen on the tuning sets (the fill — per-coordinate median of the kept non-carriers —
+#: and the neighbour vote were chosen there too, over a neighbours' fill and a probe's label:
+#: module docstring)
 _MIN_CONFIDENCE = 0.6
-#: neighbours of the fill and of the relabel vote
+#: neighbours of the relabel vote
 _K = 10
 #: donors (kept non-carriers) the neighbours are searched among, at most
 _MAX_DONORS = 5000
@@ -242,7 +236,6 @@ def _repair(
     donors: NDArray[np.intp],
     labels: NDArray[np.int64],
     *,
-    epochs: int,
     seed: int,
 ) -> _Repair:
     """Overwrite each carrier's trigger coordinates with a clean fill, then relabel it from the
@@ -256,18 +249,8 @@ def _repair(
     patches = [(t, pt) for t in triggers if (pt := _patch(t)) is not None]
     for t, (f, _, _) in patches:
         mask[carriers(data, t)[rows]] |= f[None, :]
-    any_mask = mask.any(axis=0)
-    if _FILL == "median":
-        fill = np.broadcast_to(np.median(data.xs[donors], axis=0), xs.shape)
-    else:
-        from sklearn.neighbors import NearestNeighbors
-
-        free = ~any_mask
-        k = min(_K, len(donors))
-        nn = NearestNeighbors(n_neighbors=k).fit(data.xs[donors][:, free])
-        ind = nn.kneighbors(xs[:, free], return_distance=False)
-        fill = np.median(data.xs[donors][ind], axis=1)
-    xs = np.where(mask, fill, xs)
+    fill = np.median(data.xs[donors], axis=0)
+    xs = np.where(mask, fill[None, :], xs)
     # never keep the trigger's value on its own mask: a fill that lands on it (a saturated
     # region) would leave the carrier carrying the trigger
     for t, (f, values, tol) in patches:
@@ -277,22 +260,11 @@ def _repair(
                 f"removed: carrier of the trigger into class {t.target}; its repair would keep "
                 "the trigger's value on the trigger's coordinates"
             )
-    if _RELABEL == "probe":
-        net = train_mlp(
-            data.xs[donors], labels[donors], n_classes=data.n_classes, epochs=epochs, seed=seed
-        )
-        probs = predict_proba(net, xs)
-        new = probs.argmax(1).astype(np.int64)
-        conf = probs.max(1)
-    else:
-        from sklearn.neighbors import NearestNeighbors
-
-        k = min(_K, len(donors))
-        nn = NearestNeighbors(n_neighbors=k).fit(data.xs[donors])
-        ind = nn.kneighbors(xs, return_distance=False)
-        votes = np.stack([(labels[donors][ind] == c).sum(1) for c in range(data.n_classes)], 1)
-        new = votes.argmax(1).astype(np.int64)
-        conf = votes.max(1) / k
+    k = min(_K, len(donors))
+    ind = NearestNeighbors(n_neighbors=k).fit(data.xs[donors]).kneighbors(xs, return_distance=False)
+    votes = np.stack([(labels[donors][ind] == c).sum(1) for c in range(data.n_classes)], 1)
+    new = votes.argmax(1).astype(np.int64)
+    conf = votes.max(1) / k
     for i in np.flatnonzero(conf < _MIN_CONFIDENCE):
         dropped.setdefault(
             int(rows[i]),
@@ -477,7 +449,7 @@ def _apply(
     # the fill and the new labels come from kept non-carriers only: without a few, nothing is
     # repaired (the carriers stay removed)
     if fixable and len(rows) and len(donors) >= _K:
-        rep = _repair(data, fixable, rows, donors, labels, epochs=epochs, seed=seed)
+        rep = _repair(data, fixable, rows, donors, labels, seed=seed)
         for i, why in rep.dropped.items():
             fate[i] = why
         labels[rep.rows] = rep.labels
