@@ -1240,6 +1240,21 @@ def _side_test(
 _PLURAL = {"class": "classes", "group": "groups"}
 
 
+def _mid_rank(ref: NDArray[np.float64], v: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Mid-rank percentile of each value of ``v`` among ``ref`` (ties count half)."""
+    r = np.sort(ref)
+    lo = np.searchsorted(r, v, side="left")
+    hi = np.searchsorted(r, v, side="right")
+    return np.asarray((lo + hi) / (2.0 * len(r)), dtype=np.float64)
+
+
+def _below_half(mean: float, n: int) -> tuple[float, float]:
+    """``(z, one-sided p)`` of a mean of ``n`` percentiles below 0.5, their mean under the null
+    (uniform percentiles: variance 1/12 each)."""
+    zstat = (mean - 0.5) * math.sqrt(12.0 * n)
+    return zstat, float(0.5 * math.erfc(-zstat / math.sqrt(2.0)))
+
+
 def _depth_percentiles(
     y: NDArray[np.int64],
     n_classes: int,
@@ -1272,10 +1287,7 @@ def _depth_percentiles(
             continue
         u = np.zeros(int(fb.sum()))
         for dep in depths:
-            r = np.sort(dep[ref])
-            lo = np.searchsorted(r, dep[fb], side="left")
-            hi = np.searchsorted(r, dep[fb], side="right")
-            u += (lo + hi) / (2.0 * len(r)) / len(depths)
+            u += _mid_rank(dep[ref], dep[fb]) / len(depths)
         out[fb] = u
     return out
 
@@ -1333,17 +1345,13 @@ def _side_depth(
         if facing.sum() < _SIDE_DEPTH_MIN_REF:
             continue
         axis = cent[b] - cent[a]
-        r = np.sort(space.z[facing] @ axis)
         v = space.z[idx[(y[idx] == a) & (pred[idx] == b)]] @ axis
-        lo = np.searchsorted(r, v, side="left")
-        hi = np.searchsorted(r, v, side="right")
-        pct.append((lo + hi) / (2.0 * len(r)))
+        pct.append(_mid_rank(space.z[facing] @ axis, v))
     n = sum(len(u) for u in pct)
     if not n:
         return {"side_depth_n": 0}
     mean = float(np.concatenate(pct).mean())
-    zstat = (mean - 0.5) * math.sqrt(12.0 * n)
-    p_value = float(0.5 * math.erfc(-zstat / math.sqrt(2.0)))
+    zstat, p_value = _below_half(mean, n)
     return {
         "side_depth_n": n,
         "side_depth_mean": round(mean, 4),
@@ -1409,8 +1417,7 @@ def _depth_test(
     if not n:
         return {"n": 0, "identifiable": True}
     mean = float(pct.mean())
-    zstat = (mean - 0.5) * math.sqrt(12.0 * n)
-    p_value = float(0.5 * math.erfc(-zstat / math.sqrt(2.0)))
+    zstat, p_value = _below_half(mean, n)
     shallow = p_value < _DEPTH_ALPHA and mean < _DEPTH_MIN
     # the side test is reported, never decides: flips to each sample's most similar class
     # (a standard targeted flip) follow the side exactly like overlap does (:func:`_side_test`)
